@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs amber's benchmarks and prints their tables. Each is also runnable on
+# its own; see README.md, "Performance".
+#
+#   bench/run.sh            all benchmarks
+#   bench/run.sh pipe       the link model only
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${AMBER_BUILD_DIR:-build}
+what=${1:-all}
+cd "$here"
+[ -x "$build_dir/bench/pipe_bench" ] || scripts/setup.sh
+
+machine() {
+  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r)"
+}
+
+if [ "$what" = all ] || [ "$what" = pipe ]; then
+  echo "== link model: enqueue + dequeue per frame, 10^5 frames held (median of 5) =="
+  machine
+  "$build_dir/bench/pipe_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+    --benchmark_min_time=0.5 2>/dev/null |
+    awk '/_median/ {
+      name=$1; sub(/_median/, "", name); ns=""; allocs=""
+      for (i = 1; i <= NF; i++) {
+        if ($i ~ /^ns_per_frame=/) { ns=$i; sub(/ns_per_frame=/, "", ns) }
+        if ($i ~ /^allocs_per_frame=/) { allocs=$i; sub(/allocs_per_frame=/, "", allocs) }
+      }
+      printf "  %-22s %12s/frame  %8.1f Mframes/s  allocations/frame %s\n", name, ns, 1000/ns, allocs
+    }'
+fi

@@ -1,0 +1,308 @@
+#include "link-emulator/pipe.h"
+
+#include <algorithm>
+
+namespace amber::link {
+
+const char* drop_cause_name(DropCause cause) {
+  switch (cause) {
+    case DropCause::kLoss: return "loss";
+    case DropCause::kQueueFrames: return "queue_frames";
+    case DropCause::kQueueBytes: return "queue_bytes";
+  }
+  return "unknown";
+}
+
+uint64_t PipeCounters::total_dropped() const {
+  uint64_t total = 0;
+  for (uint64_t n : frames_dropped) total += n;
+  return total;
+}
+
+Result<Pipe> Pipe::create(const PipeConfig& config) {
+  Status status = config.validate();
+  if (!status) return status;
+  return Pipe(config);
+}
+
+Pipe::Pipe(const PipeConfig& config) : rng_(config.seed), loss_(config.loss) {
+  apply_config(config);
+}
+
+void Pipe::apply_config(const PipeConfig& config) {
+  config_ = config;
+  duplicate_ = Chance(config.duplicate);
+  corrupt_ = Chance(config.corrupt);
+  reorder_ = Chance(config.reorder);
+  limit_frames_ = config.queue_limit_frames.value_or(std::numeric_limits<uint32_t>::max());
+  limit_bytes_ = config.queue_limit_bytes.value_or(std::numeric_limits<uint64_t>::max());
+}
+
+Verdict Pipe::enqueue(Frame& frame, int64_t now) {
+  advance(now);
+  ++counters_.frames_in;
+  counters_.bytes_in += frame.length;
+  Verdict verdict;
+  // Decisions are drawn in a fixed order (loss, corruption, duplication,
+  // then in admit() reordering and jitter) so the stream is reproducible.
+  if (loss_.lose(rng_)) return drop(frame, DropCause::kLoss, verdict);
+  if (!corrupt_.never() && corrupt_.draw(rng_) && frame.length > 0) {
+    verdict.corrupt_bit = static_cast<int64_t>(rng_.below(uint64_t{frame.length} * 8));
+  }
+  if (!duplicate_.never() && duplicate_.draw(rng_)) {
+    verdict.duplicate = true;
+    ++counters_.duplicated;
+  }
+  return admit(frame, now, verdict);
+}
+
+Verdict Pipe::enqueue_duplicate(Frame& frame, int64_t now) {
+  advance(now);
+  ++counters_.frames_in;
+  counters_.bytes_in += frame.length;
+  return admit(frame, now, Verdict{});
+}
+
+Verdict Pipe::drop(const Frame& frame, DropCause cause, Verdict verdict) {
+  auto i = static_cast<size_t>(cause);
+  ++counters_.frames_dropped[i];
+  counters_.bytes_dropped[i] += frame.length;
+  verdict.accepted = false;
+  verdict.cause = cause;
+  verdict.corrupt_bit = -1;
+  return verdict;
+}
+
+Verdict Pipe::admit(Frame& frame, int64_t now, Verdict verdict) {
+  frame.arrival_ns = now;
+  frame.express = !reorder_.never() && reorder_.draw(rng_);
+  frame.extra_delay_ns = config_.jitter_ns ? draw_jitter() : 0;
+
+  if (config_.rate_bps == 0) {
+    // Unlimited rate: no serialization, straight onto the wire. (advance()
+    // has emptied the bottleneck: with no rate its frames take no time.)
+    frame.ready_ns = now;
+    put_on_wire(frame);
+  } else {
+    if (queued_frames_ >= limit_frames_) return drop(frame, DropCause::kQueueFrames, verdict);
+    if (queued_bytes_ + frame.length > limit_bytes_) {
+      return drop(frame, DropCause::kQueueBytes, verdict);
+    }
+    frame.stage = FrameStage::kBottleneck;
+    bool idle = bottleneck_.empty();
+    bottleneck_.push_back(frame);
+    ++queued_frames_;
+    queued_bytes_ += frame.length;
+    if (idle) start_serialization(frame);
+  }
+  ++held_frames_;
+  held_bytes_ += frame.length;
+  if (verdict.corrupt_bit >= 0) ++counters_.corrupted;
+  verdict.accepted = true;
+  return verdict;
+}
+
+// The head of the bottleneck starts when both it and the link are there. The
+// sub-nanosecond carry makes a train of back-to-back frames take exactly
+// total bits / rate; an idle link starts afresh.
+void Pipe::start_serialization(Frame& head) {
+  int64_t start = std::max(head.arrival_ns, link_free_ns_);
+  if (start > link_free_ns_) serialization_carry_ = 0;
+  head.ready_ns = start + serialization_ns(head.length);
+}
+
+int64_t Pipe::serialization_ns(uint32_t length) {
+  const uint64_t rate = config_.rate_bps;
+  if (rate == 0) return 0;
+  // bits * 1e9 fits in 64 bits for any frame up to 2 GB.
+  uint64_t scaled = (uint64_t{length} + config_.overhead_bytes) * 8 * 1'000'000'000ULL +
+                    serialization_carry_;
+  serialization_carry_ = scaled % rate;
+  return static_cast<int64_t>(scaled / rate);
+}
+
+void Pipe::advance_slow(int64_t now) {
+  while (!bottleneck_.empty()) {
+    Frame& head = bottleneck_.front();
+    if (head.ready_ns > now) break;
+    bottleneck_.pop_front();
+    --queued_frames_;
+    queued_bytes_ -= head.length;
+    link_free_ns_ = head.ready_ns;
+    put_on_wire(head);
+    if (!bottleneck_.empty()) start_serialization(bottleneck_.front());
+  }
+}
+
+void Pipe::put_on_wire(Frame& frame) {
+  if (frame.express) {
+    frame.stage = FrameStage::kExpress;
+    frame.departure_ns = frame.ready_ns;
+    express_.push_back(frame);
+    ++counters_.reordered;
+    return;
+  }
+  int64_t departure = frame.ready_ns + config_.delay_ns + frame.extra_delay_ns;
+  // Jitter never makes a frame leave before it was serialized, nor before
+  // the frame ahead of it.
+  departure = std::max({departure, frame.ready_ns, last_departure_ns_});
+  last_departure_ns_ = departure;
+  frame.departure_ns = departure;
+  frame.stage = FrameStage::kDelayLine;
+  delay_line_.push_back(frame);
+}
+
+int64_t Pipe::draw_jitter() {
+  const int64_t j = config_.jitter_ns;
+  if (config_.jitter_distribution == JitterDistribution::kUniform) {
+    return static_cast<int64_t>(rng_.below(2 * static_cast<uint64_t>(j) + 1)) - j;
+  }
+  // Irwin–Hall: the sum of 12 uniforms minus 6 is close to N(0, 1), bounded
+  // at ±6, in integers only, so a checkpoint restored on another machine
+  // draws bit-identical delays.
+  int64_t sum = 0;
+  for (int i = 0; i < 6; ++i) {
+    uint64_t r = rng_.next();
+    sum += static_cast<int64_t>(r >> 32) + static_cast<int64_t>(r & 0xffffffffu);
+  }
+  __int128 z = sum - (int64_t{6} << 32);  // N(0,1) in 32.32 fixed point
+  return static_cast<int64_t>((z * j) >> 32);
+}
+
+unsigned Pipe::dequeue(int64_t now, Frame** out, unsigned max) {
+  advance(now);
+  unsigned n = 0;
+  uint64_t bytes = 0;
+  if (express_.empty()) {
+    // The common case: one FIFO in departure order.
+    while (n < max && !delay_line_.empty()) {
+      Frame& f = delay_line_.front();
+      if (f.departure_ns > now) break;
+      delay_line_.pop_front();
+      // The next head was written one delay ago and is cold by now.
+      if (!delay_line_.empty()) __builtin_prefetch(&delay_line_.front());
+      bytes += f.length;
+      out[n++] = &f;
+    }
+  } else {
+    while (n < max) {
+      bool wire = !delay_line_.empty() && delay_line_.front().departure_ns <= now;
+      bool express = !express_.empty() && express_.front().departure_ns <= now;
+      FrameList* from;
+      if (wire && express) {
+        from = express_.front().departure_ns < delay_line_.front().departure_ns ? &express_
+                                                                                 : &delay_line_;
+      } else if (wire) {
+        from = &delay_line_;
+      } else if (express) {
+        from = &express_;
+      } else {
+        break;
+      }
+      Frame& f = from->front();
+      from->pop_front();
+      bytes += f.length;
+      out[n++] = &f;
+    }
+  }
+  counters_.frames_out += n;
+  counters_.bytes_out += bytes;
+  held_frames_ -= n;
+  held_bytes_ -= bytes;
+  return n;
+}
+
+int64_t Pipe::next_event_ns() const {
+  int64_t next = kNever;
+  if (!delay_line_.empty()) next = delay_line_.front().departure_ns;
+  if (!express_.empty()) next = std::min(next, express_.front().departure_ns);
+  if (!bottleneck_.empty()) next = std::min(next, bottleneck_.front().ready_ns);
+  return next;
+}
+
+Status Pipe::reconfigure(const PipeConfig& config, int64_t now) {
+  AMBER_RETURN_IF_ERROR(config.validate());
+  advance(now);
+  if (!bottleneck_.empty() && (config.rate_bps != config_.rate_bps ||
+                               config.overhead_bytes != config_.overhead_bytes)) {
+    // The head is part-way through serialization: its remaining bits go
+    // out at the new rate. (A rate is never 0 here: an unlimited pipe has
+    // an empty bottleneck after advance().)
+    Frame& head = bottleneck_.front();
+    const unsigned __int128 remaining = static_cast<uint64_t>(head.ready_ns - now);
+    if (config.rate_bps == 0) {
+      head.ready_ns = now;
+    } else {
+      unsigned __int128 scaled = remaining * config_.rate_bps;
+      head.ready_ns = now + static_cast<int64_t>((scaled + config.rate_bps - 1) / config.rate_bps);
+    }
+    serialization_carry_ = 0;
+  }
+  if (config.seed != config_.seed) rng_.reseed(config.seed);
+  if (config.loss != config_.loss) loss_ = LossProcess(config.loss);
+  apply_config(config);
+  advance(now);
+  return Status::ok();
+}
+
+PipeState Pipe::state() const {
+  PipeState s;
+  s.rng = rng_.state();
+  s.loss_state = loss_.state();
+  s.link_free_ns = link_free_ns_;
+  s.serialization_carry = serialization_carry_;
+  s.last_departure_ns = last_departure_ns_;
+  s.counters = counters_;
+  return s;
+}
+
+void Pipe::set_state(const PipeState& s) {
+  rng_.set_state(s.rng);
+  loss_.set_state(s.loss_state);
+  link_free_ns_ = s.link_free_ns;
+  serialization_carry_ = s.serialization_carry;
+  last_departure_ns_ = s.last_departure_ns;
+  counters_ = s.counters;
+}
+
+Status Pipe::restore_frame(Frame& frame) {
+  FrameList* list;
+  int64_t key;
+  switch (frame.stage) {
+    case FrameStage::kBottleneck:
+      if (config_.rate_bps == 0) {
+        return failed_precondition("a frame in the bottleneck queue of an unlimited-rate pipe");
+      }
+      list = &bottleneck_;
+      key = frame.arrival_ns;
+      break;
+    case FrameStage::kDelayLine:
+      list = &delay_line_;
+      key = frame.departure_ns;
+      break;
+    case FrameStage::kExpress:
+      list = &express_;
+      key = frame.departure_ns;
+      break;
+    default:
+      return invalid_argument("unknown frame stage " + std::to_string(int(frame.stage)));
+  }
+  if (!list->empty()) {
+    const Frame& last = list->back();
+    int64_t last_key = frame.stage == FrameStage::kBottleneck ? last.arrival_ns : last.departure_ns;
+    if (key < last_key) {
+      return invalid_argument("frames out of order: " + std::to_string(key) + " ns after " +
+                              std::to_string(last_key) + " ns");
+    }
+  }
+  list->push_back(frame);
+  if (frame.stage == FrameStage::kBottleneck) {
+    ++queued_frames_;
+    queued_bytes_ += frame.length;
+  }
+  ++held_frames_;
+  held_bytes_ += frame.length;
+  return Status::ok();
+}
+
+}  // namespace amber::link

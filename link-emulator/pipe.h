@@ -1,0 +1,182 @@
+// One direction of an emulated link: bottleneck queue -> serialization at the
+// link rate -> propagation delay (with jitter that never reorders) -> out.
+//
+// All times are virtual nanoseconds (see virtual_clock.h): the caller stamps
+// each call with the current virtual time, so a frozen clock freezes the
+// pipe, and tests assert exact timestamps. Every random decision is drawn at
+// arrival, in a fixed order, from the pipe's own generator, so the schedule
+// depends only on arrival times and never on how often the pipe is polled.
+//
+// Frames are never allocated or copied here: the pipe links the caller's
+// Frame objects into three intrusive FIFOs and hands them back on departure
+// or drop. Single-threaded; the owning lcore calls everything.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <limits>
+
+#include "common/status.h"
+#include "link-emulator/frame.h"
+#include "link-emulator/loss_process.h"
+#include "link-emulator/pipe_config.h"
+#include "link-emulator/rng.h"
+
+namespace amber::link {
+
+inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+enum class DropCause : uint8_t {
+  kLoss = 0,        // the loss model chose the frame
+  kQueueFrames = 1, // bottleneck queue full (frame limit)
+  kQueueBytes = 2,  // bottleneck queue full (byte limit)
+};
+inline constexpr size_t kDropCauseCount = 3;
+const char* drop_cause_name(DropCause cause);
+
+struct PipeCounters {
+  uint64_t frames_in = 0;
+  uint64_t bytes_in = 0;
+  uint64_t frames_out = 0;
+  uint64_t bytes_out = 0;
+  std::array<uint64_t, kDropCauseCount> frames_dropped{};
+  std::array<uint64_t, kDropCauseCount> bytes_dropped{};
+  uint64_t duplicated = 0;
+  uint64_t corrupted = 0;
+  uint64_t reordered = 0;
+
+  uint64_t total_dropped() const;
+  bool operator==(const PipeCounters&) const = default;
+};
+
+// What happened to a frame offered to enqueue(). 16 bytes, so it comes
+// back in registers.
+struct Verdict {
+  int64_t corrupt_bit = -1;            // >= 0: the caller flips this bit of the frame's bytes
+  bool accepted = false;               // held by the pipe now; else the caller frees it
+  bool duplicate = false;              // the caller should clone it and enqueue_duplicate()
+  DropCause cause = DropCause::kLoss;  // valid when !accepted
+};
+static_assert(sizeof(Verdict) == 16);
+
+// The pipe's scalar state, exactly what a checkpoint needs besides the
+// frames (which it lists with for_each_frame()).
+struct PipeState {
+  Rng::State rng{};
+  uint8_t loss_state = 0;
+  int64_t link_free_ns = 0;        // end of the last serialization
+  uint64_t serialization_carry = 0;  // sub-ns remainder (units of 1/rate ns) for exact rates
+  int64_t last_departure_ns = std::numeric_limits<int64_t>::min();
+  PipeCounters counters;
+  bool operator==(const PipeState&) const = default;
+};
+
+class Pipe {
+ public:
+  static Result<Pipe> create(const PipeConfig& config);
+
+  Pipe(Pipe&&) = default;
+  Pipe& operator=(Pipe&&) = default;
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+
+  // Offers a frame arriving at virtual time now (non-decreasing across calls).
+  // frame.length must be set; the pipe writes the rest.
+  Verdict enqueue(Frame& frame, int64_t now);
+
+  // A copy the caller made after Verdict::duplicate: enqueued like a new
+  // arrival but never lost or duplicated again (as netem does).
+  Verdict enqueue_duplicate(Frame& frame, int64_t now);
+
+  // Moves up to max frames whose departure time is <= now into out, in
+  // departure order. Returns how many.
+  unsigned dequeue(int64_t now, Frame** out, unsigned max);
+
+  // Earliest virtual time at which dequeue() could return a frame, or kNever
+  // when the pipe is empty. For idle back-off.
+  int64_t next_event_ns() const;
+
+  // Changes the parameters at virtual time now without losing or reordering
+  // a held frame: frames on the wire keep their departure times, the frame
+  // in serialization finishes its remaining bits at the new rate, queued
+  // frames are serialized at the new rate. The RNG is reseeded only if the
+  // seed changed. Frames beyond a new, smaller queue limit stay (they were
+  // accepted); new arrivals see the limit.
+  Status reconfigure(const PipeConfig& config, int64_t now);
+
+  const PipeConfig& config() const { return config_; }
+  const PipeCounters& counters() const { return counters_; }
+  uint32_t queued_frames() const { return queued_frames_; }
+  uint64_t queued_bytes() const { return queued_bytes_; }
+  uint64_t held_frames() const { return held_frames_; }
+  uint64_t held_bytes() const { return held_bytes_; }
+
+  // Checkpoint support. The state is read and written whole; frames are
+  // visited in the order they will leave each stage.
+  PipeState state() const;
+  void set_state(const PipeState& state);
+  template <typename Visitor>
+  void for_each_frame(Visitor&& visit) const {
+    for (const Frame& f : bottleneck_) visit(f);
+    for (const Frame& f : delay_line_) visit(f);
+    for (const Frame& f : express_) visit(f);
+  }
+  // Puts a frame back as it was saved (stage and timestamps set by the
+  // caller), appending to its stage's FIFO. Only on a pipe being restored.
+  Status restore_frame(Frame& frame);
+  // Hands every held frame to release (e.g. to free the mbufs) and empties
+  // the pipe. Counters are kept.
+  template <typename Release>
+  void clear(Release&& release) {
+    for (FrameList* list : {&bottleneck_, &delay_line_, &express_}) {
+      while (!list->empty()) {
+        Frame& f = list->front();
+        list->pop_front();
+        release(f);
+      }
+    }
+    queued_frames_ = 0;
+    queued_bytes_ = 0;
+    held_frames_ = 0;
+    held_bytes_ = 0;
+  }
+
+ private:
+  explicit Pipe(const PipeConfig& config);
+
+  Verdict admit(Frame& frame, int64_t now, Verdict verdict);
+  // Moves frames whose serialization ended by now onto the wire. Inline
+  // check, out-of-line work: most calls find nothing to move.
+  void advance(int64_t now) {
+    if (!bottleneck_.empty() && bottleneck_.front().ready_ns <= now) advance_slow(now);
+  }
+  void advance_slow(int64_t now);
+  void start_serialization(Frame& head);
+  int64_t serialization_ns(uint32_t length);
+  void put_on_wire(Frame& frame);
+  int64_t draw_jitter();
+  void apply_config(const PipeConfig& config);
+  Verdict drop(const Frame& frame, DropCause cause, Verdict verdict);
+
+  PipeConfig config_;
+  PipeCounters counters_;
+  Rng rng_;
+  LossProcess loss_;
+  Chance duplicate_, corrupt_, reorder_;
+  // Limits as plain integers: "no limit" is the maximum.
+  uint32_t limit_frames_ = 0;
+  uint64_t limit_bytes_ = 0;
+
+  FrameList bottleneck_;  // arrival order; the head is in serialization
+  FrameList delay_line_;  // departure order
+  FrameList express_;     // departure order, skipping the delay line
+  uint32_t queued_frames_ = 0;
+  uint64_t queued_bytes_ = 0;
+  uint64_t held_frames_ = 0;
+  uint64_t held_bytes_ = 0;
+  int64_t link_free_ns_ = 0;
+  uint64_t serialization_carry_ = 0;
+  int64_t last_departure_ns_ = std::numeric_limits<int64_t>::min();
+};
+
+}  // namespace amber::link
