@@ -31,7 +31,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 # Build and library dependencies, then the real peers the tests drive.
 packages=(
   meson ninja-build pkg-config g++ git
-  libdpdk-dev dpdk
+  libdpdk-dev dpdk dpdk-dev
   libpcap-dev libboost-dev
   libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc

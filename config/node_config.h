@@ -1,0 +1,33 @@
+// The delay node's configuration as plain data. Filled by the loader
+// (config/loader.h) from a text file; no Protobuf here, so the dataplane
+// can include it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "link-emulator/pipe_config.h"
+
+namespace amber::config {
+
+struct LinkConfig {
+  std::string name;
+  std::string port_a;
+  std::string port_b;
+  link::PipeConfig a_to_b;
+  link::PipeConfig b_to_a;
+  std::string where;  // "links.conf:12" for messages about this link
+};
+
+struct NodeConfig {
+  std::string node_id;
+  std::vector<LinkConfig> links;
+  int64_t idle_sleep_ns = 10'000;  // 0: never sleep
+  uint32_t sizing_frame_bytes = 1500;
+  uint64_t sizing_unlimited_rate_bps = 10'000'000'000ULL;
+  uint32_t max_frame_bytes = 1518;
+  std::string source;  // the file it came from
+};
+
+}  // namespace amber::config

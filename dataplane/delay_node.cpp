@@ -1,0 +1,319 @@
+#include "dataplane/delay_node.h"
+
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_ring.h>
+
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "common/strings.h"
+#include "common/units.h"
+#include "dataplane/mbuf_frame.h"
+
+namespace amber::dataplane {
+namespace {
+
+std::string port_names() {
+  std::string names;
+  uint16_t id;
+  RTE_ETH_FOREACH_DEV(id) {
+    char name[RTE_ETH_NAME_MAX_LEN];
+    if (rte_eth_dev_get_name_by_port(id, name) == 0) {
+      if (!names.empty()) names += ", ";
+      names += name;
+    }
+  }
+  return names.empty() ? "none (give --vdev or a PCI device to the EAL)" : names;
+}
+
+// Free hugepage memory as the kernel reports it, for the sizing message.
+uint64_t hugepages_free_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t free_pages = 0, page_kb = 0, value;
+  std::string unit;
+  while (in >> key >> value) {
+    if (key == "HugePages_Free:") free_pages = value;
+    if (key == "Hugepagesize:") {
+      page_kb = value;
+      in >> unit;
+    }
+  }
+  return free_pages * page_kb * 1024;
+}
+
+}  // namespace
+
+DelayNode::DelayNode(const config::NodeConfig& config, const NodeOptions& options)
+    : config_(config), options_(options), clock_(TscClock::calibrate()) {}
+
+Result<std::unique_ptr<DelayNode>> DelayNode::create(const config::NodeConfig& config,
+                                                     const NodeOptions& options) {
+  std::unique_ptr<DelayNode> node(new DelayNode(config, options));
+  // Pipes first: they validate every parameter before anything is allocated.
+  AMBER_RETURN_IF_ERROR(node->create_directions());
+  AMBER_RETURN_IF_ERROR(node->create_pool());
+  AMBER_RETURN_IF_ERROR(node->open_ports());
+  AMBER_RETURN_IF_ERROR(node->create_workers());
+  return node;
+}
+
+Status DelayNode::create_directions() {
+  std::map<std::string, uint16_t> ids;
+  for (const config::LinkConfig& link : config_.links) {
+    for (const std::string* name : {&link.port_a, &link.port_b}) {
+      uint16_t id;
+      if (rte_eth_dev_get_port_by_name(name->c_str(), &id) != 0) {
+        return not_found(cat(link.where, ": link '", link.name, "': no DPDK port named '", *name,
+                             "' (ports: ", port_names(), ")"));
+      }
+      ids[*name] = id;
+    }
+    for (auto [dir, pipe_config, rx, tx] :
+         {std::tuple{"a_to_b", &link.a_to_b, ids[link.port_a], ids[link.port_b]},
+          std::tuple{"b_to_a", &link.b_to_a, ids[link.port_b], ids[link.port_a]}}) {
+      auto pipe = link::Pipe::create(*pipe_config);
+      if (!pipe) {
+        return pipe.status().with_context(cat(link.where, ": link '", link.name, "' ", dir, ": "));
+      }
+      directions_.push_back(
+          std::make_unique<Direction>(link.name, dir, rx, tx, std::move(pipe).value()));
+    }
+  }
+  return Status::ok();
+}
+
+Status DelayNode::create_pool() {
+  const uint32_t data_room =
+      std::max<uint32_t>(RTE_MBUF_DEFAULT_BUF_SIZE, config_.max_frame_bytes + RTE_PKTMBUF_HEADROOM);
+  options_.rings.lcores = rte_lcore_count();
+  sizing_ = size_pool(config_, options_.rings,
+                      static_cast<uint32_t>(sizeof(rte_mbuf) + kMbufPrivSize + data_room));
+  const uint32_t cache = std::min<uint32_t>(options_.rings.cache_per_lcore, RTE_MEMPOOL_CACHE_MAX_SIZE);
+  pool_ = rte_pktmbuf_pool_create("amber_frames", static_cast<unsigned>(sizing_.mbufs), cache,
+                                  kMbufPrivSize, static_cast<uint16_t>(data_room),
+                                  static_cast<int>(rte_socket_id()));
+  if (pool_ == nullptr) {
+    return resource_exhausted(
+        cat("cannot allocate the frame pool: the links need ", sizing_.describe(),
+            "; hugepage memory free: ", format_bytes(hugepages_free_bytes()), " (",
+            rte_strerror(rte_errno), "). Reserve more hugepages, or lower the links' rate x delay, "
+            "or raise sizing_frame_bytes if your frames are large"));
+  }
+  return Status::ok();
+}
+
+Status DelayNode::open_ports() {
+  std::map<uint16_t, bool> seen;
+  for (const auto& d : directions_) {
+    for (uint16_t port : {d->rx_port, d->tx_port}) {
+      if (seen[port]) continue;
+      seen[port] = true;
+      rte_eth_conf conf{};
+      if (config_.max_frame_bytes > 1518) conf.rxmode.mtu = config_.max_frame_bytes - 18;
+      int rc = rte_eth_dev_configure(port, 1, 1, &conf);
+      if (rc < 0) return internal_error(cat("port ", port, ": configure failed: ", rte_strerror(-rc)));
+      uint16_t rxd = static_cast<uint16_t>(options_.rings.rx_descriptors);
+      uint16_t txd = static_cast<uint16_t>(options_.rings.tx_descriptors);
+      rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
+      int socket = rte_eth_dev_socket_id(port);
+      if (socket < 0) socket = static_cast<int>(rte_socket_id());
+      rc = rte_eth_rx_queue_setup(port, 0, rxd, static_cast<unsigned>(socket), nullptr, pool_);
+      if (rc < 0) return internal_error(cat("port ", port, ": rx queue: ", rte_strerror(-rc)));
+      rc = rte_eth_tx_queue_setup(port, 0, txd, static_cast<unsigned>(socket), nullptr);
+      if (rc < 0) return internal_error(cat("port ", port, ": tx queue: ", rte_strerror(-rc)));
+      rc = rte_eth_dev_start(port);
+      if (rc < 0) return internal_error(cat("port ", port, ": start failed: ", rte_strerror(-rc)));
+      ports_.push_back(port);
+      rte_eth_promiscuous_enable(port);  // not every PMD supports it; harmless
+    }
+  }
+  return Status::ok();
+}
+
+Status DelayNode::create_workers() {
+  // Workers run on the worker lcores; with none, the main lcore runs all.
+  std::vector<unsigned> lcores;
+  unsigned id;
+  RTE_LCORE_FOREACH_WORKER(id) lcores.push_back(id);
+  if (lcores.empty()) lcores.push_back(rte_get_main_lcore());
+  std::vector<std::vector<Direction*>> assigned(lcores.size());
+  for (size_t i = 0; i < directions_.size(); ++i) {
+    assigned[i % lcores.size()].push_back(directions_[i].get());
+  }
+  WorkerOptions options;
+  options.idle_sleep_ns = config_.idle_sleep_ns;
+  for (size_t i = 0; i < lcores.size(); ++i) {
+    if (assigned[i].empty()) continue;
+    std::string name = cat("amber_cmd_", lcores[i]);
+    rte_ring* ring = rte_ring_lookup(name.c_str());
+    if (ring == nullptr) {
+      ring = rte_ring_create(name.c_str(), 64, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+    }
+    if (ring == nullptr) return internal_error(cat("command ring: ", rte_strerror(rte_errno)));
+    workers_.push_back(
+        std::make_unique<Worker>(lcores[i], std::move(assigned[i]), pool_, ring, clock_, options));
+  }
+  return Status::ok();
+}
+
+void DelayNode::run() {
+  stop_.store(false);
+  running_.store(true, std::memory_order_release);
+  Worker* on_main = nullptr;
+  for (auto& w : workers_) {
+    if (w->lcore() == rte_get_main_lcore()) {
+      on_main = w.get();
+      continue;
+    }
+    rte_eal_remote_launch(
+        [](void* arg) -> int {
+          auto* self = static_cast<std::pair<Worker*, DelayNode*>*>(arg);
+          int rc = self->first->run(self->second->stop_);
+          delete self;
+          return rc;
+        },
+        new std::pair<Worker*, DelayNode*>(w.get(), this), w->lcore());
+  }
+  if (on_main) {
+    on_main->run(stop_);
+  } else {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  rte_eal_mp_wait_lcore();
+  running_.store(false, std::memory_order_release);
+}
+
+Status DelayNode::send(Worker& worker, const std::shared_ptr<Command>& command) {
+  if (!running()) {
+    // No loop is polling: nobody else touches the pipes, so apply directly.
+    // (Only before run() or after it returned.)
+    return failed_precondition("the delay node is not running");
+  }
+  auto* holder = new std::shared_ptr<Command>(command);
+  if (rte_ring_enqueue(worker.commands(), holder) != 0) {
+    delete holder;
+    return unavailable(cat("worker on lcore ", worker.lcore(), " has a full command queue"));
+  }
+  auto deadline = std::chrono::steady_clock::now() + options_.command_timeout;
+  while (!command->done.load(std::memory_order_acquire)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return deadline_exceeded(cat("worker on lcore ", worker.lcore(), " did not answer within ",
+                                   options_.command_timeout.count(), " ms"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  return command->status;
+}
+
+DirectionStats snapshot(const Direction& d) {
+  DirectionStats s;
+  s.link = d.link_name;
+  s.direction = d.direction;
+  s.config = d.pipe.config();
+  s.pipe = d.pipe.counters();
+  s.node = d.counters;
+  s.held_frames = d.pipe.held_frames();
+  s.held_bytes = d.pipe.held_bytes();
+  s.queued_frames = d.pipe.queued_frames();
+  s.queued_bytes = d.pipe.queued_bytes();
+  s.tx_pending = d.pending_count;
+  return s;
+}
+
+Result<std::vector<DirectionStats>> DelayNode::stats() {
+  std::vector<DirectionStats> all;
+  if (!running()) {
+    // No worker runs: the owner thread may read the pipes itself.
+    for (auto& d : directions_) all.push_back(snapshot(*d));
+    return all;
+  }
+  for (auto& w : workers_) {
+    auto c = std::make_shared<Command>();
+    c->type = CommandType::kStats;
+    c->stats.resize(w->directions().size());
+    Status s = send(*w, c);
+    if (!s) return s;
+    for (size_t i = 0; i < c->stats.size(); ++i) {
+      c->stats[i].link = w->directions()[i]->link_name;
+      c->stats[i].direction = w->directions()[i]->direction;
+      all.push_back(std::move(c->stats[i]));
+    }
+  }
+  return all;
+}
+
+Result<std::pair<Worker*, Direction*>> DelayNode::find(const std::string& link,
+                                                       const std::string& direction) {
+  for (auto& w : workers_) {
+    for (Direction* d : w->directions()) {
+      if (d->link_name == link && d->direction == direction) return std::pair{w.get(), d};
+    }
+  }
+  return not_found(cat("no link '", link, "' with a direction '", direction,
+                       "' (directions are a_to_b and b_to_a)"));
+}
+
+Status DelayNode::set_pipe(const std::string& link, const std::string& direction,
+                           const link::PipeConfig& pipe) {
+  AMBER_RETURN_IF_ERROR(pipe.validate());
+  auto target = find(link, direction);
+  if (!target) return target.status();
+  auto c = std::make_shared<Command>();
+  c->type = CommandType::kSetPipe;
+  c->target = target->second;
+  c->pipe = pipe;
+  return send(*target->first, c);
+}
+
+Result<link::PipeConfig> DelayNode::pipe_config(const std::string& link,
+                                                const std::string& direction) {
+  auto target = find(link, direction);
+  if (!target) return target.status();
+  auto all = stats();
+  if (!all) return all.status();
+  for (const DirectionStats& s : *all) {
+    if (s.link == link && s.direction == direction) return s.config;
+  }
+  return not_found("direction vanished");
+}
+
+uint64_t DelayNode::idle_sleeps() const {
+  uint64_t n = 0;
+  for (const auto& w : workers_) n += w->sleeps();
+  return n;
+}
+
+void DelayNode::release_frames() {
+  for (auto& d : directions_) {
+    d->pipe.clear([](link::Frame& f) { rte_pktmbuf_free(mbuf_of(&f)); });
+    rte_pktmbuf_free_bulk(d->pending, d->pending_count);
+    d->pending_count = 0;
+  }
+}
+
+DelayNode::~DelayNode() {
+  stop();
+  if (running()) rte_eal_mp_wait_lcore();
+  for (uint16_t port : ports_) {
+    rte_eth_dev_stop(port);
+  }
+  release_frames();
+  for (auto& w : workers_) {
+    void* item;
+    while (rte_ring_dequeue(w->commands(), &item) == 0) {
+      delete static_cast<std::shared_ptr<Command>*>(item);
+    }
+    rte_ring_free(w->commands());
+  }
+  // Ports keep mbufs in their rings until closed.
+  for (uint16_t port : ports_) rte_eth_dev_close(port);
+  if (pool_) rte_mempool_free(pool_);
+}
+
+}  // namespace amber::dataplane

@@ -1,0 +1,80 @@
+// The delay node: ports, the mempool sized for the links' bandwidth-delay
+// products, one pipe per link direction, and worker lcores that run them.
+// Created on an initialized EAL; control methods may be called from any
+// non-worker thread while run() is in progress and reach the workers only
+// through their command rings.
+#pragma once
+
+#include <rte_mempool.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "config/node_config.h"
+#include "dataplane/direction.h"
+#include "dataplane/sizing.h"
+#include "dataplane/tsc_clock.h"
+#include "dataplane/worker.h"
+
+namespace amber::dataplane {
+
+struct NodeOptions {
+  RingSizes rings;
+  std::chrono::milliseconds command_timeout{2000};
+};
+
+class DelayNode {
+ public:
+  static Result<std::unique_ptr<DelayNode>> create(const config::NodeConfig& config,
+                                                   const NodeOptions& options = {});
+  ~DelayNode();
+  DelayNode(const DelayNode&) = delete;
+  DelayNode& operator=(const DelayNode&) = delete;
+
+  // Runs the workers; returns after stop(). Call from the main lcore.
+  void run();
+  // Safe from any thread and from a signal handler.
+  void stop() { stop_.store(true, std::memory_order_relaxed); }
+  bool running() const { return running_.load(std::memory_order_acquire); }
+
+  // Counters of every direction, copied by the workers.
+  Result<std::vector<DirectionStats>> stats();
+  // Changes one direction's parameters at the current instant; held frames
+  // are neither lost nor reordered (see link::Pipe::reconfigure).
+  Status set_pipe(const std::string& link, const std::string& direction,
+                  const link::PipeConfig& pipe);
+  Result<link::PipeConfig> pipe_config(const std::string& link, const std::string& direction);
+
+  const config::NodeConfig& config() const { return config_; }
+  const PoolSizing& sizing() const { return sizing_; }
+  rte_mempool* pool() const { return pool_; }
+  size_t worker_count() const { return workers_.size(); }
+  uint64_t idle_sleeps() const;
+
+ private:
+  DelayNode(const config::NodeConfig& config, const NodeOptions& options);
+  Status open_ports();
+  Status create_pool();
+  Status create_directions();
+  Status create_workers();
+  Status send(Worker& worker, const std::shared_ptr<Command>& command);
+  Result<std::pair<Worker*, Direction*>> find(const std::string& link, const std::string& direction);
+  void release_frames();
+
+  config::NodeConfig config_;
+  NodeOptions options_;
+  TscClock clock_;
+  PoolSizing sizing_;
+  rte_mempool* pool_ = nullptr;
+  std::vector<uint16_t> ports_;  // started ports, to stop at the end
+  std::vector<std::unique_ptr<Direction>> directions_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> running_{false};
+};
+
+}  // namespace amber::dataplane

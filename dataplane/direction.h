@@ -1,0 +1,60 @@
+// One direction of a link as the worker runs it: frames received on rx_port
+// go through the pipe and leave on tx_port.
+#pragma once
+
+#include <rte_mbuf.h>
+
+#include <cstdint>
+#include <string>
+
+#include "link-emulator/pipe.h"
+
+namespace amber::dataplane {
+
+inline constexpr uint16_t kBurst = 32;
+// Frames dequeued from the pipe that the tx ring has not yet taken; they
+// are retried before anything else leaves, never dropped.
+inline constexpr uint16_t kTxPending = 2 * kBurst;
+
+// Node-level counters beyond the pipe's own.
+struct DirectionCounters {
+  uint64_t rx_bursts = 0;
+  uint64_t tx_retries = 0;     // tx bursts the port did not take whole
+  uint64_t dup_no_mbuf = 0;    // duplicates not made: the mempool was empty
+  uint64_t oversize = 0;       // multi-segment frames refused (the pipe holds linear frames)
+  uint64_t late_departures = 0;  // frames sent more than 10 us after their virtual departure
+};
+
+struct Direction {
+  Direction(std::string link, std::string name, uint16_t rx, uint16_t tx, link::Pipe p)
+      : link_name(std::move(link)), direction(std::move(name)), rx_port(rx), tx_port(tx),
+        pipe(std::move(p)) {}
+
+  std::string link_name;
+  std::string direction;  // "a_to_b" or "b_to_a"
+  uint16_t rx_port;
+  uint16_t tx_port;
+  link::Pipe pipe;
+  rte_mbuf* pending[kTxPending] = {};
+  uint16_t pending_count = 0;
+  DirectionCounters counters;
+};
+
+// A copy of a direction's counters, taken by its worker on request.
+struct DirectionStats {
+  std::string link;
+  std::string direction;
+  link::PipeConfig config;
+  link::PipeCounters pipe;
+  DirectionCounters node;
+  uint64_t held_frames = 0;
+  uint64_t held_bytes = 0;
+  uint32_t queued_frames = 0;
+  uint64_t queued_bytes = 0;
+  uint16_t tx_pending = 0;
+};
+
+// Copies a direction's counters. Only on the thread that owns it.
+DirectionStats snapshot(const Direction& d);
+
+}  // namespace amber::dataplane

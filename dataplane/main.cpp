@@ -1,0 +1,169 @@
+// amber-delaynode: the DPDK delay node daemon.
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "common/units.h"
+#include "config/loader.h"
+#include "dataplane/delay_node.h"
+#include "dataplane/telemetry.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: amber-delaynode [EAL options] -- --config FILE [options]
+
+amber's delay node: forwards frames between pairs of DPDK ports through
+emulated links (bandwidth, delay, jitter, queue, loss), one pipe per
+direction, holding every in-flight frame in its own queues.
+
+EAL options select cores and ports, e.g.
+  -l 0-1 --vdev net_af_packet0,iface=veth0 --vdev net_af_packet1,iface=veth1
+  -l 0 --vdev net_vhost0,iface=/run/amber/vm1.sock --vdev net_tap0
+(physical NICs bound to vfio-pci appear by PCI address). Links name ports
+by their DPDK name (net_af_packet0, 0000:3b:00.0, ...). With several lcores
+the link directions are spread over the worker lcores.
+
+Options after --:
+  --config FILE          the links (Protobuf text format; see config/examples/)
+  --stats-interval SECS  print counters every SECS seconds (default: only on
+                         SIGUSR1 and at exit)
+  --check                load and validate the configuration, size the
+                         mempool, then exit
+  -h, --help             this text
+
+At run time:
+  SIGUSR1                print counters
+  SIGINT, SIGTERM        stop cleanly: ports stopped, frames freed, final counters
+  dpdk-telemetry.py      /amber/stats, /amber/links,
+                         /amber/set,LINK,a_to_b,rate=200Mbit,delay=30ms
+                         (add -f PREFIX when the EAL runs with --file-prefix PREFIX)
+)";
+
+std::atomic<amber::dataplane::DelayNode*> g_node{nullptr};
+std::atomic<bool> g_print{false};
+std::atomic<bool> g_stopping{false};
+
+void on_signal(int sig) {
+  if (sig == SIGUSR1) {
+    g_print.store(true);
+    return;
+  }
+  g_stopping.store(true);
+  if (auto* node = g_node.load()) node->stop();
+}
+
+void print_stats(amber::dataplane::DelayNode& node, const char* when) {
+  auto stats = node.stats();
+  if (!stats) {
+    std::fprintf(stderr, "amber-delaynode: stats: %s\n", stats.status().to_string().c_str());
+    return;
+  }
+  for (const std::string& line : amber::dataplane::format_stats(*stats)) {
+    std::printf("[%s] %s\n", when, line.c_str());
+  }
+  std::fflush(stdout);
+}
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "amber-delaynode: %s\n", message.c_str());
+  rte_eal_cleanup();
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  int consumed = rte_eal_init(argc, argv);
+  if (consumed < 0) {
+    std::fprintf(stderr, "amber-delaynode: EAL initialization failed: %s\n%s",
+                 rte_strerror(rte_errno), "(try --help)\n");
+    return 1;
+  }
+  argc -= consumed;
+  argv += consumed;
+  std::string config_path;
+  int stats_interval = 0;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a == "--stats-interval" && i + 1 < argc) {
+      stats_interval = std::atoi(argv[++i]);
+      if (stats_interval <= 0) return fail("--stats-interval: give a positive number of seconds");
+    } else if (a == "--check") {
+      check_only = true;
+    } else {
+      return fail(std::string("unknown or incomplete option '") + std::string(a) + "' (try --help)");
+    }
+  }
+  if (config_path.empty()) return fail("--config FILE is required (try --help)");
+
+  auto config = amber::config::load_node_config(config_path);
+  if (!config) return fail(config.status().message());
+  auto created = amber::dataplane::DelayNode::create(*config);
+  if (!created) return fail(created.status().message());
+  auto& node = *created;
+
+  std::printf("amber-delaynode %s: %zu link(s) on %zu worker(s), idle sleep %s\n",
+              config->node_id.c_str(), config->links.size(), node->worker_count(),
+              config->idle_sleep_ns ? amber::format_duration_ns(config->idle_sleep_ns).c_str()
+                                    : "off");
+  for (const auto& link : config->links) {
+    std::printf("  %s: %s <-> %s\n    a_to_b: %s\n    b_to_a: %s\n", link.name.c_str(),
+                link.port_a.c_str(), link.port_b.c_str(), amber::link::describe(link.a_to_b).c_str(),
+                amber::link::describe(link.b_to_a).c_str());
+  }
+  std::printf("  frame pool: %s\n", node->sizing().describe().c_str());
+  std::fflush(stdout);
+  if (check_only) {
+    node.reset();
+    rte_eal_cleanup();
+    return 0;
+  }
+
+  g_node.store(node.get());
+  amber::dataplane::register_telemetry(node.get());
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGUSR1, on_signal);
+
+  std::thread control([&] {
+    auto last = std::chrono::steady_clock::now();
+    while (!g_stopping.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      bool due = stats_interval > 0 &&
+                 std::chrono::steady_clock::now() - last >= std::chrono::seconds(stats_interval);
+      if ((g_print.exchange(false) || due) && node->running()) {
+        print_stats(*node, "stats");
+        last = std::chrono::steady_clock::now();
+      }
+    }
+  });
+  std::printf("running (SIGUSR1: counters, SIGINT/SIGTERM: stop)\n");
+  std::fflush(stdout);
+  node->run();
+  g_stopping.store(true);
+  control.join();
+  print_stats(*node, "final");
+  g_node.store(nullptr);
+  node.reset();  // ports stopped, frames freed, pool released
+  rte_eal_cleanup();
+  std::printf("stopped\n");
+  return 0;
+}

@@ -1,0 +1,58 @@
+#include "dataplane/sizing.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "common/units.h"
+
+namespace amber::dataplane {
+
+uint64_t frames_on_wire(const link::PipeConfig& pipe, uint64_t unlimited_rate_bps,
+                        uint32_t frame_bytes) {
+  const uint64_t rate = pipe.rate_bps ? pipe.rate_bps : unlimited_rate_bps;
+  const unsigned __int128 ns = static_cast<uint64_t>(pipe.delay_ns + pipe.jitter_ns);
+  const unsigned __int128 bits_per_frame = uint64_t{frame_bytes + pipe.overhead_bytes} * 8;
+  const unsigned __int128 denominator = bits_per_frame * 1'000'000'000ULL;
+  return static_cast<uint64_t>((ns * rate + denominator - 1) / denominator);
+}
+
+PoolSizing size_pool(const config::NodeConfig& config, const RingSizes& rings,
+                     uint32_t mbuf_overhead_bytes) {
+  PoolSizing s;
+  for (const config::LinkConfig& link : config.links) {
+    for (const link::PipeConfig* pipe : {&link.a_to_b, &link.b_to_a}) {
+      s.frames_on_wire +=
+          frames_on_wire(*pipe, config.sizing_unlimited_rate_bps, config.sizing_frame_bytes);
+      if (pipe->rate_bps) {
+        uint64_t queue = pipe->queue_limit_frames.value_or(0);
+        if (pipe->queue_limit_bytes) {
+          uint64_t by_bytes = *pipe->queue_limit_bytes / 64 + 1;  // smallest frames
+          queue = queue ? std::min(queue, by_bytes) : by_bytes;
+        }
+        s.frames_in_queues += queue;
+      }
+    }
+    // Both ports of a link: their rings full, a burst being received and a
+    // burst waiting to be sent in each direction.
+    s.frames_in_rings += 2ULL * (rings.rx_descriptors + rings.tx_descriptors + 4ULL * rings.burst);
+  }
+  s.mbufs = s.frames_on_wire + s.frames_in_queues + s.frames_in_rings +
+            uint64_t{rings.lcores} * rings.cache_per_lcore * 3 / 2;
+  s.bytes_per_mbuf = mbuf_overhead_bytes;
+  return s;
+}
+
+std::string PoolSizing::describe() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "%llu mbufs (%llu on the wire + %llu in bottleneck queues + %llu in port rings "
+                "and bursts, plus per-lcore caches) x %llu B = %s",
+                static_cast<unsigned long long>(mbufs),
+                static_cast<unsigned long long>(frames_on_wire),
+                static_cast<unsigned long long>(frames_in_queues),
+                static_cast<unsigned long long>(frames_in_rings),
+                static_cast<unsigned long long>(bytes_per_mbuf), format_bytes(bytes()).c_str());
+  return buf;
+}
+
+}  // namespace amber::dataplane

@@ -1,0 +1,129 @@
+#include "dataplane/telemetry.h"
+
+#include <rte_telemetry.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#include "common/strings.h"
+#include "link-emulator/pipe_edit.h"
+
+namespace amber::dataplane {
+namespace {
+
+std::atomic<DelayNode*> g_node{nullptr};
+
+void add_u64(rte_tel_data* d, const char* name, uint64_t v) { rte_tel_data_add_dict_u64(d, name, v); }
+
+int handle_stats(const char*, const char*, rte_tel_data* out) {
+  DelayNode* node = g_node.load();
+  rte_tel_data_start_dict(out);
+  auto stats = node->stats();
+  if (!stats) {
+    rte_tel_data_add_dict_string(out, "error", stats.status().to_string().c_str());
+    return 0;
+  }
+  for (const DirectionStats& s : *stats) {
+    rte_tel_data* d = rte_tel_data_alloc();
+    rte_tel_data_start_dict(d);
+    add_u64(d, "frames_in", s.pipe.frames_in);
+    add_u64(d, "bytes_in", s.pipe.bytes_in);
+    add_u64(d, "frames_out", s.pipe.frames_out);
+    add_u64(d, "bytes_out", s.pipe.bytes_out);
+    add_u64(d, "held_frames", s.held_frames);
+    add_u64(d, "held_bytes", s.held_bytes);
+    add_u64(d, "queue_frames", s.queued_frames);
+    add_u64(d, "queue_bytes", s.queued_bytes);
+    for (size_t c = 0; c < link::kDropCauseCount; ++c) {
+      add_u64(d, cat("dropped_", link::drop_cause_name(static_cast<link::DropCause>(c))).c_str(),
+              s.pipe.frames_dropped[c]);
+    }
+    add_u64(d, "dropped_dup_no_mbuf", s.node.dup_no_mbuf);
+    add_u64(d, "dropped_oversize", s.node.oversize);
+    add_u64(d, "duplicated", s.pipe.duplicated);
+    add_u64(d, "corrupted", s.pipe.corrupted);
+    add_u64(d, "reordered", s.pipe.reordered);
+    add_u64(d, "tx_retries", s.node.tx_retries);
+    add_u64(d, "tx_pending", s.tx_pending);
+    add_u64(d, "late_departures", s.node.late_departures);
+    rte_tel_data_add_dict_container(out, cat(s.link, "/", s.direction).c_str(), d, 0);
+  }
+  return 0;
+}
+
+int handle_links(const char*, const char*, rte_tel_data* out) {
+  DelayNode* node = g_node.load();
+  rte_tel_data_start_dict(out);
+  auto stats = node->stats();
+  if (!stats) {
+    rte_tel_data_add_dict_string(out, "error", stats.status().to_string().c_str());
+    return 0;
+  }
+  for (const DirectionStats& s : *stats) {
+    rte_tel_data_add_dict_string(out, cat(s.link, "/", s.direction).c_str(),
+                                 link::describe(s.config).c_str());
+  }
+  return 0;
+}
+
+// params: "LINK,DIRECTION,key=value[,key=value...]"
+int handle_set(const char*, const char* params, rte_tel_data* out) {
+  DelayNode* node = g_node.load();
+  rte_tel_data_start_dict(out);
+  std::string p = params ? params : "";
+  size_t c1 = p.find(',');
+  size_t c2 = c1 == std::string::npos ? c1 : p.find(',', c1 + 1);
+  if (c2 == std::string::npos) {
+    rte_tel_data_add_dict_string(out, "error", "usage: /amber/set,LINK,a_to_b|b_to_a,key=value[,...]");
+    return 0;
+  }
+  std::string link = p.substr(0, c1), dir = p.substr(c1 + 1, c2 - c1 - 1);
+  auto current = node->pipe_config(link, dir);
+  Status s = current.status();
+  if (s) {
+    link::PipeConfig next = *current;
+    s = link::apply_settings(next, std::string_view(p).substr(c2 + 1));
+    if (s) s = node->set_pipe(link, dir, next);
+    if (s) rte_tel_data_add_dict_string(out, "ok", link::describe(next).c_str());
+  }
+  if (!s) rte_tel_data_add_dict_string(out, "error", s.to_string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+void register_telemetry(DelayNode* node) {
+  g_node.store(node);
+  rte_telemetry_register_cmd("/amber/stats", handle_stats,
+                             "Counters of every link direction. No parameters.");
+  rte_telemetry_register_cmd("/amber/links", handle_links,
+                             "Parameters of every link direction. No parameters.");
+  rte_telemetry_register_cmd("/amber/set", handle_set,
+                             "Change a link direction at runtime. Parameters: "
+                             "LINK,a_to_b|b_to_a,key=value[,key=value...]");
+}
+
+std::vector<std::string> format_stats(const std::vector<DirectionStats>& stats) {
+  std::vector<std::string> lines;
+  for (const DirectionStats& s : stats) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "%s/%s: in %llu out %llu held %llu (queue %u) dropped loss %llu queue %llu "
+                  "no-mbuf %llu oversize %llu, tx retries %llu, late %llu",
+                  s.link.c_str(), s.direction.c_str(),
+                  static_cast<unsigned long long>(s.pipe.frames_in),
+                  static_cast<unsigned long long>(s.pipe.frames_out),
+                  static_cast<unsigned long long>(s.held_frames), s.queued_frames,
+                  static_cast<unsigned long long>(s.pipe.frames_dropped[0]),
+                  static_cast<unsigned long long>(s.pipe.frames_dropped[1] + s.pipe.frames_dropped[2]),
+                  static_cast<unsigned long long>(s.node.dup_no_mbuf),
+                  static_cast<unsigned long long>(s.node.oversize),
+                  static_cast<unsigned long long>(s.node.tx_retries),
+                  static_cast<unsigned long long>(s.node.late_departures));
+    lines.emplace_back(buf);
+  }
+  return lines;
+}
+
+}  // namespace amber::dataplane

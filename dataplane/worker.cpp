@@ -1,0 +1,174 @@
+#include "dataplane/worker.h"
+
+#include <rte_ethdev.h>
+#include <rte_prefetch.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include <algorithm>
+
+#include "dataplane/mbuf_frame.h"
+
+namespace amber::dataplane {
+
+namespace {
+constexpr int64_t kLateNs = 10'000;
+}
+
+Worker::Worker(unsigned lcore, std::vector<Direction*> directions, rte_mempool* pool,
+               rte_ring* commands, const TscClock& clock, WorkerOptions options)
+    : lcore_(lcore), directions_(std::move(directions)), pool_(pool), commands_(commands),
+      clock_(clock), options_(options), virtual_clock_(0) {}
+
+int Worker::run(const std::atomic<bool>& stop) {
+  // Short sleeps must be short: the default 50 us timer slack would make
+  // every idle sleep overshoot the departure bound.
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  while (!stop.load(std::memory_order_relaxed)) {
+    int64_t real_now = clock_.now_ns();
+    if (rte_ring_count(commands_) != 0 && handle_commands(real_now)) break;
+    const bool frozen = virtual_clock_.frozen(real_now);
+    const int64_t virtual_now = virtual_clock_.now(real_now);
+    bool busy = false;
+    for (Direction* d : directions_) busy |= poll(*d, real_now, frozen, virtual_now);
+    if (busy) {
+      idle_polls_ = 0;
+    } else if (options_.idle_sleep_ns > 0 && ++idle_polls_ >= options_.idle_polls_before_sleep) {
+      idle_sleep(real_now);
+    }
+  }
+  return 0;
+}
+
+bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_now) {
+  rte_mbuf* burst[kBurst];
+  const uint16_t n = rte_eth_rx_burst(d.rx_port, 0, burst, kBurst);
+  if (n > 0) {
+    ++d.counters.rx_bursts;
+    for (uint16_t i = 0; i < n; ++i) rte_prefetch0(rte_mbuf_to_priv(burst[i]));
+    for (uint16_t i = 0; i < n; ++i) {
+      rte_mbuf* m = burst[i];
+      if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(burst[i + 1], void*));
+      if (unlikely(m->nb_segs != 1)) {
+        ++d.counters.oversize;
+        rte_pktmbuf_free(m);
+        continue;
+      }
+      link::Frame* f = frame_of(m);
+      f->length = m->pkt_len;
+      link::Verdict v = d.pipe.enqueue(*f, virtual_now);
+      if (unlikely(v.corrupt_bit >= 0)) {
+        uint8_t* bytes = rte_pktmbuf_mtod(m, uint8_t*);
+        bytes[v.corrupt_bit >> 3] ^= static_cast<uint8_t>(1u << (v.corrupt_bit & 7));
+      }
+      if (unlikely(v.duplicate)) {
+        rte_mbuf* copy = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
+        if (copy == nullptr) {
+          ++d.counters.dup_no_mbuf;
+        } else {
+          link::Frame* cf = frame_of(copy);
+          cf->length = copy->pkt_len;
+          if (!d.pipe.enqueue_duplicate(*cf, virtual_now).accepted) rte_pktmbuf_free(copy);
+        }
+      }
+      // A corrupted frame's copy is made after the flip: netem corrupts
+      // before it duplicates, too.
+      if (!v.accepted) rte_pktmbuf_free(m);
+    }
+  }
+  // While frozen nothing departs; frames already handed to the port (their
+  // virtual departure is before the freeze) still go out.
+  bool sent = transmit(d, real_now, frozen ? INT64_MIN : virtual_now);
+  return n > 0 || sent;
+}
+
+bool Worker::transmit(Direction& d, int64_t real_now, int64_t virtual_now) {
+  bool sent = false;
+  if (d.pending_count > 0) {
+    uint16_t k = rte_eth_tx_burst(d.tx_port, 0, d.pending, d.pending_count);
+    if (k < d.pending_count) {
+      ++d.counters.tx_retries;
+      std::copy(d.pending + k, d.pending + d.pending_count, d.pending);
+      d.pending_count -= k;
+      return k > 0;
+    }
+    d.pending_count = 0;
+    sent = k > 0;
+  }
+  if (virtual_now == INT64_MIN) return sent;
+  link::Frame* due[kBurst];
+  const unsigned n = d.pipe.dequeue(virtual_now, due, kBurst);
+  if (n == 0) return sent;
+  rte_mbuf* out[kBurst];
+  const int64_t late_before = virtual_now - kLateNs;
+  for (unsigned i = 0; i < n; ++i) {
+    out[i] = mbuf_of(due[i]);
+    d.counters.late_departures += due[i]->departure_ns < late_before;
+  }
+  uint16_t k = rte_eth_tx_burst(d.tx_port, 0, out, static_cast<uint16_t>(n));
+  if (k < n) {
+    ++d.counters.tx_retries;
+    std::copy(out + k, out + n, d.pending);
+    d.pending_count = static_cast<uint16_t>(n - k);
+  }
+  (void)real_now;
+  return true;
+}
+
+void Worker::idle_sleep(int64_t real_now) {
+  // Sleep no longer than the bound, and not past the next departure.
+  int64_t next = link::kNever;
+  for (Direction* d : directions_) {
+    if (d->pending_count) return;
+    next = std::min(next, d->pipe.next_event_ns());
+  }
+  int64_t sleep_ns = options_.idle_sleep_ns;
+  if (next != link::kNever && !virtual_clock_.frozen(real_now)) {
+    int64_t until = next - virtual_clock_.now(real_now);  // virtual ns == real ns while running
+    sleep_ns = std::min(sleep_ns, until);
+  }
+  if (sleep_ns < 1'000) return;
+  timespec ts{0, static_cast<long>(sleep_ns)};
+  nanosleep(&ts, nullptr);
+  ++sleeps_;
+}
+
+bool Worker::handle_commands(int64_t real_now) {
+  void* item = nullptr;
+  bool stop = false;
+  while (rte_ring_dequeue(commands_, &item) == 0) {
+    auto* holder = static_cast<std::shared_ptr<Command>*>(item);
+    Command& c = **holder;
+    switch (c.type) {
+      case CommandType::kStats: {
+        size_t i = 0;
+        for (Direction* d : directions_) {
+          if (i >= c.stats.size()) break;
+          // The names are filled by the sender: copying strings here
+          // would allocate on the lcore.
+          DirectionStats& s = c.stats[i++];
+          s.config = d->pipe.config();
+          s.pipe = d->pipe.counters();
+          s.node = d->counters;
+          s.held_frames = d->pipe.held_frames();
+          s.held_bytes = d->pipe.held_bytes();
+          s.queued_frames = d->pipe.queued_frames();
+          s.queued_bytes = d->pipe.queued_bytes();
+          s.tx_pending = d->pending_count;
+        }
+        break;
+      }
+      case CommandType::kSetPipe:
+        c.status = c.target->pipe.reconfigure(c.pipe, virtual_clock_.now(real_now));
+        break;
+      case CommandType::kStop:
+        stop = true;
+        break;
+    }
+    c.done.store(true, std::memory_order_release);
+    delete holder;
+  }
+  return stop;
+}
+
+}  // namespace amber::dataplane

@@ -1,0 +1,56 @@
+// The per-lcore loop: for each of its directions, rx burst -> stamp with
+// the virtual clock -> pipe -> tx burst of the frames that are due.
+#pragma once
+
+#include <rte_mempool.h>
+#include <rte_ring.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dataplane/command.h"
+#include "dataplane/direction.h"
+#include "dataplane/tsc_clock.h"
+#include "link-emulator/virtual_clock.h"
+
+namespace amber::dataplane {
+
+struct WorkerOptions {
+  int64_t idle_sleep_ns = 10'000;  // 0: spin
+  uint32_t idle_polls_before_sleep = 64;
+};
+
+class Worker {
+ public:
+  Worker(unsigned lcore, std::vector<Direction*> directions, rte_mempool* pool, rte_ring* commands,
+         const TscClock& clock, WorkerOptions options);
+
+  // The loop; returns when a kStop command arrives or `stop` is set.
+  int run(const std::atomic<bool>& stop);
+
+  unsigned lcore() const { return lcore_; }
+  rte_ring* commands() const { return commands_; }
+  const std::vector<Direction*>& directions() const { return directions_; }
+  uint64_t sleeps() const { return sleeps_; }
+
+ private:
+  bool poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_now);
+  void receive(Direction& d, int64_t virtual_now);
+  bool transmit(Direction& d, int64_t real_now, int64_t virtual_now);
+  [[gnu::cold]] bool handle_commands(int64_t real_now);
+  void idle_sleep(int64_t real_now);
+
+  unsigned lcore_;
+  std::vector<Direction*> directions_;
+  rte_mempool* pool_;
+  rte_ring* commands_;
+  TscClock clock_;
+  WorkerOptions options_;
+  link::VirtualClock virtual_clock_;
+  uint32_t idle_polls_ = 0;
+  uint64_t sleeps_ = 0;
+};
+
+}  // namespace amber::dataplane
