@@ -160,15 +160,11 @@ Status DelayNode::create_workers() {
   return Status::ok();
 }
 
-void DelayNode::run() {
+void DelayNode::start() {
   stop_.store(false);
   running_.store(true, std::memory_order_release);
-  Worker* on_main = nullptr;
   for (auto& w : workers_) {
-    if (w->lcore() == rte_get_main_lcore()) {
-      on_main = w.get();
-      continue;
-    }
+    if (w->lcore() == rte_get_main_lcore()) continue;
     rte_eal_remote_launch(
         [](void* arg) -> int {
           auto* self = static_cast<std::pair<Worker*, DelayNode*>*>(arg);
@@ -178,6 +174,19 @@ void DelayNode::run() {
         },
         new std::pair<Worker*, DelayNode*>(w.get(), this), w->lcore());
   }
+}
+
+void DelayNode::wait() {
+  rte_eal_mp_wait_lcore();
+  running_.store(false, std::memory_order_release);
+}
+
+void DelayNode::run() {
+  start();
+  Worker* on_main = nullptr;
+  for (auto& w : workers_) {
+    if (w->lcore() == rte_get_main_lcore()) on_main = w.get();
+  }
   if (on_main) {
     on_main->run(stop_);
   } else {
@@ -185,8 +194,7 @@ void DelayNode::run() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  rte_eal_mp_wait_lcore();
-  running_.store(false, std::memory_order_release);
+  wait();
 }
 
 Status DelayNode::send(Worker& worker, const std::shared_ptr<Command>& command) {

@@ -37,6 +37,11 @@ class DelayNode {
 
   // Runs the workers; returns after stop(). Call from the main lcore.
   void run();
+  // The same in two halves, for a main lcore that has other work (tests):
+  // start() launches the worker lcores and returns; wait() returns after
+  // stop(). Directions assigned to the main lcore do not run this way.
+  void start();
+  void wait();
   // Safe from any thread and from a signal handler.
   void stop() { stop_.store(true, std::memory_order_relaxed); }
   bool running() const { return running_.load(std::memory_order_acquire); }
