@@ -130,10 +130,11 @@ TEST_F(DelayNodeTest, FramesLeaveAfterTheDelayInOrder) {
     delays.push_back(got[i].delay_ns);
   }
   std::sort(delays.begin(), delays.end());
-  // Never early; late only by the loop's latency (a loose bound: this is a
-  // shared 2-core VM; bench/dataplane.sh measures the real distribution).
+  // Never early; late only by the loop's latency. The upper bound is loose
+  // on purpose: this may be a shared 2-core VM where the worker lcore gets
+  // descheduled; bench/dataplane.sh measures the real distribution.
   EXPECT_GE(delays.front(), 2 * kMs);
-  EXPECT_LT(delays[delays.size() / 2], 2 * kMs + 200'000);
+  EXPECT_LT(delays[delays.size() / 2], 20 * kMs);
   // The other direction is asymmetric: 5 ms.
   for (uint32_t i = 0; i < 20; ++i) inject(b_, i, 100);
   auto back = collect(a_, 20, std::chrono::seconds(5));
@@ -153,12 +154,13 @@ TEST_F(DelayNodeTest, RateLimitPacesFramesAndQueueLimitDropsAreCounted) {
   // 20 fit the queue (one of them in serialization), the rest were dropped.
   ASSERT_EQ(got.size(), 20u);
   EXPECT_TRUE(collect(b_, 1, std::chrono::milliseconds(100)).empty());
-  std::vector<double> gaps;
-  for (size_t i = 1; i < got.size(); ++i) {
-    gaps.push_back(static_cast<double>(got[i].tsc - got[i - 1].tsc) * 1e9 / static_cast<double>(hz_));
+  // Frame k cannot leave before k + 1 serializations and the delay: a rate
+  // limit that is not applied fails this whatever the scheduling.
+  for (uint32_t k = 0; k < got.size(); ++k) {
+    EXPECT_EQ(got[k].seq, k);
+    EXPECT_GE(got[k].delay_ns, (k + 2) * kMs - 100'000) << "frame " << k;
   }
-  std::sort(gaps.begin(), gaps.end());
-  EXPECT_NEAR(gaps[gaps.size() / 2], 1e6, 50e3);
+  EXPECT_LT(got.back().delay_ns, 21 * kMs + 50 * kMs);
   auto stats = node_->stats();
   ASSERT_TRUE(stats.is_ok());
   EXPECT_EQ((*stats)[0].pipe.frames_dropped[size_t(link::DropCause::kQueueFrames)], 30u);
