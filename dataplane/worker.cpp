@@ -116,21 +116,28 @@ bool Worker::transmit(Direction& d, int64_t real_now, int64_t virtual_now) {
 }
 
 void Worker::idle_sleep(int64_t real_now) {
-  // Sleep no longer than the bound, and not past the next departure.
-  int64_t next = link::kNever;
-  for (Direction* d : directions_) {
-    if (d->pending_count) return;
-    next = std::min(next, d->pipe.next_event_ns());
-  }
-  int64_t sleep_ns = options_.idle_sleep_ns;
-  if (next != link::kNever && !virtual_clock_.frozen(real_now)) {
-    int64_t until = next - virtual_clock_.now(real_now);  // virtual ns == real ns while running
-    sleep_ns = std::min(sleep_ns, until);
+  const int64_t bound = options_.idle_sleep_ns;
+  int64_t sleep_ns = bound;
+  if (!virtual_clock_.frozen(real_now)) {
+    int64_t next = link::kNever;
+    for (Direction* d : directions_) {
+      if (d->pending_count) return;
+      next = std::min(next, d->pipe.next_event_ns());
+    }
+    if (next != link::kNever) {
+      // Virtual and real time run at the same pace while not frozen. Wake
+      // up no later than the next departure plus the bound, counting the
+      // overshoot sleeps have shown lately.
+      int64_t until = next - virtual_clock_.now(real_now);
+      sleep_ns = std::min(sleep_ns, until + bound - oversleep_ns_);
+    }
   }
   if (sleep_ns < 1'000) return;
   timespec ts{0, static_cast<long>(sleep_ns)};
   nanosleep(&ts, nullptr);
   ++sleeps_;
+  const int64_t over = clock_.now_ns() - real_now - sleep_ns;
+  oversleep_ns_ = std::max(over, oversleep_ns_ - oversleep_ns_ / 64);
 }
 
 bool Worker::handle_commands(int64_t real_now) {

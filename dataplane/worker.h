@@ -18,7 +18,9 @@
 namespace amber::dataplane {
 
 struct WorkerOptions {
-  int64_t idle_sleep_ns = 10'000;  // 0: spin
+  // The bound an idle sleep may delay a scheduled departure by, and the
+  // longest sleep asked for; 0 spins.
+  int64_t idle_sleep_ns = 10'000;
   uint32_t idle_polls_before_sleep = 64;
 };
 
@@ -51,6 +53,10 @@ class Worker {
   link::VirtualClock virtual_clock_;
   uint32_t idle_polls_ = 0;
   uint64_t sleeps_ = 0;
+  // How much longer than asked a sleep has recently taken (a decaying
+  // maximum): a sleep is only taken if even this overshoot keeps the next
+  // departure within the bound.
+  int64_t oversleep_ns_ = 0;
 };
 
 }  // namespace amber::dataplane

@@ -1,0 +1,191 @@
+"""Real kernel plumbing for amber's scenario tests and benchmarks: network
+namespaces joined through a delay node by veth pairs, the amber-delaynode
+process, and the tools that measure across it (ping, iperf3).
+
+Everything created is named with a prefix and removed by close(), also
+when a test fails (use the objects as context managers). Only processes
+started here are ended, by PID."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def sh(*args, check=True, capture=True, timeout=60):
+    r = subprocess.run(list(args), capture_output=capture, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def wait_for(predicate, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def offloads_off(dev, netns=None):
+    cmd = ["ethtool", "-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    sh(*cmd, check=False)
+
+
+class TwoHosts:
+    """Two namespaces, each with one veth whose peer stays in the root
+    namespace for the delay node to attach to:
+
+        [ns1: v1 10.77.X.1] === h1 ~ delay node ~ h2 === [ns2: v2 10.77.X.2]
+    """
+
+    def __init__(self, prefix, subnet=77):
+        self.prefix = prefix
+        self.ns = [f"{prefix}-ns1", f"{prefix}-ns2"]
+        self.host_if = [f"{prefix}-h1", f"{prefix}-h2"]
+        self.ns_if = [f"{prefix}-v1", f"{prefix}-v2"]
+        self.addr = [f"10.{subnet}.0.1", f"10.{subnet}.0.2"]
+        self.close()  # leftovers of a crashed earlier run
+        try:
+            for i in range(2):
+                sh("ip", "netns", "add", self.ns[i])
+                sh("ip", "link", "add", self.host_if[i], "type", "veth", "peer", "name", self.ns_if[i])
+                sh("ip", "link", "set", self.ns_if[i], "netns", self.ns[i])
+                sh("ip", "link", "set", self.host_if[i], "up")
+                sh("sysctl", "-qw", f"net.ipv6.conf.{self.host_if[i]}.disable_ipv6=1", check=False)
+                offloads_off(self.host_if[i])
+                ex = ["ip", "netns", "exec", self.ns[i]]
+                sh(*ex, "ip", "addr", "add", f"{self.addr[i]}/24", "dev", self.ns_if[i])
+                sh(*ex, "ip", "link", "set", self.ns_if[i], "up")
+                sh(*ex, "ip", "link", "set", "lo", "up")
+                offloads_off(self.ns_if[i], self.ns[i])
+        except Exception:
+            self.close()
+            raise
+
+    def run(self, i, *args, **kw):
+        return sh("ip", "netns", "exec", self.ns[i], *args, **kw)
+
+    def popen(self, i, *args, **kw):
+        return subprocess.Popen(["ip", "netns", "exec", self.ns[i], *args], **kw)
+
+    def close(self):
+        for i in range(2):
+            sh("ip", "link", "del", self.host_if[i], check=False)
+            sh("ip", "netns", "del", self.ns[i], check=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class DelayNode:
+    """amber-delaynode on af_packet ports bound to the given interfaces."""
+
+    def __init__(self, binary, config_text, interfaces, prefix, lcores="0", extra_eal=()):
+        self.prefix = prefix
+        self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
+        self.config = os.path.join(self.dir, "links.textproto")
+        with open(self.config, "w") as f:
+            f.write(config_text)
+        self.log_path = os.path.join(self.dir, "delaynode.log")
+        eal = ["-l", lcores, "--no-pci", "--file-prefix", prefix, "-m", "512",
+               "--log-level", "lib.eal:error"]
+        for i, iface in enumerate(interfaces):
+            eal += ["--vdev", f"net_af_packet{i},iface={iface},qpairs=1"]
+        eal += list(extra_eal)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([binary, *eal, "--", "--config", self.config],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: self.proc.poll() is not None or "running" in self.output(), 30,
+                     "amber-delaynode to start")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"amber-delaynode exited ({self.proc.returncode}):\n{self.output()}")
+        except Exception:
+            self.close()
+            raise
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def telemetry(self, command):
+        """Sends one command to the node's DPDK telemetry socket, returns JSON."""
+        path = f"/var/run/dpdk/{self.prefix}/dpdk_telemetry.v2"
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(5)
+        s.connect(path)
+        s.recv(16384)  # greeting
+        s.send(command.encode())
+        reply = json.loads(s.recv(1 << 20).decode())
+        s.close()
+        return reply[command.split(",")[0]]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+            self.final_output = self.output()
+        sh("rm", "-rf", self.dir, f"/var/run/dpdk/{self.prefix}", check=False)
+        for f in os.listdir("/dev/hugepages") if os.path.isdir("/dev/hugepages") else []:
+            if f.startswith(self.prefix):
+                os.unlink(os.path.join("/dev/hugepages", f))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def ping(hosts, src, dst_addr, count, interval=0.05, timeout=60):
+    r = hosts.run(src, "ping", "-q", "-c", str(count), "-i", str(interval), "-W", "2", dst_addr,
+                  check=False, timeout=timeout)
+    loss = re.search(r"([\d.]+)% packet loss", r.stdout)
+    rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", r.stdout)
+    return {
+        "loss": float(loss.group(1)) / 100 if loss else 1.0,
+        "min_ms": float(rtt.group(1)) if rtt else None,
+        "avg_ms": float(rtt.group(2)) if rtt else None,
+        "max_ms": float(rtt.group(3)) if rtt else None,
+        "output": r.stdout,
+    }
+
+
+def iperf3(hosts, server, client, seconds=5, reverse=False, udp_rate=None, port=5201):
+    """Runs one iperf3 test; returns the parsed JSON of the client."""
+    srv = hosts.popen(server, "iperf3", "-s", "-1", "-p", str(port),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening():
+            r = hosts.run(server, "ss", "-ltn", check=False)
+            return f":{port} " in r.stdout
+        wait_for(listening, 10, "iperf3 server")
+        args = ["iperf3", "-c", hosts.addr[server], "-p", str(port), "-t", str(seconds), "-J"]
+        if reverse:
+            args.append("-R")
+        if udp_rate:
+            args += ["-u", "-b", udp_rate]
+        r = hosts.run(client, *args, check=False, timeout=seconds + 30)
+        return json.loads(r.stdout)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait()
