@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -244,5 +245,7 @@ int main(int argc, char** argv) {
   }
   int rc = RUN_ALL_TESTS();
   rte_eal_cleanup();
+  // --in-memory leaves no hugepage files, but the runtime directory stays.
+  std::filesystem::remove_all("/var/run/dpdk/" + prefix);
   return rc;
 }
