@@ -23,6 +23,7 @@ struct DirectionCounters {
   uint64_t dup_no_mbuf = 0;    // duplicates not made: the mempool was empty
   uint64_t oversize = 0;       // multi-segment frames refused (the pipe holds linear frames)
   uint64_t late_departures = 0;  // frames sent more than 10 us after their virtual departure
+  uint64_t no_priv_area = 0;   // mbufs from a pool without room for the Frame: dropped
 };
 
 struct Direction {

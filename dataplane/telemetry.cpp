@@ -41,6 +41,7 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
     }
     add_u64(d, "dropped_dup_no_mbuf", s.node.dup_no_mbuf);
     add_u64(d, "dropped_oversize", s.node.oversize);
+    add_u64(d, "dropped_no_priv_area", s.node.no_priv_area);
     add_u64(d, "duplicated", s.pipe.duplicated);
     add_u64(d, "corrupted", s.pipe.corrupted);
     add_u64(d, "reordered", s.pipe.reordered);

@@ -54,6 +54,13 @@ bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_n
         rte_pktmbuf_free(m);
         continue;
       }
+      // A PMD that hands over mbufs of another pool (the ring PMD does)
+      // must leave room for the Frame in their private area.
+      if (unlikely(m->pool != pool_ && rte_pktmbuf_priv_size(m->pool) < kMbufPrivSize)) {
+        ++d.counters.no_priv_area;
+        rte_pktmbuf_free(m);
+        continue;
+      }
       link::Frame* f = frame_of(m);
       f->length = m->pkt_len;
       link::Verdict v = d.pipe.enqueue(*f, virtual_now);

@@ -16,6 +16,7 @@
 
 #include "config/loader.h"
 #include "dataplane/delay_node.h"
+#include "dataplane/mbuf_frame.h"
 #include "eal_fixture.h"
 
 namespace amber::dataplane {
@@ -32,8 +33,10 @@ class DelayNodeTest : public ::testing::Test {
     ++serial;
     a_ = testing::make_ring_port("amb_dp_a" + std::to_string(serial));
     b_ = testing::make_ring_port("amb_dp_b" + std::to_string(serial));
-    pool_ = rte_pktmbuf_pool_create(("amb_src" + std::to_string(serial)).c_str(), 8191, 0, 0,
-                                    RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    // The ring PMD hands the test's mbufs to the node as they are: they
+    // need room for the node's Frame in their private area.
+    pool_ = rte_pktmbuf_pool_create(("amb_src" + std::to_string(serial)).c_str(), 8191, 0,
+                                    kMbufPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     ASSERT_NE(pool_, nullptr);
     hz_ = rte_get_tsc_hz();
   }
@@ -195,6 +198,28 @@ TEST_F(DelayNodeTest, RuntimeChangeKeepsHeldFramesAndTheirOrder) {
   link::PipeConfig bad = faster;
   bad.delay_ns = -1;
   EXPECT_EQ(node_->set_pipe("l", "a_to_b", bad).code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(DelayNodeTest, MbufsWithoutRoomForTheFrameAreDroppedAndCounted) {
+  start("both { delay: \"1ms\" }");
+  rte_mempool* bare = rte_pktmbuf_pool_create("amb_bare", 63, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+  ASSERT_NE(bare, nullptr);
+  for (int i = 0; i < 10; ++i) {
+    rte_mbuf* m = rte_pktmbuf_alloc(bare);
+    ASSERT_NE(m, nullptr);
+    rte_pktmbuf_append(m, 64);
+    ASSERT_EQ(rte_ring_enqueue(a_.in, m), 0);
+  }
+  uint64_t dropped = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (dropped < 10 && std::chrono::steady_clock::now() < deadline) {
+    auto s = node_->stats();
+    ASSERT_TRUE(s.is_ok());
+    dropped = (*s)[0].node.no_priv_area;
+  }
+  EXPECT_EQ(dropped, 10u);
+  EXPECT_EQ(rte_mempool_avail_count(bare), 63u);  // all returned
+  rte_mempool_free(bare);
 }
 
 TEST_F(DelayNodeTest, UnknownPortIsRefusedNamingItAndTheKnownOnes) {
