@@ -174,15 +174,16 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, unsigned max) {
   unsigned n = 0;
   uint64_t bytes = 0;
   if (express_.empty()) {
-    // The common case: one FIFO in departure order.
+    // The common case: one FIFO in departure order. Its frames were written
+    // one delay ago and are cold: a cursor runs kLookahead frames ahead of
+    // the head and prefetches, so the head is in cache when it is due.
     while (n < max && !delay_line_.empty()) {
       Frame& f = delay_line_.front();
       if (f.departure_ns > now) break;
       delay_line_.pop_front();
-      // The next head was written one delay ago and is cold by now.
-      if (!delay_line_.empty()) __builtin_prefetch(&delay_line_.front());
       bytes += f.length;
       out[n++] = &f;
+      advance_lookahead(&f);
     }
   } else {
     while (n < max) {
@@ -210,6 +211,23 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, unsigned max) {
   held_frames_ -= n;
   held_bytes_ -= bytes;
   return n;
+}
+
+void Pipe::advance_lookahead(const Frame* popped) {
+  if (lookahead_ == popped || lookahead_ == nullptr) {
+    // (Re)start from the new head: those frames are few or recent.
+    lookahead_ = nullptr;
+    auto it = delay_line_.begin();
+    for (unsigned i = 0; i < kLookahead && it != delay_line_.end(); ++i, ++it) {
+      __builtin_prefetch(&*it);
+      lookahead_ = &*it;
+    }
+    return;
+  }
+  auto it = FrameList::s_iterator_to(*lookahead_);
+  if (++it == delay_line_.end()) return;  // stay at the tail until it moves on
+  lookahead_ = &*it;
+  __builtin_prefetch(lookahead_);
 }
 
 int64_t Pipe::next_event_ns() const {
@@ -266,6 +284,7 @@ void Pipe::set_state(const PipeState& s) {
 }
 
 Status Pipe::restore_frame(Frame& frame) {
+  lookahead_ = nullptr;
   FrameList* list;
   int64_t key;
   switch (frame.stage) {

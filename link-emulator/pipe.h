@@ -128,6 +128,7 @@ class Pipe {
   // the pipe. Counters are kept.
   template <typename Release>
   void clear(Release&& release) {
+    lookahead_ = nullptr;
     for (FrameList* list : {&bottleneck_, &delay_line_, &express_}) {
       while (!list->empty()) {
         Frame& f = list->front();
@@ -151,6 +152,8 @@ class Pipe {
     if (!bottleneck_.empty() && bottleneck_.front().ready_ns <= now) advance_slow(now);
   }
   void advance_slow(int64_t now);
+  void advance_lookahead(const Frame* popped);
+  static constexpr unsigned kLookahead = 8;
   void start_serialization(Frame& head);
   int64_t serialization_ns(uint32_t length);
   void put_on_wire(Frame& frame);
@@ -177,6 +180,7 @@ class Pipe {
   int64_t link_free_ns_ = 0;
   uint64_t serialization_carry_ = 0;
   int64_t last_departure_ns_ = std::numeric_limits<int64_t>::min();
+  const Frame* lookahead_ = nullptr;  // prefetch cursor in the delay line
 };
 
 }  // namespace amber::link
