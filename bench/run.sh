@@ -4,6 +4,7 @@
 #
 #   bench/run.sh            all benchmarks
 #   bench/run.sh pipe       the link model only
+#   bench/run.sh dataplane  the delay node (root)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${AMBER_BUILD_DIR:-build}
@@ -28,4 +29,9 @@ if [ "$what" = all ] || [ "$what" = pipe ]; then
       }
       printf "  %-22s %12s/frame  %8.1f Mframes/s  allocations/frame %s\n", name, ns, 1000/ns, allocs
     }'
+fi
+
+if [ "$what" = all ] || [ "$what" = dataplane ]; then
+  echo
+  bench/dataplane.sh
 fi

@@ -57,6 +57,7 @@ class DelayNode {
   const config::NodeConfig& config() const { return config_; }
   const PoolSizing& sizing() const { return sizing_; }
   rte_mempool* pool() const { return pool_; }
+  const std::vector<uint16_t>& ports() const { return ports_; }
   size_t worker_count() const { return workers_.size(); }
   uint64_t idle_sleeps() const;
 

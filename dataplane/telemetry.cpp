@@ -1,5 +1,6 @@
 #include "dataplane/telemetry.h"
 
+#include <rte_ethdev.h>
 #include <rte_telemetry.h>
 
 #include <atomic>
@@ -53,6 +54,28 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
   return 0;
 }
 
+// Port-level counters: drops before a frame reaches a pipe (the NIC or
+// socket ring overflowed, no mbuf) or after it left (tx errors).
+int handle_ports(const char*, const char*, rte_tel_data* out) {
+  rte_tel_data_start_dict(out);
+  for (uint16_t port : g_node.load()->ports()) {
+    rte_eth_stats st{};
+    if (rte_eth_stats_get(port, &st) != 0) continue;
+    char name[RTE_ETH_NAME_MAX_LEN] = {};
+    rte_eth_dev_get_name_by_port(port, name);
+    rte_tel_data* d = rte_tel_data_alloc();
+    rte_tel_data_start_dict(d);
+    add_u64(d, "rx_frames", st.ipackets);
+    add_u64(d, "tx_frames", st.opackets);
+    add_u64(d, "rx_missed", st.imissed);
+    add_u64(d, "rx_errors", st.ierrors);
+    add_u64(d, "rx_no_mbuf", st.rx_nombuf);
+    add_u64(d, "tx_errors", st.oerrors);
+    rte_tel_data_add_dict_container(out, name, d, 0);
+  }
+  return 0;
+}
+
 int handle_links(const char*, const char*, rte_tel_data* out) {
   DelayNode* node = g_node.load();
   rte_tel_data_start_dict(out);
@@ -98,6 +121,8 @@ void register_telemetry(DelayNode* node) {
   g_node.store(node);
   rte_telemetry_register_cmd("/amber/stats", handle_stats,
                              "Counters of every link direction. No parameters.");
+  rte_telemetry_register_cmd("/amber/ports", handle_ports,
+                             "Port counters, including drops before the pipes. No parameters.");
   rte_telemetry_register_cmd("/amber/links", handle_links,
                              "Parameters of every link direction. No parameters.");
   rte_telemetry_register_cmd("/amber/set", handle_set,

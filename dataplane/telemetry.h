@@ -2,6 +2,7 @@
 // `dpdk-telemetry.py` (or any client of the socket) can read and change it:
 //   /amber/stats                      counters of every link direction
 //   /amber/links                      configuration of every link direction
+//   /amber/ports                      port counters (drops before the pipes)
 //   /amber/set,LINK,DIR,k=v[,k=v...]  change parameters at runtime
 // Handlers run on DPDK's telemetry thread and reach the workers through
 // the node's command rings.

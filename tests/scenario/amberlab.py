@@ -67,6 +67,10 @@ class TwoHosts:
                 sh(*ex, "ip", "link", "set", self.ns_if[i], "up")
                 sh(*ex, "ip", "link", "set", "lo", "up")
                 offloads_off(self.ns_if[i], self.ns[i])
+                # Long fat links need windows beyond Linux's 6 MB default
+                # (1 Gbit/s x 100 ms is 12.5 MB).
+                for knob in ("tcp_rmem", "tcp_wmem"):
+                    sh(*ex, "sysctl", "-qw", f"net.ipv4.{knob}=4096 131072 67108864", check=False)
         except Exception:
             self.close()
             raise
@@ -102,7 +106,9 @@ class DelayNode:
         eal = ["-l", lcores, "--no-pci", "--file-prefix", prefix, "-m", "512",
                "--log-level", "lib.eal:error"]
         for i, iface in enumerate(interfaces):
-            eal += ["--vdev", f"net_af_packet{i},iface={iface},qpairs=1"]
+            # A deeper socket ring than the PMD's default 512 frames rides
+            # out the moments the loop is descheduled.
+            eal += ["--vdev", f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"]
         eal += list(extra_eal)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([binary, *eal, "--", "--config", self.config],
