@@ -16,16 +16,24 @@
 namespace amber::dataplane {
 
 enum class CommandType : uint8_t {
-  kStats,    // copy the counters of every direction of the worker into `stats`
-  kSetPipe,  // reconfigure `target` with `pipe`, now
-  kStop,     // leave the loop (frames stay held; the node frees them)
+  kStats,         // copy the counters of every direction of the worker into `stats`
+  kSetPipe,       // reconfigure `target` with `pipe`, now
+  kStop,          // leave the loop (frames stay held; the node frees them)
+  kFreeze,        // freeze the virtual clock at real instant `at_ns`
+  kThaw,          // thaw it at real instant `at_ns`
+  kCancelFreeze,  // drop a freeze not yet reached
+  kFreezeReport,  // `at_ns` = freeze instant, `result_ns` = when the loop saw it (-1: not yet)
+  kPark,          // stop polling until `unpark` is set: the sender owns the pipes meanwhile
 };
 
 struct Command {
   CommandType type = CommandType::kStats;
   Direction* target = nullptr;  // kSetPipe: a direction this worker owns
   link::PipeConfig pipe;
+  int64_t at_ns = 0;
+  std::shared_ptr<std::atomic<bool>> unpark;  // kPark; shared: the worker may look after the sender returned
   // Filled by the worker:
+  int64_t result_ns = -1;
   Status status;
   std::vector<DirectionStats> stats;  // sized by the sender: no allocation on the lcore
   std::atomic<bool> done{false};

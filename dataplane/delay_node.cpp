@@ -291,6 +291,92 @@ Result<link::PipeConfig> DelayNode::pipe_config(const std::string& link,
   return not_found("direction vanished");
 }
 
+Status DelayNode::send_all(CommandType type, int64_t at_ns) {
+  for (auto& w : workers_) {
+    auto c = std::make_shared<Command>();
+    c->type = type;
+    c->at_ns = at_ns;
+    AMBER_RETURN_IF_ERROR(send(*w, c).with_context(cat("lcore ", w->lcore(), ": ")));
+  }
+  return Status::ok();
+}
+
+Status DelayNode::freeze_at(int64_t at_ns) {
+  if (at_ns < now_ns()) {
+    return failed_precondition(cat("freeze instant ", at_ns, " ns is ", now_ns() - at_ns,
+                                   " ns in the past"));
+  }
+  Status s = send_all(CommandType::kFreeze, at_ns);
+  if (!s) (void)send_all(CommandType::kCancelFreeze, 0);  // all or none
+  return s;
+}
+
+Status DelayNode::thaw_at(int64_t at_ns) {
+  if (at_ns < now_ns()) {
+    return failed_precondition(cat("thaw instant ", at_ns, " ns is ", now_ns() - at_ns,
+                                   " ns in the past"));
+  }
+  return send_all(CommandType::kThaw, at_ns);
+}
+
+Status DelayNode::cancel_freeze() { return send_all(CommandType::kCancelFreeze, 0); }
+
+Result<std::vector<int64_t>> DelayNode::freeze_latencies() {
+  std::vector<int64_t> out;
+  for (auto& w : workers_) {
+    auto c = std::make_shared<Command>();
+    c->type = CommandType::kFreezeReport;
+    AMBER_RETURN_IF_ERROR(send(*w, c));
+    if (c->at_ns == link::VirtualClock::kNone) return failed_precondition("no freeze is set");
+    if (c->result_ns < 0) return unavailable("the freeze instant has not been reached yet");
+    out.push_back(c->result_ns - c->at_ns);
+  }
+  return out;
+}
+
+Status DelayNode::with_frozen_pipes(const std::function<Status(std::vector<Direction*>&)>& body) {
+  std::vector<Direction*> all;
+  for (auto& d : directions_) all.push_back(d.get());
+  if (!running()) return body(all);  // nobody polls: the caller owns the pipes
+  auto unpark = std::make_shared<std::atomic<bool>>(false);
+  Status status;
+  for (auto& w : workers_) {
+    auto c = std::make_shared<Command>();
+    c->type = CommandType::kPark;
+    c->unpark = unpark;
+    status = send(*w, c);
+    if (!status) break;
+  }
+  if (status) {
+    for (auto& w : workers_) {
+      if (!w->virtual_clock().frozen(now_ns())) {
+        status = failed_precondition("the delay node is not frozen (freeze it first)");
+        break;
+      }
+    }
+  }
+  if (status) status = body(all);
+  // Workers that parked, and one that parks late after a timeout, all see
+  // this (the flag is shared with them).
+  unpark->store(true, std::memory_order_release);
+  return status;
+}
+
+Result<int64_t> DelayNode::frozen_virtual_ns() {
+  Result<int64_t> out = failed_precondition("the delay node is not frozen");
+  Status s = with_frozen_pipes([&](std::vector<Direction*>&) {
+    out = workers_.front()->virtual_clock().now(now_ns());
+    return Status::ok();
+  });
+  if (!s) return s;
+  return out;
+}
+
+void DelayNode::restore_clocks(int64_t virtual_ns) {
+  const int64_t real = now_ns();
+  for (auto& w : workers_) w->virtual_clock().restore_frozen(virtual_ns, real);
+}
+
 uint64_t DelayNode::idle_sleeps() const {
   uint64_t n = 0;
   for (const auto& w : workers_) n += w->sleeps();

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,28 @@ class DelayNode {
                   const link::PipeConfig& pipe);
   Result<link::PipeConfig> pipe_config(const std::string& link, const std::string& direction);
 
+  // Freeze: every worker's virtual clock stops at the real (synchronized)
+  // instant at_ns; refused for an instant already past, and then no worker
+  // keeps a freeze. Thaw resumes them at at_ns.
+  Status freeze_at(int64_t at_ns);
+  Status thaw_at(int64_t at_ns);
+  Status cancel_freeze();
+  // How far after the freeze instant each worker's loop first ran frozen
+  // (ns); kUnavailable before every worker has seen it.
+  Result<std::vector<int64_t>> freeze_latencies();
+  // Real time now on the node's clock (CLOCK_REALTIME via the TSC).
+  int64_t now_ns() const { return clock_.now_ns(); }
+
+  // Exclusive access to the pipes for save, restore and surgery: parks every
+  // worker (they stop polling), runs `body` with all directions, unparks.
+  // Refused unless the node is frozen.
+  Status with_frozen_pipes(const std::function<Status(std::vector<Direction*>&)>& body);
+  // The virtual time the frozen node stands at.
+  Result<int64_t> frozen_virtual_ns();
+  // After a restore: every worker stands frozen at virtual_ns; thaw_at()
+  // continues the virtual timeline from there. Only inside with_frozen_pipes.
+  void restore_clocks(int64_t virtual_ns);
+
   const config::NodeConfig& config() const { return config_; }
   const PoolSizing& sizing() const { return sizing_; }
   rte_mempool* pool() const { return pool_; }
@@ -68,6 +91,7 @@ class DelayNode {
   Status create_directions();
   Status create_workers();
   Status send(Worker& worker, const std::shared_ptr<Command>& command);
+  Status send_all(CommandType type, int64_t at_ns);
   Result<std::pair<Worker*, Direction*>> find(const std::string& link, const std::string& direction);
   void release_frames();
 

@@ -6,6 +6,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "dataplane/mbuf_frame.h"
 
@@ -29,6 +31,10 @@ int Worker::run(const std::atomic<bool>& stop) {
     if (rte_ring_count(commands_) != 0 && handle_commands(real_now)) break;
     const bool frozen = virtual_clock_.frozen(real_now);
     const int64_t virtual_now = virtual_clock_.now(real_now);
+    if (unlikely(frozen != was_frozen_)) {
+      was_frozen_ = frozen;
+      if (frozen) freeze_seen_ns_ = real_now;
+    }
     bool busy = false;
     for (Direction* d : directions_) busy |= poll(*d, real_now, frozen, virtual_now);
     if (busy) {
@@ -130,6 +136,12 @@ bool Worker::transmit(Direction& d, int64_t real_now, int64_t virtual_now) {
 void Worker::idle_sleep(int64_t real_now) {
   const int64_t bound = options_.idle_sleep_ns;
   int64_t sleep_ns = bound;
+  // Never sleep through a freeze or thaw instant.
+  for (int64_t instant : {virtual_clock_.freeze_at_ns(), virtual_clock_.thaw_at_ns()}) {
+    if (instant != link::VirtualClock::kNone && instant > real_now) {
+      sleep_ns = std::min(sleep_ns, instant - real_now - oversleep_ns_);
+    }
+  }
   if (!virtual_clock_.frozen(real_now)) {
     int64_t next = link::kNever;
     for (Direction* d : directions_) {
@@ -152,12 +164,13 @@ void Worker::idle_sleep(int64_t real_now) {
   oversleep_ns_ = std::max(over, oversleep_ns_ - oversleep_ns_ / 64);
 }
 
-bool Worker::handle_commands(int64_t real_now) {
+bool Worker::handle_commands(int64_t) {
   void* item = nullptr;
   bool stop = false;
   while (rte_ring_dequeue(commands_, &item) == 0) {
     auto* holder = static_cast<std::shared_ptr<Command>*>(item);
     Command& c = **holder;
+    const int64_t real_now = clock_.now_ns();  // fresh: a park may have lasted seconds
     switch (c.type) {
       case CommandType::kStats: {
         size_t i = 0;
@@ -183,6 +196,30 @@ bool Worker::handle_commands(int64_t real_now) {
       case CommandType::kStop:
         stop = true;
         break;
+      case CommandType::kFreeze:
+        c.status = virtual_clock_.schedule_freeze(c.at_ns, real_now);
+        if (c.status) freeze_seen_ns_ = -1;
+        break;
+      case CommandType::kThaw:
+        c.status = virtual_clock_.schedule_thaw(c.at_ns, real_now);
+        break;
+      case CommandType::kCancelFreeze:
+        c.status = virtual_clock_.cancel_freeze(real_now);
+        break;
+      case CommandType::kFreezeReport:
+        c.at_ns = virtual_clock_.freeze_at_ns();
+        c.result_ns = freeze_seen_ns_;
+        break;
+      case CommandType::kPark: {
+        std::shared_ptr<std::atomic<bool>> unpark = c.unpark;
+        c.done.store(true, std::memory_order_release);
+        delete holder;
+        // The sender owns the pipes until it sets `unpark`.
+        while (!unpark->load(std::memory_order_acquire)) {
+          std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+        continue;
+      }
     }
     c.done.store(true, std::memory_order_release);
     delete holder;

@@ -36,6 +36,8 @@ class Worker {
   rte_ring* commands() const { return commands_; }
   const std::vector<Direction*>& directions() const { return directions_; }
   uint64_t sleeps() const { return sleeps_; }
+  // Safe only while the worker is parked or not running.
+  link::VirtualClock& virtual_clock() { return virtual_clock_; }
 
  private:
   bool poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_now);
@@ -57,6 +59,9 @@ class Worker {
   // maximum): a sleep is only taken if even this overshoot keeps the next
   // departure within the bound.
   int64_t oversleep_ns_ = 0;
+  // The freeze as this loop saw it: the first pass at or after the instant.
+  bool was_frozen_ = false;
+  int64_t freeze_seen_ns_ = -1;
 };
 
 }  // namespace amber::dataplane
