@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/strings.h"
+
 namespace amber::link {
 
 const char* drop_cause_name(DropCause cause) {
@@ -9,6 +11,7 @@ const char* drop_cause_name(DropCause cause) {
     case DropCause::kLoss: return "loss";
     case DropCause::kQueueFrames: return "queue_frames";
     case DropCause::kQueueBytes: return "queue_bytes";
+    case DropCause::kRemoved: return "removed";
   }
   return "unknown";
 }
@@ -322,6 +325,82 @@ Status Pipe::restore_frame(Frame& frame) {
   ++held_frames_;
   held_bytes_ += frame.length;
   return Status::ok();
+}
+
+}  // namespace amber::link
+
+namespace amber::link {
+
+namespace {
+FrameList* list_of(FrameStage stage, FrameList& bottleneck, FrameList& delay_line,
+                   FrameList& express) {
+  switch (stage) {
+    case FrameStage::kBottleneck: return &bottleneck;
+    case FrameStage::kDelayLine: return &delay_line;
+    case FrameStage::kExpress: return &express;
+  }
+  return nullptr;
+}
+}  // namespace
+
+Status Pipe::remove_frame(Frame& frame) {
+  FrameList* list = list_of(frame.stage, bottleneck_, delay_line_, express_);
+  if (list == nullptr) return invalid_argument("frame has no valid stage");
+  // Find its predecessor: slists unlink after a position.
+  auto prev = list->before_begin();
+  for (auto it = list->begin(); it != list->end(); prev = it, ++it) {
+    if (&*it != &frame) continue;
+    const bool was_head = it == list->begin();
+    list->erase_after(prev);
+    lookahead_ = nullptr;
+    held_frames_ -= 1;
+    held_bytes_ -= frame.length;
+    if (frame.stage == FrameStage::kBottleneck) {
+      --queued_frames_;
+      queued_bytes_ -= frame.length;
+      // The frame in serialization left: the next one starts where it would
+      // have started.
+      if (was_head && !bottleneck_.empty()) start_serialization(bottleneck_.front());
+    }
+    ++counters_.frames_dropped[static_cast<size_t>(DropCause::kRemoved)];
+    counters_.bytes_dropped[static_cast<size_t>(DropCause::kRemoved)] += frame.length;
+    return Status::ok();
+  }
+  return not_found("the frame is not held by this pipe");
+}
+
+Status Pipe::inject_frame(Frame& frame, int64_t departure_ns, int64_t now) {
+  if (departure_ns < now) {
+    return invalid_argument(cat("departure ", departure_ns, " ns is before the pipe's time ", now,
+                                " ns"));
+  }
+  frame.stage = FrameStage::kDelayLine;
+  frame.express = false;
+  frame.arrival_ns = now;
+  frame.extra_delay_ns = 0;
+  frame.ready_ns = now;
+  frame.departure_ns = departure_ns;
+  auto prev = delay_line_.before_begin();
+  for (auto it = delay_line_.begin(); it != delay_line_.end() && it->departure_ns <= departure_ns;
+       ++it) {
+    prev = it;
+  }
+  delay_line_.insert_after(prev, frame);
+  lookahead_ = nullptr;
+  last_departure_ns_ = std::max(last_departure_ns_, departure_ns);
+  ++held_frames_;
+  held_bytes_ += frame.length;
+  ++counters_.frames_in;
+  counters_.bytes_in += frame.length;
+  return Status::ok();
+}
+
+void Pipe::resize_frame(Frame& frame, uint32_t new_length) {
+  held_bytes_ = held_bytes_ - frame.length + new_length;
+  if (frame.stage == FrameStage::kBottleneck) {
+    queued_bytes_ = queued_bytes_ - frame.length + new_length;
+  }
+  frame.length = new_length;
 }
 
 }  // namespace amber::link

@@ -26,12 +26,14 @@ namespace amber::link {
 
 inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
+// Append-only: the values are stored in checkpoint images.
 enum class DropCause : uint8_t {
-  kLoss = 0,        // the loss model chose the frame
-  kQueueFrames = 1, // bottleneck queue full (frame limit)
-  kQueueBytes = 2,  // bottleneck queue full (byte limit)
+  kLoss = 0,         // the loss model chose the frame
+  kQueueFrames = 1,  // bottleneck queue full (frame limit)
+  kQueueBytes = 2,   // bottleneck queue full (byte limit)
+  kRemoved = 3,      // removed from a frozen pipe by an operator (queue surgery)
 };
-inline constexpr size_t kDropCauseCount = 3;
+inline constexpr size_t kDropCauseCount = 4;
 const char* drop_cause_name(DropCause cause);
 
 struct PipeCounters {
@@ -124,6 +126,16 @@ class Pipe {
   // Puts a frame back as it was saved (stage and timestamps set by the
   // caller), appending to its stage's FIFO. Only on a pipe being restored.
   Status restore_frame(Frame& frame);
+  // Queue surgery on a frozen pipe (cold paths; the caller owns the bytes).
+  // Takes a held frame out, counted as dropped (kRemoved); the caller frees it.
+  Status remove_frame(Frame& frame);
+  // Puts a new frame on the wire to depart at departure_ns, after every held
+  // frame that departs no later; counted as an arrival. Refused before the
+  // frame ahead in the bottleneck could reach the wire.
+  Status inject_frame(Frame& frame, int64_t departure_ns, int64_t now);
+  // The caller changed a held frame's bytes to new_length.
+  void resize_frame(Frame& frame, uint32_t new_length);
+
   // Hands every held frame to release (e.g. to free the mbufs) and empties
   // the pipe. Counters are kept.
   template <typename Release>

@@ -397,3 +397,55 @@ TEST(Pipe, RestoreRefusesFramesOutOfOrder) {
 
 }  // namespace
 }  // namespace amber::link
+
+namespace amber::link {
+namespace {
+
+TEST(PipeSurgery, RemoveInjectAndResizeKeepTheBooksBalanced) {
+  PipeConfig c;
+  c.delay_ns = 1'000'000;
+  Pipe pipe = testing::make_pipe(c);
+  testing::FramePool pool(6);
+  for (size_t i = 0; i < 4; ++i) {
+    pool[i].length = 100;
+    ASSERT_TRUE(pipe.enqueue(pool[i], static_cast<int64_t>(i) * 1000).accepted);
+  }
+  // Remove the second frame, inject one between the third and the fourth,
+  // and grow the first.
+  ASSERT_TRUE(pipe.remove_frame(pool[1]).is_ok());
+  EXPECT_EQ(pipe.remove_frame(pool[1]).code(), ErrorCode::kNotFound);
+  pool[4].length = 60;
+  ASSERT_TRUE(pipe.inject_frame(pool[4], 1'002'500, 5000).is_ok());
+  EXPECT_EQ(pipe.inject_frame(pool[5], 10, 5000).code(), ErrorCode::kInvalidArgument);
+  pipe.resize_frame(pool[0], 150);
+  EXPECT_EQ(pipe.held_frames(), 4u);
+  EXPECT_EQ(pipe.held_bytes(), 150u + 100 + 60 + 100);
+  std::vector<testing::Departure> out;
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0].index, 0u);
+  EXPECT_EQ(out[1].index, 2u);
+  EXPECT_EQ(out[2], (testing::Departure{4, 1'002'500}));
+  EXPECT_EQ(out[3].index, 3u);
+  const PipeCounters& k = pipe.counters();
+  EXPECT_EQ(k.frames_dropped[size_t(DropCause::kRemoved)], 1u);
+  EXPECT_EQ(k.frames_in, k.frames_out + k.total_dropped());
+}
+
+TEST(PipeSurgery, RemovingTheFrameInSerializationLetsTheNextStart) {
+  PipeConfig c;
+  c.rate_bps = 1'000'000'000;
+  Pipe pipe = testing::make_pipe(c);
+  testing::FramePool pool(2);
+  pool[0].length = pool[1].length = 1500;
+  ASSERT_TRUE(pipe.enqueue(pool[0], 0).accepted);
+  ASSERT_TRUE(pipe.enqueue(pool[1], 0).accepted);
+  ASSERT_TRUE(pipe.remove_frame(pool[0]).is_ok());
+  std::vector<testing::Departure> out;
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0], (testing::Departure{1, 12'000}));
+}
+
+}  // namespace
+}  // namespace amber::link
