@@ -334,10 +334,20 @@ Result<std::vector<int64_t>> DelayNode::freeze_latencies() {
   return out;
 }
 
-Status DelayNode::with_frozen_pipes(const std::function<Status(std::vector<Direction*>&)>& body) {
-  std::vector<Direction*> all;
-  for (auto& d : directions_) all.push_back(d.get());
-  if (!running()) return body(all);  // nobody polls: the caller owns the pipes
+Status DelayNode::with_frozen_pipes(const std::function<Status(FrozenView&)>& body) {
+  FrozenView view;
+  for (auto& d : directions_) view.directions.push_back(d.get());
+  view.pool = pool_;
+  auto fill_clock = [&] {
+    link::VirtualClock& clock = workers_.front()->virtual_clock();
+    const int64_t real = now_ns();
+    view.virtual_now_ns = clock.now(real);
+    view.freeze_real_ns = clock.frozen(real) ? clock.freeze_at_ns() : real;
+  };
+  if (!running()) {  // nobody polls: the caller owns the pipes
+    fill_clock();
+    return body(view);
+  }
   auto unpark = std::make_shared<std::atomic<bool>>(false);
   Status status;
   for (auto& w : workers_) {
@@ -355,7 +365,10 @@ Status DelayNode::with_frozen_pipes(const std::function<Status(std::vector<Direc
       }
     }
   }
-  if (status) status = body(all);
+  if (status) {
+    fill_clock();
+    status = body(view);
+  }
   // Workers that parked, and one that parks late after a timeout, all see
   // this (the flag is shared with them).
   unpark->store(true, std::memory_order_release);
@@ -364,8 +377,8 @@ Status DelayNode::with_frozen_pipes(const std::function<Status(std::vector<Direc
 
 Result<int64_t> DelayNode::frozen_virtual_ns() {
   Result<int64_t> out = failed_precondition("the delay node is not frozen");
-  Status s = with_frozen_pipes([&](std::vector<Direction*>&) {
-    out = workers_.front()->virtual_clock().now(now_ns());
+  Status s = with_frozen_pipes([&](FrozenView& view) {
+    out = view.virtual_now_ns;
     return Status::ok();
   });
   if (!s) return s;

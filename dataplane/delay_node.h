@@ -67,10 +67,17 @@ class DelayNode {
   // Real time now on the node's clock (CLOCK_REALTIME via the TSC).
   int64_t now_ns() const { return clock_.now_ns(); }
 
+  // What a body run by with_frozen_pipes() may use.
+  struct FrozenView {
+    std::vector<Direction*> directions;
+    int64_t virtual_now_ns = 0;  // the virtual time the node stands at
+    int64_t freeze_real_ns = 0;  // the real instant it froze
+    rte_mempool* pool = nullptr;
+  };
   // Exclusive access to the pipes for save, restore and surgery: parks every
-  // worker (they stop polling), runs `body` with all directions, unparks.
-  // Refused unless the node is frozen.
-  Status with_frozen_pipes(const std::function<Status(std::vector<Direction*>&)>& body);
+  // worker (they stop polling), runs `body`, unparks. Refused unless the
+  // node is frozen (or not running at all).
+  Status with_frozen_pipes(const std::function<Status(FrozenView&)>& body);
   // The virtual time the frozen node stands at.
   Result<int64_t> frozen_virtual_ns();
   // After a restore: every worker stands frozen at virtual_ns; thaw_at()

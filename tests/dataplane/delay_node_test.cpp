@@ -236,7 +236,7 @@ TEST_F(DelayNodeTest, FreezeInThePastIsRefusedAndLeavesNothingScheduled) {
   Status s = node_->freeze_at(node_->now_ns() - kMs);
   EXPECT_EQ(s.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("past"), std::string::npos);
-  EXPECT_EQ(node_->with_frozen_pipes([](std::vector<Direction*>&) { return Status::ok(); }).code(),
+  EXPECT_EQ(node_->with_frozen_pipes([](DelayNode::FrozenView&) { return Status::ok(); }).code(),
             ErrorCode::kFailedPrecondition);
   // Traffic still flows, and a proper freeze is accepted.
   inject(a_, 1, 100);
