@@ -1,9 +1,13 @@
 #include "core-checkpoint/frame_codec.h"
 
+#include <bit>
 #include <cstring>
 
 namespace amber::checkpoint::codec {
 namespace {
+
+// Fixed-width fields are copied as they are in memory.
+static_assert(std::endian::native == std::endian::little);
 
 enum WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 5 };
 
@@ -30,6 +34,12 @@ inline void put_varint5(uint8_t* out, uint32_t v) {
   out[4] = static_cast<uint8_t>(v);
 }
 
+inline uint8_t* put_fixed64(uint8_t* out, uint8_t key, int64_t v) {
+  *out++ = key;
+  std::memcpy(out, &v, 8);  // little-endian, as the wire format wants
+  return out + 8;
+}
+
 inline size_t varint_size(uint64_t v) {
   size_t n = 1;
   while (v >= 0x80) {
@@ -48,6 +58,10 @@ inline int64_t unzigzag(uint64_t v) {
 
 // Reads a varint of at most 10 bytes; nullptr when it does not end in time.
 inline const uint8_t* get_varint(const uint8_t* p, const uint8_t* end, uint64_t* v) {
+  if (p < end && *p < 0x80) {
+    *v = *p;
+    return p + 1;
+  }
   uint64_t result = 0;
   for (int shift = 0; shift < 70 && p < end; shift += 7) {
     uint8_t b = *p++;
@@ -69,7 +83,7 @@ struct Field {
   const uint8_t* data = nullptr;
 };
 
-const uint8_t* get_field(const uint8_t* p, const uint8_t* end, Field* f, const char** error) {
+inline const uint8_t* get_field(const uint8_t* p, const uint8_t* end, Field* f, const char** error) {
   uint64_t key;
   p = get_varint(p, end, &key);
   if (p == nullptr) {
@@ -125,27 +139,30 @@ void end_batch(uint8_t* start, const uint8_t* end) {
 }
 
 uint8_t* encode_frame(uint8_t* out, const FrameRecord& f) {
-  const uint64_t arrival = static_cast<uint64_t>(f.arrival_ns);
+  // Fields at their default value are left out, as Protobuf does.
   const uint64_t extra = zigzag(f.extra_delay_ns);
-  const uint64_t ready = static_cast<uint64_t>(f.ready_ns);
-  const uint64_t departure = static_cast<uint64_t>(f.departure_ns);
   const uint64_t len = f.bytes.size();
-  const size_t body = 2 + 2 + 1 + varint_size(arrival) + 1 + varint_size(extra) + 1 +
-                      varint_size(ready) + 1 + varint_size(departure) + 1 + varint_size(len) + len;
+  const size_t body = (f.stage != link::FrameStage::kBottleneck ? 2 : 0) + (f.express ? 2 : 0) +
+                      (f.arrival_ns != 0 ? 9 : 0) + (extra != 0 ? 1 + varint_size(extra) : 0) +
+                      (f.ready_ns != 0 ? 9 : 0) + (f.departure_ns != 0 ? 9 : 0) + 1 +
+                      varint_size(len) + len;
   *out++ = tag(3, kLen);  // FrameBatch.frames
   out = put_varint(out, body);
-  *out++ = tag(1, kVarint);
-  *out++ = static_cast<uint8_t>(f.stage);
-  *out++ = tag(2, kVarint);
-  *out++ = f.express ? 1 : 0;
-  *out++ = tag(3, kVarint);
-  out = put_varint(out, arrival);
-  *out++ = tag(4, kVarint);
-  out = put_varint(out, extra);
-  *out++ = tag(5, kVarint);
-  out = put_varint(out, ready);
-  *out++ = tag(6, kVarint);
-  out = put_varint(out, departure);
+  if (f.stage != link::FrameStage::kBottleneck) {
+    *out++ = tag(1, kVarint);
+    *out++ = static_cast<uint8_t>(f.stage);
+  }
+  if (f.express) {
+    *out++ = tag(2, kVarint);
+    *out++ = 1;
+  }
+  if (f.arrival_ns != 0) out = put_fixed64(out, tag(3, kFixed64), f.arrival_ns);
+  if (extra != 0) {
+    *out++ = tag(4, kVarint);
+    out = put_varint(out, extra);
+  }
+  if (f.ready_ns != 0) out = put_fixed64(out, tag(5, kFixed64), f.ready_ns);
+  if (f.departure_ns != 0) out = put_fixed64(out, tag(6, kFixed64), f.departure_ns);
   *out++ = tag(7, kLen);
   out = put_varint(out, len);
   if (len > 0) std::memcpy(out, f.bytes.data(), len);
@@ -178,6 +195,7 @@ bool scan_batch(std::span<const uint8_t> body, BatchInfo* info, const char** err
   const uint8_t* end = p + body.size();
   *info = BatchInfo{};
   while (p < end) {
+    if (*p == tag(3, kLen)) break;  // the first frame
     Field f;
     p = get_field(p, end, &f, error);
     if (p == nullptr) return false;
@@ -190,13 +208,11 @@ bool scan_batch(std::span<const uint8_t> body, BatchInfo* info, const char** err
     } else if (f.number == 2 && f.type == kVarint) {
       info->first_frame = f.value;
     } else if (f.number == 3) {
-      if (f.type != kLen) {
-        *error = "frames: wrong wire type";
-        return false;
-      }
-      ++info->frames;
+      *error = "frames: wrong wire type";
+      return false;
     }
   }
+  info->frames_offset = static_cast<size_t>(p - body.data());
   return true;
 }
 
@@ -209,6 +225,10 @@ bool next_frame(std::span<const uint8_t> body, size_t* cursor, FrameRecord* fram
     Field f;
     p = get_field(p, end, &f, error);
     if (p == nullptr) return false;
+    if (f.number == 1 || f.number == 2) {
+      *error = "pipe_index or first_frame after the frames";
+      return false;
+    }
     if (f.number != 3 || f.type != kLen) continue;
     *cursor = static_cast<size_t>(p - body.data());
     // Frame message: defaults first, as Protobuf leaves absent fields.
@@ -216,6 +236,33 @@ bool next_frame(std::span<const uint8_t> body, size_t* cursor, FrameRecord* fram
     const uint8_t* q = f.data;
     const uint8_t* fend = f.data + f.value;
     while (q < fend) {
+      // Fast paths for the fields as the writer lays them out; anything
+      // else goes through the general field reader.
+      const uint8_t key = *q;
+      if ((key == tag(3, kFixed64) || key == tag(5, kFixed64) || key == tag(6, kFixed64)) &&
+          fend - q >= 9) {
+        int64_t v;
+        std::memcpy(&v, q + 1, 8);
+        q += 9;
+        if (key == tag(3, kFixed64)) {
+          frame->arrival_ns = v;
+        } else if (key == tag(5, kFixed64)) {
+          frame->ready_ns = v;
+        } else {
+          frame->departure_ns = v;
+        }
+        continue;
+      }
+      if (key == tag(7, kLen) && fend - q >= 2 && q[1] < 0x80) {
+        const size_t len = q[1];
+        if (len > static_cast<size_t>(fend - q - 2)) {
+          *error = "field runs past the end of its message";
+          return false;
+        }
+        frame->bytes = std::span<const uint8_t>(q + 2, len);
+        q += 2 + len;
+        continue;
+      }
       Field g;
       q = get_field(q, fend, &g, error);
       if (q == nullptr) return false;
@@ -225,6 +272,13 @@ bool next_frame(std::span<const uint8_t> body, size_t* cursor, FrameRecord* fram
           return false;
         }
         frame->bytes = std::span<const uint8_t>(g.data, g.value);
+        continue;
+      }
+      if (g.type == kFixed64) {
+        const int64_t v = static_cast<int64_t>(g.value);
+        if (g.number == 3) frame->arrival_ns = v;
+        if (g.number == 5) frame->ready_ns = v;
+        if (g.number == 6) frame->departure_ns = v;
         continue;
       }
       if (g.type != kVarint) continue;
@@ -237,10 +291,7 @@ bool next_frame(std::span<const uint8_t> body, size_t* cursor, FrameRecord* fram
           frame->stage = static_cast<link::FrameStage>(g.value);
           break;
         case 2: frame->express = g.value != 0; break;
-        case 3: frame->arrival_ns = static_cast<int64_t>(g.value); break;
         case 4: frame->extra_delay_ns = unzigzag(g.value); break;
-        case 5: frame->ready_ns = static_cast<int64_t>(g.value); break;
-        case 6: frame->departure_ns = static_cast<int64_t>(g.value); break;
         default: break;
       }
     }

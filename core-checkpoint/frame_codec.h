@@ -16,7 +16,7 @@ namespace amber::checkpoint::codec {
 inline constexpr size_t kBatchPrefixMax = 1 + 5 + 1 + 5 + 1 + 10;
 // Bytes encode_frame() writes at most for a frame of data_len bytes.
 constexpr size_t frame_encoded_max(size_t data_len) {
-  return 1 + 5 + 2 + 2 + 4 * 11 + 1 + 5 + data_len;
+  return 1 + 5 + 2 + 2 + 3 * 9 + 11 + 1 + 5 + data_len;
 }
 
 // Starts a Chunk holding a FrameBatch at out; returns the end. The batch's
@@ -33,15 +33,17 @@ ChunkKind classify_chunk(std::span<const uint8_t> payload, std::span<const uint8
 struct BatchInfo {
   uint32_t pipe_index = 0;
   uint64_t first_frame = 0;
-  uint64_t frames = 0;
+  size_t frames_offset = 0;  // where the first frame (or the end) is
 };
-// Scans a FrameBatch: its scalar fields and how many frames it holds.
-// Returns false, with a reason in *error, when it is not well formed.
+// Reads a FrameBatch's scalar fields, which precede its frames (the image
+// format requires it, so a batch is read in one pass). Returns false, with
+// a reason in *error, when they are malformed.
 bool scan_batch(std::span<const uint8_t> body, BatchInfo* info, const char** error);
 
-// Decodes the next frame of a scanned batch starting at *cursor (an offset
-// into body), advancing it. Returns false with a reason at malformed data;
-// *done is set when no frame is left.
+// Decodes the next frame of a batch starting at *cursor (an offset into
+// body, first BatchInfo::frames_offset), advancing it. Returns false with a
+// reason at malformed data or a batch field after the frames; *done is set
+// when no frame is left.
 bool next_frame(std::span<const uint8_t> body, size_t* cursor, FrameRecord* frame, bool* done,
                 const char** error);
 

@@ -257,14 +257,10 @@ struct ImageReader::State {
                            info.pipe_index, ", expected frame ", frames_seen[info.pipe_index],
                            " (a chunk is missing or repeated)"));
     }
-    if (info.frames > pipes[info.pipe_index].frames - frames_seen[info.pipe_index]) {
-      return data_loss(cat(where(), ": pipe ", info.pipe_index, " gets more frames than the ",
-                           pipes[info.pipe_index].frames, " its header declares"));
-    }
     current_pipe = info.pipe_index;
     batch_pipe = info.pipe_index;
     batch = body;
-    batch_cursor = 0;
+    batch_cursor = info.frames_offset;
     in_batch = true;
     return Status::ok();
   }
@@ -368,7 +364,10 @@ Result<bool> ImageReader::next_frame(size_t* pipe_index, FrameRecord* frame) {
           return s.fail(data_loss(cat(s.where(), ": pipe ", p, " holds more than the ",
                                       s.pipes[p].bytes, " bytes its header declares")));
         }
-        ++s.frames_seen[p];
+        if (++s.frames_seen[p] > s.pipes[p].frames) {
+          return s.fail(data_loss(cat(s.where(), ": pipe ", p, " holds more than the ",
+                                      s.pipes[p].frames, " frames its header declares")));
+        }
         *pipe_index = p;
         return true;
       }

@@ -355,5 +355,21 @@ TEST(Crc32c, MatchesTheStandardCheckValueAndContinues) {
   EXPECT_EQ(crc32c(text + 4, 5, crc32c(text, 4)), 0xe3069283u);
 }
 
+TEST(Crc32c, LargeBuffersTakeTheParallelPathWithTheSameResult) {
+  std::vector<uint8_t> data(300'001);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7919 >> 3);
+  for (size_t size : {size_t{65'536}, size_t{65'543}, size_t{100'000}, size_t{300'001}}) {
+    // Byte-at-a-time pieces below the parallel threshold as the reference.
+    uint32_t want = 0;
+    for (size_t at = 0; at < size; at += 1000) {
+      want = crc32c(data.data() + at, std::min<size_t>(1000, size - at), want);
+    }
+    EXPECT_EQ(crc32c(data.data(), size), want) << size;
+    EXPECT_EQ(crc32c(data.data(), size, 0x12345678), crc32c(data.data() + 10, size - 10,
+                                                              crc32c(data.data(), 10, 0x12345678)))
+        << size;
+  }
+}
+
 }  // namespace
 }  // namespace amber::checkpoint
