@@ -46,9 +46,12 @@ int fail(const amber::Status& status) {
 
 const char* stage_name(amber::link::FrameStage stage) {
   switch (stage) {
-    case amber::link::FrameStage::kBottleneck: return "bottleneck";
-    case amber::link::FrameStage::kDelayLine: return "delay-line";
-    case amber::link::FrameStage::kExpress: return "express";
+    case amber::link::FrameStage::kBottleneck:
+      return "bottleneck";
+    case amber::link::FrameStage::kDelayLine:
+      return "delay-line";
+    case amber::link::FrameStage::kExpress:
+      return "express";
   }
   return "?";
 }
@@ -57,7 +60,8 @@ int info(const std::string& path) {
   auto reader = ImageReader::open(path, std::nullopt);
   if (!reader) return fail(reader.status());
   const auto& n = reader->node();
-  std::printf("image     %s (format version %u)\n", path.c_str(), amber::checkpoint::kFormatVersion);
+  std::printf("image     %s (format version %u)\n", path.c_str(),
+              amber::checkpoint::kFormatVersion);
   std::printf("node      %s  amber %s\n", n.node_id.c_str(), n.amber_version.c_str());
   std::printf("frozen at real %lld ns, virtual %lld ns; written at unix %lld ns\n",
               static_cast<long long>(n.freeze_real_ns), static_cast<long long>(n.virtual_now_ns),
@@ -71,13 +75,13 @@ int info(const std::string& path) {
     const auto& k = p.state.counters;
     std::printf("pipe %zu    %s %s (%s -> %s): %s\n", i, p.link.c_str(), p.direction.c_str(),
                 p.port_in.c_str(), p.port_out.c_str(), amber::link::describe(p.config).c_str());
-    std::printf("          held %llu frames, %llu bytes; in %llu out %llu dropped %llu; "
-                "link free at %lld ns\n",
-                static_cast<unsigned long long>(p.frames), static_cast<unsigned long long>(p.bytes),
-                static_cast<unsigned long long>(k.frames_in),
-                static_cast<unsigned long long>(k.frames_out),
-                static_cast<unsigned long long>(k.total_dropped()),
-                static_cast<long long>(p.state.link_free_ns));
+    std::printf(
+        "          held %llu frames, %llu bytes; in %llu out %llu dropped %llu; "
+        "link free at %lld ns\n",
+        static_cast<unsigned long long>(p.frames), static_cast<unsigned long long>(p.bytes),
+        static_cast<unsigned long long>(k.frames_in), static_cast<unsigned long long>(k.frames_out),
+        static_cast<unsigned long long>(k.total_dropped()),
+        static_cast<long long>(p.state.link_free_ns));
   }
   return 0;
 }
@@ -130,8 +134,8 @@ int frames(const std::string& path, std::optional<size_t> only_pipe, uint64_t li
     if (only_pipe && pipe != *only_pipe) continue;
     if (shown >= limit) continue;  // read on: the listing is only trusted once verified
     ++shown;
-    std::printf("pipe %zu #%llu %s%s arrival=%lld ready=%lld departure=%lld extra=%lld  %s\n",
-                pipe, static_cast<unsigned long long>(index - 1), stage_name(f.stage),
+    std::printf("pipe %zu #%llu %s%s arrival=%lld ready=%lld departure=%lld extra=%lld  %s\n", pipe,
+                static_cast<unsigned long long>(index - 1), stage_name(f.stage),
                 f.express ? " express" : "", static_cast<long long>(f.arrival_ns),
                 static_cast<long long>(f.ready_ns), static_cast<long long>(f.departure_ns),
                 static_cast<long long>(f.extra_delay_ns),
@@ -193,7 +197,10 @@ int main(int argc, char** argv) {
           return usage_error(
               amber::cat(rest[i], ": expected a non-negative integer, got '", rest[i + 1], "'"));
         }
-        if (rest[i] == "--pipe") pipe = v; else limit = v;
+        if (rest[i] == "--pipe")
+          pipe = v;
+        else
+          limit = v;
         ++i;
       } else {
         return usage_error(amber::cat("frames: unexpected argument '", rest[i], "'"));

@@ -46,11 +46,15 @@ Result<link::PipeConfig> from_proto(const image::PipeConfig& m) {
   c.delay_ns = m.delay_ns();
   c.jitter_ns = m.jitter_ns();
   switch (m.jitter_distribution()) {
-    case image::JITTER_UNIFORM: c.jitter_distribution = link::JitterDistribution::kUniform; break;
-    case image::JITTER_NORMAL: c.jitter_distribution = link::JitterDistribution::kNormal; break;
+    case image::JITTER_UNIFORM:
+      c.jitter_distribution = link::JitterDistribution::kUniform;
+      break;
+    case image::JITTER_NORMAL:
+      c.jitter_distribution = link::JitterDistribution::kNormal;
+      break;
     default:
-      return invalid_argument(cat("jitter_distribution: unknown value ",
-                                  static_cast<int>(m.jitter_distribution())));
+      return invalid_argument(
+          cat("jitter_distribution: unknown value ", static_cast<int>(m.jitter_distribution())));
   }
   c.queue_limit_frames.reset();
   if (m.has_queue_limit_frames()) c.queue_limit_frames = m.queue_limit_frames();
@@ -69,7 +73,9 @@ Result<link::PipeConfig> from_proto(const image::PipeConfig& m) {
       c.loss = link::MarkovLoss{mk.p13(), mk.p31(), mk.p32(), mk.p23(), mk.p14()};
       break;
     }
-    case image::PipeConfig::LOSS_NOT_SET: c.loss = link::NoLoss{}; break;
+    case image::PipeConfig::LOSS_NOT_SET:
+      c.loss = link::NoLoss{};
+      break;
   }
   c.duplicate = m.duplicate();
   c.corrupt = m.corrupt();
@@ -110,7 +116,8 @@ Result<link::PipeState> from_proto(const image::PipeState& m) {
   }
   // Gilbert–Elliott uses 0..1, the Markov model 1..4.
   if (m.loss_state() > 4) {
-    return invalid_argument(cat("state.loss_state: ", m.loss_state(), " is not a loss state (0..4)"));
+    return invalid_argument(
+        cat("state.loss_state: ", m.loss_state(), " is not a loss state (0..4)"));
   }
   s.loss_state = static_cast<uint8_t>(m.loss_state());
   s.link_free_ns = m.link_free_ns();
@@ -127,7 +134,8 @@ Result<link::PipeState> from_proto(const image::PipeState& m) {
     return invalid_argument(cat("state.counters: more than ", link::kDropCauseCount,
                                 " drop causes (", k.frames_dropped_size(), ")"));
   }
-  for (int i = 0; i < k.frames_dropped_size(); ++i) s.counters.frames_dropped[i] = k.frames_dropped(i);
+  for (int i = 0; i < k.frames_dropped_size(); ++i)
+    s.counters.frames_dropped[i] = k.frames_dropped(i);
   for (int i = 0; i < k.bytes_dropped_size(); ++i) s.counters.bytes_dropped[i] = k.bytes_dropped(i);
   s.counters.duplicated = k.duplicated();
   s.counters.corrupted = k.corrupted();

@@ -83,7 +83,8 @@ struct Field {
   const uint8_t* data = nullptr;
 };
 
-inline const uint8_t* get_field(const uint8_t* p, const uint8_t* end, Field* f, const char** error) {
+inline const uint8_t* get_field(const uint8_t* p, const uint8_t* end, Field* f,
+                                const char** error) {
   uint64_t key;
   p = get_varint(p, end, &key);
   if (p == nullptr) {
@@ -290,9 +291,14 @@ bool next_frame(std::span<const uint8_t> body, size_t* cursor, FrameRecord* fram
           }
           frame->stage = static_cast<link::FrameStage>(g.value);
           break;
-        case 2: frame->express = g.value != 0; break;
-        case 4: frame->extra_delay_ns = unzigzag(g.value); break;
-        default: break;
+        case 2:
+          frame->express = g.value != 0;
+          break;
+        case 4:
+          frame->extra_delay_ns = unzigzag(g.value);
+          break;
+        default:
+          break;
       }
     }
     return true;

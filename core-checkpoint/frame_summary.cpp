@@ -101,12 +101,15 @@ std::string transport(const Cursor& c, size_t offset, size_t length, uint8_t pro
       uint8_t type = c.u8(offset);
       const char* what = nullptr;
       if (proto == 1) {
-        what = type == 8 ? "echo request" : type == 0 ? "echo reply" : type == 3 ? "unreachable"
-               : type == 11                                          ? "time exceeded"
-                                                                     : nullptr;
+        what = type == 8    ? "echo request"
+               : type == 0  ? "echo reply"
+               : type == 3  ? "unreachable"
+               : type == 11 ? "time exceeded"
+                            : nullptr;
       } else {
-        what = type == 128 ? "echo request" : type == 129 ? "echo reply" : type == 135
-                   ? "neighbor solicitation"
+        what = type == 128   ? "echo request"
+               : type == 129 ? "echo reply"
+               : type == 135 ? "neighbor solicitation"
                : type == 136 ? "neighbor advertisement"
                : type == 133 ? "router solicitation"
                : type == 134 ? "router advertisement"
@@ -142,8 +145,8 @@ std::string ipv4(const Cursor& c, size_t offset) {
   size_t payload = total > ihl ? total - ihl : 0;
   std::string out = "IPv4 ";
   if ((frag & 0x1fff) != 0) {
-    return cat(out, src, " > ", dst, " fragment offset=", (frag & 0x1fff) * 8,
-               " proto ", static_cast<int>(proto), " len=", payload);
+    return cat(out, src, " > ", dst, " fragment offset=", (frag & 0x1fff) * 8, " proto ",
+               static_cast<int>(proto), " len=", payload);
   }
   out += transport(c, offset + ihl, payload, proto, src, dst, false);
   if (frag & 0x2000) out += " (first fragment)";
@@ -153,7 +156,8 @@ std::string ipv4(const Cursor& c, size_t offset) {
 
 std::string ipv6(const Cursor& c, size_t offset) {
   if (!c.has(offset, 40)) return "IPv6 (truncated)";
-  if (c.u8(offset) >> 4 != 6) return cat("IPv6 (version ", static_cast<int>(c.u8(offset) >> 4), ")");
+  if (c.u8(offset) >> 4 != 6)
+    return cat("IPv6 (version ", static_cast<int>(c.u8(offset) >> 4), ")");
   size_t length = c.u16(offset + 4);
   uint8_t next = c.u8(offset + 6);
   std::string src = ipv6_text(c.at(offset + 8));
@@ -204,9 +208,15 @@ std::string summarize_frame(std::span<const uint8_t> bytes) {
   offset += 2;
   std::string out;
   switch (type) {
-    case 0x0800: out = ipv4(c, offset); break;
-    case 0x86dd: out = ipv6(c, offset); break;
-    case 0x0806: out = arp(c, offset); break;
+    case 0x0800:
+      out = ipv4(c, offset);
+      break;
+    case 0x86dd:
+      out = ipv6(c, offset);
+      break;
+    case 0x0806:
+      out = arp(c, offset);
+      break;
     default:
       if (type < 0x0600) {
         out = cat("802.3 ", mac_text(c.at(6)), " > ", mac_text(c.at(0)), " length ", type);

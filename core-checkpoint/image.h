@@ -43,17 +43,17 @@ inline constexpr uint32_t kMaxFrameBytes = 1u << 20;
 inline constexpr uint32_t kMaxChunkBytes = 64u << 20;
 
 struct NodeInfo {
-  std::string node_id;           // refused on restore if it does not match
-  int64_t freeze_real_ns = 0;    // the real (synchronized) instant the node froze
-  int64_t virtual_now_ns = 0;    // the node's virtual clock at the freeze
-  int64_t created_unix_ns = 0;   // when the image was written
+  std::string node_id;          // refused on restore if it does not match
+  int64_t freeze_real_ns = 0;   // the real (synchronized) instant the node froze
+  int64_t virtual_now_ns = 0;   // the node's virtual clock at the freeze
+  int64_t created_unix_ns = 0;  // when the image was written
   std::string amber_version;
   bool operator==(const NodeInfo&) const = default;
 };
 
 struct PipeInfo {
-  std::string link;       // link name from the configuration
-  std::string direction;  // "a_to_b" / "b_to_a"
+  std::string link;               // link name from the configuration
+  std::string direction;          // "a_to_b" / "b_to_a"
   std::string port_in, port_out;  // informational (a restore may map them)
   link::PipeConfig config;
   link::PipeState state;  // rng, loss state, shaper state, counters

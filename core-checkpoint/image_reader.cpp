@@ -63,7 +63,7 @@ struct ImageReader::State {
   uint32_t max_frame_bytes = 0;
 
   std::vector<uint64_t> frames_seen, bytes_seen;
-  uint64_t chunks = 0;  // read so far
+  uint64_t chunks = 0;       // read so far
   uint64_t chunk_index = 0;  // of the chunk being read, 0 = header
   uint32_t digest = 0;
   uint32_t digest_before_last = 0;
@@ -98,8 +98,8 @@ struct ImageReader::State {
       ssize_t n = ::read(fd, out + got, size - got);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return unavailable(cat("reading ", name, " at byte ", offset + got, ": ",
-                               std::strerror(errno)));
+        return unavailable(
+            cat("reading ", name, " at byte ", offset + got, ": ", std::strerror(errno)));
       }
       if (n == 0) break;
       got += static_cast<size_t>(n);
@@ -142,8 +142,8 @@ struct ImageReader::State {
     got = read_exact(buffer.get(), length);
     if (!got) return got.status();
     if (*got < length) {
-      return data_loss(cat(where(), ": truncated: the chunk needs ", length, " bytes, only ",
-                           *got, " remain"));
+      return data_loss(
+          cat(where(), ": truncated: the chunk needs ", length, " bytes, only ", *got, " remain"));
     }
     const uint32_t crc = crc32c(buffer.get(), length);
     if (kCheckSums && crc != stored_crc) {
@@ -167,8 +167,8 @@ struct ImageReader::State {
     if (!got) return got.status();
     if (*got == 0) return invalid_argument(cat(name, ": not an amber image: the file is empty"));
     if (*got < sizeof(head) && std::memcmp(head, format::kMagic, std::min(*got, size_t{8})) == 0) {
-      return data_loss(cat(name, ": truncated: the file ends inside the ",
-                           format::kFileHeaderBytes, "-byte file header (", *got, " bytes)"));
+      return data_loss(cat(name, ": truncated: the file ends inside the ", format::kFileHeaderBytes,
+                           "-byte file header (", *got, " bytes)"));
     }
     if (*got < sizeof(format::kMagic) ||
         std::memcmp(head, format::kMagic, sizeof(format::kMagic)) != 0) {
@@ -188,8 +188,8 @@ struct ImageReader::State {
     }
     if (version != kFormatVersion) {
       return failed_precondition(cat(name, ": image format version ", version,
-                                     " is not supported (this build reads version ",
-                                     kFormatVersion, ")"));
+                                     " is not supported (this build reads version ", kFormatVersion,
+                                     ")"));
     }
     digest = crc32c(head, sizeof(head));
 
@@ -215,8 +215,8 @@ struct ImageReader::State {
                                      "', this node is '", *expected_node_id, "'"));
     }
     if (h.max_frame_bytes() == 0 || h.max_frame_bytes() > kMaxFrameBytes) {
-      return data_loss(cat(where(), ": max_frame_bytes ", h.max_frame_bytes(),
-                           " is outside [1, ", kMaxFrameBytes, "]"));
+      return data_loss(cat(where(), ": max_frame_bytes ", h.max_frame_bytes(), " is outside [1, ",
+                           kMaxFrameBytes, "]"));
     }
     max_frame_bytes = h.max_frame_bytes();
     uint64_t frames = 0, bytes = 0;
@@ -285,17 +285,17 @@ struct ImageReader::State {
                            chunks - 1));
     }
     if (static_cast<size_t>(t.pipes_size()) != pipes.size()) {
-      return data_loss(
-          cat(where(), ": the trailer lists ", t.pipes_size(), " pipes, the header ", pipes.size()));
+      return data_loss(cat(where(), ": the trailer lists ", t.pipes_size(), " pipes, the header ",
+                           pipes.size()));
     }
     for (size_t i = 0; i < pipes.size(); ++i) {
       const auto& totals = t.pipes(static_cast<int>(i));
       if (frames_seen[i] != pipes[i].frames || bytes_seen[i] != pipes[i].bytes ||
           totals.frames() != pipes[i].frames || totals.bytes() != pipes[i].bytes) {
         return data_loss(cat(where(), ": pipe ", i, " (", pipes[i].link, " ", pipes[i].direction,
-                             "): header declares ", pipes[i].frames, " frames / ",
-                             pipes[i].bytes, " bytes, trailer ", totals.frames(), " / ",
-                             totals.bytes(), ", read ", frames_seen[i], " / ", bytes_seen[i]));
+                             "): header declares ", pipes[i].frames, " frames / ", pipes[i].bytes,
+                             " bytes, trailer ", totals.frames(), " / ", totals.bytes(), ", read ",
+                             frames_seen[i], " / ", bytes_seen[i]));
       }
     }
     if (t.total_frames() != total_frames || t.total_bytes() != total_bytes) {
@@ -304,7 +304,8 @@ struct ImageReader::State {
     }
     if (kCheckSums && t.file_digest() != digest_before_last) {
       return data_loss(cat(where(), ": file digest mismatch (trailer ", hex32(t.file_digest()),
-                           ", computed ", hex32(digest_before_last), "): chunks are missing, repeated or "
+                           ", computed ", hex32(digest_before_last),
+                           "): chunks are missing, repeated or "
                            "out of order"));
     }
     uint8_t extra;
@@ -323,11 +324,21 @@ ImageReader::ImageReader(ImageReader&&) noexcept = default;
 ImageReader& ImageReader::operator=(ImageReader&&) noexcept = default;
 ImageReader::~ImageReader() = default;
 
-const NodeInfo& ImageReader::node() const { return s_->node; }
-const std::vector<PipeInfo>& ImageReader::pipes() const { return s_->pipes; }
-uint64_t ImageReader::total_frames() const { return s_->total_frames; }
-uint64_t ImageReader::total_bytes() const { return s_->total_bytes; }
-uint32_t ImageReader::max_frame_bytes() const { return s_->max_frame_bytes; }
+const NodeInfo& ImageReader::node() const {
+  return s_->node;
+}
+const std::vector<PipeInfo>& ImageReader::pipes() const {
+  return s_->pipes;
+}
+uint64_t ImageReader::total_frames() const {
+  return s_->total_frames;
+}
+uint64_t ImageReader::total_bytes() const {
+  return s_->total_bytes;
+}
+uint32_t ImageReader::max_frame_bytes() const {
+  return s_->max_frame_bytes;
+}
 
 Result<ImageReader> ImageReader::open(const std::string& path,
                                       std::optional<std::string> expected_node_id) {
@@ -363,9 +374,9 @@ Result<bool> ImageReader::next_frame(size_t* pipe_index, FrameRecord* frame) {
       if (!end) {
         const size_t p = s.batch_pipe;
         if (frame->bytes.size() > s.max_frame_bytes) {
-          return s.fail(data_loss(cat(s.where(), ": a frame of ", frame->bytes.size(),
-                                      " bytes, beyond the header's max_frame_bytes ",
-                                      s.max_frame_bytes)));
+          return s.fail(
+              data_loss(cat(s.where(), ": a frame of ", frame->bytes.size(),
+                            " bytes, beyond the header's max_frame_bytes ", s.max_frame_bytes)));
         }
         s.bytes_seen[p] += frame->bytes.size();
         if (s.bytes_seen[p] > s.pipes[p].bytes) {

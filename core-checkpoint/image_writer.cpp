@@ -16,7 +16,9 @@
 namespace amber::checkpoint {
 namespace {
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 Status write_all(int fd, const uint8_t* data, size_t size, const std::string& path) {
   while (size > 0) {
@@ -104,9 +106,8 @@ struct ImageWriter::State {
   Status write_message(const image::Chunk& chunk) {
     const size_t size = chunk.ByteSizeLong();
     if (size > kMaxChunkBytes) {
-      return resource_exhausted(
-          cat(path, ": the image header is ", size, " bytes, beyond the ", kMaxChunkBytes,
-              " a chunk may hold (too many pipes?)"));
+      return resource_exhausted(cat(path, ": the image header is ", size, " bytes, beyond the ",
+                                    kMaxChunkBytes, " a chunk may hold (too many pipes?)"));
     }
     ensure_capacity(size + format::kChunkPrefixBytes);
     chunk.SerializeWithCachedSizesToArray(buffer.get() + format::kChunkPrefixBytes);
@@ -126,19 +127,21 @@ ImageWriter::ImageWriter(ImageWriter&&) noexcept = default;
 ImageWriter& ImageWriter::operator=(ImageWriter&&) noexcept = default;
 ImageWriter::~ImageWriter() = default;
 
-uint64_t ImageWriter::bytes_written() const { return s_->bytes_written; }
+uint64_t ImageWriter::bytes_written() const {
+  return s_->bytes_written;
+}
 
 Result<ImageWriter> ImageWriter::create(const std::string& path, const NodeInfo& node,
                                         const std::vector<PipeInfo>& pipes,
                                         const WriterOptions& options) {
   if (path.empty()) return invalid_argument("image path is empty");
   if (options.chunk_bytes < 4096 || options.chunk_bytes > kMaxChunkBytes / 2) {
-    return invalid_argument(cat("chunk_bytes: ", options.chunk_bytes, " is outside [4096, ",
-                                kMaxChunkBytes / 2, "]"));
+    return invalid_argument(
+        cat("chunk_bytes: ", options.chunk_bytes, " is outside [4096, ", kMaxChunkBytes / 2, "]"));
   }
   if (options.max_frame_bytes == 0 || options.max_frame_bytes > kMaxFrameBytes) {
-    return invalid_argument(cat("max_frame_bytes: ", options.max_frame_bytes,
-                                " is outside [1, ", kMaxFrameBytes, "]"));
+    return invalid_argument(
+        cat("max_frame_bytes: ", options.max_frame_bytes, " is outside [1, ", kMaxFrameBytes, "]"));
   }
   image::Chunk chunk;
   image::Header* header = chunk.mutable_header();
@@ -193,22 +196,22 @@ Status ImageWriter::add_frame(size_t pipe_index, const FrameRecord& frame) {
         cat(s.path, ": pipe index ", pipe_index, " beyond the ", s.pipes.size(), " pipes")));
   }
   if (s.batch_start != nullptr && pipe_index < s.batch_pipe) {
-    return s.fail(invalid_argument(cat(s.path, ": a frame of pipe ", pipe_index,
-                                       " after frames of pipe ", s.batch_pipe,
-                                       " (pipes must come in order)")));
+    return s.fail(
+        invalid_argument(cat(s.path, ": a frame of pipe ", pipe_index, " after frames of pipe ",
+                             s.batch_pipe, " (pipes must come in order)")));
   }
   if (s.frames_seen[pipe_index] >= s.pipes[pipe_index].frames) {
     return s.fail(invalid_argument(cat(s.path, ": pipe ", pipe_index, " declared ",
                                        s.pipes[pipe_index].frames, " frames, got more")));
   }
   if (frame.bytes.size() > s.options.max_frame_bytes) {
-    return s.fail(invalid_argument(cat(s.path, ": a frame of ", frame.bytes.size(),
-                                       " bytes, beyond max_frame_bytes ",
-                                       s.options.max_frame_bytes)));
+    return s.fail(
+        invalid_argument(cat(s.path, ": a frame of ", frame.bytes.size(),
+                             " bytes, beyond max_frame_bytes ", s.options.max_frame_bytes)));
   }
   if (static_cast<uint8_t>(frame.stage) > static_cast<uint8_t>(link::FrameStage::kExpress)) {
-    return s.fail(invalid_argument(
-        cat(s.path, ": unknown frame stage ", static_cast<int>(frame.stage))));
+    return s.fail(
+        invalid_argument(cat(s.path, ": unknown frame stage ", static_cast<int>(frame.stage))));
   }
   const size_t need = codec::frame_encoded_max(frame.bytes.size());
   if (s.batch_start != nullptr &&
@@ -234,10 +237,10 @@ Status ImageWriter::finish() {
   if (s.finished) return failed_precondition(cat(s.path, ": finish called twice"));
   for (size_t i = 0; i < s.pipes.size(); ++i) {
     if (s.frames_seen[i] != s.pipes[i].frames || s.bytes_seen[i] != s.pipes[i].bytes) {
-      return s.fail(failed_precondition(
-          cat(s.path, ": pipe ", i, " (", s.pipes[i].link, " ", s.pipes[i].direction,
-              ") declared ", s.pipes[i].frames, " frames / ", s.pipes[i].bytes, " bytes, got ",
-              s.frames_seen[i], " / ", s.bytes_seen[i])));
+      return s.fail(failed_precondition(cat(s.path, ": pipe ", i, " (", s.pipes[i].link, " ",
+                                            s.pipes[i].direction, ") declared ", s.pipes[i].frames,
+                                            " frames / ", s.pipes[i].bytes, " bytes, got ",
+                                            s.frames_seen[i], " / ", s.bytes_seen[i])));
     }
   }
   if (Status st = s.close_batch(); !st) return s.fail(st);

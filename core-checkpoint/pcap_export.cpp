@@ -84,8 +84,7 @@ Result<PcapExporter> PcapExporter::create(const std::string& out_dir,
   for (size_t i = 0; i < pipes.size(); ++i) {
     s->files.push_back((std::filesystem::path(out_dir) / pcap_file_name(i, pipes[i])).string());
   }
-  s->dead =
-      pcap_open_dead_with_tstamp_precision(DLT_EN10MB, kSnapLen, PCAP_TSTAMP_PRECISION_NANO);
+  s->dead = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, kSnapLen, PCAP_TSTAMP_PRECISION_NANO);
   if (s->dead == nullptr) return internal_error("pcap_open_dead_with_tstamp_precision failed");
   return PcapExporter(std::move(s));
 }

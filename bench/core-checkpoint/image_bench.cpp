@@ -64,9 +64,10 @@ double median(std::vector<double> v) {
 
 void report(const char* op, double secs, uint64_t bytes, uint64_t frames, uint64_t file_bytes,
             long extra_kib) {
-  std::printf("%-14s %8.1f ms %9.0f MB/s %8.2f Mframes/s  image %7.1f MB  extra RSS %6.1f MiB (%.1f%%)\n",
-              op, secs * 1e3, bytes / secs / 1e6, frames / secs / 1e6, file_bytes / 1e6,
-              extra_kib / 1024.0, 100.0 * extra_kib * 1024.0 / static_cast<double>(bytes));
+  std::printf(
+      "%-14s %8.1f ms %9.0f MB/s %8.2f Mframes/s  image %7.1f MB  extra RSS %6.1f MiB (%.1f%%)\n",
+      op, secs * 1e3, bytes / secs / 1e6, frames / secs / 1e6, file_bytes / 1e6, extra_kib / 1024.0,
+      100.0 * extra_kib * 1024.0 / static_cast<double>(bytes));
 }
 
 }  // namespace
@@ -87,15 +88,22 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--dir") dir = next();
-    else if (a == "--frames-per-pipe") per_pipe = std::strtoull(next(), nullptr, 10);
-    else if (a == "--length") length = static_cast<uint32_t>(std::strtoul(next(), nullptr, 10));
-    else if (a == "--pipes") pipes_count = std::strtoul(next(), nullptr, 10);
-    else if (a == "--reps") reps = std::atoi(next());
-    else if (a == "--sync") sync = true;
+    if (a == "--dir")
+      dir = next();
+    else if (a == "--frames-per-pipe")
+      per_pipe = std::strtoull(next(), nullptr, 10);
+    else if (a == "--length")
+      length = static_cast<uint32_t>(std::strtoul(next(), nullptr, 10));
+    else if (a == "--pipes")
+      pipes_count = std::strtoul(next(), nullptr, 10);
+    else if (a == "--reps")
+      reps = std::atoi(next());
+    else if (a == "--sync")
+      sync = true;
     else {
-      std::fprintf(stderr, "usage: image_bench [--dir DIR] [--frames-per-pipe N] [--length L] "
-                           "[--pipes N] [--reps N] [--sync]\n");
+      std::fprintf(stderr,
+                   "usage: image_bench [--dir DIR] [--frames-per-pipe N] [--length L] "
+                   "[--pipes N] [--reps N] [--sync]\n");
       return 2;
     }
   }
@@ -157,7 +165,8 @@ int main(int argc, char** argv) {
       const Pipe& pipe = pipes[p];
       for (uint64_t i = 0; i < per_pipe; ++i) {
         FrameRecord rec = amber::checkpoint::record_of(pipe.frames[i]);
-        rec.bytes = std::span<const uint8_t>(pipe.data.data() + i * pipe.stride, pipe.frames[i].length);
+        rec.bytes =
+            std::span<const uint8_t>(pipe.data.data() + i * pipe.stride, pipe.frames[i].length);
         if (auto s = writer->add_frame(p, rec); !s) {
           std::fprintf(stderr, "image_bench: %s\n", s.to_string().c_str());
           return 1;

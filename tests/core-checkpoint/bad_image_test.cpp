@@ -55,14 +55,16 @@ class BadImage : public ::testing::Test {
   std::vector<size_t> starts_;
 };
 
-#define EXPECT_REFUSED(status, code_, text)                                              \
+#define EXPECT_REFUSED(status, code_, text)                                               \
   do {                                                                                    \
     const Status s_ = (status);                                                           \
     EXPECT_EQ(s_.code(), code_) << s_.to_string();                                        \
     EXPECT_NE(s_.message().find(text), std::string::npos) << "message: " << s_.message(); \
   } while (0)
 
-TEST_F(BadImage, TheGoodImageVerifies) { EXPECT_TRUE(check(good_).is_ok()); }
+TEST_F(BadImage, TheGoodImageVerifies) {
+  EXPECT_TRUE(check(good_).is_ok());
+}
 
 TEST_F(BadImage, TruncatedAtEveryChunkBoundaryAndInsideEveryChunk) {
   for (size_t i = 0; i + 1 < starts_.size(); ++i) {
@@ -142,8 +144,8 @@ TEST_F(BadImage, WrongVersionIsRefusedNamingBothVersions) {
 TEST_F(BadImage, EmptyFileAndOtherFilesAreNotImages) {
   EXPECT_REFUSED(check({}), ErrorCode::kInvalidArgument, "not an amber image: the file is empty");
   std::string text = "hello, this is a text file\n";
-  EXPECT_REFUSED(check(std::vector<uint8_t>(text.begin(), text.end())),
-                 ErrorCode::kInvalidArgument, "not an amber image: it starts with \"hello, t\"");
+  EXPECT_REFUSED(check(std::vector<uint8_t>(text.begin(), text.end())), ErrorCode::kInvalidArgument,
+                 "not an amber image: it starts with \"hello, t\"");
   std::vector<uint8_t> elf = {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   EXPECT_REFUSED(check(elf), ErrorCode::kInvalidArgument, "\\x7fELF");
   EXPECT_REFUSED(verify_image(dir_.file("missing.img")), ErrorCode::kNotFound, "no such image");

@@ -1,7 +1,6 @@
 // The amber-image CLI, run as a process on real images.
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>

@@ -8,10 +8,11 @@ namespace amber::checkpoint::testing {
 
 std::vector<uint8_t> make_frame_bytes(uint32_t length, uint64_t seed) {
   std::vector<uint8_t> b(length);
-  static const uint8_t kHeader[] = {
-      0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00,  // Ethernet
-      0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,  // IPv4 UDP
-      0x13, 0x89, 0xa0, 0x00, 0, 0, 0, 0};  // UDP 5001 > 40960
+  static const uint8_t kHeader[] = {0x02, 0,    0,    0,    0, 0x02, 0x02, 0, 0,  0,
+                                    0,    0x01, 0x08, 0x00,  // Ethernet
+                                    0x45, 0,    0,    0,    0, 0,    0,    0, 64, 17,
+                                    0,    0,    10,   0,    0, 1,    10,   0, 0,  2,  // IPv4 UDP
+                                    0x13, 0x89, 0xa0, 0x00, 0, 0,    0,    0};  // UDP 5001 > 40960
   for (size_t i = 0; i < b.size(); ++i) {
     b[i] = i < sizeof(kHeader) ? kHeader[i] : static_cast<uint8_t>(seed * 131 + i * 7);
   }
@@ -119,7 +120,8 @@ std::vector<uint8_t> read_file(const std::string& path) {
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 }  // namespace amber::checkpoint::testing

@@ -40,8 +40,8 @@ class TempDir {
 // A pipe with the frames it holds and, for each, its bytes.
 struct HeldPipe {
   PipeInfo info;
-  std::vector<link::Frame> frames;           // storage; never resized once linked
-  std::vector<std::vector<uint8_t>> bytes;   // bytes[i] belongs to frames[i]
+  std::vector<link::Frame> frames;          // storage; never resized once linked
+  std::vector<std::vector<uint8_t>> bytes;  // bytes[i] belongs to frames[i]
 };
 
 // Deterministic frame contents: an Ethernet/IPv4/UDP header then a pattern

@@ -152,10 +152,12 @@ TEST(Image, RestoredPipesDepartEveryFrameAtTheSameVirtualTime) {
         ++k;
       }
       for (unsigned n; (n = node.pipes[p].dequeue(t, burst, 32)) > 0;) {
-        for (unsigned i = 0; i < n; ++i) out_a.push_back({burst[i]->departure_ns, burst[i]->length});
+        for (unsigned i = 0; i < n; ++i)
+          out_a.push_back({burst[i]->departure_ns, burst[i]->length});
       }
       for (unsigned n; (n = restored[p].dequeue(t, burst, 32)) > 0;) {
-        for (unsigned i = 0; i < n; ++i) out_b.push_back({burst[i]->departure_ns, burst[i]->length});
+        for (unsigned i = 0; i < n; ++i)
+          out_b.push_back({burst[i]->departure_ns, burst[i]->length});
       }
     }
     EXPECT_GT(out_a.size(), node.held[p].frames.size());
@@ -365,8 +367,8 @@ TEST(Crc32c, LargeBuffersTakeTheParallelPathWithTheSameResult) {
       want = crc32c(data.data() + at, std::min<size_t>(1000, size - at), want);
     }
     EXPECT_EQ(crc32c(data.data(), size), want) << size;
-    EXPECT_EQ(crc32c(data.data(), size, 0x12345678), crc32c(data.data() + 10, size - 10,
-                                                              crc32c(data.data(), 10, 0x12345678)))
+    EXPECT_EQ(crc32c(data.data(), size, 0x12345678),
+              crc32c(data.data() + 10, size - 10, crc32c(data.data(), 10, 0x12345678)))
         << size;
   }
 }

@@ -1,13 +1,11 @@
-#include "core-checkpoint/pcap_export.h"
-
+#include <gtest/gtest.h>
 #include <pcap/pcap.h>
 #include <sys/wait.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdio>
 #include <filesystem>
 
+#include "core-checkpoint/pcap_export.h"
 #include "image_fixture.h"
 
 namespace amber::checkpoint {
@@ -22,8 +20,8 @@ struct Packet {
 
 std::vector<Packet> read_pcap(const std::string& path, std::string* error) {
   char errbuf[PCAP_ERRBUF_SIZE];
-  pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
-                                                      errbuf);
+  pcap_t* p =
+      pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO, errbuf);
   std::vector<Packet> out;
   if (p == nullptr) {
     *error = errbuf;
@@ -65,12 +63,13 @@ TEST(PcapExport, OneNanosecondCapturePerPipeWithVirtualArrivalTimes) {
 }
 
 TEST(PcapExport, TcpdumpReadsTheCapture) {
-  if (!std::filesystem::exists("/usr/bin/tcpdump") && !std::filesystem::exists("/usr/sbin/tcpdump")) {
+  if (!std::filesystem::exists("/usr/bin/tcpdump") &&
+      !std::filesystem::exists("/usr/sbin/tcpdump")) {
     GTEST_SKIP() << "tcpdump is not installed";
   }
   TempDir dir;
-  auto node = testing::make_frozen_node({.frames_per_pipe = 10, .length = 200, .pipes = 1,
-                                         .plain = true});
+  auto node =
+      testing::make_frozen_node({.frames_per_pipe = 10, .length = 200, .pipes = 1, .plain = true});
   const std::string image = dir.file("node.img");
   ASSERT_TRUE(testing::write_image(node, image).is_ok());
   std::vector<std::string> files;
@@ -83,7 +82,8 @@ TEST(PcapExport, TcpdumpReadsTheCapture) {
   while (std::fgets(line, sizeof(line), out) != nullptr) text += line;
   int rc = ::pclose(out);
   EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << text;
-  EXPECT_NE(text.find("10.0.0.1.5001 > 10.0.0.2.40960: UDP, length 158"), std::string::npos) << text;
+  EXPECT_NE(text.find("10.0.0.1.5001 > 10.0.0.2.40960: UDP, length 158"), std::string::npos)
+      << text;
   // The first frame arrived at virtual 0: tcpdump prints it as the epoch.
   EXPECT_NE(text.find("00:00:00.000000000 IP"), std::string::npos) << text;
 }
