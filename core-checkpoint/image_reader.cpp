@@ -134,8 +134,8 @@ struct ImageReader::State {
                            remaining, " remain"));
     }
     if (length > capacity) {
-      // Grow in steps so a file of growing chunks does not reallocate often.
-      size_t want = std::max<size_t>(length, capacity * 2);
+      // Some slack: batches of one image differ by a few bytes in size.
+      const size_t want = std::max<size_t>(length + length / 16, 64 * 1024);
       buffer.reset(new uint8_t[want]);
       capacity = want;
     }

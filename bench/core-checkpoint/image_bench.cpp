@@ -4,8 +4,10 @@
 //
 //   image_bench --dir DIR --frames-per-pipe N --length L [--pipes 2] [--reps 3] [--sync]
 //
-// Prints one line per operation: median time over the repetitions, MB/s of
-// frame bytes, frames/s, image size, peak RSS beyond the frames.
+// Prints one line per operation: median wall time over the repetitions,
+// MB/s of frame bytes and frames/s; median CPU time (user + system) and
+// MB/s per CPU second; image size; peak RSS beyond the frames.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,16 +59,27 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// CPU seconds (user + system) this process has used: less sensitive than
+// wall time to other work on a shared machine.
+double cpu_seconds() {
+  struct rusage u;
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
-void report(const char* op, double secs, uint64_t bytes, uint64_t frames, uint64_t file_bytes,
-            long extra_kib) {
+void report(const char* op, double secs, double cpu, uint64_t bytes, uint64_t frames,
+            uint64_t file_bytes, long extra_kib) {
   std::printf(
-      "%-14s %8.1f ms %9.0f MB/s %8.2f Mframes/s  image %7.1f MB  extra RSS %6.1f MiB (%.1f%%)\n",
-      op, secs * 1e3, bytes / secs / 1e6, frames / secs / 1e6, file_bytes / 1e6, extra_kib / 1024.0,
+      "%-11s %7.1f ms %6.0f MB/s %6.2f Mframes/s | cpu %7.1f ms %6.0f MB/s | image %6.1f MB | "
+      "extra RSS %4.1f MiB (%.1f%%)\n",
+      op, secs * 1e3, bytes / secs / 1e6, frames / secs / 1e6, cpu * 1e3, bytes / cpu / 1e6,
+      file_bytes / 1e6, extra_kib / 1024.0,
       100.0 * extra_kib * 1024.0 / static_cast<double>(bytes));
 }
 
@@ -148,13 +161,14 @@ int main(int argc, char** argv) {
   std::printf("%zu pipes x %llu frames x %u bytes = %.1f MB of frames, image in %s%s\n",
               pipes_count, static_cast<unsigned long long>(per_pipe), length, total_bytes / 1e6,
               dir.c_str(), sync ? " (fsync on save)" : " (page cache, no fsync)");
-  std::vector<double> save_t, restore_t;
+  std::vector<double> save_t, restore_t, save_cpu, restore_cpu;
   long save_extra = 0, restore_extra = 0;
   uint64_t file_bytes = 0;
   for (int r = 0; r < reps; ++r) {
     ::unlink(path.c_str());
     const bool peak_ok = reset_peak_rss();
     long base = proc_status_kib(peak_ok ? "VmHWM:" : "VmRSS:");
+    double c0 = cpu_seconds();
     auto t0 = std::chrono::steady_clock::now();
     auto writer = ImageWriter::create(path, node, infos, {.sync = sync});
     if (!writer) {
@@ -178,12 +192,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     save_t.push_back(seconds_since(t0));
+    save_cpu.push_back(cpu_seconds() - c0);
     file_bytes = writer->bytes_written();
     save_extra = std::max(save_extra, proc_status_kib("VmHWM:") - base);
     { auto drop = std::move(writer).value(); }
 
     reset_peak_rss();
     base = proc_status_kib(peak_ok ? "VmHWM:" : "VmRSS:");
+    c0 = cpu_seconds();
     t0 = std::chrono::steady_clock::now();
     {
       auto reader = ImageReader::open(path, "bench-node");
@@ -206,6 +222,7 @@ int main(int argc, char** argv) {
         amber::checkpoint::apply_record(rec, &target_frames[p][i]);
       }
       restore_t.push_back(seconds_since(t0));
+      restore_cpu.push_back(cpu_seconds() - c0);
       restore_extra = std::max(restore_extra, proc_status_kib("VmHWM:") - base);
     }
     if (std::memcmp(target[0].data(), pipes[0].data.data(), target[0].size()) != 0) {
@@ -214,8 +231,9 @@ int main(int argc, char** argv) {
     }
   }
   ::unlink(path.c_str());
-  report(sync ? "save+fsync" : "save", median(save_t), total_bytes, total_frames, file_bytes,
-         save_extra);
-  report("restore", median(restore_t), total_bytes, total_frames, file_bytes, restore_extra);
+  report(sync ? "save+fsync" : "save", median(save_t), median(save_cpu), total_bytes, total_frames,
+         file_bytes, save_extra);
+  report("restore", median(restore_t), median(restore_cpu), total_bytes, total_frames, file_bytes,
+         restore_extra);
   return 0;
 }
