@@ -153,4 +153,11 @@ class ImageReader {
 // Reads the whole image and checks every chunk and the trailer.
 Status verify_image(const std::string& path);
 
+// Whether a node can take the image before anything is changed: free_buffers
+// mbufs of buffer_bytes data room each. A frame longer than a buffer needs a
+// chain; the header has no per-frame sizes, so for such images the count is
+// an upper bound (frames + bytes / buffer_bytes). Refused (resource
+// exhausted) naming what is needed and what is there.
+Status check_capacity(const ImageReader& reader, uint64_t free_buffers, uint32_t buffer_bytes);
+
 }  // namespace amber::checkpoint

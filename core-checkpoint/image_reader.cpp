@@ -424,4 +424,17 @@ Status verify_image(const std::string& path) {
   }
 }
 
+Status check_capacity(const ImageReader& reader, uint64_t free_buffers, uint32_t buffer_bytes) {
+  if (buffer_bytes == 0) return invalid_argument("check_capacity: buffer_bytes is 0");
+  uint64_t needed = reader.total_frames();
+  if (reader.max_frame_bytes() > buffer_bytes) needed += reader.total_bytes() / buffer_bytes;
+  if (needed > free_buffers) {
+    return resource_exhausted(cat("the image holds ", reader.total_frames(), " frames (",
+                                  reader.total_bytes(), " bytes) needing up to ", needed,
+                                  " buffers of ", buffer_bytes, " bytes; only ", free_buffers,
+                                  " are free"));
+  }
+  return Status::ok();
+}
+
 }  // namespace amber::checkpoint

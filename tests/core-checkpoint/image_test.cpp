@@ -1,6 +1,8 @@
 #include "core-checkpoint/image.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <map>
@@ -289,6 +291,53 @@ TEST(ImageWriter, RefusesPipesOutOfOrderAndOversizedFrames) {
   auto bad = ImageWriter::create(dir.file("x/y/z.img"), node.node, node.infos());
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("x/y/z.img.tmp"), std::string::npos);
+}
+
+TEST(ImageWriter, ACrashDuringSaveLeavesNoImageUnderTheFinalName) {
+  TempDir dir;
+  FrozenNode node = testing::make_frozen_node({.frames_per_pipe = 100});
+  const std::string path = dir.file("crash.img");
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child dies mid-save: no destructor, no finish().
+    auto writer = ImageWriter::create(path, node.node, node.infos(), {.chunk_bytes = 4096});
+    for (size_t i = 0; writer.is_ok() && i < node.held[0].frames.size(); ++i) {
+      FrameRecord r = record_of(node.held[0].frames[i]);
+      r.bytes = node.held[0].bytes[i];
+      if (!writer->add_frame(0, r)) break;
+    }
+    ::_exit(writer.is_ok() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  ASSERT_TRUE(std::filesystem::exists(path + ".tmp"));
+  Status s = verify_image(path + ".tmp");
+  EXPECT_EQ(s.code(), ErrorCode::kDataLoss) << s.to_string();
+  // The next save replaces the leftover.
+  ASSERT_TRUE(testing::write_image(node, path).is_ok());
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_TRUE(verify_image(path).is_ok());
+}
+
+TEST(Image, CapacityIsCheckedFromTheHeaderAlone) {
+  TempDir dir;
+  FrozenNode node = testing::make_frozen_node({.frames_per_pipe = 50});
+  const std::string path = dir.file("capacity.img");
+  ASSERT_TRUE(write_image(node, path, {.max_frame_bytes = 2048}).is_ok());
+  auto reader = ImageReader::open(path, std::nullopt);
+  ASSERT_TRUE(reader.is_ok());
+  const uint64_t frames = reader->total_frames();
+  EXPECT_EQ(reader->max_frame_bytes(), 2048u);
+  EXPECT_TRUE(check_capacity(*reader, frames, 2048).is_ok());
+  Status short_of_one = check_capacity(*reader, frames - 1, 2048);
+  EXPECT_EQ(short_of_one.code(), ErrorCode::kResourceExhausted);
+  EXPECT_NE(short_of_one.message().find(cat("only ", frames - 1, " are free")), std::string::npos)
+      << short_of_one.message();
+  // Buffers smaller than the largest frame: chains, counted conservatively.
+  EXPECT_FALSE(check_capacity(*reader, frames, 1024).is_ok());
 }
 
 TEST(Convert, PipeConfigRoundTripsEveryLossModelAndLimit) {
