@@ -265,6 +265,14 @@ struct ImageReader::State {
                            info.pipe_index, ", expected frame ", frames_seen[info.pipe_index],
                            " (a chunk is missing or repeated)"));
     }
+    // Moving on to a later pipe: the ones before it must be complete.
+    for (size_t q = current_pipe; q < info.pipe_index; ++q) {
+      if (frames_seen[q] != pipes[q].frames) {
+        return data_loss(cat(where(), ": frames of pipe ", info.pipe_index, " while pipe ", q,
+                             " has ", frames_seen[q], " of the ", pipes[q].frames,
+                             " frames its header declares"));
+      }
+    }
     current_pipe = info.pipe_index;
     batch_pipe = info.pipe_index;
     batch = body;

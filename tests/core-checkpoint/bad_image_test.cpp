@@ -106,7 +106,7 @@ TEST_F(BadImage, EverySingleBitFlipIsRefused) {
   // its own CRC. Step through the file so the test stays fast.
   const std::string path = dir_.file("flip.img");
   int refused = 0, tried = 0;
-  for (size_t at = 0; at < good_.size(); at += (at < 64 ? 1 : 31)) {
+  for (size_t at = 0; at < good_.size(); at += (at < 64 ? 1 : 47)) {
     std::vector<uint8_t> bytes = good_;
     bytes[at] ^= static_cast<uint8_t>(1u << (at % 8));
     testing::write_file(path, bytes);
@@ -183,6 +183,24 @@ TEST_F(BadImage, MissingRepeatedOrSwappedChunksAreRefused) {
   auto repeated = order;
   repeated.insert(repeated.begin() + 2, 2);
   EXPECT_FALSE(check(assemble(repeated)).is_ok());
+  // The last batch of pipe 0 missing: found when pipe 1's frames begin.
+  size_t last_of_pipe0 = 1;
+  {
+    auto reader = ImageReader::open(path_, std::nullopt);
+    ASSERT_TRUE(reader.is_ok());
+    const uint64_t pipe0_frames = reader->pipes()[0].frames;
+    ASSERT_GT(pipe0_frames, 0u);
+    // Chunks holding pipe 0's frames come first; find the last of them by
+    // dropping each in turn until the message names the incomplete pipe.
+    for (size_t i = 1; i + 1 < n; ++i) {
+      auto without = order;
+      without.erase(without.begin() + static_cast<long>(i));
+      Status st = check(assemble(without));
+      if (st.message().find("while pipe 0 has") != std::string::npos) last_of_pipe0 = i;
+    }
+  }
+  EXPECT_GT(last_of_pipe0, 1u) << "no chunk whose loss leaves pipe 0 incomplete";
+
   auto swapped = order;
   std::swap(swapped[1], swapped[2]);
   EXPECT_REFUSED(check(assemble(swapped)), ErrorCode::kDataLoss, "expected frame 0");
