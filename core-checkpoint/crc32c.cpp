@@ -50,6 +50,7 @@ uint32_t update(uint32_t c, const uint8_t* p, size_t size) {
   return c;
 }
 
+#if defined(__SSE4_2__)
 // GF(2) 32x32 matrices, to advance a CRC register over runs of zero bytes
 // (zlib's crc32_combine method).
 uint32_t gf2_times(const uint32_t* mat, uint32_t vec) {
@@ -87,27 +88,38 @@ uint32_t shift_zeros(uint32_t c, size_t len) {
   return c;
 }
 
-#if defined(__SSE4_2__)
-// Three independent crc32 chains hide the instruction's 3-cycle latency;
-// the lanes are joined by shifting the first two over the bytes after them.
-uint32_t update_3way(uint32_t c, const uint8_t* p, size_t size) {
-  const size_t lane = (size / 3) & ~size_t{7};
-  const uint8_t* a = p;
-  const uint8_t* b = p + lane;
-  const uint8_t* d = p + 2 * lane;
-  uint64_t ca = c, cb = 0, cd = 0;
-  for (size_t i = 0; i < lane; i += 8) {
-    uint64_t wa, wb, wd;
-    std::memcpy(&wa, a + i, 8);
-    std::memcpy(&wb, b + i, 8);
-    std::memcpy(&wd, d + i, 8);
-    ca = _mm_crc32_u64(ca, wa);
-    cb = _mm_crc32_u64(cb, wb);
-    cd = _mm_crc32_u64(cd, wd);
+// Three independent crc32 chains hide the instruction's 3-cycle latency.
+// Blocks of three fixed-size lanes are joined by shifting a lane's CRC over
+// the bytes after it: one 32x32 GF(2) matrix, computed once.
+constexpr size_t kLane = 16 * 1024;
+
+struct LaneShift {
+  uint32_t matrix[32];
+  LaneShift() {
+    for (int i = 0; i < 32; ++i) matrix[i] = shift_zeros(uint32_t{1} << i, kLane);
   }
-  uint32_t ab = shift_zeros(static_cast<uint32_t>(ca), lane) ^ static_cast<uint32_t>(cb);
-  uint32_t abd = shift_zeros(ab, lane) ^ static_cast<uint32_t>(cd);
-  return update(abd, d + lane, size - 3 * lane);
+};
+
+uint32_t update_3way(uint32_t c, const uint8_t* p, size_t size) {
+  static const LaneShift shift;
+  while (size >= 3 * kLane) {
+    uint64_t ca = c, cb = 0, cd = 0;
+    for (size_t i = 0; i < kLane; i += 8) {
+      uint64_t wa, wb, wd;
+      std::memcpy(&wa, p + i, 8);
+      std::memcpy(&wb, p + kLane + i, 8);
+      std::memcpy(&wd, p + 2 * kLane + i, 8);
+      ca = _mm_crc32_u64(ca, wa);
+      cb = _mm_crc32_u64(cb, wb);
+      cd = _mm_crc32_u64(cd, wd);
+    }
+    const uint32_t ab =
+        gf2_times(shift.matrix, static_cast<uint32_t>(ca)) ^ static_cast<uint32_t>(cb);
+    c = gf2_times(shift.matrix, ab) ^ static_cast<uint32_t>(cd);
+    p += 3 * kLane;
+    size -= 3 * kLane;
+  }
+  return update(c, p, size);
 }
 #endif
 
@@ -117,7 +129,7 @@ uint32_t crc32c(const void* data, size_t size, uint32_t crc) {
   const auto* p = static_cast<const uint8_t*>(data);
 #if defined(__SSE4_2__)
   // Below this the joins cost more than the parallel lanes save.
-  if (size >= 64 * 1024) return ~update_3way(~crc, p, size);
+  if (size >= 3 * kLane) return ~update_3way(~crc, p, size);
 #endif
   return ~update(~crc, p, size);
 }
