@@ -140,9 +140,15 @@ void end_batch(uint8_t* start, const uint8_t* end) {
 }
 
 uint8_t* encode_frame(uint8_t* out, const FrameRecord& f) {
+  const std::span<const uint8_t> one[1] = {f.bytes};
+  return encode_frame(out, f, one, f.bytes.size());
+}
+
+uint8_t* encode_frame(uint8_t* out, const FrameRecord& f,
+                      std::span<const std::span<const uint8_t>> segments, size_t data_len) {
   // Fields at their default value are left out, as Protobuf does.
   const uint64_t extra = zigzag(f.extra_delay_ns);
-  const uint64_t len = f.bytes.size();
+  const uint64_t len = data_len;
   const size_t body = (f.stage != link::FrameStage::kBottleneck ? 2 : 0) + (f.express ? 2 : 0) +
                       (f.arrival_ns != 0 ? 9 : 0) + (extra != 0 ? 1 + varint_size(extra) : 0) +
                       (f.ready_ns != 0 ? 9 : 0) + (f.departure_ns != 0 ? 9 : 0) + 1 +
@@ -166,8 +172,12 @@ uint8_t* encode_frame(uint8_t* out, const FrameRecord& f) {
   if (f.departure_ns != 0) out = put_fixed64(out, tag(6, kFixed64), f.departure_ns);
   *out++ = tag(7, kLen);
   out = put_varint(out, len);
-  if (len > 0) std::memcpy(out, f.bytes.data(), len);
-  return out + len;
+  for (const auto& segment : segments) {
+    if (segment.empty()) continue;
+    std::memcpy(out, segment.data(), segment.size());
+    out += segment.size();
+  }
+  return out;
 }
 
 ChunkKind classify_chunk(std::span<const uint8_t> payload, std::span<const uint8_t>* body) {

@@ -24,6 +24,10 @@ constexpr size_t frame_encoded_max(size_t data_len) {
 uint8_t* begin_batch(uint8_t* out, uint32_t pipe_index, uint64_t first_frame);
 void end_batch(uint8_t* start, const uint8_t* end);
 uint8_t* encode_frame(uint8_t* out, const FrameRecord& frame);
+// The same for a frame in pieces (an mbuf chain): frame.bytes is ignored,
+// the data is the concatenation of segments, data_len bytes in all.
+uint8_t* encode_frame(uint8_t* out, const FrameRecord& frame,
+                      std::span<const std::span<const uint8_t>> segments, size_t data_len);
 
 // A chunk's payload, classified without parsing the header or trailer.
 enum class ChunkKind { kHeader, kFrames, kTrailer, kInvalid };

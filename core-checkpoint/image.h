@@ -105,6 +105,11 @@ class ImageWriter {
   // Pipes in order (indexes into the vector given to create()); frames of a
   // pipe in FIFO order. Refused beyond the pipe's declared frame count.
   Status add_frame(size_t pipe_index, const FrameRecord& frame);
+  // The same for a frame held in pieces (a chained mbuf), without
+  // linearizing it first: frame.bytes is ignored, the frame's bytes are the
+  // segments one after the other.
+  Status add_frame(size_t pipe_index, const FrameRecord& frame,
+                   std::span<const std::span<const uint8_t>> segments);
   // Trailer, fsync, rename. Refused when a pipe got fewer frames or other
   // bytes than its PipeInfo declared.
   Status finish();

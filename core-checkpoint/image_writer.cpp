@@ -188,7 +188,15 @@ Result<ImageWriter> ImageWriter::create(const std::string& path, const NodeInfo&
 }
 
 Status ImageWriter::add_frame(size_t pipe_index, const FrameRecord& frame) {
+  const std::span<const uint8_t> one[1] = {frame.bytes};
+  return add_frame(pipe_index, frame, one);
+}
+
+Status ImageWriter::add_frame(size_t pipe_index, const FrameRecord& frame,
+                              std::span<const std::span<const uint8_t>> segments) {
   State& s = *s_;
+  size_t length = 0;
+  for (const auto& segment : segments) length += segment.size();
   if (!s.failed.is_ok()) return s.failed;
   if (s.finished) return failed_precondition(cat(s.path, ": add_frame after finish"));
   if (pipe_index >= s.pipes.size()) {
@@ -204,16 +212,16 @@ Status ImageWriter::add_frame(size_t pipe_index, const FrameRecord& frame) {
     return s.fail(invalid_argument(cat(s.path, ": pipe ", pipe_index, " declared ",
                                        s.pipes[pipe_index].frames, " frames, got more")));
   }
-  if (frame.bytes.size() > s.options.max_frame_bytes) {
+  if (length > s.options.max_frame_bytes) {
     return s.fail(
-        invalid_argument(cat(s.path, ": a frame of ", frame.bytes.size(),
-                             " bytes, beyond max_frame_bytes ", s.options.max_frame_bytes)));
+        invalid_argument(cat(s.path, ": a frame of ", length, " bytes, beyond max_frame_bytes ",
+                             s.options.max_frame_bytes)));
   }
   if (static_cast<uint8_t>(frame.stage) > static_cast<uint8_t>(link::FrameStage::kExpress)) {
     return s.fail(
         invalid_argument(cat(s.path, ": unknown frame stage ", static_cast<int>(frame.stage))));
   }
-  const size_t need = codec::frame_encoded_max(frame.bytes.size());
+  const size_t need = codec::frame_encoded_max(length);
   if (s.batch_start != nullptr &&
       (pipe_index != s.batch_pipe ||
        static_cast<size_t>(s.cursor - s.batch_start) + need > s.options.chunk_bytes)) {
@@ -225,9 +233,9 @@ Status ImageWriter::add_frame(size_t pipe_index, const FrameRecord& frame) {
     s.cursor = codec::begin_batch(s.batch_start, static_cast<uint32_t>(pipe_index),
                                   s.frames_seen[pipe_index]);
   }
-  s.cursor = codec::encode_frame(s.cursor, frame);
+  s.cursor = codec::encode_frame(s.cursor, frame, segments, length);
   ++s.frames_seen[pipe_index];
-  s.bytes_seen[pipe_index] += frame.bytes.size();
+  s.bytes_seen[pipe_index] += length;
   return Status::ok();
 }
 

@@ -202,6 +202,27 @@ TEST(Image, HandEncodedBatchesAreProtobufWireFormat) {
   EXPECT_EQ(chunks[2].trailer().total_frames(), node.held[0].frames.size());
 }
 
+TEST(Image, FramesGivenInSegmentsReadBackWhole) {
+  TempDir dir;
+  FrozenNode node = testing::make_frozen_node({.frames_per_pipe = 30, .pipes = 1});
+  const std::string path = dir.file("segments.img");
+  auto writer = ImageWriter::create(path, node.node, node.infos());
+  ASSERT_TRUE(writer.is_ok());
+  for (size_t i = 0; i < node.held[0].frames.size(); ++i) {
+    const std::vector<uint8_t>& b = node.held[0].bytes[i];
+    // Three pieces, the middle one empty, as an mbuf chain may have.
+    const size_t cut = b.size() / 3;
+    const std::span<const uint8_t> pieces[] = {
+        std::span(b).first(cut), {}, std::span(b).subspan(cut)};
+    ASSERT_TRUE(writer->add_frame(0, record_of(node.held[0].frames[i]), pieces).is_ok());
+  }
+  ASSERT_TRUE(writer->finish().is_ok());
+  auto reader = ImageReader::open(path, std::nullopt);
+  ASSERT_TRUE(reader.is_ok());
+  ReadBack back = read_all(*reader);
+  EXPECT_EQ(back.bytes[0], node.held[0].bytes);
+}
+
 TEST(Image, NodeWithoutFramesOrPipesRoundTrips) {
   TempDir dir;
   NodeInfo n{"empty-node", 1, 2, 3, "v"};
