@@ -226,12 +226,13 @@ struct ImageReader::State {
         return data_loss(cat(where(), ": pipe ", i, " (", h.pipes(i).link(), " ",
                              h.pipes(i).direction(), "): ", pipe.status().message()));
       }
-      if (pipe->bytes > pipe->frames * uint64_t{max_frame_bytes}) {
+      uint64_t most = 0;
+      if (__builtin_mul_overflow(pipe->frames, uint64_t{max_frame_bytes}, &most) ||
+          pipe->bytes > most || __builtin_add_overflow(frames, pipe->frames, &frames) ||
+          __builtin_add_overflow(bytes, pipe->bytes, &bytes)) {
         return data_loss(cat(where(), ": pipe ", i, " declares ", pipe->bytes, " bytes in ",
                              pipe->frames, " frames of at most ", max_frame_bytes, " bytes"));
       }
-      frames += pipe->frames;
-      bytes += pipe->bytes;
       pipes.push_back(std::move(pipe).value());
     }
     if (frames != h.total_frames() || bytes != h.total_bytes()) {
