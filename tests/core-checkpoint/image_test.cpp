@@ -1,4 +1,4 @@
-#include "core-checkpoint/image.h"
+#include "core-checkpoint/checkpoint.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
