@@ -77,6 +77,14 @@ struct FrameRecord {
 FrameRecord record_of(const link::Frame& frame);
 void apply_record(const FrameRecord& record, link::Frame* frame);
 
+// A frozen pipe's entry for the image header: configuration, state and
+// what it holds.
+PipeInfo pipe_info_of(const link::Pipe& pipe, std::string link, std::string direction,
+                      std::string port_in = {}, std::string port_out = {});
+// A pipe rebuilt from an image header entry, state set, still empty: give it
+// its frames with Pipe::restore_frame() in image order.
+Result<link::Pipe> restore_pipe(const PipeInfo& info);
+
 struct WriterOptions {
   // fsync the file and its directory in finish(). Off only for benchmarks
   // and tests that measure or exercise the page cache.

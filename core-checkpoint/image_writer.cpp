@@ -56,6 +56,27 @@ void apply_record(const FrameRecord& r, link::Frame* f) {
   f->departure_ns = r.departure_ns;
 }
 
+PipeInfo pipe_info_of(const link::Pipe& pipe, std::string link, std::string direction,
+                      std::string port_in, std::string port_out) {
+  PipeInfo info;
+  info.link = std::move(link);
+  info.direction = std::move(direction);
+  info.port_in = std::move(port_in);
+  info.port_out = std::move(port_out);
+  info.config = pipe.config();
+  info.state = pipe.state();
+  info.frames = pipe.held_frames();
+  info.bytes = pipe.held_bytes();
+  return info;
+}
+
+Result<link::Pipe> restore_pipe(const PipeInfo& info) {
+  auto pipe = link::Pipe::create(info.config);
+  if (!pipe) return pipe.status().with_context(cat(info.link, " ", info.direction, ": "));
+  pipe->set_state(info.state);
+  return pipe;
+}
+
 struct ImageWriter::State {
   std::string path;
   std::string tmp_path;

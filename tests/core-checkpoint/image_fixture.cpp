@@ -87,14 +87,8 @@ FrozenNode make_frozen_node(const NodeSpec& spec) {
     });
     h.frames = std::move(copies);
     h.bytes = std::move(bytes);
-    h.info.link = cat("link", p / 2);
-    h.info.direction = p % 2 == 0 ? "a_to_b" : "b_to_a";
-    h.info.port_in = cat("port", p);
-    h.info.port_out = cat("port", p + 1);
-    h.info.config = c;
-    h.info.state = live.state();
-    h.info.frames = live.held_frames();
-    h.info.bytes = live.held_bytes();
+    h.info = pipe_info_of(live, cat("link", p / 2), p % 2 == 0 ? "a_to_b" : "b_to_a",
+                          cat("port", p), cat("port", p + 1));
   }
   return node;
 }

@@ -1,5 +1,3 @@
-#include "core-checkpoint/checkpoint.h"
-
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -7,6 +5,7 @@
 #include <filesystem>
 #include <map>
 
+#include "core-checkpoint/checkpoint.h"
 #include "core-checkpoint/convert.h"
 #include "core-checkpoint/crc32c.h"
 #include "image_fixture.h"
@@ -105,10 +104,9 @@ TEST(Image, RestoredPipesDepartEveryFrameAtTheSameVirtualTime) {
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   std::vector<link::Pipe> restored;
   for (const PipeInfo& info : reader->pipes()) {
-    auto pipe = link::Pipe::create(info.config);
-    ASSERT_TRUE(pipe.is_ok());
+    auto pipe = restore_pipe(info);
+    ASSERT_TRUE(pipe.is_ok()) << pipe.status().to_string();
     restored.push_back(std::move(pipe).value());
-    restored.back().set_state(info.state);
   }
   // Restored frames with their bytes, as the dataplane's mbufs would be.
   std::vector<std::vector<link::Frame>> frames(restored.size());
