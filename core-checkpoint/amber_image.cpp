@@ -77,11 +77,11 @@ int info(const std::string& path) {
                 p.port_in.c_str(), p.port_out.c_str(), amber::link::describe(p.config).c_str());
     std::printf(
         "          held %llu frames, %llu bytes; in %llu out %llu dropped %llu; "
-        "link free at %lld ns\n",
+        "virtual now %lld ns, link free at %lld ns\n",
         static_cast<unsigned long long>(p.frames), static_cast<unsigned long long>(p.bytes),
         static_cast<unsigned long long>(k.frames_in), static_cast<unsigned long long>(k.frames_out),
         static_cast<unsigned long long>(k.total_dropped()),
-        static_cast<long long>(p.state.link_free_ns));
+        static_cast<long long>(p.virtual_now_ns), static_cast<long long>(p.state.link_free_ns));
   }
   return 0;
 }

@@ -165,6 +165,7 @@ void to_proto(const PipeInfo& p, image::Pipe* out) {
   to_proto(p.state, out->mutable_state());
   out->set_frames(p.frames);
   out->set_bytes(p.bytes);
+  out->set_virtual_now_ns(p.virtual_now_ns);
 }
 
 Result<PipeInfo> from_proto(const image::Pipe& m) {
@@ -183,6 +184,7 @@ Result<PipeInfo> from_proto(const image::Pipe& m) {
   p.state = std::move(state).value();
   p.frames = m.frames();
   p.bytes = m.bytes();
+  p.virtual_now_ns = m.virtual_now_ns();
   return p;
 }
 

@@ -56,9 +56,10 @@ struct PipeInfo {
   std::string direction;          // "a_to_b" / "b_to_a"
   std::string port_in, port_out;  // informational (a restore may map them)
   link::PipeConfig config;
-  link::PipeState state;  // rng, loss state, shaper state, counters
-  uint64_t frames = 0;    // frames held; the writer checks what it is given
-  uint64_t bytes = 0;     // sum of their lengths
+  link::PipeState state;       // rng, loss state, shaper state, counters
+  int64_t virtual_now_ns = 0;  // the pipe's virtual clock at the freeze
+  uint64_t frames = 0;         // frames held; the writer checks what it is given
+  uint64_t bytes = 0;          // sum of their lengths
   bool operator==(const PipeInfo&) const = default;
 };
 

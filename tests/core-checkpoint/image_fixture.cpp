@@ -89,6 +89,7 @@ FrozenNode make_frozen_node(const NodeSpec& spec) {
     h.bytes = std::move(bytes);
     h.info = pipe_info_of(live, cat("link", p / 2), p % 2 == 0 ? "a_to_b" : "b_to_a",
                           cat("port", p), cat("port", p + 1));
+    h.info.virtual_now_ns = freeze_at;
   }
   return node;
 }
