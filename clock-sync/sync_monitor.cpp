@@ -1,0 +1,211 @@
+#include "clock-sync/sync_monitor.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include "common/strings.h"
+#include "common/units.h"
+
+namespace amber::clock_sync {
+namespace {
+
+std::string ns(int64_t value) {
+  return value < 0 ? cat('-', format_duration_ns(-value)) : format_duration_ns(value);
+}
+
+}  // namespace
+
+std::string sync_mode_name(SyncMode mode) {
+  switch (mode) {
+    case SyncMode::kDisciplined:
+      return "disciplined";
+    case SyncMode::kFreeRunning:
+      return "free-running";
+    case SyncMode::kGrandmaster:
+      return "grandmaster";
+  }
+  return "unknown";
+}
+
+Status SyncVerdict::status() const {
+  if (trustworthy) return Status::ok();
+  return failed_precondition(cat("master time not trustworthy: ", to_string()));
+}
+
+std::string SyncVerdict::to_string() const {
+  if (trustworthy) {
+    return cat("trustworthy (offset ", ns(offset_ns), ", sample age ", ns(sample_age_ns), ")");
+  }
+  std::string out;
+  for (const auto& reason : reasons) {
+    if (!out.empty()) out.append("; ");
+    out.append(reason);
+  }
+  return out;
+}
+
+SyncVerdict evaluate(const SyncObservation& obs, int64_t local_now_ns, const SyncPolicy& policy) {
+  SyncVerdict v;
+  auto& why = v.reasons;
+  const HealthBounds& b = policy.bounds;
+  if (!obs.last_poll.is_ok()) why.push_back(cat("ptp4l management: ", obs.last_poll.message()));
+  if (!obs.latest) {
+    if (why.empty()) why.push_back("no state read from ptp4l yet");
+    return v;
+  }
+  const PtpSnapshot& s = *obs.latest;
+  const PortState state = s.port.state;
+
+  if (policy.mode == SyncMode::kGrandmaster) {
+    if (state != PortState::kMaster || s.current.steps_removed != 0) {
+      why.push_back(cat("port state ", port_state_name(state), ", steps removed ",
+                        s.current.steps_removed,
+                        ": expected MASTER at 0 steps (this node is configured as grandmaster)"));
+    }
+    v.trustworthy = why.empty();
+    return v;
+  }
+
+  if (policy.mode == SyncMode::kDisciplined && state != PortState::kSlave) {
+    why.push_back(cat("servo not locked: port state ", port_state_name(state), ", expected SLAVE"));
+  }
+  if (policy.mode == SyncMode::kFreeRunning && state != PortState::kSlave &&
+      state != PortState::kUncalibrated) {
+    why.push_back(cat("port state ", port_state_name(state),
+                      ": not tracking a master (expected UNCALIBRATED or SLAVE)"));
+  }
+  if (!s.time_status.gm_present) why.push_back("no grandmaster (TIME_STATUS_NP gmPresent false)");
+
+  const TimeStatus& t = s.time_status;
+  v.offset_ns = t.master_offset_ns;
+  if (t.ingress_time_ns == 0) {
+    why.push_back("ptp4l has no offset sample yet");
+  } else if (policy.ingress_time_is_local_clock) {
+    const int64_t age = local_now_ns - t.ingress_time_ns;
+    if (age < -b.max_sample_age_ns) {
+      why.push_back(cat("offset sample dated ", ns(-age),
+                        " in the future: ptp4l's timestamping clock is not the local clock "
+                        "(hardware timestamping? set ingress_time_is_local_clock=false)"));
+    } else {
+      v.sample_age_ns = age < 0 ? 0 : age;
+    }
+  } else if (obs.sample_seen_at_ns < 0) {
+    why.push_back("waiting for a new offset sample to date the current one");
+  } else {
+    v.sample_age_ns = local_now_ns - obs.sample_seen_at_ns;
+  }
+  if (v.sample_age_ns > b.max_sample_age_ns) {
+    why.push_back(cat("offset sample is ", ns(v.sample_age_ns), " old, bound ",
+                      ns(b.max_sample_age_ns), " (is the master alive and reachable?)"));
+  }
+
+  if (policy.mode == SyncMode::kDisciplined && std::llabs(t.master_offset_ns) > b.max_abs_offset_ns) {
+    why.push_back(cat("offset from master ", ns(t.master_offset_ns), " exceeds the bound of ",
+                      ns(b.max_abs_offset_ns)));
+  }
+  if (policy.mode == SyncMode::kFreeRunning && t.ingress_time_ns != 0) {
+    if (!obs.previous_sample) {
+      why.push_back("a single offset sample so far: two are needed to check that it is stable");
+    } else {
+      const int64_t step = t.master_offset_ns - obs.previous_sample->master_offset_ns;
+      if (std::llabs(step) > b.max_offset_step_ns) {
+        why.push_back(cat("offset moved by ", ns(step), " between consecutive samples, bound ",
+                          ns(b.max_offset_step_ns)));
+      }
+    }
+  }
+  v.trustworthy = why.empty();
+  return v;
+}
+
+Result<std::unique_ptr<SyncMonitor>> SyncMonitor::create(std::unique_ptr<PtpSource> source,
+                                                         const Clock& local,
+                                                         SyncMonitorOptions options) {
+  if (!source) return invalid_argument("sync monitor: no ptp4l source given");
+  const HealthBounds& b = options.policy.bounds;
+  if (b.max_abs_offset_ns <= 0 || b.max_offset_step_ns <= 0 || b.max_sample_age_ns <= 0) {
+    return invalid_argument("sync monitor: health bounds must be positive");
+  }
+  if (options.poll_interval_ns <= 0 || options.poll_interval_ns >= b.max_sample_age_ns) {
+    return invalid_argument(cat("sync monitor: poll interval ", ns(options.poll_interval_ns),
+                                " must be positive and below the sample age bound ",
+                                ns(b.max_sample_age_ns)));
+  }
+  return std::unique_ptr<SyncMonitor>(new SyncMonitor(std::move(source), local, options));
+}
+
+SyncMonitor::~SyncMonitor() { stop(); }
+
+Status SyncMonitor::poll() {
+  std::lock_guard poll_lock(poll_mutex_);
+  auto snap = source_->snapshot();
+  const int64_t now = local_.now_ns();
+  std::lock_guard lock(mutex_);
+  obs_.last_poll = snap.status();
+  if (!snap) return snap.status();
+  if (obs_.latest) {
+    const TimeStatus& before = obs_.latest->time_status;
+    if (before.ingress_time_ns != snap->time_status.ingress_time_ns) {
+      if (before.ingress_time_ns != 0) obs_.previous_sample = before;
+      obs_.sample_seen_at_ns = now;
+    }
+  }
+  obs_.latest = *snap;
+  return Status::ok();
+}
+
+Status SyncMonitor::start() {
+  std::lock_guard lock(thread_mutex_);
+  if (poller_.joinable()) return failed_precondition("sync monitor: already started");
+  stopping_ = false;
+  poller_ = std::thread([this] { run(); });
+  return Status::ok();
+}
+
+void SyncMonitor::stop() {
+  {
+    std::lock_guard lock(thread_mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (poller_.joinable()) poller_.join();
+}
+
+void SyncMonitor::run() {
+  std::unique_lock lock(thread_mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    // Failures are recorded in the observation and surface in the verdict.
+    (void)poll();
+    lock.lock();
+    wake_.wait_for(lock, std::chrono::nanoseconds(options_.poll_interval_ns),
+                   [this] { return stopping_; });
+  }
+}
+
+SyncVerdict SyncMonitor::verdict() const {
+  std::lock_guard lock(mutex_);
+  return evaluate(obs_, local_.now_ns(), options_.policy);
+}
+
+SyncObservation SyncMonitor::observation() const {
+  std::lock_guard lock(mutex_);
+  return obs_;
+}
+
+Result<int64_t> SyncMonitor::correction_ns() const {
+  std::lock_guard lock(mutex_);
+  const SyncVerdict v = evaluate(obs_, local_.now_ns(), options_.policy);
+  if (!v.trustworthy) return v.status();
+  if (options_.policy.mode != SyncMode::kFreeRunning) return int64_t{0};
+  // ptp4l's master_offset is slave - master.
+  return obs_.latest->time_status.master_offset_ns;
+}
+
+Result<int64_t> SyncMonitor::master_now_ns() const {
+  auto correction = correction_ns();
+  if (!correction) return correction.status();
+  return local_.now_ns() - *correction;
+}
+
+}  // namespace amber::clock_sync
