@@ -43,8 +43,8 @@ std::string unique_local_path() {
 
 Result<std::unique_ptr<PmcClient>> PmcClient::create(PmcClientOptions options) {
   if (options.timeout_ns <= 0) {
-    return invalid_argument(cat("pmc client timeout: must be positive, got ", options.timeout_ns,
-                                " ns"));
+    return invalid_argument(
+        cat("pmc client timeout: must be positive, got ", options.timeout_ns, " ns"));
   }
   auto server = unix_address(options.server_path, "ptp4l management");
   if (!server) return server.status();
@@ -87,11 +87,10 @@ Result<std::vector<uint8_t>> PmcClient::get(ManagementId id) {
   if (sendto(fd_, request.data(), request.size(), 0,
              reinterpret_cast<const sockaddr*>(&server.value()), sizeof(sockaddr_un)) < 0) {
     const int err = errno;
-    return unavailable(cat("GET ", what, ": cannot send to ptp4l at ", options_.server_path, ": ",
-                           std::strerror(err),
-                           err == ENOENT || err == ECONNREFUSED
-                               ? " (is ptp4l running with this --uds_address?)"
-                               : ""));
+    return unavailable(cat(
+        "GET ", what, ": cannot send to ptp4l at ", options_.server_path, ": ", std::strerror(err),
+        err == ENOENT || err == ECONNREFUSED ? " (is ptp4l running with this --uds_address?)"
+                                             : ""));
   }
   const int64_t deadline = monotonic_ns() + options_.timeout_ns;
   buffer_.resize(kMaxMessage);
@@ -111,8 +110,8 @@ Result<std::vector<uint8_t>> PmcClient::get(ManagementId id) {
     const ssize_t got = recv(fd_, buffer_.data(), buffer_.size(), MSG_DONTWAIT);
     if (got < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
-      return unavailable(cat("GET ", what, ": receive from ", options_.server_path, ": ",
-                             std::strerror(errno)));
+      return unavailable(
+          cat("GET ", what, ": receive from ", options_.server_path, ": ", std::strerror(errno)));
     }
     auto response = parse_response(std::span<const uint8_t>(buffer_.data(), size_t(got)),
                                    Expected{id, sequence_id});

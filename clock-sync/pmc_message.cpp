@@ -63,7 +63,9 @@ void put16(std::vector<uint8_t>& out, size_t at, uint16_t value) {
 }
 
 // TimeInterval: a signed 64-bit count of 2^-16 ns.
-double time_interval_ns(int64_t scaled) { return static_cast<double>(scaled) / 65536.0; }
+double time_interval_ns(int64_t scaled) {
+  return static_cast<double>(scaled) / 65536.0;
+}
 
 Status check_size(std::span<const uint8_t> data, size_t want, ManagementId id) {
   if (data.size() < want) {
@@ -212,16 +214,18 @@ Result<Response> parse_response(std::span<const uint8_t> bytes, const Expected& 
       return data_loss(cat(what, " reply: MANAGEMENT_ERROR_STATUS TLV of ", tlv_length,
                            " bytes, expected at least 8"));
     }
-    return failed_precondition(
-        cat(what, ": ptp4l answered ", error_id_name(r.u16(52)), " for ",
-            management_id_name(r.u16(54))));
+    return failed_precondition(cat(what, ": ptp4l answered ", error_id_name(r.u16(52)), " for ",
+                                   management_id_name(r.u16(54))));
   }
   if (tlv_type != kTlvManagement) {
-    return data_loss(cat(what, " reply: TLV type 0x", [tlv_type] {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "%04x", tlv_type);
-      return std::string(buf);
-    }(), ", expected 0x0001 (MANAGEMENT)"));
+    return data_loss(cat(
+        what, " reply: TLV type 0x",
+        [tlv_type] {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "%04x", tlv_type);
+          return std::string(buf);
+        }(),
+        ", expected 0x0001 (MANAGEMENT)"));
   }
   if (tlv_length < 2) {
     return data_loss(cat(what, " reply: MANAGEMENT TLV of ", tlv_length, " bytes has no ID"));

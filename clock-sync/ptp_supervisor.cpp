@@ -30,7 +30,9 @@ void sleep_ns(int64_t ns) {
   nanosleep(&ts, nullptr);
 }
 
-bool is_executable(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
+bool is_executable(const std::string& path) {
+  return access(path.c_str(), X_OK) == 0;
+}
 
 Result<std::string> resolve_program(const std::string& program) {
   if (program.find('/') != std::string::npos) {
@@ -60,8 +62,7 @@ std::string tail_of(const std::string& path) {
 
 }  // namespace
 
-Result<std::unique_ptr<SupervisedProcess>> SupervisedProcess::start(
-    const ProcessOptions& options) {
+Result<std::unique_ptr<SupervisedProcess>> SupervisedProcess::start(const ProcessOptions& options) {
   if (options.argv.empty()) return invalid_argument("start process: empty argv");
   auto program = resolve_program(options.argv[0]);
   if (!program) return program.status();
@@ -76,8 +77,8 @@ Result<std::unique_ptr<SupervisedProcess>> SupervisedProcess::start(
     const std::string ns_path = cat("/var/run/netns/", options.netns);
     netns_fd = open(ns_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (netns_fd < 0) {
-      return not_found(cat("network namespace ", options.netns, " (", ns_path,
-                           "): ", std::strerror(errno)));
+      return not_found(
+          cat("network namespace ", options.netns, " (", ns_path, "): ", std::strerror(errno)));
     }
   }
   const std::string log = options.log_path.empty() ? "/dev/null" : options.log_path;
@@ -134,7 +135,9 @@ Result<std::unique_ptr<SupervisedProcess>> SupervisedProcess::start(
   return std::unique_ptr<SupervisedProcess>(new SupervisedProcess(pid, *program));
 }
 
-SupervisedProcess::~SupervisedProcess() { (void)stop(); }
+SupervisedProcess::~SupervisedProcess() {
+  (void)stop();
+}
 
 bool SupervisedProcess::running() {
   if (reaped_) return false;
@@ -168,8 +171,8 @@ Status SupervisedProcess::kill() {
 }
 
 std::vector<std::string> ptp4l_argv(const Ptp4lOptions& o) {
-  std::vector<std::string> argv{o.binary, "-i", o.interface, "-m", "-q",
-                                cat("--uds_address=", o.uds_path)};
+  std::vector<std::string> argv{o.binary, "-i", o.interface,
+                                "-m",     "-q", cat("--uds_address=", o.uds_path)};
   if (!o.config_file.empty()) {
     argv.push_back("-f");
     argv.push_back(o.config_file);
@@ -195,8 +198,8 @@ Result<std::unique_ptr<SupervisedProcess>> start_ptp4l(const Ptp4lOptions& optio
     struct stat st;
     if (stat(options.uds_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return process;
     if (!(*process)->running()) {
-      return unavailable(cat("ptp4l on ", options.interface, " exited during start-up; log: ",
-                             tail_of(options.log_path)));
+      return unavailable(cat("ptp4l on ", options.interface,
+                             " exited during start-up; log: ", tail_of(options.log_path)));
     }
     if (monotonic_ns() >= deadline) {
       return deadline_exceeded(cat("ptp4l on ", options.interface, ": management socket ",

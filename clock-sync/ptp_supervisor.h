@@ -56,7 +56,7 @@ struct Ptp4lOptions {
   // --uds_address: every instance needs its own (the default is shared by
   // all namespaces on a machine).
   std::string uds_path;
-  std::string config_file;  // -f, optional
+  std::string config_file;            // -f, optional
   bool software_timestamping = true;  // -S
   bool layer2 = true;                 // -2, no IP addresses needed
   bool slave_only = false;            // -s

@@ -1,16 +1,27 @@
 #include "clock-sync/sync_monitor.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 
 #include "common/strings.h"
-#include "common/units.h"
 
 namespace amber::clock_sync {
 namespace {
 
+// Durations in the verdict keep their precision: "812 ns", "35.2 us",
+// "2000.000 ms" (common's %g formatting rounds 2.000000001 s to 2 s).
 std::string ns(int64_t value) {
-  return value < 0 ? cat('-', format_duration_ns(-value)) : format_duration_ns(value);
+  char buf[48];
+  const int64_t a = value < 0 ? -value : value;
+  if (a < 10'000) {
+    std::snprintf(buf, sizeof buf, "%lld ns", static_cast<long long>(value));
+  } else if (a < 10'000'000) {
+    std::snprintf(buf, sizeof buf, "%.1f us", static_cast<double>(value) / 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3f ms", static_cast<double>(value) / 1e6);
+  }
+  return buf;
 }
 
 }  // namespace
@@ -75,6 +86,9 @@ SyncVerdict evaluate(const SyncObservation& obs, int64_t local_now_ns, const Syn
                       ": not tracking a master (expected UNCALIBRATED or SLAVE)"));
   }
   if (!s.time_status.gm_present) why.push_back("no grandmaster (TIME_STATUS_NP gmPresent false)");
+  // Until the first delay measurement ptp4l computes offsets with a zero
+  // path delay: they are off by the one-way delay.
+  if (s.current.mean_path_delay_ns == 0) why.push_back("no path delay measured yet");
 
   const TimeStatus& t = s.time_status;
   v.offset_ns = t.master_offset_ns;
@@ -99,7 +113,8 @@ SyncVerdict evaluate(const SyncObservation& obs, int64_t local_now_ns, const Syn
                       ns(b.max_sample_age_ns), " (is the master alive and reachable?)"));
   }
 
-  if (policy.mode == SyncMode::kDisciplined && std::llabs(t.master_offset_ns) > b.max_abs_offset_ns) {
+  if (policy.mode == SyncMode::kDisciplined &&
+      std::llabs(t.master_offset_ns) > b.max_abs_offset_ns) {
     why.push_back(cat("offset from master ", ns(t.master_offset_ns), " exceeds the bound of ",
                       ns(b.max_abs_offset_ns)));
   }
@@ -134,7 +149,9 @@ Result<std::unique_ptr<SyncMonitor>> SyncMonitor::create(std::unique_ptr<PtpSour
   return std::unique_ptr<SyncMonitor>(new SyncMonitor(std::move(source), local, options));
 }
 
-SyncMonitor::~SyncMonitor() { stop(); }
+SyncMonitor::~SyncMonitor() {
+  stop();
+}
 
 Status SyncMonitor::poll() {
   std::lock_guard poll_lock(poll_mutex_);
