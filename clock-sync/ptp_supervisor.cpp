@@ -210,4 +210,18 @@ Result<std::unique_ptr<SupervisedProcess>> start_ptp4l(const Ptp4lOptions& optio
   }
 }
 
+std::vector<std::string> phc2sys_argv(const Phc2sysOptions& o) {
+  std::vector<std::string> argv{o.binary, "-m", "-q"};
+  if (!o.uds_path.empty()) {
+    argv.push_back("-z");
+    argv.push_back(o.uds_path);
+  }
+  argv.insert(argv.end(), o.args.begin(), o.args.end());
+  return argv;
+}
+
+Result<std::unique_ptr<SupervisedProcess>> start_phc2sys(const Phc2sysOptions& options) {
+  return SupervisedProcess::start({phc2sys_argv(options), options.netns, options.log_path});
+}
+
 }  // namespace amber::clock_sync

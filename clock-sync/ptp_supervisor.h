@@ -74,4 +74,21 @@ std::vector<std::string> ptp4l_argv(const Ptp4lOptions& options);
 // Starts ptp4l and waits until its management socket exists.
 Result<std::unique_ptr<SupervisedProcess>> start_ptp4l(const Ptp4lOptions& options);
 
+struct Phc2sysOptions {
+  std::string binary = "phc2sys";
+  // What to synchronize, as phc2sys takes it: e.g. {"-a", "-r"} (follow
+  // ptp4l's port states, also discipline CLOCK_REALTIME) or
+  // {"-s", "eth0", "-c", "CLOCK_REALTIME", "-O", "0"}.
+  std::vector<std::string> args = {"-a", "-r"};
+  // ptp4l's --uds_address, which phc2sys queries (-z).
+  std::string uds_path;
+  std::string netns;
+  std::string log_path;
+};
+
+std::vector<std::string> phc2sys_argv(const Phc2sysOptions& options);
+
+// Starts phc2sys. It steers a clock machine-wide: never in a test.
+Result<std::unique_ptr<SupervisedProcess>> start_phc2sys(const Phc2sysOptions& options);
+
 }  // namespace amber::clock_sync

@@ -3,10 +3,12 @@
 #include "clock-sync/action_scheduler.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "clock-sync/clock.h"
@@ -36,9 +38,13 @@ std::unique_ptr<ActionScheduler> make(const MasterTimeSource& source,
   return std::move(s).value();
 }
 
-TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApart) {
+// Fires 1000 actions 1 ms apart, checks order and that none fired early,
+// and prints the firing error distribution.
+FiringStats fire_a_thousand(int realtime_priority) {
   SteeredSource source;
-  auto s = make(source);
+  SchedulerOptions options;
+  options.realtime_priority = realtime_priority;
+  auto s = make(source, options);
   std::vector<ActionId> order;
   std::mutex order_mutex;
   const int64_t first = SystemClock::realtime_ns() + 50 * kMs;
@@ -47,11 +53,11 @@ TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApart) {
       std::lock_guard lock(order_mutex);
       order.push_back(f.id);
     });
-    ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+    EXPECT_TRUE(id.is_ok()) << id.status().to_string();
   }
-  ASSERT_TRUE(s->wait_idle(10 * kSec));
+  EXPECT_TRUE(s->wait_idle(10 * kSec));
   const auto firings = s->firings();
-  ASSERT_EQ(firings.size(), 1000u);
+  EXPECT_EQ(firings.size(), 1000u);
   for (size_t i = 0; i < firings.size(); ++i) {
     EXPECT_EQ(order[i], i + 1) << "actions ran out of order";
     EXPECT_EQ(firings[i].target_ns, first + int64_t(i) * kMs);
@@ -60,15 +66,31 @@ TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApart) {
   }
   const FiringStats st = summarize(firings);
   std::printf(
-      "firing error over %zu actions 1 ms apart: min %lld ns, p50 %lld ns, p99 %lld ns, "
+      "firing error, %zu actions 1 ms apart, %s: min %lld ns, p50 %lld ns, p99 %lld ns, "
       "max %lld ns, mean %.0f ns\n",
-      st.count, (long long)st.min, (long long)st.p50, (long long)st.p99, (long long)st.max,
-      st.mean);
+      st.count, realtime_priority > 0 ? "SCHED_FIFO" : "SCHED_OTHER", (long long)st.min,
+      (long long)st.p50, (long long)st.p99, (long long)st.max, st.mean);
+  return st;
+}
+
+// Loose bounds: this machine is shared; bench/clock_sync.sh measures the
+// figures. A sleep without the busy-wait would miss them (wake-ups here are
+// 50-300 us late).
+TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApart) {
+  const FiringStats st = fire_a_thousand(0);
   RecordProperty("p50_ns", std::to_string(st.p50));
   RecordProperty("p99_ns", std::to_string(st.p99));
   RecordProperty("max_ns", std::to_string(st.max));
-  // Loose: this machine is shared; bench/clock_sync.sh measures the figures.
-  EXPECT_LT(st.p50, 50 * kUs);
+  EXPECT_LT(st.p50, 20 * kUs);
+}
+
+TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApartAtRealtimePriority) {
+  if (geteuid() != 0) GTEST_SKIP() << "SCHED_FIFO needs root (CAP_SYS_NICE)";
+  const FiringStats st = fire_a_thousand(50);
+  RecordProperty("p50_ns", std::to_string(st.p50));
+  RecordProperty("p99_ns", std::to_string(st.p99));
+  RecordProperty("max_ns", std::to_string(st.max));
+  EXPECT_LT(st.p50, 1 * kUs);
 }
 
 TEST(ActionScheduler, AppliesTheMasterTimeCorrection) {
