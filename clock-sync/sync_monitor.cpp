@@ -45,6 +45,7 @@ Status SyncVerdict::status() const {
 
 std::string SyncVerdict::to_string() const {
   if (trustworthy) {
+    if (sample_age_ns < 0) return "trustworthy";
     return cat("trustworthy (offset ", ns(offset_ns), ", sample age ", ns(sample_age_ns), ")");
   }
   std::string out;
