@@ -204,8 +204,13 @@ void ActionScheduler::fire(int64_t target_ns, Entry entry, int64_t correction, b
   }
   int64_t now = SystemClock::realtime_ns();
   while (now < local_target) now = SystemClock::realtime_ns();
-  Firing firing{entry.id, target_ns, now - correction, trusted};
-  entry.action(firing);
+  Firing firing{entry.id, target_ns, now - correction, trusted, false};
+  // An exception must not end the firing thread (and the process with it).
+  try {
+    entry.action(firing);
+  } catch (...) {
+    firing.action_threw = true;
+  }
   std::lock_guard lock(mutex_);
   if (firings_.size() == options_.max_records) firings_.pop_front();
   firings_.push_back(firing);

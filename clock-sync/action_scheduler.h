@@ -31,6 +31,8 @@ struct Firing {
   // False when master time stopped being trustworthy between schedule() and
   // the firing; the instant then used the last trusted correction.
   bool clock_trusted = true;
+  // The action threw; the exception was swallowed so the thread lives on.
+  bool action_threw = false;
   int64_t error_ns() const { return actual_ns - target_ns; }
 };
 

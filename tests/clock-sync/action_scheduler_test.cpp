@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -168,6 +169,21 @@ TEST(ActionScheduler, TrustLostAfterSchedulingIsRecordedOnTheFiring) {
   EXPECT_FALSE(s->firings()[0].clock_trusted);
 }
 
+TEST(ActionScheduler, AThrowingActionIsRecordedAndTheNextStillFires) {
+  SteeredSource source;
+  auto s = make(source);
+  const int64_t t = SystemClock::realtime_ns() + 30 * kMs;
+  ASSERT_TRUE(s->schedule(t, [](const Firing&) { throw std::runtime_error("boom"); }).is_ok());
+  std::atomic<bool> second{false};
+  ASSERT_TRUE(s->schedule(t + kMs, [&](const Firing&) { second = true; }).is_ok());
+  ASSERT_TRUE(s->wait_idle(2 * kSec));
+  const auto f = s->firings();
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_TRUE(f[0].action_threw);
+  EXPECT_FALSE(f[1].action_threw);
+  EXPECT_TRUE(second.load());
+}
+
 TEST(ActionScheduler, RealtimePriorityIsAppliedOrTheRefusalRecorded) {
   SteeredSource source;
   SchedulerOptions options;
@@ -208,7 +224,7 @@ TEST(ActionScheduler, BadOptionsAreRefused) {
 
 TEST(ActionScheduler, SummarizesErrors) {
   std::vector<Firing> f;
-  for (int i = 1; i <= 100; ++i) f.push_back({ActionId(i), 0, i * 10, true});
+  for (int i = 1; i <= 100; ++i) f.push_back({ActionId(i), 0, i * 10, true, false});
   const FiringStats st = summarize(f);
   EXPECT_EQ(st.count, 100u);
   EXPECT_EQ(st.min, 10);
