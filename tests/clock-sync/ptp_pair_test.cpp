@@ -207,7 +207,13 @@ class PtpPairTest : public ::testing::Test {
 };
 
 TEST_F(PtpPairTest, ConvergesReportsOffsetsAndDistrustsAKilledMaster) {
+  const auto started = std::chrono::steady_clock::now();
   ASSERT_TRUE(wait_trustworthy(60s)) << monitor_->verdict().to_string();
+  std::printf("trustworthy %lld ms after ptp4l started: %s\n",
+              (long long)std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - started)
+                  .count(),
+              monitor_->verdict().to_string().c_str());
 
   // What the slave reports, through the management socket.
   const SyncObservation obs = monitor_->observation();
@@ -271,8 +277,9 @@ TEST_F(PtpPairTest, ConvergesReportsOffsetsAndDistrustsAKilledMaster) {
   const auto took = time_to_distrust(5s);
   const SyncVerdict v = monitor_->verdict();
   ASSERT_FALSE(v.trustworthy) << "still trusted " << took.count() << " ms after the kill";
-  // Sample age bound (1 s) + one poll (100 ms) + the age of the last sample.
-  EXPECT_LT(took, 1500ms);
+  // At most the 1 s age bound after the last sample, plus one 100 ms poll;
+  // the rest is slack for a loaded machine.
+  EXPECT_LT(took, 2000ms);
   std::printf("verdict after killing the master (%lld ms): %s\n", (long long)took.count(),
               v.to_string().c_str());
   EXPECT_NE(v.to_string().find("old, bound 1000.000 ms"), std::string::npos) << v.to_string();
@@ -291,7 +298,7 @@ TEST_F(PtpPairTest, DistrustsACutLinkAndRecovers) {
   const auto took = time_to_distrust(5s);
   const SyncVerdict v = monitor_->verdict();
   ASSERT_FALSE(v.trustworthy) << "still trusted " << took.count() << " ms after the cut";
-  EXPECT_LT(took, 1500ms);
+  EXPECT_LT(took, 2000ms);
   std::printf("verdict after cutting the link (%lld ms): %s\n", (long long)took.count(),
               v.to_string().c_str());
 
