@@ -1,6 +1,9 @@
 #include "clock-sync/sync_monitor.h"
 
+#include <algorithm>
+#include <cassert>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -134,6 +137,32 @@ SyncVerdict evaluate(const SyncObservation& obs, int64_t local_now_ns, const Syn
   return v;
 }
 
+int64_t fitted_offset_ns(const std::deque<OffsetSample>& samples, size_t fit_samples,
+                         int64_t now_ns) {
+  assert(!samples.empty());
+  const size_t n = std::min(samples.size(), std::max<size_t>(fit_samples, 1));
+  const OffsetSample& last = samples.back();
+  if (n == 1) return last.offset_ns;
+  // Relative to the latest sample, in seconds and ns: doubles keep
+  // sub-nanosecond precision at these magnitudes.
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = samples.size() - n; i < samples.size(); ++i) {
+    const double x = static_cast<double>(samples[i].local_ns - last.local_ns) * 1e-9;
+    const double y = static_cast<double>(samples[i].offset_ns - last.offset_ns);
+    sx += x;
+    sy += y;
+    sxx += x * x;
+    sxy += x * y;
+  }
+  const double count = static_cast<double>(n);
+  const double denominator = count * sxx - sx * sx;
+  if (denominator <= 0) return last.offset_ns + std::llround(sy / count);
+  const double slope = (count * sxy - sx * sy) / denominator;  // ns per s
+  const double intercept = (sy - slope * sx) / count;          // at the latest sample
+  const double at = static_cast<double>(now_ns - last.local_ns) * 1e-9;
+  return last.offset_ns + std::llround(intercept + slope * at);
+}
+
 Result<std::unique_ptr<SyncMonitor>> SyncMonitor::create(std::unique_ptr<PtpSource> source,
                                                          const Clock& local,
                                                          SyncMonitorOptions options) {
@@ -141,6 +170,10 @@ Result<std::unique_ptr<SyncMonitor>> SyncMonitor::create(std::unique_ptr<PtpSour
   const HealthBounds& b = options.policy.bounds;
   if (b.max_abs_offset_ns <= 0 || b.max_offset_step_ns <= 0 || b.max_sample_age_ns <= 0) {
     return invalid_argument("sync monitor: health bounds must be positive");
+  }
+  if (options.policy.offset_fit_samples > 4096) {
+    return invalid_argument(cat("sync monitor: offset_fit_samples ",
+                                options.policy.offset_fit_samples, " is above 4096"));
   }
   if (options.poll_interval_ns <= 0 || options.poll_interval_ns >= b.max_sample_age_ns) {
     return invalid_argument(cat("sync monitor: poll interval ", ns(options.poll_interval_ns),
@@ -161,11 +194,22 @@ Status SyncMonitor::poll() {
   std::lock_guard lock(mutex_);
   obs_.last_poll = snap.status();
   if (!snap) return snap.status();
-  if (obs_.latest) {
-    const TimeStatus& before = obs_.latest->time_status;
-    if (before.ingress_time_ns != snap->time_status.ingress_time_ns) {
-      if (before.ingress_time_ns != 0) obs_.previous_sample = before;
-      obs_.sample_seen_at_ns = now;
+  const TimeStatus& fresh = snap->time_status;
+  const bool is_new =
+      obs_.latest ? obs_.latest->time_status.ingress_time_ns != fresh.ingress_time_ns : true;
+  if (obs_.latest && is_new) {
+    if (obs_.latest->time_status.ingress_time_ns != 0) {
+      obs_.previous_sample = obs_.latest->time_status;
+    }
+    obs_.sample_seen_at_ns = now;
+  }
+  if (fresh.ingress_time_ns == 0) {
+    obs_.history.clear();  // ptp4l lost its master: old samples say nothing now
+  } else if (is_new) {
+    const int64_t dated = options_.policy.ingress_time_is_local_clock ? fresh.ingress_time_ns : now;
+    obs_.history.push_back({dated, fresh.master_offset_ns});
+    while (obs_.history.size() > std::max<size_t>(options_.policy.offset_fit_samples, 1)) {
+      obs_.history.pop_front();
     }
   }
   obs_.latest = *snap;
@@ -217,7 +261,8 @@ Result<int64_t> SyncMonitor::correction_ns() const {
   if (!v.trustworthy) return v.status();
   if (options_.policy.mode != SyncMode::kFreeRunning) return int64_t{0};
   // ptp4l's master_offset is slave - master.
-  return obs_.latest->time_status.master_offset_ns;
+  if (obs_.history.empty()) return obs_.latest->time_status.master_offset_ns;
+  return fitted_offset_ns(obs_.history, options_.policy.offset_fit_samples, local_.now_ns());
 }
 
 Result<int64_t> SyncMonitor::master_now_ns() const {

@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -57,6 +58,20 @@ class PmcSource final : public PtpSource {
   std::unique_ptr<PmcClient> client_;
 };
 
+// One offset sample, dated on the local clock.
+struct OffsetSample {
+  int64_t local_ns = 0;   // ingress_time, or when first seen (see SyncPolicy)
+  int64_t offset_ns = 0;  // master_offset: slave - master
+};
+
+// The free-running correction at local time `now`: with one sample (or
+// fit_samples <= 1) the latest offset; otherwise the least-squares line
+// through the last `fit_samples` samples, evaluated at `now`. The line
+// averages timestamping noise and follows the drift of an unsteered clock
+// between samples. `samples` is oldest first and not empty.
+int64_t fitted_offset_ns(const std::deque<OffsetSample>& samples, size_t fit_samples,
+                         int64_t now_ns);
+
 // What the verdict is computed from.
 struct SyncObservation {
   std::optional<PtpSnapshot> latest;
@@ -66,6 +81,8 @@ struct SyncObservation {
   // Local time at which the latest ingress time was first seen; -1: never
   // seen change (the first snapshot's sample may be arbitrarily old).
   int64_t sample_seen_at_ns = -1;
+  // Distinct samples, oldest first, at most SyncPolicy::offset_fit_samples.
+  std::deque<OffsetSample> history;
 };
 
 struct SyncVerdict {
@@ -88,6 +105,9 @@ struct SyncPolicy {
   // sample age is now - ingress_time. With hardware timestamping it is PHC
   // time (TAI): set false to age samples from when a new one was first seen.
   bool ingress_time_is_local_clock = true;
+  // Free-running mode: how many recent samples the correction is fitted to
+  // (see fitted_offset_ns); 1 applies the latest offset as it is.
+  size_t offset_fit_samples = 1;
 };
 
 // The rules, as a pure function of what was observed and the local time.

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   SyncMonitorOptions options;
   options.policy.mode = SyncMode::kFreeRunning;
   options.poll_interval_ns = 50'000'000;
+  options.policy.offset_fit_samples = 16;
   auto monitor =
       SyncMonitor::create(std::make_unique<PmcSource>(std::move(client).value()), clock, options);
   if (!monitor) {
@@ -66,6 +67,11 @@ int main(int argc, char** argv) {
   std::vector<double> offsets, delays;
   int64_t last_ingress = 0;
   long polls = 0, trusted = 0;
+  // Master-time error at each poll for corrections fitted to 1, 4 and 16
+  // samples: both ends share one clock, so any correction is all error.
+  const size_t fits[] = {1, 4, 16};
+  double err2[3] = {0, 0, 0}, err_max[3] = {0, 0, 0};
+  long err_n = 0;
   while (clock.now_ns() < end) {
     const bool ok = m.poll().is_ok();
     const SyncVerdict v = m.verdict();
@@ -73,6 +79,14 @@ int main(int argc, char** argv) {
     if (clock.now_ns() >= start) {
       ++polls;
       trusted += v.trustworthy;
+      if (v.trustworthy && o.history.size() >= 16) {
+        ++err_n;
+        for (int k = 0; k < 3; ++k) {
+          const double e = double(fitted_offset_ns(o.history, fits[k], clock.now_ns()));
+          err2[k] += e * e;
+          err_max[k] = std::max(err_max[k], std::fabs(e));
+        }
+      }
       if (ok && o.latest && o.latest->time_status.ingress_time_ns != last_ingress) {
         last_ingress = o.latest->time_status.ingress_time_ns;
         offsets.push_back(double(o.latest->time_status.master_offset_ns));
@@ -97,5 +111,13 @@ int main(int argc, char** argv) {
       "  samples %zu over %ld s, offset rms %.0f ns, mean %.0f ns, max |offset| %.0f ns, "
       "mean path delay %.0f ns, verdict trustworthy in %ld of %ld polls\n",
       offsets.size(), seconds, std::sqrt(s2 / n), s / n, max, d / n, trusted, polls);
+  if (err_n > 0) {
+    std::printf("  master-time error (|correction|, truth 0) over %ld polls:", err_n);
+    for (int k = 0; k < 3; ++k) {
+      std::printf("%s fit %zu: rms %.0f ns max %.0f ns", k ? "," : "", fits[k],
+                  std::sqrt(err2[k] / double(err_n)), err_max[k]);
+    }
+    std::printf("\n");
+  }
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <thread>
 
@@ -219,6 +220,57 @@ TEST_F(SyncMonitorTest, BackgroundPollerKeepsTheObservationCurrent) {
   ASSERT_TRUE(m->observation().latest);
   EXPECT_EQ(m->observation().latest->time_status.master_offset_ns, 42);
   m->stop();
+}
+
+TEST(FittedOffset, LatestSampleWithoutAFit) {
+  const std::deque<OffsetSample> one = {{kStart, 700}};
+  EXPECT_EQ(fitted_offset_ns(one, 8, kStart + kSec), 700);
+  const std::deque<OffsetSample> two = {{kStart, 700}, {kStart + kSec, 900}};
+  EXPECT_EQ(fitted_offset_ns(two, 1, kStart + 2 * kSec), 900);
+}
+
+TEST(FittedOffset, FollowsTheDriftOfAnUnsteeredClock) {
+  // The slave runs 10 ppm fast: its offset grows 10 us per second.
+  std::deque<OffsetSample> samples;
+  for (int i = 0; i < 8; ++i) samples.push_back({kStart + i * 250 * kMs, 1000 + i * 2500});
+  const int64_t last = kStart + 7 * 250 * kMs;
+  EXPECT_EQ(fitted_offset_ns(samples, 8, last), 1000 + 7 * 2500);
+  EXPECT_EQ(fitted_offset_ns(samples, 8, last + 500 * kMs), 1000 + 7 * 2500 + 5000);
+  EXPECT_EQ(fitted_offset_ns(samples, 3, last + 500 * kMs), 1000 + 7 * 2500 + 5000);
+}
+
+TEST(FittedOffset, AveragesNoise) {
+  std::deque<OffsetSample> samples;
+  for (int i = 0; i < 16; ++i) samples.push_back({kStart + i * 250 * kMs, i % 2 ? 600 : 400});
+  const int64_t fitted = fitted_offset_ns(samples, 16, kStart + 15 * 250 * kMs);
+  EXPECT_NEAR(fitted, 500, 30);
+  // Samples all dated alike: their mean.
+  const std::deque<OffsetSample> same = {{kStart, 400}, {kStart, 600}};
+  EXPECT_EQ(fitted_offset_ns(same, 2, kStart), 500);
+}
+
+TEST_F(SyncMonitorTest, FreeRunningCorrectionFitsRecentSamples) {
+  SyncMonitorOptions options;
+  options.policy.mode = SyncMode::kFreeRunning;
+  options.policy.offset_fit_samples = 4;
+  options.poll_interval_ns = 100 * kMs;
+  auto made = SyncMonitor::create(std::make_unique<ScriptedSource>(script_), clock_, options);
+  ASSERT_TRUE(made.is_ok());
+  SyncMonitor& m = *made.value();
+  // 20 ppm drift, a sample every 250 ms; six samples, the fit keeps four.
+  for (int i = 0; i < 6; ++i) {
+    script_->next = tracking(PortState::kUncalibrated, 3000 + i * 5000, clock_.now_ns());
+    ASSERT_TRUE(m.poll().is_ok());
+    clock_.advance_ns(250 * kMs);
+  }
+  EXPECT_EQ(m.observation().history.size(), 4u);
+  ASSERT_TRUE(m.verdict().trustworthy) << m.verdict().to_string();
+  // 250 ms after the last sample, the offset has grown by another 5 us.
+  EXPECT_EQ(m.correction_ns().value(), 3000 + 5 * 5000 + 5000);
+  // ptp4l loses its master: the history goes with it.
+  script_->next = tracking(PortState::kListening, 0, 0);
+  ASSERT_TRUE(m.poll().is_ok());
+  EXPECT_TRUE(m.observation().history.empty());
 }
 
 TEST_F(SyncMonitorTest, CreateRefusesInconsistentOptions) {
