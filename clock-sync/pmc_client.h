@@ -29,6 +29,10 @@ struct PtpSnapshot {
   ParentDataSet parent;
   PortDataSet port;
   TimeStatus time_status;
+
+  // linuxptp moves a port from UNCALIBRATED to SLAVE when its servo locks
+  // (never, with free_running 1).
+  bool servo_locked() const { return port.state == PortState::kSlave; }
 };
 
 class PmcClient {

@@ -144,6 +144,7 @@ TEST_F(PmcClientTest, ReadsASnapshot) {
   EXPECT_EQ(snap->time_status.master_offset_ns, 456);
   EXPECT_EQ(snap->current.steps_removed, 1);
   EXPECT_EQ(snap->port.state, PortState::kUncalibrated);
+  EXPECT_FALSE(snap->servo_locked());
   EXPECT_EQ(clock_identity_string(snap->parent.grandmaster_identity), "de66dd.fffe.594df2");
   EXPECT_EQ(server.requests(), 4);
   // The client's own socket goes away with it.
