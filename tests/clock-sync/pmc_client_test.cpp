@@ -168,6 +168,24 @@ TEST_F(PmcClientTest, MissingSocketIsAClearErrorNotAHang) {
       << r.status().message();
 }
 
+TEST_F(PmcClientTest, SocketLeftByADeadPtp4lIsAClearError) {
+  // ptp4l killed with SIGKILL leaves its socket file behind.
+  const int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, server_path().c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  close(fd);
+  ASSERT_TRUE(std::filesystem::exists(server_path()));
+  auto c = client();
+  ASSERT_TRUE(c);
+  auto r = c->port_data_set();
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("Connection refused (is ptp4l running"), std::string::npos)
+      << r.status().message();
+}
+
 TEST_F(PmcClientTest, SilentServerTimesOut) {
   FakePtp4l server(server_path(), [](const Bytes&) { return std::vector<Bytes>{}; });
   auto c = client(150'000'000);
