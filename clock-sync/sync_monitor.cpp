@@ -204,7 +204,9 @@ Status SyncMonitor::poll() {
     obs_.sample_seen_at_ns = now;
   }
   if (fresh.ingress_time_ns == 0) {
-    obs_.history.clear();  // ptp4l lost its master: old samples say nothing now
+    // ptp4l lost its master: old samples say nothing about the next one.
+    obs_.history.clear();
+    obs_.previous_sample.reset();
   } else if (is_new) {
     const int64_t dated = options_.policy.ingress_time_is_local_clock ? fresh.ingress_time_ns : now;
     obs_.history.push_back({dated, fresh.master_offset_ns});

@@ -271,6 +271,16 @@ TEST_F(SyncMonitorTest, FreeRunningCorrectionFitsRecentSamples) {
   script_->next = tracking(PortState::kListening, 0, 0);
   ASSERT_TRUE(m.poll().is_ok());
   EXPECT_TRUE(m.observation().history.empty());
+  // Back with an offset far from the old ones: one sample is not enough,
+  // but it is not compared with the samples from before the loss either.
+  clock_.advance_ns(10 * kSec);
+  script_->next = tracking(PortState::kUncalibrated, 900'000, clock_.now_ns());
+  ASSERT_TRUE(m.poll().is_ok());
+  EXPECT_NE(m.verdict().to_string().find("a single offset sample so far"), std::string::npos);
+  clock_.advance_ns(250 * kMs);
+  script_->next = tracking(PortState::kUncalibrated, 905'000, clock_.now_ns());
+  ASSERT_TRUE(m.poll().is_ok());
+  EXPECT_TRUE(m.verdict().trustworthy) << m.verdict().to_string();
 }
 
 TEST_F(SyncMonitorTest, CreateRefusesInconsistentOptions) {
