@@ -203,8 +203,9 @@ void ActionScheduler::fire(int64_t target_ns, Entry entry, int64_t correction, b
   while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &wake, nullptr) == EINTR) {
   }
   int64_t now = SystemClock::realtime_ns();
+  const int64_t wake_lead = local_target - now;
   while (now < local_target) now = SystemClock::realtime_ns();
-  Firing firing{entry.id, target_ns, now - correction, trusted, false};
+  Firing firing{entry.id, target_ns, now - correction, trusted, false, wake_lead};
   // An exception must not end the firing thread (and the process with it).
   try {
     entry.action(firing);

@@ -33,6 +33,9 @@ struct Firing {
   bool clock_trusted = true;
   // The action threw; the exception was swallowed so the thread lives on.
   bool action_threw = false;
+  // How long before T the sleep ended (negative: it ended after T, the spin
+  // margin was too short for this wake-up).
+  int64_t wake_lead_ns = 0;
   int64_t error_ns() const { return actual_ns - target_ns; }
 };
 

@@ -60,11 +60,18 @@ int main(int argc, char** argv) {
   }
   const auto firings = s.firings();
   const FiringStats st = summarize(firings);
-  long over = 0;
-  for (const auto& f : firings) over += f.error_ns() > 20'000;
-  std::printf("count=%zu p50_ns=%lld p99_ns=%lld max_ns=%lld mean_ns=%.0f over20us=%ld sched=%s\n",
-              st.count, static_cast<long long>(st.p50), static_cast<long long>(st.p99),
-              static_cast<long long>(st.max), st.mean, over, rt.c_str());
+  long over = 0, late_wake = 0;
+  for (const auto& f : firings) {
+    over += f.error_ns() > 20'000;
+    late_wake += f.error_ns() > 20'000 && f.wake_lead_ns < 0;
+  }
+  // late_wake: of those over 20 us, how many because the sleep itself ended
+  // after T (the rest were preempted while spinning).
+  std::printf(
+      "count=%zu p50_ns=%lld p99_ns=%lld max_ns=%lld mean_ns=%.0f over20us=%ld late_wake=%ld "
+      "sched=%s\n",
+      st.count, static_cast<long long>(st.p50), static_cast<long long>(st.p99),
+      static_cast<long long>(st.max), st.mean, over, late_wake, rt.c_str());
   if (!s.realtime_status().is_ok()) {
     std::fprintf(stderr, "%s\n", s.realtime_status().to_string().c_str());
   }

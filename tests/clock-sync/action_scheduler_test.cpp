@@ -224,7 +224,7 @@ TEST(ActionScheduler, BadOptionsAreRefused) {
 
 TEST(ActionScheduler, SummarizesErrors) {
   std::vector<Firing> f;
-  for (int i = 1; i <= 100; ++i) f.push_back({ActionId(i), 0, i * 10, true, false});
+  for (int i = 1; i <= 100; ++i) f.push_back({ActionId(i), 0, i * 10, true, false, 0});
   const FiringStats st = summarize(f);
   EXPECT_EQ(st.count, 100u);
   EXPECT_EQ(st.min, 10);
