@@ -209,6 +209,13 @@ Status SyncMonitor::poll() {
     obs_.previous_sample.reset();
   } else if (is_new) {
     const int64_t dated = options_.policy.ingress_time_is_local_clock ? fresh.ingress_time_ns : now;
+    // A step beyond the bound is a discontinuity (the master's clock was
+    // stepped, or a new master): fitting across it would blend two clocks.
+    if (!obs_.history.empty() &&
+        std::llabs(fresh.master_offset_ns - obs_.history.back().offset_ns) >
+            options_.policy.bounds.max_offset_step_ns) {
+      obs_.history.clear();
+    }
     obs_.history.push_back({dated, fresh.master_offset_ns});
     while (obs_.history.size() > std::max<size_t>(options_.policy.offset_fit_samples, 1)) {
       obs_.history.pop_front();

@@ -267,6 +267,16 @@ TEST_F(SyncMonitorTest, FreeRunningCorrectionFitsRecentSamples) {
   ASSERT_TRUE(m.verdict().trustworthy) << m.verdict().to_string();
   // 250 ms after the last sample, the offset has grown by another 5 us.
   EXPECT_EQ(m.correction_ns().value(), 3000 + 5 * 5000 + 5000);
+  // A step beyond the bound starts the fit afresh.
+  script_->next = tracking(PortState::kUncalibrated, 500'000, clock_.now_ns());
+  ASSERT_TRUE(m.poll().is_ok());
+  EXPECT_EQ(m.observation().history.size(), 1u);
+  EXPECT_FALSE(m.verdict().trustworthy);
+  clock_.advance_ns(250 * kMs);
+  script_->next = tracking(PortState::kUncalibrated, 505'000, clock_.now_ns());
+  ASSERT_TRUE(m.poll().is_ok());
+  ASSERT_TRUE(m.verdict().trustworthy) << m.verdict().to_string();
+  EXPECT_EQ(m.correction_ns().value(), 505'000);
   // ptp4l loses its master: the history goes with it.
   script_->next = tracking(PortState::kListening, 0, 0);
   ASSERT_TRUE(m.poll().is_ok());
