@@ -155,11 +155,11 @@ TEST_F(PmcClientTest, ReadsASnapshot) {
 }
 
 TEST_F(PmcClientTest, MissingSocketIsAClearErrorNotAHang) {
-  auto c = client();
+  auto c = client(5'000'000'000);
   ASSERT_TRUE(c);
   const auto start = std::chrono::steady_clock::now();
   auto r = c->current_data_set();
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "waited for the 5 s timeout";
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), ErrorCode::kUnavailable);
   EXPECT_NE(r.status().message().find(server_path()), std::string::npos);
