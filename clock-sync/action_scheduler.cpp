@@ -1,5 +1,6 @@
 #include "clock-sync/action_scheduler.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>

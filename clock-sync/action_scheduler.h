@@ -5,8 +5,6 @@
 // SCHED_FIFO. Every firing's error (actual - T) is recorded.
 #pragma once
 
-#include <pthread.h>
-
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
