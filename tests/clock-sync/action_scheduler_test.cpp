@@ -57,7 +57,7 @@ FiringStats fire_a_thousand(int realtime_priority) {
   auto s = make(source, options);
   std::vector<ActionId> order;
   std::mutex order_mutex;
-  const int64_t first = SystemClock::realtime_ns() + 50 * kMs;
+  const int64_t first = SystemClock::realtime_ns() + 200 * kMs;
   for (int i = 0; i < 1000; ++i) {
     auto id = s->schedule(first + i * kMs, [&](const Firing& f) {
       std::lock_guard lock(order_mutex);
@@ -110,7 +110,7 @@ TEST(ActionScheduler, AppliesTheMasterTimeCorrection) {
   SteeredSource source;
   source.correction = 5 * kMs;
   auto s = make(source, timing_options());
-  const int64_t target = SystemClock::realtime_ns() - 5 * kMs + 30 * kMs;
+  const int64_t target = SystemClock::realtime_ns() - 5 * kMs + 100 * kMs;
   std::atomic<int64_t> local_at_fire{0};
   ASSERT_TRUE(s->schedule(target, [&](const Firing&) {
                  local_at_fire = SystemClock::realtime_ns();
@@ -145,7 +145,7 @@ TEST(ActionScheduler, CancelledActionsDoNotRun) {
   SteeredSource source;
   auto s = make(source);
   std::atomic<int> ran{0};
-  const int64_t t = SystemClock::realtime_ns() + 40 * kMs;
+  const int64_t t = SystemClock::realtime_ns() + 100 * kMs;
   auto a = s->schedule(t, [&](const Firing&) { ran += 1; });
   auto b = s->schedule(t + kMs, [&](const Firing&) { ran += 10; });
   ASSERT_TRUE(a.is_ok() && b.is_ok());
@@ -160,20 +160,20 @@ TEST(ActionScheduler, AnEarlierActionScheduledLaterFiresFirst) {
   SteeredSource source;
   auto s = make(source, timing_options());
   const int64_t now = SystemClock::realtime_ns();
-  ASSERT_TRUE(s->schedule(now + 300 * kMs, [](const Firing&) {}).is_ok());
-  ASSERT_TRUE(s->schedule(now + 60 * kMs, [](const Firing&) {}).is_ok());
+  ASSERT_TRUE(s->schedule(now + 400 * kMs, [](const Firing&) {}).is_ok());
+  ASSERT_TRUE(s->schedule(now + 150 * kMs, [](const Firing&) {}).is_ok());
   ASSERT_TRUE(s->wait_idle(2 * kSec));
   const auto f = s->firings();
   ASSERT_EQ(f.size(), 2u);
-  EXPECT_EQ(f[0].target_ns, now + 60 * kMs);
+  EXPECT_EQ(f[0].target_ns, now + 150 * kMs);
   EXPECT_LT(f[0].error_ns(), 5 * kMs) << "the thread slept through the earlier action";
-  EXPECT_EQ(f[1].target_ns, now + 300 * kMs);
+  EXPECT_EQ(f[1].target_ns, now + 400 * kMs);
 }
 
 TEST(ActionScheduler, TrustLostAfterSchedulingIsRecordedOnTheFiring) {
   SteeredSource source;
   auto s = make(source);
-  ASSERT_TRUE(s->schedule(SystemClock::realtime_ns() + 30 * kMs, [](const Firing&) {}).is_ok());
+  ASSERT_TRUE(s->schedule(SystemClock::realtime_ns() + 300 * kMs, [](const Firing&) {}).is_ok());
   source.trusted = false;
   ASSERT_TRUE(s->wait_idle(2 * kSec));
   ASSERT_EQ(s->firings().size(), 1u);
@@ -183,7 +183,7 @@ TEST(ActionScheduler, TrustLostAfterSchedulingIsRecordedOnTheFiring) {
 TEST(ActionScheduler, AThrowingActionIsRecordedAndTheNextStillFires) {
   SteeredSource source;
   auto s = make(source);
-  const int64_t t = SystemClock::realtime_ns() + 30 * kMs;
+  const int64_t t = SystemClock::realtime_ns() + 100 * kMs;
   ASSERT_TRUE(s->schedule(t, [](const Firing&) { throw std::runtime_error("boom"); }).is_ok());
   std::atomic<bool> second{false};
   ASSERT_TRUE(s->schedule(t + kMs, [&](const Firing&) { second = true; }).is_ok());
@@ -206,7 +206,7 @@ TEST(ActionScheduler, RealtimePriorityIsAppliedOrTheRefusalRecorded) {
   } else {
     EXPECT_NE(rt.message().find("SCHED_FIFO priority 10 refused"), std::string::npos);
   }
-  ASSERT_TRUE(s->schedule(SystemClock::realtime_ns() + 20 * kMs, [](const Firing&) {}).is_ok());
+  ASSERT_TRUE(s->schedule(SystemClock::realtime_ns() + 100 * kMs, [](const Firing&) {}).is_ok());
   ASSERT_TRUE(s->wait_idle(2 * kSec));
   EXPECT_EQ(s->firings().size(), 1u);
 }
