@@ -141,7 +141,11 @@ void Pipe::put_on_wire(Frame& frame) {
   if (frame.express) {
     frame.stage = FrameStage::kExpress;
     frame.departure_ns = frame.ready_ns;
-    express_.push_back(frame);
+    if (!express_.empty() && express_.back().departure_ns > frame.departure_ns) {
+      insert_sorted(express_, frame);  // behind a frame injected for later
+    } else {
+      express_.push_back(frame);
+    }
     ++counters_.reordered;
     return;
   }
@@ -369,25 +373,28 @@ Status Pipe::remove_frame(Frame& frame) {
   return not_found("the frame is not held by this pipe");
 }
 
+void Pipe::insert_sorted(FrameList& list, Frame& frame) {
+  auto prev = list.before_begin();
+  for (auto it = list.begin(); it != list.end() && it->departure_ns <= frame.departure_ns; ++it) {
+    prev = it;
+  }
+  list.insert_after(prev, frame);
+}
+
 Status Pipe::inject_frame(Frame& frame, int64_t departure_ns, int64_t now) {
   if (departure_ns < now) {
     return invalid_argument(cat("departure ", departure_ns, " ns is before the pipe's time ", now,
                                 " ns"));
   }
-  frame.stage = FrameStage::kDelayLine;
-  frame.express = false;
+  // Injected frames travel the express path: they depart at their time
+  // without holding back the frames behind them on the delay line.
+  frame.stage = FrameStage::kExpress;
+  frame.express = true;
   frame.arrival_ns = now;
   frame.extra_delay_ns = 0;
   frame.ready_ns = now;
   frame.departure_ns = departure_ns;
-  auto prev = delay_line_.before_begin();
-  for (auto it = delay_line_.begin(); it != delay_line_.end() && it->departure_ns <= departure_ns;
-       ++it) {
-    prev = it;
-  }
-  delay_line_.insert_after(prev, frame);
-  lookahead_ = nullptr;
-  last_departure_ns_ = std::max(last_departure_ns_, departure_ns);
+  insert_sorted(express_, frame);
   ++held_frames_;
   held_bytes_ += frame.length;
   ++counters_.frames_in;

@@ -129,9 +129,8 @@ class Pipe {
   // Queue surgery on a frozen pipe (cold paths; the caller owns the bytes).
   // Takes a held frame out, counted as dropped (kRemoved); the caller frees it.
   Status remove_frame(Frame& frame);
-  // Puts a new frame on the wire to depart at departure_ns, after every held
-  // frame that departs no later; counted as an arrival. Refused before the
-  // frame ahead in the bottleneck could reach the wire.
+  // Puts a new frame on the wire to depart at departure_ns (on the express
+  // path, so it holds back no other frame); counted as an arrival.
   Status inject_frame(Frame& frame, int64_t departure_ns, int64_t now);
   // The caller changed a held frame's bytes to new_length.
   void resize_frame(Frame& frame, uint32_t new_length);
@@ -165,6 +164,7 @@ class Pipe {
   }
   void advance_slow(int64_t now);
   void advance_lookahead(const Frame* popped);
+  static void insert_sorted(FrameList& list, Frame& frame);
   static constexpr unsigned kLookahead = 8;
   void start_serialization(Frame& head);
   int64_t serialization_ns(uint32_t length);

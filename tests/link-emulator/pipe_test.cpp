@@ -427,9 +427,20 @@ TEST(PipeSurgery, RemoveInjectAndResizeKeepTheBooksBalanced) {
   EXPECT_EQ(out[1].index, 2u);
   EXPECT_EQ(out[2], (testing::Departure{4, 1'002'500}));
   EXPECT_EQ(out[3].index, 3u);
+  // An injected frame far in the future holds back nothing behind it.
+  pool[5].length = 10;
+  ASSERT_TRUE(pipe.inject_frame(pool[5], 900'000'000, 2'000'000).is_ok());
+  pool[1].length = 10;
+  ASSERT_TRUE(pipe.enqueue(pool[1], 2'000'000).accepted);
+  out.clear();
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0], (testing::Departure{1, 3'000'000}));
+  EXPECT_EQ(out[1], (testing::Departure{5, 900'000'000}));
   const PipeCounters& k = pipe.counters();
   EXPECT_EQ(k.frames_dropped[size_t(DropCause::kRemoved)], 1u);
   EXPECT_EQ(k.frames_in, k.frames_out + k.total_dropped());
+  EXPECT_EQ(pipe.held_frames(), 0u);
 }
 
 TEST(PipeSurgery, RemovingTheFrameInSerializationLetsTheNextStart) {

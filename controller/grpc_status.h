@@ -1,0 +1,25 @@
+// amber::Status <-> grpc::Status: the error codes are the same numbers.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/status.h"
+
+namespace amber::controller {
+
+inline grpc::Status to_grpc(const Status& s) {
+  if (s.is_ok()) return grpc::Status::OK;
+  return {static_cast<grpc::StatusCode>(s.code()), s.message()};
+}
+
+inline Status from_grpc(const grpc::Status& s, std::string_view context) {
+  if (s.ok()) return Status::ok();
+  return Status(static_cast<ErrorCode>(s.error_code()), std::string(s.error_message()))
+      .with_context(context);
+}
+
+// Plain-text gRPC is allowed only where nobody else can reach it: a UNIX
+// socket or a loopback address. Anything else needs TLS (controller issue).
+Status check_plaintext_address(const std::string& address);
+
+}  // namespace amber::controller

@@ -1,0 +1,291 @@
+// Checkpointing a running delay node on ring ports: exact replay across
+// freeze -> save -> restore into a fresh node with other port names ->
+// thaw, refusal of bad images with the node untouched, and queue surgery.
+#include <gtest/gtest.h>
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_lcore.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "../dataplane/eal_fixture.h"
+#include "config/loader.h"
+#include "core-checkpoint/node_checkpoint.h"
+#include "dataplane/delay_node.h"
+#include "dataplane/mbuf_frame.h"
+
+namespace amber::checkpoint {
+namespace {
+
+using dataplane::DelayNode;
+using dataplane::testing::RingPort;
+constexpr int64_t kMs = 1'000'000;
+
+// What left a port: the frame's bytes and its schedule relative to arrival.
+struct Departed {
+  std::vector<uint8_t> bytes;
+  int64_t delay_ns;  // virtual departure - virtual arrival
+  bool operator==(const Departed&) const = default;
+};
+
+class NodeCheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int serial = 0;
+    id_ = std::to_string(++serial);
+    pool_ = rte_pktmbuf_pool_create(("amb_ck_src" + id_).c_str(), 8191, 0,
+                                    dataplane::kMbufPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    ASSERT_NE(pool_, nullptr);
+    dir_ = std::filesystem::temp_directory_path() / ("amb-ck-" + std::to_string(getpid()) + "-" + id_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    node_.reset();
+    for (RingPort& p : ports_) dataplane::testing::free_ring_port(p);
+    rte_mempool_free(pool_);
+    std::filesystem::remove_all(dir_);
+  }
+
+  RingPort& port(const std::string& name) {
+    ports_.push_back(dataplane::testing::make_ring_port("amb_ck_" + name + id_));
+    return ports_.back();
+  }
+
+  std::unique_ptr<DelayNode> make_node(RingPort& a, RingPort& b, const std::string& node_id) {
+    std::string text = "node_id: \"" + node_id + "\" link { name: \"l\" port_a: \"" + a.name +
+                       "\" port_b: \"" + b.name + "\" a_to_b { " + kPipe + " } }";
+    auto config = config::parse_node_config(text, "test.conf");
+    EXPECT_TRUE(config.is_ok()) << config.status().to_string();
+    auto node = DelayNode::create(*config);
+    EXPECT_TRUE(node.is_ok()) << node.status().to_string();
+    node.value()->start();
+    return std::move(node).value();
+  }
+
+  void freeze_now(DelayNode& node) {
+    ASSERT_TRUE(node.freeze_at(node.now_ns() + 5 * kMs).is_ok());
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (!node.freeze_latencies().is_ok()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the freeze never took effect";
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  void thaw_now(DelayNode& node) { ASSERT_TRUE(node.thaw_at(node.now_ns() + 5 * kMs).is_ok()); }
+
+  // Frames with pseudo-random contents, the same in every run.
+  void inject(RingPort& p, int count) {
+    uint64_t x = 42;
+    for (int i = 0; i < count; ++i) {
+      rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+      ASSERT_NE(m, nullptr);
+      const uint16_t len = static_cast<uint16_t>(64 + (i * 37) % 1400);
+      auto* data = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, len));
+      for (uint16_t k = 0; k < len; ++k) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        data[k] = static_cast<uint8_t>(x >> 56);
+      }
+      ASSERT_EQ(rte_ring_enqueue(p.in, m), 0);
+    }
+  }
+
+  void collect(RingPort& p, std::vector<Departed>& out, size_t until,
+               std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (out.size() < until && std::chrono::steady_clock::now() < deadline) {
+      void* item;
+      if (rte_ring_dequeue(p.out, &item) != 0) continue;
+      auto* m = static_cast<rte_mbuf*>(item);
+      const link::Frame* f = dataplane::frame_of(m);
+      const uint8_t* data = rte_pktmbuf_mtod(m, const uint8_t*);
+      out.push_back({std::vector<uint8_t>(data, data + m->pkt_len), f->departure_ns - f->arrival_ns});
+      rte_pktmbuf_free(m);
+    }
+  }
+
+  // Held long enough that a freeze 60 ms after the thaw finds frames in
+  // every stage; every random decision of the model is in play.
+  static constexpr const char* kPipe =
+      "rate: \"20Mbit\" delay: \"50ms\" jitter: \"2ms\" jitter_distribution: \"normal\" "
+      "queue_frames: 2000 gilbert_elliott { p: \"2%\" r: \"30%\" loss_bad: \"50%\" } "
+      "reorder: \"2%\" corrupt: \"1%\" duplicate: \"1%\" seed: 99";
+  static constexpr int kFrames = 300;
+
+  std::string id_;
+  rte_mempool* pool_ = nullptr;
+  std::filesystem::path dir_;
+  std::deque<RingPort> ports_;  // stable references
+  std::unique_ptr<DelayNode> node_;
+};
+
+TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
+  // Reference: all frames arrive while frozen (one virtual instant), then
+  // the node runs untouched.
+  std::vector<Departed> reference;
+  {
+    RingPort& a = port("ra");
+    RingPort& b = port("rb");
+    auto node = make_node(a, b, "n1");
+    freeze_now(*node);
+    inject(a, kFrames);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while ((*node->stats())[0].pipe.frames_in < kFrames) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    }
+    thaw_now(*node);
+    collect(b, reference, kFrames * 2, std::chrono::milliseconds(1500));
+    node->stop();
+    node->wait();
+  }
+  ASSERT_GT(reference.size(), kFrames / 2u);
+
+  // Checkpointed: the same, frozen again mid-flight, saved, restored into a
+  // fresh node on other ports, thawed.
+  std::vector<Departed> replay;
+  const std::string image = (dir_ / "node.img").string();
+  uint64_t held_at_save = 0;
+  {
+    RingPort& a = port("ca");
+    RingPort& b = port("cb");
+    auto node = make_node(a, b, "n1");
+    freeze_now(*node);
+    inject(a, kFrames);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while ((*node->stats())[0].pipe.frames_in < kFrames) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    }
+    thaw_now(*node);
+    collect(b, replay, 60, std::chrono::milliseconds(1000));
+    freeze_now(*node);
+    collect(b, replay, kFrames * 2, std::chrono::milliseconds(50));  // what left before T
+    auto saved = save_node(*node, image);
+    ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
+    held_at_save = saved->frames;
+    node->stop();
+    node->wait();
+  }
+  ASSERT_GT(held_at_save, 20u);
+  {
+    RingPort& c = port("xa");
+    RingPort& d = port("xb");
+    auto node = make_node(c, d, "n2");
+    freeze_now(*node);
+    auto refused = restore_node(*node, image);  // another node id
+    EXPECT_EQ(refused.status().code(), ErrorCode::kFailedPrecondition);
+    EXPECT_NE(refused.status().message().find("n1"), std::string::npos) << refused.status().message();
+    RestoreOptions options;
+    options.allow_other_node = true;
+    auto restored = restore_node(*node, image, options);
+    ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
+    EXPECT_EQ(restored->frames, held_at_save);
+    thaw_now(*node);
+    collect(d, replay, reference.size(), std::chrono::milliseconds(1500));
+    node->stop();
+    node->wait();
+  }
+  ASSERT_EQ(replay.size(), reference.size());
+  for (size_t i = 0; i < reference.size(); ++i) {
+    ASSERT_EQ(replay[i].delay_ns, reference[i].delay_ns) << "frame " << i;
+    ASSERT_EQ(replay[i].bytes, reference[i].bytes) << "frame " << i;
+  }
+}
+
+TEST_F(NodeCheckpointTest, BadImagesAreRefusedAndTheNodeKeepsItsFrames) {
+  RingPort& a = port("ba");
+  RingPort& b = port("bb");
+  node_ = make_node(a, b, "n1");
+  freeze_now(*node_);
+  inject(a, 50);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const std::string image = (dir_ / "good.img").string();
+  auto saved = save_node(*node_, image);
+  ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
+  // A truncated copy.
+  const std::string cut = (dir_ / "cut.img").string();
+  std::filesystem::copy_file(image, cut);
+  std::filesystem::resize_file(cut, std::filesystem::file_size(image) / 2);
+  auto r = restore_node(*node_, cut);
+  EXPECT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("cut.img"), std::string::npos) << r.status().message();
+  auto stats = node_->stats();
+  ASSERT_TRUE(stats.is_ok());
+  EXPECT_EQ((*stats)[0].held_frames, saved->frames);  // untouched
+  // Missing file, and a file that is not an image.
+  EXPECT_FALSE(restore_node(*node_, (dir_ / "missing.img").string()).is_ok());
+  std::ofstream((dir_ / "text.img").string()) << "not an image";
+  EXPECT_FALSE(restore_node(*node_, (dir_ / "text.img").string()).is_ok());
+  // The good image restores onto the same node.
+  auto ok = restore_node(*node_, image);
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->frames, saved->frames);
+  thaw_now(*node_);
+}
+
+TEST_F(NodeCheckpointTest, SurgeryListsDropsReplacesAndInjectsOnlyWhileFrozen) {
+  RingPort& a = port("sa");
+  RingPort& b = port("sb");
+  node_ = make_node(a, b, "n1");
+  EXPECT_EQ(list_frames(*node_, "l", "a_to_b", 0, 0, false).status().code(),
+            ErrorCode::kFailedPrecondition);  // not frozen
+  freeze_now(*node_);
+  inject(a, 10);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto listing = list_frames(*node_, "l", "a_to_b", 0, 0, true);
+  ASSERT_TRUE(listing.is_ok()) << listing.status().to_string();
+  size_t held = listing->total;
+  ASSERT_GE(held, 8u);  // a few may be lost by the loss model
+  EXPECT_FALSE(listing->frames[0].summary.empty());
+  ASSERT_TRUE(drop_frame(*node_, "l", "a_to_b", 0).is_ok());
+  std::vector<uint8_t> replacement(100, 0xab);
+  ASSERT_TRUE(replace_frame(*node_, "l", "a_to_b", 0, replacement).is_ok());
+  std::vector<uint8_t> injected(80, 0xcd);
+  ASSERT_TRUE(inject_frame(*node_, "l", "a_to_b", injected, std::nullopt,
+                           listing->virtual_now_ns + 500 * kMs)
+                  .is_ok());
+  EXPECT_EQ(inject_frame(*node_, "l", "a_to_b", injected, 0, 5).code(),
+            ErrorCode::kInvalidArgument);  // both a position and a time
+  EXPECT_EQ(drop_frame(*node_, "l", "a_to_b", 999).code(), ErrorCode::kOutOfRange);
+  EXPECT_EQ(drop_frame(*node_, "nolink", "a_to_b", 0).code(), ErrorCode::kNotFound);
+  auto after = list_frames(*node_, "l", "a_to_b", 0, 0, true);
+  ASSERT_TRUE(after.is_ok());
+  EXPECT_EQ(after->total, held);  // one dropped, one injected
+  EXPECT_EQ(after->frames[0].bytes, replacement);
+  EXPECT_EQ(after->frames.back().bytes, injected);
+  thaw_now(*node_);
+  std::vector<Departed> out;
+  collect(b, out, held, std::chrono::milliseconds(2000));
+  ASSERT_EQ(out.size(), held);
+  EXPECT_EQ(out.back().bytes, injected);
+  auto stats = node_->stats();
+  ASSERT_TRUE(stats.is_ok());
+  EXPECT_EQ((*stats)[0].pipe.frames_dropped[size_t(link::DropCause::kRemoved)], 1u);
+}
+
+}  // namespace
+}  // namespace amber::checkpoint
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (geteuid() != 0) {
+    std::fprintf(stderr, "SKIPPED: the EAL tests need root (hugepages)\n");
+    return 77;
+  }
+  std::string prefix = "amb-ck-test-" + std::to_string(getpid());
+  const char* eal[] = {"node_checkpoint_test", "-l", "0-1", "--no-pci", "--in-memory",
+                       "--file-prefix", prefix.c_str(), "--log-level", "lib.eal:error", "-m", "512"};
+  if (rte_eal_init(static_cast<int>(sizeof eal / sizeof eal[0]), const_cast<char**>(eal)) < 0) {
+    std::fprintf(stderr, "SKIPPED: EAL init failed (are hugepages reserved? scripts/setup.sh)\n");
+    return 77;
+  }
+  int rc = RUN_ALL_TESTS();
+  rte_eal_cleanup();
+  std::filesystem::remove_all("/var/run/dpdk/" + prefix);
+  return rc;
+}
