@@ -32,11 +32,12 @@ Status fsync_path(const std::string& path, bool directory) {
 Status create_overlay(const std::string& backing, const std::string& path) {
   std::error_code ec;
   fs::path abs_backing = fs::absolute(backing, ec);
-  if (ec || !fs::exists(abs_backing)) return not_found(cat("overlay backing file ", backing, ": missing"));
+  if (ec || !fs::exists(abs_backing))
+    return not_found(cat("overlay backing file ", backing, ": missing"));
   auto r = run_tool({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                      abs_backing.string(), fs::absolute(path).string()},
                     kToolTimeout);
-  if (!r) return r.status().with_context(cat("creating overlay ", path));
+  if (!r) return r.status().with_context(cat("creating overlay ", path, ": "));
   return Status::ok();
 }
 
@@ -44,7 +45,8 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
                                          const ProgressFn& progress) {
   const auto t0 = Clock::now();
   std::error_code ec;
-  if (fs::exists(dir, ec)) return Status(ErrorCode::kAlreadyExists, cat("checkpoint ", dir, ": exists"));
+  if (fs::exists(dir, ec))
+    return Status(ErrorCode::kAlreadyExists, cat("checkpoint ", dir, ": exists"));
   const std::string tmp = cat(dir, ".tmp");
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
@@ -52,7 +54,7 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
   auto fail = [&](const Status& s) -> Status {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);
-    return s.with_context(cat("checkpoint ", dir));
+    return s.with_context(cat("checkpoint ", dir, ": "));
   };
   CheckpointReport report;
   report.dir = dir;
@@ -67,16 +69,13 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
     fs::copy_file(disk, cat(tmp, "/disk.qcow2"), ec);
     if (ec) return fail(internal_error(cat("copy ", disk, ": ", ec.message())));
     AMBER_RETURN_IF_ERROR(fsync_path(cat(tmp, "/disk.qcow2"), false));
-    fs::permissions(cat(tmp, "/disk.qcow2"), fs::perms::owner_read | fs::perms::group_read |
-                                             fs::perms::others_read, ec);
+    fs::permissions(cat(tmp, "/disk.qcow2"),
+                    fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read, ec);
     report.disk_copy = Clock::now() - c0;
   }
-  Json meta = {{"name", vm.config().name},
-               {"memory_mib", vm.config().memory_mib},
-               {"vcpus", vm.config().vcpus},
-               {"accel", accel_name(vm.accel())},
-               {"disk", !disk.empty()},
-               {"state_bytes", report.save.file_bytes}};
+  Json meta = {{"name", vm.config().name},   {"memory_mib", vm.config().memory_mib},
+               {"vcpus", vm.config().vcpus}, {"accel", accel_name(vm.accel())},
+               {"disk", !disk.empty()},      {"state_bytes", report.save.file_bytes}};
   {
     std::ofstream out(cat(tmp, "/meta.json"));
     out << meta.dump(2) << "\n";
@@ -108,7 +107,8 @@ Result<std::unique_ptr<Vm>> restore_checkpoint(const std::string& dir, const VmC
   }
   const bool has_disk = meta.value("disk", false);
   if (has_disk != !config.disk.empty()) {
-    return invalid_argument(cat("checkpoint ", dir, has_disk ? ": has a disk but" : ": has no disk but",
+    return invalid_argument(cat("checkpoint ", dir,
+                                has_disk ? ": has a disk but" : ": has no disk but",
                                 " the restore config ", has_disk ? "gives none" : "gives one"));
   }
   if (has_disk) {

@@ -30,7 +30,8 @@ void kill_and_reap(pid_t pid);
 
 // Runs a tool to completion within `timeout`; its output on failure goes into
 // the error message.
-Result<std::string> run_tool(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+Result<std::string> run_tool(const std::vector<std::string>& argv,
+                             std::chrono::milliseconds timeout);
 
 // The last `max_bytes` of a text file (for error messages from logs).
 std::string file_tail(const std::string& path, std::size_t max_bytes = 600);

@@ -109,8 +109,8 @@ Result<std::unique_ptr<QmpClient>> QmpClient::connect(const std::string& socket_
     ::close(fd);
     fd = -1;
     if (Clock::now() >= deadline) {
-      return deadline_exceeded(cat("QMP socket ", socket_path,
-                                   ": cannot connect in time: ", std::strerror(last_errno)));
+      return deadline_exceeded(
+          cat("QMP socket ", socket_path, ": cannot connect in time: ", std::strerror(last_errno)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -123,19 +123,21 @@ Result<std::unique_ptr<QmpClient>> QmpClient::connect(const std::string& socket_
   Json greeting;
   while (true) {
     auto line = read_line(fd, buf, deadline, socket_path);
-    if (!line) return fail(line.status().with_context("waiting for the QMP greeting"));
+    if (!line) return fail(line.status().with_context("waiting for the QMP greeting: "));
     greeting = Json::parse(*line, nullptr, false);
     if (!greeting.is_discarded() && greeting.contains("QMP")) break;
     if (greeting.is_discarded()) {
       return fail(data_loss(cat("QMP socket ", socket_path, ": greeting is not JSON: ", *line)));
     }
   }
-  Status w = write_all(fd, R"({"execute":"qmp_capabilities","id":0})"
-                           "\n", -1, socket_path);
+  Status w = write_all(fd,
+                       R"({"execute":"qmp_capabilities","id":0})"
+                       "\n",
+                       -1, socket_path);
   if (!w) return fail(w);
   while (true) {
     auto line = read_line(fd, buf, deadline, socket_path);
-    if (!line) return fail(line.status().with_context("negotiating QMP capabilities"));
+    if (!line) return fail(line.status().with_context("negotiating QMP capabilities: "));
     Json reply = Json::parse(*line, nullptr, false);
     if (reply.is_discarded()) continue;
     if (reply.contains("error")) return fail(error_from_reply("qmp_capabilities", reply["error"]));
@@ -170,7 +172,8 @@ void QmpClient::reader_loop() {
     int r = ::poll(p, 2, -1);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      close_with(internal_error(cat("QMP socket ", socket_path_, ": poll: ", std::strerror(errno))));
+      close_with(
+          internal_error(cat("QMP socket ", socket_path_, ": poll: ", std::strerror(errno))));
       return;
     }
     if (p[1].revents != 0) {
@@ -180,8 +183,8 @@ void QmpClient::reader_loop() {
     ssize_t n = ::read(fd_, chunk, sizeof chunk);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) {
-      close_with(unavailable(cat("QMP socket ", socket_path_,
-                                 " closed: QEMU went away (exited or was killed)")));
+      close_with(unavailable(
+          cat("QMP socket ", socket_path_, " closed: QEMU went away (exited or was killed)")));
       return;
     }
     buf.append(chunk, static_cast<std::size_t>(n));
@@ -276,13 +279,11 @@ Result<Json> QmpClient::wait_reply(std::uint64_t id, const std::string& command,
   if (!it->second.done) {
     pending_.erase(it);
     if (!ready) {
-      return deadline_exceeded(cat("QMP command '", command, "' on ", socket_path_,
-                                   ": no reply within ",
-                                   std::chrono::duration_cast<std::chrono::milliseconds>(timeout)
-                                       .count(),
-                                   " ms"));
+      return deadline_exceeded(
+          cat("QMP command '", command, "' on ", socket_path_, ": no reply within ",
+              std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count(), " ms"));
     }
-    return closed_.with_context(cat("QMP command '", command, "'"));
+    return closed_.with_context(cat("QMP command '", command, "'", ": "));
   }
   Json reply = std::move(it->second.reply);
   pending_.erase(it);
@@ -316,12 +317,11 @@ Result<QmpEvent> QmpClient::wait_event(const std::string& name, std::uint64_t fr
     return !closed_.is_ok();
   };
   if (!cv_.wait_for(lock, timeout, match)) {
-    return deadline_exceeded(cat("QMP socket ", socket_path_, ": no ", name, " event within ",
-                                 std::chrono::duration_cast<std::chrono::milliseconds>(timeout)
-                                     .count(),
-                                 " ms"));
+    return deadline_exceeded(
+        cat("QMP socket ", socket_path_, ": no ", name, " event within ",
+            std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count(), " ms"));
   }
-  if (found == nullptr) return closed_.with_context(cat("waiting for QMP event ", name));
+  if (found == nullptr) return closed_.with_context(cat("waiting for QMP event ", name, ": "));
   return *found;
 }
 

@@ -28,8 +28,8 @@ struct QmpEvent {
   std::uint64_t seq = 0;  // Position in this client's event stream, from 0.
   std::string name;
   Json data;
-  WallTime qemu_time;   // QEMU's own timestamp of the event (host realtime, µs).
-  WallTime received;    // When the reader thread parsed it.
+  WallTime qemu_time;  // QEMU's own timestamp of the event (host realtime, µs).
+  WallTime received;   // When the reader thread parsed it.
 };
 
 class QmpClient;

@@ -40,19 +40,28 @@ Status fsync_dir_of(const std::string& path) {
   return Status::ok();
 }
 
+// "<what>: <error> (<why>)": the error from below, what was being done, and
+// what QEMU said about it.
+Status annotate(const Status& s, const std::string& what, const std::string& why) {
+  return Status(s.code(), cat(what, ": ", s.message(), why.empty() ? "" : cat(" (", why, ")")));
+}
+
 }  // namespace
 
 const char* accel_name(Accel accel) {
   switch (accel) {
-    case Accel::kAuto: return "auto";
-    case Accel::kKvm: return "kvm";
-    case Accel::kTcg: return "tcg";
+    case Accel::kAuto:
+      return "auto";
+    case Accel::kKvm:
+      return "kvm";
+    case Accel::kTcg:
+      return "tcg";
   }
   return "?";
 }
 
 std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool incoming) {
-  std::vector<std::string> a = {c.qemu_binary, "-name", c.name, "-machine", "q35",
+  std::vector<std::string> a = {c.qemu_binary, "-name",           c.name,     "-machine", "q35",
                                 "-nodefaults", "-no-user-config", "-display", "none"};
   if (accel == Accel::kKvm) {
     a.insert(a.end(), {"-accel", "kvm", "-cpu", "max"});
@@ -61,16 +70,17 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
   }
   // Shared guest RAM from a memfd: vhost-user back ends map it.
   a.insert(a.end(), {"-m", cat(c.memory_mib, "M"), "-smp", cat(c.vcpus), "-object",
-                     cat("memory-backend-memfd,id=mem,size=", c.memory_mib, "M,share=on"),
-                     "-numa", "node,memdev=mem"});
+                     cat("memory-backend-memfd,id=mem,size=", c.memory_mib, "M,share=on"), "-numa",
+                     "node,memdev=mem"});
   // The RTC follows the VM's clock, which stops while the VM is stopped.
   a.insert(a.end(), {"-rtc", "base=utc,clock=vm"});
   if (!c.kernel.empty()) a.insert(a.end(), {"-kernel", c.kernel});
   if (!c.initrd.empty()) a.insert(a.end(), {"-initrd", c.initrd});
   if (!c.append.empty()) a.insert(a.end(), {"-append", c.append});
   if (!c.disk.empty()) {
-    a.insert(a.end(), {"-drive", cat("file=", c.disk, ",if=none,id=disk0,format=qcow2,cache=writeback"),
-                       "-device", "virtio-blk-pci,drive=disk0"});
+    a.insert(a.end(),
+             {"-drive", cat("file=", c.disk, ",if=none,id=disk0,format=qcow2,cache=writeback"),
+              "-device", "virtio-blk-pci,drive=disk0"});
   }
   for (std::size_t i = 0; i < c.nics.size(); ++i) {
     const Nic& nic = c.nics[i];
@@ -87,8 +97,8 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
         device += kTapOffloads;
         break;
       case Nic::Kind::kVhostUser:
-        a.insert(a.end(), {"-chardev", cat("socket,id=chr", net, ",path=", nic.endpoint),
-                           "-netdev", cat("vhost-user,id=", net, ",chardev=chr", net)});
+        a.insert(a.end(), {"-chardev", cat("socket,id=chr", net, ",path=", nic.endpoint), "-netdev",
+                           cat("vhost-user,id=", net, ",chardev=chr", net)});
         // Under TCG, QEMU 7.2 crashes on MSI-X with vhost-user: no vectors.
         if (accel != Accel::kKvm) device += ",vectors=0";
         break;
@@ -119,10 +129,10 @@ bool kvm_usable(const std::string& qemu_binary, std::chrono::milliseconds timeou
       if (::mkdtemp(dir_template) == nullptr) return {false, "mkdtemp failed"};
       const std::string dir = dir_template;
       const std::string serial = cat(dir, "/serial.log");
-      auto pid = spawn_process({qemu_binary, "-machine", "q35", "-accel", "kvm", "-cpu", "max",
-                                "-m", "64", "-nodefaults", "-no-user-config", "-display", "none",
-                                "-serial", cat("file:", serial)},
-                               cat(dir, "/qemu.log"));
+      auto pid = spawn_process(
+          {qemu_binary, "-machine", "q35", "-accel", "kvm", "-cpu", "max", "-m", "64",
+           "-nodefaults", "-no-user-config", "-display", "none", "-serial", cat("file:", serial)},
+          cat(dir, "/qemu.log"));
       std::pair<bool, std::string> result{false, ""};
       if (!pid) {
         result.second = pid.status().to_string();
@@ -164,7 +174,8 @@ double SaveReport::mb_per_s() const {
 }
 
 Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool incoming) {
-  if (config.run_dir.empty()) return invalid_argument(cat("VM ", config.name, ": run_dir is empty"));
+  if (config.run_dir.empty())
+    return invalid_argument(cat("VM ", config.name, ": run_dir is empty"));
   std::error_code ec;
   fs::create_directories(config.run_dir, ec);
   if (ec) return internal_error(cat("create ", config.run_dir, ": ", ec.message()));
@@ -179,8 +190,8 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
   std::unique_ptr<Vm> vm(new Vm(config, *pid, accel));
   auto qmp = QmpClient::connect(config.qmp_socket(), config.start_timeout);
   if (!qmp) {
-    return qmp.status().with_context(cat("starting VM ", config.name, " (", accel_name(accel),
-                                         "): ", vm->describe_failure()));
+    return annotate(qmp.status(), cat("starting VM ", config.name, " (", accel_name(accel), ")"),
+                    vm->describe_failure());
   }
   vm->qmp_ = std::move(*qmp);
   return vm;
@@ -191,7 +202,7 @@ Result<std::unique_ptr<Vm>> Vm::boot(const VmConfig& config) {
   std::string reason;
   if (accel == Accel::kAuto) {
     accel = kvm_usable(config.qemu_binary, config.kvm_probe_timeout, &reason) ? Accel::kKvm
-                                                                               : Accel::kTcg;
+                                                                              : Accel::kTcg;
   }
   auto vm = start(config, accel, false);
   if (vm && accel == Accel::kKvm && config.accel == Accel::kAuto) {
@@ -239,9 +250,8 @@ Result<std::unique_ptr<Vm>> Vm::restore(const VmConfig& config, const std::strin
   QmpClient& qmp = (*vm)->qmp();
   auto fail = [&](const Status& s) -> Status {
     std::string why = (*vm)->describe_failure();
-    kill_and_reap((*vm)->pid_);
-    return s.with_context(cat("restore of VM ", config.name, " from ", state_file,
-                              why.empty() ? "" : cat(" (", why, ")")));
+    vm.value().reset();
+    return annotate(s, cat("restore of VM ", config.name, " from ", state_file), why);
   };
   auto got = qmp.send("getfd", {{"fdname", "amber-load"}}, fd);
   ::close(fd);
@@ -274,14 +284,35 @@ Result<std::unique_ptr<Vm>> Vm::restore(const VmConfig& config, const std::strin
 
 Vm::~Vm() {
   qmp_.reset();
-  kill_and_reap(pid_);
+  if (!exited_) kill_and_reap(pid_);
 }
 
-bool Vm::running_process() { return !poll_exit(pid_).exited; }
+bool Vm::running_process() {
+  if (exited_) return false;
+  ExitState st = poll_exit(pid_);
+  if (st.exited) {
+    exited_ = true;
+    exit_status_ = st.status;
+  }
+  return !exited_;
+}
 
 std::string Vm::describe_failure() {
   std::string out;
-  if (auto st = poll_exit(pid_); st.exited) out = cat("QEMU ", describe_exit(st.status));
+  // A QEMU that closed its monitor is usually exiting: give it a moment so
+  // the message can say how it ended.
+  const auto deadline = Clock::now() + std::chrono::milliseconds(1000);
+  ExitState st{exited_, exit_status_};
+  if (!st.exited) st = poll_exit(pid_);
+  while (!st.exited && qmp_ && !qmp_->connected() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    st = poll_exit(pid_);
+  }
+  if (st.exited) {
+    exited_ = true;
+    exit_status_ = st.status;
+  }
+  if (exited_) out = cat("QEMU ", describe_exit(exit_status_));
   std::string tail = file_tail(config_.qemu_log(), 400);
   if (!tail.empty()) out += cat(out.empty() ? "" : "; ", "qemu.log: ", tail);
   return out;
@@ -304,10 +335,10 @@ Result<StepReport> Vm::step_at(WallTime instant, InstantWaiter& waiter, const ch
   auto pending = qmp_->send(command);
   if (!pending) return pending.status();
   auto reply = pending->wait(config_.command_timeout);
-  if (!reply) return reply.status().with_context(cat("VM ", config_.name));
+  if (!reply) return reply.status().with_context(cat("VM ", config_.name, ": "));
   report.reply_latency = Clock::now() - sent;
   auto e = qmp_->wait_event(event, from, config_.command_timeout);
-  if (!e) return e.status().with_context(cat("VM ", config_.name));
+  if (!e) return e.status().with_context(cat("VM ", config_.name, ": "));
   report.event = e->qemu_time;
   return report;
 }
@@ -324,7 +355,8 @@ Result<SaveReport> Vm::save_state(const std::string& path, const ProgressFn& pro
   auto state = status();
   if (!state) return state.status();
   if (*state == "running") {
-    return failed_precondition(cat("save of VM ", config_.name, ": the VM is running; stop it first"));
+    return failed_precondition(
+        cat("save of VM ", config_.name, ": the VM is running; stop it first"));
   }
   const auto t0 = Clock::now();
   const std::string part = cat(path, ".part");
@@ -334,12 +366,11 @@ Result<SaveReport> Vm::save_state(const std::string& path, const ProgressFn& pro
     ::close(fd);
     ::unlink(part.c_str());
     std::string why = qmp_->connected() ? "" : describe_failure();
-    return s.with_context(cat("save of VM ", config_.name, " to ", path,
-                              why.empty() ? "" : cat(" (", why, ")")));
+    return annotate(s, cat("save of VM ", config_.name, " to ", path), why);
   };
   const auto timeout = config_.command_timeout;
-  if (auto r = qmp_->execute("migrate-set-parameters",
-                             {{"max-bandwidth", config_.max_bandwidth}}, timeout);
+  if (auto r = qmp_->execute("migrate-set-parameters", {{"max-bandwidth", config_.max_bandwidth}},
+                             timeout);
       !r) {
     return fail(r.status());
   }
@@ -373,7 +404,8 @@ Result<SaveReport> Vm::save_state(const std::string& path, const ProgressFn& pro
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  if (::fsync(fd) != 0) return fail(internal_error(cat("fsync ", part, ": ", std::strerror(errno))));
+  if (::fsync(fd) != 0)
+    return fail(internal_error(cat("fsync ", part, ": ", std::strerror(errno))));
   struct stat sb {};
   ::fstat(fd, &sb);
   report.file_bytes = static_cast<std::uint64_t>(sb.st_size);
@@ -395,8 +427,8 @@ Status Vm::quit(std::chrono::milliseconds timeout) {
   while (!poll_exit(pid_).exited) {
     if (Clock::now() >= deadline) {
       kill_and_reap(pid_);
-      return deadline_exceeded(cat("VM ", config_.name, ": QEMU did not quit within ",
-                                   timeout.count(), " ms; killed"));
+      return deadline_exceeded(
+          cat("VM ", config_.name, ": QEMU did not quit within ", timeout.count(), " ms; killed"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -416,16 +448,16 @@ Result<std::vector<StepReport>> stop_all_at(std::span<Vm* const> vms, WallTime i
     reports[i].issued = std::chrono::system_clock::now();
     sent.push_back(Clock::now());
     auto p = vms[i]->qmp().send("stop");
-    if (!p) return p.status().with_context(cat("VM ", vms[i]->config().name));
+    if (!p) return p.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     pending.push_back(std::move(*p));
   }
   for (std::size_t i = 0; i < vms.size(); ++i) {
     const auto timeout = vms[i]->config().command_timeout;
     auto r = pending[i].wait(timeout);
-    if (!r) return r.status().with_context(cat("VM ", vms[i]->config().name));
+    if (!r) return r.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     reports[i].reply_latency = Clock::now() - sent[i];
     auto e = vms[i]->qmp().wait_event("STOP", from[i], timeout);
-    if (!e) return e.status().with_context(cat("VM ", vms[i]->config().name));
+    if (!e) return e.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     reports[i].event = e->qemu_time;
   }
   return reports;

@@ -70,8 +70,8 @@ bool kvm_usable(const std::string& qemu_binary, std::chrono::milliseconds timeou
 // timestamps of its STOP/RESUME events.
 struct StepReport {
   WallTime requested;
-  WallTime issued;  // When the command left for QEMU.
-  WallTime event;   // QEMU's STOP or RESUME event.
+  WallTime issued;                  // When the command left for QEMU.
+  WallTime event;                   // QEMU's STOP or RESUME event.
   Clock::duration reply_latency{};  // Command sent to reply received.
   std::chrono::nanoseconds lateness() const { return event - requested; }
 };
@@ -105,8 +105,7 @@ class Vm {
   static Result<std::unique_ptr<Vm>> boot(const VmConfig& config);
   // Starts QEMU with -incoming defer and loads `state_file`; the VM is left
   // paused (resume_at()). On failure nothing is left running.
-  static Result<std::unique_ptr<Vm>> restore(const VmConfig& config,
-                                             const std::string& state_file,
+  static Result<std::unique_ptr<Vm>> restore(const VmConfig& config, const std::string& state_file,
                                              RestoreReport* report = nullptr);
   ~Vm();  // Kills QEMU by its PID if it still runs.
   Vm(const Vm&) = delete;
@@ -133,7 +132,8 @@ class Vm {
   std::string describe_failure();
 
  private:
-  Vm(VmConfig config, pid_t pid, Accel accel) : config_(std::move(config)), pid_(pid), accel_(accel) {}
+  Vm(VmConfig config, pid_t pid, Accel accel)
+      : config_(std::move(config)), pid_(pid), accel_(accel) {}
   static Result<std::unique_ptr<Vm>> start(const VmConfig& config, Accel accel, bool incoming);
   Result<StepReport> step_at(WallTime instant, InstantWaiter& waiter, const char* command,
                              const char* event);
@@ -143,6 +143,8 @@ class Vm {
   Accel accel_;
   std::string fallback_reason_;
   std::unique_ptr<QmpClient> qmp_;
+  bool exited_ = false;  // Reaped: the PID must not be signalled again.
+  int exit_status_ = 0;
 };
 
 // Stops every VM at one instant: the stop commands leave back to back from

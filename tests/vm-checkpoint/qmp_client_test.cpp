@@ -1,5 +1,7 @@
 // The QMP client against a scripted peer on a real UNIX socket: the
 // protocol corner cases that a healthy QEMU does not produce on demand.
+#include "vm-checkpoint/qmp_client.h"
+
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -10,7 +12,6 @@
 
 #include "common/strings.h"
 #include "guest_fixture.h"
-#include "vm-checkpoint/qmp_client.h"
 #include "vm-checkpoint/vm.h"
 
 namespace amber::vm {
@@ -38,7 +39,9 @@ class FakeQmp {
     ::close(listen_fd_);
   }
   void accept_peer() { peer_ = ::accept(listen_fd_, nullptr, nullptr); }
-  void say(const std::string& text) { ASSERT_EQ(::write(peer_, text.data(), text.size()), ssize_t(text.size())); }
+  void say(const std::string& text) {
+    ASSERT_EQ(::write(peer_, text.data(), text.size()), ssize_t(text.size()));
+  }
   std::string hear_line() {
     std::string line;
     char c;
@@ -102,10 +105,11 @@ TEST(QmpClient, RepliesMatchIdsEventsQueueAndHangUpIsReported) {
   Json cb = Json::parse(peer.hear_line());
   EXPECT_EQ(ca["execute"], "query-status");
   peer.say(cat(R"({"return": {"name": "amb"}, "id": )", cb["id"].dump(), "}\n"));
-  peer.say(R"({"event": "STOP", "data": {}, "timestamp": {"seconds": 1700000000, "microseconds": 250}})"
-           "\n");
-  peer.say(cat(R"({"return": {"status": "paused", "running": false}, "id": )", ca["id"].dump(),
-               "}\n"));
+  peer.say(
+      R"({"event": "STOP", "data": {}, "timestamp": {"seconds": 1700000000, "microseconds": 250}})"
+      "\n");
+  peer.say(
+      cat(R"({"return": {"status": "paused", "running": false}, "id": )", ca["id"].dump(), "}\n"));
   auto ra = a->wait(1s);
   auto rb = b->wait(1s);
   ASSERT_TRUE(ra.is_ok() && rb.is_ok());
@@ -124,8 +128,9 @@ TEST(QmpClient, RepliesMatchIdsEventsQueueAndHangUpIsReported) {
   ASSERT_TRUE(c.is_ok());
   Json cc = Json::parse(peer.hear_line());
   EXPECT_EQ(cc["arguments"]["uri"], "bogus:");
-  peer.say(cat(R"({"error": {"class": "GenericError", "desc": "unknown migration protocol"}, "id": )",
-               cc["id"].dump(), "}\n"));
+  peer.say(
+      cat(R"({"error": {"class": "GenericError", "desc": "unknown migration protocol"}, "id": )",
+          cc["id"].dump(), "}\n"));
   auto rc = c->wait(1s);
   ASSERT_FALSE(rc.is_ok());
   EXPECT_NE(rc.status().message().find("migrate"), std::string::npos);
