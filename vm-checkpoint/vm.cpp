@@ -14,6 +14,7 @@
 
 #include "common/strings.h"
 #include "vm-checkpoint/process.h"
+#include "vm-checkpoint/sched_boost.h"
 
 namespace amber::vm {
 namespace {
@@ -24,6 +25,9 @@ namespace fs = std::filesystem;
 constexpr const char* kTapOffloads =
     ",csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,"
     "guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
+
+// How long before an instant the real-time boost starts.
+constexpr auto kBoostLead = std::chrono::milliseconds(2);
 
 std::string ms_text(Clock::duration d) {
   return cat(std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), " ms");
@@ -46,6 +50,10 @@ Status annotate(const Status& s, const std::string& what, const std::string& why
   return Status(s.code(), cat(what, ": ", s.message(), why.empty() ? "" : cat(" (", why, ")")));
 }
 
+Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime instant,
+                                            InstantWaiter& waiter, const char* command,
+                                            const char* event);
+
 }  // namespace
 
 const char* accel_name(Accel accel) {
@@ -61,8 +69,9 @@ const char* accel_name(Accel accel) {
 }
 
 std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool incoming) {
-  std::vector<std::string> a = {c.qemu_binary, "-name",           c.name,     "-machine", "q35",
-                                "-nodefaults", "-no-user-config", "-display", "none"};
+  std::vector<std::string> a = {c.qemu_binary,     "-name",    cat(c.name, ",debug-threads=on"),
+                                "-machine",        "q35",      "-nodefaults",
+                                "-no-user-config", "-display", "none"};
   if (accel == Accel::kKvm) {
     a.insert(a.end(), {"-accel", "kvm", "-cpu", "max"});
   } else {
@@ -324,31 +333,18 @@ Result<std::string> Vm::status() {
   return r->value("status", "");
 }
 
-Result<StepReport> Vm::step_at(WallTime instant, InstantWaiter& waiter, const char* command,
-                               const char* event) {
-  StepReport report;
-  report.requested = instant;
-  const std::uint64_t from = qmp_->next_event_seq();
-  AMBER_RETURN_IF_ERROR(waiter.wait_until(instant));
-  report.issued = std::chrono::system_clock::now();
-  const auto sent = Clock::now();
-  auto pending = qmp_->send(command);
-  if (!pending) return pending.status();
-  auto reply = pending->wait(config_.command_timeout);
-  if (!reply) return reply.status().with_context(cat("VM ", config_.name, ": "));
-  report.reply_latency = Clock::now() - sent;
-  auto e = qmp_->wait_event(event, from, config_.command_timeout);
-  if (!e) return e.status().with_context(cat("VM ", config_.name, ": "));
-  report.event = e->qemu_time;
-  return report;
-}
-
 Result<StepReport> Vm::stop_at(WallTime instant, InstantWaiter& waiter) {
-  return step_at(instant, waiter, "stop", "STOP");
+  Vm* self = this;
+  auto r = step_all_at({&self, 1}, instant, waiter, "stop", "STOP");
+  if (!r) return r.status();
+  return r->front();
 }
 
 Result<StepReport> Vm::resume_at(WallTime instant, InstantWaiter& waiter) {
-  return step_at(instant, waiter, "cont", "RESUME");
+  Vm* self = this;
+  auto r = step_all_at({&self, 1}, instant, waiter, "cont", "RESUME");
+  if (!r) return r.status();
+  return r->front();
 }
 
 Result<SaveReport> Vm::save_state(const std::string& path, const ProgressFn& progress) {
@@ -435,19 +431,33 @@ Status Vm::quit(std::chrono::milliseconds timeout) {
   return Status::ok();
 }
 
-Result<std::vector<StepReport>> stop_all_at(std::span<Vm* const> vms, WallTime instant,
-                                            InstantWaiter& waiter) {
+namespace {
+
+Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime instant,
+                                            InstantWaiter& waiter, const char* command,
+                                            const char* event) {
   std::vector<std::uint64_t> from;
-  for (Vm* vm : vms) from.push_back(vm->qmp().next_event_seq());
+  std::vector<pid_t> pids;
+  bool boost = false;
+  for (Vm* vm : vms) {
+    from.push_back(vm->qmp().next_event_seq());
+    pids.push_back(vm->pid());
+    boost = boost || vm->config().realtime_boost;
+  }
   std::vector<StepReport> reports(vms.size());
   std::vector<PendingReply> pending;
   std::vector<Clock::time_point> sent;
+  // Plain sleep until just before the instant; real-time priority only for
+  // the last stretch and until QEMU answered.
+  AMBER_RETURN_IF_ERROR(waiter.wait_until(instant - kBoostLead));
+  std::optional<SchedBoost> boosted;
+  if (boost) boosted.emplace(pids);
   AMBER_RETURN_IF_ERROR(waiter.wait_until(instant));
   for (std::size_t i = 0; i < vms.size(); ++i) {
     reports[i].requested = instant;
     reports[i].issued = std::chrono::system_clock::now();
     sent.push_back(Clock::now());
-    auto p = vms[i]->qmp().send("stop");
+    auto p = vms[i]->qmp().send(command);
     if (!p) return p.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     pending.push_back(std::move(*p));
   }
@@ -456,11 +466,27 @@ Result<std::vector<StepReport>> stop_all_at(std::span<Vm* const> vms, WallTime i
     auto r = pending[i].wait(timeout);
     if (!r) return r.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     reports[i].reply_latency = Clock::now() - sent[i];
-    auto e = vms[i]->qmp().wait_event("STOP", from[i], timeout);
+  }
+  boosted.reset();
+  for (std::size_t i = 0; i < vms.size(); ++i) {
+    const auto timeout = vms[i]->config().command_timeout;
+    auto e = vms[i]->qmp().wait_event(event, from[i], timeout);
     if (!e) return e.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     reports[i].event = e->qemu_time;
   }
   return reports;
+}
+
+}  // namespace
+
+Result<std::vector<StepReport>> stop_all_at(std::span<Vm* const> vms, WallTime instant,
+                                            InstantWaiter& waiter) {
+  return step_all_at(vms, instant, waiter, "stop", "STOP");
+}
+
+Result<std::vector<StepReport>> resume_all_at(std::span<Vm* const> vms, WallTime instant,
+                                              InstantWaiter& waiter) {
+  return step_all_at(vms, instant, waiter, "cont", "RESUME");
 }
 
 }  // namespace amber::vm
