@@ -3,7 +3,7 @@
 // of a guest whose RAM is dirtied, restore time, resume latency, and the
 // skew of STOP events when several VMs stop at one instant.
 //
-//   vm_checkpoint_bench GUEST_DIR WORK_DIR [memory MiB] [fill MiB] [runs] [vms] [workload]
+//   vm_checkpoint_bench GUEST_DIR WORK_DIR [memory MiB] [fill MiB] [runs] [vms]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -60,8 +60,7 @@ int fail(const Status& s) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr,
-                 "usage: %s GUEST_DIR WORK_DIR [memory MiB] [fill MiB] [runs] [vms] [workload]\n",
+    std::fprintf(stderr, "usage: %s GUEST_DIR WORK_DIR [memory MiB] [fill MiB] [runs] [vms]\n",
                  argv[0]);
     return 2;
   }
@@ -71,8 +70,6 @@ int main(int argc, char** argv) {
   const int fill = argc > 4 ? std::atoi(argv[4]) : 160;
   const int runs = argc > 5 ? std::atoi(argv[5]) : 5;
   const int nvms = argc > 6 ? std::atoi(argv[6]) : 4;
-  // The guests stopped together: busy (counter) or idle (none).
-  const std::string multi_workload = cat("amber.workload=", argc > 7 ? argv[7] : "counter");
 
   auto config = [&](const std::string& name, const std::string& workload) {
     VmConfig c;

@@ -142,7 +142,19 @@ inline bool run_in_guest(const VmConfig& config, const std::string& command,
     ok = ::write(fd, chunk.data(), chunk.size()) == static_cast<ssize_t>(chunk.size());
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ok = ok && Console(config.serial_log()).wait_for(marker, timeout);
+  // Keep reading the socket: output that QEMU cannot write to a connected
+  // client stalls the guest's console (and the command) until it is read.
+  const Console console(config.serial_log());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool found = false;
+  char sink[4096];
+  while (ok && !found && std::chrono::steady_clock::now() < deadline) {
+    while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    }
+    found = console.text().find(marker) != std::string::npos;
+    if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ok = ok && found;
   ::close(fd);
   return ok;
 }

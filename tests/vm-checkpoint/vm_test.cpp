@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <fstream>
+#include <regex>
 
 #include "common/strings.h"
 #include "guest_fixture.h"
@@ -282,6 +283,138 @@ TEST_F(VmTest, KvmProbeIsCachedAndFast) {
     EXPECT_FALSE(why.empty());
   }
   std::cout << "KVM usable: " << (kvm ? "yes" : cat("no (", why, ")")) << "\n";
+}
+
+// A helper process (the vhost-user server) killed by its PID on every exit.
+class ChildGuard {
+ public:
+  explicit ChildGuard(pid_t pid) : pid_(pid) {}
+  ~ChildGuard() { kill_and_reap(pid_); }
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+
+ private:
+  pid_t pid_;
+};
+
+class NetnsGuard {
+ public:
+  explicit NetnsGuard(std::string name) : name_(std::move(name)) {
+    ok_ = run_tool({"ip", "netns", "add", name_}, 5000ms).is_ok();
+  }
+  ~NetnsGuard() {
+    if (ok_) (void)run_tool({"ip", "netns", "delete", name_}, 5000ms);
+  }
+  NetnsGuard(const NetnsGuard&) = delete;
+  NetnsGuard& operator=(const NetnsGuard&) = delete;
+  bool ok() const { return ok_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  bool ok_ = false;
+};
+
+// The guest's rx counter printed as "RX=<n>" after pinging through its NIC.
+long ping_and_count_rx(const VmConfig& c, const std::string& peer, int tag) {
+  const std::string marker = cat("P-", tag * 2);
+  if (!testing::run_in_guest(c,
+                             cat("ping -c 2 -W 1 ", peer, " >/dev/null 2>&1; echo RX=$(cat ",
+                                 "/sys/class/net/eth0/statistics/rx_packets) P-$((", tag, "*2))"),
+                             marker, 30s)) {
+    ADD_FAILURE() << "no " << marker
+                  << " from the guest: " << Console(c.serial_log()).text().substr(0, 3000);
+    return -1;
+  }
+  static const std::regex re(R"(RX=(\d+) P-(\d+))");
+  long rx = -1;
+  const std::string text = Console(c.serial_log()).text();
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator();
+       ++it) {
+    if ((*it)[2] == std::to_string(tag * 2)) rx = std::stol((*it)[1]);
+  }
+  if (rx < 0) ADD_FAILURE() << "no RX= line: " << text.substr(0, 3000);
+  return rx;
+}
+
+// vhost-user served by DPDK (as the delay node serves it), frames looped
+// back by testpmd; the VM is checkpointed and restored with it attached.
+TEST_F(VmTest, VhostUserAttachmentSurvivesSaveAndRestore) {
+  if (!testing::have_binary("dpdk-testpmd")) GTEST_SKIP() << "dpdk-testpmd is not installed";
+  if (!std::filesystem::exists("/dev/hugepages") || ::geteuid() != 0) {
+    GTEST_SKIP() << "needs root and hugetlbfs on /dev/hugepages";
+  }
+  const std::string sock = dir_.sub("vhost.sock");
+  const std::string prefix = cat("amb-vm-", std::filesystem::path(dir_.path()).filename().string());
+  auto server = spawn_process(
+      {"dpdk-testpmd", "-l", "0,1", "-n", "1", "--in-memory", "--no-pci", "--file-prefix", prefix,
+       "--vdev", cat("net_vhost0,iface=", sock, ",client=0"), "-m", "128", "--",
+       "--forward-mode=io", "--auto-start", "--total-num-mbufs=2048", "--stats-period", "5"},
+      dir_.sub("testpmd.log"));
+  ASSERT_TRUE(server.is_ok()) << server.status().to_string();
+  ChildGuard server_guard(*server);
+  const auto deadline = Clock::now() + 20s;
+  while (!std::filesystem::exists(sock) && Clock::now() < deadline) {
+    ASSERT_FALSE(poll_exit(*server).exited) << file_tail(dir_.sub("testpmd.log"));
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(std::filesystem::exists(sock)) << file_tail(dir_.sub("testpmd.log"));
+
+  VmConfig c = config("vhost", false);
+  c.append += " amber.ip=10.77.0.2/24";
+  c.nics = {{Nic::Kind::kVhostUser, sock, "52:54:00:77:00:02"}};
+  auto vm = boot_counter(c);
+  ASSERT_TRUE(vm);
+  const long rx1 = ping_and_count_rx(c, "10.77.0.3", 21);
+  EXPECT_GT(rx1, 0) << "no frame came back through vhost-user";
+
+  ASSERT_TRUE(vm->stop_at(soon(20ms), waiter_).is_ok());
+  const std::string ckpt = dir_.sub("ckpt");
+  auto saved = save_checkpoint(*vm, ckpt);
+  ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
+  vm.reset();
+
+  VmConfig r = config("vhost-restored", false);
+  r.append = c.append;
+  r.nics = c.nics;
+  auto restored = restore_checkpoint(ckpt, r);
+  ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
+  ASSERT_TRUE((*restored)->resume_at(soon(20ms), waiter_).is_ok());
+  const long rx2 = ping_and_count_rx(r, "10.77.0.3", 22);
+  EXPECT_GT(rx2, rx1) << "the restored guest's NIC got nothing through vhost-user";
+}
+
+// A tap device (the other attachment), moved into a namespace of the test's
+// own, answering ping from there.
+TEST_F(VmTest, TapAttachmentAnswersPingFromANamespace) {
+  if (::geteuid() != 0 || !testing::have_binary("ip")) GTEST_SKIP() << "needs root and iproute2";
+  const std::string id = std::filesystem::path(dir_.path()).filename().string().substr(7);
+  NetnsGuard ns(cat("amb-vm-ns-", id));
+  ASSERT_TRUE(ns.ok());
+  const std::string tap = cat("amb-vm-t", id);
+  VmConfig c = config("tap", false);
+  c.append += " amber.ip=10.78.0.2/24";
+  c.nics = {{Nic::Kind::kTap, tap, "52:54:00:78:00:02"}};
+  std::filesystem::create_directories(c.run_dir);
+  auto vm = Vm::boot(c);
+  ASSERT_TRUE(vm.is_ok()) << vm.status().to_string();
+  for (const auto& cmd : std::vector<std::vector<std::string>>{
+           {"ip", "link", "set", tap, "netns", ns.name()},
+           {"ip", "-n", ns.name(), "addr", "add", "10.78.0.1/24", "dev", tap},
+           {"ip", "-n", ns.name(), "link", "set", tap, "up"}}) {
+    auto r = run_tool(cmd, 5000ms);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  }
+  ASSERT_TRUE(Console(c.serial_log()).wait_for("amber: guest ready", kBoot));
+  bool answered = false;
+  const auto deadline = Clock::now() + 30s;
+  while (!answered && Clock::now() < deadline) {
+    answered =
+        run_tool({"ip", "netns", "exec", ns.name(), "ping", "-c", "1", "-W", "1", "10.78.0.2"},
+                 5000ms)
+            .is_ok();
+  }
+  EXPECT_TRUE(answered) << "guest behind tap " << tap << " did not answer";
 }
 
 }  // namespace
