@@ -197,7 +197,14 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
   auto pid = spawn_process(qemu_command_line(config, accel, incoming), config.qemu_log());
   if (!pid) return pid.status();
   std::unique_ptr<Vm> vm(new Vm(config, *pid, accel));
-  auto qmp = QmpClient::connect(config.qmp_socket(), config.start_timeout);
+  // Short attempts, so a QEMU that exits at once (bad option, missing
+  // file) is reported at once rather than after the whole start timeout.
+  const auto deadline = Clock::now() + config.start_timeout;
+  auto qmp = QmpClient::connect(config.qmp_socket(), std::chrono::milliseconds(250));
+  while (!qmp && qmp.status().code() == ErrorCode::kDeadlineExceeded && vm->running_process() &&
+         Clock::now() < deadline) {
+    qmp = QmpClient::connect(config.qmp_socket(), std::chrono::milliseconds(250));
+  }
   if (!qmp) {
     return annotate(qmp.status(), cat("starting VM ", config.name, " (", accel_name(accel), ")"),
                     vm->describe_failure());
