@@ -430,7 +430,16 @@ TEST_F(VmTest, TapAttachmentAnswersPingFromANamespace) {
                  5000ms)
             .is_ok();
   }
-  EXPECT_TRUE(answered) << "guest behind tap " << tap << " did not answer";
+  ASSERT_TRUE(answered) << "guest behind tap " << tap << " did not answer";
+  // The image's iperf3 (with its libraries) serves one test over the tap.
+  ASSERT_TRUE(testing::run_in_guest(c, "iperf3 -s -1 -D; echo I-$((2*9))", "I-18", 30s));
+  Result<std::string> iperf = internal_error("not run");
+  for (int attempt = 0; attempt < 5 && !iperf.is_ok(); ++attempt) {
+    iperf = run_tool({"ip", "netns", "exec", ns.name(), "iperf3", "-c", "10.78.0.2", "-t", "1"},
+                     20000ms);
+  }
+  ASSERT_TRUE(iperf.is_ok()) << iperf.status().to_string();
+  EXPECT_NE(iperf->find("receiver"), std::string::npos) << *iperf;
 }
 
 }  // namespace
