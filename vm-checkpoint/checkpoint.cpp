@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "common/strings.h"
 #include "vm-checkpoint/process.h"
@@ -24,6 +25,34 @@ Status fsync_path(const std::string& path, bool directory) {
   int r = ::fsync(fd);
   ::close(fd);
   if (r != 0) return internal_error(cat("fsync ", path, ": ", std::strerror(errno)));
+  return Status::ok();
+}
+
+// The image at the bottom of `image`'s backing chain.
+Result<std::vector<std::string>> backing_chain(const std::string& image) {
+  auto out =
+      run_tool({"qemu-img", "info", "--output=json", "--backing-chain", "-U", image}, kToolTimeout);
+  if (!out) return out.status();
+  Json chain = Json::parse(*out, nullptr, false);
+  if (chain.is_discarded() || !chain.is_array() || chain.empty()) {
+    return internal_error(cat("qemu-img info --backing-chain ", image, ": unexpected output"));
+  }
+  std::vector<std::string> files;
+  for (const Json& layer : chain) files.push_back(layer.value("filename", ""));
+  return files;
+}
+
+// A VM restored from a checkpoint runs on base <- checkpoint disk <- its
+// overlay; the copy of that overlay is rebased onto the base, merging the
+// layers between, so every checkpoint depends on the base alone.
+Status rebase_onto_base(const std::string& copy) {
+  auto chain = backing_chain(copy);
+  if (!chain) return chain.status();
+  if (chain->size() <= 2) return Status::ok();
+  auto r = run_tool(
+      {"qemu-img", "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", chain->back(), copy},
+      kToolTimeout);
+  if (!r) return r.status().with_context(cat("flattening ", copy, " onto ", chain->back(), ": "));
   return Status::ok();
 }
 
@@ -66,9 +95,11 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
   const std::string& disk = vm.config().disk;
   if (!disk.empty()) {
     const auto c0 = Clock::now();
-    fs::copy_file(disk, cat(tmp, "/disk.qcow2"), ec);
+    const std::string copy = cat(tmp, "/disk.qcow2");
+    fs::copy_file(disk, copy, ec);
     if (ec) return fail(internal_error(cat("copy ", disk, ": ", ec.message())));
-    AMBER_RETURN_IF_ERROR(fsync_path(cat(tmp, "/disk.qcow2"), false));
+    if (Status s = rebase_onto_base(copy); !s) return fail(s);
+    if (Status s = fsync_path(copy, false); !s) return fail(s);
     fs::permissions(cat(tmp, "/disk.qcow2"),
                     fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read, ec);
     report.disk_copy = Clock::now() - c0;

@@ -105,7 +105,7 @@ Result<std::string> run_tool(const std::vector<std::string>& argv,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  std::string output = file_tail(log_path, 4000);
+  std::string output = file_tail(log_path, 1 << 16);
   ::unlink(log_path.c_str());
   if (!WIFEXITED(st.status) || WEXITSTATUS(st.status) != 0) {
     return internal_error(cat(argv[0], " ", describe_exit(st.status), ": ", output));

@@ -210,8 +210,30 @@ TEST_F(VmTest, TwoBranchesOfOneCheckpointHaveIndependentDisks) {
   EXPECT_EQ(ta.find("\nonly-b"), std::string::npos);
   EXPECT_NE(tb.find("\nonly-b"), std::string::npos);
   EXPECT_EQ(tb.find("\nonly-a"), std::string::npos);
+  // A checkpoint of a branch stands alone: restored after the checkpoint it
+  // branched from is gone, it still has its own writes and the base's files.
+  ASSERT_TRUE((*va)->stop_at(soon(20ms), waiter_).is_ok());
+  const std::string ckpt_a = dir_.sub("ckpt-a");
+  auto saved_a = save_checkpoint(**va, ckpt_a);
+  ASSERT_TRUE(saved_a.is_ok()) << saved_a.status().to_string();
   va->reset();
   vb->reset();
+  auto chain = run_tool({"qemu-img", "info", "--backing-chain", ckpt_a + "/disk.qcow2"}, 20000ms);
+  ASSERT_TRUE(chain.is_ok()) << chain.status().to_string();
+  EXPECT_EQ(chain->find(ckpt + "/"), std::string::npos) << *chain;
+  const std::string moved = dir_.sub("ckpt-moved");
+  std::filesystem::rename(ckpt, moved);
+  VmConfig a2 = config("branch-a2");
+  auto va2 = restore_checkpoint(ckpt_a, a2);
+  ASSERT_TRUE(va2.is_ok()) << va2.status().to_string();
+  ASSERT_TRUE((*va2)->resume_at(soon(20ms), waiter_).is_ok());
+  ASSERT_TRUE(testing::run_in_guest(a2, "cat /mnt/branch.txt /mnt/base.txt; echo C-$((50+5))",
+                                    "C-55", 30s));
+  const std::string t2 = Console(a2.serial_log()).text();
+  EXPECT_NE(t2.find("\nonly-a"), std::string::npos) << t2;
+  EXPECT_NE(t2.find("\namber base image"), std::string::npos) << t2;
+  va2->reset();
+  std::filesystem::rename(moved, ckpt);
   // The checkpoint's disk and the shared base are untouched by either branch.
   for (const std::string& image : {ckpt + "/disk.qcow2", image_.base_disk}) {
     auto check = run_tool({"qemu-img", "check", "-q", image}, 20000ms);
