@@ -91,6 +91,10 @@ TEST_F(VmTest, StopAndResumeAtInstantGuestTimeHasNoGap) {
   VmConfig c = config("stopcont", false);
   auto vm = boot_counter(c);
   ASSERT_TRUE(vm);
+  // Accel::kAuto: KVM where it works, else TCG with the reason given.
+  if (vm->accel() == Accel::kTcg) {
+    EXPECT_NE(vm->fallback_reason().find("KVM not used"), std::string::npos);
+  }
   Console console(c.serial_log());
 
   auto stop = vm->stop_at(soon(200ms), waiter_);
