@@ -34,7 +34,7 @@ struct QmpEvent {
 
 class QmpClient;
 
-// The reply to one command, to be waited on later.
+// The reply to one command, to be waited on later; valid while its client lives.
 class PendingReply {
  public:
   PendingReply() = default;
