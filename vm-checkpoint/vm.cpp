@@ -1,0 +1,499 @@
+#include "vm-checkpoint/vm.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "common/strings.h"
+#include "vm-checkpoint/process.h"
+#include "vm-checkpoint/sched_boost.h"
+
+namespace amber::vm {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Guest NIC offloads off for tap: the delay node's PMD does not do them.
+constexpr const char* kTapOffloads =
+    ",csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,"
+    "guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
+
+// How long before an instant the real-time boost starts.
+constexpr auto kBoostLead = std::chrono::milliseconds(2);
+
+std::string ms_text(Clock::duration d) {
+  return cat(std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), " ms");
+}
+
+Status fsync_dir_of(const std::string& path) {
+  fs::path parent = fs::absolute(fs::path(path)).parent_path();
+  const std::string dir = parent.string();
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return internal_error(cat("open directory ", dir, ": ", std::strerror(errno)));
+  int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) return internal_error(cat("fsync directory ", dir, ": ", std::strerror(errno)));
+  return Status::ok();
+}
+
+// "<what>: <error> (<why>)": the error from below, what was being done, and
+// what QEMU said about it.
+Status annotate(const Status& s, const std::string& what, const std::string& why) {
+  return Status(s.code(), cat(what, ": ", s.message(), why.empty() ? "" : cat(" (", why, ")")));
+}
+
+Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime instant,
+                                            InstantWaiter& waiter, const char* command,
+                                            const char* event);
+
+}  // namespace
+
+const char* accel_name(Accel accel) {
+  switch (accel) {
+    case Accel::kAuto:
+      return "auto";
+    case Accel::kKvm:
+      return "kvm";
+    case Accel::kTcg:
+      return "tcg";
+  }
+  return "?";
+}
+
+std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool incoming) {
+  std::vector<std::string> a = {c.qemu_binary,     "-name",    cat(c.name, ",debug-threads=on"),
+                                "-machine",        "q35",      "-nodefaults",
+                                "-no-user-config", "-display", "none"};
+  if (accel == Accel::kKvm) {
+    a.insert(a.end(), {"-accel", "kvm", "-cpu", "max"});
+  } else {
+    a.insert(a.end(), {"-accel", "tcg"});
+  }
+  // Shared guest RAM from a memfd: vhost-user back ends map it.
+  a.insert(a.end(), {"-m", cat(c.memory_mib, "M"), "-smp", cat(c.vcpus), "-object",
+                     cat("memory-backend-memfd,id=mem,size=", c.memory_mib, "M,share=on"), "-numa",
+                     "node,memdev=mem"});
+  // The RTC follows the VM's clock, which stops while the VM is stopped.
+  a.insert(a.end(), {"-rtc", "base=utc,clock=vm"});
+  if (!c.kernel.empty()) a.insert(a.end(), {"-kernel", c.kernel});
+  if (!c.initrd.empty()) a.insert(a.end(), {"-initrd", c.initrd});
+  if (!c.append.empty()) a.insert(a.end(), {"-append", c.append});
+  if (!c.disk.empty()) {
+    a.insert(a.end(),
+             {"-drive", cat("file=", c.disk, ",if=none,id=disk0,format=qcow2,cache=writeback"),
+              "-device", "virtio-blk-pci,drive=disk0"});
+  }
+  for (std::size_t i = 0; i < c.nics.size(); ++i) {
+    const Nic& nic = c.nics[i];
+    std::string net = cat("net", i);
+    std::string device = cat("virtio-net-pci,netdev=", net, ",romfile=");
+    if (!nic.mac.empty()) device += cat(",mac=", nic.mac);
+    switch (nic.kind) {
+      case Nic::Kind::kUser:
+        a.insert(a.end(), {"-netdev", cat("user,id=", net)});
+        break;
+      case Nic::Kind::kTap:
+        a.insert(a.end(), {"-netdev", cat("tap,id=", net, ",ifname=", nic.endpoint,
+                                          ",script=no,downscript=no")});
+        device += kTapOffloads;
+        break;
+      case Nic::Kind::kVhostUser:
+        a.insert(a.end(), {"-chardev", cat("socket,id=chr", net, ",path=", nic.endpoint), "-netdev",
+                           cat("vhost-user,id=", net, ",chardev=chr", net)});
+        // Under TCG, QEMU 7.2 crashes on MSI-X with vhost-user: no vectors.
+        if (accel != Accel::kKvm) device += ",vectors=0";
+        break;
+    }
+    a.insert(a.end(), {"-device", device});
+  }
+  a.insert(a.end(), {"-chardev",
+                     cat("socket,id=ser0,path=", c.serial_socket(),
+                         ",server=on,wait=off,logfile=", c.serial_log(), ",logappend=on"),
+                     "-serial", "chardev:ser0"});
+  a.insert(a.end(), {"-chardev", cat("socket,id=qmp0,path=", c.qmp_socket(), ",server=on,wait=off"),
+                     "-mon", "chardev=qmp0,mode=control"});
+  if (incoming) a.insert(a.end(), {"-S", "-incoming", "defer"});
+  return a;
+}
+
+bool kvm_usable(const std::string& qemu_binary, std::chrono::milliseconds timeout,
+                std::string* why) {
+  static std::mutex mu;
+  static std::optional<std::pair<bool, std::string>> cached;
+  std::lock_guard lock(mu);
+  if (!cached) {
+    auto probe = [&]() -> std::pair<bool, std::string> {
+      if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+        return {false, cat("/dev/kvm: ", std::strerror(errno))};
+      }
+      char dir_template[] = "/tmp/amb-vm-kvmprobe-XXXXXX";
+      if (::mkdtemp(dir_template) == nullptr) return {false, "mkdtemp failed"};
+      const std::string dir = dir_template;
+      const std::string serial = cat(dir, "/serial.log");
+      auto pid = spawn_process(
+          {qemu_binary, "-machine", "q35", "-accel", "kvm", "-cpu", "max", "-m", "64",
+           "-nodefaults", "-no-user-config", "-display", "none", "-serial", cat("file:", serial)},
+          cat(dir, "/qemu.log"));
+      std::pair<bool, std::string> result{false, ""};
+      if (!pid) {
+        result.second = pid.status().to_string();
+      } else {
+        // A working KVM runs SeaBIOS, which prints its banner at once.
+        const auto deadline = Clock::now() + timeout;
+        while (true) {
+          if (file_tail(serial, 4096).find("SeaBIOS") != std::string::npos) {
+            result = {true, ""};
+            break;
+          }
+          if (auto st = poll_exit(*pid); st.exited) {
+            result.second = cat("QEMU with -accel kvm ", describe_exit(st.status), ": ",
+                                file_tail(cat(dir, "/qemu.log"), 300));
+            break;
+          }
+          if (Clock::now() >= deadline) {
+            result.second = cat("guest under KVM printed nothing within ", timeout.count(),
+                                " ms (stuck vCPU, e.g. nested KVM)");
+            break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        kill_and_reap(*pid);
+      }
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+      return result;
+    };
+    cached = probe();
+  }
+  if (why != nullptr) *why = cached->second;
+  return cached->first;
+}
+
+double SaveReport::mb_per_s() const {
+  double s = std::chrono::duration<double>(duration).count();
+  return s > 0 ? static_cast<double>(file_bytes) / 1e6 / s : 0.0;
+}
+
+Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool incoming) {
+  if (config.run_dir.empty())
+    return invalid_argument(cat("VM ", config.name, ": run_dir is empty"));
+  std::error_code ec;
+  fs::create_directories(config.run_dir, ec);
+  if (ec) return internal_error(cat("create ", config.run_dir, ": ", ec.message()));
+  for (const std::string& f : {config.qmp_socket(), config.serial_socket()}) ::unlink(f.c_str());
+  for (const std::string& f : {config.kernel, config.initrd, config.disk}) {
+    if (!f.empty() && ::access(f.c_str(), R_OK) != 0) {
+      return not_found(cat("VM ", config.name, ": ", f, ": ", std::strerror(errno)));
+    }
+  }
+  auto pid = spawn_process(qemu_command_line(config, accel, incoming), config.qemu_log());
+  if (!pid) return pid.status();
+  std::unique_ptr<Vm> vm(new Vm(config, *pid, accel));
+  // Short attempts, so a QEMU that exits at once (bad option, missing
+  // file) is reported at once rather than after the whole start timeout.
+  const auto deadline = Clock::now() + config.start_timeout;
+  auto qmp = QmpClient::connect(config.qmp_socket(), std::chrono::milliseconds(250));
+  while (!qmp && qmp.status().code() == ErrorCode::kDeadlineExceeded && vm->running_process() &&
+         Clock::now() < deadline) {
+    qmp = QmpClient::connect(config.qmp_socket(), std::chrono::milliseconds(250));
+  }
+  if (!qmp) {
+    return annotate(qmp.status(), cat("starting VM ", config.name, " (", accel_name(accel), ")"),
+                    vm->describe_failure());
+  }
+  vm->qmp_ = std::move(*qmp);
+  return vm;
+}
+
+Result<std::unique_ptr<Vm>> Vm::boot(const VmConfig& config) {
+  Accel accel = config.accel;
+  std::string reason;
+  if (accel == Accel::kAuto) {
+    accel = kvm_usable(config.qemu_binary, config.kvm_probe_timeout, &reason) ? Accel::kKvm
+                                                                              : Accel::kTcg;
+  }
+  auto vm = start(config, accel, false);
+  if (vm && accel == Accel::kKvm && config.accel == Accel::kAuto) {
+    // The probe passed, but the real guest could still fail: check it runs.
+    auto st = (*vm)->status();
+    if (!st || *st != "running") {
+      reason = cat("KVM start failed: ", st ? *st : st.status().to_string());
+      vm = Result<std::unique_ptr<Vm>>(internal_error(reason));
+    }
+  }
+  if (!vm && accel == Accel::kKvm && config.accel == Accel::kAuto) {
+    reason = vm.status().to_string();
+    accel = Accel::kTcg;
+    vm = start(config, accel, false);
+  }
+  if (vm && !reason.empty()) (*vm)->fallback_reason_ = cat("KVM not used: ", reason);
+  return vm;
+}
+
+Result<std::unique_ptr<Vm>> Vm::restore(const VmConfig& config, const std::string& state_file,
+                                        RestoreReport* report) {
+  const auto t0 = Clock::now();
+  struct stat st {};
+  if (::stat(state_file.c_str(), &st) != 0) {
+    return not_found(cat("restore of VM ", config.name, ": state file ", state_file, ": ",
+                         std::strerror(errno)));
+  }
+  int fd = ::open(state_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return not_found(cat("restore of VM ", config.name, ": cannot open state file ", state_file,
+                         ": ", std::strerror(errno)));
+  }
+  // A restore must use the accelerator the state was saved under; auto
+  // resolves the same way on the same host.
+  Accel accel = config.accel;
+  if (accel == Accel::kAuto) {
+    accel = kvm_usable(config.qemu_binary, config.kvm_probe_timeout) ? Accel::kKvm : Accel::kTcg;
+  }
+  auto vm = start(config, accel, true);
+  if (!vm) {
+    ::close(fd);
+    return vm.status();
+  }
+  const auto t1 = Clock::now();
+  QmpClient& qmp = (*vm)->qmp();
+  auto fail = [&](const Status& s) -> Status {
+    std::string why = (*vm)->describe_failure();
+    vm.value().reset();
+    return annotate(s, cat("restore of VM ", config.name, " from ", state_file), why);
+  };
+  auto got = qmp.send("getfd", {{"fdname", "amber-load"}}, fd);
+  ::close(fd);
+  if (!got) return fail(got.status());
+  if (auto r = got->wait(config.command_timeout); !r) return fail(r.status());
+  if (auto r = qmp.execute("migrate-incoming", {{"uri", "fd:amber-load"}}, config.command_timeout);
+      !r) {
+    return fail(r.status());
+  }
+  const auto deadline = Clock::now() + config.save_timeout;
+  while (true) {
+    auto s = (*vm)->status();
+    if (!s) return fail(s.status());
+    if (*s == "paused") break;
+    if (*s != "inmigrate" && *s != "prelaunch") {
+      return fail(data_loss(cat("loading the state left the VM in state '", *s, "'")));
+    }
+    if (Clock::now() >= deadline) {
+      return fail(deadline_exceeded(cat("state not loaded within ", ms_text(config.save_timeout))));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (report != nullptr) {
+    report->start = t1 - t0;
+    report->load = Clock::now() - t1;
+    report->state_bytes = static_cast<std::uint64_t>(st.st_size);
+  }
+  return vm;
+}
+
+Vm::~Vm() {
+  qmp_.reset();
+  if (!exited_) kill_and_reap(pid_);
+}
+
+bool Vm::running_process() {
+  if (exited_) return false;
+  ExitState st = poll_exit(pid_);
+  if (st.exited) {
+    exited_ = true;
+    exit_status_ = st.status;
+  }
+  return !exited_;
+}
+
+std::string Vm::describe_failure() {
+  std::string out;
+  // A QEMU that closed its monitor is usually exiting: give it a moment so
+  // the message can say how it ended.
+  const auto deadline = Clock::now() + std::chrono::milliseconds(1000);
+  ExitState st{exited_, exit_status_};
+  if (!st.exited) st = poll_exit(pid_);
+  while (!st.exited && qmp_ && !qmp_->connected() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    st = poll_exit(pid_);
+  }
+  if (st.exited) {
+    exited_ = true;
+    exit_status_ = st.status;
+  }
+  if (exited_) out = cat("QEMU ", describe_exit(exit_status_));
+  std::string tail = file_tail(config_.qemu_log(), 400);
+  if (!tail.empty()) out += cat(out.empty() ? "" : "; ", "qemu.log: ", tail);
+  return out;
+}
+
+Result<std::string> Vm::status() {
+  auto r = qmp_->execute("query-status", Json::object(), config_.command_timeout);
+  if (!r) return r.status();
+  return r->value("status", "");
+}
+
+Result<StepReport> Vm::stop_at(WallTime instant, InstantWaiter& waiter) {
+  Vm* self = this;
+  auto r = step_all_at({&self, 1}, instant, waiter, "stop", "STOP");
+  if (!r) return r.status();
+  return r->front();
+}
+
+Result<StepReport> Vm::resume_at(WallTime instant, InstantWaiter& waiter) {
+  Vm* self = this;
+  auto r = step_all_at({&self, 1}, instant, waiter, "cont", "RESUME");
+  if (!r) return r.status();
+  return r->front();
+}
+
+Result<SaveReport> Vm::save_state(const std::string& path, const ProgressFn& progress) {
+  auto state = status();
+  if (!state) return state.status();
+  if (*state == "running") {
+    return failed_precondition(
+        cat("save of VM ", config_.name, ": the VM is running; stop it first"));
+  }
+  const auto t0 = Clock::now();
+  const std::string part = cat(path, ".part");
+  int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return internal_error(cat("save: open ", part, ": ", std::strerror(errno)));
+  auto fail = [&](const Status& s) -> Status {
+    ::close(fd);
+    ::unlink(part.c_str());
+    std::string why = qmp_->connected() ? "" : describe_failure();
+    return annotate(s, cat("save of VM ", config_.name, " to ", path), why);
+  };
+  const auto timeout = config_.command_timeout;
+  if (auto r = qmp_->execute("migrate-set-parameters", {{"max-bandwidth", config_.max_bandwidth}},
+                             timeout);
+      !r) {
+    return fail(r.status());
+  }
+  auto got = qmp_->send("getfd", {{"fdname", "amber-save"}}, fd);
+  if (!got) return fail(got.status());
+  if (auto r = got->wait(timeout); !r) return fail(r.status());
+  if (auto r = qmp_->execute("migrate", {{"uri", "fd:amber-save"}}, timeout); !r) {
+    return fail(r.status());
+  }
+  SaveReport report;
+  report.path = path;
+  const auto deadline = Clock::now() + config_.save_timeout;
+  while (true) {
+    auto info = qmp_->execute("query-migrate", Json::object(), timeout);
+    if (!info) return fail(info.status());
+    std::string st = info->value("status", "");
+    const Json& ram = info->value("ram", Json::object());
+    SaveProgress p{ram.value("transferred", std::uint64_t{0}), ram.value("total", std::uint64_t{0}),
+                   ram.value("remaining", std::uint64_t{0})};
+    if (progress && ram.is_object() && !ram.empty()) progress(p);
+    if (st == "completed") {
+      report.ram_transferred = p.transferred;
+      break;
+    }
+    if (st == "failed" || st == "cancelled") {
+      return fail(internal_error(cat("migration ", st, ": ", info->value("error-desc", ""))));
+    }
+    if (Clock::now() >= deadline) {
+      (void)qmp_->execute("migrate_cancel", Json::object(), timeout);
+      return fail(deadline_exceeded(cat("not saved within ", ms_text(config_.save_timeout))));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (::fsync(fd) != 0)
+    return fail(internal_error(cat("fsync ", part, ": ", std::strerror(errno))));
+  struct stat sb {};
+  ::fstat(fd, &sb);
+  report.file_bytes = static_cast<std::uint64_t>(sb.st_size);
+  ::close(fd);
+  fd = -1;
+  if (::rename(part.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(part.c_str());
+    return internal_error(cat("save: rename ", part, " to ", path, ": ", std::strerror(e)));
+  }
+  AMBER_RETURN_IF_ERROR(fsync_dir_of(path));
+  report.duration = Clock::now() - t0;
+  return report;
+}
+
+Status Vm::quit(std::chrono::milliseconds timeout) {
+  auto pending = qmp_->send("quit");
+  const auto deadline = Clock::now() + timeout;
+  while (!poll_exit(pid_).exited) {
+    if (Clock::now() >= deadline) {
+      kill_and_reap(pid_);
+      return deadline_exceeded(
+          cat("VM ", config_.name, ": QEMU did not quit within ", timeout.count(), " ms; killed"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return Status::ok();
+}
+
+namespace {
+
+Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime instant,
+                                            InstantWaiter& waiter, const char* command,
+                                            const char* event) {
+  std::vector<std::uint64_t> from;
+  std::vector<pid_t> pids;
+  bool boost = false;
+  for (Vm* vm : vms) {
+    from.push_back(vm->qmp().next_event_seq());
+    pids.push_back(vm->pid());
+    boost = boost || vm->config().realtime_boost;
+  }
+  std::vector<StepReport> reports(vms.size());
+  std::vector<PendingReply> pending;
+  std::vector<Clock::time_point> sent;
+  // Plain sleep until just before the instant; real-time priority only for
+  // the last stretch and until QEMU answered.
+  AMBER_RETURN_IF_ERROR(waiter.wait_until(instant - kBoostLead));
+  std::optional<SchedBoost> boosted;
+  if (boost) boosted.emplace(pids);
+  AMBER_RETURN_IF_ERROR(waiter.wait_until(instant));
+  for (std::size_t i = 0; i < vms.size(); ++i) {
+    reports[i].requested = instant;
+    reports[i].issued = std::chrono::system_clock::now();
+    sent.push_back(Clock::now());
+    auto p = vms[i]->qmp().send(command);
+    if (!p) return p.status().with_context(cat("VM ", vms[i]->config().name, ": "));
+    pending.push_back(std::move(*p));
+  }
+  for (std::size_t i = 0; i < vms.size(); ++i) {
+    const auto timeout = vms[i]->config().command_timeout;
+    auto r = pending[i].wait(timeout);
+    if (!r) return r.status().with_context(cat("VM ", vms[i]->config().name, ": "));
+    reports[i].reply_latency = Clock::now() - sent[i];
+  }
+  boosted.reset();
+  for (std::size_t i = 0; i < vms.size(); ++i) {
+    const auto timeout = vms[i]->config().command_timeout;
+    auto e = vms[i]->qmp().wait_event(event, from[i], timeout);
+    if (!e) return e.status().with_context(cat("VM ", vms[i]->config().name, ": "));
+    reports[i].event = e->qemu_time;
+  }
+  return reports;
+}
+
+}  // namespace
+
+Result<std::vector<StepReport>> stop_all_at(std::span<Vm* const> vms, WallTime instant,
+                                            InstantWaiter& waiter) {
+  return step_all_at(vms, instant, waiter, "stop", "STOP");
+}
+
+Result<std::vector<StepReport>> resume_all_at(std::span<Vm* const> vms, WallTime instant,
+                                              InstantWaiter& waiter) {
+  return step_all_at(vms, instant, waiter, "cont", "RESUME");
+}
+
+}  // namespace amber::vm
