@@ -51,6 +51,10 @@ bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_n
   const uint16_t n = rte_eth_rx_burst(d.rx_port, 0, burst, kBurst);
   if (n > 0) {
     ++d.counters.rx_bursts;
+    // Stamp the burst when it came in, not when the pass began: a frame
+    // must never be stamped before it arrived (it would leave early).
+    const int64_t arrival = virtual_clock_.now(clock_.now_ns());
+    virtual_now = std::max(virtual_now, arrival);
     // The mbuf header and the Frame in its private area are all this loop
     // touches; fetch them for the whole burst at once. (Frame bytes are
     // only touched to corrupt one.)
@@ -74,7 +78,7 @@ bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_n
       }
       link::Frame* f = frame_of(m);
       f->length = m->pkt_len;
-      link::Verdict v = d.pipe.enqueue(*f, virtual_now);
+      link::Verdict v = d.pipe.enqueue(*f, arrival);
       if (unlikely(v.corrupt_bit >= 0)) {
         uint8_t* bytes = rte_pktmbuf_mtod(m, uint8_t*);
         bytes[v.corrupt_bit >> 3] ^= static_cast<uint8_t>(1u << (v.corrupt_bit & 7));
@@ -86,7 +90,7 @@ bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_n
         } else {
           link::Frame* cf = frame_of(copy);
           cf->length = copy->pkt_len;
-          if (!d.pipe.enqueue_duplicate(*cf, virtual_now).accepted) rte_pktmbuf_free(copy);
+          if (!d.pipe.enqueue_duplicate(*cf, arrival).accepted) rte_pktmbuf_free(copy);
         }
       }
       // A corrupted frame's copy is made after the flip: netem corrupts
