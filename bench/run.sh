@@ -5,6 +5,9 @@
 #   bench/run.sh            all benchmarks
 #   bench/run.sh pipe       the link model only
 #   bench/run.sh dataplane  the delay node (root)
+#   bench/run.sh checkpoint the checkpoint image: save and restore throughput
+#   bench/run.sh clock      clock-sync: firing error, ptp4l offsets (root)
+#   bench/run.sh vm         vm-checkpoint: stop, save, restore, 4-VM skew (root)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${AMBER_BUILD_DIR:-build}
@@ -34,4 +37,17 @@ fi
 if [ "$what" = all ] || [ "$what" = dataplane ]; then
   echo
   bench/dataplane.sh
+fi
+
+if [ "$what" = all ] || [ "$what" = checkpoint ]; then
+  echo
+  bench/core_checkpoint.sh
+fi
+if [ "$what" = all ] || [ "$what" = clock ]; then
+  echo
+  bench/clock_sync.sh
+fi
+if [ "$what" = all ] || [ "$what" = vm ]; then
+  echo
+  bench/vm_checkpoint.sh
 fi

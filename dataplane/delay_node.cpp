@@ -334,6 +334,16 @@ Result<std::vector<int64_t>> DelayNode::freeze_latencies() {
   return out;
 }
 
+Result<bool> DelayNode::frozen() {
+  if (!running()) {
+    return workers_.front()->virtual_clock().frozen(now_ns());
+  }
+  auto c = std::make_shared<Command>();
+  c->type = CommandType::kFreezeReport;
+  AMBER_RETURN_IF_ERROR(send(*workers_.front(), c));
+  return c->at_ns != link::VirtualClock::kNone && now_ns() >= c->at_ns;
+}
+
 Status DelayNode::with_frozen_pipes(const std::function<Status(FrozenView&)>& body) {
   FrozenView view;
   for (auto& d : directions_) view.directions.push_back(d.get());

@@ -64,6 +64,8 @@ class DelayNode {
   // How far after the freeze instant each worker's loop first ran frozen
   // (ns); kUnavailable before every worker has seen it.
   Result<std::vector<int64_t>> freeze_latencies();
+  // Whether the freeze instant has been reached (and no thaw yet).
+  Result<bool> frozen();
   // Real time now on the node's clock (CLOCK_REALTIME via the TSC).
   int64_t now_ns() const { return clock_.now_ns(); }
 

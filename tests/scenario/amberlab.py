@@ -96,7 +96,8 @@ class TwoHosts:
 class DelayNode:
     """amber-delaynode on af_packet ports bound to the given interfaces."""
 
-    def __init__(self, binary, config_text, interfaces, prefix, lcores="0", extra_eal=()):
+    def __init__(self, binary, config_text, interfaces, prefix, lcores="0", extra_eal=(),
+                 agent=None):
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.config = os.path.join(self.dir, "links.textproto")
@@ -111,7 +112,10 @@ class DelayNode:
             eal += ["--vdev", f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"]
         eal += list(extra_eal)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([binary, *eal, "--", "--config", self.config],
+        app = ["--config", self.config]
+        if agent:
+            app += ["--agent", agent]
+        self.proc = subprocess.Popen([binary, *eal, "--", *app],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: self.proc.poll() is not None or "running" in self.output(), 30,

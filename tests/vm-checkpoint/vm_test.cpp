@@ -388,6 +388,15 @@ TEST_F(VmTest, VhostUserAttachmentSurvivesSaveAndRestore) {
   }
   const std::string sock = dir_.sub("vhost.sock");
   const std::string prefix = cat("amb-vm-", std::filesystem::path(dir_.path()).filename().string());
+  // testpmd leaves its runtime directory even with --in-memory; removed
+  // after the process (destroyed after server_guard below).
+  struct RuntimeDirGuard {
+    std::string path;
+    ~RuntimeDirGuard() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } runtime_dir{cat("/var/run/dpdk/", prefix)};
   auto server = spawn_process(
       {"dpdk-testpmd", "-l", "0,1", "-n", "1", "--in-memory", "--no-pci", "--file-prefix", prefix,
        "--vdev", cat("net_vhost0,iface=", sock, ",client=0"), "-m", "128", "--",

@@ -14,6 +14,7 @@
 
 #include "common/units.h"
 #include "config/loader.h"
+#include "controller/delaynode_agent.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/telemetry.h"
 
@@ -36,6 +37,9 @@ Options after --:
   --config FILE          the links (Protobuf text format; see config/examples/)
   --stats-interval SECS  print counters every SECS seconds (default: only on
                          SIGUSR1 and at exit)
+  --agent ADDRESS        serve the gRPC agent (freeze, thaw, save, restore,
+                         frames, stats, link changes; see amberctl) on
+                         unix:/PATH or 127.0.0.1:PORT
   --check                load and validate the configuration, size the
                          mempool, then exit
   -h, --help             this text
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   int stats_interval = 0;
   bool check_only = false;
+  std::string agent_address;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--config" && i + 1 < argc) {
@@ -106,6 +111,8 @@ int main(int argc, char** argv) {
     } else if (a == "--stats-interval" && i + 1 < argc) {
       stats_interval = std::atoi(argv[++i]);
       if (stats_interval <= 0) return fail("--stats-interval: give a positive number of seconds");
+    } else if (a == "--agent" && i + 1 < argc) {
+      agent_address = argv[++i];
     } else if (a == "--check") {
       check_only = true;
     } else {
@@ -137,6 +144,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  std::unique_ptr<amber::controller::DelayNodeAgent> agent;
+  if (!agent_address.empty()) {
+    auto started = amber::controller::DelayNodeAgent::start(*node, {agent_address});
+    if (!started) return fail(started.status().message());
+    agent = std::move(started).value();
+    std::printf("agent listening on %s\n", agent->address().c_str());
+  }
   g_node.store(node.get());
   amber::dataplane::register_telemetry(node.get());
   std::signal(SIGINT, on_signal);
@@ -160,6 +174,7 @@ int main(int argc, char** argv) {
   node->run();
   g_stopping.store(true);
   control.join();
+  agent.reset();
   print_stats(*node, "final");
   g_node.store(nullptr);
   node.reset();  // ports stopped, frames freed, pool released

@@ -1,0 +1,37 @@
+// The delay-node agent: serves proto/agent.proto's DelayNodeAgent for one
+// DelayNode (freeze/thaw at an instant, save/restore images, queue surgery,
+// stats, link parameters). gRPC stays behind this header.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "dataplane/delay_node.h"
+
+namespace amber::controller {
+
+struct AgentOptions {
+  // "unix:/run/amber/delaynode.sock", "127.0.0.1:7400" or "[::1]:7400";
+  // port 0 picks a free one. Plain text only there (see check_plaintext_address).
+  std::string listen = "unix:/run/amber/delaynode.sock";
+};
+
+class DelayNodeAgent {
+ public:
+  static Result<std::unique_ptr<DelayNodeAgent>> start(dataplane::DelayNode& node,
+                                                       const AgentOptions& options);
+  ~DelayNodeAgent();  // stops serving; calls in progress finish first
+  DelayNodeAgent(const DelayNodeAgent&) = delete;
+  DelayNodeAgent& operator=(const DelayNodeAgent&) = delete;
+
+  // The address clients use (with the chosen port when 0 was asked for).
+  const std::string& address() const;
+
+ private:
+  struct Impl;
+  explicit DelayNodeAgent(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace amber::controller
