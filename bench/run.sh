@@ -42,6 +42,9 @@ fi
 if [ "$what" = all ] || [ "$what" = checkpoint ]; then
   echo
   bench/core_checkpoint.sh
+  echo
+  echo "== a running node: freeze latency, save/restore from and into mbufs (ring ports) =="
+  "$build_dir/bench/core-checkpoint/node_bench" 2>/dev/null
 fi
 if [ "$what" = all ] || [ "$what" = clock ]; then
   echo

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "common/strings.h"
 #include "link-emulator/pipe_edit.h"
@@ -17,14 +18,20 @@ std::atomic<DelayNode*> g_node{nullptr};
 
 void add_u64(rte_tel_data* d, const char* name, uint64_t v) { rte_tel_data_add_dict_u64(d, name, v); }
 
-int handle_stats(const char*, const char*, rte_tel_data* out) {
-  DelayNode* node = g_node.load();
+// Starts the reply and fetches the counters; on failure the reply says why.
+std::optional<std::vector<DirectionStats>> fetch_stats(rte_tel_data* out) {
   rte_tel_data_start_dict(out);
-  auto stats = node->stats();
+  auto stats = g_node.load()->stats();
   if (!stats) {
     rte_tel_data_add_dict_string(out, "error", stats.status().to_string().c_str());
-    return 0;
+    return std::nullopt;
   }
+  return std::move(stats).value();
+}
+
+int handle_stats(const char*, const char*, rte_tel_data* out) {
+  auto stats = fetch_stats(out);
+  if (!stats) return 0;
   for (const DirectionStats& s : *stats) {
     rte_tel_data* d = rte_tel_data_alloc();
     rte_tel_data_start_dict(d);
@@ -77,13 +84,8 @@ int handle_ports(const char*, const char*, rte_tel_data* out) {
 }
 
 int handle_links(const char*, const char*, rte_tel_data* out) {
-  DelayNode* node = g_node.load();
-  rte_tel_data_start_dict(out);
-  auto stats = node->stats();
-  if (!stats) {
-    rte_tel_data_add_dict_string(out, "error", stats.status().to_string().c_str());
-    return 0;
-  }
+  auto stats = fetch_stats(out);
+  if (!stats) return 0;
   for (const DirectionStats& s : *stats) {
     rte_tel_data_add_dict_string(out, cat(s.link, "/", s.direction).c_str(),
                                  link::describe(s.config).c_str());

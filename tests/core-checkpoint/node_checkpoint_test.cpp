@@ -80,6 +80,18 @@ class NodeCheckpointTest : public ::testing::Test {
 
   void thaw_now(DelayNode& node) { ASSERT_TRUE(node.thaw_at(node.now_ns() + 5 * kMs).is_ok()); }
 
+  // Every frame arrives while frozen (one virtual instant), then the node
+  // runs: the same schedule in every run whatever the polling did.
+  void start_traffic(DelayNode& node, RingPort& in) {
+    freeze_now(node);
+    inject(in, kFrames);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while ((*node.stats())[0].pipe.frames_in < kFrames) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    }
+    thaw_now(node);
+  }
+
   // Frames with pseudo-random contents, the same in every run.
   void inject(RingPort& p, int count) {
     uint64_t x = 42;
@@ -133,13 +145,7 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     RingPort& a = port("ra");
     RingPort& b = port("rb");
     auto node = make_node(a, b, "n1");
-    freeze_now(*node);
-    inject(a, kFrames);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while ((*node->stats())[0].pipe.frames_in < kFrames) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    }
-    thaw_now(*node);
+    start_traffic(*node, a);
     collect(b, reference, kFrames * 2, std::chrono::milliseconds(1500));
     node->stop();
     node->wait();
@@ -155,13 +161,7 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     RingPort& a = port("ca");
     RingPort& b = port("cb");
     auto node = make_node(a, b, "n1");
-    freeze_now(*node);
-    inject(a, kFrames);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while ((*node->stats())[0].pipe.frames_in < kFrames) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    }
-    thaw_now(*node);
+    start_traffic(*node, a);
     collect(b, replay, 60, std::chrono::milliseconds(1000));
     freeze_now(*node);
     collect(b, replay, kFrames * 2, std::chrono::milliseconds(50));  // what left before T

@@ -199,3 +199,30 @@ def iperf3(hosts, server, client, seconds=5, reverse=False, udp_rate=None, port=
         if srv.poll() is None:
             srv.kill()
         srv.wait()
+
+
+def test_main(doc, tools=("ip", "ethtool", "iperf3", "ping", "ss")):
+    """The command line of a scenario test: takes its one argument (a build
+    directory or binary) off sys.argv and returns (argument, None), or
+    (None, exit code): 2 without an argument, 77 (skipped, reason printed)
+    without root or a tool."""
+    import shutil
+    import sys
+    if len(sys.argv) < 2:
+        print(doc)
+        return None, 2
+    arg = sys.argv.pop(1)
+    if os.geteuid() != 0:
+        print("SKIPPED: needs root for network namespaces and hugepages")
+        return None, 77
+    for tool in tools:
+        if shutil.which(tool) is None:
+            print(f"SKIPPED: {tool} is not installed (scripts/setup.sh installs it)")
+            return None, 77
+    return arg, None
+
+
+def run_cases():
+    import unittest
+    result = unittest.main(exit=False, verbosity=2).result
+    return 0 if result.wasSuccessful() else 1

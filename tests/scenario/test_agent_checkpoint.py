@@ -153,15 +153,8 @@ class AgentCheckpoint(unittest.TestCase):
 
 def main():
     global BUILD
-    if len(sys.argv) < 2:
-        print(__doc__)
-        return 2
-    BUILD = sys.argv.pop(1)
-    if os.geteuid() != 0:
-        print("SKIPPED: needs root for network namespaces and hugepages")
-        return 77
-    result = unittest.main(exit=False, verbosity=2).result
-    return 0 if result.wasSuccessful() else 1
+    BUILD, rc = lab.test_main(__doc__)
+    return rc if rc is not None else lab.run_cases()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Needs root (namespaces, hugepages); exits 77 (skipped) with the reason
 otherwise."""
 
 import os
-import shutil
 import sys
 import unittest
 
@@ -103,19 +102,8 @@ class DelayNodeBetweenNamespaces(unittest.TestCase):
 
 def main():
     global BINARY
-    if len(sys.argv) < 2:
-        print(__doc__)
-        return 2
-    BINARY = sys.argv.pop(1)
-    if os.geteuid() != 0:
-        print("SKIPPED: needs root for network namespaces and hugepages")
-        return 77
-    for tool in ("ip", "ethtool", "iperf3", "ping", "ss"):
-        if shutil.which(tool) is None:
-            print(f"SKIPPED: {tool} is not installed (scripts/setup.sh installs it)")
-            return 77
-    result = unittest.main(exit=False, verbosity=2).result
-    return 0 if result.wasSuccessful() else 1
+    BINARY, rc = lab.test_main(__doc__)
+    return rc if rc is not None else lab.run_cases()
 
 
 if __name__ == "__main__":

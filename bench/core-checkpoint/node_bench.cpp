@@ -1,0 +1,188 @@
+// A running delay node's checkpoint costs, on ring ports:
+//  1. how long after the instant T each freeze takes effect (100 freezes),
+//     with the idle loop sleeping (default) and spinning;
+//  2. save and restore of a node holding 1 Gbit/s x 500 ms per direction
+//     (2 x 41,667 frames of 1500 B, 125 MB), from and into mbufs, to a file
+//     in the page cache.
+//
+//   node_bench [--freezes N] [--frames-per-pipe N] [--dir DIR]   (root: hugepages)
+#include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/loader.h"
+#include "core-checkpoint/node_checkpoint.h"
+#include "dataplane/delay_node.h"
+#include "dataplane/mbuf_frame.h"
+
+namespace {
+
+using amber::dataplane::DelayNode;
+
+struct Ports {
+  std::string a, b;
+  rte_ring* a_in;
+};
+
+Ports make_ports(const std::string& tag, unsigned ring_size) {
+  Ports p;
+  rte_ring* r[4];
+  for (int i = 0; i < 4; ++i) {
+    r[i] = rte_ring_create(("nb_" + tag + std::to_string(i)).c_str(), ring_size, 0,
+                           RING_F_SP_ENQ | RING_F_SC_DEQ);
+  }
+  rte_eth_from_rings(("nb_a" + tag).c_str(), &r[0], 1, &r[1], 1, 0);
+  rte_eth_from_rings(("nb_b" + tag).c_str(), &r[2], 1, &r[3], 1, 0);
+  p.a = "net_ring_nb_a" + tag;
+  p.b = "net_ring_nb_b" + tag;
+  p.a_in = r[0];
+  return p;
+}
+
+std::unique_ptr<DelayNode> start_node(const Ports& p, const std::string& pipe,
+                                      const std::string& idle) {
+  std::string text = "node_id: \"bench\" idle_sleep: \"" + idle + "\" link { name: \"l\" port_a: \"" +
+                     p.a + "\" port_b: \"" + p.b + "\" both { " + pipe + " } }";
+  auto config = amber::config::parse_node_config(text, "bench");
+  if (!config) {
+    std::fprintf(stderr, "%s\n", config.status().to_string().c_str());
+    return nullptr;
+  }
+  auto node = DelayNode::create(*config);
+  if (!node) {
+    std::fprintf(stderr, "%s\n", node.status().to_string().c_str());
+    return nullptr;
+  }
+  node.value()->start();
+  return std::move(node).value();
+}
+
+void freeze_latency(const char* idle, int freezes) {
+  Ports p = make_ports(std::string("f") + idle, 1024);
+  auto node = start_node(p, "delay: \"1ms\"", idle);
+  if (!node) return;
+  std::vector<int64_t> lat;
+  for (int i = 0; i < freezes; ++i) {
+    const int64_t t = node->now_ns() + 5'000'000;
+    if (!node->freeze_at(t).is_ok()) continue;
+    std::this_thread::sleep_for(std::chrono::milliseconds(7));
+    auto l = node->freeze_latencies();
+    if (l) lat.insert(lat.end(), l->begin(), l->end());
+    (void)node->thaw_at(node->now_ns() + 1'000'000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  node->stop();
+  node->wait();
+  std::sort(lat.begin(), lat.end());
+  if (lat.empty()) return;
+  auto q = [&](double f) { return lat[static_cast<size_t>(f * static_cast<double>(lat.size() - 1))]; };
+  std::printf("| freeze takes effect after T, idle_sleep %-4s | %zu freezes | p50 %lld ns | p99 %lld ns | max %lld ns |\n",
+              idle, lat.size(), static_cast<long long>(q(0.5)), static_cast<long long>(q(0.99)),
+              static_cast<long long>(lat.back()));
+}
+
+void save_restore(unsigned frames_per_pipe, const std::string& dir) {
+  Ports p = make_ports("s", 1u << 17);
+  // The frames sit in the bottleneck queue: a save does not care where.
+  auto node = start_node(p, "rate: \"1Gbit\" delay: \"500ms\" queue_frames: 200000", "10us");
+  if (!node) return;
+  rte_mempool* src = rte_pktmbuf_pool_create("nb_src", 2 * frames_per_pipe + 1024, 256,
+                                             amber::dataplane::kMbufPrivSize,
+                                             RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+  if (!src) {
+    std::fprintf(stderr, "node_bench: no memory for %u source mbufs\n", 2 * frames_per_pipe);
+    return;
+  }
+  (void)node->freeze_at(node->now_ns() + 2'000'000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Both directions: inject into a's rx for a_to_b; b's rx ring is the
+  // third ring created for the port pair.
+  rte_ring* b_in = rte_ring_lookup("nb_s2");
+  for (rte_ring* in : {p.a_in, b_in}) {
+    for (unsigned i = 0; i < frames_per_pipe; ++i) {
+      rte_mbuf* m = rte_pktmbuf_alloc(src);
+      char* d = rte_pktmbuf_append(m, 1500);
+      std::memset(d, static_cast<int>(i), 64);
+      while (rte_ring_enqueue(in, m) != 0) std::this_thread::yield();
+    }
+  }
+  for (int waited = 0; waited < 5000; ++waited) {
+    auto s = node->stats();
+    if (s && (*s)[0].held_frames + (*s)[1].held_frames >= 2ULL * frames_per_pipe) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const std::string image = dir + "/node_bench.img";
+  amber::checkpoint::WriterOptions options;
+  options.sync = false;  // page cache, as the issue's target says
+  auto saved = amber::checkpoint::save_node(*node, image, options);
+  if (!saved) {
+    std::fprintf(stderr, "save: %s\n", saved.status().to_string().c_str());
+    return;
+  }
+  auto restored = amber::checkpoint::restore_node(*node, image);
+  if (!restored) {
+    std::fprintf(stderr, "restore: %s\n", restored.status().to_string().c_str());
+    return;
+  }
+  amber::checkpoint::RestoreOptions no_verify;
+  no_verify.verify_first = false;
+  auto restored_fast = amber::checkpoint::restore_node(*node, image, no_verify);
+  auto line = [&](const char* what, uint64_t frames, uint64_t bytes, int64_t ns) {
+    std::printf("| %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.2f Mframes/s |\n", what,
+                static_cast<unsigned long long>(frames), static_cast<double>(bytes) / 1e6,
+                static_cast<double>(ns) / 1e6, static_cast<double>(bytes) / 1e6 / (static_cast<double>(ns) / 1e9),
+                static_cast<double>(frames) / 1e6 / (static_cast<double>(ns) / 1e9));
+  };
+  line("save from mbufs", saved->frames, saved->bytes, saved->duration_ns);
+  line("restore into mbufs (verify first)", restored->frames, restored->bytes, restored->duration_ns);
+  if (restored_fast) {
+    line("restore into mbufs (no verify pass)", restored_fast->frames, restored_fast->bytes,
+         restored_fast->duration_ns);
+  }
+  std::filesystem::remove(image);
+  node->stop();
+  node->wait();
+  node.reset();
+  rte_mempool_free(src);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int freezes = 100;
+  unsigned frames = 41'667;  // 62.5 MB of 1500 B frames per pipe
+  std::string dir = "/tmp";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--freezes")) freezes = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--frames-per-pipe")) frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
+  }
+  std::string prefix = "amb-node-bench-" + std::to_string(getpid());
+  const char* eal[] = {"node_bench", "-l", "0-1", "--no-pci", "--in-memory", "--file-prefix",
+                       prefix.c_str(), "--log-level", "lib.eal:error", "-m", "1536"};
+  if (rte_eal_init(static_cast<int>(sizeof eal / sizeof eal[0]), const_cast<char**>(eal)) < 0) {
+    std::fprintf(stderr, "node_bench: EAL init failed (root and hugepages needed)\n");
+    return 1;
+  }
+  std::printf("| measure | n | p50 | p99 | max |\n|---|---|---|---|---|\n");
+  freeze_latency("10us", freezes);
+  freeze_latency("off", freezes);
+  std::printf("\n| operation (2 pipes, 1500 B frames) | frames | frame bytes | time | MB/s | Mframes/s |\n|---|---|---|---|---|---|\n");
+  save_restore(frames, dir);
+  rte_eal_cleanup();
+  std::filesystem::remove_all("/var/run/dpdk/" + prefix);
+  return 0;
+}
