@@ -217,10 +217,12 @@ int main(int argc, char** argv) {
     std::printf("%llu frames held, virtual time %lld ns\n", static_cast<unsigned long long>(r.total()),
                 static_cast<long long>(r.virtual_now_ns()));
     for (const auto& f : r.frames()) {
-      std::printf("%6llu %-10s %5u B  departs %+lld ns  %s\n", static_cast<unsigned long long>(f.index()),
-                  f.stage().c_str(), f.length(),
-                  static_cast<long long>(f.departure_ns() ? f.departure_ns() - r.virtual_now_ns() : 0),
-                  f.summary().c_str());
+      // Frames still in the bottleneck have no departure time yet.
+      std::string when = f.departure_ns()
+                             ? "departs in " + amber::format_duration_ns(f.departure_ns() - r.virtual_now_ns())
+                             : std::string("queued");
+      std::printf("%6llu %-10s %5u B  %-18s %s\n", static_cast<unsigned long long>(f.index()),
+                  f.stage().c_str(), f.length(), when.c_str(), f.summary().c_str());
     }
     return 0;
   }

@@ -96,7 +96,7 @@ link {{
         say("delay node counters:\n" + "\n".join("    " + l for l in stats.splitlines()))
         j = result["iperf"]
         intervals = [i["sum"]["bits_per_second"] / 1e6 for i in j["intervals"]]
-        say("iperf3 throughput per second (Mbit/s): " + " ".join(f"{x:.0f}" for x in intervals))
+        say("iperf3 throughput per second, sender's view (Mbit/s): " + " ".join(f"{x:.0f}" for x in intervals))
         say(f"iperf3: {j['end']['sum_received']['bits_per_second'] / 1e6:.1f} Mbit/s, "
             f"{j['end']['sum_sent'].get('retransmits', 0)} retransmits "
             "(the namespaces are not frozen with the link, so TCP sees the pause; "
