@@ -104,7 +104,8 @@ class DelayNode:
         with open(self.config, "w") as f:
             f.write(config_text)
         self.log_path = os.path.join(self.dir, "delaynode.log")
-        eal = ["-l", lcores, "--no-pci", "--file-prefix", prefix, "-m", "512",
+        cores = ["--lcores", lcores] if "@" in lcores else ["-l", lcores]
+        eal = [*cores, "--no-pci", "--file-prefix", prefix, "-m", "512",
                "--log-level", "lib.eal:error"]
         for i, iface in enumerate(interfaces):
             # A deeper socket ring than the PMD's default 512 frames rides
