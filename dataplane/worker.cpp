@@ -29,7 +29,7 @@ int Worker::run(const std::atomic<bool>& stop) {
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   while (!stop.load(std::memory_order_relaxed)) {
     int64_t real_now = clock_.now_ns();
-    if (rte_ring_count(commands_) != 0 && handle_commands(real_now)) break;
+    if (rte_ring_count(commands_) != 0 && handle_commands()) break;
     const bool frozen = virtual_clock_.frozen(real_now);
     const int64_t virtual_now = virtual_clock_.now(real_now);
     if (unlikely(frozen != was_frozen_)) {
@@ -37,7 +37,7 @@ int Worker::run(const std::atomic<bool>& stop) {
       if (frozen) freeze_seen_ns_ = real_now;
     }
     bool busy = false;
-    for (Direction* d : directions_) busy |= poll(*d, real_now, frozen, virtual_now);
+    for (Direction* d : directions_) busy |= poll(*d, frozen, virtual_now);
     if (busy) {
       idle_polls_ = 0;
     } else if (options_.idle_sleep_ns > 0 && ++idle_polls_ >= options_.idle_polls_before_sleep) {
@@ -47,7 +47,7 @@ int Worker::run(const std::atomic<bool>& stop) {
   return 0;
 }
 
-bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_now) {
+bool Worker::poll(Direction& d, bool frozen, int64_t virtual_now) {
   rte_mbuf* burst[kBurst];
   const uint16_t n = rte_eth_rx_burst(d.rx_port, 0, burst, kBurst);
   if (n > 0) {
@@ -101,11 +101,11 @@ bool Worker::poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_n
   }
   // While frozen nothing departs; frames already handed to the port (their
   // virtual departure is before the freeze) still go out.
-  bool sent = transmit(d, real_now, frozen ? INT64_MIN : virtual_now);
+  bool sent = transmit(d, frozen ? INT64_MIN : virtual_now);
   return n > 0 || sent;
 }
 
-bool Worker::transmit(Direction& d, int64_t real_now, int64_t virtual_now) {
+bool Worker::transmit(Direction& d, int64_t virtual_now) {
   bool sent = false;
   if (d.pending_count > 0) {
     uint16_t k = rte_eth_tx_burst(d.tx_port, 0, d.pending, d.pending_count);
@@ -134,7 +134,6 @@ bool Worker::transmit(Direction& d, int64_t real_now, int64_t virtual_now) {
     std::copy(out + k, out + n, d.pending);
     d.pending_count = static_cast<uint16_t>(n - k);
   }
-  (void)real_now;
   return true;
 }
 
@@ -172,7 +171,7 @@ void Worker::idle_sleep(int64_t real_now) {
   oversleep_ns_ = std::max(over, oversleep_ns_ - oversleep_ns_ / 64);
 }
 
-bool Worker::handle_commands(int64_t) {
+bool Worker::handle_commands() {
   void* item = nullptr;
   bool stop = false;
   while (rte_ring_dequeue(commands_, &item) == 0) {

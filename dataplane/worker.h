@@ -40,10 +40,10 @@ class Worker {
   link::VirtualClock& virtual_clock() { return virtual_clock_; }
 
  private:
-  bool poll(Direction& d, int64_t real_now, bool frozen, int64_t virtual_now);
-  void receive(Direction& d, int64_t virtual_now);
-  bool transmit(Direction& d, int64_t real_now, int64_t virtual_now);
-  [[gnu::cold]] bool handle_commands(int64_t real_now);
+  bool poll(Direction& d, bool frozen, int64_t virtual_now);
+  // virtual_now INT64_MIN: frozen, only frames already dequeued leave.
+  bool transmit(Direction& d, int64_t virtual_now);
+  [[gnu::cold]] bool handle_commands();
   void idle_sleep(int64_t real_now);
 
   unsigned lcore_;
