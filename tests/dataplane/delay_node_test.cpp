@@ -220,7 +220,8 @@ TEST_F(DelayNodeTest, FreezeHoldsEveryFrameUntilTheThawAndShiftsDeparturesByTheP
   for (uint32_t i = 50; i < 60; ++i) inject(a_, i, 300);
   auto s = node_->stats();
   ASSERT_TRUE(s.is_ok());
-  ASSERT_TRUE(node_->thaw_at(freeze + pause).is_ok());
+  Status thawed = node_->thaw_at(freeze + pause);
+  ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
   auto got = collect(b_, 60, std::chrono::seconds(3));
   ASSERT_EQ(got.size(), 60u);
   for (uint32_t i = 0; i < 60; ++i) EXPECT_EQ(got[i].seq, i);
