@@ -35,6 +35,7 @@ Commands:
   thaw [--in D | --at NS]             thaw them (default: in 100ms)
   save PATH                           write the frozen node to an image (on the node)
   restore PATH [--other-node]         load an image into the frozen node
+  pcap DIR                            one pcap per pipe of the frozen node (on the node)
   frames LINK DIR [--offset N] [--limit N]
                                       list the held frames of a frozen pipe
   drop LINK DIR INDEX                 remove a held frame
@@ -201,6 +202,16 @@ int main(int argc, char** argv) {
                   amber::format_duration_ns(r.duration_ns()).c_str(),
                   static_cast<long long>(r.virtual_now_ns()));
     }
+    return 0;
+  }
+  if (command == "pcap") {
+    if (args.empty()) return usage_error("pcap needs a DIR");
+    amber::agent::ExportPcapRequest req;
+    req.set_dir(args[0]);
+    amber::agent::ExportPcapReply r;
+    Status s = check(stub->ExportPcap(&context, req, &r));
+    if (!s) return failed(s);
+    for (const auto& f : r.files()) std::printf("%s\n", f.c_str());
     return 0;
   }
   if (command == "frames") {

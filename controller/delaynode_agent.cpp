@@ -173,6 +173,15 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ExportPcap(grpc::ServerContext*, const agent::ExportPcapRequest* req,
+                          agent::ExportPcapReply* reply) override {
+    if (req->dir().empty()) return to_grpc(invalid_argument("dir: give the folder to write into"));
+    auto files = checkpoint::export_node_pcap(node_, req->dir());
+    if (!files) return to_grpc(files.status());
+    for (const std::string& f : *files) reply->add_files(f);
+    return grpc::Status::OK;
+  }
+
   grpc::Status SetLinkParams(grpc::ServerContext*, const agent::SetLinkParamsRequest* req,
                              agent::SetLinkParamsReply* reply) override {
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);

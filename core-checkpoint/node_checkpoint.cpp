@@ -9,6 +9,7 @@
 
 #include "common/strings.h"
 #include "core-checkpoint/frame_summary.h"
+#include "core-checkpoint/pcap_export.h"
 #include "dataplane/mbuf_frame.h"
 
 namespace amber::checkpoint {
@@ -72,6 +73,53 @@ Result<rte_mbuf*> mbuf_with(rte_mempool* pool, std::span<const uint8_t> bytes) {
   return m;
 }
 
+// The image header of a frozen node: its identity and every pipe with its
+// configuration, state and what it holds. Inside with_frozen_pipes.
+std::pair<NodeInfo, std::vector<PipeInfo>> describe_node(DelayNode& node,
+                                                         const DelayNode::FrozenView& view) {
+  NodeInfo info;
+  info.node_id = node.config().node_id;
+  info.freeze_real_ns = view.freeze_real_ns;
+  info.virtual_now_ns = view.virtual_now_ns;
+  info.created_unix_ns = realtime_ns();
+  info.amber_version = "0.1.0";
+  std::map<std::string, std::pair<std::string, std::string>> ports;
+  for (const auto& l : node.config().links) {
+    ports[key(l.name, "a_to_b")] = {l.port_a, l.port_b};
+    ports[key(l.name, "b_to_a")] = {l.port_b, l.port_a};
+  }
+  std::vector<PipeInfo> pipes;
+  for (Direction* d : view.directions) {
+    PipeInfo p;
+    p.link = d->link_name;
+    p.direction = d->direction;
+    std::tie(p.port_in, p.port_out) = ports[key(d->link_name, d->direction)];
+    p.config = d->pipe.config();
+    p.state = d->pipe.state();
+    p.virtual_now_ns = view.virtual_now_ns;
+    p.frames = d->pipe.held_frames();
+    p.bytes = d->pipe.held_bytes();
+    pipes.push_back(std::move(p));
+  }
+  return {std::move(info), std::move(pipes)};
+}
+
+// Hands every held frame, pipe by pipe in FIFO order, to `add`.
+template <typename Add>
+Status for_each_held(const DelayNode::FrozenView& view, Add&& add) {
+  for (size_t i = 0; i < view.directions.size(); ++i) {
+    Status first;
+    view.directions[i]->pipe.for_each_frame([&](const link::Frame& f) {
+      if (!first) return;
+      FrameRecord r = record_of(f);
+      r.bytes = bytes_of(f);
+      first = add(i, r);
+    });
+    AMBER_RETURN_IF_ERROR(first);
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Result<SaveResult> save_node(DelayNode& node, const std::string& path,
@@ -83,44 +131,15 @@ Result<SaveResult> save_node(DelayNode& node, const std::string& path,
     WriterOptions writer_options = options;
     writer_options.max_frame_bytes = std::min<uint32_t>(
         options.max_frame_bytes, rte_pktmbuf_data_room_size(view.pool) - RTE_PKTMBUF_HEADROOM);
-    NodeInfo info;
-    info.node_id = node.config().node_id;
-    info.freeze_real_ns = view.freeze_real_ns;
-    info.virtual_now_ns = view.virtual_now_ns;
-    info.created_unix_ns = realtime_ns();
-    info.amber_version = "0.1.0";
-    std::map<std::string, std::pair<std::string, std::string>> ports;
-    for (const auto& l : node.config().links) {
-      ports[key(l.name, "a_to_b")] = {l.port_a, l.port_b};
-      ports[key(l.name, "b_to_a")] = {l.port_b, l.port_a};
-    }
-    std::vector<PipeInfo> pipes;
-    for (Direction* d : view.directions) {
-      PipeInfo p;
-      p.link = d->link_name;
-      p.direction = d->direction;
-      std::tie(p.port_in, p.port_out) = ports[key(d->link_name, d->direction)];
-      p.config = d->pipe.config();
-      p.state = d->pipe.state();
-      p.virtual_now_ns = view.virtual_now_ns;
-      p.frames = d->pipe.held_frames();
-      p.bytes = d->pipe.held_bytes();
+    auto [info, pipes] = describe_node(node, view);
+    for (const PipeInfo& p : pipes) {
       result.frames += p.frames;
       result.bytes += p.bytes;
-      pipes.push_back(std::move(p));
     }
     auto writer = ImageWriter::create(path, info, pipes, writer_options);
     if (!writer) return writer.status();
-    for (size_t i = 0; i < view.directions.size(); ++i) {
-      Status first;
-      view.directions[i]->pipe.for_each_frame([&](const link::Frame& f) {
-        if (!first) return;
-        FrameRecord r = record_of(f);
-        r.bytes = bytes_of(f);
-        first = writer->add_frame(i, r);
-      });
-      AMBER_RETURN_IF_ERROR(first);
-    }
+    AMBER_RETURN_IF_ERROR(for_each_held(
+        view, [&](size_t i, const FrameRecord& r) { return writer->add_frame(i, r); }));
     AMBER_RETURN_IF_ERROR(writer->finish());
     result.image_bytes = writer->bytes_written();
     result.duration_ns = elapsed_ns(start);
@@ -128,6 +147,19 @@ Result<SaveResult> save_node(DelayNode& node, const std::string& path,
   });
   if (!s) return s;
   return result;
+}
+
+Result<std::vector<std::string>> export_node_pcap(DelayNode& node, const std::string& out_dir) {
+  std::vector<std::string> files;
+  Status s = node.with_frozen_pipes([&](DelayNode::FrozenView& view) -> Status {
+    auto exporter = PcapExporter::create(out_dir, describe_node(node, view).second);
+    if (!exporter) return exporter.status();
+    AMBER_RETURN_IF_ERROR(for_each_held(
+        view, [&](size_t i, const FrameRecord& r) { return exporter->add_frame(i, r); }));
+    return exporter->finish(&files);
+  });
+  if (!s) return s;
+  return files;
 }
 
 Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,

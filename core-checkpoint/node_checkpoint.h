@@ -28,6 +28,11 @@ struct SaveResult {
 Result<SaveResult> save_node(dataplane::DelayNode& node, const std::string& path,
                              const WriterOptions& options = {});
 
+// One nanosecond pcap per pipe of the frozen node in out_dir (created if
+// missing), frames stamped with their virtual arrival; returns the files.
+Result<std::vector<std::string>> export_node_pcap(dataplane::DelayNode& node,
+                                                  const std::string& out_dir);
+
 struct RestoreOptions {
   bool allow_other_node = false;  // accept an image of another node id
   bool verify_first = true;       // read the whole image once before touching the node

@@ -95,6 +95,13 @@ class AgentCheckpoint(unittest.TestCase):
         time.sleep(3)
         still = stats(self.sock)
         self.assertEqual(still["lan/a_to_b"]["out"], frozen["lan/a_to_b"]["out"])
+        # The held frames as pcap files, one per pipe, readable by tcpdump.
+        files = amberctl(self.sock, "pcap", os.path.join(self.dir, "pcap")).stdout.split()
+        self.assertEqual(len(files), 2, files)
+        r = subprocess.run(["tcpdump", "-nr", files[0]], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(len(r.stdout.splitlines()), 10)
+        self.assertIn("10.82.0.1", r.stdout)
         image = os.path.join(self.dir, "node.img")
         out = amberctl(self.sock, "save", image).stdout
         self.assertIn("saved", out)
