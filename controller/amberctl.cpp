@@ -1,6 +1,7 @@
 // amberctl: drives amber's agents from the command line. For now it speaks
 // to one delay-node agent; the controller issue adds the experiment-wide
 // commands.
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 #include <time.h>
 
@@ -28,6 +29,7 @@ constexpr const char* kUsage = R"(usage: amberctl [--agent ADDRESS] [--timeout D
 Drives a delay-node agent (amber-delaynode --agent ADDRESS).
   --agent ADDRESS   unix:/run/amber/delaynode.sock (default), or 127.0.0.1:PORT
   --timeout D       deadline of each call (default 30s)
+  --json            print the agent's reply as JSON (for scripts)
 
 Commands:
   stats                               counters of every link direction
@@ -56,6 +58,21 @@ int usage_error(const std::string& message) {
 int failed(const Status& s) {
   std::fprintf(stderr, "amberctl: %s\n", s.to_string().c_str());
   return 1;
+}
+
+bool g_json = false;
+
+// With --json, prints the reply and returns true: the caller skips its
+// human-readable output.
+bool print_json(const google::protobuf::Message& reply) {
+  if (!g_json) return false;
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(reply, &out, options);
+  std::printf("%s\n", out.c_str());
+  return true;
 }
 
 int64_t realtime_ns() {
@@ -110,6 +127,8 @@ int main(int argc, char** argv) {
     }
     if (a == "--agent" && i + 1 < argc) {
       address = argv[++i];
+    } else if (a == "--json") {
+      g_json = true;
     } else if (a == "--timeout" && i + 1 < argc) {
       auto d = amber::parse_duration_ns(argv[++i]);
       if (!d) return usage_error(cat("--timeout: ", d.status().message()));
@@ -140,6 +159,7 @@ int main(int argc, char** argv) {
     amber::agent::GetStatsReply r;
     Status s = check(stub->GetStats(&context, {}, &r));
     if (!s) return failed(s);
+    if (print_json(r)) return 0;
     std::printf("node %s%s\n", r.node_id().c_str(), r.frozen() ? " (frozen)" : "");
     for (const auto& p : r.pipes()) {
       std::printf("  %s/%s: %s\n    in %llu out %llu held %llu (%s) queued %u", p.pipe().link().c_str(),
@@ -165,6 +185,7 @@ int main(int argc, char** argv) {
       amber::agent::FreezeReply r;
       Status s = check(stub->Freeze(&context, req, &r));
       if (!s) return failed(s);
+      if (print_json(r)) return 0;
       std::printf("frozen at %lld", static_cast<long long>(*at));
       for (int64_t l : r.latency_ns()) std::printf(" (+%s)", amber::format_duration_ns(l).c_str());
       std::printf("\n");
@@ -174,6 +195,7 @@ int main(int argc, char** argv) {
       amber::agent::ThawReply r;
       Status s = check(stub->Thaw(&context, req, &r));
       if (!s) return failed(s);
+      if (print_json(r)) return 0;
       std::printf("thaws at %lld\n", static_cast<long long>(*at));
     }
     return 0;
@@ -186,6 +208,7 @@ int main(int argc, char** argv) {
       amber::agent::SaveReply r;
       Status s = check(stub->Save(&context, req, &r));
       if (!s) return failed(s);
+      if (print_json(r)) return 0;
       std::printf("saved %llu frames (%s) to %s: %s image in %s\n",
                   static_cast<unsigned long long>(r.frames()), amber::format_bytes(r.bytes()).c_str(),
                   args[0].c_str(), amber::format_bytes(r.image_bytes()).c_str(),
@@ -197,6 +220,7 @@ int main(int argc, char** argv) {
       amber::agent::RestoreReply r;
       Status s = check(stub->Restore(&context, req, &r));
       if (!s) return failed(s);
+      if (print_json(r)) return 0;
       std::printf("restored %llu frames (%s) in %s; frozen at virtual %lld ns\n",
                   static_cast<unsigned long long>(r.frames()), amber::format_bytes(r.bytes()).c_str(),
                   amber::format_duration_ns(r.duration_ns()).c_str(),
@@ -211,6 +235,7 @@ int main(int argc, char** argv) {
     amber::agent::ExportPcapReply r;
     Status s = check(stub->ExportPcap(&context, req, &r));
     if (!s) return failed(s);
+    if (print_json(r)) return 0;
     for (const auto& f : r.files()) std::printf("%s\n", f.c_str());
     return 0;
   }
@@ -225,6 +250,7 @@ int main(int argc, char** argv) {
     amber::agent::ListFramesReply r;
     Status s = check(stub->ListFrames(&context, req, &r));
     if (!s) return failed(s);
+    if (print_json(r)) return 0;
     std::printf("%llu frames held, virtual time %lld ns\n", static_cast<unsigned long long>(r.total()),
                 static_cast<long long>(r.virtual_now_ns()));
     for (const auto& f : r.frames()) {
@@ -263,6 +289,7 @@ int main(int argc, char** argv) {
     amber::agent::EditFramesReply r;
     Status s = check(stub->EditFrames(&context, req, &r));
     if (!s) return failed(s);
+    if (print_json(r)) return 0;
     std::printf("%u edit(s) applied\n", r.applied());
     return 0;
   }
@@ -275,6 +302,7 @@ int main(int argc, char** argv) {
     amber::agent::SetLinkParamsReply r;
     Status s = check(stub->SetLinkParams(&context, req, &r));
     if (!s) return failed(s);
+    if (print_json(r)) return 0;
     std::printf("%s/%s: %s\n", args[0].c_str(), args[1].c_str(), r.config().c_str());
     return 0;
   }

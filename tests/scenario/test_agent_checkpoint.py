@@ -12,6 +12,7 @@ transparent end-to-end case needs the VMs frozen too, see vm-checkpoint).
 usage: test_agent_checkpoint.py BUILD_DIR
 Needs root; exits 77 (skipped) with the reason otherwise."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,17 +44,13 @@ def amberctl(sock, *args, check=True):
 
 
 def stats(sock):
-    """{'lan/a_to_b': {'in': .., 'out': .., 'held': ..}, ...} from amberctl stats."""
+    """{'lan/a_to_b': {'in': .., 'out': .., 'held': .., 'dropped': ..}, ...} from amberctl --json."""
+    reply = json.loads(amberctl(sock, "--json", "stats").stdout)
     out = {}
-    key = None
-    for line in amberctl(sock, "stats").stdout.splitlines():
-        line = line.strip()
-        if line.startswith("lan/"):
-            key = line.split(":")[0]
-        elif line.startswith("in ") and key:
-            f = line.split()
-            out[key] = {"in": int(f[1]), "out": int(f[3]), "held": int(f[5]),
-                        "dropped": sum(int(f[i + 2]) for i, w in enumerate(f) if w == "dropped")}
+    for p in reply["pipes"]:
+        out[f"{p['pipe']['link']}/{p['pipe']['direction']}"] = {
+            "in": int(p["frames_in"]), "out": int(p["frames_out"]),
+            "held": int(p["held_frames"]), "dropped": sum(int(v) for v in p["dropped"].values())}
     return out
 
 
