@@ -161,6 +161,16 @@ int main(int argc, char** argv) {
     if (!s) return failed(s);
     if (print_json(r)) return 0;
     std::printf("node %s%s\n", r.node_id().c_str(), r.frozen() ? " (frozen)" : "");
+    const auto& c = r.clock();
+    if (!c.synchronized()) {
+      std::printf("  clock: local (no PTP configured)\n");
+    } else {
+      std::printf("  clock: %s, %s, correction %s", c.mode().c_str(),
+                  c.trustworthy() ? "trustworthy" : "NOT trustworthy",
+                  amber::format_duration_ns(c.correction_ns()).c_str());
+      for (const auto& reason : c.reasons()) std::printf("; %s", reason.c_str());
+      std::printf("\n");
+    }
     for (const auto& p : r.pipes()) {
       std::printf("  %s/%s: %s\n    in %llu out %llu held %llu (%s) queued %u", p.pipe().link().c_str(),
                   p.pipe().direction().c_str(), p.config().c_str(),

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/strings.h"
+#include "clock-sync/sync_monitor.h"
 #include "controller/grpc_status.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "link-emulator/pipe_edit.h"
@@ -33,14 +34,25 @@ Status need_pipe(const agent::PipeRef& p) {
 
 class Service final : public agent::DelayNodeAgent::Service {
  public:
-  explicit Service(dataplane::DelayNode& node) : node_(node) {}
+  Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
+      : node_(node), monitor_(monitor), mode_(std::move(mode)) {}
+
+  // A master-time instant on the local clock, or why it cannot be trusted.
+  Result<int64_t> local_instant(int64_t master_ns) {
+    if (monitor_ == nullptr) return master_ns;
+    auto correction = monitor_->correction_ns();
+    if (!correction) return correction.status();
+    return master_ns + *correction;
+  }
 
   grpc::Status Freeze(grpc::ServerContext*, const agent::FreezeRequest* req,
                       agent::FreezeReply* reply) override {
-    Status s = node_.freeze_at(req->at_ns());
+    auto at = local_instant(req->at_ns());
+    if (!at) return to_grpc(at.status());
+    Status s = node_.freeze_at(*at);
     if (!s) return to_grpc(s);
     // Report how late each worker froze if the instant is near.
-    const int64_t wait = req->at_ns() - node_.now_ns();
+    const int64_t wait = *at - node_.now_ns();
     if (wait < 2'000'000'000) {
       std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(wait, 0)) +
                                   std::chrono::milliseconds(20));
@@ -54,7 +66,9 @@ class Service final : public agent::DelayNodeAgent::Service {
 
   grpc::Status Thaw(grpc::ServerContext*, const agent::ThawRequest* req,
                     agent::ThawReply*) override {
-    return to_grpc(node_.thaw_at(req->at_ns()));
+    auto at = local_instant(req->at_ns());
+    if (!at) return to_grpc(at.status());
+    return to_grpc(node_.thaw_at(*at));
   }
 
   grpc::Status Save(grpc::ServerContext*, const agent::SaveRequest* req,
@@ -150,6 +164,17 @@ class Service final : public agent::DelayNodeAgent::Service {
     reply->set_node_id(node_.config().node_id);
     auto frozen = node_.frozen();
     reply->set_frozen(frozen.is_ok() && *frozen);
+    agent::ClockHealth* clock = reply->mutable_clock();
+    clock->set_synchronized(monitor_ != nullptr);
+    if (monitor_) {
+      clock_sync::SyncVerdict v = monitor_->verdict();
+      clock->set_trustworthy(v.trustworthy);
+      clock->set_mode(mode_);
+      for (const std::string& r : v.reasons) clock->add_reasons(r);
+      if (auto c = monitor_->correction_ns()) clock->set_correction_ns(*c);
+    } else {
+      clock->set_mode("local clock");
+    }
     for (const auto& s : *stats) {
       agent::PipeStats* p = reply->add_pipes();
       p->mutable_pipe()->set_link(s.link);
@@ -197,11 +222,15 @@ class Service final : public agent::DelayNodeAgent::Service {
 
  private:
   dataplane::DelayNode& node_;
+  clock_sync::SyncMonitor* monitor_;  // null: no PTP
+  std::string mode_;
 };
 
 }  // namespace
 
 struct DelayNodeAgent::Impl {
+  clock_sync::SystemClock clock;
+  std::unique_ptr<clock_sync::SyncMonitor> monitor;
   std::unique_ptr<Service> service;
   std::unique_ptr<grpc::Server> server;
   std::string address;
@@ -222,7 +251,26 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
                                                               const AgentOptions& options) {
   AMBER_RETURN_IF_ERROR(check_plaintext_address(options.listen));
   auto impl = std::make_unique<Impl>();
-  impl->service = std::make_unique<Service>(node);
+  if (!options.ptp_socket.empty()) {
+    clock_sync::SyncMonitorOptions sync;
+    if (options.ptp_mode == "free-running") sync.policy.mode = clock_sync::SyncMode::kFreeRunning;
+    else if (options.ptp_mode == "disciplined") sync.policy.mode = clock_sync::SyncMode::kDisciplined;
+    else if (options.ptp_mode == "grandmaster") sync.policy.mode = clock_sync::SyncMode::kGrandmaster;
+    else {
+      return invalid_argument(cat("ptp mode '", options.ptp_mode,
+                                  "': use free-running, disciplined or grandmaster"));
+    }
+    clock_sync::PmcClientOptions pmc;
+    pmc.server_path = options.ptp_socket;
+    auto client = clock_sync::PmcClient::create(pmc);
+    if (!client) return client.status().with_context("ptp socket: ");
+    auto monitor = clock_sync::SyncMonitor::create(
+        std::make_unique<clock_sync::PmcSource>(std::move(client).value()), impl->clock, sync);
+    if (!monitor) return monitor.status();
+    impl->monitor = std::move(monitor).value();
+    AMBER_RETURN_IF_ERROR(impl->monitor->start());
+  }
+  impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode);
   if (options.listen.rfind("unix:", 0) == 0) {
     std::filesystem::path socket = options.listen.substr(5);
     std::error_code ec;

@@ -15,6 +15,12 @@ struct AgentOptions {
   // "unix:/run/amber/delaynode.sock", "127.0.0.1:7400" or "[::1]:7400";
   // port 0 picks a free one. Plain text only there (see check_plaintext_address).
   std::string listen = "unix:/run/amber/delaynode.sock";
+  // ptp4l's management socket (--uds_address); empty: no PTP, instants are
+  // local CLOCK_REALTIME.
+  std::string ptp_socket;
+  // "free-running" (amber applies ptp4l's measured offset), "disciplined"
+  // (ptp4l/phc2sys steer the clock) or "grandmaster".
+  std::string ptp_mode = "disciplined";
 };
 
 class DelayNodeAgent {

@@ -40,6 +40,11 @@ Options after --:
   --agent ADDRESS        serve the gRPC agent (freeze, thaw, save, restore,
                          frames, stats, link changes; see amberctl) on
                          unix:/PATH or 127.0.0.1:PORT
+  --ptp-socket PATH      ptp4l's management socket (--uds_address): the agent
+                         reads instants as master time, refuses them while
+                         the clock is not trustworthy, reports clock health
+  --ptp-mode MODE        free-running (amber applies ptp4l's offset),
+                         disciplined (default) or grandmaster
   --check                load and validate the configuration, size the
                          mempool, then exit
   -h, --help             this text
@@ -103,6 +108,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   int stats_interval = 0;
   bool check_only = false;
+  amber::controller::AgentOptions agent_options;
   std::string agent_address;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
@@ -113,6 +119,10 @@ int main(int argc, char** argv) {
       if (stats_interval <= 0) return fail("--stats-interval: give a positive number of seconds");
     } else if (a == "--agent" && i + 1 < argc) {
       agent_address = argv[++i];
+    } else if (a == "--ptp-socket" && i + 1 < argc) {
+      agent_options.ptp_socket = argv[++i];
+    } else if (a == "--ptp-mode" && i + 1 < argc) {
+      agent_options.ptp_mode = argv[++i];
     } else if (a == "--check") {
       check_only = true;
     } else {
@@ -146,7 +156,8 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<amber::controller::DelayNodeAgent> agent;
   if (!agent_address.empty()) {
-    auto started = amber::controller::DelayNodeAgent::start(*node, {agent_address});
+    agent_options.listen = agent_address;
+    auto started = amber::controller::DelayNodeAgent::start(*node, agent_options);
     if (!started) return fail(started.status().message());
     agent = std::move(started).value();
     std::printf("agent listening on %s\n", agent->address().c_str());

@@ -97,7 +97,7 @@ class DelayNode:
     """amber-delaynode on af_packet ports bound to the given interfaces."""
 
     def __init__(self, binary, config_text, interfaces, prefix, lcores="0", extra_eal=(),
-                 agent=None):
+                 agent=None, app=()):
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.config = os.path.join(self.dir, "links.textproto")
@@ -113,9 +113,11 @@ class DelayNode:
             eal += ["--vdev", f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"]
         eal += list(extra_eal)
         self.log = open(self.log_path, "w")
+        extra_app = app
         app = ["--config", self.config]
         if agent:
             app += ["--agent", agent]
+        app += list(extra_app)
         self.proc = subprocess.Popen([binary, *eal, "--", *app],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         try:

@@ -155,6 +155,38 @@ class AgentCheckpoint(unittest.TestCase):
         self.assertIn("delay 5ms", out)
 
 
+class AgentClockHealth(unittest.TestCase):
+    """With PTP configured, the agent reads instants as master time and
+    refuses them while its clock is not trustworthy: here a real ptp4l that
+    has no master to measure against (it is alone on its link)."""
+
+    def test_untrustworthy_clock_refuses_freeze_and_says_why(self):
+        work = tempfile.mkdtemp(prefix="amb-ag-ptp-")
+        self.addCleanup(shutil.rmtree, work, True)
+        hosts = lab.TwoHosts("amb-agp", subnet=84)
+        self.addCleanup(hosts.close)
+        ptp_sock = os.path.join(work, "ptp4l.sock")
+        ptp = hosts.popen(0, "ptp4l", "-i", hosts.ns_if[0], "-S", "-2", "-m",
+                          f"--uds_address={ptp_sock}", "--free_running=1",
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (ptp.poll() is None and ptp.kill(), ptp.wait()))
+        lab.wait_for(lambda: os.path.exists(ptp_sock), 10, "ptp4l's management socket")
+        sock = os.path.join(work, "agent.sock")
+        node = lab.DelayNode(os.path.join(BUILD, "controller", "amber-delaynode"), CONFIG,
+                             hosts.host_if, "amb-agp-node", agent=f"unix:{sock}",
+                             app=["--ptp-socket", ptp_sock, "--ptp-mode", "free-running"])
+        self.addCleanup(node.close)
+        lab.wait_for(lambda: os.path.exists(sock), 10, "the agent socket")
+        reply = json.loads(amberctl(sock, "--json", "stats").stdout)
+        self.assertTrue(reply["clock"]["synchronized"])
+        self.assertFalse(reply["clock"]["trustworthy"])
+        self.assertTrue(reply["clock"]["reasons"], reply)
+        r = amberctl(sock, "freeze", "--in", "100ms", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not trustworthy", r.stderr)
+        self.assertIn("NOT trustworthy", amberctl(sock, "stats").stdout)
+
+
 def main():
     global BUILD
     BUILD, rc = lab.test_main(__doc__)
