@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "config/loader.h"
+#include "bench/bench_node.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
@@ -54,20 +54,7 @@ Ports make_ports(const std::string& tag, unsigned ring_size) {
 
 std::unique_ptr<DelayNode> start_node(const Ports& p, const std::string& pipe,
                                       const std::string& idle) {
-  std::string text = "node_id: \"bench\" idle_sleep: \"" + idle + "\" link { name: \"l\" port_a: \"" +
-                     p.a + "\" port_b: \"" + p.b + "\" both { " + pipe + " } }";
-  auto config = amber::config::parse_node_config(text, "bench");
-  if (!config) {
-    std::fprintf(stderr, "%s\n", config.status().to_string().c_str());
-    return nullptr;
-  }
-  auto node = DelayNode::create(*config);
-  if (!node) {
-    std::fprintf(stderr, "%s\n", node.status().to_string().c_str());
-    return nullptr;
-  }
-  node.value()->start();
-  return std::move(node).value();
+  return amber::bench::start_bench_node(p.a, p.b, pipe, idle);
 }
 
 void freeze_latency(const char* idle, int freezes) {

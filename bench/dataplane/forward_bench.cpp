@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "config/loader.h"
+#include "bench/bench_node.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
 
@@ -122,20 +122,7 @@ void drain(Port& p) {
 }
 
 std::unique_ptr<DelayNode> start_node(Port& a, Port& b, const char* pipe) {
-  std::string text = "node_id: \"bench\" idle_sleep: \"off\" link { name: \"l\" port_a: \"" + a.name +
-                     "\" port_b: \"" + b.name + "\" both { " + pipe + " } }";
-  auto config = amber::config::parse_node_config(text, "bench");
-  if (!config) {
-    std::fprintf(stderr, "%s\n", config.status().to_string().c_str());
-    return nullptr;
-  }
-  auto node = DelayNode::create(*config);
-  if (!node) {
-    std::fprintf(stderr, "%s\n", node.status().to_string().c_str());
-    return nullptr;
-  }
-  node.value()->start();
-  return std::move(node).value();
+  return amber::bench::start_bench_node(a.name, b.name, pipe, "off");
 }
 
 void accuracy(Port& a, Port& b, rte_mempool* pool, double seconds) {
