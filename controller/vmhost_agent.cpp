@@ -91,6 +91,10 @@ class Host {
       auto client = clock_sync::PmcClient::create(pmc);
       if (!client) return client.status().with_context(cat("ptp_socket ", pmc.server_path, ": "));
       clock_sync::SyncMonitorOptions options;
+      auto& bounds = options.policy.bounds;
+      if (config.max_abs_offset_ns() > 0) bounds.max_abs_offset_ns = config.max_abs_offset_ns();
+      if (config.max_offset_step_ns() > 0) bounds.max_offset_step_ns = config.max_offset_step_ns();
+      if (config.max_sample_age_ns() > 0) bounds.max_sample_age_ns = config.max_sample_age_ns();
       if (config.sync_mode() == "disciplined") {
         options.policy.mode = clock_sync::SyncMode::kDisciplined;
       } else if (config.sync_mode() == "grandmaster") {

@@ -11,12 +11,16 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "clock-sync/ptp_supervisor.h"
 #include "common/strings.h"
 #include "proto/vmhost.grpc.pb.h"
 #include "tests/vm-checkpoint/guest_fixture.h"
@@ -183,10 +187,12 @@ class VmHostAgentTest : public ::testing::Test {
   }
 
   // A config file for this host: VMs "a" and "b", counter workload, disks.
-  std::string write_config(const std::string& tag, const std::string& listen) {
+  std::string write_config(const std::string& tag, const std::string& listen,
+                           const std::vector<std::string>& vms = {"a", "b"},
+                           const std::string& extra = "") {
     std::string text = cat("host_id: \"amb-vmh-", tag, "\"\nlisten: \"", listen, "\"\nrun_dir: \"",
-                           dir_.sub(tag), "\"\n");
-    for (const char* name : {"a", "b"}) {
+                           dir_.sub(tag), "\"\n", extra);
+    for (const std::string& name : vms) {
       text += cat("vms {\n  name: \"", name, "\"\n  memory_mib: 128\n  kernel: \"", image_.kernel,
                   "\"\n  initrd: \"", image_.initrd,
                   "\"\n  append: \"console=ttyS0 quiet amber.workload=counter amber.disk=1\"\n"
@@ -385,6 +391,178 @@ TEST_F(VmHostAgentTest, ListenBeyondLoopbackIsRefusedBeforeAnyVmBoots) {
   EXPECT_NE(log.find("listen address '0.0.0.0:7461'"), std::string::npos) << log;
   EXPECT_NE(log.find("loopback"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(dir_.sub("h3")));
+}
+
+// Two namespaces joined by a veth pair, for a real ptp4l master and a
+// free-running slave (it measures, never steers this machine's clock).
+constexpr const char* kMasterNs = "amb-vmh-t-m";
+constexpr const char* kSlaveNs = "amb-vmh-t-s";
+constexpr const char* kMasterIf = "amb-vmh-m0";
+constexpr const char* kSlaveIf = "amb-vmh-s0";
+
+int sh(const std::string& command) {
+  const int rc = std::system((command + " >/dev/null 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string output_of(const std::string& command) {
+  std::string out;
+  if (FILE* p = ::popen(command.c_str(), "r")) {
+    char buf[256];
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    ::pclose(p);
+  }
+  return out;
+}
+
+// Removes our namespaces, first killing (by PID) what a crashed run left in them.
+void remove_namespaces() {
+  for (const char* ns : {kMasterNs, kSlaveNs}) {
+    std::stringstream pids(output_of(cat("ip netns pids ", ns, " 2>/dev/null")));
+    long pid;
+    while (pids >> pid) ::kill(static_cast<pid_t>(pid), SIGKILL);
+    sh(cat("ip netns del ", ns));
+  }
+}
+
+class PtpPair {
+ public:
+  explicit PtpPair(const std::string& dir) {
+    remove_namespaces();
+    if (sh(cat("ip netns add ", kMasterNs)) != 0 || sh(cat("ip netns add ", kSlaveNs)) != 0 ||
+        sh(cat("ip link add ", kMasterIf, " netns ", kMasterNs, " type veth peer name ", kSlaveIf,
+               " netns ", kSlaveNs)) != 0 ||
+        sh(cat("ip -n ", kMasterNs, " link set ", kMasterIf, " up")) != 0 ||
+        sh(cat("ip -n ", kSlaveNs, " link set ", kSlaveIf, " up")) != 0) {
+      error_ = "could not build namespaces amb-vmh-t-m/-s";
+      return;
+    }
+    const std::vector<std::string> fast = {"--logSyncInterval=-2", "--logMinDelayReqInterval=-2",
+                                           "--logAnnounceInterval=-2",
+                                           "--announceReceiptTimeout=3"};
+    clock_sync::Ptp4lOptions master;
+    master.interface = kMasterIf;
+    master.netns = kMasterNs;
+    master.uds_path = dir + "/ptp-master.sock";
+    master.extra_args = fast;
+    master.log_path = dir + "/ptp-master.log";
+    auto m = clock_sync::start_ptp4l(master);
+    if (!m) {
+      error_ = m.status().to_string();
+      return;
+    }
+    master_ = std::move(m).value();
+    clock_sync::Ptp4lOptions slave;
+    slave.interface = kSlaveIf;
+    slave.netns = kSlaveNs;
+    slave.uds_path = dir + "/ptp-slave.sock";
+    slave.slave_only = true;
+    slave.free_running = true;
+    slave.extra_args = fast;
+    slave.log_path = dir + "/ptp-slave.log";
+    auto s = clock_sync::start_ptp4l(slave);
+    if (!s) {
+      error_ = s.status().to_string();
+      return;
+    }
+    slave_ = std::move(s).value();
+    slave_socket_ = slave.uds_path;
+  }
+  ~PtpPair() {
+    slave_.reset();
+    master_.reset();
+    remove_namespaces();
+  }
+  PtpPair(const PtpPair&) = delete;
+  PtpPair& operator=(const PtpPair&) = delete;
+  const std::string& error() const { return error_; }
+  const std::string& slave_socket() const { return slave_socket_; }
+  void kill_master() { (void)master_->kill(); }
+
+ private:
+  std::string error_;
+  std::string slave_socket_;
+  std::unique_ptr<clock_sync::SupervisedProcess> master_, slave_;
+};
+
+bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+  return true;
+}
+
+TEST_F(VmHostAgentTest, WithPtpStopsAtMasterTimeAndRefusesWhenClockIsLost) {
+  if (sh("{ command -v ptp4l || test -x /usr/sbin/ptp4l; }") != 0) {
+    GTEST_SKIP() << "ptp4l (linuxptp) is not installed";
+  }
+  PtpPair ptp(dir_.path());
+  ASSERT_EQ(ptp.error(), "");
+  const std::string sock = "unix:" + dir_.sub("agent4.sock");
+  // A loaded 2-core machine delays software timestamps by tens of us at times.
+  const std::string clock = cat("ptp_socket: \"", ptp.slave_socket(),
+                                "\"\nsync_mode: \"free_running\"\nmax_offset_step_ns: 300000\n"
+                                "max_sample_age_ns: 1000000000\n");
+  AgentProcess agent({"--config", write_config("h4", sock, {"a"}, clock)}, dir_.sub("agent4.log"));
+  Client client(sock);
+  ASSERT_TRUE(client.wait_ready(agent, 60s)) << agent.log();
+
+  vmhost::GetStatusReply st;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        st.Clear();
+        return client.status(&st).ok() && st.clock().trustworthy();
+      },
+      30s))
+      << "clock never trustworthy: " << st.clock().DebugString();
+  EXPECT_EQ(st.clock().mode(), "free-running");
+  EXPECT_EQ(st.clock().reasons_size(), 0);
+
+  const std::string ckpt = dir_.sub("ckpt4");
+  fs::create_directories(ckpt);
+  vmhost::PrepareReply prep;
+  ASSERT_TRUE(client.prepare(ckpt, false, &prep).ok());
+  EXPECT_TRUE(prep.ready()) << (prep.reasons_size() ? prep.reasons(0) : "");
+
+  // Both ends share one kernel clock: master time is local time within
+  // timestamping noise, so "now" here is master time too.
+  vmhost::StopAtReply stop;
+  const int64_t at = now_ns() + 300'000'000;
+  grpc::Status stopped = client.stop_at(at, &stop);
+  ASSERT_TRUE(stopped.ok()) << stopped.error_message();
+  ASSERT_EQ(stop.vms_size(), 1);
+  EXPECT_GE(stop.vms(0).lateness_ns(), -1'000'000);
+  EXPECT_LT(stop.vms(0).lateness_ns(), 100'000'000);
+  std::printf("StopAt via clock-sync: lateness %.1f us\n", stop.vms(0).lateness_ns() / 1e3);
+  vmhost::ResumeAtReply resume;
+  ASSERT_TRUE(client.resume_at(now_ns() + 200'000'000, &resume).ok());
+
+  // The master dies: the verdict turns (freshness), Prepare says why, and
+  // an instant is refused rather than taken on an untrusted clock.
+  ptp.kill_master();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        st.Clear();
+        return client.status(&st).ok() && !st.clock().trustworthy();
+      },
+      15s));
+  EXPECT_GT(st.clock().reasons_size(), 0);
+  prep.Clear();
+  ASSERT_TRUE(client.prepare(ckpt, true, &prep).ok());
+  EXPECT_FALSE(prep.ready());
+  ASSERT_GE(prep.reasons_size(), 1);
+  EXPECT_NE(prep.reasons(0).find("clock: master time not trustworthy"), std::string::npos)
+      << prep.reasons(0);
+  grpc::Status refused = client.stop_at(now_ns() + 300'000'000, &stop);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error_message().find("not trustworthy"), std::string::npos)
+      << refused.error_message();
+  st.Clear();
+  ASSERT_TRUE(client.status(&st).ok());
+  EXPECT_EQ(states(st), (std::vector<std::string>{"a=running"}));
+  EXPECT_EQ(agent.terminate(10s), 0) << agent.log();
 }
 
 TEST(VmHostAgentCli, HelpAndMissingConfig) {
