@@ -375,6 +375,13 @@ class Host {
         return to_grpc(failed_precondition(cat(what, ": VM ", configs_[i].name, " is absent (",
                                                stop ? "boot or " : "", "Restore first)")));
       }
+      // A STOP (RESUME) event never comes from a VM already stopped (running).
+      const std::string state = vm_state(i);
+      if (stop ? state != "running" : (state != "paused" && state != "postmigrate")) {
+        return to_grpc(
+            failed_precondition(cat(what, ": VM ", configs_[i].name, " is ", state,
+                                    stop ? " (expected running)" : " (expected stopped)")));
+      }
       vms.push_back(vms_[i].get());
     }
     auto corr = correction();

@@ -282,6 +282,10 @@ TEST_F(VmHostAgentTest, StopSaveResumeShutdownThenRestoreInNewProcess) {
   ASSERT_TRUE(c1.status(&st).ok());
   EXPECT_EQ(states(st), (std::vector<std::string>{"a=paused", "b=paused"}));
   const long stopped_at_n = console_a.counter().back().n;
+  grpc::Status twice = c1.stop_at(now_ns() + 100'000'000, &stop);
+  EXPECT_EQ(twice.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(twice.error_message().find("VM a is paused (expected running)"), std::string::npos)
+      << twice.error_message();
 
   // Saving into a missing directory or onto a file: clear errors, VMs still stopped.
   vmhost::SaveReply save;
