@@ -220,8 +220,13 @@ class Host {
       const std::string target = cat(dir, "/", configs_[i].name);
       auto r = vm::save_checkpoint(*vms_[i], target);
       if (!r) {
-        return to_grpc(
-            r.status().with_context(cat("Save: VM ", configs_[i].name, " into ", target, ": ")));
+        // The VMs saved before it stay saved: say which, so the caller knows
+        // what to discard.
+        std::string before;
+        for (const auto& v : reply->vms()) before += cat(before.empty() ? "" : ", ", v.vm());
+        return to_grpc(r.status().with_context(
+            cat("Save: VM ", configs_[i].name, " into ", target,
+                before.empty() ? std::string() : cat(" (already saved: ", before, ")"), ": ")));
       }
       auto* saved = reply->add_vms();
       saved->set_vm(configs_[i].name);
