@@ -1,0 +1,521 @@
+#include "controller/vmhost_agent.h"
+
+#include <grpcpp/grpcpp.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <vector>
+
+#include "clock-sync/action_scheduler.h"
+#include "clock-sync/clock.h"
+#include "clock-sync/pmc_client.h"
+#include "clock-sync/sync_monitor.h"
+#include "common/strings.h"
+#include "controller/grpc_status.h"
+#include "controller/vmhost_config.h"
+#include "proto/vmhost.grpc.pb.h"
+#include "vm-checkpoint/checkpoint.h"
+#include "vm-checkpoint/vm.h"
+
+namespace amber::controller {
+namespace {
+
+namespace fs = std::filesystem;
+using clock_sync::SystemClock;
+
+constexpr const char* kUnsynchronized = "unsynchronized: local clock";
+// Instants further ahead are refused: every wait has a bound.
+constexpr int64_t kMaxLeadNs = 600'000'000'000;
+// A call waits this long for the one in progress (a Save can take a while).
+constexpr auto kBusyTimeout = std::chrono::seconds(180);
+
+int64_t to_ns(vm::WallTime t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+vm::WallTime from_ns(int64_t ns) {
+  return vm::WallTime(
+      std::chrono::duration_cast<vm::WallTime::duration>(std::chrono::nanoseconds(ns)));
+}
+int64_t dur_ns(vm::Clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+}
+
+// Waits for master-time instants through clock-sync's action scheduler: the
+// action only wakes this thread, which then issues the QMP commands.
+class SchedulerWaiter final : public vm::InstantWaiter {
+ public:
+  SchedulerWaiter(clock_sync::ActionScheduler& scheduler, const clock_sync::MasterTimeSource& time)
+      : scheduler_(scheduler), time_(time) {}
+
+  Status wait_until(vm::WallTime instant) override {
+    const int64_t t = to_ns(instant);
+    auto correction = time_.correction_ns();
+    if (!correction) return correction.status().with_context("clock-sync: ");
+    const int64_t master_now = SystemClock::realtime_ns() - *correction;
+    if (t <= master_now) return Status::ok();  // like SleepUntilWaiter: at once
+    auto fired = std::make_shared<std::promise<void>>();
+    auto done = fired->get_future();
+    auto id = scheduler_.schedule(t, [fired](const clock_sync::Firing&) { fired->set_value(); });
+    if (!id) return id.status().with_context("clock-sync: ");
+    const auto bound = std::chrono::nanoseconds(t - master_now) + std::chrono::seconds(5);
+    if (done.wait_for(bound) != std::future_status::ready) {
+      (void)scheduler_.cancel(*id);
+      return deadline_exceeded(cat("clock-sync: the action at ", t, " did not fire in time"));
+    }
+    return Status::ok();
+  }
+
+ private:
+  clock_sync::ActionScheduler& scheduler_;
+  const clock_sync::MasterTimeSource& time_;
+};
+
+// The VMs of this host and the clock they are stopped by. Every operation
+// holds `mutex_`: the controller's calls are sequential, and a Status call
+// during a Save waits for it.
+class Host {
+ public:
+  static Result<std::unique_ptr<Host>> create(const vmhost::VmHost& config, bool boot) {
+    std::unique_ptr<Host> host(new Host(config));
+    for (const auto& spec : config.vms()) host->configs_.push_back(to_vm_config(config, spec));
+    host->vms_.resize(host->configs_.size());
+    if (!config.ptp_socket().empty()) {
+      clock_sync::PmcClientOptions pmc;
+      pmc.server_path = config.ptp_socket();
+      auto client = clock_sync::PmcClient::create(pmc);
+      if (!client) return client.status().with_context(cat("ptp_socket ", pmc.server_path, ": "));
+      clock_sync::SyncMonitorOptions options;
+      auto& bounds = options.policy.bounds;
+      if (config.max_abs_offset_ns() > 0) bounds.max_abs_offset_ns = config.max_abs_offset_ns();
+      if (config.max_offset_step_ns() > 0) bounds.max_offset_step_ns = config.max_offset_step_ns();
+      if (config.max_sample_age_ns() > 0) bounds.max_sample_age_ns = config.max_sample_age_ns();
+      if (config.sync_mode() == "disciplined") {
+        options.policy.mode = clock_sync::SyncMode::kDisciplined;
+      } else if (config.sync_mode() == "grandmaster") {
+        options.policy.mode = clock_sync::SyncMode::kGrandmaster;
+      }
+      auto monitor = clock_sync::SyncMonitor::create(
+          std::make_unique<clock_sync::PmcSource>(std::move(client).value()), host->local_,
+          options);
+      if (!monitor) return monitor.status();
+      host->monitor_ = std::move(monitor).value();
+      AMBER_RETURN_IF_ERROR(host->monitor_->start());
+      auto scheduler = clock_sync::ActionScheduler::create(*host->monitor_, {});
+      if (!scheduler) return scheduler.status();
+      host->scheduler_ = std::move(scheduler).value();
+      host->waiter_ = std::make_unique<SchedulerWaiter>(*host->scheduler_, *host->monitor_);
+    } else {
+      host->waiter_ = std::make_unique<vm::SleepUntilWaiter>();
+    }
+    if (boot) {
+      for (std::size_t i = 0; i < host->configs_.size(); ++i) {
+        AMBER_RETURN_IF_ERROR(host->boot(i));
+      }
+    }
+    return host;
+  }
+
+  ~Host() {
+    for (auto& vm : vms_) {
+      if (vm) (void)vm->quit();
+    }
+  }
+
+  Result<std::unique_lock<std::timed_mutex>> lock(const char* what) {
+    std::unique_lock<std::timed_mutex> guard(mutex_, std::defer_lock);
+    if (!guard.try_lock_for(kBusyTimeout)) {
+      return unavailable(cat(what, ": the agent is still busy with ", busy_with_));
+    }
+    busy_with_ = what;
+    return guard;
+  }
+
+  grpc::Status prepare(const vmhost::PrepareRequest& req, vmhost::PrepareReply* reply) {
+    auto guard = lock("Prepare");
+    if (!guard) return to_grpc(guard.status());
+    std::vector<std::string> reasons;
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      auto state = vm_state(i);
+      if (state != "running") reasons.push_back(cat("VM ", configs_[i].name, ": ", state));
+    }
+    vmhost::ClockHealth clock = clock_health();
+    if (!clock.trustworthy()) {
+      if (monitor_) {
+        std::string why;
+        for (const auto& r : clock.reasons()) why += cat(why.empty() ? "" : "; ", r);
+        reasons.push_back(cat("clock: master time not trustworthy: ", why));
+      } else if (!req.allow_unsynchronized()) {
+        reasons.push_back(cat("clock: ", kUnsynchronized,
+                              " (no ptp_socket configured; set allow_unsynchronized to accept)"));
+      }
+    }
+    uint64_t estimate = 0;
+    for (const auto& c : configs_) {
+      estimate += uint64_t(c.memory_mib) << 20;
+      std::error_code ec;
+      if (!c.disk.empty()) {
+        auto size = fs::file_size(c.disk, ec);
+        if (!ec) estimate += size;
+      }
+    }
+    reply->set_estimated_state_bytes(estimate);
+    struct statvfs st {};
+    if (req.checkpoint_dir().empty()) {
+      reasons.push_back("checkpoint_dir: not given");
+    } else if (::statvfs(req.checkpoint_dir().c_str(), &st) != 0) {
+      reasons.push_back(cat("checkpoint_dir ", req.checkpoint_dir(), ": ", std::strerror(errno)));
+    } else {
+      const uint64_t free_bytes = uint64_t(st.f_bavail) * st.f_frsize;
+      reply->set_free_bytes(free_bytes);
+      if (free_bytes < estimate) {
+        reasons.push_back(cat("checkpoint_dir ", req.checkpoint_dir(), ": ", free_bytes,
+                              " bytes free, the VMs' state may need ", estimate));
+      }
+      if (::access(req.checkpoint_dir().c_str(), W_OK) != 0) {
+        reasons.push_back(cat("checkpoint_dir ", req.checkpoint_dir(), ": not writable"));
+      }
+    }
+    for (auto& r : reasons) reply->add_reasons(r);
+    reply->set_ready(reasons.empty());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status stop_at(int64_t at_ns, google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
+    return step_at("StopAt", at_ns, out);
+  }
+  grpc::Status resume_at(int64_t at_ns, google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
+    return step_at("ResumeAt", at_ns, out);
+  }
+
+  grpc::Status save(const vmhost::SaveRequest& req, vmhost::SaveReply* reply) {
+    auto guard = lock("Save");
+    if (!guard) return to_grpc(guard.status());
+    const std::string& dir = req.checkpoint_dir();
+    if (dir.empty()) return to_grpc(invalid_argument("Save: checkpoint_dir: not given"));
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) {
+      return to_grpc(not_found(cat("Save: checkpoint_dir ", dir, ": does not exist")));
+    }
+    if (!fs::is_directory(dir, ec)) {
+      return to_grpc(failed_precondition(cat("Save: checkpoint_dir ", dir, ": not a directory")));
+    }
+    if (::access(dir.c_str(), W_OK) != 0) {
+      return to_grpc(Status(ErrorCode::kPermissionDenied,
+                            cat("Save: checkpoint_dir ", dir, ": not writable")));
+    }
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      const std::string state = vm_state(i);
+      if (state != "paused" && state != "postmigrate") {
+        return to_grpc(failed_precondition(
+            cat("Save: VM ", configs_[i].name, ": ", state, " (expected stopped: StopAt first)")));
+      }
+    }
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      const std::string target = cat(dir, "/", configs_[i].name);
+      auto r = vm::save_checkpoint(*vms_[i], target);
+      if (!r) {
+        // The VMs saved before it stay saved: say which, so the caller knows
+        // what to discard.
+        std::string before;
+        for (const auto& v : reply->vms()) before += cat(before.empty() ? "" : ", ", v.vm());
+        return to_grpc(r.status().with_context(
+            cat("Save: VM ", configs_[i].name, " into ", target,
+                before.empty() ? std::string() : cat(" (already saved: ", before, ")"), ": ")));
+      }
+      auto* saved = reply->add_vms();
+      saved->set_vm(configs_[i].name);
+      saved->set_dir(r->dir);
+      saved->set_state_bytes(r->save.file_bytes);
+      saved->set_ram_transferred(r->save.ram_transferred);
+      saved->set_state_duration_ns(dur_ns(r->save.duration));
+      saved->set_disk_copy_ns(dur_ns(r->disk_copy));
+      saved->set_total_ns(dur_ns(r->total));
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status shutdown(vmhost::ShutdownReply* reply) {
+    auto guard = lock("Shutdown");
+    if (!guard) return to_grpc(guard.status());
+    Status first;
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (!vms_[i]) continue;
+      Status s = vms_[i]->quit();
+      if (!s && first) first = s.with_context(cat("Shutdown: VM ", configs_[i].name, ": "));
+      vms_[i].reset();  // kills QEMU by PID if quit did not end it
+      remove_overlay(i);
+      reply->add_stopped(configs_[i].name);
+    }
+    return to_grpc(first);
+  }
+
+  grpc::Status restore(const vmhost::RestoreRequest& req, vmhost::RestoreReply* reply) {
+    auto guard = lock("Restore");
+    if (!guard) return to_grpc(guard.status());
+    const std::string& dir = req.checkpoint_dir();
+    if (dir.empty()) return to_grpc(invalid_argument("Restore: checkpoint_dir: not given"));
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (vms_[i]) {
+        return to_grpc(failed_precondition(
+            cat("Restore: VM ", configs_[i].name, " is still there (Shutdown first)")));
+      }
+      std::error_code ec;
+      const std::string from = cat(dir, "/", configs_[i].name);
+      if (!fs::is_directory(from, ec)) {
+        return to_grpc(
+            not_found(cat("Restore: VM ", configs_[i].name, ": no checkpoint at ", from)));
+      }
+    }
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      const vm::VmConfig& c = configs_[i];
+      std::error_code ec;
+      fs::create_directories(c.run_dir, ec);
+      remove_overlay(i);
+      vm::RestoreReport report;
+      auto r = vm::restore_checkpoint(cat(dir, "/", c.name), c, &report);
+      if (!r) {
+        Status s = r.status().with_context(cat("Restore: VM ", c.name, ": "));
+        for (std::size_t j = 0; j < i; ++j) {
+          vms_[j].reset();  // all or nothing
+          remove_overlay(j);
+        }
+        return to_grpc(s);
+      }
+      vms_[i] = std::move(r).value();
+      auto* restored = reply->add_vms();
+      restored->set_vm(c.name);
+      restored->set_state_bytes(report.state_bytes);
+      restored->set_start_ns(dur_ns(report.start));
+      restored->set_load_ns(dur_ns(report.load));
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status status(vmhost::GetStatusReply* reply) {
+    auto guard = lock("GetStatus");
+    if (!guard) return to_grpc(guard.status());
+    reply->set_host_id(config_.host_id());
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      auto* v = reply->add_vms();
+      v->set_name(configs_[i].name);
+      v->set_state(vm_state(i));
+      v->set_pid(vms_[i] ? vms_[i]->pid() : 0);
+    }
+    *reply->mutable_clock() = clock_health();
+    return grpc::Status::OK;
+  }
+
+ private:
+  explicit Host(const vmhost::VmHost& config) : config_(config) {}
+
+  Status boot(std::size_t i) {
+    const vm::VmConfig& c = configs_[i];
+    std::error_code ec;
+    fs::create_directories(c.run_dir, ec);
+    if (ec)
+      return internal_error(cat("VM ", c.name, ": run directory ", c.run_dir, ": ", ec.message()));
+    if (!c.disk.empty()) {
+      remove_overlay(i);
+      AMBER_RETURN_IF_ERROR(vm::create_overlay(config_.vms(int(i)).disk_base(), c.disk)
+                                .with_context(cat("VM ", c.name, ": ")));
+    }
+    auto vm = vm::Vm::boot(c);
+    if (!vm) return vm.status().with_context(cat("VM ", c.name, ": boot: "));
+    vms_[i] = std::move(vm).value();
+    return Status::ok();
+  }
+
+  void remove_overlay(std::size_t i) {
+    std::error_code ec;
+    if (!configs_[i].disk.empty()) fs::remove(configs_[i].disk, ec);
+  }
+
+  std::string vm_state(std::size_t i) {
+    if (!vms_[i]) return "absent";
+    if (!vms_[i]->running_process()) return cat("dead: ", vms_[i]->describe_failure());
+    auto s = vms_[i]->status();
+    if (!s) return cat("no answer: ", s.status().message());
+    return *s;
+  }
+
+  // Local minus master time; 0 without PTP.
+  Result<int64_t> correction() const {
+    if (!monitor_) return int64_t{0};
+    return monitor_->correction_ns();
+  }
+
+  vmhost::ClockHealth clock_health() const {
+    vmhost::ClockHealth h;
+    if (!monitor_) {
+      h.set_trustworthy(false);
+      h.set_mode(kUnsynchronized);
+      h.add_reasons("no ptp_socket configured: instants are read on this host's CLOCK_REALTIME");
+      return h;
+    }
+    auto v = monitor_->verdict();
+    h.set_trustworthy(v.trustworthy);
+    h.set_mode(clock_sync::sync_mode_name(
+        config_.sync_mode() == "disciplined"   ? clock_sync::SyncMode::kDisciplined
+        : config_.sync_mode() == "grandmaster" ? clock_sync::SyncMode::kGrandmaster
+                                               : clock_sync::SyncMode::kFreeRunning));
+    h.set_offset_ns(v.offset_ns);
+    for (const auto& r : v.reasons) h.add_reasons(r);
+    return h;
+  }
+
+  grpc::Status step_at(const char* what, int64_t at_ns,
+                       google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
+    auto guard = lock(what);
+    if (!guard) return to_grpc(guard.status());
+    const bool stop = std::string_view(what) == "StopAt";
+    std::vector<vm::Vm*> vms;
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (!vms_[i]) {
+        return to_grpc(failed_precondition(cat(what, ": VM ", configs_[i].name, " is absent (",
+                                               stop ? "boot or " : "", "Restore first)")));
+      }
+      // A STOP (RESUME) event never comes from a VM already stopped (running).
+      const std::string state = vm_state(i);
+      if (stop ? state != "running" : (state != "paused" && state != "postmigrate")) {
+        return to_grpc(
+            failed_precondition(cat(what, ": VM ", configs_[i].name, " is ", state,
+                                    stop ? " (expected running)" : " (expected stopped)")));
+      }
+      vms.push_back(vms_[i].get());
+    }
+    auto corr = correction();
+    if (!corr) return to_grpc(corr.status().with_context(cat(what, ": ")));
+    const int64_t now = SystemClock::realtime_ns() - *corr;
+    if (at_ns <= now) {
+      return to_grpc(failed_precondition(
+          cat(what, ": instant ", at_ns, " is in the past (", (now - at_ns) / 1000, " us ago)")));
+    }
+    if (at_ns - now > kMaxLeadNs) {
+      return to_grpc(invalid_argument(cat(what, ": instant ", at_ns, " is more than ",
+                                          kMaxLeadNs / 1'000'000'000, " s ahead")));
+    }
+    auto r = stop ? vm::stop_all_at(vms, from_ns(at_ns), *waiter_)
+                  : vm::resume_all_at(vms, from_ns(at_ns), *waiter_);
+    if (!r) return to_grpc(r.status().with_context(cat(what, ": ")));
+    // QEMU stamps its events on the local clock; report them in master time.
+    auto after = correction();
+    const int64_t c = after ? *after : *corr;
+    for (std::size_t i = 0; i < r->size(); ++i) {
+      const vm::StepReport& s = (*r)[i];
+      auto* step = out->Add();
+      step->set_vm(configs_[i].name);
+      step->set_event_ns(to_ns(s.event) - c);
+      step->set_lateness_ns(to_ns(s.event) - c - at_ns);
+      step->set_reply_latency_ns(dur_ns(s.reply_latency));
+    }
+    return grpc::Status::OK;
+  }
+
+  const vmhost::VmHost config_;
+  std::vector<vm::VmConfig> configs_;
+  std::vector<std::unique_ptr<vm::Vm>> vms_;
+  SystemClock local_;
+  std::unique_ptr<clock_sync::SyncMonitor> monitor_;
+  std::unique_ptr<clock_sync::ActionScheduler> scheduler_;  // uses monitor_
+  std::unique_ptr<vm::InstantWaiter> waiter_;
+  std::timed_mutex mutex_;
+  const char* busy_with_ = "";
+};
+
+class Service final : public vmhost::VmHostAgent::Service {
+ public:
+  explicit Service(Host& host) : host_(host) {}
+
+  grpc::Status Prepare(grpc::ServerContext*, const vmhost::PrepareRequest* req,
+                       vmhost::PrepareReply* reply) override {
+    return host_.prepare(*req, reply);
+  }
+  grpc::Status StopAt(grpc::ServerContext*, const vmhost::StopAtRequest* req,
+                      vmhost::StopAtReply* reply) override {
+    return host_.stop_at(req->at_ns(), reply->mutable_vms());
+  }
+  grpc::Status Save(grpc::ServerContext*, const vmhost::SaveRequest* req,
+                    vmhost::SaveReply* reply) override {
+    return host_.save(*req, reply);
+  }
+  grpc::Status ResumeAt(grpc::ServerContext*, const vmhost::ResumeAtRequest* req,
+                        vmhost::ResumeAtReply* reply) override {
+    return host_.resume_at(req->at_ns(), reply->mutable_vms());
+  }
+  grpc::Status Shutdown(grpc::ServerContext*, const vmhost::ShutdownRequest*,
+                        vmhost::ShutdownReply* reply) override {
+    return host_.shutdown(reply);
+  }
+  grpc::Status Restore(grpc::ServerContext*, const vmhost::RestoreRequest* req,
+                       vmhost::RestoreReply* reply) override {
+    return host_.restore(*req, reply);
+  }
+  grpc::Status GetStatus(grpc::ServerContext*, const vmhost::GetStatusRequest*,
+                         vmhost::GetStatusReply* reply) override {
+    return host_.status(reply);
+  }
+
+ private:
+  Host& host_;
+};
+
+}  // namespace
+
+struct VmHostAgent::Impl {
+  std::unique_ptr<Host> host;
+  std::unique_ptr<Service> service;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+};
+
+VmHostAgent::VmHostAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+VmHostAgent::~VmHostAgent() {
+  if (impl_ && impl_->server) {
+    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    impl_->server->Wait();
+  }
+  if (impl_) impl_->host.reset();  // after the server: no call still uses the VMs
+}
+
+const std::string& VmHostAgent::address() const {
+  return impl_->address;
+}
+
+Result<std::unique_ptr<VmHostAgent>> VmHostAgent::start(VmHostAgentOptions options) {
+  const std::string listen = options.config.listen();
+  AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
+  auto impl = std::make_unique<Impl>();
+  auto host = Host::create(options.config, options.boot);
+  if (!host) return host.status();
+  impl->host = std::move(host).value();
+  impl->service = std::make_unique<Service>(*impl->host);
+  if (listen.rfind("unix:", 0) == 0) {
+    fs::path socket = listen.substr(5);
+    std::error_code ec;
+    if (socket.has_parent_path()) fs::create_directories(socket.parent_path(), ec);
+    fs::remove(socket, ec);  // a stale socket of an earlier run
+  }
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(impl->service.get());
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || (listen.rfind("unix:", 0) != 0 && port == 0)) {
+    return unavailable(
+        cat("cannot listen on '", listen, "' (in use, or no permission to create it)"));
+  }
+  impl->address = listen;
+  if (listen.rfind("unix:", 0) != 0) {
+    impl->address = listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
+  }
+  return std::unique_ptr<VmHostAgent>(new VmHostAgent(std::move(impl)));
+}
+
+}  // namespace amber::controller

@@ -1,0 +1,136 @@
+#include "controller/vmhost_config.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "common/strings.h"
+
+namespace amber::controller {
+namespace {
+
+using google::protobuf::TextFormat;
+
+class Collector final : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit Collector(const std::string& origin) : origin_(origin) {}
+  void AddError(int line, int column, const std::string& message) override {
+    if (first_.empty()) first_ = cat(origin_, ":", line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  const std::string& origin_;
+  std::string first_;
+};
+
+// "file:line: " of a repeated field's entry, or "file: " when unknown.
+std::string where(const std::string& origin, const TextFormat::ParseInfoTree& tree,
+                  const char* field_name, int index) {
+  const auto* field = vmhost::VmHost::descriptor()->FindFieldByName(field_name);
+  auto loc = tree.GetLocation(field, index);
+  if (loc.line < 0) return cat(origin, ": ");
+  return cat(origin, ":", loc.line + 1, ": ");
+}
+
+std::string where_top(const std::string& origin, const TextFormat::ParseInfoTree& tree,
+                      const char* field_name) {
+  return where(origin, tree, field_name, -1);
+}
+
+}  // namespace
+
+Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::string& origin) {
+  vmhost::VmHost host;
+  TextFormat::Parser parser;
+  Collector errors(origin);
+  TextFormat::ParseInfoTree tree;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&tree);
+  if (!parser.ParseFromString(text, &host)) {
+    return invalid_argument(errors.first().empty() ? cat(origin, ": not a VmHost text message")
+                                                   : errors.first());
+  }
+  if (host.listen().empty()) {
+    return invalid_argument(cat(origin, ": listen: give unix:/PATH or 127.0.0.1:PORT"));
+  }
+  if (host.run_dir().empty()) {
+    return invalid_argument(cat(origin, ": run_dir: give a directory for the VMs' sockets/logs"));
+  }
+  if (!host.sync_mode().empty() && host.sync_mode() != "free_running" &&
+      host.sync_mode() != "disciplined" && host.sync_mode() != "grandmaster") {
+    return invalid_argument(cat(where_top(origin, tree, "sync_mode"), "sync_mode '",
+                                host.sync_mode(),
+                                "': expected free_running, disciplined or grandmaster"));
+  }
+  if (host.vms_size() == 0) return invalid_argument(cat(origin, ": no vms { ... } configured"));
+  std::set<std::string> names;
+  for (int i = 0; i < host.vms_size(); ++i) {
+    const vmhost::VmSpec& vm = host.vms(i);
+    const std::string at = where(origin, tree, "vms", i);
+    if (vm.name().empty()) return invalid_argument(cat(at, "vms: name is missing"));
+    if (vm.name().find('/') != std::string::npos || vm.name() == "." || vm.name() == "..") {
+      return invalid_argument(cat(at, "VM '", vm.name(), "': name must be a plain file name"));
+    }
+    if (!names.insert(vm.name()).second) {
+      return invalid_argument(cat(at, "VM '", vm.name(), "': name used twice"));
+    }
+    if (vm.memory_mib() <= 0) {
+      return invalid_argument(cat(at, "VM '", vm.name(), "': memory_mib must be positive"));
+    }
+    if (vm.vcpus() < 0) return invalid_argument(cat(at, "VM '", vm.name(), "': vcpus < 0"));
+    if (vm.kernel().empty()) {
+      return invalid_argument(cat(at, "VM '", vm.name(), "': kernel is missing"));
+    }
+    if (!vm.accel().empty() && vm.accel() != "auto" && vm.accel() != "kvm" && vm.accel() != "tcg") {
+      return invalid_argument(
+          cat(at, "VM '", vm.name(), "': accel '", vm.accel(), "': expected auto, kvm or tcg"));
+    }
+    for (const auto& nic : vm.nics()) {
+      if (nic.kind() != vmhost::NicSpec::USER && nic.endpoint().empty()) {
+        return invalid_argument(cat(at, "VM '", vm.name(),
+                                    "': a tap or vhost-user NIC needs its endpoint "
+                                    "(interface name or socket path)"));
+      }
+    }
+  }
+  return host;
+}
+
+Result<vmhost::VmHost> load_vmhost_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return not_found(cat(path, ": cannot open the configuration file"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_vmhost_config(ss.str(), path);
+}
+
+vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec) {
+  vm::VmConfig c;
+  c.name = spec.name();
+  c.run_dir = cat(host.run_dir(), "/", spec.name());
+  c.memory_mib = spec.memory_mib();
+  c.vcpus = spec.vcpus() > 0 ? spec.vcpus() : 1;
+  c.kernel = spec.kernel();
+  c.initrd = spec.initrd();
+  c.append = spec.append();
+  if (!spec.disk_base().empty()) c.disk = cat(c.run_dir, "/disk.qcow2");
+  for (const auto& n : spec.nics()) {
+    vm::Nic nic;
+    nic.kind = n.kind() == vmhost::NicSpec::TAP          ? vm::Nic::Kind::kTap
+               : n.kind() == vmhost::NicSpec::VHOST_USER ? vm::Nic::Kind::kVhostUser
+                                                         : vm::Nic::Kind::kUser;
+    nic.endpoint = n.endpoint();
+    nic.mac = n.mac();
+    c.nics.push_back(nic);
+  }
+  c.accel = spec.accel() == "kvm"   ? vm::Accel::kKvm
+            : spec.accel() == "tcg" ? vm::Accel::kTcg
+                                    : vm::Accel::kAuto;
+  return c;
+}
+
+}  // namespace amber::controller

@@ -1,0 +1,113 @@
+// amber-vmhost's configuration loader: what it accepts, and errors that
+// name the file and line.
+#include "controller/vmhost_config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+namespace amber::controller {
+namespace {
+
+constexpr const char* kGood = R"(host_id: "h1"
+listen: "unix:/tmp/amb-vmh.sock"
+run_dir: "/tmp/amb-vmh-run"
+vms {
+  name: "a"
+  memory_mib: 128
+  kernel: "/g/vmlinuz"
+  initrd: "/g/initrd"
+  append: "console=ttyS0"
+  disk_base: "/g/base.qcow2"
+  accel: "tcg"
+  nics { kind: VHOST_USER endpoint: "/run/amber/a.sock" mac: "52:54:00:00:00:01" }
+}
+vms {
+  name: "b"
+  memory_mib: 256
+  kernel: "/g/vmlinuz"
+}
+)";
+
+TEST(VmHostConfig, GoodConfigMapsToVmConfigs) {
+  auto c = parse_vmhost_config(kGood, "good.conf");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  ASSERT_EQ(c->vms_size(), 2);
+  vm::VmConfig a = to_vm_config(*c, c->vms(0));
+  EXPECT_EQ(a.name, "a");
+  EXPECT_EQ(a.run_dir, "/tmp/amb-vmh-run/a");
+  EXPECT_EQ(a.disk, "/tmp/amb-vmh-run/a/disk.qcow2");
+  EXPECT_EQ(a.memory_mib, 128);
+  EXPECT_EQ(a.vcpus, 1);
+  EXPECT_EQ(a.accel, vm::Accel::kTcg);
+  ASSERT_EQ(a.nics.size(), 1u);
+  EXPECT_EQ(a.nics[0].kind, vm::Nic::Kind::kVhostUser);
+  EXPECT_EQ(a.nics[0].endpoint, "/run/amber/a.sock");
+  vm::VmConfig b = to_vm_config(*c, c->vms(1));
+  EXPECT_TRUE(b.disk.empty());
+  EXPECT_EQ(b.accel, vm::Accel::kAuto);
+}
+
+struct Bad {
+  std::string text;
+  std::string expected;  // a substring of the message, with file:line
+};
+
+TEST(VmHostConfig, ErrorsNameFileAndLine) {
+  const std::string head = "listen: \"unix:/tmp/x.sock\"\nrun_dir: \"/tmp/r\"\n";
+  const Bad cases[] = {
+      {head + "vms {\n  name: \"a\"\n  memroy_mib: 1\n}\n", "bad.conf:5:"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n" +
+           "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:4: VM 'a': name used twice"},
+      {head + "vms { name: \"a\" memory_mib: 1 }\n", "bad.conf:3: VM 'a': kernel is missing"},
+      {head + "\nvms { name: \"a\" kernel: \"k\" }\n", "bad.conf:4: VM 'a': memory_mib"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" accel: \"xen\" }\n",
+       "bad.conf:3: VM 'a': accel 'xen'"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP } }\n",
+       "bad.conf:3: VM 'a': a tap or vhost-user NIC needs its endpoint"},
+      {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3: vms: name is missing"},
+      {head + "vms { name: \"../x\" memory_mib: 1 kernel: \"k\" }\n", "plain file name"},
+      {head + "sync_mode: \"sloppy\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:3: sync_mode 'sloppy'"},
+      {"run_dir: \"/tmp/r\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf: listen"},
+      {head, "bad.conf: no vms"},
+      {head + "vms { name: \"a\" memory_mib: \"lots\" }\n", "bad.conf:3:"},
+  };
+  for (const Bad& bad : cases) {
+    auto c = parse_vmhost_config(bad.text, "bad.conf");
+    ASSERT_FALSE(c.is_ok()) << bad.text;
+    EXPECT_EQ(c.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(c.status().message().find(bad.expected), std::string::npos)
+        << "expected '" << bad.expected << "' in: " << c.status().message();
+  }
+}
+
+TEST(VmHostConfig, LoadsFileAndNamesMissingOne) {
+  char path[] = "/tmp/amb-vmh-conf-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  {
+    std::ofstream out(path);
+    out << "listen: \"127.0.0.1:0\"\nrun_dir: \"/tmp/r\"\nvms { name: \"a\" kernel: \"k\" }\n";
+  }
+  auto c = load_vmhost_config(path);
+  std::remove(path);
+  ASSERT_FALSE(c.is_ok());
+  EXPECT_NE(c.status().message().find(std::string(path) + ":3: VM 'a': memory_mib"),
+            std::string::npos)
+      << c.status().message();
+
+  auto missing = load_vmhost_config("/nonexistent/amb-vmh.conf");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("/nonexistent/amb-vmh.conf"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace amber::controller
