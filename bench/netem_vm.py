@@ -13,9 +13,10 @@ endpoints; every row sends its traffic through the same kind of path:
   amber veth   ns1 =veth= amber-delaynode (af_packet) =veth= ns2, no VM
 
 For each link: iperf3 TCP throughput (8 s) and retransmits, idle ping RTT
-(avg, mdev) and RTT - 2 x delay, drops (netem: the qdiscs' `dropped` in the
-VM; amber: /amber/stats dropped_* + /amber/ports rx_missed, rx_no_mbuf,
-tx_errors).
+(avg, mdev) and RTT - 2 x delay, the emulator's drops (netem: the qdiscs'
+`dropped` in the VM; amber: /amber/stats dropped_* + /amber/ports rx_missed,
+rx_no_mbuf, tx_errors) and, for the rows through the VM, the frames lost on
+the way (taps' and VM NICs' rx/tx_dropped).
 
 usage: bench/netem_vm.py BUILD_DIR   (root; builds the guest if needed)"""
 
@@ -198,6 +199,17 @@ class Lab:
         out = self.vm.run("/sbin/tc -s qdisc show dev eth0; /sbin/tc -s qdisc show dev eth1")
         return sum(int(x) for x in re.findall(r"dropped (\d+)", out)), out
 
+    def path_drops(self):
+        """Frames lost outside any qdisc: the taps' tx drops (the VM did not
+        take them in time) and the VM NICs' rx/tx drops."""
+        n = 0
+        for tap in self.taps:
+            for c in ("tx_dropped", "rx_dropped"):
+                with open(f"/sys/class/net/{tap}/statistics/{c}") as f:
+                    n += int(f.read())
+        out = self.vm.run("cat /sys/class/net/eth[01]/statistics/[rt]x_dropped")
+        return n + sum(int(x) for x in out.split() if x.isdigit())
+
     def _remove_links(self):
         for dev in self.bridges + self.taps:
             lab.sh("ip", "link", "del", dev, check=False)
@@ -214,6 +226,13 @@ class Lab:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def measure_vm(L, measure_fn):
+    before = L.path_drops()
+    r = measure_fn()
+    r["path_drops"] = L.path_drops() - before
+    return r
 
 
 def measure(hosts, delay_ms):
@@ -267,12 +286,12 @@ def main():
     with Lab(build) as L:
         L.h1_bridged(True)
         L.set_netem(None, 0)
-        r = measure(L.hosts, 0)
-        r["drops"] = L.netem_drops()[0]
+        r = measure_vm(L, lambda: measure(L.hosts, 0))
+        r["drops"] = 0
         rows.append(("none", "bridge VM, no qdisc (the VM's own cost)", r))
         for name, rate, delay in LINKS:
             L.set_netem(rate, delay)
-            r = measure(L.hosts, delay)
+            r = measure_vm(L, lambda: measure(L.hosts, delay))
             r["drops"], stats = L.netem_drops()
             print(f"[netem {name}] tc -s qdisc in the VM:\n{stats}", file=sys.stderr)
             rows.append((f"{name}, {delay} ms", "netem in the bridge VM", r))
@@ -281,8 +300,8 @@ def main():
             L.h1_bridged(False)
             L.tap1_bridged(False)
             try:
-                r = amber_measure(binary, L.hosts, [L.hosts.host_if[0], L.taps[0]], rate, delay,
-                                  f"{PREFIX}-node")
+                r = measure_vm(L, lambda: amber_measure(
+                    binary, L.hosts, [L.hosts.host_if[0], L.taps[0]], rate, delay, f"{PREFIX}-node"))
             finally:
                 L.tap1_bridged(True)
                 L.h1_bridged(True)
@@ -292,12 +311,13 @@ def main():
             r = amber_measure(binary, h, h.host_if, rate, delay, f"{PREFIX}v-node")
             rows.append((f"{name}, {delay} ms", "amber on veth (af_packet), no VM", r))
     print(f"| link | emulator and path | iperf3 TCP {SECONDS}s (Mbit/s) | retransmits | "
-          "ping RTT avg / mdev (ms) | RTT - 2 x delay (ms) | ping loss | drops |")
-    print("|---|---|---|---|---|---|---|---|")
+          "ping RTT avg / mdev (ms) | RTT - 2 x delay (ms) | ping loss | emulator drops | "
+          "tap + VM NIC drops |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for link, who, r in rows:
         print(f"| {link} | {who} | {r['mbps']:.1f} | {r['retr']} | {fmt(r['rtt'], '.2f')} / "
               f"{fmt(r['mdev'], '.2f')} | {fmt(r['rtt_err'], '+.2f')} | {r['loss'] * 100:.0f}% | "
-              f"{r['drops']} |")
+              f"{r['drops']} | {r.get('path_drops', '-')} |")
     print(f"\n(run took {time.monotonic() - t0:.0f} s)")
     return 0
 
