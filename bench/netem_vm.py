@@ -12,14 +12,22 @@ endpoints; every row sends its traffic through the same kind of path:
   VM only      as netem without a qdisc: what the TCG VM alone costs
   amber veth   ns1 =veth= amber-delaynode (af_packet) =veth= ns2, no VM
 
+and with two endpoint VMs (guest iperf3 and busybox ping) instead of the
+namespaces:
+
+  netem        VM1 -e1- [br1] -tap1- bridge VM (br0 + netem) -tap2- [br2] -e2- VM2
+  amber        VM1 =vhost-user= amber-delaynode (net_vhost) =vhost-user= VM2
+
 For each link: iperf3 TCP throughput (8 s) and retransmits, idle ping RTT
 (avg, mdev) and RTT - 2 x delay, the emulator's drops (netem: the qdiscs'
 `dropped` in the VM; amber: /amber/stats dropped_* + /amber/ports rx_missed,
 rx_no_mbuf, tx_errors) and, for the rows through the VM, the frames lost on
 the way (taps' and VM NICs' rx/tx_dropped).
 
-usage: bench/netem_vm.py BUILD_DIR   (root; builds the guest if needed)"""
+usage: bench/netem_vm.py BUILD_DIR [--no-endpoint-vms]
+       (root; builds the guest if needed)"""
 
+import json
 import os
 import re
 import signal
@@ -46,13 +54,13 @@ NIC_OFFLOADS_OFF = ",".join(f"{k}=off" for k in (
     "guest_tso4", "guest_tso6", "guest_ecn", "guest_ufo"))
 
 
-class BridgeVm:
-    """The netem bridge VM: two virtio NICs on taps, joined by br0 inside;
-    driven through its serial console (a unix socket)."""
+class Vm:
+    """A TCG guest of scripts/build-guest.sh driven through its serial
+    console (a unix socket). nics: ("tap", ifname) or ("vhost", socket path);
+    guest RAM is a shared memfd so a vhost-user back end can map it."""
 
-    def __init__(self, build, taps, smp=1):
+    def __init__(self, build, append, nics, mac_base, mem_mb=512, smp=1, ready=None):
         guest = os.path.join(build, "guest")
-        self.taps = taps
         self.dir = tempfile.mkdtemp(prefix=f"{PREFIX}-vm-")
         self.console_path = os.path.join(self.dir, "console.sock")
         self.log_path = os.path.join(self.dir, "qemu.log")
@@ -61,27 +69,35 @@ class BridgeVm:
         self.buf = b""
         self.seq = 0
         cmd = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-smp", str(smp),
-               "-m", "512", "-nodefaults", "-display", "none", "-monitor", "none",
+               "-m", str(mem_mb), "-nodefaults", "-display", "none", "-monitor", "none",
+               "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
+               "-numa", "node,memdev=mem",
                "-kernel", os.path.join(guest, "vmlinuz"),
                "-initrd", os.path.join(guest, "initramfs.cpio.gz"),
-               "-append", "console=ttyS0 quiet amber.bridge=1",
+               "-append", f"console=ttyS0 quiet {append}",
                "-chardev", f"socket,id=con,path={self.console_path},server=on,wait=off",
                "-serial", "chardev:con"]
-        for i, tap in enumerate(taps):
-            cmd += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
-                    "-device", f"virtio-net-pci,netdev=n{i},mac=52:54:00:4e:56:0{i + 1},"
-                    + NIC_OFFLOADS_OFF]
+        for i, (kind, where) in enumerate(nics):
+            dev = f"virtio-net-pci,netdev=n{i},mac=52:54:00:4e:{mac_base:02x}:{i + 1:02x},"
+            if kind == "tap":
+                cmd += ["-netdev", f"tap,id=n{i},ifname={where},script=no,downscript=no"]
+            else:
+                # vectors=0: QEMU 7.2 under TCG crashes with vhost-user otherwise.
+                cmd += ["-chardev", f"socket,id=vu{i},path={where}",
+                        "-netdev", f"vhost-user,id=n{i},chardev=vu{i}"]
+                dev += "vectors=0,"
+            cmd += ["-device", dev + NIC_OFFLOADS_OFF]
         self.log = open(self.log_path, "w")
         try:
             self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
             lab.wait_for(lambda: self.proc.poll() is not None or os.path.exists(self.console_path),
-                         10, "the bridge VM's console socket")
+                         10, "the VM's console socket")
             self._check_alive()
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.connect(self.console_path)
             boot = self._read_until(b"amber: guest ready", 120)
-            if b"amber: bridge ready" not in boot:
-                raise RuntimeError(f"bridge VM did not set up br0:\n{boot.decode(errors='replace')}")
+            if ready and ready.encode() not in boot:
+                raise RuntimeError(f"VM printed no {ready!r}:\n{boot.decode(errors='replace')}")
         except Exception:
             self.close()
             raise
@@ -97,7 +113,7 @@ class BridgeVm:
             self._check_alive()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"bridge VM console: no {marker!r} within {timeout}s; got:\n"
+                raise TimeoutError(f"VM console: no {marker!r} within {timeout}s; got:\n"
                                    + self.buf[-2000:].decode(errors="replace"))
             self.sock.settimeout(min(left, 1.0))
             try:
@@ -105,7 +121,7 @@ class BridgeVm:
             except socket.timeout:
                 continue
             if not data:
-                raise RuntimeError("bridge VM console closed")
+                raise RuntimeError("VM console closed")
             self.buf += data
         head, _, self.buf = self.buf.partition(marker)
         return head
@@ -158,7 +174,8 @@ class Lab:
         self._remove_links()
         try:
             self.hosts = lab.TwoHosts(PREFIX, subnet=81)
-            self.vm = BridgeVm(build, self.taps)
+            self.vm = Vm(build, "amber.bridge=1", [("tap", t) for t in self.taps], 0x56,
+                         ready="amber: bridge ready")
             for i in range(2):
                 lab.wait_for(lambda: os.path.exists(f"/sys/class/net/{self.taps[i]}"), 10,
                              f"tap {self.taps[i]}")
@@ -265,6 +282,130 @@ def amber_measure(binary, hosts, ifaces, rate, delay_ms, node_prefix):
         return r
 
 
+EP_ADDR = ["10.83.0.1", "10.83.0.2"]
+TCP_BUFFERS = "4096 131072 67108864"
+
+
+class EndpointVms:
+    """Two endpoint VMs (10.83.0.1 runs the client, 10.83.0.2 iperf3 -s),
+    one NIC each, given as Vm nic specs."""
+
+    def __init__(self, build, nics):
+        self.vms = []
+        try:
+            for i in range(2):
+                append = f"amber.ip={EP_ADDR[i]}/24" + (" amber.workload=iperf3-server" if i else "")
+                self.vms.append(Vm(build, append, [nics[i]], 0x60 + i, mem_mb=256))
+            for vm in self.vms:
+                vm.run(f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_rmem; '
+                       f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_wmem')
+        except Exception:
+            self.close()
+            raise
+
+    def measure(self, delay_ms):
+        client = self.vms[0]
+        client.run(f"ping -q -c 3 -i 0.2 {EP_ADDR[1]}", timeout=30)
+        out = client.run(f"ping -q -c 50 -i 0.02 {EP_ADDR[1]}", timeout=60)
+        rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+) ms", out)
+        loss = re.search(r"(\d+)% packet loss", out)
+        out = client.run(f"iperf3 -c {EP_ADDR[1]} -t {SECONDS} -J > /tmp/j; cat /tmp/j",
+                         timeout=SECONDS + 60)
+        try:
+            j = json.loads(out[out.index("{"):out.rindex("}") + 1])
+        except ValueError as e:
+            raise RuntimeError(f"iperf3 in the endpoint VM printed no JSON ({e}):\n{out[-2000:]}")
+        if "error" in j:
+            raise RuntimeError(f"iperf3 in the endpoint VM: {j['error']}")
+        avg = float(rtt.group(2)) if rtt else None
+        return {"mbps": j["end"]["sum_received"]["bits_per_second"] / 1e6,
+                "retr": j["end"]["sum_sent"].get("retransmits", 0),
+                "rtt": avg, "mdev": None,  # busybox ping prints no mdev
+                "loss": float(loss.group(1)) / 100 if loss else 1.0,
+                "rtt_err": (avg - 2 * delay_ms) if avg else None}
+
+    def close(self):
+        for vm in self.vms:
+            vm.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def amber_vhost_rows(build, binary):
+    """Endpoint VMs on vhost-user ports of amber-delaynode (DPDK net_vhost
+    serves the sockets); VMs booted again for each link's config."""
+    rows = []
+    for name, rate, delay in LINKS:
+        sock_dir = tempfile.mkdtemp(prefix=f"{PREFIX}u-")
+        socks = [os.path.join(sock_dir, f"ep{i + 1}.sock") for i in range(2)]
+        eal = [a for i in range(2) for a in ("--vdev", f"net_vhost{i},iface={socks[i]},client=0")]
+        cfg = amber_config(rate, delay).replace("net_af_packet", "net_vhost")
+        try:
+            with lab.DelayNode(binary, cfg, [], f"{PREFIX}u-node", extra_eal=eal) as node:
+                lab.wait_for(lambda: all(os.path.exists(x) for x in socks), 10, "vhost-user sockets")
+                with EndpointVms(build, [("vhost", x) for x in socks]) as eps:
+                    r = eps.measure(delay)
+                st = node.telemetry("/amber/stats")
+                r["drops"] = sum(v for d in st.values() for k, v in d.items()
+                                 if k.startswith("dropped_"))
+                ports = node.telemetry("/amber/ports")
+                r["drops"] += sum(p["rx_missed"] + p["rx_no_mbuf"] + p["tx_errors"]
+                                  for p in ports.values())
+        finally:
+            lab.sh("rm", "-rf", sock_dir, check=False)
+        rows.append((f"{name}, {delay} ms", "endpoint VMs: amber, vhost-user ports", r))
+    return rows
+
+
+def netem_vm_rows(build):
+    """The same endpoint VMs on taps, bridged through the netem bridge VM:
+    root bridges b1 {e1, t1} and b2 {e2, t2}."""
+    rows = []
+    ep_taps = [f"{PREFIX}-e1", f"{PREFIX}-e2"]
+    taps = [f"{PREFIX}-t1", f"{PREFIX}-t2"]
+    bridges = [f"{PREFIX}-b1", f"{PREFIX}-b2"]
+
+    def remove():
+        for dev in bridges + taps + ep_taps:
+            lab.sh("ip", "link", "del", dev, check=False)
+
+    remove()
+    bridge_vm = None
+    try:
+        bridge_vm = Vm(build, "amber.bridge=1", [("tap", t) for t in taps], 0x56,
+                       ready="amber: bridge ready")
+        with EndpointVms(build, [("tap", t) for t in ep_taps]) as eps:
+            for i in range(2):
+                lab.sh("ip", "link", "add", bridges[i], "type", "bridge", "stp_state", "0",
+                       "forward_delay", "0")
+                for dev in (bridges[i], taps[i], ep_taps[i]):
+                    lab.sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
+                    lab.sh("ip", "link", "set", dev, "up")
+                for dev in (taps[i], ep_taps[i]):
+                    lab.offloads_off(dev)
+                    lab.sh("ip", "link", "set", dev, "master", bridges[i])
+            for name, rate, delay in LINKS:
+                for dev in ("eth0", "eth1"):
+                    bridge_vm.run(f"/sbin/tc qdisc del dev {dev} root 2>/dev/null")
+                    out = bridge_vm.run(f"/sbin/tc qdisc add dev {dev} root netem delay {delay}ms "
+                                        f"rate {rate} limit {QUEUE} && echo qdisc-ok")
+                    if "qdisc-ok" not in out:
+                        raise RuntimeError(f"netem on {dev} in the bridge VM failed: {out}")
+                r = eps.measure(delay)
+                out = bridge_vm.run("/sbin/tc -s qdisc show dev eth0; /sbin/tc -s qdisc show dev eth1")
+                r["drops"] = sum(int(x) for x in re.findall(r"dropped (\d+)", out))
+                rows.append((f"{name}, {delay} ms", "endpoint VMs: netem in the bridge VM, taps", r))
+    finally:
+        if bridge_vm:
+            bridge_vm.close()
+        remove()
+    return rows
+
+
 def fmt(v, f):
     return "-" if v is None else format(v, f)
 
@@ -310,6 +451,9 @@ def main():
         for name, rate, delay in LINKS:
             r = amber_measure(binary, h, h.host_if, rate, delay, f"{PREFIX}v-node")
             rows.append((f"{name}, {delay} ms", "amber on veth (af_packet), no VM", r))
+    if "--no-endpoint-vms" not in sys.argv:
+        rows += netem_vm_rows(build)
+        rows += amber_vhost_rows(build, binary)
     print(f"| link | emulator and path | iperf3 TCP {SECONDS}s (Mbit/s) | retransmits | "
           "ping RTT avg / mdev (ms) | RTT - 2 x delay (ms) | ping loss | emulator drops | "
           "tap + VM NIC drops |")
