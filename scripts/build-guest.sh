@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds amber's tiny test guest from Debian packages only: Debian's cloud
 # kernel, and an initramfs with busybox, the virtio modules, iperf3 and its
-# libraries and guest/init. Also a small ext4 base disk image.
+# libraries, the bridge and sch_netem modules with tc (for the netem bridge
+# VM of bench/netem_vm.py) and guest/init. Also a small ext4 base disk image.
 #
 #   scripts/build-guest.sh [BUILD_DIR]     (default: $AMBER_BUILD_DIR or build)
 #
@@ -58,7 +59,7 @@ for applet in $("$busybox" --list); do
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-         failover net_failover virtio_net virtio_blk; do
+         failover net_failover virtio_net virtio_blk llc stp bridge sch_netem; do
   f=$(find "$tmp/pkgs/lib/modules/$kver" -name "$m.ko*" | head -1)
   [ -n "$f" ] || die "module $m not found in $kpkg"
   case "$f" in
@@ -72,6 +73,15 @@ cp "$tmp/pkgs/usr/bin/iperf3" "$root/usr/bin/"
 cp -a "$tmp/pkgs/usr/lib/x86_64-linux-gnu/"lib{iperf,sctp}.so.* "$root/lib/x86_64-linux-gnu/"
 for lib in libc.so.6 libm.so.6 libcrypto.so.3; do
   cp -L "/lib/x86_64-linux-gnu/$lib" "$root/lib/x86_64-linux-gnu/"
+done
+# tc from the host's iproute2 (Debian 12's package), with every library it
+# links; busybox's tc applet knows no netem, so its link goes.
+tc=/sbin/tc
+[ -x "$tc" ] || die "tc is missing (iproute2)"
+rm -f "$root/bin/tc"
+cp -L "$tc" "$root/sbin/tc"
+for lib in $(ldd "$tc" | awk '$3 ~ /^\// {print $3}'); do
+  cp -L "$lib" "$root/lib/x86_64-linux-gnu/"
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 install -m 0755 "$init_src" "$root/init"
