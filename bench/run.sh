@@ -8,6 +8,7 @@
 #   bench/run.sh checkpoint the checkpoint image: save and restore throughput
 #   bench/run.sh clock      clock-sync: firing error, ptp4l offsets (root)
 #   bench/run.sh vm         vm-checkpoint: stop, save, restore, 4-VM skew (root)
+#   bench/run.sh netem      amber vs netem in a bridge VM (root, ~3 min; not in "all")
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${AMBER_BUILD_DIR:-build}
@@ -53,4 +54,8 @@ fi
 if [ "$what" = all ] || [ "$what" = vm ]; then
   echo
   bench/vm_checkpoint.sh
+fi
+
+if [ "$what" = netem ]; then
+  python3 bench/netem_vm.py "$build_dir"
 fi
