@@ -43,10 +43,7 @@ def amber_run(binary, rate, delay_ms):
     with lab.TwoHosts("amb-bp", subnet=79) as h:
         with lab.DelayNode(binary, cfg, h.host_if, "amb-bp-node") as node:
             r = measure(h, delay_ms)
-            st = node.telemetry("/amber/stats")
-            r["drops"] = sum(v for d in st.values() for k, v in d.items() if k.startswith("dropped_"))
-            ports = node.telemetry("/amber/ports")
-            r["drops"] += sum(p["rx_missed"] + p["rx_no_mbuf"] + p["tx_errors"] for p in ports.values())
+            r["drops"] = node.drops()
             return r
 
 

@@ -275,10 +275,7 @@ def amber_config(rate, delay_ms):
 def amber_measure(binary, hosts, ifaces, rate, delay_ms, node_prefix):
     with lab.DelayNode(binary, amber_config(rate, delay_ms), ifaces, node_prefix) as node:
         r = measure(hosts, delay_ms)
-        st = node.telemetry("/amber/stats")
-        r["drops"] = sum(v for d in st.values() for k, v in d.items() if k.startswith("dropped_"))
-        ports = node.telemetry("/amber/ports")
-        r["drops"] += sum(p["rx_missed"] + p["rx_no_mbuf"] + p["tx_errors"] for p in ports.values())
+        r["drops"] = node.drops()
         return r
 
 
@@ -349,12 +346,7 @@ def amber_vhost_rows(build, binary):
                 lab.wait_for(lambda: all(os.path.exists(x) for x in socks), 10, "vhost-user sockets")
                 with EndpointVms(build, [("vhost", x) for x in socks]) as eps:
                     r = eps.measure(delay)
-                st = node.telemetry("/amber/stats")
-                r["drops"] = sum(v for d in st.values() for k, v in d.items()
-                                 if k.startswith("dropped_"))
-                ports = node.telemetry("/amber/ports")
-                r["drops"] += sum(p["rx_missed"] + p["rx_no_mbuf"] + p["tx_errors"]
-                                  for p in ports.values())
+                r["drops"] = node.drops()
         finally:
             lab.sh("rm", "-rf", sock_dir, check=False)
         rows.append((f"{name}, {delay} ms", "endpoint VMs: amber, vhost-user ports", r))

@@ -3,7 +3,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
-#include <filesystem>
 #include <thread>
 
 #include "common/strings.h"
@@ -239,10 +238,7 @@ struct DelayNodeAgent::Impl {
 DelayNodeAgent::DelayNodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 DelayNodeAgent::~DelayNodeAgent() {
-  if (impl_ && impl_->server) {
-    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    impl_->server->Wait();
-  }
+  if (impl_) stop_serving(impl_->server.get());
 }
 
 const std::string& DelayNodeAgent::address() const { return impl_->address; }
@@ -271,25 +267,10 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
     AMBER_RETURN_IF_ERROR(impl->monitor->start());
   }
   impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode);
-  if (options.listen.rfind("unix:", 0) == 0) {
-    std::filesystem::path socket = options.listen.substr(5);
-    std::error_code ec;
-    if (socket.has_parent_path()) std::filesystem::create_directories(socket.parent_path(), ec);
-    std::filesystem::remove(socket, ec);  // a stale socket of an earlier run
-  }
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(impl->service.get());
-  impl->server = builder.BuildAndStart();
-  if (!impl->server || (options.listen.rfind("unix:", 0) != 0 && port == 0)) {
-    return unavailable(cat("cannot listen on '", options.listen,
-                           "' (in use, or no permission to create it)"));
-  }
-  impl->address = options.listen;
-  if (options.listen.rfind("unix:", 0) != 0) {
-    impl->address = options.listen.substr(0, options.listen.rfind(':') + 1) + std::to_string(port);
-  }
+  auto serving = serve_plaintext(options.listen, impl->service.get());
+  if (!serving) return serving.status();
+  impl->server = std::move(serving->server);
+  impl->address = serving->address;
   return std::unique_ptr<DelayNodeAgent>(new DelayNodeAgent(std::move(impl)));
 }
 

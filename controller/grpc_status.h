@@ -3,6 +3,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <memory>
+#include <string>
+
 #include "common/status.h"
 
 namespace amber::controller {
@@ -21,5 +24,17 @@ inline Status from_grpc(const grpc::Status& s, std::string_view context) {
 // Plain-text gRPC is allowed only where nobody else can reach it: a UNIX
 // socket or a loopback address. Anything else needs TLS (controller issue).
 Status check_plaintext_address(const std::string& address);
+
+struct Serving {
+  std::unique_ptr<grpc::Server> server;
+  std::string address;  // as clients use it: with the chosen port when 0 was asked for
+};
+
+// Serves `service` on a plain-text address (checked as above); a stale
+// UNIX socket of an earlier run is replaced, its folder created.
+Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service);
+
+// Stops serving: calls in progress get 5 s to finish.
+void stop_serving(grpc::Server* server);
 
 }  // namespace amber::controller

@@ -477,11 +477,9 @@ struct VmHostAgent::Impl {
 VmHostAgent::VmHostAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 VmHostAgent::~VmHostAgent() {
-  if (impl_ && impl_->server) {
-    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    impl_->server->Wait();
-  }
-  if (impl_) impl_->host.reset();  // after the server: no call still uses the VMs
+  if (!impl_) return;
+  stop_serving(impl_->server.get());
+  impl_->host.reset();  // after the server: no call still uses the VMs
 }
 
 const std::string& VmHostAgent::address() const {
@@ -496,25 +494,10 @@ Result<std::unique_ptr<VmHostAgent>> VmHostAgent::start(VmHostAgentOptions optio
   if (!host) return host.status();
   impl->host = std::move(host).value();
   impl->service = std::make_unique<Service>(*impl->host);
-  if (listen.rfind("unix:", 0) == 0) {
-    fs::path socket = listen.substr(5);
-    std::error_code ec;
-    if (socket.has_parent_path()) fs::create_directories(socket.parent_path(), ec);
-    fs::remove(socket, ec);  // a stale socket of an earlier run
-  }
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(impl->service.get());
-  impl->server = builder.BuildAndStart();
-  if (!impl->server || (listen.rfind("unix:", 0) != 0 && port == 0)) {
-    return unavailable(
-        cat("cannot listen on '", listen, "' (in use, or no permission to create it)"));
-  }
-  impl->address = listen;
-  if (listen.rfind("unix:", 0) != 0) {
-    impl->address = listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
-  }
+  auto serving = serve_plaintext(listen, impl->service.get());
+  if (!serving) return serving.status();
+  impl->server = std::move(serving->server);
+  impl->address = serving->address;
   return std::unique_ptr<VmHostAgent>(new VmHostAgent(std::move(impl)));
 }
 

@@ -145,6 +145,14 @@ class DelayNode:
         s.close()
         return reply[command.split(",")[0]]
 
+    def drops(self):
+        """Every frame the node dropped: in its pipes, by cause, and at its
+        ports (socket ring overflows, no mbuf, tx errors)."""
+        st = self.telemetry("/amber/stats")
+        n = sum(v for d in st.values() for k, v in d.items() if k.startswith("dropped_"))
+        ports = self.telemetry("/amber/ports")
+        return n + sum(p["rx_missed"] + p["rx_no_mbuf"] + p["tx_errors"] for p in ports.values())
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
