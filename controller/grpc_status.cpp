@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/strings.h"
 
@@ -17,8 +19,37 @@ Status check_plaintext_address(const std::string& address) {
                               "(unix:/path) or loopback (127.0.0.1:PORT, [::1]:PORT)"));
 }
 
-Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service) {
-  AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
+namespace {
+
+Result<std::string> read_pem(const std::string& what, const std::string& path) {
+  if (path.empty()) return invalid_argument(cat("TLS: the ", what, " file is not given"));
+  std::ifstream in(path);
+  if (!in) return not_found(cat("TLS: cannot read the ", what, " file '", path, "'"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos) {
+    return invalid_argument(cat("TLS: the ", what, " file '", path, "' holds no PEM block"));
+  }
+  return text.str();
+}
+
+struct TlsPem {
+  std::string ca, cert, key;
+};
+
+Result<TlsPem> read_tls(const TlsFiles& tls) {
+  auto ca = read_pem("CA certificate", tls.ca);
+  if (!ca) return ca.status();
+  auto cert = read_pem("certificate", tls.cert);
+  if (!cert) return cert.status();
+  auto key = read_pem("private key", tls.key);
+  if (!key) return key.status();
+  return TlsPem{*std::move(ca), *std::move(cert), *std::move(key)};
+}
+
+Result<Serving> start(const std::string& listen,
+                      const std::shared_ptr<grpc::ServerCredentials>& credentials,
+                      grpc::Service* service) {
   const bool unix_socket = listen.rfind("unix:", 0) == 0;
   if (unix_socket) {
     std::filesystem::path socket = listen.substr(5);
@@ -28,16 +59,49 @@ Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* servic
   }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(service);
   Serving serving;
   serving.server = builder.BuildAndStart();
   if (!serving.server || (!unix_socket && port == 0)) {
-    return unavailable(cat("cannot listen on '", listen, "' (in use, or no permission to create it)"));
+    return unavailable(
+        cat("cannot listen on '", listen, "' (in use, or no permission to create it)"));
   }
   serving.address =
       unix_socket ? listen : listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
   return serving;
+}
+
+}  // namespace
+
+Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service) {
+  AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
+  return start(listen, grpc::InsecureServerCredentials(), service);
+}
+
+Result<Serving> serve(const std::string& listen, const TlsFiles& tls, grpc::Service* service) {
+  if (!tls.enabled()) return serve_plaintext(listen, service);
+  auto pem = read_tls(tls);
+  if (!pem) return pem.status();
+  grpc::SslServerCredentialsOptions options(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = pem->ca;
+  options.pem_key_cert_pairs.push_back({pem->key, pem->cert});
+  return start(listen, grpc::SslServerCredentials(options), service);
+}
+
+Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const TlsFiles& tls) {
+  if (address.empty()) return invalid_argument("no address to connect to");
+  if (!tls.enabled()) {
+    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  }
+  auto pem = read_tls(tls);
+  if (!pem) return pem.status();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = pem->ca;
+  options.pem_private_key = pem->key;
+  options.pem_cert_chain = pem->cert;
+  return grpc::CreateChannel(address, grpc::SslCredentials(options));
 }
 
 void stop_serving(grpc::Server* server) {

@@ -34,6 +34,22 @@ struct Serving {
 // UNIX socket of an earlier run is replaced, its folder created.
 Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service);
 
+// Certificates (PEM file paths) for gRPC with TLS and mutual authentication:
+// `ca` verifies the peer, `cert`/`key` present this end. All three or none.
+struct TlsFiles {
+  std::string ca, cert, key;
+  bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
+};
+
+// Serves `service` on `listen`: with TLS (clients must present a
+// certificate signed by tls.ca) when tls is enabled, otherwise plain text,
+// which is allowed on loopback and UNIX sockets only.
+Result<Serving> serve(const std::string& listen, const TlsFiles& tls, grpc::Service* service);
+
+// A channel to a server started by serve(): TLS with this end's
+// certificate when tls is enabled, plain text otherwise.
+Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const TlsFiles& tls);
+
 // Stops serving: calls in progress get 5 s to finish.
 void stop_serving(grpc::Server* server);
 
