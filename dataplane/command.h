@@ -24,11 +24,14 @@ enum class CommandType : uint8_t {
   kCancelFreeze,  // drop a freeze not yet reached
   kFreezeReport,  // `at_ns` = freeze instant, `result_ns` = when the loop saw it (-1: not yet)
   kPark,          // stop polling until `unpark` is set: the sender owns the pipes meanwhile
+  kAddWatch,      // arm `watch` on `target`
+  kRemoveWatch,   // disarm `watch` on every direction of the worker
 };
 
 struct Command {
   CommandType type = CommandType::kStats;
-  Direction* target = nullptr;  // kSetPipe: a direction this worker owns
+  Direction* target = nullptr;  // kSetPipe, kAddWatch: a direction this worker owns
+  FrameWatch* watch = nullptr;  // kAddWatch, kRemoveWatch
   link::PipeConfig pipe;
   int64_t at_ns = 0;
   std::shared_ptr<std::atomic<bool>> unpark;  // kPark; shared: the worker may look after the sender returned

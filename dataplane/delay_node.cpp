@@ -267,6 +267,43 @@ Result<std::pair<Worker*, Direction*>> DelayNode::find(const std::string& link,
                        "' (directions are a_to_b and b_to_a)"));
 }
 
+Status DelayNode::watch(const std::string& link, FrameWatch* watch) {
+  bool found = false;
+  for (auto& w : workers_) {
+    for (Direction* d : w->directions()) {
+      if (!link.empty() && d->link_name != link) continue;
+      found = true;
+      auto c = std::make_shared<Command>();
+      c->type = CommandType::kAddWatch;
+      c->target = d;
+      c->watch = watch;
+      Status s = send(*w, c);
+      if (s && c->result_ns == 0) {
+        s = resource_exhausted(cat(d->link_name, "/", d->direction, ": already ",
+                                   kMaxWatchesPerDirection, " frame watches"));
+      }
+      if (!s) {
+        (void)unwatch(watch);  // all or none
+        return s;
+      }
+    }
+  }
+  if (!found) return not_found(cat("no link '", link, "' on this node"));
+  return Status::ok();
+}
+
+Status DelayNode::unwatch(FrameWatch* watch) {
+  Status first;
+  for (auto& w : workers_) {
+    auto c = std::make_shared<Command>();
+    c->type = CommandType::kRemoveWatch;
+    c->watch = watch;
+    Status s = send(*w, c);
+    if (!s && first) first = s;
+  }
+  return first;
+}
+
 Status DelayNode::set_pipe(const std::string& link, const std::string& direction,
                            const link::PipeConfig& pipe) {
   AMBER_RETURN_IF_ERROR(pipe.validate());

@@ -55,6 +55,12 @@ class DelayNode {
                   const link::PipeConfig& pipe);
   Result<link::PipeConfig> pipe_config(const std::string& link, const std::string& direction);
 
+  // Arms `watch` on every direction of `link` (empty: of every link).
+  // The caller keeps the watch alive until unwatch() returned.
+  Status watch(const std::string& link, FrameWatch* watch);
+  // Disarms it everywhere; after this no worker touches it.
+  Status unwatch(FrameWatch* watch);
+
   // Freeze: every worker's virtual clock stops at the real (synchronized)
   // instant at_ns; refused for an instant already past, and then no worker
   // keeps a freeze. Thaw resumes them at at_ns.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "dataplane/frame_watch.h"
 #include "link-emulator/pipe.h"
 
 namespace amber::dataplane {
@@ -39,6 +40,10 @@ struct Direction {
   rte_mbuf* pending[kTxPending] = {};
   uint16_t pending_count = 0;
   DirectionCounters counters;
+  // Armed frame-pattern watches, changed only by the owning worker (through
+  // its command ring); the control thread owns the FrameWatch objects.
+  FrameWatch* watches[kMaxWatchesPerDirection] = {};
+  uint8_t watch_count = 0;
 };
 
 // A copy of a direction's counters, taken by its worker on request.

@@ -54,7 +54,8 @@ bool Worker::poll(Direction& d, bool frozen, int64_t virtual_now) {
     ++d.counters.rx_bursts;
     // Stamp the burst when it came in, not when the pass began: a frame
     // must never be stamped before it arrived (it would leave early).
-    const int64_t arrival = virtual_clock_.now(clock_.now_ns());
+    const int64_t real_arrival = clock_.now_ns();
+    const int64_t arrival = virtual_clock_.now(real_arrival);
     virtual_now = std::max(virtual_now, arrival);
     // The mbuf header and the Frame in its private area are all this loop
     // touches; fetch them for the whole burst at once. (Frame bytes are
@@ -63,6 +64,7 @@ bool Worker::poll(Direction& d, bool frozen, int64_t virtual_now) {
       rte_prefetch0(burst[i]);
       rte_prefetch0(rte_mbuf_to_priv(burst[i]));
     }
+    if (unlikely(d.watch_count != 0)) scan_watches(d, burst, n, real_arrival);
     for (uint16_t i = 0; i < n; ++i) {
       rte_mbuf* m = burst[i];
       if (unlikely(m->nb_segs != 1)) {
@@ -135,6 +137,13 @@ bool Worker::transmit(Direction& d, int64_t virtual_now) {
     d.pending_count = static_cast<uint16_t>(n - k);
   }
   return true;
+}
+
+void Worker::scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n,
+                          int64_t real_ns) {
+  for (uint16_t i = 0; i < n; ++i) {
+    for (uint8_t w = 0; w < d.watch_count; ++w) d.watches[w]->scan(d, burst[i], real_ns);
+  }
 }
 
 void Worker::idle_sleep(int64_t real_now) {
@@ -216,6 +225,17 @@ bool Worker::handle_commands() {
       case CommandType::kFreezeReport:
         c.at_ns = virtual_clock_.freeze_at_ns();
         c.result_ns = freeze_seen_ns_;
+        break;
+      case CommandType::kAddWatch:
+        // result_ns 0: every watch slot of the direction is taken.
+        c.result_ns = c.target->watch_count < kMaxWatchesPerDirection;
+        if (c.result_ns) c.target->watches[c.target->watch_count++] = c.watch;
+        break;
+      case CommandType::kRemoveWatch:
+        for (Direction* d : directions_) {
+          auto* end = std::remove(d->watches, d->watches + d->watch_count, c.watch);
+          d->watch_count = static_cast<uint8_t>(end - d->watches);
+        }
         break;
       case CommandType::kPark: {
         std::shared_ptr<std::atomic<bool>> unpark = c.unpark;

@@ -44,6 +44,8 @@ class Worker {
   // virtual_now INT64_MIN: frozen, only frames already dequeued leave.
   bool transmit(Direction& d, int64_t virtual_now);
   [[gnu::cold]] bool handle_commands();
+  [[gnu::noinline]] void scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n,
+                                      int64_t real_ns);
   void idle_sleep(int64_t real_now);
 
   unsigned lcore_;

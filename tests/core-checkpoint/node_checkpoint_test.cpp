@@ -81,21 +81,28 @@ class NodeCheckpointTest : public ::testing::Test {
 
   // Margins of tens of ms: a loaded 2-core machine may take that long to
   // hand the command to the worker, which refuses an instant already past.
-  void thaw_now(DelayNode& node) {
-    Status s = node.thaw_at(node.now_ns() + 50 * kMs);
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
+  // Returns the thaw instant.
+  int64_t thaw_now(DelayNode& node) {
+    const int64_t at = node.now_ns() + 50 * kMs;
+    Status s = node.thaw_at(at);
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+    return at;
   }
 
   // Every frame arrives while frozen (one virtual instant), then the node
   // runs: the same schedule in every run whatever the polling did.
-  void start_traffic(DelayNode& node, RingPort& in) {
+  // Returns the thaw instant (0 on failure).
+  int64_t start_traffic(DelayNode& node, RingPort& in) {
     freeze_now(node);
     inject(in, kFrames);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while ((*node.stats())[0].pipe.frames_in < kFrames) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "the frames never arrived";
+        return 0;
+      }
     }
-    thaw_now(node);
+    return thaw_now(node);
   }
 
   // Frames with pseudo-random contents, the same in every run.
@@ -167,9 +174,18 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     RingPort& a = port("ca");
     RingPort& b = port("cb");
     auto node = make_node(a, b, "n1");
-    start_traffic(*node, a);
-    collect(b, replay, 60, std::chrono::milliseconds(1000));
-    freeze_now(*node);
+    const int64_t thawed = start_traffic(*node, a);
+    // The second freeze is placed on the virtual timeline, not after the
+    // test thread got to it: frames are then held in every stage however
+    // loaded the machine is.
+    // (After the thaw applied: one freeze at a time.)
+    while (node->now_ns() < thawed + kMs) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(node->freeze_at(thawed + 80 * kMs).is_ok());
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!node->freeze_latencies().is_ok()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the freeze never took effect";
+      collect(b, replay, kFrames * 2, std::chrono::milliseconds(1));
+    }
     collect(b, replay, kFrames * 2, std::chrono::milliseconds(50));  // what left before T
     auto saved = save_node(*node, image);
     ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
