@@ -78,8 +78,10 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
     return Status(ErrorCode::kAlreadyExists, cat("checkpoint ", dir, ": exists"));
   const std::string tmp = cat(dir, ".tmp");
   fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) return internal_error(cat("create ", tmp, ": ", ec.message()));
+  // Not create_directories: a checkpoint folder removed meanwhile (an
+  // aborted checkpoint) must not come back half-written.
+  fs::create_directory(tmp, ec);
+  if (ec) return not_found(cat("create ", tmp, ": ", ec.message()));
   auto fail = [&](const Status& s) -> Status {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);

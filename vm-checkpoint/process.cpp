@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -17,7 +18,8 @@
 
 namespace amber::vm {
 
-Result<pid_t> spawn_process(const std::vector<std::string>& argv, const std::string& log_path) {
+Result<pid_t> spawn_process(const std::vector<std::string>& argv, const std::string& log_path,
+                            bool tied) {
   if (argv.empty()) return invalid_argument("spawn_process: empty command line");
   // Everything the child needs is prepared before fork: only async-signal-safe
   // calls happen between fork and exec.
@@ -34,8 +36,12 @@ Result<pid_t> spawn_process(const std::vector<std::string>& argv, const std::str
     return internal_error(cat("fork for ", argv[0], ": ", std::strerror(e)));
   }
   if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
+    if (tied) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+    } else {
+      ::setsid();  // no signal to the owner's process group reaches it
+    }
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(log, 1);
@@ -49,11 +55,23 @@ Result<pid_t> spawn_process(const std::vector<std::string>& argv, const std::str
   return pid;
 }
 
+bool process_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream stat(cat("/proc/", pid, "/stat"));
+  std::string text;
+  if (!stat || !std::getline(stat, text)) return false;
+  // "PID (comm) S ...": the state follows the last ')'.
+  const auto close = text.rfind(')');
+  if (close == std::string::npos || close + 2 >= text.size()) return false;
+  const char state = text[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
 ExitState poll_exit(pid_t pid) {
   int status = 0;
   pid_t r = ::waitpid(pid, &status, WNOHANG);
   if (r == pid) return {true, status};
-  if (r < 0 && errno == ECHILD) return {true, 0};
+  if (r < 0 && errno == ECHILD) return {!process_alive(pid), 0};
   return {};
 }
 
@@ -68,7 +86,13 @@ void kill_and_reap(pid_t pid) {
   if (poll_exit(pid).exited) return;
   ::kill(pid, SIGKILL);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno == EINTR) continue;
+    // Not our child: its parent reaps it; wait until it is gone.
+    for (int i = 0; i < 500 && process_alive(pid); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return;
   }
 }
 

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -120,6 +122,7 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
                      "-serial", "chardev:ser0"});
   a.insert(a.end(), {"-chardev", cat("socket,id=qmp0,path=", c.qmp_socket(), ",server=on,wait=off"),
                      "-mon", "chardev=qmp0,mode=control"});
+  a.insert(a.end(), {"-pidfile", c.pid_file()});
   if (incoming) a.insert(a.end(), {"-S", "-incoming", "defer"});
   return a;
 }
@@ -194,7 +197,9 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
       return not_found(cat("VM ", config.name, ": ", f, ": ", std::strerror(errno)));
     }
   }
-  auto pid = spawn_process(qemu_command_line(config, accel, incoming), config.qemu_log());
+  ::unlink(config.pid_file().c_str());
+  auto pid = spawn_process(qemu_command_line(config, accel, incoming), config.qemu_log(),
+                           !config.outlive_owner);
   if (!pid) return pid.status();
   std::unique_ptr<Vm> vm(new Vm(config, *pid, accel));
   // Short attempts, so a QEMU that exits at once (bad option, missing
@@ -208,6 +213,34 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
   if (!qmp) {
     return annotate(qmp.status(), cat("starting VM ", config.name, " (", accel_name(accel), ")"),
                     vm->describe_failure());
+  }
+  vm->qmp_ = std::move(*qmp);
+  return vm;
+}
+
+Result<std::unique_ptr<Vm>> Vm::adopt(const VmConfig& config) {
+  std::ifstream in(config.pid_file());
+  pid_t pid = 0;
+  if (!in || !(in >> pid) || pid <= 0) {
+    return not_found(cat("VM ", config.name, ": no QEMU PID file at ", config.pid_file()));
+  }
+  if (!process_alive(pid)) {
+    return not_found(cat("VM ", config.name, ": QEMU ", pid, " of ", config.pid_file(),
+                         " no longer runs"));
+  }
+  // The PID could have been reused: it must be the QEMU of this run dir.
+  std::ifstream cmdline(cat("/proc/", pid, "/cmdline"));
+  std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+  if (args.find(config.qmp_socket()) == std::string::npos) {
+    return not_found(cat("VM ", config.name, ": process ", pid, " is not the QEMU of ",
+                         config.run_dir));
+  }
+  const Accel accel =
+      args.find(std::string("-accel\0kvm", 10)) != std::string::npos ? Accel::kKvm : Accel::kTcg;
+  std::unique_ptr<Vm> vm(new Vm(config, pid, accel));
+  auto qmp = QmpClient::connect(config.qmp_socket(), config.command_timeout);
+  if (!qmp) {
+    return annotate(qmp.status(), cat("adopting VM ", config.name, " (QEMU ", pid, ")"), "");
   }
   vm->qmp_ = std::move(*qmp);
   return vm;

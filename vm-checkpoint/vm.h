@@ -54,11 +54,16 @@ struct VmConfig {
   // oversubscribed host (see README.md).
   bool realtime_boost = false;
   std::uint64_t max_bandwidth = std::uint64_t{100} << 30;  // Bytes/s: lifts the 128 MiB/s default.
+  // QEMU keeps running when the process that started it dies (a VM-host
+  // agent's crash must not kill the experiment); Vm::adopt() takes it over
+  // again. Off: QEMU dies with its starting thread (tests, tools).
+  bool outlive_owner = false;
 
   std::string qmp_socket() const { return cat(run_dir, "/qmp.sock"); }
   std::string serial_socket() const { return cat(run_dir, "/serial.sock"); }
   std::string serial_log() const { return cat(run_dir, "/serial.log"); }
   std::string qemu_log() const { return cat(run_dir, "/qemu.log"); }
+  std::string pid_file() const { return cat(run_dir, "/qemu.pid"); }
 };
 
 // The QEMU command line for `config` with `accel` resolved; with `incoming`
@@ -108,6 +113,9 @@ class Vm {
   // Starts QEMU and its guest running. With Accel::kAuto, KVM if
   // kvm_usable(), else TCG (the fallback is logged in fallback_reason()).
   static Result<std::unique_ptr<Vm>> boot(const VmConfig& config);
+  // Takes over the QEMU an earlier owner started for this config (its PID
+  // file in run_dir, its QMP socket): kNotFound when none runs.
+  static Result<std::unique_ptr<Vm>> adopt(const VmConfig& config);
   // Starts QEMU with -incoming defer and loads `state_file`; the VM is left
   // paused (resume_at()). On failure nothing is left running.
   static Result<std::unique_ptr<Vm>> restore(const VmConfig& config, const std::string& state_file,
