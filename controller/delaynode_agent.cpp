@@ -2,12 +2,22 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <set>
 #include <thread>
 
-#include "common/strings.h"
 #include "clock-sync/sync_monitor.h"
+#include "common/strings.h"
+#include "common/units.h"
+#include "controller/files.h"
 #include "controller/grpc_status.h"
+#include "core-checkpoint/frame_summary.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "link-emulator/pipe_edit.h"
 #include "proto/agent.grpc.pb.h"
@@ -31,10 +41,27 @@ Status need_pipe(const agent::PipeRef& p) {
   return Status::ok();
 }
 
+// A state-changing call waits this long for the one in progress (a Save of
+// a large node can take a while).
+constexpr auto kBusyTimeout = std::chrono::seconds(180);
+
 class Service final : public agent::DelayNodeAgent::Service {
  public:
   Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
-      : node_(node), monitor_(monitor), mode_(std::move(mode)) {}
+      : node_(node), monitor_(monitor), mode_(std::move(mode)),
+        lease_thread_([this] { lease_loop(); }) {}
+
+  ~Service() override {
+    {
+      std::lock_guard lock(lease_mutex_);
+      stopping_ = true;
+    }
+    lease_wake_.notify_all();
+    lease_thread_.join();
+  }
+
+  // Serving stops: streams (WatchFrames) end.
+  void shut_down() { shutting_down_ = true; }
 
   // A master-time instant on the local clock, or why it cannot be trusted.
   Result<int64_t> local_instant(int64_t master_ns) {
@@ -44,12 +71,97 @@ class Service final : public agent::DelayNodeAgent::Service {
     return master_ns + *correction;
   }
 
+  // One state-changing call at a time: a Thaw that comes during a Save
+  // waits for it (parked workers cannot take commands).
+  Result<std::unique_lock<std::timed_mutex>> lock(const char* what) {
+    std::unique_lock<std::timed_mutex> guard(op_, std::defer_lock);
+    if (!guard.try_lock_for(kBusyTimeout)) {
+      return unavailable(cat(what, ": the agent is still busy with ", busy_with_));
+    }
+    busy_with_ = what;
+    return guard;
+  }
+
+  grpc::Status Prepare(grpc::ServerContext*, const agent::PrepareRequest* req,
+                       agent::PrepareReply* reply) override {
+    std::vector<std::string> reasons;
+    if (monitor_ != nullptr) {
+      clock_sync::SyncVerdict v = monitor_->verdict();
+      if (!v.trustworthy) {
+        reasons.push_back(cat("clock: master time not trustworthy: ", v.to_string()));
+      }
+    } else if (!req->allow_unsynchronized()) {
+      reasons.push_back(
+          "clock: no PTP configured (--ptp-socket); instants would be read on the local "
+          "clock (the controller must allow unsynchronized agents)");
+    }
+    std::set<std::string> links;
+    for (const auto& l : node_.config().links) links.insert(l.name);
+    for (const auto& l : req->links()) {
+      if (!links.count(l)) reasons.push_back(cat("link '", l, "' is not on this node"));
+    }
+    auto frozen = node_.frozen();
+    if (!frozen) {
+      reasons.push_back(cat("node: ", frozen.status().message()));
+    } else if (*frozen) {
+      reasons.push_back("node: already frozen (an earlier checkpoint or amberctl freeze)");
+    }
+    auto stats = node_.stats();
+    uint64_t estimate = 1 << 20;
+    if (!stats) {
+      reasons.push_back(cat("node: ", stats.status().message()));
+    } else {
+      // What the pipes hold now, with room for them to fill up to their
+      // bandwidth-delay product by the freeze, and each frame's metadata.
+      for (const auto& d : *stats) {
+        const auto& c = d.config;
+        uint64_t bdp = 0;
+        if (c.rate_bps > 0) {
+          bdp = static_cast<uint64_t>(static_cast<double>(c.rate_bps) / 8 *
+                                      static_cast<double>(c.delay_ns + c.jitter_ns) / 1e9);
+        }
+        estimate += std::max<uint64_t>(d.held_bytes * 5 / 4, bdp) + d.held_frames * 64;
+      }
+    }
+    reply->set_estimated_image_bytes(estimate);
+    const std::string& dir = req->checkpoint_dir();
+    if (dir.empty()) {
+      reasons.push_back("checkpoint_dir: not given");
+    } else if (auto free = free_bytes(dir); !free) {
+      reasons.push_back(cat("checkpoint_dir ", free.status().message()));
+    } else {
+      reply->set_free_bytes(*free);
+      if (*free < estimate) {
+        reasons.push_back(cat("checkpoint_dir ", dir, ": ", format_bytes(*free),
+                              " free, the image may need ", format_bytes(estimate)));
+      }
+      if (::access(dir.c_str(), W_OK) != 0) {
+        reasons.push_back(cat("checkpoint_dir ", dir, ": not writable"));
+      }
+    }
+    for (auto& r : reasons) reply->add_reasons(r);
+    reply->set_ready(reasons.empty());
+    return grpc::Status::OK;
+  }
+
   grpc::Status Freeze(grpc::ServerContext*, const agent::FreezeRequest* req,
                       agent::FreezeReply* reply) override {
+    auto guard = lock("Freeze");
+    if (!guard) return to_grpc(guard.status());
     auto at = local_instant(req->at_ns());
     if (!at) return to_grpc(at.status());
+    int64_t lease = 0;
+    if (req->lease_until_ns() != 0) {
+      auto l = local_instant(req->lease_until_ns());
+      if (!l) return to_grpc(l.status());
+      if (*l <= *at) {
+        return to_grpc(invalid_argument("Freeze: the lease must end after the freeze instant"));
+      }
+      lease = *l;
+    }
     Status s = node_.freeze_at(*at);
     if (!s) return to_grpc(s);
+    set_lease(lease);
     // Report how late each worker froze if the instant is near.
     const int64_t wait = *at - node_.now_ns();
     if (wait < 2'000'000'000) {
@@ -65,16 +177,27 @@ class Service final : public agent::DelayNodeAgent::Service {
 
   grpc::Status Thaw(grpc::ServerContext*, const agent::ThawRequest* req,
                     agent::ThawReply*) override {
+    auto guard = lock("Thaw");
+    if (!guard) return to_grpc(guard.status());
     auto at = local_instant(req->at_ns());
     if (!at) return to_grpc(at.status());
-    return to_grpc(node_.thaw_at(*at));
+    if (req->rollback()) return to_grpc(roll_back(*at));
+    Status s = node_.thaw_at(*at);
+    if (s) set_lease(0);
+    return to_grpc(s);
   }
 
   grpc::Status Save(grpc::ServerContext*, const agent::SaveRequest* req,
                     agent::SaveReply* reply) override {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));
+    auto guard = lock("Save");
+    if (!guard) return to_grpc(guard.status());
     auto r = checkpoint::save_node(node_, req->path());
     if (!r) return to_grpc(r.status());
+    // The digest of what is on disk, for the controller's manifest.
+    auto sha = sha256_file(req->path());
+    if (!sha) return to_grpc(sha.status().with_context("Save: "));
+    reply->set_sha256(*sha);
     reply->set_frames(r->frames);
     reply->set_bytes(r->bytes);
     reply->set_image_bytes(r->image_bytes);
@@ -85,6 +208,9 @@ class Service final : public agent::DelayNodeAgent::Service {
   grpc::Status Restore(grpc::ServerContext*, const agent::RestoreRequest* req,
                        agent::RestoreReply* reply) override {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to read"));
+    auto guard = lock("Restore");
+    if (!guard) return to_grpc(guard.status());
+    set_lease(0);
     checkpoint::RestoreOptions options;
     options.allow_other_node = req->allow_other_node();
     auto r = checkpoint::restore_node(node_, req->path(), options);
@@ -99,6 +225,8 @@ class Service final : public agent::DelayNodeAgent::Service {
   grpc::Status ListFrames(grpc::ServerContext*, const agent::ListFramesRequest* req,
                           agent::ListFramesReply* reply) override {
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
+    auto guard = lock("ListFrames");
+    if (!guard) return to_grpc(guard.status());
     auto r = checkpoint::list_frames(node_, req->pipe().link(), req->pipe().direction(),
                                      req->offset(), req->limit(), req->with_bytes());
     if (!r) return to_grpc(r.status());
@@ -120,6 +248,8 @@ class Service final : public agent::DelayNodeAgent::Service {
   grpc::Status EditFrames(grpc::ServerContext*, const agent::EditFramesRequest* req,
                           agent::EditFramesReply* reply) override {
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
+    auto guard = lock("EditFrames");
+    if (!guard) return to_grpc(guard.status());
     const std::string& link = req->pipe().link();
     const std::string& dir = req->pipe().direction();
     uint32_t applied = 0;
@@ -200,6 +330,8 @@ class Service final : public agent::DelayNodeAgent::Service {
   grpc::Status ExportPcap(grpc::ServerContext*, const agent::ExportPcapRequest* req,
                           agent::ExportPcapReply* reply) override {
     if (req->dir().empty()) return to_grpc(invalid_argument("dir: give the folder to write into"));
+    auto guard = lock("ExportPcap");
+    if (!guard) return to_grpc(guard.status());
     auto files = checkpoint::export_node_pcap(node_, req->dir());
     if (!files) return to_grpc(files.status());
     for (const std::string& f : *files) reply->add_files(f);
@@ -209,6 +341,8 @@ class Service final : public agent::DelayNodeAgent::Service {
   grpc::Status SetLinkParams(grpc::ServerContext*, const agent::SetLinkParamsRequest* req,
                              agent::SetLinkParamsReply* reply) override {
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
+    auto guard = lock("SetLinkParams");
+    if (!guard) return to_grpc(guard.status());
     auto current = node_.pipe_config(req->pipe().link(), req->pipe().direction());
     if (!current) return to_grpc(current.status());
     link::PipeConfig next = *current;
@@ -219,10 +353,102 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status WatchFrames(grpc::ServerContext* context, const agent::WatchFramesRequest* req,
+                           grpc::ServerWriter<agent::TriggerEvent>* writer) override {
+    auto watch = dataplane::FrameWatch::create(req->pattern());
+    if (!watch) return to_grpc(watch.status().with_context("WatchFrames: "));
+    if (Status s = node_.watch(req->link(), watch->get()); !s) {
+      return to_grpc(s.with_context("WatchFrames: "));
+    }
+    dataplane::FrameMatch matches[32];
+    uint64_t reported_missed = 0;
+    grpc::Status result = grpc::Status::OK;
+    while (!context->IsCancelled() && !shutting_down_) {
+      const unsigned n = (*watch)->drain(matches, 32);
+      for (unsigned i = 0; i < n; ++i) {
+        const dataplane::FrameMatch& m = matches[i];
+        agent::TriggerEvent event;
+        auto correction = monitor_ ? monitor_->correction_ns() : Result<int64_t>(int64_t{0});
+        event.set_at_ns(m.real_ns - (correction ? *correction : 0));
+        event.set_where(cat("link ", m.where->link_name, " ", m.where->direction));
+        event.set_detail(cat(m.length, " B ",
+                             checkpoint::summarize_frame({m.head, m.head_length})));
+        if (!writer->Write(event)) return grpc::Status::CANCELLED;
+      }
+      if (const uint64_t missed = (*watch)->missed(); missed != reported_missed) {
+        reported_missed = missed;
+        std::fprintf(stderr, "agent: WatchFrames: %llu matches not reported (ring full)\n",
+                     static_cast<unsigned long long>(missed));
+      }
+      if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (Status s = node_.unwatch(watch->get()); !s) {
+      // A worker that never acknowledged may still hold the watch: keep it
+      // alive rather than free memory a loop could touch.
+      std::fprintf(stderr, "agent: WatchFrames: %s\n", s.to_string().c_str());
+      (void)watch->release();
+    }
+    return result;
+  }
+
  private:
+  void set_lease(int64_t local_ns) {
+    {
+      std::lock_guard lock(lease_mutex_);
+      lease_local_ns_ = local_ns;
+    }
+    lease_wake_.notify_all();
+  }
+
+  // Undoes a freeze whatever it has become: not reached yet (cancelled),
+  // reached (thawed now or at `at`), or never set (nothing to do).
+  Status roll_back(int64_t at) {
+    set_lease(0);
+    if (node_.cancel_freeze()) return Status::ok();
+    auto frozen = node_.frozen();
+    if (frozen && !*frozen) return Status::ok();
+    return node_.thaw_at(std::max(at, node_.now_ns() + 1'000'000));
+  }
+
+  // The safety net when the controller vanished mid-checkpoint: at the end
+  // of the lease the node thaws by itself (after a Save in progress).
+  void lease_loop() {
+    std::unique_lock lock(lease_mutex_);
+    while (!stopping_) {
+      if (lease_local_ns_ == 0) {
+        lease_wake_.wait(lock);
+        continue;
+      }
+      const int64_t wait = lease_local_ns_ - clock_sync::SystemClock::realtime_ns();
+      if (wait > 0) {
+        lease_wake_.wait_for(lock, std::chrono::nanoseconds(wait));
+        continue;
+      }
+      const int64_t expired = lease_local_ns_;
+      lock.unlock();
+      auto guard = this->lock("lease");
+      lock.lock();
+      if (!guard || lease_local_ns_ != expired) continue;  // a Thaw or Restore came first
+      lease_local_ns_ = 0;
+      lock.unlock();
+      Status s = roll_back(0);
+      std::fprintf(stderr, "agent: the freeze lease ended without a thaw from the controller: %s\n",
+                   s ? "thawed" : s.to_string().c_str());
+      lock.lock();
+    }
+  }
+
   dataplane::DelayNode& node_;
   clock_sync::SyncMonitor* monitor_;  // null: no PTP
   std::string mode_;
+  std::timed_mutex op_;
+  const char* busy_with_ = "";
+  std::atomic<bool> shutting_down_{false};
+  std::mutex lease_mutex_;
+  std::condition_variable lease_wake_;
+  int64_t lease_local_ns_ = 0;  // 0: no lease
+  bool stopping_ = false;
+  std::thread lease_thread_;  // last: it uses everything above
 };
 
 }  // namespace
@@ -238,14 +464,16 @@ struct DelayNodeAgent::Impl {
 DelayNodeAgent::DelayNodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 DelayNodeAgent::~DelayNodeAgent() {
-  if (impl_) stop_serving(impl_->server.get());
+  if (!impl_) return;
+  impl_->service->shut_down();
+  stop_serving(impl_->server.get());
 }
 
 const std::string& DelayNodeAgent::address() const { return impl_->address; }
 
 Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNode& node,
                                                               const AgentOptions& options) {
-  AMBER_RETURN_IF_ERROR(check_plaintext_address(options.listen));
+  if (!options.tls.enabled()) AMBER_RETURN_IF_ERROR(check_plaintext_address(options.listen));
   auto impl = std::make_unique<Impl>();
   if (!options.ptp_socket.empty()) {
     clock_sync::SyncMonitorOptions sync;
@@ -267,7 +495,7 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
     AMBER_RETURN_IF_ERROR(impl->monitor->start());
   }
   impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode);
-  auto serving = serve_plaintext(options.listen, impl->service.get());
+  auto serving = serve(options.listen, options.tls, impl->service.get());
   if (!serving) return serving.status();
   impl->server = std::move(serving->server);
   impl->address = serving->address;

@@ -7,14 +7,17 @@
 #include <string>
 
 #include "common/status.h"
+#include "controller/grpc_status.h"
 #include "dataplane/delay_node.h"
 
 namespace amber::controller {
 
 struct AgentOptions {
   // "unix:/run/amber/delaynode.sock", "127.0.0.1:7400" or "[::1]:7400";
-  // port 0 picks a free one. Plain text only there (see check_plaintext_address).
+  // port 0 picks a free one. Plain text only there (see
+  // check_plaintext_address); any other address needs `tls`.
   std::string listen = "unix:/run/amber/delaynode.sock";
+  TlsFiles tls;
   // ptp4l's management socket (--uds_address); empty: no PTP, instants are
   // local CLOCK_REALTIME.
   std::string ptp_socket;

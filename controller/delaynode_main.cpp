@@ -38,8 +38,13 @@ Options after --:
   --stats-interval SECS  print counters every SECS seconds (default: only on
                          SIGUSR1 and at exit)
   --agent ADDRESS        serve the gRPC agent (freeze, thaw, save, restore,
-                         frames, stats, link changes; see amberctl) on
-                         unix:/PATH or 127.0.0.1:PORT
+                         frames, stats, link changes, frame watches; see
+                         amberctl) on unix:/PATH or 127.0.0.1:PORT; any
+                         other address (HOST:PORT) needs the three --tls-*
+  --tls-ca FILE          PEM: the CA whose certificates clients must present
+  --tls-cert FILE        PEM: this agent's certificate (chain)
+  --tls-key FILE         PEM: its private key (mutual TLS; scripts/make-certs.sh
+                         makes a test CA and certificates)
   --ptp-socket PATH      ptp4l's management socket (--uds_address): the agent
                          reads instants as master time, refuses them while
                          the clock is not trustworthy, reports clock health
@@ -123,6 +128,12 @@ int main(int argc, char** argv) {
       agent_options.ptp_socket = argv[++i];
     } else if (a == "--ptp-mode" && i + 1 < argc) {
       agent_options.ptp_mode = argv[++i];
+    } else if (a == "--tls-ca" && i + 1 < argc) {
+      agent_options.tls.ca = argv[++i];
+    } else if (a == "--tls-cert" && i + 1 < argc) {
+      agent_options.tls.cert = argv[++i];
+    } else if (a == "--tls-key" && i + 1 < argc) {
+      agent_options.tls.key = argv[++i];
     } else if (a == "--check") {
       check_only = true;
     } else {

@@ -6,10 +6,14 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "clock-sync/action_scheduler.h"
@@ -17,6 +21,7 @@
 #include "clock-sync/pmc_client.h"
 #include "clock-sync/sync_monitor.h"
 #include "common/strings.h"
+#include "controller/files.h"
 #include "controller/grpc_status.h"
 #include "controller/vmhost_config.h"
 #include "proto/vmhost.grpc.pb.h"
@@ -83,7 +88,12 @@ class Host {
  public:
   static Result<std::unique_ptr<Host>> create(const vmhost::VmHost& config, bool boot) {
     std::unique_ptr<Host> host(new Host(config));
-    for (const auto& spec : config.vms()) host->configs_.push_back(to_vm_config(config, spec));
+    for (const auto& spec : config.vms()) {
+      host->configs_.push_back(to_vm_config(config, spec));
+      // The experiment's VMs outlive a crash of this agent; a new agent
+      // adopts them (below).
+      host->configs_.back().outlive_owner = true;
+    }
     host->vms_.resize(host->configs_.size());
     if (!config.ptp_socket().empty()) {
       clock_sync::PmcClientOptions pmc;
@@ -113,17 +123,35 @@ class Host {
     } else {
       host->waiter_ = std::make_unique<vm::SleepUntilWaiter>();
     }
-    if (boot) {
-      for (std::size_t i = 0; i < host->configs_.size(); ++i) {
+    for (std::size_t i = 0; i < host->configs_.size(); ++i) {
+      auto adopted = vm::Vm::adopt(host->configs_[i]);
+      if (adopted) {
+        host->vms_[i] = std::move(adopted).value();
+        std::fprintf(stderr, "amber-vmhost: VM %s: adopted the running QEMU %d (%s)\n",
+                     host->configs_[i].name.c_str(), host->vms_[i]->pid(),
+                     host->vm_state(i).c_str());
+      } else if (adopted.status().code() != ErrorCode::kNotFound) {
+        return adopted.status();
+      } else if (boot) {
         AMBER_RETURN_IF_ERROR(host->boot(i));
       }
     }
+    host->lease_thread_ = std::thread([h = host.get()] { h->lease_loop(); });
+    host->pick_up_lease();
     return host;
   }
 
   ~Host() {
-    for (auto& vm : vms_) {
-      if (vm) (void)vm->quit();
+    {
+      std::lock_guard lock(lease_mutex_);
+      stopping_ = true;
+    }
+    lease_wake_.notify_all();
+    if (lease_thread_.joinable()) lease_thread_.join();
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (!vms_[i]) continue;
+      (void)vms_[i]->quit();
+      remove_lease_file(i);
     }
   }
 
@@ -186,11 +214,25 @@ class Host {
     return grpc::Status::OK;
   }
 
-  grpc::Status stop_at(int64_t at_ns, google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
-    return step_at("StopAt", at_ns, out);
+  grpc::Status stop_at(const vmhost::StopAtRequest& req, vmhost::StopAtReply* reply) {
+    auto guard = lock("StopAt");
+    if (!guard) return to_grpc(guard.status());
+    if (req.lease_until_ns() != 0 && req.lease_until_ns() <= req.at_ns()) {
+      return to_grpc(invalid_argument("StopAt: the lease must end after the stop instant"));
+    }
+    grpc::Status s = step_at("StopAt", req.at_ns(), false, reply->mutable_vms());
+    if (s.ok() && req.lease_until_ns() != 0) {
+      auto corr = correction();
+      set_lease(req.lease_until_ns() + (corr ? *corr : 0));
+    }
+    return s;
   }
-  grpc::Status resume_at(int64_t at_ns, google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
-    return step_at("ResumeAt", at_ns, out);
+  grpc::Status resume_at(const vmhost::ResumeAtRequest& req, vmhost::ResumeAtReply* reply) {
+    auto guard = lock("ResumeAt");
+    if (!guard) return to_grpc(guard.status());
+    grpc::Status s = step_at("ResumeAt", req.at_ns(), req.only_stopped(), reply->mutable_vms());
+    if (s.ok()) set_lease(0);
+    return s;
   }
 
   grpc::Status save(const vmhost::SaveRequest& req, vmhost::SaveReply* reply) {
@@ -231,6 +273,18 @@ class Host {
       auto* saved = reply->add_vms();
       saved->set_vm(configs_[i].name);
       saved->set_dir(r->dir);
+      // Digests of what is on disk, for the controller's manifest.
+      std::error_code ec;
+      for (fs::recursive_directory_iterator it(target, ec), end; !ec && it != end;
+           it.increment(ec)) {
+        if (!it->is_regular_file()) continue;
+        auto sha = sha256_file(it->path());
+        if (!sha) return to_grpc(sha.status().with_context(cat("Save: VM ", configs_[i].name, ": ")));
+        auto* f = saved->add_files();
+        f->set_path(fs::relative(it->path(), dir).string());
+        f->set_bytes(it->file_size());
+        f->set_sha256(*sha);
+      }
       saved->set_state_bytes(r->save.file_bytes);
       saved->set_ram_transferred(r->save.ram_transferred);
       saved->set_state_duration_ns(dur_ns(r->save.duration));
@@ -250,8 +304,10 @@ class Host {
       if (!s && first) first = s.with_context(cat("Shutdown: VM ", configs_[i].name, ": "));
       vms_[i].reset();  // kills QEMU by PID if quit did not end it
       remove_overlay(i);
+      remove_lease_file(i);
       reply->add_stopped(configs_[i].name);
     }
+    set_lease(0);
     return to_grpc(first);
   }
 
@@ -260,6 +316,7 @@ class Host {
     if (!guard) return to_grpc(guard.status());
     const std::string& dir = req.checkpoint_dir();
     if (dir.empty()) return to_grpc(invalid_argument("Restore: checkpoint_dir: not given"));
+    set_lease(0);
     for (std::size_t i = 0; i < vms_.size(); ++i) {
       if (vms_[i]) {
         return to_grpc(failed_precondition(
@@ -311,8 +368,129 @@ class Host {
     return grpc::Status::OK;
   }
 
+  // The "console line" trigger: reports every line of the VM's serial
+  // console containing `contains`, as QEMU logs it, until cancelled.
+  grpc::Status watch_console(grpc::ServerContext* context, const vmhost::WatchConsoleRequest& req,
+                             grpc::ServerWriter<agent::TriggerEvent>* writer) {
+    if (req.contains().empty()) {
+      return to_grpc(invalid_argument("WatchConsole: contains: give the text to look for"));
+    }
+    const vm::VmConfig* config = nullptr;
+    for (const auto& c : configs_) {
+      if (c.name == req.vm()) config = &c;
+    }
+    if (config == nullptr) {
+      return to_grpc(not_found(cat("WatchConsole: no VM '", req.vm(), "' on this host")));
+    }
+    const std::string path = config->serial_log();
+    std::error_code ec;
+    // Lines printed from now on: start at the end of what is there.
+    uint64_t offset = fs::exists(path, ec) ? fs::file_size(path, ec) : 0;
+    std::string partial;
+    while (!context->IsCancelled() && !shutting_down_) {
+      const uint64_t size = fs::exists(path, ec) ? fs::file_size(path, ec) : 0;
+      if (size < offset) offset = 0;  // replaced (a new QEMU): from its start
+      if (size == offset) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      std::ifstream in(path, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(offset));
+      std::string chunk(size - offset, '\0');
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      chunk.resize(static_cast<size_t>(in.gcount()));
+      offset += chunk.size();
+      partial += chunk;
+      for (size_t nl; (nl = partial.find('\n')) != std::string::npos;) {
+        std::string line = partial.substr(0, nl);
+        partial.erase(0, nl + 1);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.find(req.contains()) == std::string::npos) continue;
+        agent::TriggerEvent event;
+        auto corr = correction();
+        event.set_at_ns(SystemClock::realtime_ns() - (corr ? *corr : 0));
+        event.set_where(cat("vm ", req.vm(), " console"));
+        event.set_detail(line);
+        if (!writer->Write(event)) return grpc::Status::CANCELLED;
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  void shut_down() { shutting_down_ = true; }
+
  private:
   explicit Host(const vmhost::VmHost& config) : config_(config) {}
+
+  // ---- The lease: resume by ourselves if the controller never does ----
+  std::string lease_file(std::size_t i) const { return cat(configs_[i].run_dir, "/lease"); }
+  void remove_lease_file(std::size_t i) {
+    std::error_code ec;
+    fs::remove(lease_file(i), ec);
+  }
+  // `local_ns` on this host's CLOCK_REALTIME; 0 ends the lease. Kept in
+  // each stopped VM's run directory for an agent that adopts them later.
+  void set_lease(int64_t local_ns) {
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (local_ns == 0) {
+        remove_lease_file(i);
+      } else if (vms_[i]) {
+        Status s = write_file_atomically(lease_file(i), cat(local_ns, "\n"));
+        if (!s) std::fprintf(stderr, "amber-vmhost: %s\n", s.to_string().c_str());
+      }
+    }
+    {
+      std::lock_guard lock(lease_mutex_);
+      lease_local_ns_ = local_ns;
+    }
+    lease_wake_.notify_all();
+  }
+  // After adopting stopped VMs: a lease an earlier agent left behind.
+  void pick_up_lease() {
+    int64_t lease = 0;
+    for (std::size_t i = 0; i < vms_.size(); ++i) {
+      std::ifstream in(lease_file(i));
+      int64_t t = 0;
+      if (vms_[i] && in >> t && t > 0) lease = lease == 0 ? t : std::min(lease, t);
+    }
+    if (lease == 0) return;
+    std::fprintf(stderr, "amber-vmhost: an earlier agent left a lease: VMs resume at %lld\n",
+                 static_cast<long long>(lease));
+    std::lock_guard lock(lease_mutex_);
+    lease_local_ns_ = lease;
+    lease_wake_.notify_all();
+  }
+  void lease_loop() {
+    std::unique_lock lock(lease_mutex_);
+    while (!stopping_) {
+      if (lease_local_ns_ == 0) {
+        lease_wake_.wait(lock);
+        continue;
+      }
+      const int64_t wait = lease_local_ns_ - SystemClock::realtime_ns();
+      if (wait > 0) {
+        lease_wake_.wait_for(lock, std::chrono::nanoseconds(wait));
+        continue;
+      }
+      const int64_t expired = lease_local_ns_;
+      lock.unlock();
+      auto guard = this->lock("lease");  // after a Save in progress
+      lock.lock();
+      if (!guard || lease_local_ns_ != expired) continue;  // a ResumeAt came first
+      lock.unlock();
+      google::protobuf::RepeatedPtrField<vmhost::VmStep> steps;
+      auto corr = correction();
+      const int64_t master_now = SystemClock::realtime_ns() - (corr ? *corr : 0);
+      grpc::Status s = step_at("ResumeAt", master_now, true, &steps);
+      std::fprintf(stderr,
+                   "amber-vmhost: the stop lease ended without a resume from the controller: "
+                   "%d VM(s) resumed%s%s\n",
+                   steps.size(), s.ok() ? "" : ": ", s.error_message().c_str());
+      set_lease(0);
+      guard->unlock();
+      lock.lock();
+    }
+  }
 
   Status boot(std::size_t i) {
     const vm::VmConfig& c = configs_[i];
@@ -369,13 +547,22 @@ class Host {
     return h;
   }
 
-  grpc::Status step_at(const char* what, int64_t at_ns,
+  // Caller holds the lock. only_stopped (resume only): VMs already running
+  // are left alone and a passed instant means now.
+  grpc::Status step_at(const char* what, int64_t at_ns, bool only_stopped,
                        google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
-    auto guard = lock(what);
-    if (!guard) return to_grpc(guard.status());
     const bool stop = std::string_view(what) == "StopAt";
     std::vector<vm::Vm*> vms;
+    std::vector<std::size_t> index;
     for (std::size_t i = 0; i < vms_.size(); ++i) {
+      if (only_stopped) {
+        const std::string state = vms_[i] ? vm_state(i) : "absent";
+        if (state == "paused" || state == "postmigrate") {
+          vms.push_back(vms_[i].get());
+          index.push_back(i);
+        }
+        continue;
+      }
       if (!vms_[i]) {
         return to_grpc(failed_precondition(cat(what, ": VM ", configs_[i].name, " is absent (",
                                                stop ? "boot or " : "", "Restore first)")));
@@ -388,10 +575,13 @@ class Host {
                                     stop ? " (expected running)" : " (expected stopped)")));
       }
       vms.push_back(vms_[i].get());
+      index.push_back(i);
     }
+    if (vms.empty()) return grpc::Status::OK;
     auto corr = correction();
     if (!corr) return to_grpc(corr.status().with_context(cat(what, ": ")));
     const int64_t now = SystemClock::realtime_ns() - *corr;
+    if (only_stopped && at_ns <= now) at_ns = now + 1'000'000;
     if (at_ns <= now) {
       return to_grpc(failed_precondition(
           cat(what, ": instant ", at_ns, " is in the past (", (now - at_ns) / 1000, " us ago)")));
@@ -409,7 +599,7 @@ class Host {
     for (std::size_t i = 0; i < r->size(); ++i) {
       const vm::StepReport& s = (*r)[i];
       auto* step = out->Add();
-      step->set_vm(configs_[i].name);
+      step->set_vm(configs_[index[i]].name);
       step->set_event_ns(to_ns(s.event) - c);
       step->set_lateness_ns(to_ns(s.event) - c - at_ns);
       step->set_reply_latency_ns(dur_ns(s.reply_latency));
@@ -426,6 +616,12 @@ class Host {
   std::unique_ptr<vm::InstantWaiter> waiter_;
   std::timed_mutex mutex_;
   const char* busy_with_ = "";
+  std::atomic<bool> shutting_down_{false};
+  std::mutex lease_mutex_;
+  std::condition_variable lease_wake_;
+  int64_t lease_local_ns_ = 0;  // 0: no lease
+  bool stopping_ = false;
+  std::thread lease_thread_;
 };
 
 class Service final : public vmhost::VmHostAgent::Service {
@@ -438,7 +634,7 @@ class Service final : public vmhost::VmHostAgent::Service {
   }
   grpc::Status StopAt(grpc::ServerContext*, const vmhost::StopAtRequest* req,
                       vmhost::StopAtReply* reply) override {
-    return host_.stop_at(req->at_ns(), reply->mutable_vms());
+    return host_.stop_at(*req, reply);
   }
   grpc::Status Save(grpc::ServerContext*, const vmhost::SaveRequest* req,
                     vmhost::SaveReply* reply) override {
@@ -446,7 +642,11 @@ class Service final : public vmhost::VmHostAgent::Service {
   }
   grpc::Status ResumeAt(grpc::ServerContext*, const vmhost::ResumeAtRequest* req,
                         vmhost::ResumeAtReply* reply) override {
-    return host_.resume_at(req->at_ns(), reply->mutable_vms());
+    return host_.resume_at(*req, reply);
+  }
+  grpc::Status WatchConsole(grpc::ServerContext* context, const vmhost::WatchConsoleRequest* req,
+                            grpc::ServerWriter<agent::TriggerEvent>* writer) override {
+    return host_.watch_console(context, *req, writer);
   }
   grpc::Status Shutdown(grpc::ServerContext*, const vmhost::ShutdownRequest*,
                         vmhost::ShutdownReply* reply) override {
@@ -478,6 +678,7 @@ VmHostAgent::VmHostAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 VmHostAgent::~VmHostAgent() {
   if (!impl_) return;
+  impl_->host->shut_down();
   stop_serving(impl_->server.get());
   impl_->host.reset();  // after the server: no call still uses the VMs
 }
@@ -488,13 +689,19 @@ const std::string& VmHostAgent::address() const {
 
 Result<std::unique_ptr<VmHostAgent>> VmHostAgent::start(VmHostAgentOptions options) {
   const std::string listen = options.config.listen();
-  AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
+  TlsFiles tls;
+  if (options.config.has_tls()) {
+    const auto& t = options.config.tls();
+    tls = {t.ca(), t.cert(), t.key()};
+  } else {
+    AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
+  }
   auto impl = std::make_unique<Impl>();
   auto host = Host::create(options.config, options.boot);
   if (!host) return host.status();
   impl->host = std::move(host).value();
   impl->service = std::make_unique<Service>(*impl->host);
-  auto serving = serve_plaintext(listen, impl->service.get());
+  auto serving = serve(listen, tls, impl->service.get());
   if (!serving) return serving.status();
   impl->server = std::move(serving->server);
   impl->address = serving->address;

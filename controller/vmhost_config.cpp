@@ -57,6 +57,11 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
   if (host.listen().empty()) {
     return invalid_argument(cat(origin, ": listen: give unix:/PATH or 127.0.0.1:PORT"));
   }
+  if (host.has_tls() &&
+      (host.tls().ca().empty() || host.tls().cert().empty() || host.tls().key().empty())) {
+    return invalid_argument(
+        cat(where_top(origin, tree, "tls"), "tls: give all three of ca, cert and key"));
+  }
   if (host.run_dir().empty()) {
     return invalid_argument(cat(origin, ": run_dir: give a directory for the VMs' sockets/logs"));
   }

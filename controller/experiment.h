@@ -1,0 +1,96 @@
+// One experiment under the controller: its agents, its store, and the
+// synchronized checkpoint and restore protocols (controller/README.md).
+// One operation runs at a time; periodic and triggered checkpoints skip
+// their turn while another one runs.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "controller/agents.h"
+#include "controller/store.h"
+#include "controller/topology.h"
+#include "proto/controller.pb.h"
+
+namespace amber::controller {
+
+using ProgressFn = std::function<void(const Progress&)>;
+
+class Experiment {
+ public:
+  // Connects to the agents (lazily: an agent down now is reported by
+  // status and by the next checkpoint's prepare step) and opens the store.
+  static Result<std::unique_ptr<Experiment>> create(Topology topology,
+                                                    std::vector<std::string>* notes);
+  ~Experiment();  // stops periodic checkpoints and trigger watches
+
+  // Prepare, freeze at one instant, save, manifest, resume (or swap out);
+  // on any failure every agent that stopped is resumed at a common instant
+  // and the partial checkpoint removed.
+  Result<Manifest> checkpoint(const CheckpointRequest& request, const std::string& reason,
+                              const ProgressFn& progress);
+  // Verify, load every piece on the agents the topology names, resume all
+  // at one instant.
+  Result<Manifest> restore(const RestoreRequest& request, const ProgressFn& progress);
+
+  StatusReply status();
+  ListReply list() const;
+  Result<Manifest> get(const std::string& id) const { return store_->manifest(id); }
+  Result<uint64_t> remove(const std::string& id);
+
+  // Periodic checkpoints and trigger watches, on their own threads.
+  void start_background();
+
+  // For logs: one line per event of the background threads.
+  void set_log(std::function<void(const std::string&)> log) { log_ = std::move(log); }
+
+ private:
+  Experiment(Topology topology, Agents agents, std::unique_ptr<MasterClock> clock,
+             std::unique_ptr<CheckpointStore> store);
+
+  struct Asked;
+  // The lead time for an instant: measured round trips plus the margin.
+  int64_t lead_ns() const;
+  // Waits a little for the controller's own clock to become trustworthy.
+  Status await_clock() const;
+  Status rollback(const Asked& asked, int64_t not_before_ns, const Status& cause,
+                  const ProgressFn& progress);
+  Status resume_all(int64_t at_ns, bool include_nodes, Manifest* manifest,
+                    const ProgressFn& progress);
+  Result<Manifest> checkpoint_locked(const CheckpointRequest& request, const std::string& reason,
+                                     const ProgressFn& progress);
+  Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);
+  void periodic_loop();
+  void watch_loop(size_t trigger_index);
+  void prune_periodic();
+  void log(const std::string& line) const {
+    if (log_) log_(line);
+  }
+
+  const Topology topology_;
+  Agents agents_;
+  std::unique_ptr<MasterClock> clock_;
+  std::unique_ptr<CheckpointStore> store_;
+  std::function<void(const std::string&)> log_;
+
+  std::timed_mutex operation_;
+  std::atomic<const char*> activity_{"idle"};
+  std::atomic<int64_t> max_round_trip_ns_{5'000'000};
+
+  std::mutex background_mutex_;
+  std::condition_variable background_wake_;
+  bool stopping_ = false;
+  int64_t next_periodic_ns_ = 0;
+  std::vector<std::thread> background_;
+  std::vector<std::shared_ptr<grpc::ClientContext>> watches_;  // to cancel on stop
+  std::vector<std::string> trigger_state_;
+};
+
+}  // namespace amber::controller

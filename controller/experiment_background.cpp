@@ -1,0 +1,175 @@
+// The experiment's background work: periodic checkpoints (every N seconds,
+// keeping the last K) and triggered checkpoints (an agent reports a frame
+// pattern or a console line; the controller checkpoints at once).
+#include <map>
+#include <set>
+
+#include "common/strings.h"
+#include "common/units.h"
+#include "controller/experiment.h"
+
+namespace amber::controller {
+
+Experiment::~Experiment() {
+  {
+    std::lock_guard lock(background_mutex_);
+    stopping_ = true;
+    for (auto& context : watches_) {
+      if (context) context->TryCancel();
+    }
+  }
+  background_wake_.notify_all();
+  for (auto& t : background_) t.join();
+}
+
+void Experiment::start_background() {
+  std::lock_guard lock(background_mutex_);
+  if (topology_.durations.periodic_interval_ns > 0) {
+    next_periodic_ns_ =
+        clock_sync::SystemClock::realtime_ns() + topology_.durations.periodic_interval_ns;
+    background_.emplace_back([this] { periodic_loop(); });
+  }
+  const auto& triggers = topology_.proto.trigger();
+  trigger_state_.assign(triggers.size(), "");
+  watches_.assign(triggers.size(), nullptr);
+  for (int i = 0; i < triggers.size(); ++i) {
+    trigger_state_[i] = cat(triggers[i].name(), ": connecting");
+    background_.emplace_back([this, i] { watch_loop(static_cast<size_t>(i)); });
+  }
+}
+
+void Experiment::periodic_loop() {
+  const int64_t interval = topology_.durations.periodic_interval_ns;
+  std::unique_lock lock(background_mutex_);
+  while (!stopping_) {
+    const int64_t wait = next_periodic_ns_ - clock_sync::SystemClock::realtime_ns();
+    if (wait > 0) {
+      background_wake_.wait_for(lock, std::chrono::nanoseconds(wait));
+      continue;
+    }
+    next_periodic_ns_ += interval;
+    // Missed turns (a long save) are skipped, not caught up.
+    const int64_t now = clock_sync::SystemClock::realtime_ns();
+    if (next_periodic_ns_ <= now) next_periodic_ns_ = now + interval;
+    lock.unlock();
+    if (store_->state().swapped_out()) {
+      log("periodic: skipped, the experiment is swapped out");
+    } else {
+      std::unique_lock op(operation_, std::try_to_lock);
+      if (!op.owns_lock()) {
+        log(cat("periodic: skipped, busy (", activity_.load(), ")"));
+      } else {
+        activity_ = "checkpointing";
+        auto m = checkpoint_locked({}, "periodic", nullptr);
+        activity_ = "idle";
+        op.unlock();
+        if (m) {
+          log(cat("periodic: checkpoint ", m->id(), ", ", format_bytes(m->total_bytes())));
+          prune_periodic();
+        } else {
+          log(cat("periodic: failed: ", m.status().message()));
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
+void Experiment::prune_periodic() {
+  const uint32_t keep = topology_.proto.periodic().keep();
+  if (keep == 0) return;
+  const auto all = store_->list();
+  const ExperimentState state = store_->state();
+  // A checkpoint that another branch continues from is a branch point: it
+  // stays (a chain of periodic checkpoints on one branch is not).
+  std::map<std::string, std::string> branch_of;
+  for (const auto& m : all) branch_of[m.id()] = m.branch();
+  std::set<std::string> branch_points;
+  for (const auto& m : all) {
+    auto parent = branch_of.find(m.parent());
+    if (parent != branch_of.end() && parent->second != m.branch()) branch_points.insert(m.parent());
+  }
+  std::vector<std::string> periodic;
+  for (const auto& m : all) {
+    if (m.reason() == "periodic" && m.branch() == state.branch()) periodic.push_back(m.id());
+  }
+  for (size_t i = 0; i + keep < periodic.size(); ++i) {
+    const std::string& id = periodic[i];
+    if (id == state.head() || branch_points.count(id)) continue;
+    auto freed = remove(id);
+    if (freed) log(cat("periodic: removed ", id, " (keeping the last ", keep, ")"));
+  }
+}
+
+void Experiment::watch_loop(size_t index) {
+  const config::Trigger& trigger = topology_.proto.trigger(static_cast<int>(index));
+  const std::string& pattern = topology_.durations.trigger_pattern[index];
+  const int64_t cooldown = topology_.durations.trigger_cooldown_ns[index];
+  int64_t quiet_until = 0;
+  unsigned fired = 0;
+  std::string last;
+  auto set_state = [&](std::string text) {
+    std::lock_guard lock(background_mutex_);
+    trigger_state_[index] = cat(trigger.name(), ": ", text);
+  };
+  for (;;) {
+    auto context = std::make_shared<grpc::ClientContext>();
+    {
+      std::lock_guard lock(background_mutex_);
+      if (stopping_) return;
+      watches_[index] = context;
+    }
+    std::unique_ptr<grpc::ClientReaderInterface<agent::TriggerEvent>> reader;
+    std::string what;
+    if (trigger.has_frame()) {
+      const auto& f = trigger.frame();
+      for (auto& n : agents_.delay_nodes) {
+        if (n.ref.id() != f.delay_node()) continue;
+        agent::WatchFramesRequest req;
+        req.set_link(f.link());
+        req.set_pattern(pattern);
+        reader = n.stub->WatchFrames(context.get(), req);
+      }
+      what =
+          cat("frames on delay node ", f.delay_node(), f.link().empty() ? "" : " link ", f.link());
+    } else {
+      const auto& c = trigger.console();
+      for (auto& h : agents_.vm_hosts) {
+        if (h.ref.id() != c.vm_host()) continue;
+        vmhost::WatchConsoleRequest req;
+        req.set_vm(c.vm());
+        req.set_contains(pattern);
+        reader = h.stub->WatchConsole(context.get(), req);
+      }
+      what = cat("console of VM ", c.vm());
+    }
+    set_state(
+        cat("watching ", what, fired ? cat(" (fired ", fired, " times, last ", last, ")") : ""));
+    agent::TriggerEvent event;
+    while (reader && reader->Read(&event)) {
+      // Events seen before the last checkpoint ended, or within the
+      // cooldown after it, are not new breakpoints.
+      if (clock_sync::SystemClock::realtime_ns() < quiet_until) continue;
+      const std::string reason =
+          cat("trigger ", trigger.name(), ": ", event.where(), ": ", event.detail().substr(0, 120));
+      log(reason);
+      CheckpointRequest req;
+      req.set_swap_out(trigger.swap_out());
+      req.set_label(trigger.name());
+      auto m = checkpoint(req, reason, nullptr);
+      quiet_until = clock_sync::SystemClock::realtime_ns() + cooldown;
+      ++fired;
+      last = m ? m->id() : cat("failed: ", m.status().message());
+      log(cat("trigger ", trigger.name(), ": ", last));
+      set_state(cat("watching ", what, " (fired ", fired, " times, last ", last, ")"));
+    }
+    const grpc::Status s = reader ? reader->Finish() : grpc::Status::CANCELLED;
+    std::unique_lock lock(background_mutex_);
+    if (stopping_) return;
+    trigger_state_[index] =
+        cat(trigger.name(), ": not watching ", what, ": ", s.error_message(), " (retrying)");
+    background_wake_.wait_for(lock, std::chrono::seconds(2), [&] { return stopping_; });
+  }
+}
+
+}  // namespace amber::controller

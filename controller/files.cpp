@@ -1,0 +1,104 @@
+#include "controller/files.h"
+
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "common/strings.h"
+
+namespace amber::controller {
+namespace fs = std::filesystem;
+
+uint64_t tree_bytes(const std::string& path) {
+  std::error_code ec;
+  uint64_t total = 0;
+  if (fs::is_regular_file(path, ec)) return fs::file_size(path, ec);
+  for (fs::recursive_directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const uint64_t size = it->file_size(size_ec);
+      if (!size_ec) total += size;
+    }
+  }
+  return total;
+}
+
+Status write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return unavailable(cat(tmp, ": cannot create: ", std::strerror(errno)));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return resource_exhausted(cat(tmp, ": write failed: ", std::strerror(err)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return resource_exhausted(cat(tmp, ": fsync failed: ", std::strerror(err)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return unavailable(cat(path, ": rename failed: ", std::strerror(err)));
+  }
+  const int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  return Status::ok();
+}
+
+Result<std::string> sha256_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return not_found(cat(path, ": cannot open: ", std::strerror(errno)));
+  SHA256_CTX ctx;
+  SHA256_Init(&ctx);
+  std::vector<char> buffer(1 << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return data_loss(cat(path, ": read failed: ", std::strerror(err)));
+    }
+    if (n == 0) break;
+    SHA256_Update(&ctx, buffer.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest;
+  SHA256_Final(digest.data(), &ctx);
+  std::string hex;
+  static const char* kDigits = "0123456789abcdef";
+  for (unsigned char b : digest) {
+    hex.push_back(kDigits[b >> 4]);
+    hex.push_back(kDigits[b & 15]);
+  }
+  return hex;
+}
+
+Result<uint64_t> free_bytes(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) {
+    return not_found(cat(path, ": ", std::strerror(errno)));
+  }
+  return uint64_t(st.f_bavail) * st.f_frsize;
+}
+
+}  // namespace amber::controller

@@ -1,0 +1,262 @@
+#include "controller/topology.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "common/strings.h"
+#include "common/units.h"
+#include "controller/grpc_status.h"
+
+namespace amber::controller {
+namespace {
+
+using google::protobuf::TextFormat;
+
+class Collector final : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit Collector(const std::string& origin) : origin_(origin) {}
+  void AddError(int line, int column, const std::string& message) override {
+    if (first_.empty()) first_ = cat(origin_, ":", line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  const std::string& origin_;
+  std::string first_;
+};
+
+class Where {
+ public:
+  Where(const std::string& origin, const TextFormat::ParseInfoTree& tree)
+      : origin_(origin), tree_(tree) {}
+  // "file:line: " of a field (index -1: not repeated), or "file: ".
+  std::string operator()(const char* field_name, int index = -1) const {
+    const auto* field = config::Topology::descriptor()->FindFieldByName(field_name);
+    auto loc = tree_.GetLocation(field, index);
+    if (loc.line < 0) return cat(origin_, ": ");
+    return cat(origin_, ":", loc.line + 1, ": ");
+  }
+
+ private:
+  const std::string& origin_;
+  const TextFormat::ParseInfoTree& tree_;
+};
+
+Result<int64_t> duration_or(const std::string& text, int64_t fallback, const std::string& at,
+                            const char* field) {
+  if (text.empty()) return fallback;
+  auto d = parse_duration_ns(text);
+  if (!d) return invalid_argument(cat(at, field, ": ", d.status().message()));
+  if (*d <= 0) return invalid_argument(cat(at, field, ": must be positive ('", text, "')"));
+  return *d;
+}
+
+Result<std::string> parse_hex(const std::string& hex, const std::string& at) {
+  std::string bytes;
+  std::string digits;
+  for (char c : hex) {
+    if (c == ' ' || c == ':') continue;
+    digits.push_back(c);
+  }
+  if (digits.empty() || digits.size() % 2 != 0) {
+    return invalid_argument(
+        cat(at, "frame.hex '", hex, "': expected an even number of hex digits"));
+  }
+  for (size_t i = 0; i < digits.size(); i += 2) {
+    unsigned value = 0;
+    if (std::sscanf(digits.substr(i, 2).c_str(), "%2x", &value) != 1 ||
+        !std::isxdigit(static_cast<unsigned char>(digits[i])) ||
+        !std::isxdigit(static_cast<unsigned char>(digits[i + 1]))) {
+      return invalid_argument(
+          cat(at, "frame.hex '", hex, "': '", digits.substr(i, 2), "' is not a hex byte"));
+    }
+    bytes.push_back(static_cast<char>(value));
+  }
+  return bytes;
+}
+
+Status check_address(const std::string& address, bool tls, const std::string& at,
+                     const std::string& what) {
+  if (address.empty()) return invalid_argument(cat(at, what, ": address is missing"));
+  if (tls) return Status::ok();
+  Status s = check_plaintext_address(address);
+  if (!s) return s.with_context(cat(at, what, ": without tls { ... }: "));
+  return Status::ok();
+}
+
+}  // namespace
+
+bool is_plain_name(const std::string& name) {
+  if (name.empty() || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<Topology> parse_topology(const std::string& text, const std::string& origin) {
+  Topology topo;
+  config::Topology& t = topo.proto;
+  TextFormat::Parser parser;
+  Collector errors(origin);
+  TextFormat::ParseInfoTree tree;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&tree);
+  if (!parser.ParseFromString(text, &t)) {
+    return invalid_argument(errors.first().empty() ? cat(origin, ": not a Topology text message")
+                                                   : errors.first());
+  }
+  const Where where(origin, tree);
+  if (!is_plain_name(t.experiment())) {
+    return invalid_argument(cat(where("experiment"), "experiment '", t.experiment(),
+                                "': give a name of letters, digits, '-', '_' or '.'"));
+  }
+  const bool tls = t.has_tls();
+  if (tls && (t.tls().ca().empty() || t.tls().cert().empty() || t.tls().key().empty())) {
+    return invalid_argument(cat(where("tls"), "tls: give all three of ca, cert and key"));
+  }
+  if (t.listen().empty()) {
+    return invalid_argument(cat(origin, ": listen: give unix:/PATH or 127.0.0.1:PORT"));
+  }
+  AMBER_RETURN_IF_ERROR(check_address(t.listen(), tls, where("listen"), "listen"));
+  if (t.store().empty() || t.store()[0] != '/') {
+    return invalid_argument(cat(where("store"), "store '", t.store(),
+                                "': give an absolute path every agent sees the same way"));
+  }
+  if (t.delay_node_size() + t.vm_host_size() == 0) {
+    return invalid_argument(cat(origin, ": no delay_node { ... } or vm_host { ... } configured"));
+  }
+  std::set<std::string> ids;
+  std::set<std::string> vms;
+  std::set<std::string> links;
+  for (int i = 0; i < t.delay_node_size(); ++i) {
+    const auto& n = t.delay_node(i);
+    const std::string at = where("delay_node", i);
+    if (!is_plain_name(n.id())) {
+      return invalid_argument(cat(at, "delay_node id '", n.id(), "': give a plain name"));
+    }
+    if (!ids.insert(n.id()).second) {
+      return invalid_argument(cat(at, "id '", n.id(), "' used twice"));
+    }
+    AMBER_RETURN_IF_ERROR(check_address(n.address(), tls, at, cat("delay node ", n.id())));
+    for (const auto& link : n.link()) links.insert(cat(n.id(), "/", link));
+  }
+  for (int i = 0; i < t.vm_host_size(); ++i) {
+    const auto& h = t.vm_host(i);
+    const std::string at = where("vm_host", i);
+    if (!is_plain_name(h.id())) {
+      return invalid_argument(cat(at, "vm_host id '", h.id(), "': give a plain name"));
+    }
+    if (!ids.insert(h.id()).second) {
+      return invalid_argument(cat(at, "id '", h.id(), "' used twice"));
+    }
+    AMBER_RETURN_IF_ERROR(check_address(h.address(), tls, at, cat("vm host ", h.id())));
+    if (h.vm_size() == 0) {
+      return invalid_argument(cat(at, "vm host ", h.id(), ": list its VMs (vm: \"name\")"));
+    }
+    for (const auto& vm : h.vm()) {
+      if (!vms.insert(vm).second) {
+        return invalid_argument(cat(at, "VM '", vm, "' listed on two hosts"));
+      }
+    }
+  }
+  if (!t.sync_mode().empty() && t.sync_mode() != "free_running" && t.sync_mode() != "disciplined" &&
+      t.sync_mode() != "grandmaster") {
+    return invalid_argument(cat(where("sync_mode"), "sync_mode '", t.sync_mode(),
+                                "': expected free_running, disciplined or grandmaster"));
+  }
+  if (t.ptp_socket().empty() && !t.allow_unsynchronized()) {
+    return invalid_argument(cat(origin,
+                                ": no ptp_socket: give ptp4l's management socket, or set "
+                                "allow_unsynchronized: true (one machine, tests)"));
+  }
+  Durations& d = topo.durations;
+  auto margin = duration_or(t.margin(), d.margin_ns, where("margin"), "margin");
+  if (!margin) return margin.status();
+  d.margin_ns = *margin;
+  auto step =
+      duration_or(t.step_deadline(), d.step_deadline_ns, where("step_deadline"), "step_deadline");
+  if (!step) return step.status();
+  d.step_deadline_ns = *step;
+  auto save =
+      duration_or(t.save_deadline(), d.save_deadline_ns, where("save_deadline"), "save_deadline");
+  if (!save) return save.status();
+  d.save_deadline_ns = *save;
+  if (t.has_periodic()) {
+    const std::string at = where("periodic");
+    auto interval = duration_or(t.periodic().interval(), 0, at, "periodic.interval");
+    if (!interval) return interval.status();
+    if (*interval < 1'000'000'000) {
+      return invalid_argument(
+          cat(at, "periodic.interval '", t.periodic().interval(), "': give at least 1s"));
+    }
+    d.periodic_interval_ns = *interval;
+  }
+  std::set<std::string> trigger_names;
+  for (int i = 0; i < t.trigger_size(); ++i) {
+    const auto& trig = t.trigger(i);
+    const std::string at = where("trigger", i);
+    if (trig.name().empty() || !trigger_names.insert(trig.name()).second) {
+      return invalid_argument(cat(at, "trigger: give each a unique name"));
+    }
+    auto cooldown = duration_or(trig.cooldown(), 10'000'000'000, at, "cooldown");
+    if (!cooldown) return cooldown.status();
+    d.trigger_cooldown_ns.push_back(*cooldown);
+    const std::string what = cat("trigger '", trig.name(), "': ");
+    if (trig.has_frame()) {
+      const auto& f = trig.frame();
+      bool known = false;
+      for (const auto& n : t.delay_node()) known |= n.id() == f.delay_node();
+      if (!known) {
+        return invalid_argument(
+            cat(at, what, "delay_node '", f.delay_node(), "' is not in the topology"));
+      }
+      if (!f.link().empty() && !links.count(cat(f.delay_node(), "/", f.link()))) {
+        return invalid_argument(
+            cat(at, what, "link '", f.link(), "' is not listed for delay node ", f.delay_node()));
+      }
+      if (f.hex().empty() == f.text().empty()) {
+        return invalid_argument(cat(at, what, "give exactly one of hex and text"));
+      }
+      if (!f.hex().empty()) {
+        auto bytes = parse_hex(f.hex(), at);
+        if (!bytes) return bytes.status();
+        d.trigger_pattern.push_back(*bytes);
+      } else {
+        d.trigger_pattern.push_back(f.text());
+      }
+    } else if (trig.has_console()) {
+      const auto& c = trig.console();
+      bool known = false;
+      for (const auto& h : t.vm_host()) {
+        if (h.id() != c.vm_host()) continue;
+        for (const auto& vm : h.vm()) known |= vm == c.vm();
+      }
+      if (!known) {
+        return invalid_argument(cat(at, what, "VM '", c.vm(), "' on vm_host '", c.vm_host(),
+                                    "' is not in the topology"));
+      }
+      if (c.contains().empty()) return invalid_argument(cat(at, what, "contains is empty"));
+      d.trigger_pattern.push_back(c.contains());
+    } else {
+      return invalid_argument(cat(at, what, "give frame { ... } or console { ... }"));
+    }
+  }
+  return topo;
+}
+
+Result<Topology> load_topology(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return not_found(cat(path, ": cannot open the topology file"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_topology(ss.str(), path);
+}
+
+}  // namespace amber::controller

@@ -1,0 +1,35 @@
+// The experiment's topology (amber-controller --topology FILE): Protobuf
+// text format, message amber.config.Topology in proto/config.proto. Every
+// error names the file and line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "proto/config.pb.h"
+
+namespace amber::controller {
+
+struct Durations {
+  int64_t margin_ns = 50'000'000;
+  int64_t step_deadline_ns = 10'000'000'000;
+  int64_t save_deadline_ns = 120'000'000'000;
+  int64_t periodic_interval_ns = 0;          // 0: no periodic checkpoints
+  std::vector<int64_t> trigger_cooldown_ns;  // per Topology.trigger
+  std::vector<std::string> trigger_pattern;  // per trigger: the bytes (frame) or text (console)
+};
+
+struct Topology {
+  config::Topology proto;
+  Durations durations;
+};
+
+Result<Topology> parse_topology(const std::string& text, const std::string& origin);
+Result<Topology> load_topology(const std::string& path);
+
+// A name usable as one folder component: letters, digits, '-', '_', '.'.
+bool is_plain_name(const std::string& name);
+
+}  // namespace amber::controller

@@ -1,0 +1,316 @@
+"""End to end: the controller's synchronized checkpoint on real components.
+Two QEMU VMs on vhost-user ports of one amber-delaynode, amber-vmhost,
+amber-controller, a ptp4l pair between two namespaces (free-running slave)
+and amberctl. Checkpoint with resume, swap-out then restore, restore of an
+earlier checkpoint (a branch), triggered and periodic checkpoints, and the
+failures of the protocol: an agent killed mid-save, a store too small or
+filled mid-save, deadlines that cannot be met. Each ends with everything
+running and nothing half-written in the store.
+
+usage: test_controller.py BUILD_DIR   (root; skips without ptp4l or QEMU)"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import amberlab as lab
+from experimentlab import Experiment
+
+BUILD = None
+PING = "ping -q -c 40 -i 0.1 10.88.0.2"
+
+# Short deadlines, so a killed agent's lease (freeze instant + 2 x step +
+# save deadline) ends within the test.
+DEADLINES = 'step_deadline: "5s"\nsave_deadline: "10s"\nmargin: "100ms"\n'
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fill(path):
+    """Writes to `path` until the filesystem is full."""
+    block = b"\xa5" * (1 << 20)
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError:
+            pass
+
+
+def ping_loss(output):
+    import re
+    m = re.search(r"(\d+)% packet loss", output)
+    return int(m.group(1)) if m else None
+
+
+class Background:
+    """amberctl in the background, its stderr (progress lines) read as it
+    comes."""
+
+    def __init__(self, exp, *args):
+        self.proc = subprocess.Popen(
+            [os.path.join(exp.build, "controller", "amberctl"), "--controller",
+             exp.controller_address, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        self.err = ""
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.err += line
+
+    def wait(self, timeout=120):
+        self.proc.wait(timeout=timeout)
+        self.reader.join(5)
+        return self.proc.returncode, self.proc.stdout.read(), self.err
+
+
+class ControllerEndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.exp = Experiment(BUILD, topology_extra=DEADLINES)
+        cls.exp.wait_guests_ready()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.exp.close()
+
+    def setUp(self):
+        # Every case starts (and must end) with the experiment running.
+        e = self.exp
+        lab.wait_for(lambda: e.vm_states() == {"vm1": "running", "vm2": "running"}, 60,
+                     "both VMs running")
+        self.assertFalse(e.node_frozen())
+
+    def assert_running_and_clean(self):
+        e = self.exp
+        lab.wait_for(lambda: e.vm_states() == {"vm1": "running", "vm2": "running"}, 60,
+                     "both VMs running again")
+        lab.wait_for(lambda: not e.node_frozen(), 30, "the delay node thawed")
+        complete = {m["id"] for m in e.ctl("list")["checkpoints"]}
+        self.assertEqual(set(e.checkpoints_on_disk()), complete,
+                         "a folder without MANIFEST stayed in the store")
+        out = e.console("vm1").run("ping -c 5 -i 0.2 -W 5 10.88.0.2", timeout=60)
+        self.assertEqual(ping_loss(out), 0, f"{out}\n{e.ctl('status')}\ncontroller log:\n"
+                         f"{e.controller.output()[-3000:]}")
+
+    def verify_pieces(self, manifest):
+        root = os.path.join(self.exp.store, "e2e", manifest["id"])
+        for piece in manifest["pieces"]:
+            self.assertTrue(piece["files"], piece)
+            for f in piece["files"]:
+                path = os.path.join(root, f["path"])
+                self.assertEqual(os.path.getsize(path), int(f["bytes"]), path)
+                self.assertEqual(sha256(path), f["sha256"], path)
+
+    def test_1_status(self):
+        s = self.exp.ctl("status")
+        self.assertEqual(s["state"], "running")
+        kinds = {(a["kind"], a["id"]): a for a in s["agents"]}
+        self.assertEqual(set(kinds), {("delay node", "dn1"), ("vm host", "h1")})
+        for a in kinds.values():
+            self.assertTrue(a["reachable"], a)
+            self.assertTrue(a["clock_trustworthy"], a)
+            self.assertIn("free", a["clock"])
+        self.assertEqual(len(kinds[("delay node", "dn1")]["pipes"]), 2)
+
+    def test_2_checkpoint_with_resume(self):
+        e = self.exp
+        c1 = e.console("vm1")
+        c1.send(f"{PING} > /tmp/ping.txt 2>&1 &")
+        time.sleep(1)
+        m = e.ctl("checkpoint", "--label", "first")
+        self.assertEqual({(p["kind"], p["name"]) for p in m["pieces"]},
+                         {("vm", "vm1"), ("vm", "vm2"), ("delay node", "dn1")})
+        self.assertGreater(int(m["resume_ns"]), int(m["freeze_ns"]))
+        self.assertFalse(m["swapped_out"])
+        steps = {(s["agent"], s["step"]) for s in m["steps"]}
+        for agent in ("delay node dn1", "vm host h1"):
+            for step in ("freeze", "save", "resume"):
+                self.assertIn((agent, step), steps)
+        self.verify_pieces(m)
+        # The ping across the checkpoint lost nothing.
+        lab.wait_for(lambda: "packet loss" in c1.run("cat /tmp/ping.txt"), 30, "ping to finish")
+        self.assertEqual(ping_loss(c1.run("cat /tmp/ping.txt")), 0)
+        listed = e.ctl("list")
+        self.assertEqual(listed["head"], m["id"])
+        self.assertEqual(listed["checkpoints"][-1]["label"], "first")
+        self.assert_running_and_clean()
+
+    def test_3_swap_out_then_restore(self):
+        e = self.exp
+        e.console("vm1").run("echo swapped-state > /tmp/marker")
+        m = e.ctl("checkpoint", "--swap-out")
+        self.assertTrue(m["swapped_out"])
+        lab.wait_for(lambda: e.vm_states() == {"vm1": "absent", "vm2": "absent"}, 30,
+                     "the VMs to be gone")
+        self.assertEqual(e.ctl("status")["state"], "swapped out")
+        refused = e.ctl("checkpoint", check=False, json_out=False)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("swapped out", refused.stderr)
+        r = e.ctl("restore", m["id"])
+        self.assertEqual(r["id"], m["id"])
+        self.assertEqual(e.console("vm1").run("cat /tmp/marker").strip(), "swapped-state")
+        self.assert_running_and_clean()
+
+    def test_4_restore_earlier_starts_a_branch(self):
+        e = self.exp
+        c = e.console("vm1")
+        c.run("echo A > /tmp/marker")
+        a = e.ctl("checkpoint", "--label", "A")
+        c.run("echo B > /tmp/marker")
+        b = e.ctl("checkpoint", "--label", "B")
+        digests = {f["path"]: f["sha256"] for p in b["pieces"] for f in p["files"]}
+        r = e.ctl("restore", a["id"])
+        self.assertNotEqual(r["branch"], a["branch"])
+        self.assertEqual(e.console("vm1").run("cat /tmp/marker").strip(), "A")
+        listed = e.ctl("list")
+        self.assertEqual(listed["head"], a["id"])
+        self.assertEqual(listed["branch"], r["branch"])
+        c2 = e.ctl("checkpoint", "--label", "on the branch")
+        self.assertEqual(c2["parent"], a["id"])
+        self.assertEqual(c2["branch"], r["branch"])
+        self.assertNotIn(c2["id"], (a["id"], b["id"]))
+        # The other branch's checkpoint is untouched.
+        root = os.path.join(e.store, "e2e", b["id"])
+        for path, digest in digests.items():
+            self.assertEqual(sha256(os.path.join(root, path)), digest)
+        self.assert_running_and_clean()
+
+    def test_5_agent_killed_mid_save(self):
+        e = self.exp
+        before = e.checkpoints_on_disk()
+        bg = Background(e, "checkpoint")
+        lab.wait_for(lambda: "save" in bg.err, 60, "the save step")
+        e.vmhost.kill()
+        rc, _, err = bg.wait()
+        self.assertEqual(rc, 1, err)
+        self.assertIn("vm host h1", err)
+        self.assertIn("save", err)
+        self.assertIn("rolled back", err)
+        # The delay node was thawed at once; the VMs outlived their agent and
+        # resume when the lease ends, under the agent that adopts them.
+        lab.wait_for(lambda: not e.node_frozen(), 20, "the delay node thawed")
+        e.start_vmhost()
+        self.assertIn("adopted", e.vmhost.output())
+        self.assertEqual(e.checkpoints_on_disk(), before)
+        self.assert_running_and_clean()
+
+    def test_6_store_too_small_or_filled(self):
+        e = self.exp
+        small = os.path.join(e.dir, "small")
+        os.makedirs(small, exist_ok=True)
+        lab.sh("mount", "-t", "tmpfs", "-o", "size=16m", "amb-e2e-small", small)
+        store = e.store
+        try:
+            self._restart_with_store(small)
+            r = e.ctl("checkpoint", check=False, json_out=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("prepare", r.stderr)
+            self.assertIn("free", r.stderr)
+            self.assertIn("nothing was touched", r.stderr)
+            self.assertEqual(e.checkpoints_on_disk(), [])
+            # Room for prepare, then the disk fills up during the save.
+            lab.sh("mount", "-o", "remount,size=1200m", small)
+            bg = Background(e, "checkpoint")
+            lab.wait_for(lambda: "freeze" in bg.err, 60, "the freeze step")
+            fill(os.path.join(small, "filler"))
+            rc, _, err = bg.wait()
+            self.assertEqual(rc, 1, err)
+            self.assertIn("save", err)
+            self.assertIn("rolled back", err)
+            self.assert_running_and_clean()
+            os.unlink(os.path.join(small, "filler"))
+            m = e.ctl("checkpoint")
+            self.verify_pieces(m)
+        finally:
+            self._restart_with_store(store)
+            lab.sh("umount", small, check=False)
+
+    def _restart_with_store(self, store):
+        e = self.exp
+        e.store = store
+        e.write_topology(DEADLINES)
+        e.restart_controller()
+
+    def test_7_deadlines_that_cannot_be_met(self):
+        e = self.exp
+        r = e.ctl("checkpoint", "--in", "1ms", check=False, json_out=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nothing was touched", r.stderr)
+        self.assertFalse(e.node_frozen())
+        before = e.checkpoints_on_disk()
+        e.restart_controller('step_deadline: "5s"\nsave_deadline: "5ms"\nmargin: "100ms"\n')
+        try:
+            r = e.ctl("checkpoint", check=False, json_out=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("did not answer in time", r.stderr)
+            self.assertIn("save", r.stderr)
+            self.assert_running_and_clean()
+            self.assertEqual(e.checkpoints_on_disk(), before)
+        finally:
+            e.restart_controller(DEADLINES)
+
+    def test_8_triggers(self):
+        e = self.exp
+        pattern = "a5" * 16
+        e.restart_controller(DEADLINES + f'''
+trigger {{ name: "console" console {{ vm_host: "h1" vm: "vm1" contains: "AMBER-BREAK" }}
+          cooldown: "1s" }}
+trigger {{ name: "frame" frame {{ delay_node: "dn1" link: "lfn" hex: "{pattern}" }}
+          cooldown: "1s" }}
+''')
+        try:
+            lab.wait_for(lambda: all("watching" in t for t in e.ctl("status")["triggers"]), 30,
+                         "the triggers to watch")
+            n = len(e.ctl("list")["checkpoints"])
+            e.console("vm1").run('echo AMBER-""BREAK')  # the echoed command line does not match
+            lab.wait_for(lambda: len(e.ctl("list")["checkpoints"]) > n, 60, "a console trigger")
+            last = e.ctl("list")["checkpoints"][-1]
+            self.assertIn("trigger console", last["reason"])
+            self.assertIn("AMBER-BREAK", last["reason"])
+            self.setUp()
+            e.console("vm1").run("ping -c 1 -p a5 -s 100 10.88.0.2", timeout=60)
+            lab.wait_for(lambda: len(e.ctl("list")["checkpoints"]) > n + 1, 60, "a frame trigger")
+            last = e.ctl("list")["checkpoints"][-1]
+            self.assertIn("trigger frame", last["reason"])
+            self.assertIn("ICMP", last["reason"])
+            self.assert_running_and_clean()
+        finally:
+            e.restart_controller(DEADLINES)
+
+    def test_9_periodic_keeps_the_last_k(self):
+        e = self.exp
+        e.restart_controller(DEADLINES + 'periodic { interval: "3s" keep: 2 }\n')
+        try:
+            lab.wait_for(lambda: e.controller.output().count("periodic: checkpoint") >= 4, 60,
+                         "four periodic checkpoints")
+        finally:
+            e.restart_controller(DEADLINES)
+        periodic = [m for m in e.ctl("list")["checkpoints"] if m["reason"] == "periodic"]
+        self.assertEqual(len(periodic), 2, periodic)
+        self.assertIn("removed", e.controller.output() + open(e.controller.log_path).read())
+        self.assert_running_and_clean()
+
+
+def main():
+    global BUILD
+    BUILD, code = lab.test_main(__doc__, tools=("ip", "ptp4l", "qemu-system-x86_64"))
+    if code is not None:
+        return code
+    return lab.run_cases()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
