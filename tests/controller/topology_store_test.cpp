@@ -1,0 +1,209 @@
+// The controller's topology file (errors name the file and line) and its
+// checkpoint store (ids never reused, manifests written last, partial
+// checkpoints swept, branches that never overwrite each other).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "controller/store.h"
+#include "controller/topology.h"
+
+namespace amber::controller {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kGood = R"(experiment: "lfn-1"
+listen: "unix:/run/amber/controller.sock"
+store: "/var/lib/amber/store"
+ptp_socket: "/var/run/ptp4l"
+margin: "30ms"
+delay_node { id: "dn1" address: "unix:/run/amber/dn1.sock" link: "lfn" }
+vm_host { id: "h1" address: "127.0.0.1:7401" vm: "vm1" vm: "vm2" }
+periodic { interval: "10s" keep: 3 }
+trigger { name: "syn" frame { delay_node: "dn1" link: "lfn" hex: "47 45 54" } }
+trigger { name: "oops" console { vm_host: "h1" vm: "vm2" contains: "Oops" } cooldown: "30s" }
+)";
+
+TEST(Topology, GoodFileParses) {
+  auto t = parse_topology(kGood, "topo.conf");
+  ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+  EXPECT_EQ(t->proto.experiment(), "lfn-1");
+  EXPECT_EQ(t->durations.margin_ns, 30'000'000);
+  EXPECT_EQ(t->durations.step_deadline_ns, 10'000'000'000);
+  EXPECT_EQ(t->durations.periodic_interval_ns, 10'000'000'000);
+  ASSERT_EQ(t->durations.trigger_pattern.size(), 2u);
+  EXPECT_EQ(t->durations.trigger_pattern[0], "GET");
+  EXPECT_EQ(t->durations.trigger_pattern[1], "Oops");
+  EXPECT_EQ(t->durations.trigger_cooldown_ns[0], 10'000'000'000);
+  EXPECT_EQ(t->durations.trigger_cooldown_ns[1], 30'000'000'000);
+}
+
+struct Bad {
+  std::string text;
+  std::string expected;  // a substring of the message
+};
+
+TEST(Topology, ErrorsNameTheFileLineAndProblem) {
+  const std::string head =
+      "experiment: \"x\"\nlisten: \"unix:/tmp/c.sock\"\nstore: \"/tmp/s\"\n"
+      "allow_unsynchronized: true\n";
+  const std::string node = "delay_node { id: \"dn1\" address: \"unix:/tmp/d.sock\" link: \"l\" }\n";
+  const Bad cases[] = {
+      {"experiment: \"x\"\nbogus: 1\n", "t.conf:2:"},
+      {"experiment: \"a/b\"\n", "experiment 'a/b'"},
+      {"experiment: \"x\"\nstore: \"/s\"\nallow_unsynchronized: true\n" + node, "listen"},
+      {head + "delay_node { id: \"dn1\" address: \"10.0.0.5:7400\" }\n", "t.conf:5: "},
+      {head + "delay_node { id: \"dn1\" address: \"10.0.0.5:7400\" }\n", "loopback"},
+      {"experiment: \"x\"\nlisten: \"unix:/c\"\nstore: \"relative\"\nallow_unsynchronized: true\n" +
+           node,
+       "absolute path"},
+      {head, "no delay_node"},
+      {head + node + node, "'dn1' used twice"},
+      {head + node + "vm_host { id: \"h\" address: \"unix:/h\" }\n", "list its VMs"},
+      {head + node + "vm_host { id: \"h\" address: \"unix:/h\" vm: \"a\" }\n"
+                     "vm_host { id: \"g\" address: \"unix:/g\" vm: \"a\" }\n",
+       "VM 'a' listed on two hosts"},
+      {"experiment: \"x\"\nlisten: \"unix:/c\"\nstore: \"/s\"\n" + node, "no ptp_socket"},
+      {head + node + "margin: \"soon\"\n", "t.conf:6: margin"},
+      {head + node + "periodic { interval: \"100ms\" }\n", "at least 1s"},
+      {head + node + "trigger { name: \"t\" frame { delay_node: \"dn9\" hex: \"aa\" } }\n",
+       "delay_node 'dn9' is not in the topology"},
+      {head + node + "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"abc\" } }\n",
+       "even number of hex digits"},
+      {head + node + "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"zz\" } }\n",
+       "'zz' is not a hex byte"},
+      {head + node + "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"aa\" text: \"b\" } }\n",
+       "exactly one of hex and text"},
+      {head + node + "trigger { name: \"t\" console { vm_host: \"h\" vm: \"v\" contains: \"x\" } }\n",
+       "is not in the topology"},
+      {head + node + "trigger { frame { delay_node: \"dn1\" hex: \"aa\" } }\n", "unique name"},
+      {head + node + "tls { ca: \"/ca.pem\" }\n", "all three of ca, cert and key"},
+  };
+  for (const Bad& b : cases) {
+    auto t = parse_topology(b.text, "t.conf");
+    ASSERT_FALSE(t.is_ok()) << b.text;
+    EXPECT_NE(t.status().message().find(b.expected), std::string::npos)
+        << "expected '" << b.expected << "' in: " << t.status().message();
+  }
+}
+
+TEST(Topology, TlsAllowsAnyAddress) {
+  auto t = parse_topology(
+      "experiment: \"x\"\nlisten: \"0.0.0.0:7500\"\nstore: \"/s\"\nallow_unsynchronized: true\n"
+      "tls { ca: \"/c\" cert: \"/e\" key: \"/k\" }\n"
+      "delay_node { id: \"dn1\" address: \"dn1.testbed:7400\" }\n",
+      "t.conf");
+  EXPECT_TRUE(t.is_ok()) << t.status().to_string();
+}
+
+TEST(Topology, MissingFileSaysSo) {
+  auto t = load_topology("/nonexistent/topology.conf");
+  ASSERT_FALSE(t.is_ok());
+  EXPECT_NE(t.status().message().find("/nonexistent/topology.conf"), std::string::npos);
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/amb-store-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  std::unique_ptr<CheckpointStore> open(std::vector<std::string>* removed = nullptr) {
+    auto s = CheckpointStore::open(root_, "exp", removed);
+    EXPECT_TRUE(s.is_ok()) << s.status().to_string();
+    return std::move(s).value();
+  }
+
+  // A checkpoint with one file in it, committed.
+  Manifest take(CheckpointStore& store, const std::string& content) {
+    auto id = store.begin_checkpoint();
+    EXPECT_TRUE(id.is_ok()) << id.status().to_string();
+    const std::string file = store.path_of(*id) + "/vms/state.bin";
+    std::ofstream(file) << content;
+    Manifest m;
+    m.set_id(*id);
+    m.set_parent(store.state().head());
+    m.set_branch(store.state().branch());
+    m.set_reason("test");
+    Piece* p = m.add_pieces();
+    StoredFile* f = p->add_files();
+    f->set_path("vms/state.bin");
+    f->set_bytes(content.size());
+    f->set_sha256(*sha256_file(file));
+    EXPECT_TRUE(store.commit(m).is_ok());
+    return m;
+  }
+
+  std::string root_;
+};
+
+TEST_F(StoreTest, IdsAreNeverReusedEvenAfterACrash) {
+  auto store = open();
+  Manifest a = take(*store, "a");
+  auto partial = store->begin_checkpoint();  // "crash" before its manifest
+  ASSERT_TRUE(partial.is_ok());
+  store.reset();
+  std::vector<std::string> removed;
+  store = open(&removed);
+  ASSERT_EQ(removed, std::vector<std::string>{*partial});
+  EXPECT_FALSE(fs::exists(root_ + "/exp/" + *partial));
+  Manifest b = take(*store, "b");
+  EXPECT_NE(b.id(), a.id());
+  EXPECT_NE(b.id(), *partial);
+  EXPECT_EQ(store->state().head(), b.id());
+  ASSERT_EQ(store->list().size(), 2u);
+}
+
+TEST_F(StoreTest, RestoringAnEarlierCheckpointStartsABranch) {
+  auto store = open();
+  Manifest a = take(*store, "a");
+  Manifest b = take(*store, "b");
+  // The latest of the branch continues it.
+  auto same = store->restored(b.id());
+  ASSERT_TRUE(same.is_ok());
+  EXPECT_EQ(*same, "main");
+  // An earlier one starts a new branch, and so does the next earlier one.
+  auto branch = store->restored(a.id());
+  ASSERT_TRUE(branch.is_ok());
+  EXPECT_NE(*branch, "main");
+  EXPECT_EQ(store->state().head(), a.id());
+  Manifest c = take(*store, "c");
+  EXPECT_EQ(c.parent(), a.id());
+  EXPECT_EQ(c.branch(), *branch);
+  auto again = store->restored(a.id());
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_NE(*again, *branch);
+  // b's file is untouched by everything after it.
+  EXPECT_EQ(*sha256_file(store->path_of(b.id()) + "/vms/state.bin"),
+            b.pieces(0).files(0).sha256());
+}
+
+TEST_F(StoreTest, RemoveFreesAndBadIdsAreRefused) {
+  auto store = open();
+  Manifest a = take(*store, "0123456789");
+  auto freed = store->remove(a.id());
+  ASSERT_TRUE(freed.is_ok());
+  EXPECT_GE(*freed, 10u);
+  EXPECT_FALSE(fs::exists(store->path_of(a.id())));
+  EXPECT_EQ(store->manifest(a.id()).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store->manifest("../etc").status().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ADamagedStateFileIsReportedNotOverwritten) {
+  { auto store = open(); }
+  std::ofstream(root_ + "/exp/STATE") << "this is { not a state";
+  auto s = CheckpointStore::open(root_, "exp", nullptr);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_EQ(s.status().code(), ErrorCode::kDataLoss);
+  EXPECT_NE(s.status().message().find("STATE"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace amber::controller
