@@ -45,7 +45,9 @@ class Run:
         for vm, anchors in self.meta.get("guest_clock", {}).items():
             if not anchors:
                 continue
-            m = guest.ClockMap(anchors, self.pauses(vm))
+            rtts = [a["rtt_ns"] for a in anchors if a.get("rtt_ns")]
+            limit = max(2_000_000, 3 * float(np.median(rtts))) if rtts else None
+            m = guest.ClockMap(anchors, self.pauses(vm), max_rtt_ns=limit)
             res = m.residuals()
             self.raw_residuals_us[vm] = [r / 1e3 for r in res]
             self.drift_us[vm], self.pause_excess_us[vm] = [], []
@@ -192,28 +194,53 @@ def max_duration_in(start, dur, lo, hi):
     return float(dur[sel].max()) if sel.any() else float("nan")
 
 
+def gap_at(t, x):
+    """The gap between consecutive instants t (sorted) that contains x."""
+    i = int(np.searchsorted(t, x, "right"))
+    if i == 0 or i >= len(t):
+        return float("nan")
+    return float(t[i] - t[i - 1])
+
+
+def duration_at(start, dur, x):
+    """The duration of the first record still running at x (the one a
+    pause at x falls into, or the next one if x is between two)."""
+    if len(start) == 0:
+        return float("nan")
+    i = int(np.searchsorted(start + dur, x, "right"))
+    return float(dur[i]) if i < len(start) and start[i] <= x + 0.05 else float("nan")
+
+
 METRICS = {
-    # name: (what it is, unit, target in that unit or None)
+    # name: (what it is, unit, target in that unit): *_max over the window
+    # around a checkpoint, *_at the one gap/sleep/unit the instant falls into.
     "ipt_max": ("largest inter-packet time at the receiver", "us", 100.0),
     "sleep_max": ("longest 10 ms sleep", "us", 80.0),
     "cpu_max": ("slowest CPU work unit", "us", 1000.0),
+    "ipt_at": ("inter-packet time spanning the instant", "us", 100.0),
+    "sleep_at": ("10 ms sleep spanning the instant", "us", 80.0),
+    "cpu_at": ("CPU unit spanning the instant", "us", 1000.0),
 }
+
+
+def _kind(metric):
+    return {"ipt": "rx", "sleep": "timer", "cpu": "cpu"}[metric.split("_")[0]]
 
 
 def window_stat(run, metric, vm, lo, hi):
     """The metric's statistic for `run` in elapsed window [lo, hi] (seconds)."""
-    if metric == "ipt_max":
+    kind, at = _kind(metric), metric.endswith("_at")
+    if kind == "rx":
         t, _ = run.rx_data()
-        return max_gap_in(t, lo, hi)
-    kind = "timer" if metric == "sleep_max" else "cpu"
+        return gap_at(t, (lo + hi) / 2) if at else max_gap_in(t, lo, hi)
     start, dur = run.timed(vm, kind)
-    return max_duration_in(start, dur, lo, hi)
+    return duration_at(start, dur, (lo + hi) / 2) if at else max_duration_in(start, dur, lo, hi)
 
 
 def metric_vms(run, metric):
-    if metric == "ipt_max":
+    kind = _kind(metric)
+    if kind == "rx":
         return [run.receiver] if run.receiver and len(run.rx_data()[0]) else []
-    kind = "timer" if metric == "sleep_max" else "cpu"
     return [vm for vm in sorted(run.probes) if kind in run.probes[vm] and vm in run.clocks]
 
 

@@ -307,10 +307,15 @@ class ClockMap:
     taken between checkpoints (while the VM runs) absorb any error of the
     recorded pauses."""
 
-    def __init__(self, anchors, pauses=()):
+    def __init__(self, anchors, pauses=(), max_rtt_ns=None):
+        """Anchors whose round trip exceeds max_rtt_ns (error bound rtt/2)
+        are left out, but never the first one."""
         if not anchors:
             raise ValueError("ClockMap needs at least one anchor")
-        self.anchors = sorted(anchors, key=lambda a: a["host_ns"])
+        ordered = sorted(anchors, key=lambda a: a["host_ns"])
+        self.anchors = [a for i, a in enumerate(ordered)
+                        if i == 0 or max_rtt_ns is None or a.get("rtt_ns", 0) <= max_rtt_ns]
+        self.dropped_anchors = len(ordered) - len(self.anchors)
         self.pauses = sorted((int(a), int(b)) for a, b in pauses if b > a)
         self.rate = 1.0
 
@@ -346,9 +351,10 @@ class ClockMap:
     def pauses_between(self, h0, h1):
         return sum(1 for a, b in self.pauses if a < h1 and b > h0)
 
-    def fit_rate(self, min_span_ns=1_000_000_000):
+    def fit_rate(self, min_span_ns=20_000_000_000):
         """Guest seconds per host second over the longest stretch between
-        two anchors without a pause; kept at 1 without one of min_span_ns."""
+        two anchors without a pause; kept at 1 without one of min_span_ns
+        (over shorter spans the anchors' own error would dominate)."""
         best = None
         for i, a in enumerate(self.anchors):
             for b in self.anchors[i + 1:]:

@@ -111,8 +111,10 @@ def sleep_cpu(ev, path):
 
 def effects_plot(ev, effects, path):
     metrics = list(an.METRICS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    cols = 3
+    rows = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
         groups = {}
         for e in effects:
             if e["metric"] == metric and np.isfinite(e["added"]):

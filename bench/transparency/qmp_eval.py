@@ -42,8 +42,11 @@ import vms  # noqa: E402
 
 PREFIX = "amb-tq"
 ADDR = ["10.84.0.1", "10.84.0.2"]
-QUEUE = 10000  # above rate x delay at 100 Mbit/s x 20 ms (~170 frames): no queue drops
-TCP_BUFFERS = "4096 131072 67108864"
+QUEUE = 10000  # above rate x delay at 100 Mbit/s x 20 ms (~170 frames)
+# 4 MB windows: 8 x the bandwidth-delay product of 100 Mbit/s x 40 ms, and
+# below the queue (10,000 frames, 15 MB), so TCP's own congestion does not
+# overflow it and every drop is one a checkpoint caused.
+TCP_BUFFERS = "4096 131072 4194304"
 
 
 def delaynode_counters(node):
@@ -111,6 +114,15 @@ class Experiment:
     def __exit__(self, *exc):
         self.close()
 
+    def diagnostics(self):
+        """What the VMs and the delay node printed last, for a failure."""
+        out = []
+        for vm in self.vms:
+            out.append(f"--- {vm.name} console (last 1500 bytes) ---\n{vm.console_text()[-1500:]}")
+        if self.node:
+            out.append(f"--- delay node ---\n{self.node.output()[-1500:]}")
+        return "\n".join(out)
+
     def close(self):
         for vm in self.vms:
             vm.close()
@@ -145,10 +157,11 @@ class Experiment:
                    f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_wmem')
             self.probes[vm.name] = guest.GuestProbe(vm.mgmt_port, run_dir=vm.run_dir)
             self.probes[vm.name].wait_ready(60)
-        self.vms[0].run(f"ping -c 3 -i 0.2 {ADDR[1]}", timeout=30)
+        self.vms[0].run(f"i=0; until ping -c 1 -W 1 {ADDR[1]} > /dev/null; do i=$((i+1)); "
+                        f"[ $i -ge 30 ] && break; done", timeout=60)
         # TCG translates the guests' TCP paths on first use: the first
         # transfer after boot stalls for seconds. Warm up before any run.
-        self.vms[0].run(f"iperf3 -c {ADDR[1]} -t 3 > /dev/null 2>&1", timeout=60)
+        self.vms[0].run(f"iperf3 -c {ADDR[1]} -t 3 --connect-timeout 5000 > /dev/null 2>&1", timeout=90)
 
     def node_instant(self, real_ns):
         """The delay node's clock reading at real instant real_ns: with
@@ -231,6 +244,7 @@ class Experiment:
                 at = iperf_start + int(k * a.interval * 1e9) + paused
                 if at - time.time_ns() < 200_000_000:
                     raise RuntimeError("checkpoint schedule fell behind (save/restore too slow?)")
+                counters = delaynode_counters(self.node)
                 c = self.checkpoint(name, kind, k, at, restore=(k == a.restore_at))
                 checkpoints.append(c)
                 paused += c["resume_ns"] - c["freeze_ns"]
@@ -242,7 +256,12 @@ class Experiment:
                     wait = c["resume_ns"] + int(a.mid_anchor_after * 1e9) - time.time_ns()
                     time.sleep(max(0, wait / 1e9))
                     for vm in self.vms:
-                        anchors[vm.name].append(self.probes[vm.name].clock_anchor(20))
+                        anchors[vm.name].append(self.probes[vm.name].clock_anchor(40))
+                # What the delay node dropped from just before the freeze
+                # to now (the mid anchor, or right after the resume).
+                delta = counters_delta(counters, delaynode_counters(self.node))
+                c["delaynode_dropped_around"] = sum(delta["dropped"].values())
+                c["delaynode_tx_retries_around"] = delta["tx_retries"]
                 print(f"  [{name}] checkpoint {k}: paused {(c['resume_ns'] - c['freeze_ns']) / 1e6:.0f} ms"
                       f"{' with save/restore' if c['restore'] else ''}", file=sys.stderr)
                 k += 1
@@ -314,19 +333,27 @@ def main():
         counts[n] = counts.get(n, 0) + 1
         names.append(n if a.runs.split(",").count(n) == 1 else f"{n}-{counts[n]}")
     with Experiment(a) as ex:
-        t0 = time.monotonic()
-        ex.start()
-        print(f"[qmp_eval] VMs up in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-        for n in names:
-            t1 = time.monotonic()
-            r = ex.run(n, os.path.join(a.eval_dir, "runs", n))
-            print(f"[qmp_eval] run {n}: {time.monotonic() - t1:.0f} s, delay node dropped "
-                  f"{sum(r['delaynode']['dropped'].values())}", file=sys.stderr)
-        params["runs"] = names
-        with open(os.path.join(a.eval_dir, "params.json"), "w") as f:
-            json.dump(params, f, indent=1)
-        with open(os.path.join(a.eval_dir, "timeline.json"), "w") as f:
-            json.dump({"events": ex.timeline}, f, indent=1)
+        try:
+            return ex_main(a, ex, names, params)
+        except Exception:
+            print(ex.diagnostics(), file=sys.stderr)
+            raise
+
+
+def ex_main(a, ex, names, params):
+    t0 = time.monotonic()
+    ex.start()
+    print(f"[qmp_eval] VMs up in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    for n in names:
+        t1 = time.monotonic()
+        r = ex.run(n, os.path.join(a.eval_dir, "runs", n))
+        print(f"[qmp_eval] run {n}: {time.monotonic() - t1:.0f} s, delay node dropped "
+              f"{sum(r['delaynode']['dropped'].values())}", file=sys.stderr)
+    params["runs"] = names
+    with open(os.path.join(a.eval_dir, "params.json"), "w") as f:
+        json.dump(params, f, indent=1)
+    with open(os.path.join(a.eval_dir, "timeline.json"), "w") as f:
+        json.dump({"events": ex.timeline}, f, indent=1)
     return subprocess.call([sys.executable, os.path.join(HERE, "report.py"), a.eval_dir])
 
 

@@ -93,9 +93,17 @@ def verdicts(ev, summary, tcp, runs):
         out.append((rid, "retransmits caused by checkpoints = 0",
                     f"{extra:.0f} (around checkpoints, over the baseline; total {by_id[rid]['retransmits']})",
                     extra == 0, ""))
-        d = by_id[rid]["drops"] - base_drops
-        out.append((rid, "delay-node drops caused by checkpoints = 0",
-                    f"{max(d, 0)} (run {by_id[rid]['drops']}, baseline max {base_drops})", d <= 0, ""))
+        around = [c.get("delaynode_dropped_around") for c in r.checkpoints]
+        if around and all(x is not None for x in around):
+            d = sum(around)
+            out.append((rid, "delay-node drops caused by checkpoints = 0",
+                        f"{d} around checkpoints (run {by_id[rid]['drops']}, baseline max {base_drops})",
+                        d == 0, "counted from just before each freeze to a while after the resume"))
+        else:
+            d = by_id[rid]["drops"] - base_drops
+            out.append((rid, "delay-node drops caused by checkpoints = 0",
+                        f"{max(d, 0)} (run {by_id[rid]['drops']}, baseline max {base_drops})", d <= 0,
+                        "run totals: the driver recorded no per-checkpoint counts"))
         tp = by_id[rid]["throughput_mbps"]
         ok = tp is not None and lo is not None and lo <= tp <= hi
         out.append((rid, "throughput within the baseline's run-to-run spread",
@@ -106,14 +114,14 @@ def verdicts(ev, summary, tcp, runs):
             null = summary.get((f"{ev.baselines[1].id} vs {ev.baselines[0].id}" if len(ev.baselines) > 1
                                 else "", metric, "null"), {"n": 0})
             if s["n"] == 0:
-                out.append((rid, f"added {what} < {target:.0f} {unit} (p99)", "not measured", False, ""))
+                out.append((rid, f"added {what} ({metric}) < {target:.0f} {unit} (p99)", "not measured", False, ""))
                 continue
             floor = max([x["p99"] for x in (ctrl, null) if x["n"]] or [float("nan")])
             note = ""
             if np.isfinite(floor) and floor >= target:
                 note = (f"noise floor: the same statistic away from checkpoints or between two baselines "
                         f"reaches {floor:.0f} {unit} at p99, above the target: not resolvable here")
-            out.append((rid, f"added {what} < {target:.0f} {unit} (p99 over {s['n']} checkpoints)",
+            out.append((rid, f"added {what} ({metric}) < {target:.0f} {unit} (p99 over {s['n']} checkpoints)",
                         f"p99 {s['p99']:.0f}, median {s['median']:.0f} {unit}", s["p99"] < target, note))
     return out
 
@@ -256,9 +264,10 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
     L += ["", "## Per checkpoint", ""]
     for r in ev.checked:
         L += [f"### {r.id}", "", "| # | elapsed (s) | paused (ms) | save/restore | VM STOP after the instant (ms) "
-              "| cont reply after RESUME (ms) | added IPT (µs) "
-              "| added sleep (µs) | added CPU unit (µs) | retransmits (baseline) | cwnd before → after |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| cont reply after RESUME (ms) | delay-node drops around it | "
+              + " | ".join(f"added {m} (µs)" for m in an.METRICS)
+              + " | retransmits (baseline) | cwnd before → after |",
+              "|---|---|---|---|---|---|---|" + "---|" * len(an.METRICS) + "---|---|"]
         t_by = {t["checkpoint"]: t for t in tcp.get(r.id, [])}
         for i, c in enumerate(r.checkpoints):
             def added(metric):
@@ -273,15 +282,16 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
                               if "resume_reply_ns" in v)
             L.append(f"| {c['id']} | {fmt(el, '.2f')} | {(c['resume_ns'] - c['freeze_ns']) / 1e6:.0f} "
                      f"| {'yes' if c.get('restore') else ''} | {late or '–'} | {cont or '–'} "
-                     f"| {added('ipt_max')} | {added('sleep_max')} "
-                     f"| {added('cpu_max')} | {t.get('retransmits', '–')} ({fmt(t.get('baseline_retransmits'), '.1f')}) "
+                     f"| {fmt(c.get('delaynode_dropped_around'))} | "
+                     + " | ".join(added(m) for m in an.METRICS)
+                     + f" | {t.get('retransmits', '–')} ({fmt(t.get('baseline_retransmits'), '.1f')}) "
                      f"| {fmt(t.get('cwnd_before'))} → {fmt(t.get('cwnd_after'))} |")
         L.append("")
         L.append("VM columns list one value per VM: QEMU's STOP event after the checkpoint instant, and the "
                  "`cont` reply after the RESUME event (QEMU 7.2 sends RESUME, starts the guest clock, restarts "
                  "the vhost-user back end, then the vCPUs, then replies: guest time that passes before the "
                  "guest runs). Sleep and CPU columns list one value per VM measuring it "
-                 f"({', '.join(an.metric_vms(r, 'sleep_max'))} / {', '.join(an.metric_vms(r, 'cpu_max'))}).")
+                 f"(sleep: {', '.join(an.metric_vms(r, 'sleep_max'))}; cpu: {', '.join(an.metric_vms(r, 'cpu_max'))}).")
         L.append("")
     L += ["## Timeline", ""]
     events = ev.timeline.get("events", []) if isinstance(ev.timeline, dict) else []
