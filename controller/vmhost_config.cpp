@@ -73,6 +73,7 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
   }
   if (host.vms_size() == 0) return invalid_argument(cat(origin, ": no vms { ... } configured"));
   std::set<std::string> names;
+  std::set<std::pair<int, int>> host_ports;  // (protocol, port): one VM each on this host
   for (int i = 0; i < host.vms_size(); ++i) {
     const vmhost::VmSpec& vm = host.vms(i);
     const std::string at = where(origin, tree, "vms", i);
@@ -99,6 +100,21 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
         return invalid_argument(cat(at, "VM '", vm.name(),
                                     "': a tap or vhost-user NIC needs its endpoint "
                                     "(interface name or socket path)"));
+      }
+      if (nic.forwards_size() > 0 && nic.kind() != vmhost::NicSpec::USER) {
+        return invalid_argument(
+            cat(at, "VM '", vm.name(), "': forwards need a USER NIC (QEMU user networking)"));
+      }
+      for (const auto& f : nic.forwards()) {
+        if (f.host_port() < 1 || f.host_port() > 65535 || f.guest_port() < 1 ||
+            f.guest_port() > 65535) {
+          return invalid_argument(cat(at, "VM '", vm.name(), "': forward ", f.host_port(), " -> ",
+                                      f.guest_port(), ": ports are 1..65535"));
+        }
+        if (!host_ports.insert({f.protocol(), f.host_port()}).second) {
+          return invalid_argument(cat(at, "VM '", vm.name(), "': host port ", f.host_port(),
+                                      " is forwarded twice"));
+        }
       }
     }
   }
@@ -130,6 +146,12 @@ vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec
                                                          : vm::Nic::Kind::kUser;
     nic.endpoint = n.endpoint();
     nic.mac = n.mac();
+    for (const auto& f : n.forwards()) {
+      nic.forwards.push_back({f.protocol() == vmhost::NicSpec::PortForward::UDP
+                                  ? vm::PortForward::Protocol::kUdp
+                                  : vm::PortForward::Protocol::kTcp,
+                              f.host_port(), f.guest_port()});
+    }
     c.nics.push_back(nic);
   }
   c.accel = spec.accel() == "kvm"   ? vm::Accel::kKvm

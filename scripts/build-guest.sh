@@ -2,7 +2,8 @@
 # Builds amber's tiny test guest from Debian packages only: Debian's cloud
 # kernel, and an initramfs with busybox, the virtio modules, iperf3 and its
 # libraries, the bridge and sch_netem modules with tc (for the netem bridge
-# VM of bench/netem_vm.py) and guest/init. Also a small ext4 base disk image.
+# VM of bench/netem_vm.py), the measurement probe (guest/probe.c, built
+# static here) and guest/init. Also a small ext4 base disk image.
 #
 #   scripts/build-guest.sh [BUILD_DIR]     (default: $AMBER_BUILD_DIR or build)
 #
@@ -15,19 +16,20 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${1:-${AMBER_BUILD_DIR:-$here/build}}
 out=$build_dir/guest
 init_src=$here/guest/init
+probe_src=$here/guest/probe.c
 stamp=$out/.stamp
 
 say() { printf '[build-guest] %s\n' "$*" >&2; }
 die() { printf '[build-guest] error: %s\n' "$*" >&2; exit 1; }
 
-# The cache key: this script, the init and the kernel package version.
-key=$(cat "${BASH_SOURCE[0]}" "$init_src" | sha256sum | cut -c1-16)
+# The cache key: this script, the init and the probe's source.
+key=$(cat "${BASH_SOURCE[0]}" "$init_src" "$probe_src" | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ] &&
    [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/base.qcow2" ]; then
   exit 0
 fi
 
-for tool in apt-get dpkg-deb cpio gzip mkfs.ext4 qemu-img; do
+for tool in apt-get dpkg-deb cpio gzip mkfs.ext4 qemu-img gcc; do
   command -v "$tool" >/dev/null || die "'$tool' is missing (run scripts/setup.sh)"
 done
 busybox=/bin/busybox
@@ -84,6 +86,10 @@ for lib in $(ldd "$tc" | awk '$3 ~ /^\// {print $3}'); do
   cp -L "$lib" "$root/lib/x86_64-linux-gnu/"
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+# The probe: static, so it needs nothing from the initramfs.
+gcc -static -O2 -Wall -Wextra -Werror -o "$root/bin/probe" "$probe_src" -lpthread ||
+  die "building $probe_src failed (gcc and libc6-dev are needed)"
+strip "$root/bin/probe"
 install -m 0755 "$init_src" "$root/init"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp/initramfs.cpio.gz"

@@ -99,9 +99,15 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
     std::string device = cat("virtio-net-pci,netdev=", net, ",romfile=");
     if (!nic.mac.empty()) device += cat(",mac=", nic.mac);
     switch (nic.kind) {
-      case Nic::Kind::kUser:
-        a.insert(a.end(), {"-netdev", cat("user,id=", net)});
+      case Nic::Kind::kUser: {
+        std::string user = cat("user,id=", net);
+        for (const PortForward& f : nic.forwards) {
+          user += cat(",hostfwd=", f.protocol == PortForward::Protocol::kUdp ? "udp" : "tcp",
+                      ":127.0.0.1:", f.host_port, "-:", f.guest_port);
+        }
+        a.insert(a.end(), {"-netdev", user});
         break;
+      }
       case Nic::Kind::kTap:
         a.insert(a.end(), {"-netdev", cat("tap,id=", net, ",ifname=", nic.endpoint,
                                           ",script=no,downscript=no")});
@@ -191,6 +197,17 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
   std::error_code ec;
   fs::create_directories(config.run_dir, ec);
   if (ec) return internal_error(cat("create ", config.run_dir, ": ", ec.message()));
+  for (const Nic& nic : config.nics) {
+    if (!nic.forwards.empty() && nic.kind != Nic::Kind::kUser) {
+      return invalid_argument(cat("VM ", config.name, ": port forwards need a user-network NIC"));
+    }
+    for (const PortForward& f : nic.forwards) {
+      if (f.host_port < 1 || f.host_port > 65535 || f.guest_port < 1 || f.guest_port > 65535) {
+        return invalid_argument(cat("VM ", config.name, ": port forward ", f.host_port, " -> ",
+                                    f.guest_port, ": ports are 1..65535"));
+      }
+    }
+  }
   for (const std::string& f : {config.qmp_socket(), config.serial_socket()}) ::unlink(f.c_str());
   for (const std::string& f : {config.kernel, config.initrd, config.disk}) {
     if (!f.empty() && ::access(f.c_str(), R_OK) != 0) {

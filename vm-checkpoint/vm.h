@@ -23,11 +23,21 @@ namespace amber::vm {
 enum class Accel { kAuto, kKvm, kTcg };
 const char* accel_name(Accel accel);
 
+// A port of 127.0.0.1 on the host forwarded to a port of the guest (QEMU
+// user networking only): the probe's management channel (guest/README.md).
+struct PortForward {
+  enum class Protocol { kTcp, kUdp };
+  Protocol protocol = Protocol::kTcp;
+  int host_port = 0;
+  int guest_port = 0;
+};
+
 struct Nic {
   enum class Kind { kUser, kTap, kVhostUser };
   Kind kind = Kind::kUser;
   std::string endpoint;  // Tap: interface name. vhost-user: socket path (served by the delay node).
   std::string mac;       // Optional, "52:54:00:..".
+  std::vector<PortForward> forwards;  // kUser only.
 };
 
 struct VmConfig {

@@ -24,6 +24,11 @@ vms {
   disk_base: "/g/base.qcow2"
   accel: "tcg"
   nics { kind: VHOST_USER endpoint: "/run/amber/a.sock" mac: "52:54:00:00:00:01" }
+  nics {
+    kind: USER
+    forwards { host_port: 17700 guest_port: 7700 }
+    forwards { protocol: UDP host_port: 17700 guest_port: 7700 }
+  }
 }
 vms {
   name: "b"
@@ -43,9 +48,16 @@ TEST(VmHostConfig, GoodConfigMapsToVmConfigs) {
   EXPECT_EQ(a.memory_mib, 128);
   EXPECT_EQ(a.vcpus, 1);
   EXPECT_EQ(a.accel, vm::Accel::kTcg);
-  ASSERT_EQ(a.nics.size(), 1u);
+  ASSERT_EQ(a.nics.size(), 2u);
   EXPECT_EQ(a.nics[0].kind, vm::Nic::Kind::kVhostUser);
   EXPECT_EQ(a.nics[0].endpoint, "/run/amber/a.sock");
+  EXPECT_TRUE(a.nics[0].forwards.empty());
+  EXPECT_EQ(a.nics[1].kind, vm::Nic::Kind::kUser);
+  ASSERT_EQ(a.nics[1].forwards.size(), 2u);
+  EXPECT_EQ(a.nics[1].forwards[0].protocol, vm::PortForward::Protocol::kTcp);
+  EXPECT_EQ(a.nics[1].forwards[1].protocol, vm::PortForward::Protocol::kUdp);
+  EXPECT_EQ(a.nics[1].forwards[1].host_port, 17700);
+  EXPECT_EQ(a.nics[1].forwards[1].guest_port, 7700);
   vm::VmConfig b = to_vm_config(*c, c->vms(1));
   EXPECT_TRUE(b.disk.empty());
   EXPECT_EQ(b.accel, vm::Accel::kAuto);
@@ -70,6 +82,17 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP } }\n",
        "bad.conf:3: VM 'a': a tap or vhost-user NIC needs its endpoint"},
       {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3: vms: name is missing"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP endpoint: \"t\" " +
+           "forwards { host_port: 1 guest_port: 2 } } }\n",
+       "bad.conf:3: VM 'a': forwards need a USER NIC"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { " +
+           "forwards { host_port: 70000 guest_port: 2 } } }\n",
+       "bad.conf:3: VM 'a': forward 70000 -> 2: ports are 1..65535"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { " +
+           "forwards { host_port: 5 guest_port: 2 } } }\n" +
+           "vms { name: \"b\" memory_mib: 1 kernel: \"k\" nics { " +
+           "forwards { host_port: 5 guest_port: 2 } } }\n",
+       "bad.conf:4: VM 'b': host port 5 is forwarded twice"},
       {head + "vms { name: \"../x\" memory_mib: 1 kernel: \"k\" }\n", "plain file name"},
       {head + "sync_mode: \"sloppy\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "bad.conf:3: sync_mode 'sloppy'"},

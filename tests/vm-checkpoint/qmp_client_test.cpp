@@ -163,8 +163,8 @@ TEST(QemuCommandLine, VhostUserTapAndIncoming) {
   VmConfig c;
   c.run_dir = "/tmp/amb-vm-x";
   c.memory_mib = 128;
-  c.nics = {{Nic::Kind::kVhostUser, "/tmp/amb-vm-x/vhost0.sock", "52:54:00:00:00:01"},
-            {Nic::Kind::kTap, "amb-vm-tap0", ""}};
+  c.nics = {{Nic::Kind::kVhostUser, "/tmp/amb-vm-x/vhost0.sock", "52:54:00:00:00:01", {}},
+            {Nic::Kind::kTap, "amb-vm-tap0", "", {}}};
   auto tcg = qemu_command_line(c, Accel::kTcg, false);
   EXPECT_TRUE(has(tcg, "memory-backend-memfd,id=mem,size=128M,share=on"));
   EXPECT_TRUE(has(tcg, "vhost-user,id=net0,chardev=chrnet0"));
@@ -176,9 +176,23 @@ TEST(QemuCommandLine, VhostUserTapAndIncoming) {
   EXPECT_FALSE(has(tcg, "-incoming"));
   auto kvm = qemu_command_line(c, Accel::kKvm, true);
   EXPECT_FALSE(has(kvm, "vectors=0"));
+  EXPECT_FALSE(has(kvm, "hostfwd"));
   EXPECT_TRUE(has(kvm, "kvm"));
   EXPECT_TRUE(has(kvm, "-incoming"));
   EXPECT_TRUE(has(kvm, "-S"));
+}
+
+TEST(QemuCommandLine, UserNetworkForwardsLoopbackPortsOnly) {
+  VmConfig c;
+  c.run_dir = "/tmp/amb-vm-x";
+  Nic mgmt;
+  mgmt.forwards = {{PortForward::Protocol::kTcp, 17700, 7700},
+                   {PortForward::Protocol::kUdp, 17700, 7700}};
+  c.nics = {{Nic::Kind::kVhostUser, "/tmp/amb-vm-x/vhost0.sock", "", {}}, mgmt};
+  auto args = qemu_command_line(c, Accel::kTcg, false);
+  EXPECT_TRUE(has(args, "user,id=net1,hostfwd=tcp:127.0.0.1:17700-:7700,"
+                        "hostfwd=udp:127.0.0.1:17700-:7700"));
+  EXPECT_TRUE(has(args, "vhost-user,id=net0"));
 }
 
 TEST(Instant, SleepUntilWakesAtTheInstant) {

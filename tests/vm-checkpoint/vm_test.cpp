@@ -3,7 +3,10 @@
 // own disks, and the faults around them.
 #include "vm-checkpoint/vm.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -302,7 +305,7 @@ TEST_F(VmTest, RestoreFromMissingOrCorruptStateFailsClearly) {
 TEST_F(VmTest, QemuThatCannotStartIsReportedAtOnce) {
   VmConfig c = config("nostart", false);
   c.accel = Accel::kTcg;
-  c.nics = {{Nic::Kind::kVhostUser, dir_.sub("nobody-serves.sock"), ""}};
+  c.nics = {{Nic::Kind::kVhostUser, dir_.sub("nobody-serves.sock"), "", {}}};
   const auto t0 = Clock::now();
   auto vm = Vm::boot(c);
   ASSERT_FALSE(vm.is_ok());
@@ -413,7 +416,7 @@ TEST_F(VmTest, VhostUserAttachmentSurvivesSaveAndRestore) {
 
   VmConfig c = config("vhost", false);
   c.append += " amber.ip=10.77.0.2/24";
-  c.nics = {{Nic::Kind::kVhostUser, sock, "52:54:00:77:00:02"}};
+  c.nics = {{Nic::Kind::kVhostUser, sock, "52:54:00:77:00:02", {}}};
   auto vm = boot_counter(c);
   ASSERT_TRUE(vm);
   const long rx1 = ping_and_count_rx(c, "10.77.0.3", 21);
@@ -445,7 +448,7 @@ TEST_F(VmTest, TapAttachmentAnswersPingFromANamespace) {
   const std::string tap = cat("amb-vm-t", id);
   VmConfig c = config("tap", false);
   c.append += " amber.ip=10.78.0.2/24";
-  c.nics = {{Nic::Kind::kTap, tap, "52:54:00:78:00:02"}};
+  c.nics = {{Nic::Kind::kTap, tap, "52:54:00:78:00:02", {}}};
   std::filesystem::create_directories(c.run_dir);
   auto vm = Vm::boot(c);
   ASSERT_TRUE(vm.is_ok()) << vm.status().to_string();
@@ -475,6 +478,102 @@ TEST_F(VmTest, TapAttachmentAnswersPingFromANamespace) {
   }
   ASSERT_TRUE(iperf.is_ok()) << iperf.status().to_string();
   EXPECT_NE(iperf->find("receiver"), std::string::npos) << *iperf;
+}
+
+// A free port of 127.0.0.1 for both TCP and UDP (as far as one can tell).
+int free_loopback_port() {
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    int t = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+        ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      port = ntohs(a.sin_port);
+    }
+    ::close(t);
+    int u = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    bool udp_free = port > 0 && ::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(u);
+    if (udp_free) return port;
+  }
+  return -1;
+}
+
+// One request to the guest probe's UDP clock (guest/probe.c): its
+// CLOCK_MONOTONIC in ns, or -1 without an answer within `wait`.
+int64_t probe_clock(int port, std::chrono::milliseconds wait) {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const uint32_t req[4] = {0x434d4241u, 7, 0, 0};
+  int64_t mono = -1;
+  if (::sendto(fd, req, sizeof req, 0, reinterpret_cast<sockaddr*>(&a), sizeof a) == sizeof req) {
+    pollfd p{fd, POLLIN, 0};
+    unsigned char rep[64];
+    if (::poll(&p, 1, static_cast<int>(wait.count())) == 1 && ::recv(fd, rep, sizeof rep, 0) >= 32) {
+      std::memcpy(&mono, rep + 16, sizeof mono);
+    }
+  }
+  ::close(fd);
+  return mono;
+}
+
+int64_t probe_clock_retrying(int port, std::chrono::seconds total) {
+  const auto deadline = Clock::now() + total;
+  int64_t mono = -1;
+  while (mono < 0 && Clock::now() < deadline) mono = probe_clock(port, 500ms);
+  return mono;
+}
+
+// The guest probe's management channel (guest/README.md): a user-network
+// NIC with loopback forwards reaches the probe's UDP clock across a
+// stop/cont and a save -> kill -> restore, and the guest's clock skips the
+// time the VM was stopped.
+TEST_F(VmTest, ManagementForwardsReachTheProbeAcrossStopAndRestore) {
+  const int port = free_loopback_port();
+  ASSERT_GT(port, 0);
+  VmConfig c = config("mgmt", false);
+  c.append += " amber.mgmt=10.0.2.15/24";
+  Nic mgmt;
+  mgmt.forwards = {{PortForward::Protocol::kTcp, port, 7700},
+                   {PortForward::Protocol::kUdp, port, 7700}};
+  c.nics = {Nic{}, mgmt};  // eth0 stands in for the experiment NIC, eth1 manages
+  auto vm = boot_counter(c);
+  ASSERT_TRUE(vm);
+  const int64_t g1 = probe_clock_retrying(port, 60s);
+  ASSERT_GT(g1, 0) << "no clock answer through udp 127.0.0.1:" << port << ": "
+                   << Console(c.serial_log()).text();
+  const auto h1 = Clock::now();
+
+  ASSERT_TRUE(vm->stop_at(soon(20ms), waiter_).is_ok());
+  EXPECT_LT(probe_clock(port, 300ms), 0) << "a stopped guest answered";
+  std::this_thread::sleep_for(1s);
+  ASSERT_TRUE(vm->resume_at(soon(20ms), waiter_).is_ok());
+  const int64_t g2 = probe_clock_retrying(port, 10s);
+  const auto h2 = Clock::now();
+  ASSERT_GT(g2, g1);
+  EXPECT_LT(std::chrono::nanoseconds(g2 - g1), h2 - h1 - 800ms) << "the pause showed in guest time";
+
+  ASSERT_TRUE(vm->stop_at(soon(20ms), waiter_).is_ok());
+  const std::string ckpt = dir_.sub("ckpt");
+  ASSERT_TRUE(save_checkpoint(*vm, ckpt).is_ok());
+  vm.reset();  // frees the forwarded ports for the restored QEMU
+  VmConfig r = config("mgmt-restored", false);
+  r.append = c.append;
+  r.nics = c.nics;
+  auto restored = restore_checkpoint(ckpt, r);
+  ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
+  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE((*restored)->resume_at(soon(20ms), waiter_).is_ok());
+  const int64_t g3 = probe_clock_retrying(port, 10s);
+  const auto h3 = Clock::now();
+  ASSERT_GT(g3, g2) << "no clock answer after the restore";
+  EXPECT_LT(std::chrono::nanoseconds(g3 - g2), h3 - h2 - 400ms);
 }
 
 }  // namespace

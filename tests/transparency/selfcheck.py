@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Quick checks of the transparency evaluation's pieces (a few seconds):
+the guest probe built from guest/probe.c and run on this host (its file
+format, its TCP control and UDP clock through bench/transparency/guest.py,
+and, as root, rx timestamps of a real iperf3 transfer in a namespace), the
+clock mapping and the window statistics.
+
+usage: selfcheck.py SOURCE_DIR     (exit 77: gcc or numpy missing)"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SRC = None
+TMP = None
+PROBE = None
+
+
+def setUpModule():
+    global TMP, PROBE
+    TMP = tempfile.mkdtemp(prefix="amb-tr-check-")
+    PROBE = os.path.join(TMP, "probe")
+    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", PROBE,
+                    os.path.join(SRC, "guest", "probe.c"), "-lpthread"], check=True)
+
+
+def tearDownModule():
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+class ProbeFiles(unittest.TestCase):
+    def test_timer_and_cpu_files_parse_and_make_sense(self):
+        out = os.path.join(TMP, "local")
+        r = subprocess.run([PROBE, "run", "2", "timer", "cpu", "fifo=0", "unit_us=5000"],
+                           env=dict(os.environ, PROBE_DIR=out), capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        files = guest.read_probe_dir(out)
+        self.assertEqual(sorted(files), ["cpu", "timer"])
+        t = files["timer"]
+        self.assertEqual(t.header["sleep_ns"], 10_000_000)
+        self.assertGreater(len(t.records), 50)
+        self.assertTrue((t.records["duration_ns"] >= 10_000_000).all(), "a sleep ended early")
+        self.assertTrue((t.records["start_ns"] >= t.header["start_mono_ns"]).all())
+        self.assertTrue((t.records["start_ns"] <= t.header["stop_mono_ns"]).all())
+        self.assertLess(abs(t.clock_step_ns), 50_000_000, "REALTIME - MONOTONIC moved")
+        c = files["cpu"]
+        self.assertGreater(c.header["iterations"], 0)
+        self.assertGreater(c.header["calibrated_ns"], 1_000_000)
+        self.assertLess(c.header["calibrated_ns"], 50_000_000)
+        self.assertGreater(len(c.records), 10)
+        # The header counts exactly the records that follow.
+        with open(os.path.join(out, "cpu.bin"), "rb") as f:
+            data = f.read()
+        with self.assertRaises(guest.ProbeError):
+            guest.parse_probe_bytes(data[:-1])
+        with self.assertRaises(guest.ProbeError):
+            guest.parse_probe_bytes(b"NOTPROBE" + data[8:])
+
+    def test_daemon_control_clock_and_fetch(self):
+        port = vms.free_port()
+        d = os.path.join(TMP, "daemon")
+        proc = subprocess.Popen([PROBE, "serve", f"port={port}", f"dir={d}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p = guest.GuestProbe(port)
+            p.wait_ready(10)
+            with self.assertRaises(guest.ProbeError):
+                p.start(["bogus"])
+            p.start(["timer"], fifo=0)
+            a = p.clock_anchor(20)
+            # Here "guest" and host share one clock: the anchor is within its RTT.
+            self.assertLess(abs(a["guest_real_ns"] - a["host_ns"]), a["rtt_ns"])
+            time.sleep(0.3)
+            self.assertEqual(p.status()["running"], "1")
+            counts = p.stop()
+            self.assertGreater(counts["timer"], 10)
+            paths = p.fetch(os.path.join(TMP, "fetched"))
+            self.assertEqual([os.path.basename(x) for x in paths], ["timer.bin"])
+            self.assertEqual(len(guest.read_probe_file(paths[0]).records), counts["timer"])
+            p.fetch_file(os.path.join(d, "timer.bin"), os.path.join(TMP, "copy.bin"))
+            self.assertIsNone(p.get("/nonexistent"))
+            p.command("quit")
+            proc.wait(timeout=5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("iperf3") and shutil.which("ip"),
+                         "needs root, ip and iperf3")
+    def test_rx_counts_the_bytes_of_an_iperf3_transfer(self):
+        ns = f"amb-trc-{os.getpid()}"
+        out = os.path.join(TMP, "rx")
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        srv = None
+        try:
+            ex = ["ip", "netns", "exec", ns]
+            subprocess.run(ex + ["ip", "link", "set", "lo", "up"], check=True)
+            srv = subprocess.Popen(ex + ["iperf3", "-s", "-1", "-p", "5399"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            probe = subprocess.Popen(ex + [PROBE, "run", "4", "rx", "iface=lo", "port=5399", "gro=keep"],
+                                     env=dict(os.environ, PROBE_DIR=out), stdout=subprocess.DEVNULL,
+                                     text=True)
+            time.sleep(1)
+            r = subprocess.run(ex + ["iperf3", "-c", "127.0.0.1", "-p", "5399", "-t", "1", "-b", "50M",
+                                     "-J"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(probe.wait(timeout=30), 0)
+            j = json.loads(r.stdout)
+            rx = guest.read_probe_file(os.path.join(out, "rx.bin"))
+            data = rx.records[(rx.records["payload"] > 0) & (rx.records["dir"] == 0)]
+            got = int(data["payload"].sum())
+            sent = j["end"]["sum_sent"]["bytes"]
+            # iperf3's control connection is the same port: a few hundred bytes more.
+            self.assertGreaterEqual(got, sent)
+            self.assertLess(got - sent, 4096)
+            t = np.sort(rx.mono_times()[(rx.records["payload"] > 0) & (rx.records["dir"] == 0)])
+            self.assertLess((t[-1] - t[0]) / 1e9, 3.0)
+            self.assertEqual(rx.header["lost_full"] + rx.header["lost_kernel"], 0)
+        finally:
+            if srv and srv.poll() is None:
+                srv.kill()
+                srv.wait()
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+class Mapping(unittest.TestCase):
+    def test_pauses_come_out_and_residuals_show_drift(self):
+        s = 1_000_000_000
+        anchors = [{"host_ns": 100 * s, "guest_ns": 5 * s}, {"host_ns": 130 * s, "guest_ns": 33 * s}]
+        m = guest.ClockMap(anchors, [(110 * s, 111 * s), (120 * s, 121 * s)])
+        self.assertEqual(m.to_guest(105 * s), 10 * s)
+        self.assertEqual(m.to_guest(110 * s + s // 2), 15 * s)  # frozen inside a pause
+        self.assertEqual(m.to_guest(125 * s), 28 * s)
+        self.assertEqual(m.residuals(), [0, 0])
+        drifted = guest.ClockMap([anchors[0], {"host_ns": 128 * s, "guest_ns": 33 * s + 2800}])
+        self.assertEqual(drifted.residuals()[1], 2800)
+        rate = drifted.fit_rate()
+        self.assertAlmostEqual((rate - 1) * 1e6, 0.1, places=6)  # 2.8 us over 28 s
+        self.assertAlmostEqual(drifted.residuals()[1], 0, places=3)
+
+    def test_anchors_between_pauses_absorb_a_short_recorded_pause(self):
+        s = 1_000_000_000
+        # The guest clock really stood still 4 ms longer than the recorded pause.
+        anchors = [{"host_ns": 100 * s, "guest_ns": 0}, {"host_ns": 112 * s, "guest_ns": 11 * s - 4_000_000},
+                   {"host_ns": 120 * s, "guest_ns": 19 * s - 4_000_000}]
+        m = guest.ClockMap(anchors, [(110 * s, 111 * s)])
+        self.assertEqual(m.residuals(), [0, -4_000_000, 0])
+        self.assertEqual(m.to_guest(115 * s), 14 * s - 4_000_000)  # from the middle anchor
+        self.assertEqual(m.fit_rate(), 1.0)  # 112..120 s: no pause, no drift
+
+
+class Windows(unittest.TestCase):
+    def test_largest_gap_overlapping_a_window(self):
+        t = np.array([0.0, 0.1, 0.2, 0.9, 1.0, 1.05])
+        self.assertAlmostEqual(an.max_gap_in(t, 0.3, 0.4), 0.7)  # the gap spans the window
+        self.assertAlmostEqual(an.max_gap_in(t, 0.0, 0.15), 0.1)
+        self.assertAlmostEqual(an.max_gap_in(t, 0.95, 2.0), 0.1)
+        self.assertTrue(np.isnan(an.max_gap_in(t, 5, 6)))
+
+    def test_longest_duration_overlapping_a_window(self):
+        start = np.array([0.0, 0.01, 0.02, 0.5])
+        dur = np.array([0.01, 0.01, 0.48, 0.01])
+        self.assertAlmostEqual(an.max_duration_in(start, dur, 0.3, 0.31), 0.48)
+        self.assertAlmostEqual(an.max_duration_in(start, dur, 0.0, 0.015), 0.01)
+
+    def test_quantiles_and_effect_size(self):
+        q = an.quantiles([1, 2, 3, 4, float("nan")])
+        self.assertEqual(q["n"], 4)
+        self.assertEqual(q["median"], 2.5)
+        self.assertLessEqual(q["ci_lo"], 2.5)
+        d = an.median_difference([10, 11, 12, 13], [1, 2, 3, 4])
+        self.assertEqual(d["p_greater"], 1.0)
+        self.assertGreater(d["ci_lo"], 0)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        print(__doc__)
+        sys.exit(2)
+    SRC = os.path.abspath(sys.argv.pop(1))
+    try:
+        import numpy as np
+    except ImportError:
+        print("SKIPPED: numpy is missing (scripts/setup.sh installs python3-matplotlib)")
+        sys.exit(77)
+    if shutil.which("gcc") is None:
+        print("SKIPPED: gcc is missing")
+        sys.exit(77)
+    sys.path.insert(0, os.path.join(SRC, "bench", "transparency"))
+    import analysis as an  # noqa: E402
+    import guest  # noqa: E402
+    import vms  # noqa: E402
+    result = unittest.main(exit=False, verbosity=2).result
+    sys.exit(0 if result.wasSuccessful() else 1)
