@@ -67,6 +67,8 @@ Result<uint64_t> number(const std::string& text, const char* what) {
 void print_stats(const agent::GetStatsReply& r) {
   std::printf("node %s%s\n", r.node_id().c_str(), r.frozen() ? " (frozen)" : "");
   const auto& c = r.clock();
+  std::printf("  tsc: %.6f MHz, within %s of CLOCK_REALTIME\n", c.tsc_hz() / 1e6,
+              format_duration_ns(std::llabs(c.tsc_offset_ns())).c_str());
   if (!c.synchronized()) {
     std::printf("  clock: local (no PTP configured)\n");
   } else {

@@ -295,6 +295,8 @@ class Service final : public agent::DelayNodeAgent::Service {
     reply->set_frozen(frozen.is_ok() && *frozen);
     agent::ClockHealth* clock = reply->mutable_clock();
     clock->set_synchronized(monitor_ != nullptr);
+    clock->set_tsc_offset_ns(node_.clock().last_offset_ns());
+    clock->set_tsc_hz(node_.clock().rate_hz());
     if (monitor_) {
       clock_sync::SyncVerdict v = monitor_->verdict();
       clock->set_trustworthy(v.trustworthy);

@@ -48,7 +48,16 @@ uint64_t hugepages_free_bytes() {
 }  // namespace
 
 DelayNode::DelayNode(const config::NodeConfig& config, const NodeOptions& options)
-    : config_(config), options_(options), clock_(TscClock::calibrate()) {}
+    : config_(config), options_(options) {
+  // The TSC clock follows CLOCK_REALTIME for the node's whole life.
+  clock_thread_ = std::thread([this] {
+    std::unique_lock lock(clock_mutex_);
+    while (!clock_wake_.wait_for(lock, std::chrono::milliseconds(100),
+                                 [this] { return clock_stop_; })) {
+      clock_.discipline();
+    }
+  });
+}
 
 Result<std::unique_ptr<DelayNode>> DelayNode::create(const config::NodeConfig& config,
                                                      const NodeOptions& options) {
@@ -452,6 +461,12 @@ void DelayNode::release_frames() {
 }
 
 DelayNode::~DelayNode() {
+  {
+    std::lock_guard lock(clock_mutex_);
+    clock_stop_ = true;
+  }
+  clock_wake_.notify_all();
+  clock_thread_.join();
   stop();
   if (running()) rte_eal_mp_wait_lcore();
   for (uint16_t port : ports_) {

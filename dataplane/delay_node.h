@@ -9,9 +9,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -74,6 +77,7 @@ class DelayNode {
   Result<bool> frozen();
   // Real time now on the node's clock (CLOCK_REALTIME via the TSC).
   int64_t now_ns() const { return clock_.now_ns(); }
+  const TscClock& clock() const { return clock_; }
 
   // What a body run by with_frozen_pipes() may use.
   struct FrozenView {
@@ -113,6 +117,11 @@ class DelayNode {
   config::NodeConfig config_;
   NodeOptions options_;
   TscClock clock_;
+  // Disciplines clock_ to CLOCK_REALTIME every 100 ms.
+  std::mutex clock_mutex_;
+  std::condition_variable clock_wake_;
+  bool clock_stop_ = false;
+  std::thread clock_thread_;
   PoolSizing sizing_;
   rte_mempool* pool_ = nullptr;
   std::vector<uint16_t> ports_;  // started ports, to stop at the end

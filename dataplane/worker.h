@@ -52,7 +52,7 @@ class Worker {
   std::vector<Direction*> directions_;
   rte_mempool* pool_;
   rte_ring* commands_;
-  TscClock clock_;
+  const TscClock& clock_;  // the node's, disciplined by its control thread
   WorkerOptions options_;
   link::VirtualClock virtual_clock_;
   uint32_t idle_polls_ = 0;

@@ -222,7 +222,7 @@ class ControllerEndToEnd(unittest.TestCase):
             self.assertIn("nothing was touched", r.stderr)
             self.assertEqual(e.checkpoints_on_disk(), [])
             # Room for prepare, then the disk fills up during the save.
-            lab.sh("mount", "-o", "remount,size=1200m", small)
+            lab.sh("mount", "-o", "remount,size=600m", small)  # just above the estimate
             bg = Background(e, "checkpoint")
             lab.wait_for(lambda: "freeze" in bg.err, 60, "the freeze step")
             fill(os.path.join(small, "filler"))
