@@ -1,6 +1,7 @@
 #include "controller/delaynode_agent.h"
 
 #include <grpcpp/grpcpp.h>
+#include <rte_ethdev.h>
 
 #include <unistd.h>
 
@@ -305,6 +306,20 @@ class Service final : public agent::DelayNodeAgent::Service {
       if (auto c = monitor_->correction_ns()) clock->set_correction_ns(*c);
     } else {
       clock->set_mode("local clock");
+    }
+    for (uint16_t port : node_.ports()) {
+      rte_eth_stats st{};
+      if (rte_eth_stats_get(port, &st) != 0) continue;
+      char name[RTE_ETH_NAME_MAX_LEN] = {};
+      rte_eth_dev_get_name_by_port(port, name);
+      agent::PortStats* ps = reply->add_ports();
+      ps->set_name(name);
+      ps->set_rx_frames(st.ipackets);
+      ps->set_tx_frames(st.opackets);
+      ps->set_rx_missed(st.imissed);
+      ps->set_rx_errors(st.ierrors);
+      ps->set_rx_no_mbuf(st.rx_nombuf);
+      ps->set_tx_errors(st.oerrors);
     }
     for (const auto& s : *stats) {
       agent::PipeStats* p = reply->add_pipes();

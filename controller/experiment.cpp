@@ -350,7 +350,10 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
         return;
       }
       int64_t late = 0;
-      for (const auto& vm : reply.vms()) late = std::max(late, vm.lateness_ns());
+      for (const auto& vm : reply.vms()) {
+        late = std::max(late, vm.lateness_ns());
+        (*steps[k].mutable_vm_event_ns())[vm.vm()] = vm.event_ns();
+      }
       steps[k].set_agent(h.what());
       steps[k].set_step("freeze");
       steps[k].set_lateness_ns(late);
@@ -585,7 +588,10 @@ Status Experiment::resume_all(int64_t at_ns, bool include_nodes, Manifest* manif
       }
       if (!s.ok()) errors[nn + j] = agent_error(hosts[j].what(), "resume", s);
       int64_t lateness = 0;
-      for (const auto& vm : reply.vms()) lateness = std::max(lateness, vm.lateness_ns());
+      for (const auto& vm : reply.vms()) {
+        lateness = std::max(lateness, vm.lateness_ns());
+        (*steps[nn + j].mutable_vm_event_ns())[vm.vm()] = vm.event_ns();
+      }
       steps[nn + j].set_lateness_ns(lateness);
       if (!late[nn + j].empty()) late[nn + j] += cat(" (", format_duration_ns(lateness), ")");
     });

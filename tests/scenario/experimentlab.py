@@ -10,6 +10,7 @@ it, also when a test fails. Only processes started here are ended, by PID."""
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -20,59 +21,84 @@ import amberlab as lab
 
 
 class Console:
-    """A guest's serial console (QEMU's unix socket): waits for markers and
-    runs shell commands, returning their output."""
+    """A guest's serial console. Commands are typed through QEMU's console
+    socket (<run_dir>/serial.sock, connected only to type: QEMU serves one
+    client at a time, and a connected client that does not read stalls the
+    guest's output); what the guest prints is read from the log QEMU keeps
+    of it (<run_dir>/serial.log, appended across restores)."""
 
-    def __init__(self, path, alive=lambda: True, timeout=10):
-        lab.wait_for(lambda: os.path.exists(path) or not alive(), timeout, f"console socket {path}")
-        self.alive = alive
-        self.buf = b""
+    def __init__(self, run_dir):
+        self.socket = os.path.join(run_dir, "serial.sock")
+        self.log = os.path.join(run_dir, "serial.log")
         self.seq = 0
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
 
-    def read_until(self, marker, timeout):
-        deadline = time.monotonic() + timeout
-        while marker not in self.buf:
-            if not self.alive():
-                raise RuntimeError("VM console: QEMU is gone; got:\n"
-                                   + self.buf[-2000:].decode(errors="replace"))
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"VM console: no {marker!r} within {timeout}s; got:\n"
-                                   + self.buf[-2000:].decode(errors="replace"))
-            self.sock.settimeout(min(left, 1.0))
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not data:
-                raise RuntimeError("VM console closed")
-            self.buf += data
-        head, _, self.buf = self.buf.partition(marker)
-        return head
+    def text(self, start=0):
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(start)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
-    def run(self, command, timeout=30):
-        """Runs a shell command on the console; returns its output."""
-        self.seq += 1
-        # The echoed command line holds the marker split by quotes, the
-        # output holds it whole: only the output matches.
-        marker = f"@@end{self.seq}@@"
-        split = f'"@@end""{self.seq}@@"'
-        self.buf = b""
-        self.sock.sendall(f"{command}; echo {split}\n".encode())
-        out = self.read_until(marker.encode() + b"\r\n", timeout).decode(errors="replace")
-        # Drop the echoed command line (the console wraps it at 80 columns).
-        end_of_echo = out.find(f'""{self.seq}@@"')
-        out = out[out.find("\n", end_of_echo) + 1:] if end_of_echo >= 0 else out
-        return out.replace("\r", "")
+    def size(self):
+        try:
+            return os.path.getsize(self.log)
+        except OSError:
+            return 0
 
     def send(self, line):
-        """Types a line without waiting for anything."""
-        self.sock.sendall(line.encode() + b"\n")
+        """Types a line, slowly (the UART takes characters one at a time)."""
+        lab.wait_for(lambda: os.path.exists(self.socket), 10, f"console socket {self.socket}")
+        data = (line + "\n").encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.socket)
+            for i in range(0, len(data), 8):
+                s.sendall(data[i:i + 8])
+                time.sleep(0.005)
+            # Stay a moment, reading what the guest prints meanwhile: QEMU
+            # takes typed bytes only as fast as the UART does, and a client
+            # that leaves at once may leave them unread.
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                if select.select([s], [], [], 0.05)[0] and not s.recv(65536):
+                    break
 
-    def close(self):
-        self.sock.close()
+    def wait_for(self, needle, timeout, start=0):
+        """Waits until `needle` is printed after offset `start`; returns the
+        text before it."""
+        found = lab.wait_for(lambda: needle in self.text(start), timeout,
+                             f"{needle!r} on the console {self.log}")
+        text = self.text(start)
+        return text[:text.find(needle)] if found else text
+
+    def run(self, command, timeout=30):
+        """Runs a shell command; returns its output. The end marker is
+        computed by the shell, so the echoed command line does not match."""
+        self.seq += 1
+        start = self.size()
+        self.send(f"{command}; echo @@end$(({self.seq}*1))@@")
+        out = self.wait_for(f"@@end{self.seq}@@", timeout, start)
+        # Drop the echoed command line (the console wraps it at 80 columns).
+        echo_end = out.find(f"*1))@@")
+        if echo_end >= 0:
+            out = out[out.find("\n", echo_end) + 1:]
+        return out.replace("\r", "")
+
+
+def free_port():
+    """A port of 127.0.0.1 free for both TCP and UDP now."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port on 127.0.0.1 for both TCP and UDP")
 
 
 class Process:
@@ -200,7 +226,7 @@ class Experiment:
 
     def __init__(self, build, prefix="amb-e2e", link='rate: "100Mbit" delay: "20ms"',
                  topology_extra="", store=None, vm_mib=256, append=("", ""), lcores="0",
-                 ptp=True, delaynode_app=()):
+                 ptp=True, delaynode_app=(), mgmt=False):
         self.build = os.path.abspath(build)
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
@@ -213,6 +239,10 @@ class Experiment:
         self.ptp = None
         self.node = self.vmhost = self.controller = None
         self.consoles = {}
+        # A management NIC per VM (user networking, 127.0.0.1 forwards to
+        # the guest probe's port 7700): the evaluation's channel to the
+        # probes, idle while the experiment runs.
+        self.mgmt_port = {f"vm{i + 1}": free_port() for i in range(2)} if mgmt else {}
         try:
             lab.sh(os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "build-guest.sh"),
                    self.build, timeout=900)
@@ -256,11 +286,19 @@ class Experiment:
         text = (f'host_id: "h1"\nlisten: "{self.vmhost_address}"\nrun_dir: "{self.run_dir}"\n{ptp}'
                 "max_offset_step_ns: 300000\n")
         for i in range(2):
-            text += (f'vms {{\n  name: "vm{i + 1}" memory_mib: {vm_mib}\n'
+            vm = f"vm{i + 1}"
+            mgmt = ""
+            extra = append[i]
+            if vm in self.mgmt_port:
+                p = self.mgmt_port[vm]
+                mgmt = (f'  nics {{ kind: USER forwards {{ host_port: {p} guest_port: 7700 }} '
+                        f'forwards {{ protocol: UDP host_port: {p} guest_port: 7700 }} }}\n')
+                extra += " amber.mgmt=10.0.2.15/24"
+            text += (f'vms {{\n  name: "{vm}" memory_mib: {vm_mib}\n'
                      f'  kernel: "{guest}/vmlinuz" initrd: "{guest}/initramfs.cpio.gz"\n'
-                     f'  append: "console=ttyS0 quiet amber.ip={self.ADDR[i]}/24 {append[i]}"\n'
+                     f'  append: "console=ttyS0 quiet amber.ip={self.ADDR[i]}/24 {extra}"\n'
                      f'  nics {{ kind: VHOST_USER endpoint: "{self.vhost[i]}" '
-                     f'mac: "52:54:00:88:00:0{i + 1}" }}\n}}\n')
+                     f'mac: "52:54:00:88:00:0{i + 1}" }}\n{mgmt}}}\n')
         return text
 
     def start_vmhost(self, boot=True):
@@ -303,18 +341,10 @@ class Experiment:
         return amberctl(self.build, self.controller_address, *args, extra=["--node", "dn1"], **kw)
 
     def console(self, vm):
-        """The serial console of vm1/vm2; a command that meets the console of
-        a QEMU gone (restored since) reconnects to the new one and runs again."""
-        return _Reconnecting(self, vm)
-
-    def _console(self, vm, fresh=False):
-        c = self.consoles.get(vm)
-        if c is None or fresh:
-            if c:
-                c.close()
-            c = Console(os.path.join(self.run_dir, vm, "serial.sock"))
-            self.consoles[vm] = c
-        return c
+        """The serial console of vm1/vm2 (valid across restores)."""
+        if vm not in self.consoles:
+            self.consoles[vm] = Console(os.path.join(self.run_dir, vm))
+        return self.consoles[vm]
 
     def wait_guests_ready(self, timeout=120):
         for vm in ("vm1", "vm2"):
@@ -346,9 +376,6 @@ class Experiment:
         return sorted(x for x in os.listdir(d) if x.startswith("c")) if os.path.isdir(d) else []
 
     def close(self):
-        for c in self.consoles.values():
-            c.close()
-        self.consoles = {}
         for p in (self.controller, self.vmhost, self.node):
             if p:
                 p.stop()
@@ -375,23 +402,3 @@ class Experiment:
 
     def __exit__(self, *exc):
         self.close()
-
-
-class _Reconnecting:
-    def __init__(self, exp, vm):
-        self.exp = exp
-        self.vm = vm
-
-    def _do(self, method, *args, **kw):
-        try:
-            return getattr(self.exp._console(self.vm), method)(*args, **kw)
-        except (BrokenPipeError, ConnectionResetError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and "console closed" not in str(e):
-                raise
-            return getattr(self.exp._console(self.vm, fresh=True), method)(*args, **kw)
-
-    def run(self, command, timeout=30):
-        return self._do("run", command, timeout=timeout)
-
-    def send(self, line):
-        return self._do("send", line)
