@@ -99,15 +99,36 @@ std::pair<NodeInfo, std::vector<PipeInfo>> describe_node(DelayNode& node,
     p.virtual_now_ns = view.virtual_now_ns;
     p.frames = d->pipe.held_frames();
     p.bytes = d->pipe.held_bytes();
+    // Frames the pipe let go whose port has not taken them yet (a stopped
+    // VM's ring is full) have not left the node: they are in the image, at
+    // the head of the delay line, and not counted as out.
+    for (uint16_t k = 0; k < d->pending_count; ++k) {
+      const uint32_t length = dataplane::frame_of(d->pending[k])->length;
+      ++p.frames;
+      p.bytes += length;
+      --p.state.counters.frames_out;
+      p.state.counters.bytes_out -= length;
+    }
     pipes.push_back(std::move(p));
   }
   return {std::move(info), std::move(pipes)};
 }
 
-// Hands every held frame, pipe by pipe in FIFO order, to `add`.
+// Hands every held frame, pipe by pipe in FIFO order, to `add`: first the
+// frames waiting for the port (they depart before any the pipe holds), as
+// delay-line frames, then the pipe's own.
 template <typename Add>
 Status for_each_held(const DelayNode::FrozenView& view, Add&& add) {
   for (size_t i = 0; i < view.directions.size(); ++i) {
+    const Direction& d = *view.directions[i];
+    for (uint16_t k = 0; k < d.pending_count; ++k) {
+      const link::Frame& f = *dataplane::frame_of(d.pending[k]);
+      FrameRecord r = record_of(f);
+      r.stage = link::FrameStage::kDelayLine;
+      r.express = false;
+      r.bytes = bytes_of(f);
+      AMBER_RETURN_IF_ERROR(add(i, r));
+    }
     Status first;
     view.directions[i]->pipe.for_each_frame([&](const link::Frame& f) {
       if (!first) return;

@@ -78,6 +78,8 @@ class Evaluation:
             self.probes[vm].wait_ready(60)
             e.console(vm).run(f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_rmem; '
                               f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_wmem')
+        # The server logs to a file the report folder keeps.
+        e.console(RECEIVER).run("killall iperf3; iperf3 -s -D --logfile /tmp/iperf3-server.log")
         peer = e.ADDR[1]
         e.console(SENDER).run(f"i=0; until ping -c 1 -W 1 {peer} > /dev/null; do i=$((i+1)); "
                               f"[ $i -ge 30 ] && break; done", timeout=60)
@@ -157,10 +159,10 @@ class Evaluation:
         if kind in ("amber", "naive"):
             while k * a.interval < a.duration - a.interval / 2:
                 at = iperf_start + int(k * a.interval * 1e9) + paused
-                if at - time.time_ns() < 300_000_000:
+                if at - time.time_ns() < 900_000_000:
                     raise RuntimeError(f"{name}: checkpoint {k} would be late: the previous one "
                                        "took longer than the interval")
-                time.sleep(max(0, (at - time.time_ns()) / 1e9 - 0.25))
+                time.sleep(max(0, (at - time.time_ns()) / 1e9 - 0.8))
                 counters = self.node_counters()
                 c, m = self.checkpoint(name, kind, k, at)
                 self.manifests.setdefault(name, []).append(m)
@@ -190,6 +192,8 @@ class Evaluation:
             self.probes[vm].stop()
             self.probes[vm].fetch(os.path.join(run_dir, "probe", vm))
         self.probes[SENDER].fetch_file("/tmp/iperf3.json", os.path.join(run_dir, "iperf3.json"))
+        self.probes[RECEIVER].fetch_file("/tmp/iperf3-server.log",
+                                         os.path.join(run_dir, "iperf3-server.log"))
         run = {"name": kind, "iperf_start_host_ns": iperf_start, "iperf_end_host_ns": iperf_end,
                "sender": SENDER, "receiver": RECEIVER, "probes": PROBES,
                "checkpoints": checkpoints, "delaynode": self.delta(before, after),
