@@ -130,7 +130,10 @@ Status Experiment::await_clock() const {
 }
 
 int64_t Experiment::lead_ns() const {
-  return 2 * max_round_trip_ns_.load() + topology_.durations.margin_ns;
+  // A request reaches the agent within the round trip of the call just
+  // made (which included the agent's own work): one of them ahead, plus the
+  // margin, is enough.
+  return max_round_trip_ns_.load() + topology_.durations.margin_ns;
 }
 
 Result<Manifest> Experiment::checkpoint(const CheckpointRequest& request, const std::string& reason,
@@ -833,8 +836,37 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     }
   }
 
-  // Down with what runs now, then load every piece.
-  say("load", "stopping the running VMs, loading states and images");
+  // Down with the VMs that run now, everywhere, before any piece loads: a
+  // frame they send must not reach a restored delay node.
+  say("load", "stopping the running VMs");
+  tasks.clear();
+  for (size_t j = 0; j < hosts.size(); ++j) {
+    tasks.push_back([&, j] {
+      VmHostClient& h = hosts[j];
+      const size_t k = nodes.size() + j;
+      grpc::ClientContext status_context;
+      set_deadline(status_context, d.step_deadline_ns);
+      vmhost::GetStatusReply status;
+      if (auto s = h.stub->GetStatus(&status_context, {}, &status); !s.ok()) {
+        errors[k] = agent_error(h.what(), "restore", s);
+        return;
+      }
+      bool present = false;
+      for (const auto& vm : status.vms()) present |= vm.state() != "absent";
+      if (!present) return;
+      grpc::ClientContext context;
+      set_deadline(context, d.step_deadline_ns);
+      vmhost::ShutdownReply reply;
+      if (auto s = h.stub->Shutdown(&context, {}, &reply); !s.ok()) {
+        errors[k] = agent_error(h.what(), "restore (shutting the running VMs down)", s);
+      }
+    });
+  }
+  run_parallel(tasks);
+  if (Status s = first_error(errors); !s) {
+    return Status(s.code(), cat(s.message(), ": the delay nodes are frozen, nothing was loaded"));
+  }
+  say("load", "loading states and images");
   tasks.clear();
   for (size_t i = 0; i < nodes.size(); ++i) {
     tasks.push_back([&, i] {
@@ -851,33 +883,13 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   }
   for (size_t j = 0; j < hosts.size(); ++j) {
     tasks.push_back([&, j] {
-      VmHostClient& h = hosts[j];
-      const size_t k = nodes.size() + j;
-      grpc::ClientContext status_context;
-      set_deadline(status_context, d.step_deadline_ns);
-      vmhost::GetStatusReply status;
-      if (auto s = h.stub->GetStatus(&status_context, {}, &status); !s.ok()) {
-        errors[k] = agent_error(h.what(), "restore", s);
-        return;
-      }
-      bool present = false;
-      for (const auto& vm : status.vms()) present |= vm.state() != "absent";
-      if (present) {
-        grpc::ClientContext context;
-        set_deadline(context, d.step_deadline_ns);
-        vmhost::ShutdownReply reply;
-        if (auto s = h.stub->Shutdown(&context, {}, &reply); !s.ok()) {
-          errors[k] = agent_error(h.what(), "restore (shutting the running VMs down)", s);
-          return;
-        }
-      }
       vmhost::RestoreRequest req;
       req.set_checkpoint_dir(dir + "/vms");
       vmhost::RestoreReply reply;
       grpc::ClientContext context;
       set_deadline(context, d.save_deadline_ns);
-      if (auto s = h.stub->Restore(&context, req, &reply); !s.ok()) {
-        errors[k] = agent_error(h.what(), "restore", s);
+      if (auto s = hosts[j].stub->Restore(&context, req, &reply); !s.ok()) {
+        errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
       }
     });
   }

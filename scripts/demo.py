@@ -1,115 +1,105 @@
-#!/usr/bin/env python3
-"""amber's demo as far as it goes today: a real DPDK delay node between two
-network namespaces emulates a long fat link; iperf3 runs across it; the
-node is frozen at an instant through its agent, its in-flight frames are
-listed and saved to an image, and it thaws. The report says what the link
-held, what the image holds, and that nothing was lost. Then the link model
-alone shows the freeze is invisible in virtual time when the endpoints are
-frozen too (amber-pipe-sim), which is what the VM demo will show end to end.
+#!/usr/bin/python3
+"""amber's demo: a whole network experiment checkpointed transparently.
 
-usage: scripts/demo.py [--rate 100Mbit] [--delay 20ms] [--loss 0] [--seconds 12]
-                       [--freeze-at 5] [--freeze-for 2] [--build build] [--keep DIR]
-Run as root (scripts/demo.sh does the set-up first)."""
+Two QEMU VMs are joined through one DPDK delay node (vhost-user) that
+emulates a long fat link; the VM-host agent, the delay node's agent and the
+controller run with a ptp4l pair for synchronized time. iperf3 runs from
+vm1 to vm2 for a minute, four times side by side:
+
+  baseline   no checkpoints (twice: the run-to-run spread)
+  amber      a synchronized checkpoint of both VMs *and* the frames in
+             flight inside the delay node every 5 s, then resume
+  naive      the VMs stopped, saved and resumed at the same instants while
+             the delay node keeps running (what pausing VMs without
+             checkpointing the network does)
+
+then one of the amber run's checkpoints is restored and its iperf3 transfer
+continues from there. The guests measure themselves (guest/probe.c): when
+each packet arrived, how long 10 ms sleeps and a fixed CPU unit took, by
+their own clocks. The end is a short report in the terminal and a report
+folder: report.md, plots/*.png, eval.sqlite, the raw data (iperf3 JSON,
+the guests' packet captures, the checkpoint manifests, a pcap of the frames
+the delay node held at the restored checkpoint) and the timeline.
+
+usage: scripts/demo.py [--rate 100Mbit] [--delay 20ms] [--loss 0] [--duration 60]
+                       [--interval 5] [--restore 3] [--out DIR] [--quick]
+Run as root (scripts/demo.sh does the set-up first). Everything started is
+stopped and everything created outside the report folder removed, also on
+Ctrl-C or failure."""
 
 import argparse
-import json
+import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "tests", "scenario"))
-import amberlab as lab  # noqa: E402
-
-
-def say(text):
-    print(f"[demo] {text}", flush=True)
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, os.path.join(ROOT, "bench", "transparency"))
+import evaluate  # noqa: E402
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rate", default="100Mbit")
-    p.add_argument("--delay", default="20ms")
-    p.add_argument("--loss", default="0")
-    p.add_argument("--seconds", type=int, default=12, help="iperf3 duration")
-    p.add_argument("--freeze-at", type=float, default=5, help="seconds into the transfer")
-    p.add_argument("--freeze-for", type=float, default=2, help="seconds frozen")
-    p.add_argument("--build", default=os.path.join(here, "..", "build"))
-    p.add_argument("--keep", help="keep the image and logs in this folder")
+    p.add_argument("--rate", default="100Mbit", help="link bandwidth, both directions")
+    p.add_argument("--delay", default="20ms", help="one-way propagation delay")
+    p.add_argument("--loss", default="0", help='random loss per direction ("0.1%%")')
+    p.add_argument("--duration", type=int, default=60, help="iperf3 seconds per run")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between checkpoints")
+    p.add_argument("--restore", type=int, default=3, help="the amber checkpoint to restore (0: none)")
+    p.add_argument("--runs", default="baseline,amber,naive,baseline")
+    p.add_argument("--out", help="report folder (default ./amber-report-DATE-TIME)")
+    p.add_argument("--quick", action="store_true",
+                   help="20 s runs, a checkpoint every 4 s (about 3 minutes in all)")
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
     a = p.parse_args()
     if os.geteuid() != 0:
-        sys.exit("demo: run as root (namespaces, hugepages)")
-    if a.freeze_at + a.freeze_for + 2 > a.seconds:
-        sys.exit("demo: --seconds must exceed --freeze-at + --freeze-for + 2")
-    binary = os.path.join(a.build, "controller", "amber-delaynode")
-    amberctl = os.path.join(a.build, "controller", "amberctl")
-    work = a.keep or tempfile.mkdtemp(prefix="amb-demo-")
-    os.makedirs(work, exist_ok=True)
-    sock = os.path.join(work, "agent.sock")
-    loss = "" if a.loss in ("0", "0%") else f'random_loss {{ probability: "{a.loss}" }}'
-    config = f'''node_id: "demo"
-link {{
-  name: "lfn"
-  port_a: "net_af_packet0"
-  port_b: "net_af_packet1"
-  both {{ rate: "{a.rate}" delay: "{a.delay}" queue_frames: 5000 {loss} }}
-}}
-'''
+        sys.exit("demo: run as root (namespaces, hugepages, QEMU): sudo scripts/demo.sh")
+    if a.quick:
+        a.duration, a.interval = 20, 4.0
+        a.restore = min(a.restore, 2) if a.restore else 0
+    if a.duration < 2 * a.interval:
+        sys.exit("demo: --duration must be at least twice --interval")
+    a.build = os.path.abspath(a.build)
+    a.eval_dir = os.path.abspath(a.out or datetime.datetime.now().strftime("amber-report-%Y%m%d-%H%M%S"))
+    a.quiet = False
+    if os.path.exists(a.eval_dir) and os.listdir(a.eval_dir):
+        sys.exit(f"demo: {a.eval_dir} exists and is not empty: give another --out")
+    # SIGTERM cleans up like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    runs = len(a.runs.split(","))
+    minutes = (runs * (a.duration + 25) + 60 + (a.duration if a.restore else 0)) / 60
+    print(f"[demo] {a.rate}, {a.delay} one way, loss {a.loss}; {runs} runs of {a.duration} s "
+          f"(about {minutes:.0f} minutes); report in {a.eval_dir}", flush=True)
+    t0 = time.monotonic()
+    try:
+        evaluate.evaluate(a, keep=capture_extras)
+    except KeyboardInterrupt:
+        print("\n[demo] interrupted: everything started was stopped and removed", file=sys.stderr)
+        return 130
+    rc = subprocess.call([sys.executable, os.path.join(ROOT, "bench", "transparency", "report.py"),
+                          a.eval_dir])
+    print(f"[demo] done in {(time.monotonic() - t0) / 60:.1f} minutes: {a.eval_dir}/report.md")
+    return rc
 
-    def ctl(*args):
-        r = subprocess.run([amberctl, "--agent", f"unix:{sock}", *args], capture_output=True,
-                           text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError(f"amberctl {' '.join(args)}: {r.stderr.strip()}")
-        return r.stdout
 
-    say(f"two namespaces joined through amber-delaynode: {a.rate}, {a.delay} one way, loss {a.loss}")
-    with lab.TwoHosts("amb-demo", subnet=83) as hosts, \
-         lab.DelayNode(binary, config, hosts.host_if, "amb-demo-node", agent=f"unix:{sock}") as node:
-        lab.wait_for(lambda: os.path.exists(sock), 10, "the agent")
-        ping = lab.ping(hosts, 0, hosts.addr[1], 10, interval=0.1)
-        say(f"ping RTT {ping['avg_ms']:.2f} ms (configured 2 x {a.delay})")
-        result = {}
-
-        def transfer():
-            result["iperf"] = lab.iperf3(hosts, server=1, client=0, seconds=a.seconds)
-
-        t = threading.Thread(target=transfer)
-        t.start()
-        time.sleep(a.freeze_at)
-        say(f"freezing the delay node in 50 ms, for {a.freeze_for} s")
-        say(ctl("freeze", "--in", "50ms").strip())
-        time.sleep(0.1)
-        frames = ctl("frames", "lfn", "a_to_b", "--limit", "5")
-        say("held frames (first 5):\n" + "\n".join("    " + l for l in frames.splitlines()))
-        image = os.path.join(work, "delaynode.img")
-        saved = ctl("save", image).strip()
-        say(saved)
-        time.sleep(max(0.0, a.freeze_for - 0.3))
-        say(ctl("thaw", "--in", "50ms").strip())
-        t.join()
-        stats = ctl("stats")
-        say("delay node counters:\n" + "\n".join("    " + l for l in stats.splitlines()))
-        j = result["iperf"]
-        intervals = [i["sum"]["bits_per_second"] / 1e6 for i in j["intervals"]]
-        say("iperf3 throughput per second, sender's view (Mbit/s): " + " ".join(f"{x:.0f}" for x in intervals))
-        say(f"iperf3: {j['end']['sum_received']['bits_per_second'] / 1e6:.1f} Mbit/s, "
-            f"{j['end']['sum_sent'].get('retransmits', 0)} retransmits "
-            "(the namespaces are not frozen with the link, so TCP sees the pause; "
-            "with VMs frozen too it will not)")
-        subprocess.run([os.path.join(a.build, "core-checkpoint", "amber-image"), "info", image])
-    print()
-    say("the link model alone, endpoints frozen with it (amber-pipe-sim):")
-    sim = subprocess.run([os.path.join(a.build, "link-emulator", "amber-pipe-sim"),
-                          "--rate", a.rate, "--delay", a.delay, "--frames", "100000",
-                          "--freeze-for", "10s"], text=True)
-    if not a.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    return sim.returncode
+def capture_extras(ev, a):
+    """Before the experiment is torn down: the checkpoint manifests and a
+    pcap of the frames the delay node held at the restored checkpoint, into
+    the report folder (the store itself is removed with the experiment)."""
+    raw = os.path.join(a.eval_dir, "raw")
+    os.makedirs(os.path.join(raw, "checkpoints"), exist_ok=True)
+    store = os.path.join(ev.exp.store, "e2e")
+    for cid in ev.exp.checkpoints_on_disk():
+        shutil.copy(os.path.join(store, cid, "MANIFEST"), os.path.join(raw, "checkpoints", f"{cid}.manifest"))
+    restored = ev.restored_id
+    if restored:
+        image = os.path.join(store, restored, "delaynodes", "dn1.img")
+        subprocess.run([os.path.join(a.build, "core-checkpoint", "amber-image"), "pcap", image,
+                        os.path.join(raw, f"in-flight-{restored}")], capture_output=True, timeout=120)
 
 
 if __name__ == "__main__":
