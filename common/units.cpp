@@ -78,9 +78,11 @@ Result<int64_t> parse_duration_ns(std::string_view text) {
   else if (u == "us" || u == "µs") scale = 1e3;
   else if (u == "ms") scale = 1e6;
   else if (u == "s") scale = 1e9;
+  else if (u == "min") scale = 60e9;
+  else if (u == "h") scale = 3600e9;
   else if (u.empty() && q->number == 0) scale = 1;
-  else if (u.empty()) return invalid_argument(cat("'", text, "': a duration needs a unit (ns, us, ms, s)"));
-  else return bad_unit(text, "duration", "ns, us, ms, s");
+  else if (u.empty()) return invalid_argument(cat("'", text, "': a duration needs a unit (ns, us, ms, s, min, h)"));
+  else return bad_unit(text, "duration", "ns, us, ms, s, min, h");
   return scaled<int64_t>(q->number, scale, text, "duration");
 }
 

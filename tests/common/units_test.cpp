@@ -9,6 +9,8 @@ TEST(Units, Durations) {
   EXPECT_EQ(parse_duration_ns("20ms").value(), 20'000'000);
   EXPECT_EQ(parse_duration_ns("1.5s").value(), 1'500'000'000);
   EXPECT_EQ(parse_duration_ns(" 250us ").value(), 250'000);
+  EXPECT_EQ(parse_duration_ns("5min").value(), 300'000'000'000);
+  EXPECT_EQ(parse_duration_ns("2h").value(), 7'200'000'000'000);
   EXPECT_EQ(parse_duration_ns("100ns").value(), 100);
   EXPECT_EQ(parse_duration_ns("0").value(), 0);
   EXPECT_EQ(parse_duration_ns("-3ms").value(), -3'000'000);
