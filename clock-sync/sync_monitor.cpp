@@ -163,6 +163,19 @@ int64_t fitted_offset_ns(const std::deque<OffsetSample>& samples, size_t fit_sam
   return last.offset_ns + std::llround(intercept + slope * at);
 }
 
+Result<std::unique_ptr<SyncMonitor>> SyncMonitor::open(const std::string& ptp_socket,
+                                                       const Clock& local,
+                                                       SyncMonitorOptions options) {
+  PmcClientOptions pmc;
+  pmc.server_path = ptp_socket;
+  auto client = PmcClient::create(pmc);
+  if (!client) return client.status().with_context(cat("ptp4l socket ", ptp_socket, ": "));
+  auto monitor = create(std::make_unique<PmcSource>(std::move(client).value()), local, options);
+  if (!monitor) return monitor.status();
+  AMBER_RETURN_IF_ERROR((*monitor)->start());
+  return monitor;
+}
+
 Result<std::unique_ptr<SyncMonitor>> SyncMonitor::create(std::unique_ptr<PtpSource> source,
                                                          const Clock& local,
                                                          SyncMonitorOptions options) {

@@ -21,15 +21,9 @@ Result<std::unique_ptr<MasterClock>> MasterClock::create(const config::Topology&
   sync.policy.mode = clock->mode_ == "disciplined"   ? clock_sync::SyncMode::kDisciplined
                      : clock->mode_ == "grandmaster" ? clock_sync::SyncMode::kGrandmaster
                                                      : clock_sync::SyncMode::kFreeRunning;
-  clock_sync::PmcClientOptions pmc;
-  pmc.server_path = topology.ptp_socket();
-  auto client = clock_sync::PmcClient::create(pmc);
-  if (!client) return client.status().with_context("ptp_socket: ");
-  auto monitor = clock_sync::SyncMonitor::create(
-      std::make_unique<clock_sync::PmcSource>(std::move(client).value()), clock->local_, sync);
+  auto monitor = clock_sync::SyncMonitor::open(topology.ptp_socket(), clock->local_, sync);
   if (!monitor) return monitor.status();
   clock->monitor_ = std::move(monitor).value();
-  AMBER_RETURN_IF_ERROR(clock->monitor_->start());
   return clock;
 }
 

@@ -18,6 +18,8 @@
 #include "common/units.h"
 #include "controller/files.h"
 #include "controller/grpc_status.h"
+#include "controller/lease.h"
+#include "controller/operation_lock.h"
 #include "core-checkpoint/frame_summary.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "link-emulator/pipe_edit.h"
@@ -42,24 +44,17 @@ Status need_pipe(const agent::PipeRef& p) {
   return Status::ok();
 }
 
-// A state-changing call waits this long for the one in progress (a Save of
-// a large node can take a while).
-constexpr auto kBusyTimeout = std::chrono::seconds(180);
 
 class Service final : public agent::DelayNodeAgent::Service {
  public:
   Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
       : node_(node), monitor_(monitor), mode_(std::move(mode)),
-        lease_thread_([this] { lease_loop(); }) {}
-
-  ~Service() override {
-    {
-      std::lock_guard lock(lease_mutex_);
-      stopping_ = true;
-    }
-    lease_wake_.notify_all();
-    lease_thread_.join();
-  }
+        lease_(operations_, [this] {
+          Status s = roll_back(0);
+          std::fprintf(stderr,
+                       "agent: the freeze lease ended without a thaw from the controller: %s\n",
+                       s ? "thawed" : s.to_string().c_str());
+        }) {}
 
   // Serving stops: streams (WatchFrames) end.
   void shut_down() { shutting_down_ = true; }
@@ -75,12 +70,7 @@ class Service final : public agent::DelayNodeAgent::Service {
   // One state-changing call at a time: a Thaw that comes during a Save
   // waits for it (parked workers cannot take commands).
   Result<std::unique_lock<std::timed_mutex>> lock(const char* what) {
-    std::unique_lock<std::timed_mutex> guard(op_, std::defer_lock);
-    if (!guard.try_lock_for(kBusyTimeout)) {
-      return unavailable(cat(what, ": the agent is still busy with ", busy_with_));
-    }
-    busy_with_ = what;
-    return guard;
+    return operations_.acquire(what);
   }
 
   grpc::Status Prepare(grpc::ServerContext*, const agent::PrepareRequest* req,
@@ -409,13 +399,7 @@ class Service final : public agent::DelayNodeAgent::Service {
   }
 
  private:
-  void set_lease(int64_t local_ns) {
-    {
-      std::lock_guard lock(lease_mutex_);
-      lease_local_ns_ = local_ns;
-    }
-    lease_wake_.notify_all();
-  }
+  void set_lease(int64_t local_ns) { lease_.set(local_ns); }
 
   // Undoes a freeze whatever it has become: not reached yet (cancelled),
   // reached (thawed now or at `at`), or never set (nothing to do).
@@ -427,45 +411,12 @@ class Service final : public agent::DelayNodeAgent::Service {
     return node_.thaw_at(std::max(at, node_.now_ns() + 1'000'000));
   }
 
-  // The safety net when the controller vanished mid-checkpoint: at the end
-  // of the lease the node thaws by itself (after a Save in progress).
-  void lease_loop() {
-    std::unique_lock lock(lease_mutex_);
-    while (!stopping_) {
-      if (lease_local_ns_ == 0) {
-        lease_wake_.wait(lock);
-        continue;
-      }
-      const int64_t wait = lease_local_ns_ - clock_sync::SystemClock::realtime_ns();
-      if (wait > 0) {
-        lease_wake_.wait_for(lock, std::chrono::nanoseconds(wait));
-        continue;
-      }
-      const int64_t expired = lease_local_ns_;
-      lock.unlock();
-      auto guard = this->lock("lease");
-      lock.lock();
-      if (!guard || lease_local_ns_ != expired) continue;  // a Thaw or Restore came first
-      lease_local_ns_ = 0;
-      lock.unlock();
-      Status s = roll_back(0);
-      std::fprintf(stderr, "agent: the freeze lease ended without a thaw from the controller: %s\n",
-                   s ? "thawed" : s.to_string().c_str());
-      lock.lock();
-    }
-  }
-
   dataplane::DelayNode& node_;
   clock_sync::SyncMonitor* monitor_;  // null: no PTP
   std::string mode_;
-  std::timed_mutex op_;
-  const char* busy_with_ = "";
+  OperationLock operations_;
   std::atomic<bool> shutting_down_{false};
-  std::mutex lease_mutex_;
-  std::condition_variable lease_wake_;
-  int64_t lease_local_ns_ = 0;  // 0: no lease
-  bool stopping_ = false;
-  std::thread lease_thread_;  // last: it uses everything above
+  Lease lease_;  // last: it uses everything above
 };
 
 }  // namespace
@@ -501,15 +452,9 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
       return invalid_argument(cat("ptp mode '", options.ptp_mode,
                                   "': use free-running, disciplined or grandmaster"));
     }
-    clock_sync::PmcClientOptions pmc;
-    pmc.server_path = options.ptp_socket;
-    auto client = clock_sync::PmcClient::create(pmc);
-    if (!client) return client.status().with_context("ptp socket: ");
-    auto monitor = clock_sync::SyncMonitor::create(
-        std::make_unique<clock_sync::PmcSource>(std::move(client).value()), impl->clock, sync);
+    auto monitor = clock_sync::SyncMonitor::open(options.ptp_socket, impl->clock, sync);
     if (!monitor) return monitor.status();
     impl->monitor = std::move(monitor).value();
-    AMBER_RETURN_IF_ERROR(impl->monitor->start());
   }
   impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode);
   auto serving = serve(options.listen, options.tls, impl->service.get());

@@ -5,38 +5,12 @@
 
 #include "common/strings.h"
 #include "common/units.h"
+#include "controller/experiment_steps.h"
 #include "controller/grpc_status.h"
 
 namespace amber::controller {
 namespace fs = std::filesystem;
 namespace {
-
-int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string join(const google::protobuf::RepeatedPtrField<std::string>& parts) {
-  std::string out;
-  for (const auto& p : parts) out += (out.empty() ? "" : "; ") + p;
-  return out;
-}
-
-// The first error of a parallel step, with how many agents failed.
-Status first_error(const std::vector<Status>& errors) {
-  const Status* first = nullptr;
-  size_t failed = 0;
-  for (const Status& s : errors) {
-    if (s.is_ok()) continue;
-    if (first == nullptr) first = &s;
-    ++failed;
-  }
-  if (first == nullptr) return Status::ok();
-  if (failed == 1) return *first;
-  return Status(first->code(), cat(first->message(), " (and ", failed - 1, " more agent",
-                                   failed > 2 ? "s" : "", ")"));
-}
 
 // Files of a VM saved by an agent that sent no digests, checksummed here
 // (the store is shared).
@@ -55,34 +29,6 @@ Status digest_tree(const std::string& root, const std::string& rel, Piece* piece
   if (ec) return unavailable(cat(root, "/", rel, ": ", ec.message()));
   return Status::ok();
 }
-
-// Runs `poll` every 250 ms on a thread until the object goes away.
-class Poller {
- public:
-  explicit Poller(std::function<void()> poll)
-      : thread_([this, poll = std::move(poll)] {
-          std::unique_lock lock(mutex_);
-          while (!wake_.wait_for(lock, std::chrono::milliseconds(250), [&] { return done_; })) {
-            lock.unlock();
-            poll();
-            lock.lock();
-          }
-        }) {}
-  ~Poller() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 }  // namespace
 
@@ -153,12 +99,7 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
                                                const ProgressFn& progress) {
   const Durations& d = topology_.durations;
   auto say = [&](const char* step, std::string detail, uint64_t done = 0, uint64_t total = 0) {
-    Progress p;
-    p.set_step(step);
-    p.set_detail(std::move(detail));
-    p.set_done_bytes(done);
-    p.set_total_bytes(total);
-    if (progress) progress(p);
+    report(progress, step, std::move(detail), done, total);
   };
   const ExperimentState state = store_->state();
   if (state.swapped_out()) {
@@ -686,237 +627,6 @@ Status Experiment::rollback(const Asked& asked, int64_t not_before_ns, const Sta
   }
   return Status(cause.code(),
                 cat(cause.message(), "; ", outcome, "; the partial checkpoint is removed"));
-}
-
-Result<Manifest> Experiment::restore(const RestoreRequest& request, const ProgressFn& progress) {
-  std::unique_lock lock(operation_, std::defer_lock);
-  if (!lock.try_lock_for(std::chrono::nanoseconds(topology_.durations.save_deadline_ns))) {
-    return unavailable(cat("busy: another operation (", activity_.load(), ") did not finish"));
-  }
-  activity_ = "restoring";
-  auto result = restore_locked(request, progress);
-  activity_ = "idle";
-  return result;
-}
-
-Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
-                                            const ProgressFn& progress) {
-  const Durations& d = topology_.durations;
-  auto say = [&](const char* step, std::string detail, uint64_t done = 0, uint64_t total = 0) {
-    Progress p;
-    p.set_step(step);
-    p.set_detail(std::move(detail));
-    p.set_done_bytes(done);
-    p.set_total_bytes(total);
-    if (progress) progress(p);
-  };
-  auto found = store_->manifest(request.id());
-  if (!found) return found.status();
-  Manifest m = *std::move(found);
-  if (Status s = await_clock(); !s) return Status(s.code(), cat(s.message(), ": nothing was touched"));
-  if (m.naive()) {
-    return failed_precondition(
-        cat("checkpoint ", m.id(), " is a naive one (evaluation): the network was not saved"));
-  }
-  const std::string dir = store_->path_of(m.id());
-  auto& nodes = agents_.delay_nodes;
-  auto& hosts = agents_.vm_hosts;
-
-  // The pieces must map onto today's topology, before anything is touched.
-  for (const auto& node : nodes) {
-    auto piece = std::find_if(m.pieces().begin(), m.pieces().end(), [&](const Piece& p) {
-      return p.kind() == "delay node" && p.name() == node.ref.id();
-    });
-    if (piece == m.pieces().end()) {
-      return failed_precondition(cat("restore: checkpoint ", m.id(), " holds no image for ",
-                                     node.what(), ": nothing was touched"));
-    }
-  }
-  for (const auto& host : hosts) {
-    for (const auto& vm : host.ref.vm()) {
-      auto piece = std::find_if(m.pieces().begin(), m.pieces().end(),
-                                [&](const Piece& p) { return p.kind() == "vm" && p.name() == vm; });
-      if (piece == m.pieces().end()) {
-        return failed_precondition(cat("restore: checkpoint ", m.id(), " holds no state of VM '",
-                                       vm, "' (", host.what(), "): nothing was touched"));
-      }
-    }
-  }
-
-  // Every file as the manifest recorded it.
-  uint64_t total = m.total_bytes();
-  std::atomic<uint64_t> verified{0};
-  std::vector<Status> bad(m.pieces_size());
-  {
-    say("verify", cat(m.pieces_size(), " pieces, ", format_bytes(total)), 0, total);
-    Poller poller([&] { say("verify", "", verified.load(), total); });
-    std::vector<std::function<void()>> tasks;
-    for (int p = 0; p < m.pieces_size(); ++p) {
-      tasks.push_back([&, p] {
-        for (const auto& f : m.pieces(p).files()) {
-          auto sha = sha256_file(cat(dir, "/", f.path()));
-          if (!sha) {
-            bad[p] = sha.status();
-            return;
-          }
-          if (*sha != f.sha256()) {
-            bad[p] = data_loss(cat(f.path(),
-                                   ": checksum mismatch (the file changed since the "
-                                   "checkpoint)"));
-            return;
-          }
-          verified += f.bytes();
-        }
-      });
-    }
-    run_parallel(tasks);
-  }
-  if (Status s = first_error(bad); !s) {
-    return Status(s.code(),
-                  cat("verify: checkpoint ", m.id(), ": ", s.message(), ": nothing was touched"));
-  }
-
-  // Every agent must answer before anything is touched; then the delay
-  // nodes that still run the current experiment freeze at one instant (a
-  // node loads an image only while frozen).
-  std::vector<Status> errors(nodes.size() + hosts.size());
-  std::vector<bool> running(nodes.size(), false);
-  std::vector<std::function<void()>> tasks;
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    tasks.push_back([&, i] {
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
-      agent::GetStatsReply stats;
-      if (auto s = nodes[i].stub->GetStats(&context, {}, &stats); !s.ok()) {
-        errors[i] = agent_error(nodes[i].what(), "restore", s);
-      }
-      running[i] = !stats.frozen();
-    });
-  }
-  for (size_t j = 0; j < hosts.size(); ++j) {
-    tasks.push_back([&, j] {
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
-      vmhost::GetStatusReply status;
-      if (auto s = hosts[j].stub->GetStatus(&context, {}, &status); !s.ok()) {
-        errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
-      }
-    });
-  }
-  run_parallel(tasks);
-  if (Status s = first_error(errors); !s) {
-    return Status(s.code(), cat(s.message(), ": nothing was touched"));
-  }
-  if (std::find(running.begin(), running.end(), true) != running.end()) {
-    auto now = clock_->now_ns();
-    if (!now) return now.status().with_context("master clock: ");
-    const int64_t at = *now + lead_ns();
-    say("stop", cat("the running delay nodes freeze at +", format_duration_ns(at - *now)));
-    tasks.clear();
-    for (size_t i = 0; i < nodes.size(); ++i) {
-      if (!running[i]) continue;
-      tasks.push_back([&, i, at] {
-        agent::FreezeRequest req;
-        req.set_at_ns(at);
-        agent::FreezeReply reply;
-        grpc::ClientContext context;
-        set_deadline(context, at - *now + d.step_deadline_ns);
-        if (auto s = nodes[i].stub->Freeze(&context, req, &reply); !s.ok()) {
-          errors[i] = agent_error(nodes[i].what(), "restore (freezing the running node)", s);
-        }
-      });
-    }
-    run_parallel(tasks);
-    if (Status s = first_error(errors); !s) {
-      return Status(s.code(), cat(s.message(), ": the experiment runs on as it was"));
-    }
-    // Freeze answers once the instant has passed when it is near.
-    if (auto after = clock_->now_ns(); after && *after < at) {
-      std::this_thread::sleep_for(std::chrono::nanoseconds(at - *after + 1'000'000));
-    }
-  }
-
-  // Down with the VMs that run now, everywhere, before any piece loads: a
-  // frame they send must not reach a restored delay node.
-  say("load", "stopping the running VMs");
-  tasks.clear();
-  for (size_t j = 0; j < hosts.size(); ++j) {
-    tasks.push_back([&, j] {
-      VmHostClient& h = hosts[j];
-      const size_t k = nodes.size() + j;
-      grpc::ClientContext status_context;
-      set_deadline(status_context, d.step_deadline_ns);
-      vmhost::GetStatusReply status;
-      if (auto s = h.stub->GetStatus(&status_context, {}, &status); !s.ok()) {
-        errors[k] = agent_error(h.what(), "restore", s);
-        return;
-      }
-      bool present = false;
-      for (const auto& vm : status.vms()) present |= vm.state() != "absent";
-      if (!present) return;
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
-      vmhost::ShutdownReply reply;
-      if (auto s = h.stub->Shutdown(&context, {}, &reply); !s.ok()) {
-        errors[k] = agent_error(h.what(), "restore (shutting the running VMs down)", s);
-      }
-    });
-  }
-  run_parallel(tasks);
-  if (Status s = first_error(errors); !s) {
-    return Status(s.code(), cat(s.message(), ": the delay nodes are frozen, nothing was loaded"));
-  }
-  say("load", "loading states and images");
-  tasks.clear();
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    tasks.push_back([&, i] {
-      agent::RestoreRequest req;
-      req.set_path(cat(dir, "/delaynodes/", nodes[i].ref.id(), ".img"));
-      req.set_allow_other_node(true);
-      agent::RestoreReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.save_deadline_ns);
-      if (auto s = nodes[i].stub->Restore(&context, req, &reply); !s.ok()) {
-        errors[i] = agent_error(nodes[i].what(), "restore", s);
-      }
-    });
-  }
-  for (size_t j = 0; j < hosts.size(); ++j) {
-    tasks.push_back([&, j] {
-      vmhost::RestoreRequest req;
-      req.set_checkpoint_dir(dir + "/vms");
-      vmhost::RestoreReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.save_deadline_ns);
-      if (auto s = hosts[j].stub->Restore(&context, req, &reply); !s.ok()) {
-        errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
-      }
-    });
-  }
-  run_parallel(tasks);
-  if (Status s = first_error(errors); !s) {
-    (void)store_->set_swapped_out(true);
-    return Status(s.code(), cat(s.message(),
-                                ": the experiment is down; fix the cause and "
-                                "restore again"));
-  }
-
-  auto now = clock_->now_ns();
-  if (!now) return now.status().with_context("master clock: ");
-  const int64_t at = request.at_ns() != 0 ? request.at_ns() : *now + lead_ns();
-  if (at < *now) {
-    return deadline_exceeded(
-        "resume: the instant asked for has passed; everything is loaded "
-        "and paused: restore again");
-  }
-  Manifest resumed = m;
-  resumed.clear_steps();
-  Status s = resume_all(at, true, &resumed, progress);
-  auto branch = store_->restored(m.id());
-  if (!branch) return branch.status().with_context("store: ");
-  resumed.set_branch(*branch);
-  if (!s) return s;
-  return resumed;
 }
 
 Result<uint64_t> Experiment::remove(const std::string& id) {

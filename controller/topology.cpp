@@ -1,6 +1,5 @@
 #include "controller/topology.h"
 
-#include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
 #include <fstream>
@@ -10,24 +9,12 @@
 #include "common/strings.h"
 #include "common/units.h"
 #include "controller/grpc_status.h"
+#include "controller/text_config.h"
 
 namespace amber::controller {
 namespace {
 
 using google::protobuf::TextFormat;
-
-class Collector final : public google::protobuf::io::ErrorCollector {
- public:
-  explicit Collector(const std::string& origin) : origin_(origin) {}
-  void AddError(int line, int column, const std::string& message) override {
-    if (first_.empty()) first_ = cat(origin_, ":", line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& first() const { return first_; }
-
- private:
-  const std::string& origin_;
-  std::string first_;
-};
 
 class Where {
  public:
@@ -35,10 +22,7 @@ class Where {
       : origin_(origin), tree_(tree) {}
   // "file:line: " of a field (index -1: not repeated), or "file: ".
   std::string operator()(const char* field_name, int index = -1) const {
-    const auto* field = config::Topology::descriptor()->FindFieldByName(field_name);
-    auto loc = tree_.GetLocation(field, index);
-    if (loc.line < 0) return cat(origin_, ": ");
-    return cat(origin_, ":", loc.line + 1, ": ");
+    return field_location(origin_, tree_, config::Topology::descriptor(), field_name, index);
   }
 
  private:
@@ -103,15 +87,8 @@ bool is_plain_name(const std::string& name) {
 Result<Topology> parse_topology(const std::string& text, const std::string& origin) {
   Topology topo;
   config::Topology& t = topo.proto;
-  TextFormat::Parser parser;
-  Collector errors(origin);
   TextFormat::ParseInfoTree tree;
-  parser.RecordErrorsTo(&errors);
-  parser.WriteLocationsTo(&tree);
-  if (!parser.ParseFromString(text, &t)) {
-    return invalid_argument(errors.first().empty() ? cat(origin, ": not a Topology text message")
-                                                   : errors.first());
-  }
+  AMBER_RETURN_IF_ERROR(parse_text_message(text, origin, &t, &tree));
   const Where where(origin, tree);
   if (!is_plain_name(t.experiment())) {
     return invalid_argument(cat(where("experiment"), "experiment '", t.experiment(),
@@ -252,11 +229,9 @@ Result<Topology> parse_topology(const std::string& text, const std::string& orig
 }
 
 Result<Topology> load_topology(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return not_found(cat(path, ": cannot open the topology file"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_topology(ss.str(), path);
+  auto text = read_text_file(path, "topology file");
+  if (!text) return text.status();
+  return parse_topology(*text, path);
 }
 
 }  // namespace amber::controller

@@ -23,6 +23,8 @@
 #include "common/strings.h"
 #include "controller/files.h"
 #include "controller/grpc_status.h"
+#include "controller/lease.h"
+#include "controller/operation_lock.h"
 #include "controller/vmhost_config.h"
 #include "proto/vmhost.grpc.pb.h"
 #include "vm-checkpoint/checkpoint.h"
@@ -37,8 +39,6 @@ using clock_sync::SystemClock;
 constexpr const char* kUnsynchronized = "unsynchronized: local clock";
 // Instants further ahead are refused: every wait has a bound.
 constexpr int64_t kMaxLeadNs = 600'000'000'000;
-// A call waits this long for the one in progress (a Save can take a while).
-constexpr auto kBusyTimeout = std::chrono::seconds(180);
 
 int64_t to_ns(vm::WallTime t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -96,10 +96,6 @@ class Host {
     }
     host->vms_.resize(host->configs_.size());
     if (!config.ptp_socket().empty()) {
-      clock_sync::PmcClientOptions pmc;
-      pmc.server_path = config.ptp_socket();
-      auto client = clock_sync::PmcClient::create(pmc);
-      if (!client) return client.status().with_context(cat("ptp_socket ", pmc.server_path, ": "));
       clock_sync::SyncMonitorOptions options;
       auto& bounds = options.policy.bounds;
       if (config.max_abs_offset_ns() > 0) bounds.max_abs_offset_ns = config.max_abs_offset_ns();
@@ -110,12 +106,9 @@ class Host {
       } else if (config.sync_mode() == "grandmaster") {
         options.policy.mode = clock_sync::SyncMode::kGrandmaster;
       }
-      auto monitor = clock_sync::SyncMonitor::create(
-          std::make_unique<clock_sync::PmcSource>(std::move(client).value()), host->local_,
-          options);
+      auto monitor = clock_sync::SyncMonitor::open(config.ptp_socket(), host->local_, options);
       if (!monitor) return monitor.status();
       host->monitor_ = std::move(monitor).value();
-      AMBER_RETURN_IF_ERROR(host->monitor_->start());
       auto scheduler = clock_sync::ActionScheduler::create(*host->monitor_, {});
       if (!scheduler) return scheduler.status();
       host->scheduler_ = std::move(scheduler).value();
@@ -136,18 +129,13 @@ class Host {
         AMBER_RETURN_IF_ERROR(host->boot(i));
       }
     }
-    host->lease_thread_ = std::thread([h = host.get()] { h->lease_loop(); });
+    host->lease_ = std::make_unique<Lease>(host->operations_, [h = host.get()] { h->lease_ended(); });
     host->pick_up_lease();
     return host;
   }
 
   ~Host() {
-    {
-      std::lock_guard lock(lease_mutex_);
-      stopping_ = true;
-    }
-    lease_wake_.notify_all();
-    if (lease_thread_.joinable()) lease_thread_.join();
+    lease_.reset();  // its thread ends before the VMs go
     for (std::size_t i = 0; i < vms_.size(); ++i) {
       if (!vms_[i]) continue;
       (void)vms_[i]->quit();
@@ -156,12 +144,7 @@ class Host {
   }
 
   Result<std::unique_lock<std::timed_mutex>> lock(const char* what) {
-    std::unique_lock<std::timed_mutex> guard(mutex_, std::defer_lock);
-    if (!guard.try_lock_for(kBusyTimeout)) {
-      return unavailable(cat(what, ": the agent is still busy with ", busy_with_));
-    }
-    busy_with_ = what;
-    return guard;
+    return operations_.acquire(what);
   }
 
   grpc::Status prepare(const vmhost::PrepareRequest& req, vmhost::PrepareReply* reply) {
@@ -439,11 +422,7 @@ class Host {
         if (!s) std::fprintf(stderr, "amber-vmhost: %s\n", s.to_string().c_str());
       }
     }
-    {
-      std::lock_guard lock(lease_mutex_);
-      lease_local_ns_ = local_ns;
-    }
-    lease_wake_.notify_all();
+    if (lease_) lease_->set(local_ns);
   }
   // After adopting stopped VMs: a lease an earlier agent left behind.
   void pick_up_lease() {
@@ -456,40 +435,19 @@ class Host {
     if (lease == 0) return;
     std::fprintf(stderr, "amber-vmhost: an earlier agent left a lease: VMs resume at %lld\n",
                  static_cast<long long>(lease));
-    std::lock_guard lock(lease_mutex_);
-    lease_local_ns_ = lease;
-    lease_wake_.notify_all();
+    lease_->set(lease);
   }
-  void lease_loop() {
-    std::unique_lock lock(lease_mutex_);
-    while (!stopping_) {
-      if (lease_local_ns_ == 0) {
-        lease_wake_.wait(lock);
-        continue;
-      }
-      const int64_t wait = lease_local_ns_ - SystemClock::realtime_ns();
-      if (wait > 0) {
-        lease_wake_.wait_for(lock, std::chrono::nanoseconds(wait));
-        continue;
-      }
-      const int64_t expired = lease_local_ns_;
-      lock.unlock();
-      auto guard = this->lock("lease");  // after a Save in progress
-      lock.lock();
-      if (!guard || lease_local_ns_ != expired) continue;  // a ResumeAt came first
-      lock.unlock();
-      google::protobuf::RepeatedPtrField<vmhost::VmStep> steps;
-      auto corr = correction();
-      const int64_t master_now = SystemClock::realtime_ns() - (corr ? *corr : 0);
-      grpc::Status s = step_at("ResumeAt", master_now, true, &steps);
-      std::fprintf(stderr,
-                   "amber-vmhost: the stop lease ended without a resume from the controller: "
-                   "%d VM(s) resumed%s%s\n",
-                   steps.size(), s.ok() ? "" : ": ", s.error_message().c_str());
-      set_lease(0);
-      guard->unlock();
-      lock.lock();
-    }
+  // The lease ended (holding the operation lock): resume what is stopped.
+  void lease_ended() {
+    google::protobuf::RepeatedPtrField<vmhost::VmStep> steps;
+    auto corr = correction();
+    const int64_t master_now = SystemClock::realtime_ns() - (corr ? *corr : 0);
+    grpc::Status s = step_at("ResumeAt", master_now, true, &steps);
+    std::fprintf(stderr,
+                 "amber-vmhost: the stop lease ended without a resume from the controller: "
+                 "%d VM(s) resumed%s%s\n",
+                 steps.size(), s.ok() ? "" : ": ", s.error_message().c_str());
+    set_lease(0);
   }
 
   Status boot(std::size_t i) {
@@ -614,14 +572,9 @@ class Host {
   std::unique_ptr<clock_sync::SyncMonitor> monitor_;
   std::unique_ptr<clock_sync::ActionScheduler> scheduler_;  // uses monitor_
   std::unique_ptr<vm::InstantWaiter> waiter_;
-  std::timed_mutex mutex_;
-  const char* busy_with_ = "";
+  OperationLock operations_;
   std::atomic<bool> shutting_down_{false};
-  std::mutex lease_mutex_;
-  std::condition_variable lease_wake_;
-  int64_t lease_local_ns_ = 0;  // 0: no lease
-  bool stopping_ = false;
-  std::thread lease_thread_;
+  std::unique_ptr<Lease> lease_;  // after the VMs are adopted; uses operations_
 };
 
 class Service final : public vmhost::VmHostAgent::Service {

@@ -1,6 +1,5 @@
 #include "controller/vmhost_config.h"
 
-#include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
 #include <fstream>
@@ -8,32 +7,17 @@
 #include <sstream>
 
 #include "common/strings.h"
+#include "controller/text_config.h"
 
 namespace amber::controller {
 namespace {
 
 using google::protobuf::TextFormat;
 
-class Collector final : public google::protobuf::io::ErrorCollector {
- public:
-  explicit Collector(const std::string& origin) : origin_(origin) {}
-  void AddError(int line, int column, const std::string& message) override {
-    if (first_.empty()) first_ = cat(origin_, ":", line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& first() const { return first_; }
-
- private:
-  const std::string& origin_;
-  std::string first_;
-};
-
 // "file:line: " of a repeated field's entry, or "file: " when unknown.
 std::string where(const std::string& origin, const TextFormat::ParseInfoTree& tree,
                   const char* field_name, int index) {
-  const auto* field = vmhost::VmHost::descriptor()->FindFieldByName(field_name);
-  auto loc = tree.GetLocation(field, index);
-  if (loc.line < 0) return cat(origin, ": ");
-  return cat(origin, ":", loc.line + 1, ": ");
+  return field_location(origin, tree, vmhost::VmHost::descriptor(), field_name, index);
 }
 
 std::string where_top(const std::string& origin, const TextFormat::ParseInfoTree& tree,
@@ -45,15 +29,8 @@ std::string where_top(const std::string& origin, const TextFormat::ParseInfoTree
 
 Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::string& origin) {
   vmhost::VmHost host;
-  TextFormat::Parser parser;
-  Collector errors(origin);
   TextFormat::ParseInfoTree tree;
-  parser.RecordErrorsTo(&errors);
-  parser.WriteLocationsTo(&tree);
-  if (!parser.ParseFromString(text, &host)) {
-    return invalid_argument(errors.first().empty() ? cat(origin, ": not a VmHost text message")
-                                                   : errors.first());
-  }
+  AMBER_RETURN_IF_ERROR(parse_text_message(text, origin, &host, &tree));
   if (host.listen().empty()) {
     return invalid_argument(cat(origin, ": listen: give unix:/PATH or 127.0.0.1:PORT"));
   }
@@ -122,11 +99,9 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
 }
 
 Result<vmhost::VmHost> load_vmhost_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return not_found(cat(path, ": cannot open the configuration file"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_vmhost_config(ss.str(), path);
+  auto text = read_text_file(path, "VM host configuration");
+  if (!text) return text.status();
+  return parse_vmhost_config(*text, path);
 }
 
 vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec) {

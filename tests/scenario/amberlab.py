@@ -164,16 +164,23 @@ class DelayNode:
         if not self.log.closed:
             self.log.close()
             self.final_output = self.output()
-        sh("rm", "-rf", self.dir, f"/var/run/dpdk/{self.prefix}", check=False)
-        for f in os.listdir("/dev/hugepages") if os.path.isdir("/dev/hugepages") else []:
-            if f.startswith(self.prefix):
-                os.unlink(os.path.join("/dev/hugepages", f))
+        sh("rm", "-rf", self.dir, check=False)
+        remove_dpdk_files(self.prefix)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def remove_dpdk_files(prefix):
+    """What a DPDK process with --file-prefix `prefix` leaves behind: its
+    runtime folder and hugepage files."""
+    sh("rm", "-rf", f"/var/run/dpdk/{prefix}", check=False)
+    for f in os.listdir("/dev/hugepages") if os.path.isdir("/dev/hugepages") else []:
+        if f.startswith(prefix):
+            os.unlink(os.path.join("/dev/hugepages", f))
 
 
 def ping(hosts, src, dst_addr, count, interval=0.05, timeout=60):

@@ -392,10 +392,8 @@ class Experiment:
                         os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError):
                 pass
-        lab.sh("rm", "-rf", self.dir, f"/var/run/dpdk/{self.prefix}", check=False)
-        for f in os.listdir("/dev/hugepages") if os.path.isdir("/dev/hugepages") else []:
-            if f.startswith(self.prefix):
-                os.unlink(os.path.join("/dev/hugepages", f))
+        lab.sh("rm", "-rf", self.dir, check=False)
+        lab.remove_dpdk_files(self.prefix)
 
     def __enter__(self):
         return self

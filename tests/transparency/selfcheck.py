@@ -63,7 +63,7 @@ class ProbeFiles(unittest.TestCase):
             guest.parse_probe_bytes(b"NOTPROBE" + data[8:])
 
     def test_daemon_control_clock_and_fetch(self):
-        port = vms.free_port()
+        port = free_port()
         d = os.path.join(TMP, "daemon")
         proc = subprocess.Popen([PROBE, "serve", f"port={port}", f"dir={d}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -195,6 +195,7 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.join(SRC, "bench", "transparency"))
     import analysis as an  # noqa: E402
     import guest  # noqa: E402
-    import vms  # noqa: E402
+    sys.path.insert(0, os.path.join(SRC, "tests", "scenario"))
+    from experimentlab import free_port  # noqa: E402
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)
