@@ -14,9 +14,9 @@ DenseWire::DenseWire(uint32_t frames) {
   run_capacity_ = slots / 2;
 }
 
-void DenseWire::write_frame(const Run& run, const Slot& s) {
-  Frame& f = *s.frame;
-  f.length = s.length;
+void DenseWire::write_frame(const Run& run, Slot s) {
+  Frame& f = *s.frame();
+  f.length = s.length();
   f.stage = FrameStage::kDelayLine;
   f.departure_ns = run.departure_ns;
   if (run.written) return;
@@ -31,8 +31,8 @@ bool DenseWire::remove(const Frame& frame, uint32_t& length) {
   for (uint64_t r = run_head_; r != run_tail_; ++r) {
     Run& run = runs_[r & run_mask_];
     for (uint32_t i = 0; i < run.frames; ++i, ++slot) {
-      if (slots_[slot & slot_mask_].frame != &frame) continue;
-      length = slots_[slot & slot_mask_].length;
+      if (slots_[slot & slot_mask_].frame() != &frame) continue;
+      length = slots_[slot & slot_mask_].length();
       // Close the gap: the slots behind move up one, as do the runs behind
       // a run left empty.
       for (uint64_t k = slot; k + 1 < slot_tail_; ++k) {
@@ -51,10 +51,11 @@ bool DenseWire::remove(const Frame& frame, uint32_t& length) {
 
 bool DenseWire::set_length(const Frame& frame, uint32_t length) {
   for (uint64_t k = slot_head_; k != slot_tail_; ++k) {
-    if (slots_[k & slot_mask_].frame == &frame) {
-      slots_[k & slot_mask_].length = length;
-      return true;
-    }
+    Slot& s = slots_[k & slot_mask_];
+    if (s.frame() != &frame) continue;
+    if (Slot::misfit(&frame, length)) return false;
+    s = Slot::of(s.frame(), length);
+    return true;
   }
   return false;
 }

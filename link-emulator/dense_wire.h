@@ -1,7 +1,7 @@
 // The front of a pipe's delay line (frames serialized and propagating, in
 // departure order), kept in two dense rings beside the frames rather than
 // linked through them.
-// Holding and releasing a frame touches only the rings: one 16-byte slot per
+// Holding and releasing a frame touches only the rings: one 8-byte slot per
 // frame (its handle and length) and one run per stretch of consecutive
 // frames that share their timestamps (a burst received at one instant
 // shares its arrival, and, without jitter, its departure). A dataplane that
@@ -71,13 +71,22 @@ class DenseWire {
   bool push_burst(Frame* const* frames, const uint32_t* lengths, unsigned n,
                   int64_t departure_ns, Stamps stamps) {
     if (size() + n > capacity()) return false;
+    // The slots go in past the tail first; they count once all fit.
+    uint64_t misfit = 0;
+    for (unsigned i = 0; i < n; ++i) {
+      misfit |= Slot::misfit(frames[i], lengths[i]);
+      slots_[(slot_tail_ + i) & slot_mask_] = Slot::of(frames[i], lengths[i]);
+    }
+    if (misfit) return false;
     if (!extends_tail(departure_ns, false, stamps)) {
       if (runs_full()) return false;
       runs_[run_tail_++ & run_mask_] = Run{departure_ns, stamps, 0, false};
     }
     runs_[(run_tail_ - 1) & run_mask_].frames += n;
-    for (unsigned i = 0; i < n; ++i) slots_[(slot_tail_ + i) & slot_mask_] = {frames[i], lengths[i]};
     slot_tail_ += n;
+    // The slots a few bursts on were last used one delay ago: fetch them
+    // for writing ahead of time.
+    __builtin_prefetch(&slots_[(slot_tail_ + kAhead) & slot_mask_], 1);
     return true;
   }
 
@@ -90,9 +99,9 @@ class DenseWire {
       if (run.departure_ns > now) break;
       const uint32_t take = run.frames < max - n ? run.frames : max - n;
       for (uint32_t i = 0; i < take; ++i) {
-        const Slot& s = slots_[(slot_head_ + i) & slot_mask_];
-        out[n + i] = s.frame;
-        bytes += s.length;
+        const Slot s = slots_[(slot_head_ + i) & slot_mask_];
+        out[n + i] = s.frame();
+        bytes += s.length();
       }
       if (departures) {
         for (uint32_t i = 0; i < take; ++i) departures[n + i] = run.departure_ns;
@@ -102,6 +111,7 @@ class DenseWire {
       run.frames -= take;
       if (run.frames == 0) ++run_head_;
     }
+    __builtin_prefetch(&slots_[(slot_head_ + kAhead) & slot_mask_]);
     return n;
   }
 
@@ -112,16 +122,42 @@ class DenseWire {
     for (uint64_t r = run_head_; r != run_tail_; ++r) {
       const Run& run = runs_[r & run_mask_];
       for (uint32_t i = 0; i < run.frames; ++i, ++slot) {
-        const Slot& s = slots_[slot & slot_mask_];
+        const Slot s = slots_[slot & slot_mask_];
         write_frame(run, s);
-        visit(*s.frame);
+        visit(*s.frame());
       }
     }
   }
 
   // Cold: queue surgery on a frame the wire holds. False if it holds none.
   bool remove(const Frame& frame, uint32_t& length);
+  // False if the wire holds no such frame, or the length fits no slot.
   bool set_length(const Frame& frame, uint32_t length);
+  // Takes `frame` and every frame behind it off the wire, in order, handing
+  // each (written) to take(Frame&). False if the wire holds no such frame.
+  template <typename Take>
+  bool split_at(const Frame& frame, Take&& take) {
+    uint64_t slot = slot_head_, r = run_head_;
+    for (; r != run_tail_; ++r) {
+      const Run& run = runs_[r & run_mask_];
+      uint32_t i = 0;
+      for (; i < run.frames && slots_[slot & slot_mask_].frame() != &frame; ++i) ++slot;
+      if (i == run.frames) continue;
+      // Found at slot, the i-th frame of run r.
+      for (uint64_t k = slot, q = r, in_run = i; k != slot_tail_; ++k) {
+        while (in_run == runs_[q & run_mask_].frames) ++q, in_run = 0;
+        const Slot s = slots_[k & slot_mask_];
+        write_frame(runs_[q & run_mask_], s);
+        take(*s.frame());
+        ++in_run;
+      }
+      slot_tail_ = slot;
+      runs_[r & run_mask_].frames = i;
+      run_tail_ = i == 0 ? r : r + 1;
+      return true;
+    }
+    return false;
+  }
   // Empties the wire, handing every frame (written) to release(Frame&).
   template <typename Release>
   void clear(Release&& release) {
@@ -131,10 +167,21 @@ class DenseWire {
   }
 
  private:
+  // A frame's handle and length in one word: user-space addresses fit in
+  // 48 bits (x86-64, AArch64), frames in 16. A frame that does not fit
+  // waits in the pipe's list instead.
   struct Slot {
-    Frame* frame;
-    uint32_t length;
+    uint64_t word;
+    static uint64_t misfit(const Frame* f, uint32_t length) {
+      return (reinterpret_cast<uintptr_t>(f) >> 48) | (length >> 16);
+    }
+    static Slot of(Frame* f, uint32_t length) {
+      return {reinterpret_cast<uintptr_t>(f) | uint64_t{length} << 48};
+    }
+    Frame* frame() const { return reinterpret_cast<Frame*>(word & ((uint64_t{1} << 48) - 1)); }
+    uint32_t length() const { return static_cast<uint32_t>(word >> 48); }
   };
+  static constexpr unsigned kAhead = 64;  // slots: a few bursts
   struct Run {
     int64_t departure_ns;
     Stamps stamps;      // unwritten runs only
@@ -151,16 +198,16 @@ class DenseWire {
   }
   bool runs_full() const { return run_tail_ - run_head_ >= run_capacity_; }
   bool push(Frame& frame, uint32_t length, int64_t departure_ns, bool written, Stamps stamps) {
-    if (size() >= capacity()) return false;
+    if (size() >= capacity() || Slot::misfit(&frame, length)) return false;
     if (!extends_tail(departure_ns, written, stamps)) {
       if (runs_full()) return false;
       runs_[run_tail_++ & run_mask_] = Run{departure_ns, stamps, 0, written};
     }
     ++runs_[(run_tail_ - 1) & run_mask_].frames;
-    slots_[slot_tail_++ & slot_mask_] = {&frame, length};
+    slots_[slot_tail_++ & slot_mask_] = Slot::of(&frame, length);
     return true;
   }
-  static void write_frame(const Run& run, const Slot& s);
+  static void write_frame(const Run& run, Slot s);
 
   std::unique_ptr<Slot[]> slots_;
   std::unique_ptr<Run[]> runs_;

@@ -491,7 +491,15 @@ Status Pipe::inject_frame(Frame& frame, int64_t departure_ns, int64_t now) {
 }
 
 void Pipe::resize_frame(Frame& frame, uint32_t new_length) {
-  if (frame.stage == FrameStage::kDelayLine) dense_.set_length(frame, new_length);
+  if (frame.stage == FrameStage::kDelayLine && !dense_.set_length(frame, new_length)) {
+    // Too long for a slot (or in the list already): it and every frame
+    // behind it on the dense wire move to the head of the list, in order.
+    FrameList moved;
+    if (dense_.split_at(frame, [&](Frame& f) { moved.push_back(f); })) {
+      delay_line_.splice_after(delay_line_.before_begin(), moved);
+      lookahead_ = nullptr;
+    }
+  }
   held_bytes_ = held_bytes_ - frame.length + new_length;
   if (frame.stage == FrameStage::kBottleneck) {
     queued_bytes_ = queued_bytes_ - frame.length + new_length;

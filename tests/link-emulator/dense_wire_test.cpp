@@ -319,6 +319,37 @@ TEST(DenseWire, SurgeryFindsUnwrittenFrames) {
   EXPECT_EQ(pipe.counters().frames_dropped[size_t(DropCause::kRemoved)], 2u);
 }
 
+// A slot holds 16 bits of length: a frame made longer moves, with the
+// frames behind it, to the list, and nothing changes order.
+TEST(DenseWire, AFrameGrownPastItsSlotMovesToTheListWithThoseBehindIt) {
+  PipeConfig c;
+  c.delay_ns = kMs;
+  Pipe pipe = make_pipe(c);
+  FramePool pool(8);
+  Frame* frames[8];
+  uint32_t lengths[8];
+  for (size_t i = 0; i < 8; ++i) {
+    frames[i] = &pool[i];
+    lengths[i] = 100;
+  }
+  for (size_t b = 0; b < 4; ++b) pipe.enqueue_burst(frames + 2 * b, lengths, 2, 1000 * b);
+  std::vector<Frame*> held;
+  pipe.for_each_frame([&](const Frame& f) { held.push_back(const_cast<Frame*>(&f)); });
+  pipe.resize_frame(*held[3], 70'000);
+  pipe.resize_frame(*held[5], 200);  // in the list now
+  EXPECT_EQ(pipe.held_bytes(), 6 * 100u + 70'000 + 200);
+  std::vector<size_t> order;
+  pipe.for_each_frame([&](const Frame& f) { order.push_back(pool.index_of(&f)); });
+  EXPECT_EQ(order, (std::vector<size_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+  std::vector<Departure> out;
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) drain_unwritten(pipe, pool, t, out);
+  ASSERT_EQ(out.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(out[i], (Departure{i, kMs + 1000 * static_cast<int64_t>(i / 2)}));
+  }
+  EXPECT_EQ(pipe.counters().bytes_out, 6 * 100u + 70'000 + 200);
+}
+
 TEST(DenseWire, UnwrittenFramesRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   PipeConfig c;
   c.delay_ns = 3 * kMs;
