@@ -48,13 +48,16 @@ int Worker::run(const std::atomic<bool>& stop) {
           if (frozen) freeze_seen_ns_ = real_now;
         }
       }
+      // The burst's mbuf headers are fetched while what is due goes out
+      // (that touches no mbuf); then the burst goes in. While frozen
+      // nothing departs; frames already handed to the port (their virtual
+      // departure is before the freeze) still go out.
+      prefetch(d, burst, n);
+      busy |= transmit(d, frozen ? INT64_MIN : virtual_now) || n > 0;
       if (n > 0) {
         ++d.counters.rx_bursts;
         receive(d, burst, n, virtual_now);
       }
-      // While frozen nothing departs; frames already handed to the port
-      // (their virtual departure is before the freeze) still go out.
-      busy |= transmit(d, frozen ? INT64_MIN : virtual_now) || n > 0;
     }
     if (busy) {
       idle_polls_ = 0;
@@ -65,15 +68,18 @@ int Worker::run(const std::atomic<bool>& stop) {
   return 0;
 }
 
-void Worker::receive(Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t arrival) {
+void Worker::prefetch(const Direction& d, rte_mbuf* const* burst, uint16_t n) {
   // The mbuf header is all a plain pipe touches (the Frame in the private
-  // area stays cold: see link::DenseWire); fetch it for the whole burst.
-  // A pipe with a rate writes the Frame, so fetch that too.
+  // area stays cold: see link::DenseWire). A pipe with a rate writes the
+  // Frame, so fetch that too.
   const bool writes_frames = d.pipe.config().rate_bps != 0;
   for (uint16_t i = 0; i < n; ++i) {
     rte_prefetch0(burst[i]);
     if (writes_frames) rte_prefetch0(rte_mbuf_to_priv(burst[i]));
   }
+}
+
+void Worker::receive(Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t arrival) {
   link::Frame* frames[kBurst];
   uint32_t lengths[kBurst];
   unsigned k = 0;
