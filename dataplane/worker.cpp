@@ -146,6 +146,9 @@ bool Worker::transmit(Direction& d, int64_t virtual_now) {
   int64_t departures[kBurst];
   const unsigned n = d.pipe.dequeue(virtual_now, due, departures, kBurst);
   if (n == 0) return sent;
+  size_t bucket = 0;
+  while (virtual_now - departures[0] >= kLatenessBoundsNs[bucket]) ++bucket;
+  ++d.counters.burst_lateness[bucket];
   rte_mbuf* out[kBurst];
   const int64_t late_before = virtual_now - kLateNs;
   for (unsigned i = 0; i < n; ++i) {

@@ -363,6 +363,7 @@ void accuracy(rte_mempool* pool, double seconds) {
   std::printf("| 1518 B at 10 Gbit/s line rate (%.0f frames/s) | frames | p50 | p99 | p99.9 | max |\n",
               kLinePps);
   std::printf("|---|---|---|---|---|---|\n");
+  std::vector<int64_t> path;
   {
     Port a = make_port("ia"), b = make_port("ib");
     setup_port(a.id, pool);
@@ -370,10 +371,10 @@ void accuracy(rte_mempool* pool, double seconds) {
     Ports fwd{a.id, b.id};
     g_stop = false;
     if (rte_eal_remote_launch(io_forward, &fwd, 1) == 0) {
-      std::vector<int64_t> times = one_way_ns(a, b, pool, seconds);
+      path = one_way_ns(a, b, pool, seconds);
       g_stop = true;
       rte_eal_mp_wait_lcore();
-      print_distribution("one-way time through io forward (no delay): the path alone", times);
+      print_distribution("one-way time through io forward (no delay): the path alone", path);
     }
     drain(a);
     drain(b);
@@ -382,6 +383,7 @@ void accuracy(rte_mempool* pool, double seconds) {
   auto node = start_node(a, b, "delay: \"1ms\"");
   if (!node) return;
   std::vector<int64_t> times = one_way_ns(a, b, pool, seconds);
+  auto stats = node->stats();
   node->stop();
   node->wait();
   node.reset();
@@ -391,6 +393,38 @@ void accuracy(rte_mempool* pool, double seconds) {
   std::vector<int64_t> error;
   for (int64_t t : times) error.push_back(std::abs(t - kDelayNs));
   print_distribution("amber, 1 ms delay: |one-way time - 1 ms|", error);
+  auto median_of = [](std::vector<int64_t> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+  };
+  std::printf("\namber's median beyond the path: %lld ns (median one-way time - 1 ms - median through io forward)\n",
+              static_cast<long long>(median_of(times) - kDelayNs - median_of(path)));
+  // The node's own view of its departures: per tx burst, how long after
+  // the virtual departure the pass that sent it read the clock.
+  if (stats.is_ok() && !stats->empty()) {
+    const auto& late = stats->front().node.burst_lateness;
+    uint64_t total = 0;
+    for (uint64_t n : late) total += n;
+    const auto& bounds = amber::dataplane::kLatenessBoundsNs;
+    auto bound = [&](double q) {
+      uint64_t seen = 0;
+      size_t i = 0;
+      for (; i + 1 < late.size(); ++i) {
+        seen += late[i];
+        if (static_cast<double>(seen) >= q * static_cast<double>(total)) break;
+      }
+      char text[48];
+      if (i + 1 < late.size()) {
+        std::snprintf(text, sizeof text, "< %lld ns", static_cast<long long>(bounds[i]));
+      } else {
+        std::snprintf(text, sizeof text, ">= %lld ns", static_cast<long long>(bounds[i - 1]));
+      }
+      return std::string(text);
+    };
+    std::printf("amber's departure lateness as the node sees it (%llu tx bursts): p50 %s, p99 %s, p99.9 %s\n",
+                static_cast<unsigned long long>(total), bound(0.5).c_str(), bound(0.99).c_str(),
+                bound(0.999).c_str());
+  }
 }
 
 double median(std::vector<double> v) {
