@@ -221,6 +221,18 @@ int64_t Pipe::draw_jitter() {
   return static_cast<int64_t>((z * j) >> 32);
 }
 
+namespace {
+// Hands the head of a list on as the next frame out.
+Frame& take_head(FrameList& list, Frame** out, int64_t* departures, unsigned& n, uint64_t& bytes) {
+  Frame& f = list.front();
+  list.pop_front();
+  bytes += f.length;
+  if (departures) departures[n] = f.departure_ns;
+  out[n++] = &f;
+  return f;
+}
+}  // namespace
+
 unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned max) {
   advance(now);
   unsigned n = 0;
@@ -230,14 +242,8 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned m
     // dense rings, read without touching a frame, then its list.
     n = dense_.pop_due(now, out, departures, max, bytes);
     if (dense_.empty()) {
-      while (n < max && !delay_line_.empty()) {
-        Frame& f = delay_line_.front();
-        if (f.departure_ns > now) break;
-        delay_line_.pop_front();
-        bytes += f.length;
-        if (departures) departures[n] = f.departure_ns;
-        out[n++] = &f;
-        advance_lookahead(&f);
+      while (n < max && !delay_line_.empty() && delay_line_.front().departure_ns <= now) {
+        advance_lookahead(&take_head(delay_line_, out, departures, n, bytes));
       }
     }
   } else {
@@ -246,21 +252,13 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned m
       bool wire = line <= now;
       bool express = !express_.empty() && express_.front().departure_ns <= now;
       if (wire && (!express || line <= express_.front().departure_ns)) {
-        if (!dense_.empty()) {
+        if (dense_.empty()) {
+          take_head(delay_line_, out, departures, n, bytes);
+        } else {
           n += dense_.pop_due(now, out + n, departures ? departures + n : nullptr, 1, bytes);
-          continue;
         }
-        Frame& f = delay_line_.front();
-        delay_line_.pop_front();
-        bytes += f.length;
-        if (departures) departures[n] = f.departure_ns;
-        out[n++] = &f;
       } else if (express) {
-        Frame& f = express_.front();
-        express_.pop_front();
-        bytes += f.length;
-        if (departures) departures[n] = f.departure_ns;
-        out[n++] = &f;
+        take_head(express_, out, departures, n, bytes);
       } else {
         break;
       }

@@ -78,6 +78,22 @@ Outcome run(const PipeConfig& config, const std::vector<Offer>& offers, bool wri
   return o;
 }
 
+// A plain 1 ms pipe holding the pool's frames of 100 bytes, two by two,
+// each pair arriving 1 us after the one before.
+Pipe pairs_on_a_plain_pipe(FramePool& pool) {
+  PipeConfig c;
+  c.delay_ns = kMs;
+  Pipe pipe = make_pipe(c);
+  for (size_t i = 0; i + 1 < pool.size(); i += 2) {
+    poison(pool[i]);
+    poison(pool[i + 1]);
+    Frame* frames[2] = {&pool[i], &pool[i + 1]};
+    const uint32_t lengths[2] = {100, 100};
+    pipe.enqueue_burst(frames, lengths, 2, static_cast<int64_t>(i / 2) * 1000);
+  }
+  return pipe;
+}
+
 std::vector<Offer> bursts(size_t frames, size_t burst, int64_t gap_ns) {
   std::vector<Offer> offers;
   for (size_t i = 0; i < frames; ++i) {
@@ -287,20 +303,9 @@ TEST(DenseWire, UnwrittenFramesQueueBehindWrittenOnesAfterARateChange) {
 }
 
 TEST(DenseWire, SurgeryFindsUnwrittenFrames) {
-  PipeConfig c;
-  c.delay_ns = kMs;
-  Pipe pipe = make_pipe(c);
-  FramePool pool(5);
-  Frame* frames[4];
-  uint32_t lengths[4] = {100, 100, 100, 100};
-  for (size_t i = 0; i < 4; ++i) {
-    poison(pool[i]);
-    frames[i] = &pool[i];
-  }
-  pipe.enqueue_burst(frames, lengths, 2, 0);
-  pipe.enqueue_burst(frames + 2, lengths + 2, 2, 1000);
-  std::vector<Frame*> held;
-  pipe.for_each_frame([&](const Frame& f) { held.push_back(const_cast<Frame*>(&f)); });
+  FramePool pool(4);
+  Pipe pipe = pairs_on_a_plain_pipe(pool);
+  std::vector<Frame*> held = testing::held_frames(pipe);
   ASSERT_EQ(held.size(), 4u);
   EXPECT_EQ(held[2]->departure_ns, kMs + 1000);
   EXPECT_EQ(held[2]->stage, FrameStage::kDelayLine);
@@ -322,19 +327,9 @@ TEST(DenseWire, SurgeryFindsUnwrittenFrames) {
 // A slot holds 16 bits of length: a frame made longer moves, with the
 // frames behind it, to the list, and nothing changes order.
 TEST(DenseWire, AFrameGrownPastItsSlotMovesToTheListWithThoseBehindIt) {
-  PipeConfig c;
-  c.delay_ns = kMs;
-  Pipe pipe = make_pipe(c);
   FramePool pool(8);
-  Frame* frames[8];
-  uint32_t lengths[8];
-  for (size_t i = 0; i < 8; ++i) {
-    frames[i] = &pool[i];
-    lengths[i] = 100;
-  }
-  for (size_t b = 0; b < 4; ++b) pipe.enqueue_burst(frames + 2 * b, lengths, 2, 1000 * b);
-  std::vector<Frame*> held;
-  pipe.for_each_frame([&](const Frame& f) { held.push_back(const_cast<Frame*>(&f)); });
+  Pipe pipe = pairs_on_a_plain_pipe(pool);
+  std::vector<Frame*> held = testing::held_frames(pipe);
   pipe.resize_frame(*held[3], 70'000);
   pipe.resize_frame(*held[5], 200);  // in the list now
   EXPECT_EQ(pipe.held_bytes(), 6 * 100u + 70'000 + 200);
@@ -367,12 +362,7 @@ TEST(DenseWire, UnwrittenFramesRestoreIntoAFreshPipeWithAnIdenticalFuture) {
     drain_unwritten(first, pool, offers[i].at, got);
     first.enqueue(pool[i], offers[i].length, offers[i].at);
   }
-  Pipe second = make_pipe(c);
-  second.set_state(first.state());
-  std::vector<Frame*> held;
-  first.for_each_frame([&](const Frame& f) { held.push_back(const_cast<Frame*>(&f)); });
-  first.clear([](Frame&) {});
-  for (Frame* f : held) ASSERT_TRUE(second.restore_frame(*f).is_ok());
+  Pipe second = testing::restore_into_fresh(first);
   for (size_t i = cut; i < offers.size(); ++i) {
     drain_unwritten(second, pool, offers[i].at, got);
     second.enqueue(pool[i], offers[i].length, offers[i].at);
