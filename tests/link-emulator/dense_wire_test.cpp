@@ -132,7 +132,7 @@ std::vector<PipeConfig> configs() {
 
 TEST(DenseWire, UnwrittenFramesMeetTheFateOfWrittenOnes) {
   // 20,000 frames in bursts of 32 every 2 us: ~10,000 on a 1 ms wire, more
-  // than the wire holds by default, so the overflow list is in play too.
+  // than the dense wire holds by default, so the list is in play too.
   const auto offers = bursts(20'000, 32, 2 * kUs);
   for (const PipeConfig& c : configs()) {
     SCOPED_TRACE(describe(c));
