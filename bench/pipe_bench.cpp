@@ -8,6 +8,7 @@
 //   build/bench/pipe_bench --benchmark_filter=Delay
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -38,8 +39,10 @@ constexpr int64_t kSpacingNs = 10;
 
 // burst = frames per enqueue/dequeue round, as the dataplane's rx/tx
 // bursts; 1 is the worst case (every call pays its fixed cost for one frame).
+// whole: the burst in one enqueue_burst() of unwritten frames, as the
+// dataplane offers it to a plain pipe (all arriving at one instant).
 void run_steady_state(benchmark::State& state, PipeConfig config, uint32_t length,
-                      unsigned burst = 1) {
+                      unsigned burst = 1, bool whole = false) {
   auto created = Pipe::create(config);
   if (!created) {
     state.SkipWithError(created.status().to_string().c_str());
@@ -50,6 +53,7 @@ void run_steady_state(benchmark::State& state, PipeConfig config, uint32_t lengt
   // so the harness indexes with a mask rather than a division.
   constexpr size_t kRing = size_t{1} << 18;
   static_assert(kRing > kHeld + 64);
+  pipe.reserve(kRing);  // every held frame on the dense wire, as the dataplane sizes it
   std::vector<Frame> frames(kRing);
   size_t next = 0;
   int64_t now = 0;
@@ -63,7 +67,17 @@ void run_steady_state(benchmark::State& state, PipeConfig config, uint32_t lengt
   }
   uint64_t allocations_before = g_allocations.load();
   uint64_t departed = 0;
+  Frame* in[64];
+  uint32_t lengths[64];
+  std::fill(lengths, lengths + 64, length);
   for (auto _ : state) {
+    if (whole) {
+      for (unsigned i = 0; i < burst; ++i) in[i] = &frames[next++ & (kRing - 1)];
+      pipe.enqueue_burst(in, lengths, burst, now);
+      now += kSpacingNs * burst;
+      departed += pipe.dequeue(now, out, 64);
+      continue;
+    }
     for (unsigned i = 0; i < burst; ++i) {
       Frame& f = frames[next++ & (kRing - 1)];
       f.length = length;
@@ -92,6 +106,10 @@ void BM_DelayOnly(benchmark::State& state) { run_steady_state(state, delay_only(
 
 void BM_DelayOnlyBurst32(benchmark::State& state) {
   run_steady_state(state, delay_only(), 64, 32);
+}
+
+void BM_DelayOnlyPlainBurst32(benchmark::State& state) {
+  run_steady_state(state, delay_only(), 64, 32, true);
 }
 
 void BM_RateAndDelay(benchmark::State& state) {
@@ -123,6 +141,7 @@ void BM_AllImpairments(benchmark::State& state) {
 
 BENCHMARK(BM_DelayOnly);
 BENCHMARK(BM_DelayOnlyBurst32);
+BENCHMARK(BM_DelayOnlyPlainBurst32);
 BENCHMARK(BM_RateAndDelay);
 BENCHMARK(BM_DelayJitterLoss);
 BENCHMARK(BM_AllImpairments);

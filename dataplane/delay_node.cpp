@@ -92,7 +92,14 @@ Status DelayNode::create_directions() {
           std::make_unique<Direction>(link.name, dir, rx, tx, std::move(pipe).value()));
     }
   }
+  reserve_wires();
   return Status::ok();
+}
+
+void DelayNode::reserve_wires() {
+  for (auto& d : directions_) {
+    d->pipe.reserve(wire_frames(d->pipe.config(), config_.sizing_unlimited_rate_bps));
+  }
 }
 
 Status DelayNode::create_pool() {
@@ -402,7 +409,9 @@ Status DelayNode::with_frozen_pipes(const std::function<Status(FrozenView&)>& bo
   };
   if (!running()) {  // nobody polls: the caller owns the pipes
     fill_clock();
-    return body(view);
+    Status status = body(view);
+    reserve_wires();
+    return status;
   }
   auto unpark = std::make_shared<std::atomic<bool>>(false);
   Status status;
@@ -424,6 +433,9 @@ Status DelayNode::with_frozen_pipes(const std::function<Status(FrozenView&)>& bo
   if (status) {
     fill_clock();
     status = body(view);
+    // A restore replaces pipes: give them their room again, while the
+    // workers are parked (it allocates).
+    reserve_wires();
   }
   // Workers that parked, and one that parks late after a timeout, all see
   // this (the flag is shared with them).

@@ -113,6 +113,9 @@ class DelayNode {
   Status send_all(CommandType type, int64_t at_ns);
   Result<std::pair<Worker*, Direction*>> find(const std::string& link, const std::string& direction);
   void release_frames();
+  // Room on every pipe's dense wire (link::Pipe::reserve); allocates, so
+  // only while no worker polls.
+  void reserve_wires();
 
   config::NodeConfig config_;
   NodeOptions options_;

@@ -4,6 +4,7 @@
 
 #include <rte_mbuf.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -17,6 +18,12 @@ inline constexpr uint16_t kBurst = 32;
 // are retried before anything else leaves, never dropped.
 inline constexpr uint16_t kTxPending = 2 * kBurst;
 
+// How late frames leave, as the node sees it: per tx burst, the pass's
+// virtual time minus the virtual departure of the burst's earliest frame,
+// counted in buckets below these bounds (ns; the last one is open).
+inline constexpr std::array<int64_t, 12> kLatenessBoundsNs = {
+    50, 100, 200, 500, 1'000, 2'000, 5'000, 10'000, 100'000, 1'000'000, 10'000'000, INT64_MAX};
+
 // Node-level counters beyond the pipe's own.
 struct DirectionCounters {
   uint64_t rx_bursts = 0;
@@ -25,6 +32,7 @@ struct DirectionCounters {
   uint64_t oversize = 0;       // multi-segment frames refused (the pipe holds linear frames)
   uint64_t late_departures = 0;  // frames sent more than 10 us after their virtual departure
   uint64_t no_priv_area = 0;   // mbufs from a pool without room for the Frame: dropped
+  std::array<uint64_t, kLatenessBoundsNs.size()> burst_lateness{};
 };
 
 struct Direction {

@@ -16,6 +16,11 @@ uint64_t frames_on_wire(const link::PipeConfig& pipe, uint64_t unlimited_rate_bp
   return static_cast<uint64_t>((ns * rate + denominator - 1) / denominator);
 }
 
+uint32_t wire_frames(const link::PipeConfig& pipe, uint64_t unlimited_rate_bps) {
+  constexpr uint64_t kMin = 4096, kMax = uint64_t{1} << 20;
+  return static_cast<uint32_t>(std::clamp(frames_on_wire(pipe, unlimited_rate_bps, 64), kMin, kMax));
+}
+
 PoolSizing size_pool(const config::NodeConfig& config, const RingSizes& rings,
                      uint32_t mbuf_overhead_bytes) {
   PoolSizing s;

@@ -32,6 +32,12 @@ struct RingSizes {
 uint64_t frames_on_wire(const link::PipeConfig& pipe, uint64_t unlimited_rate_bps,
                         uint32_t frame_bytes);
 
+// Room to reserve on one direction's dense wire (link::Pipe::reserve):
+// rate x (delay + jitter) in minimum-size (64-byte) frames, whatever the
+// sizing frame size, since a frame's slot costs 8 bytes, not an mbuf;
+// bounded to [4096, 2^20]. Beyond it frames wait in a list: correct, slower.
+uint32_t wire_frames(const link::PipeConfig& pipe, uint64_t unlimited_rate_bps);
+
 PoolSizing size_pool(const config::NodeConfig& config, const RingSizes& rings,
                      uint32_t mbuf_overhead_bytes);
 

@@ -56,6 +56,11 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
     add_u64(d, "tx_retries", s.node.tx_retries);
     add_u64(d, "tx_pending", s.tx_pending);
     add_u64(d, "late_departures", s.node.late_departures);
+    // Tx bursts by lateness, below 50 ns, 100 ns, ... (kLatenessBoundsNs).
+    rte_tel_data* late = rte_tel_data_alloc();
+    rte_tel_data_start_array(late, RTE_TEL_U64_VAL);
+    for (uint64_t n : s.node.burst_lateness) rte_tel_data_add_array_u64(late, n);
+    rte_tel_data_add_dict_container(d, "tx_bursts_by_lateness", late, 0);
     rte_tel_data_add_dict_container(out, cat(s.link, "/", s.direction).c_str(), d, 0);
   }
   return 0;

@@ -28,16 +28,37 @@ int Worker::run(const std::atomic<bool>& stop) {
   // every idle sleep overshoot the departure bound.
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   while (!stop.load(std::memory_order_relaxed)) {
-    int64_t real_now = clock_.now_ns();
     if (rte_ring_count(commands_) != 0 && handle_commands()) break;
-    const bool frozen = virtual_clock_.frozen(real_now);
-    const int64_t virtual_now = virtual_clock_.now(real_now);
-    if (unlikely(frozen != was_frozen_)) {
-      was_frozen_ = frozen;
-      if (frozen) freeze_seen_ns_ = real_now;
+    // The clock is read after a burst comes in, never before it (a frame
+    // stamped before it arrived would leave early), and otherwise once a
+    // pass: the first direction always reads it, the others only when they
+    // received something.
+    int64_t real_now = 0, virtual_now = 0;
+    bool frozen = false, busy = false;
+    for (size_t i = 0; i < directions_.size(); ++i) {
+      Direction& d = *directions_[i];
+      rte_mbuf* burst[kBurst];
+      const uint16_t n = rte_eth_rx_burst(d.rx_port, 0, burst, kBurst);
+      if (i == 0 || n > 0) {
+        real_now = clock_.now_ns();
+        frozen = virtual_clock_.frozen(real_now);
+        virtual_now = virtual_clock_.now(real_now);
+        if (unlikely(frozen != was_frozen_)) {
+          was_frozen_ = frozen;
+          if (frozen) freeze_seen_ns_ = real_now;
+        }
+      }
+      // The burst's mbuf headers are fetched while what is due goes out
+      // (that touches no mbuf); then the burst goes in. While frozen
+      // nothing departs; frames already handed to the port (their virtual
+      // departure is before the freeze) still go out.
+      prefetch(d, burst, n);
+      busy |= transmit(d, frozen ? INT64_MIN : virtual_now) || n > 0;
+      if (n > 0) {
+        ++d.counters.rx_bursts;
+        receive(d, burst, n, virtual_now, real_now);
+      }
     }
-    bool busy = false;
-    for (Direction* d : directions_) busy |= poll(*d, frozen, virtual_now);
     if (busy) {
       idle_polls_ = 0;
     } else if (options_.idle_sleep_ns > 0 && ++idle_polls_ >= options_.idle_polls_before_sleep) {
@@ -47,64 +68,66 @@ int Worker::run(const std::atomic<bool>& stop) {
   return 0;
 }
 
-bool Worker::poll(Direction& d, bool frozen, int64_t virtual_now) {
-  rte_mbuf* burst[kBurst];
-  const uint16_t n = rte_eth_rx_burst(d.rx_port, 0, burst, kBurst);
-  if (n > 0) {
-    ++d.counters.rx_bursts;
-    // Stamp the burst when it came in, not when the pass began: a frame
-    // must never be stamped before it arrived (it would leave early).
-    const int64_t real_arrival = clock_.now_ns();
-    const int64_t arrival = virtual_clock_.now(real_arrival);
-    virtual_now = std::max(virtual_now, arrival);
-    // The mbuf header and the Frame in its private area are all this loop
-    // touches; fetch them for the whole burst at once. (Frame bytes are
-    // only touched to corrupt one.)
-    for (uint16_t i = 0; i < n; ++i) {
-      rte_prefetch0(burst[i]);
-      rte_prefetch0(rte_mbuf_to_priv(burst[i]));
-    }
-    if (unlikely(d.watch_count != 0)) scan_watches(d, burst, n, real_arrival);
-    for (uint16_t i = 0; i < n; ++i) {
-      rte_mbuf* m = burst[i];
-      if (unlikely(m->nb_segs != 1)) {
-        ++d.counters.oversize;
-        rte_pktmbuf_free(m);
-        continue;
-      }
-      // A PMD that hands over mbufs of another pool (the ring PMD does)
-      // must leave room for the Frame in their private area.
-      if (unlikely(m->pool != pool_ && rte_pktmbuf_priv_size(m->pool) < kMbufPrivSize)) {
-        ++d.counters.no_priv_area;
-        rte_pktmbuf_free(m);
-        continue;
-      }
-      link::Frame* f = frame_of(m);
-      f->length = m->pkt_len;
-      link::Verdict v = d.pipe.enqueue(*f, arrival);
-      if (unlikely(v.corrupt_bit >= 0)) {
-        uint8_t* bytes = rte_pktmbuf_mtod(m, uint8_t*);
-        bytes[v.corrupt_bit >> 3] ^= static_cast<uint8_t>(1u << (v.corrupt_bit & 7));
-      }
-      if (unlikely(v.duplicate)) {
-        rte_mbuf* copy = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
-        if (copy == nullptr) {
-          ++d.counters.dup_no_mbuf;
-        } else {
-          link::Frame* cf = frame_of(copy);
-          cf->length = copy->pkt_len;
-          if (!d.pipe.enqueue_duplicate(*cf, arrival).accepted) rte_pktmbuf_free(copy);
-        }
-      }
-      // A corrupted frame's copy is made after the flip: netem corrupts
-      // before it duplicates, too.
-      if (!v.accepted) rte_pktmbuf_free(m);
-    }
+void Worker::prefetch(const Direction& d, rte_mbuf* const* burst, uint16_t n) {
+  // The mbuf header is all a plain pipe touches (the Frame in the private
+  // area stays cold: see link::DenseWire). A pipe with a rate writes the
+  // Frame, so fetch that too.
+  const bool writes_frames = d.pipe.config().rate_bps != 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_prefetch0(burst[i]);
+    if (writes_frames) rte_prefetch0(rte_mbuf_to_priv(burst[i]));
   }
-  // While frozen nothing departs; frames already handed to the port (their
-  // virtual departure is before the freeze) still go out.
-  bool sent = transmit(d, frozen ? INT64_MIN : virtual_now);
-  return n > 0 || sent;
+}
+
+void Worker::receive(Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t arrival,
+                     int64_t real_arrival) {
+  if (unlikely(d.watch_count != 0)) scan_watches(d, burst, n, real_arrival);
+  link::Frame* frames[kBurst];
+  uint32_t lengths[kBurst];
+  unsigned k = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = burst[i];
+    if (unlikely(m->nb_segs != 1)) {
+      ++d.counters.oversize;
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    // A PMD that hands over mbufs of another pool (the ring PMD does)
+    // must leave room for the Frame in their private area.
+    if (unlikely(m->pool != pool_ && rte_pktmbuf_priv_size(m->pool) < kMbufPrivSize)) {
+      ++d.counters.no_priv_area;
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    frames[k] = frame_of(m);
+    lengths[k++] = m->pkt_len;
+  }
+  if (k == 0) return;
+  if (d.pipe.plain()) {
+    d.pipe.enqueue_burst(frames, lengths, k, arrival);
+    return;
+  }
+  for (unsigned i = 0; i < k; ++i) {
+    rte_mbuf* m = mbuf_of(frames[i]);
+    link::Verdict v = d.pipe.enqueue(*frames[i], lengths[i], arrival);
+    if (unlikely(v.corrupt_bit >= 0)) {
+      uint8_t* bytes = rte_pktmbuf_mtod(m, uint8_t*);
+      bytes[v.corrupt_bit >> 3] ^= static_cast<uint8_t>(1u << (v.corrupt_bit & 7));
+    }
+    if (unlikely(v.duplicate)) {
+      rte_mbuf* copy = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
+      if (copy == nullptr) {
+        ++d.counters.dup_no_mbuf;
+      } else {
+        link::Frame* cf = frame_of(copy);
+        cf->length = copy->pkt_len;
+        if (!d.pipe.enqueue_duplicate(*cf, arrival).accepted) rte_pktmbuf_free(copy);
+      }
+    }
+    // A corrupted frame's copy is made after the flip: netem corrupts
+    // before it duplicates, too.
+    if (!v.accepted) rte_pktmbuf_free(m);
+  }
 }
 
 bool Worker::transmit(Direction& d, int64_t virtual_now) {
@@ -122,17 +145,27 @@ bool Worker::transmit(Direction& d, int64_t virtual_now) {
   }
   if (virtual_now == INT64_MIN) return sent;
   link::Frame* due[kBurst];
-  const unsigned n = d.pipe.dequeue(virtual_now, due, kBurst);
+  int64_t departures[kBurst];
+  int64_t arrivals[kBurst];
+  const unsigned n = d.pipe.dequeue(virtual_now, due, departures, kBurst, arrivals);
   if (n == 0) return sent;
+  size_t bucket = 0;
+  while (virtual_now - departures[0] >= kLatenessBoundsNs[bucket]) ++bucket;
+  ++d.counters.burst_lateness[bucket];
   rte_mbuf* out[kBurst];
   const int64_t late_before = virtual_now - kLateNs;
   for (unsigned i = 0; i < n; ++i) {
     out[i] = mbuf_of(due[i]);
-    d.counters.late_departures += due[i]->departure_ns < late_before;
+    d.counters.late_departures += departures[i] < late_before;
   }
   uint16_t k = rte_eth_tx_burst(d.tx_port, 0, out, static_cast<uint16_t>(n));
   if (k < n) {
     ++d.counters.tx_retries;
+    // Held until the port takes them: a checkpoint saves them, so their
+    // Frames must hold their stamps (a plain pipe never wrote them).
+    for (unsigned i = k; i < n; ++i) {
+      link::Pipe::write_departed(*due[i], out[i]->pkt_len, departures[i], arrivals[i]);
+    }
     std::copy(out + k, out + n, d.pending);
     d.pending_count = static_cast<uint16_t>(n - k);
   }

@@ -40,7 +40,11 @@ class Worker {
   link::VirtualClock& virtual_clock() { return virtual_clock_; }
 
  private:
-  bool poll(Direction& d, bool frozen, int64_t virtual_now);
+  // A received burst into d's pipe, stamped with its arrival; prefetch()
+  // first, some work before.
+  static void prefetch(const Direction& d, rte_mbuf* const* burst, uint16_t n);
+  void receive(Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t arrival,
+               int64_t real_arrival);
   // virtual_now INT64_MIN: frozen, only frames already dequeued leave.
   bool transmit(Direction& d, int64_t virtual_now);
   [[gnu::cold]] bool handle_commands();

@@ -28,7 +28,8 @@ Result<Pipe> Pipe::create(const PipeConfig& config) {
   return Pipe(config);
 }
 
-Pipe::Pipe(const PipeConfig& config) : rng_(config.seed), loss_(config.loss) {
+Pipe::Pipe(const PipeConfig& config)
+    : rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames) {
   apply_config(config);
 }
 
@@ -39,67 +40,102 @@ void Pipe::apply_config(const PipeConfig& config) {
   reorder_ = Chance(config.reorder);
   limit_frames_ = config.queue_limit_frames.value_or(std::numeric_limits<uint32_t>::max());
   limit_bytes_ = config.queue_limit_bytes.value_or(std::numeric_limits<uint64_t>::max());
+  plain_ = config.rate_bps == 0 && config.jitter_ns == 0 && loss_.kind() == LossProcess::Kind::kNone &&
+           duplicate_.never() && corrupt_.never() && reorder_.never();
 }
 
-Verdict Pipe::enqueue(Frame& frame, int64_t now) {
+Verdict Pipe::enqueue(Frame& frame, int64_t now) { return offer<true>(frame, frame.length, now); }
+
+Verdict Pipe::enqueue(Frame& frame, uint32_t length, int64_t now) {
+  return offer<false>(frame, length, now);
+}
+
+template <bool kWritten>
+Verdict Pipe::offer(Frame& frame, uint32_t length, int64_t now) {
   advance(now);
   ++counters_.frames_in;
-  counters_.bytes_in += frame.length;
+  counters_.bytes_in += length;
   Verdict verdict;
   // Decisions are drawn in a fixed order (loss, corruption, duplication,
   // then in admit() reordering and jitter) so the stream is reproducible.
-  if (loss_.lose(rng_)) return drop(frame, DropCause::kLoss, verdict);
-  if (!corrupt_.never() && corrupt_.draw(rng_) && frame.length > 0) {
-    verdict.corrupt_bit = static_cast<int64_t>(rng_.below(uint64_t{frame.length} * 8));
+  if (loss_.lose(rng_)) return drop(length, DropCause::kLoss, verdict);
+  if (!corrupt_.never() && corrupt_.draw(rng_) && length > 0) {
+    verdict.corrupt_bit = static_cast<int64_t>(rng_.below(uint64_t{length} * 8));
   }
   if (!duplicate_.never() && duplicate_.draw(rng_)) {
     verdict.duplicate = true;
     ++counters_.duplicated;
   }
-  return admit(frame, now, verdict);
+  return admit<kWritten>(frame, length, now, verdict);
+}
+
+void Pipe::enqueue_burst(Frame* const* frames, const uint32_t* lengths, unsigned n, int64_t now) {
+  advance(now);
+  uint64_t bytes = 0;
+  for (unsigned i = 0; i < n; ++i) bytes += lengths[i];
+  counters_.frames_in += n;
+  counters_.bytes_in += bytes;
+  held_frames_ += n;
+  held_bytes_ += bytes;
+  // No jitter: one departure for the burst, as each frame in turn would get.
+  const int64_t departure = departure_after(now, 0);
+  const DenseWire::Stamps stamps{now, 0};
+  refill();
+  if (delay_line_.empty() && dense_.push_burst(frames, lengths, n, departure, stamps)) return;
+  for (unsigned i = 0; i < n; ++i) put_on_wire(*frames[i], lengths[i], departure, stamps);
 }
 
 Verdict Pipe::enqueue_duplicate(Frame& frame, int64_t now) {
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += frame.length;
-  return admit(frame, now, Verdict{});
+  return admit<true>(frame, frame.length, now, Verdict{});
 }
 
-Verdict Pipe::drop(const Frame& frame, DropCause cause, Verdict verdict) {
+Verdict Pipe::drop(uint32_t length, DropCause cause, Verdict verdict) {
   auto i = static_cast<size_t>(cause);
   ++counters_.frames_dropped[i];
-  counters_.bytes_dropped[i] += frame.length;
+  counters_.bytes_dropped[i] += length;
   verdict.accepted = false;
   verdict.cause = cause;
   verdict.corrupt_bit = -1;
   return verdict;
 }
 
-Verdict Pipe::admit(Frame& frame, int64_t now, Verdict verdict) {
-  frame.arrival_ns = now;
-  frame.express = !reorder_.never() && reorder_.draw(rng_);
-  frame.extra_delay_ns = config_.jitter_ns ? draw_jitter() : 0;
+template <bool kWritten>
+Verdict Pipe::admit(Frame& frame, uint32_t length, int64_t now, Verdict verdict) {
+  const bool express = !reorder_.never() && reorder_.draw(rng_);
+  const int64_t extra_delay = config_.jitter_ns ? draw_jitter() : 0;
+  const auto write = [&] {
+    frame.length = length;
+    frame.arrival_ns = now;
+    frame.express = express;
+    frame.extra_delay_ns = extra_delay;
+  };
 
   if (config_.rate_bps == 0) {
     // Unlimited rate: no serialization, straight onto the wire. (advance()
     // has emptied the bottleneck: with no rate its frames take no time.)
-    frame.ready_ns = now;
-    put_on_wire(frame);
-  } else {
-    if (queued_frames_ >= limit_frames_) return drop(frame, DropCause::kQueueFrames, verdict);
-    if (queued_bytes_ + frame.length > limit_bytes_) {
-      return drop(frame, DropCause::kQueueBytes, verdict);
+    if (kWritten || express) {
+      write();
+      frame.ready_ns = now;
+      put_on_wire(frame);
+    } else {
+      put_on_wire(frame, length, departure_after(now, extra_delay), {now, extra_delay});
     }
+  } else {
+    if (queued_frames_ >= limit_frames_) return drop(length, DropCause::kQueueFrames, verdict);
+    if (queued_bytes_ + length > limit_bytes_) return drop(length, DropCause::kQueueBytes, verdict);
+    write();
     frame.stage = FrameStage::kBottleneck;
     bool idle = bottleneck_.empty();
     bottleneck_.push_back(frame);
     ++queued_frames_;
-    queued_bytes_ += frame.length;
+    queued_bytes_ += length;
     if (idle) start_serialization(frame);
   }
   ++held_frames_;
-  held_bytes_ += frame.length;
+  held_bytes_ += length;
   if (verdict.corrupt_bit >= 0) ++counters_.corrupted;
   verdict.accepted = true;
   return verdict;
@@ -149,13 +185,22 @@ void Pipe::put_on_wire(Frame& frame) {
     ++counters_.reordered;
     return;
   }
-  int64_t departure = frame.ready_ns + config_.delay_ns + frame.extra_delay_ns;
-  // Jitter never makes a frame leave before it was serialized, nor before
-  // the frame ahead of it.
-  departure = std::max({departure, frame.ready_ns, last_departure_ns_});
-  last_departure_ns_ = departure;
-  frame.departure_ns = departure;
+  frame.departure_ns = departure_after(frame.ready_ns, frame.extra_delay_ns);
   frame.stage = FrameStage::kDelayLine;
+  delay_line_.push_back(frame);
+}
+
+void Pipe::put_on_wire(Frame& frame, uint32_t length, int64_t departure_ns,
+                       DenseWire::Stamps stamps) {
+  refill();
+  if (delay_line_.empty() && dense_.push_unwritten(frame, length, departure_ns, stamps)) return;
+  frame.length = length;
+  frame.stage = FrameStage::kDelayLine;
+  frame.express = false;
+  frame.arrival_ns = stamps.arrival_ns;
+  frame.ready_ns = stamps.arrival_ns;
+  frame.extra_delay_ns = stamps.extra_delay_ns;
+  frame.departure_ns = departure_ns;
   delay_line_.push_back(frame);
 }
 
@@ -176,41 +221,51 @@ int64_t Pipe::draw_jitter() {
   return static_cast<int64_t>((z * j) >> 32);
 }
 
-unsigned Pipe::dequeue(int64_t now, Frame** out, unsigned max) {
+namespace {
+// Hands the head of a list on as the next frame out.
+Frame& take_head(FrameList& list, Frame** out, int64_t* departures, int64_t* arrivals,
+                 unsigned& n, uint64_t& bytes) {
+  Frame& f = list.front();
+  list.pop_front();
+  bytes += f.length;
+  if (departures) departures[n] = f.departure_ns;
+  if (arrivals) arrivals[n] = DenseWire::kWritten;  // frames in a list are written
+  out[n++] = &f;
+  return f;
+}
+}  // namespace
+
+unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned max,
+                       int64_t* arrivals) {
   advance(now);
   unsigned n = 0;
   uint64_t bytes = 0;
   if (express_.empty()) {
-    // The common case: one FIFO in departure order. Its frames were written
-    // one delay ago and are cold: a cursor runs kLookahead frames ahead of
-    // the head and prefetches, so the head is in cache when it is due.
-    while (n < max && !delay_line_.empty()) {
-      Frame& f = delay_line_.front();
-      if (f.departure_ns > now) break;
-      delay_line_.pop_front();
-      bytes += f.length;
-      out[n++] = &f;
-      advance_lookahead(&f);
+    // The common case: the delay line alone, in departure order; first its
+    // dense rings, read without touching a frame, then its list.
+    n = dense_.pop_due(now, out, departures, max, bytes, arrivals);
+    if (dense_.empty()) {
+      while (n < max && !delay_line_.empty() && delay_line_.front().departure_ns <= now) {
+        advance_lookahead(&take_head(delay_line_, out, departures, arrivals, n, bytes));
+      }
     }
   } else {
     while (n < max) {
-      bool wire = !delay_line_.empty() && delay_line_.front().departure_ns <= now;
+      const int64_t line = delay_line_head_ns();
+      bool wire = line <= now;
       bool express = !express_.empty() && express_.front().departure_ns <= now;
-      FrameList* from;
-      if (wire && express) {
-        from = express_.front().departure_ns < delay_line_.front().departure_ns ? &express_
-                                                                                 : &delay_line_;
-      } else if (wire) {
-        from = &delay_line_;
+      if (wire && (!express || line <= express_.front().departure_ns)) {
+        if (dense_.empty()) {
+          take_head(delay_line_, out, departures, arrivals, n, bytes);
+        } else {
+          n += dense_.pop_due(now, out + n, departures ? departures + n : nullptr, 1, bytes,
+                              arrivals ? arrivals + n : nullptr);
+        }
       } else if (express) {
-        from = &express_;
+        take_head(express_, out, departures, arrivals, n, bytes);
       } else {
         break;
       }
-      Frame& f = from->front();
-      from->pop_front();
-      bytes += f.length;
-      out[n++] = &f;
     }
   }
   counters_.frames_out += n;
@@ -220,6 +275,17 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, unsigned max) {
   return n;
 }
 
+void Pipe::refill_slow() {
+  for (unsigned i = 0; i < kRefill && !delay_line_.empty(); ++i) {
+    Frame& f = delay_line_.front();
+    if (!dense_.push_written(f, f.length, f.departure_ns)) return;
+    delay_line_.pop_front();
+    advance_lookahead(&f);
+  }
+}
+
+// Frames in the list were written one delay ago and are cold: a cursor runs
+// kLookahead frames ahead of the head and prefetches.
 void Pipe::advance_lookahead(const Frame* popped) {
   if (lookahead_ == popped || lookahead_ == nullptr) {
     // (Re)start from the new head: those frames are few or recent.
@@ -237,9 +303,20 @@ void Pipe::advance_lookahead(const Frame* popped) {
   __builtin_prefetch(lookahead_);
 }
 
+void Pipe::reserve(uint32_t frames) {
+  if (frames <= dense_.capacity()) return;
+  DenseWire bigger(frames);
+  dense_.for_each([&](Frame& f) { bigger.push_written(f, f.length, f.departure_ns); });
+  dense_ = std::move(bigger);
+}
+
+int64_t Pipe::delay_line_head_ns() const {
+  if (!dense_.empty()) return dense_.head_departure_ns();
+  return delay_line_.empty() ? kNever : delay_line_.front().departure_ns;
+}
+
 int64_t Pipe::next_event_ns() const {
-  int64_t next = kNever;
-  if (!delay_line_.empty()) next = delay_line_.front().departure_ns;
+  int64_t next = delay_line_head_ns();
   if (!express_.empty()) next = std::min(next, express_.front().departure_ns);
   if (!bottleneck_.empty()) next = std::min(next, bottleneck_.front().ready_ns);
   return next;
@@ -290,10 +367,15 @@ void Pipe::set_state(const PipeState& s) {
   counters_ = s.counters;
 }
 
+int64_t Pipe::delay_line_tail_ns() const {
+  if (!delay_line_.empty()) return delay_line_.back().departure_ns;
+  return dense_.empty() ? std::numeric_limits<int64_t>::min() : dense_.tail_departure_ns();
+}
+
 Status Pipe::restore_frame(Frame& frame) {
   lookahead_ = nullptr;
   FrameList* list;
-  int64_t key;
+  int64_t key, last_key;
   switch (frame.stage) {
     case FrameStage::kBottleneck:
       if (config_.rate_bps == 0) {
@@ -301,25 +383,24 @@ Status Pipe::restore_frame(Frame& frame) {
       }
       list = &bottleneck_;
       key = frame.arrival_ns;
+      last_key = list->empty() ? key : list->back().arrival_ns;
       break;
     case FrameStage::kDelayLine:
       list = &delay_line_;
       key = frame.departure_ns;
+      last_key = delay_line_tail_ns();
       break;
     case FrameStage::kExpress:
       list = &express_;
       key = frame.departure_ns;
+      last_key = list->empty() ? key : list->back().departure_ns;
       break;
     default:
       return invalid_argument("unknown frame stage " + std::to_string(int(frame.stage)));
   }
-  if (!list->empty()) {
-    const Frame& last = list->back();
-    int64_t last_key = frame.stage == FrameStage::kBottleneck ? last.arrival_ns : last.departure_ns;
-    if (key < last_key) {
-      return invalid_argument("frames out of order: " + std::to_string(key) + " ns after " +
-                              std::to_string(last_key) + " ns");
-    }
+  if (key < last_key) {
+    return invalid_argument("frames out of order: " + std::to_string(key) + " ns after " +
+                            std::to_string(last_key) + " ns");
   }
   list->push_back(frame);
   if (frame.stage == FrameStage::kBottleneck) {
@@ -347,7 +428,19 @@ FrameList* list_of(FrameStage stage, FrameList& bottleneck, FrameList& delay_lin
 }
 }  // namespace
 
+void Pipe::count_removed(uint32_t length) {
+  held_frames_ -= 1;
+  held_bytes_ -= length;
+  ++counters_.frames_dropped[static_cast<size_t>(DropCause::kRemoved)];
+  counters_.bytes_dropped[static_cast<size_t>(DropCause::kRemoved)] += length;
+}
+
 Status Pipe::remove_frame(Frame& frame) {
+  uint32_t length = 0;
+  if (frame.stage == FrameStage::kDelayLine && dense_.remove(frame, length)) {
+    count_removed(length);
+    return Status::ok();
+  }
   FrameList* list = list_of(frame.stage, bottleneck_, delay_line_, express_);
   if (list == nullptr) return invalid_argument("frame has no valid stage");
   // Find its predecessor: slists unlink after a position.
@@ -357,8 +450,7 @@ Status Pipe::remove_frame(Frame& frame) {
     const bool was_head = it == list->begin();
     list->erase_after(prev);
     lookahead_ = nullptr;
-    held_frames_ -= 1;
-    held_bytes_ -= frame.length;
+    count_removed(frame.length);
     if (frame.stage == FrameStage::kBottleneck) {
       --queued_frames_;
       queued_bytes_ -= frame.length;
@@ -366,8 +458,6 @@ Status Pipe::remove_frame(Frame& frame) {
       // have started.
       if (was_head && !bottleneck_.empty()) start_serialization(bottleneck_.front());
     }
-    ++counters_.frames_dropped[static_cast<size_t>(DropCause::kRemoved)];
-    counters_.bytes_dropped[static_cast<size_t>(DropCause::kRemoved)] += frame.length;
     return Status::ok();
   }
   return not_found("the frame is not held by this pipe");
@@ -403,6 +493,15 @@ Status Pipe::inject_frame(Frame& frame, int64_t departure_ns, int64_t now) {
 }
 
 void Pipe::resize_frame(Frame& frame, uint32_t new_length) {
+  if (frame.stage == FrameStage::kDelayLine && !dense_.set_length(frame, new_length)) {
+    // Too long for a slot (or in the list already): it and every frame
+    // behind it on the dense wire move to the head of the list, in order.
+    FrameList moved;
+    if (dense_.split_at(frame, [&](Frame& f) { moved.push_back(f); })) {
+      delay_line_.splice_after(delay_line_.before_begin(), moved);
+      lookahead_ = nullptr;
+    }
+  }
   held_bytes_ = held_bytes_ - frame.length + new_length;
   if (frame.stage == FrameStage::kBottleneck) {
     queued_bytes_ = queued_bytes_ - frame.length + new_length;

@@ -7,9 +7,11 @@
 // arrival, in a fixed order, from the pipe's own generator, so the schedule
 // depends only on arrival times and never on how often the pipe is polled.
 //
-// Frames are never allocated or copied here: the pipe links the caller's
-// Frame objects into three intrusive FIFOs and hands them back on departure
-// or drop. Single-threaded; the owning lcore calls everything.
+// Frames are never allocated or copied here: the pipe holds the caller's
+// Frame objects in three FIFOs (bottleneck, delay line, express path) of
+// intrusive lists, and in dense rings beside them for the frames whose
+// Frame the caller does not write (dense_wire.h), and hands them back on
+// departure or drop. Single-threaded; the owning lcore calls everything.
 #pragma once
 
 #include <array>
@@ -17,6 +19,7 @@
 #include <limits>
 
 #include "common/status.h"
+#include "link-emulator/dense_wire.h"
 #include "link-emulator/frame.h"
 #include "link-emulator/loss_process.h"
 #include "link-emulator/pipe_config.h"
@@ -86,13 +89,57 @@ class Pipe {
   // frame.length must be set; the pipe writes the rest.
   Verdict enqueue(Frame& frame, int64_t now);
 
+  // The same for a frame whose Frame the caller has not written (a cold
+  // mbuf's private area): the length comes apart, and the pipe writes the
+  // Frame only where it must (bottleneck, express path, a full dense wire).
+  // A frame of an unlimited-rate pipe may leave with its Frame unwritten:
+  // its departure time comes back from dequeue(), and for_each_frame()
+  // writes it before a visitor sees it.
+  Verdict enqueue(Frame& frame, uint32_t length, int64_t now);
+
+  // No rate, no jitter, no random decision: every frame arriving at one
+  // instant meets the same fate, so a burst can be taken whole.
+  bool plain() const { return plain_; }
+  // n frames arriving at now on a plain() pipe, Frames unwritten: exactly
+  // what n calls of enqueue(frame, length, now) would do (all accepted).
+  void enqueue_burst(Frame* const* frames, const uint32_t* lengths, unsigned n, int64_t now);
+
   // A copy the caller made after Verdict::duplicate: enqueued like a new
   // arrival but never lost or duplicated again (as netem does).
   Verdict enqueue_duplicate(Frame& frame, int64_t now);
 
   // Moves up to max frames whose departure time is <= now into out, in
-  // departure order. Returns how many.
-  unsigned dequeue(int64_t now, Frame** out, unsigned max);
+  // departure order. Returns how many. departures, if given, receives each
+  // frame's departure time (the only place it is found for a frame that
+  // left unwritten); arrivals, if given, each unwritten frame's arrival
+  // time (DenseWire::kWritten for a frame whose Frame holds its stamps), so
+  // a caller that must keep a frame after all (its port refused it) can
+  // write its Frame with write_departed().
+  unsigned dequeue(int64_t now, Frame** out, unsigned max) {
+    return dequeue(now, out, nullptr, max);
+  }
+  unsigned dequeue(int64_t now, Frame** out, int64_t* departures, unsigned max,
+                   int64_t* arrivals = nullptr);
+  // Cold: makes a frame dequeue() handed out hold its stamps, as a frame
+  // at the head of the delay line (its ready time is its arrival; an
+  // unwritten frame's jitter is not known any more and is recorded as 0).
+  static void write_departed(Frame& frame, uint32_t length, int64_t departure_ns,
+                             int64_t arrival_ns) {
+    frame.length = length;
+    frame.departure_ns = departure_ns;
+    frame.stage = FrameStage::kDelayLine;
+    if (arrival_ns == DenseWire::kWritten) return;
+    frame.express = false;
+    frame.arrival_ns = arrival_ns;
+    frame.ready_ns = arrival_ns;
+    frame.extra_delay_ns = 0;
+  }
+
+  // Room on the dense wire for at least `frames` unwritten frames (beyond
+  // it they are written and wait in the list: correct, slower). Allocates:
+  // only from the thread that owns the pipe, never on the hot path.
+  void reserve(uint32_t frames);
+  uint32_t wire_capacity() const { return dense_.capacity(); }
 
   // Earliest virtual time at which dequeue() could return a frame, or kNever
   // when the pipe is empty. For idle back-off.
@@ -117,9 +164,11 @@ class Pipe {
   // visited in the order they will leave each stage.
   PipeState state() const;
   void set_state(const PipeState& state);
+  // Frames on the dense wire have their Frame written first.
   template <typename Visitor>
   void for_each_frame(Visitor&& visit) const {
     for (const Frame& f : bottleneck_) visit(f);
+    dense_.for_each([&](const Frame& f) { visit(f); });
     for (const Frame& f : delay_line_) visit(f);
     for (const Frame& f : express_) visit(f);
   }
@@ -140,6 +189,7 @@ class Pipe {
   template <typename Release>
   void clear(Release&& release) {
     lookahead_ = nullptr;
+    dense_.clear(release);
     for (FrameList* list : {&bottleneck_, &delay_line_, &express_}) {
       while (!list->empty()) {
         Frame& f = list->front();
@@ -156,22 +206,51 @@ class Pipe {
  private:
   explicit Pipe(const PipeConfig& config);
 
-  Verdict admit(Frame& frame, int64_t now, Verdict verdict);
+  template <bool kWritten>
+  Verdict offer(Frame& frame, uint32_t length, int64_t now);
+  template <bool kWritten>
+  Verdict admit(Frame& frame, uint32_t length, int64_t now, Verdict verdict);
   // Moves frames whose serialization ended by now onto the wire. Inline
   // check, out-of-line work: most calls find nothing to move.
   void advance(int64_t now) {
     if (!bottleneck_.empty() && bottleneck_.front().ready_ns <= now) advance_slow(now);
   }
   void advance_slow(int64_t now);
+  // Moves frames of the list part of the delay line into its dense part
+  // while that has room, so that unwritten frames can follow (they go to
+  // the dense part only behind nothing in the list).
+  void refill() {
+    if (!delay_line_.empty()) refill_slow();
+  }
+  void refill_slow();
   void advance_lookahead(const Frame* popped);
   static void insert_sorted(FrameList& list, Frame& frame);
   static constexpr unsigned kLookahead = 8;
+  static constexpr unsigned kRefill = 64;
+  static constexpr uint32_t kDefaultWireFrames = 4096;
   void start_serialization(Frame& head);
   int64_t serialization_ns(uint32_t length);
+  // A written frame leaves the bottleneck (or arrives at an unlimited-rate
+  // pipe): express path or the delay line's list.
   void put_on_wire(Frame& frame);
+  // An unwritten frame onto the delay line's dense part; the Frame is
+  // written only if it must wait in the list.
+  void put_on_wire(Frame& frame, uint32_t length, int64_t departure_ns, DenseWire::Stamps stamps);
+  // The departure of a frame ready (serialized) at ready_ns: delay and
+  // jitter, but never before it was serialized, nor before the frame ahead.
+  int64_t departure_after(int64_t ready_ns, int64_t extra_delay_ns) {
+    int64_t departure = ready_ns + config_.delay_ns + extra_delay_ns;
+    if (departure < ready_ns) departure = ready_ns;
+    if (departure < last_departure_ns_) departure = last_departure_ns_;
+    last_departure_ns_ = departure;
+    return departure;
+  }
+  int64_t delay_line_head_ns() const;  // kNever when empty
+  int64_t delay_line_tail_ns() const;
   int64_t draw_jitter();
   void apply_config(const PipeConfig& config);
-  Verdict drop(const Frame& frame, DropCause cause, Verdict verdict);
+  Verdict drop(uint32_t length, DropCause cause, Verdict verdict);
+  void count_removed(uint32_t length);
 
   PipeConfig config_;
   PipeCounters counters_;
@@ -182,8 +261,14 @@ class Pipe {
   uint32_t limit_frames_ = 0;
   uint64_t limit_bytes_ = 0;
 
+  bool plain_ = false;
+
   FrameList bottleneck_;  // arrival order; the head is in serialization
-  FrameList delay_line_;  // departure order
+  // The delay line, in departure order: first dense_ (unwritten frames,
+  // and written ones moved in ahead of them), then delay_line_ (written
+  // frames, and unwritten ones when dense_ was full).
+  DenseWire dense_;
+  FrameList delay_line_;
   FrameList express_;     // departure order, skipping the delay line
   uint32_t queued_frames_ = 0;
   uint64_t queued_bytes_ = 0;
@@ -192,7 +277,7 @@ class Pipe {
   int64_t link_free_ns_ = 0;
   uint64_t serialization_carry_ = 0;
   int64_t last_departure_ns_ = std::numeric_limits<int64_t>::min();
-  const Frame* lookahead_ = nullptr;  // prefetch cursor in the delay line
+  const Frame* lookahead_ = nullptr;  // prefetch cursor in delay_line_
 };
 
 }  // namespace amber::link

@@ -43,6 +43,26 @@ inline void drain(Pipe& pipe, FramePool& pool, int64_t now, std::vector<Departur
   }
 }
 
+// The frames a pipe holds, in for_each_frame() order, as handles for
+// surgery and restores.
+inline std::vector<Frame*> held_frames(const Pipe& pipe) {
+  std::vector<Frame*> held;
+  pipe.for_each_frame([&](const Frame& f) { held.push_back(const_cast<Frame*>(&f)); });
+  return held;
+}
+
+// What a checkpoint restore does: a fresh pipe with from's state and held
+// frames; from is left empty.
+inline Pipe restore_into_fresh(Pipe& from) {
+  Pipe to = make_pipe(from.config());
+  to.set_state(from.state());
+  std::vector<Frame*> held = held_frames(from);
+  from.clear([](Frame&) {});
+  for (Frame* f : held) EXPECT_TRUE(to.restore_frame(*f).is_ok());
+  EXPECT_EQ(to.held_frames(), held.size());
+  return to;
+}
+
 // Enqueues frames arriving at the given times (sorted) with the given
 // length, polls the pipe at every arrival and at every event until empty.
 inline std::vector<Departure> run(Pipe& pipe, FramePool& pool, const std::vector<int64_t>& arrivals,

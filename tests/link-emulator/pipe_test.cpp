@@ -367,13 +367,7 @@ TEST(Pipe, StateAndFramesRestoreIntoAFreshPipeWithAnIdenticalFuture) {
     first.enqueue(pool[i], arrivals[i]);
   }
   ASSERT_GT(first.held_frames(), 10u);
-  Pipe second = make_pipe(c);
-  second.set_state(first.state());
-  std::vector<Frame*> held;
-  first.for_each_frame([&](const Frame& f) { held.push_back(const_cast<Frame*>(&f)); });
-  first.clear([](Frame&) {});
-  for (Frame* f : held) ASSERT_TRUE(second.restore_frame(*f).is_ok());
-  EXPECT_EQ(second.held_frames(), held.size());
+  Pipe second = testing::restore_into_fresh(first);
   for (size_t i = cut; i < arrivals.size(); ++i) {
     testing::drain(second, pool, arrivals[i], got);
     pool[i].length = 1000;
