@@ -9,6 +9,11 @@
 #   bench/run.sh clock      clock-sync: firing error, ptp4l offsets (root)
 #   bench/run.sh vm         vm-checkpoint: stop, save, restore, 4-VM skew (root)
 #   bench/run.sh netem      amber vs netem in a bridge VM (root, ~3 min; not in "all")
+#   bench/run.sh transparency [DIR]
+#                           the transparency evaluation: 20 checkpoints of two VMs
+#                           and the delay node vs baseline and naive (root, ~13 min;
+#                           not in "all"); the report goes to DIR (default
+#                           build/transparency-DATE)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${AMBER_BUILD_DIR:-build}
@@ -58,4 +63,12 @@ fi
 
 if [ "$what" = netem ]; then
   python3 bench/netem_vm.py "$build_dir"
+fi
+
+if [ "$what" = transparency ]; then
+  out=${2:-$build_dir/transparency-$(date +%Y%m%d-%H%M%S)}
+  machine
+  scripts/build-guest.sh "$build_dir"
+  /usr/bin/python3 bench/transparency/evaluate.py "$build_dir" "$out" --duration 105 --interval 5 \
+    --runs baseline,amber,naive,baseline --restore 3
 fi

@@ -235,6 +235,7 @@ class Experiment:
         self.node_address = f"unix:{self.dir}/dn.sock"
         self.vmhost_address = f"unix:{self.dir}/vmhost.sock"
         self.run_dir = os.path.join(self.dir, "vms")
+        self.host_id = "h1"
         self.vhost = [os.path.join(self.dir, f"vhost{i}.sock") for i in range(2)]
         self.ptp = None
         self.node = self.vmhost = self.controller = None
@@ -283,7 +284,8 @@ class Experiment:
     def _vmhost_text(self, vm_mib, append):
         guest = os.path.join(self.build, "guest")
         ptp = f'ptp_socket: "{self.ptp.socket}"\nsync_mode: "free_running"\n' if self.ptp else ""
-        text = (f'host_id: "h1"\nlisten: "{self.vmhost_address}"\nrun_dir: "{self.run_dir}"\n{ptp}'
+        text = (f'host_id: "{self.host_id}"\nlisten: "{self.vmhost_address}"\n'
+                f'run_dir: "{self.run_dir}"\n{ptp}'
                 "max_offset_step_ns: 300000\n")
         for i in range(2):
             vm = f"vm{i + 1}"
@@ -309,6 +311,21 @@ class Experiment:
         self.vmhost = Process(argv, os.path.join(self.dir, "vmhost.log"), "listening on",
                               "amber-vmhost", timeout=120)
 
+    def move_to_host(self, host_id, vm_mib=256, append=("", "")):
+        """Retires the VM-host agent and starts another (its own id, socket
+        and run folder) for the same VMs, waiting for a restore: a
+        checkpoint can then be restored onto it. The topology is rewritten;
+        restart the controller to use it."""
+        self.vmhost.stop()
+        self.host_id = host_id
+        self.vmhost_address = f"unix:{self.dir}/{host_id}.sock"
+        self.run_dir = os.path.join(self.dir, f"vms-{host_id}")
+        self.consoles = {}
+        self.vmhost_config = os.path.join(self.dir, f"{host_id}.conf")
+        with open(self.vmhost_config, "w") as f:
+            f.write(self._vmhost_text(vm_mib, append))
+        self.start_vmhost(boot=False)
+
     def write_topology(self, extra=""):
         ptp = (f'ptp_socket: "{self.ptp.socket}"\nsync_mode: "free_running"\n' if self.ptp
                else "allow_unsynchronized: true\n")
@@ -316,7 +333,8 @@ class Experiment:
             f.write(f'experiment: "e2e"\nlisten: "{self.controller_address}"\n'
                     f'store: "{self.store}"\n{ptp}'
                     f'delay_node {{ id: "dn1" address: "{self.node_address}" link: "lfn" }}\n'
-                    f'vm_host {{ id: "h1" address: "{self.vmhost_address}" vm: "vm1" vm: "vm2" }}\n'
+                    f'vm_host {{ id: "{self.host_id}" address: "{self.vmhost_address}" '
+                    'vm: "vm1" vm: "vm2" }\n'
                     f"{extra}\n")
 
     def start_controller(self):

@@ -77,6 +77,8 @@ class Background:
 
 
 class ControllerEndToEnd(unittest.TestCase):
+    exp = None
+
     @classmethod
     def setUpClass(cls):
         cls.exp = Experiment(BUILD, topology_extra=DEADLINES)
@@ -84,7 +86,7 @@ class ControllerEndToEnd(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.exp.close()
+        pass  # RestoreOntoAnotherHost goes on with it; main() closes it
 
     def setUp(self):
         # Every case starts (and must end) with the experiment running.
@@ -304,12 +306,42 @@ trigger {{ name: "frame" frame {{ delay_node: "dn1" link: "lfn" hex: "{pattern}"
         self.assert_running_and_clean()
 
 
+class RestoreOntoAnotherHost(unittest.TestCase):
+    """A swapped-out experiment comes back on another VM host: the topology
+    maps the VMs there (runs after the class above, on its experiment)."""
+
+    def test_swap_in_on_another_host(self):
+        e = ControllerEndToEnd.exp
+        lab.wait_for(lambda: e.vm_states() == {"vm1": "running", "vm2": "running"}, 60,
+                     "both VMs running")
+        e.console("vm1").run("echo moved-state > /tmp/marker")
+        m = e.ctl("checkpoint", "--swap-out", "--label", "before the move")
+        e.move_to_host("h2")
+        e.restart_controller(DEADLINES)
+        lab.wait_for(e.clocks_trustworthy, 30, "the clocks")
+        self.assertEqual(e.vm_states(), {"vm1": "absent", "vm2": "absent"})
+        r = e.ctl("restore", m["id"])
+        self.assertEqual(r["id"], m["id"])
+        status = e.ctl("status")
+        hosts = [a for a in status["agents"] if a["kind"] == "vm host"]
+        self.assertEqual([h["id"] for h in hosts], ["h2"])
+        self.assertEqual(sorted(hosts[0]["vms"]), ["vm1 running", "vm2 running"])
+        # The guest's memory came along, and the link works.
+        self.assertEqual(e.console("vm1").run("cat /tmp/marker").strip(), "moved-state")
+        out = e.console("vm1").run("ping -c 5 -i 0.2 -W 5 10.88.0.2", timeout=60)
+        self.assertEqual(ping_loss(out), 0, out)
+
+
 def main():
     global BUILD
     BUILD, code = lab.test_main(__doc__, tools=("ip", "ptp4l", "qemu-system-x86_64"))
     if code is not None:
         return code
-    return lab.run_cases()
+    try:
+        return lab.run_cases()
+    finally:
+        if ControllerEndToEnd.exp:
+            ControllerEndToEnd.exp.close()
 
 
 if __name__ == "__main__":
