@@ -1,7 +1,7 @@
 #include "controller/files.h"
 
 #include <fcntl.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "common/strings.h"
@@ -67,8 +69,11 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
 Result<std::string> sha256_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return not_found(cat(path, ": cannot open: ", std::strerror(errno)));
-  SHA256_CTX ctx;
-  SHA256_Init(&ctx);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    ::close(fd);
+    return unavailable(cat(path, ": cannot start a SHA-256 digest (OpenSSL)"));
+  }
   std::vector<char> buffer(1 << 20);
   for (;;) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
@@ -79,14 +84,15 @@ Result<std::string> sha256_file(const std::string& path) {
       return data_loss(cat(path, ": read failed: ", std::strerror(err)));
     }
     if (n == 0) break;
-    SHA256_Update(&ctx, buffer.data(), static_cast<size_t>(n));
+    EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<size_t>(n));
   }
   ::close(fd);
-  std::array<unsigned char, SHA256_DIGEST_LENGTH> digest;
-  SHA256_Final(digest.data(), &ctx);
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest;
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest.data(), &length);
   std::string hex;
   static const char* kDigits = "0123456789abcdef";
-  for (unsigned char b : digest) {
+  for (unsigned char b : std::span(digest.data(), length)) {
     hex.push_back(kDigits[b >> 4]);
     hex.push_back(kDigits[b & 15]);
   }
