@@ -37,14 +37,17 @@ def sha256(path):
 
 
 def fill(path):
-    """Writes to `path` until the filesystem is full."""
-    block = b"\xa5" * (1 << 20)
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(block)
-        except OSError:
-            pass
+    """Takes all the free space of the filesystem holding `path` within
+    milliseconds (posix_fallocate in shrinking steps), so a save running
+    meanwhile cannot finish first."""
+    with open(path, "wb") as f:
+        size, step = 0, 64 << 20
+        while step >= 4096:
+            try:
+                os.posix_fallocate(f.fileno(), size, step)
+                size += step
+            except OSError:
+                step //= 2
 
 
 def ping_loss(output):
