@@ -3,10 +3,12 @@
 //     with the idle loop sleeping (default) and spinning;
 //  2. save and restore of a node holding 1 Gbit/s x 500 ms per direction
 //     (2 x 41,667 frames of 1500 B, 125 MB), from and into mbufs, to a file
-//     in the page cache.
+//     in the page cache, median and range of --rounds rounds (default 7).
 //
-//   node_bench [--freezes N] [--frames-per-pipe N] [--dir DIR]   (root: hugepages)
+//   node_bench [--freezes N] [--frames-per-pipe N] [--dir DIR] [--rounds N]   (root: hugepages)
+#include <rte_cycles.h>
 #include <rte_eal.h>
+#include <rte_launch.h>
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
@@ -57,6 +59,54 @@ std::unique_ptr<DelayNode> start_node(const Ports& p, const std::string& pipe,
   return amber::bench::start_bench_node(p.a, p.b, pipe, idle);
 }
 
+// How often the machine itself takes the worker lcore away: spin on the
+// TSC for a second and collect every gap between two reads longer than
+// 1 us (an interrupt, a host descheduling the vCPU). A freeze instant that
+// falls into such a gap is seen late by up to the gap, whatever the node
+// does; the share of time inside gaps longer than 10 us is the chance that
+// a freeze at a random instant misses the 10 us target.
+struct Noise {
+  uint64_t gaps_over_1us = 0, gaps_over_10us = 0;
+  double late_10us_share = 0;  // of the spin's time, inside a gap more than 10 us from its end
+  double max_gap_ns = 0;
+};
+
+int spin_for_noise(void* arg) {
+  auto* noise = static_cast<Noise*>(arg);
+  const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
+  const uint64_t start = rte_rdtsc();
+  const uint64_t end = start + rte_get_tsc_hz();
+  uint64_t last = start, late_cycles = 0;
+  const uint64_t c1 = rte_get_tsc_hz() / 1'000'000, c10 = 10 * c1;
+  while (last < end) {
+    const uint64_t now = rte_rdtsc();
+    const uint64_t gap = now - last;
+    if (gap > c1) {
+      ++noise->gaps_over_1us;
+      if (gap > c10) {
+        ++noise->gaps_over_10us;
+        late_cycles += gap - c10;
+      }
+      noise->max_gap_ns = std::max(noise->max_gap_ns, static_cast<double>(gap) * ns_per_cycle);
+    }
+    last = now;
+  }
+  noise->late_10us_share = static_cast<double>(late_cycles) / static_cast<double>(last - start);
+  return 0;
+}
+
+void machine_noise() {
+  const unsigned lcore = rte_get_next_lcore(-1, 1, 0);
+  Noise noise;
+  if (lcore >= RTE_MAX_LCORE || rte_eal_remote_launch(spin_for_noise, &noise, lcore) != 0) return;
+  rte_eal_wait_lcore(lcore);
+  std::printf("| the machine: TSC gaps on the worker lcore, 1 s spin | %llu gaps > 1 us, %llu > 10 us | "
+              "%.4f %% of the time more than 10 us from a gap's end | | max %.0f ns |\n",
+              static_cast<unsigned long long>(noise.gaps_over_1us),
+              static_cast<unsigned long long>(noise.gaps_over_10us), 100 * noise.late_10us_share,
+              noise.max_gap_ns);
+}
+
 void freeze_latency(const char* idle, int freezes) {
   Ports p = make_ports(std::string("f") + idle, 1024);
   auto node = start_node(p, "delay: \"1ms\"", idle);
@@ -81,7 +131,7 @@ void freeze_latency(const char* idle, int freezes) {
               static_cast<long long>(lat.back()));
 }
 
-void save_restore(unsigned frames_per_pipe, const std::string& dir) {
+void save_restore(unsigned frames_per_pipe, const std::string& dir, int rounds) {
   Ports p = make_ports("s", 1u << 17);
   // The frames sit in the bottleneck queue: a save does not care where.
   auto node = start_node(p, "rate: \"1Gbit\" delay: \"500ms\" queue_frames: 200000", "10us");
@@ -114,31 +164,48 @@ void save_restore(unsigned frames_per_pipe, const std::string& dir) {
   const std::string image = dir + "/node_bench.img";
   amber::checkpoint::WriterOptions options;
   options.sync = false;  // page cache, as the target says
-  auto saved = amber::checkpoint::save_node(*node, image, options);
-  if (!saved) {
-    std::fprintf(stderr, "save: %s\n", saved.status().to_string().c_str());
-    return;
-  }
-  auto restored = amber::checkpoint::restore_node(*node, image);
-  if (!restored) {
-    std::fprintf(stderr, "restore: %s\n", restored.status().to_string().c_str());
-    return;
-  }
   amber::checkpoint::RestoreOptions no_verify;
   no_verify.verify_first = false;
-  auto restored_fast = amber::checkpoint::restore_node(*node, image, no_verify);
-  auto line = [&](const char* what, uint64_t frames, uint64_t bytes, int64_t ns) {
-    std::printf("| %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.2f Mframes/s |\n", what,
-                static_cast<unsigned long long>(frames), static_cast<double>(bytes) / 1e6,
-                static_cast<double>(ns) / 1e6, static_cast<double>(bytes) / 1e6 / (static_cast<double>(ns) / 1e9),
-                static_cast<double>(frames) / 1e6 / (static_cast<double>(ns) / 1e9));
-  };
-  line("save from mbufs", saved->frames, saved->bytes, saved->duration_ns);
-  line("restore into mbufs (verify first)", restored->frames, restored->bytes, restored->duration_ns);
-  if (restored_fast) {
-    line("restore into mbufs (no verify pass)", restored_fast->frames, restored_fast->bytes,
-         restored_fast->duration_ns);
+  // Each round saves to a new file (the page cache allocates it afresh) and
+  // restores it twice; the rounds show how much the page cache varies.
+  std::vector<int64_t> save_ns, restore_ns, restore_fast_ns;
+  uint64_t frames = 0, bytes = 0;
+  for (int round = 0; round < rounds; ++round) {
+    std::filesystem::remove(image);
+    auto saved = amber::checkpoint::save_node(*node, image, options);
+    if (!saved) {
+      std::fprintf(stderr, "save: %s\n", saved.status().to_string().c_str());
+      return;
+    }
+    auto restored = amber::checkpoint::restore_node(*node, image);
+    if (!restored) {
+      std::fprintf(stderr, "restore: %s\n", restored.status().to_string().c_str());
+      return;
+    }
+    auto restored_fast = amber::checkpoint::restore_node(*node, image, no_verify);
+    if (!restored_fast) {
+      std::fprintf(stderr, "restore: %s\n", restored_fast.status().to_string().c_str());
+      return;
+    }
+    frames = saved->frames;
+    bytes = saved->bytes;
+    save_ns.push_back(saved->duration_ns);
+    restore_ns.push_back(restored->duration_ns);
+    restore_fast_ns.push_back(restored_fast->duration_ns);
   }
+  auto line = [&](const char* what, std::vector<int64_t> ns) {
+    std::sort(ns.begin(), ns.end());
+    const double median = static_cast<double>(ns[ns.size() / 2]);
+    auto mbs = [&](double t) { return static_cast<double>(bytes) / 1e6 / (t / 1e9); };
+    std::printf("| %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.0f-%.0f MB/s | %.2f Mframes/s |\n",
+                what, static_cast<unsigned long long>(frames), static_cast<double>(bytes) / 1e6,
+                median / 1e6, mbs(median), mbs(static_cast<double>(ns.back())),
+                mbs(static_cast<double>(ns.front())),
+                static_cast<double>(frames) / 1e6 / (median / 1e9));
+  };
+  line("save from mbufs", save_ns);
+  line("restore into mbufs (verify first)", restore_ns);
+  line("restore into mbufs (no verify pass)", restore_fast_ns);
   std::filesystem::remove(image);
   node->stop();
   node->wait();
@@ -150,12 +217,14 @@ void save_restore(unsigned frames_per_pipe, const std::string& dir) {
 
 int main(int argc, char** argv) {
   int freezes = 100;
+  int rounds = 7;
   unsigned frames = 41'667;  // 62.5 MB of 1500 B frames per pipe
   std::string dir = "/tmp";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--freezes")) freezes = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--frames-per-pipe")) frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
+    if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
   }
   std::string prefix = "amb-node-bench-" + std::to_string(getpid());
   const char* eal[] = {"node_bench", "-l", "0-1", "--no-pci", "--in-memory", "--file-prefix",
@@ -165,10 +234,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("| measure | n | p50 | p99 | max |\n|---|---|---|---|---|\n");
+  machine_noise();
   freeze_latency("10us", freezes);
   freeze_latency("off", freezes);
-  std::printf("\n| operation (2 pipes, 1500 B frames) | frames | frame bytes | time | MB/s | Mframes/s |\n|---|---|---|---|---|---|\n");
-  save_restore(frames, dir);
+  std::printf("\n| operation (2 pipes, 1500 B frames), median of %d rounds | frames | frame bytes | time | MB/s | range over rounds | Mframes/s |\n|---|---|---|---|---|---|---|\n", rounds);
+  save_restore(frames, dir, rounds);
   rte_eal_cleanup();
   std::filesystem::remove_all("/var/run/dpdk/" + prefix);
   return 0;
