@@ -60,18 +60,74 @@ Result<link::Frame*> frame_at(Direction& d, uint64_t index) {
   return found;
 }
 
-Result<rte_mbuf*> mbuf_with(rte_mempool* pool, std::span<const uint8_t> bytes) {
-  rte_mbuf* m = rte_pktmbuf_alloc(pool);
-  if (m == nullptr) return resource_exhausted("the frame pool is empty");
-  char* data = rte_pktmbuf_append(m, static_cast<uint16_t>(bytes.size()));
-  if (data == nullptr || bytes.size() > UINT16_MAX) {
+// Copies bytes into m (a fresh mbuf); frees m if they do not fit.
+Result<rte_mbuf*> fill_mbuf(rte_mbuf* m, std::span<const uint8_t> bytes) {
+  char* data = bytes.size() > UINT16_MAX
+                   ? nullptr
+                   : rte_pktmbuf_append(m, static_cast<uint16_t>(bytes.size()));
+  if (data == nullptr) {
+    const uint16_t room = rte_pktmbuf_tailroom(m);
     rte_pktmbuf_free(m);
-    return invalid_argument(cat("a frame of ", bytes.size(), " bytes does not fit an mbuf of ",
-                                rte_pktmbuf_tailroom(m), " bytes"));
+    return invalid_argument(
+        cat("a frame of ", bytes.size(), " bytes does not fit an mbuf of ", room, " bytes"));
   }
   std::memcpy(data, bytes.data(), bytes.size());
   return m;
 }
+
+Result<rte_mbuf*> mbuf_with(rte_mempool* pool, std::span<const uint8_t> bytes) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool);
+  if (m == nullptr) return resource_exhausted("the frame pool is empty");
+  return fill_mbuf(m, bytes);
+}
+
+// Fresh mbufs for a restore, taken from the pool a batch at a time (one
+// at a time once the pool runs low); what is left goes back at the end.
+class MbufSupply {
+ public:
+  explicit MbufSupply(rte_mempool* pool) : pool_(pool) {}
+  ~MbufSupply() { rte_pktmbuf_free_bulk(mbufs_ + next_, count_ - next_); }
+  MbufSupply(const MbufSupply&) = delete;
+  MbufSupply& operator=(const MbufSupply&) = delete;
+
+  Result<rte_mbuf*> with(std::span<const uint8_t> bytes) {
+    if (next_ == count_) {
+      next_ = count_ = 0;
+      if (rte_pktmbuf_alloc_bulk(pool_, mbufs_, kBatch) == 0) {
+        count_ = kBatch;
+      } else if ((mbufs_[0] = rte_pktmbuf_alloc(pool_)) != nullptr) {
+        count_ = 1;
+      } else {
+        return resource_exhausted("the frame pool is empty");
+      }
+    }
+    return fill_mbuf(mbufs_[next_++], bytes);
+  }
+
+ private:
+  static constexpr unsigned kBatch = 64;
+  rte_mempool* pool_;
+  rte_mbuf* mbufs_[kBatch];
+  unsigned next_ = 0, count_ = 0;
+};
+
+// Frees the frames a pipe lets go (Pipe::clear) a batch at a time.
+class MbufRelease {
+ public:
+  ~MbufRelease() { rte_pktmbuf_free_bulk(mbufs_, count_); }
+  void operator()(link::Frame& f) {
+    mbufs_[count_++] = dataplane::mbuf_of(&f);
+    if (count_ == kBatch) {
+      rte_pktmbuf_free_bulk(mbufs_, count_);
+      count_ = 0;
+    }
+  }
+
+ private:
+  static constexpr unsigned kBatch = 64;
+  rte_mbuf* mbufs_[kBatch];
+  unsigned count_ = 0;
+};
 
 // The image header of a frozen node: its identity and every pipe with its
 // configuration, state and what it holds. Inside with_frozen_pipes.
@@ -230,19 +286,24 @@ Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,
       by_index[i] = d;
       auto pipe = link::Pipe::create(reader->pipes()[i].config);
       if (!pipe) return pipe.status().with_context(cat(path, ": pipe ", i, ": "));
-      d->pipe.clear([](link::Frame& f) { rte_pktmbuf_free(dataplane::mbuf_of(&f)); });
+      {
+        MbufRelease release;
+        d->pipe.clear(release);
+      }
       rte_pktmbuf_free_bulk(d->pending, d->pending_count);
       d->pending_count = 0;
+      pipe->take_wire(d->pipe);
       d->pipe = std::move(pipe).value();
       d->pipe.set_state(reader->pipes()[i].state);
     }
     size_t index;
     FrameRecord record;
+    MbufSupply supply(view.pool);
     while (true) {
       Result<bool> more = reader->next_frame(&index, &record);
       if (!more) return more.status();
       if (!*more) break;
-      auto m = mbuf_with(view.pool, record.bytes);
+      auto m = supply.with(record.bytes);
       if (!m) return m.status();
       link::Frame* f = dataplane::frame_of(*m);
       apply_record(record, f);

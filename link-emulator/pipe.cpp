@@ -310,6 +310,11 @@ void Pipe::reserve(uint32_t frames) {
   dense_ = std::move(bigger);
 }
 
+void Pipe::take_wire(Pipe& old) {
+  if (!old.dense_.empty() || !dense_.empty()) return;
+  if (old.dense_.capacity() > dense_.capacity()) std::swap(dense_, old.dense_);
+}
+
 int64_t Pipe::delay_line_head_ns() const {
   if (!dense_.empty()) return dense_.head_departure_ns();
   return delay_line_.empty() ? kNever : delay_line_.front().departure_ns;

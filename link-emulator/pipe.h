@@ -140,6 +140,10 @@ class Pipe {
   // only from the thread that owns the pipe, never on the hot path.
   void reserve(uint32_t frames);
   uint32_t wire_capacity() const { return dense_.capacity(); }
+  // Takes over the dense wire of `old`, a pipe that clear() emptied, when
+  // it is larger than this empty pipe's: a restore replacing a pipe keeps
+  // its storage instead of allocating and touching it again.
+  void take_wire(Pipe& old);
 
   // Earliest virtual time at which dequeue() could return a frame, or kNever
   // when the pipe is empty. For idle back-off.

@@ -131,8 +131,9 @@ void freeze_latency(const char* idle, int freezes) {
               static_cast<long long>(lat.back()));
 }
 
-void save_restore(unsigned frames_per_pipe, const std::string& dir, int rounds) {
-  Ports p = make_ports("s", 1u << 17);
+void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::string& dir, int rounds) {
+  const std::string tag = "s" + std::to_string(frame_bytes);
+  Ports p = make_ports(tag, 1u << 17);
   // The frames sit in the bottleneck queue: a save does not care where.
   auto node = start_node(p, "rate: \"1Gbit\" delay: \"500ms\" queue_frames: 200000", "10us");
   if (!node) return;
@@ -147,12 +148,12 @@ void save_restore(unsigned frames_per_pipe, const std::string& dir, int rounds) 
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   // Both directions: inject into a's rx for a_to_b; b's rx ring is the
   // third ring created for the port pair.
-  rte_ring* b_in = rte_ring_lookup("nb_s2");
+  rte_ring* b_in = rte_ring_lookup(("nb_" + tag + "2").c_str());
   for (rte_ring* in : {p.a_in, b_in}) {
     for (unsigned i = 0; i < frames_per_pipe; ++i) {
       rte_mbuf* m = rte_pktmbuf_alloc(src);
-      char* d = rte_pktmbuf_append(m, 1500);
-      std::memset(d, static_cast<int>(i), 64);
+      char* d = rte_pktmbuf_append(m, frame_bytes);
+      std::memset(d, static_cast<int>(i), std::min<uint16_t>(64, frame_bytes));
       while (rte_ring_enqueue(in, m) != 0) std::this_thread::yield();
     }
   }
@@ -197,8 +198,8 @@ void save_restore(unsigned frames_per_pipe, const std::string& dir, int rounds) 
     std::sort(ns.begin(), ns.end());
     const double median = static_cast<double>(ns[ns.size() / 2]);
     auto mbs = [&](double t) { return static_cast<double>(bytes) / 1e6 / (t / 1e9); };
-    std::printf("| %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.0f-%.0f MB/s | %.2f Mframes/s |\n",
-                what, static_cast<unsigned long long>(frames), static_cast<double>(bytes) / 1e6,
+    std::printf("| %u B: %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.0f-%.0f MB/s | %.2f Mframes/s |\n",
+                frame_bytes, what, static_cast<unsigned long long>(frames), static_cast<double>(bytes) / 1e6,
                 median / 1e6, mbs(median), mbs(static_cast<double>(ns.back())),
                 mbs(static_cast<double>(ns.front())),
                 static_cast<double>(frames) / 1e6 / (median / 1e9));
@@ -219,10 +220,12 @@ int main(int argc, char** argv) {
   int freezes = 100;
   int rounds = 7;
   unsigned frames = 41'667;  // 62.5 MB of 1500 B frames per pipe
+  unsigned small_frames = 150'000;  // of 64 B: as many as the hugepages hold
   std::string dir = "/tmp";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--freezes")) freezes = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--frames-per-pipe")) frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--small-frames-per-pipe")) small_frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
   }
@@ -234,11 +237,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("| measure | n | p50 | p99 | max |\n|---|---|---|---|---|\n");
-  machine_noise();
-  freeze_latency("10us", freezes);
-  freeze_latency("off", freezes);
-  std::printf("\n| operation (2 pipes, 1500 B frames), median of %d rounds | frames | frame bytes | time | MB/s | range over rounds | Mframes/s |\n|---|---|---|---|---|---|---|\n", rounds);
-  save_restore(frames, dir, rounds);
+  if (freezes > 0) {
+    machine_noise();
+    freeze_latency("10us", freezes);
+    freeze_latency("off", freezes);
+  }
+  std::printf("\n| operation (2 pipes), median of %d rounds | frames | frame bytes | time | MB/s | range over rounds | Mframes/s |\n|---|---|---|---|---|---|---|\n", rounds);
+  save_restore(frames, 1500, dir, rounds);
+  if (small_frames > 0) save_restore(small_frames, 64, dir, rounds);
   rte_eal_cleanup();
   std::filesystem::remove_all("/var/run/dpdk/" + prefix);
   return 0;

@@ -372,5 +372,37 @@ TEST(DenseWire, UnwrittenFramesRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   EXPECT_EQ(second.state(), expected.state);
 }
 
+// A restore replaces a pipe and keeps the old one's wire: the new pipe gets
+// the room, and a wire still holding frames is never taken.
+TEST(DenseWire, TakeWireMovesTheRoomOfAnEmptiedPipeOnly) {
+  PipeConfig c;
+  c.delay_ns = kMs;
+  Pipe old = make_pipe(c);
+  old.reserve(8192);
+  const uint32_t big = old.wire_capacity();
+  FramePool pool(4);
+  old.enqueue(pool[0], 64, 0);
+  Pipe fresh = make_pipe(c);
+  const uint32_t small = fresh.wire_capacity();
+  ASSERT_LT(small, big);
+  fresh.take_wire(old);  // old holds a frame: nothing moves
+  EXPECT_EQ(fresh.wire_capacity(), small);
+  EXPECT_EQ(old.held_frames(), 1u);
+  old.clear([](Frame&) {});
+  fresh.take_wire(old);
+  EXPECT_EQ(fresh.wire_capacity(), big);
+  // The taken wire carries frames like a new one.
+  std::vector<Frame*> burst = {&pool[1], &pool[2], &pool[3]};
+  std::vector<uint32_t> lengths(3, 100);
+  fresh.enqueue_burst(burst.data(), lengths.data(), 3, 5);
+  std::vector<Departure> out;
+  drain_unwritten(fresh, pool, kMs + 5, out);
+  ASSERT_EQ(out.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(out[i].index, i + 1);
+    EXPECT_EQ(out[i].departure_ns, kMs + 5);
+  }
+}
+
 }  // namespace
 }  // namespace amber::link
