@@ -365,10 +365,16 @@ class Experiment:
         return self.consoles[vm]
 
     def wait_guests_ready(self, timeout=120):
+        def read_text(path):
+            try:
+                with open(path, errors="replace") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return ""
+
         for vm in ("vm1", "vm2"):
             log = os.path.join(self.run_dir, vm, "serial.log")
-            lab.wait_for(lambda: os.path.exists(log) and "amber: guest ready" in
-                         open(log, errors="replace").read(), timeout, f"{vm} to boot")
+            lab.wait_for(lambda: "amber: guest ready" in read_text(log), timeout, f"{vm} to boot")
 
     def clocks_trustworthy(self):
         s = self.ctl("status")

@@ -305,7 +305,8 @@ trigger {{ name: "frame" frame {{ delay_node: "dn1" link: "lfn" hex: "{pattern}"
             e.restart_controller(DEADLINES)
         periodic = [m for m in e.ctl("list")["checkpoints"] if m["reason"] == "periodic"]
         self.assertEqual(len(periodic), 2, periodic)
-        self.assertIn("removed", e.controller.output() + open(e.controller.log_path).read())
+        with open(e.controller.log_path) as f:
+            self.assertIn("removed", e.controller.output() + f.read())
         self.assert_running_and_clean()
 
 
