@@ -16,7 +16,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import amberlab as lab  # noqa: E402
 
 BUILD = None
+# net_null hands out 64-byte frames as fast as a loop can take them: the
+# pool is sized for such frames (an unlimited-rate direction would otherwise
+# hold every mbuf and starve the others, as it would on a real port).
 CONFIG = '''node_id: "lcores"
+sizing_frame_bytes: 64
+sizing_unlimited_rate: "20Gbit"
 link { name: "one" port_a: "net_null0" port_b: "net_null1" both { delay: "1ms" } }
 link { name: "two" port_a: "net_null2" port_b: "net_null3" both { delay: "1ms" rate: "1Gbit" } }
 '''
@@ -31,14 +36,23 @@ class SpreadOverLcores(unittest.TestCase):
         with lab.DelayNode(binary, CONFIG, [], "amb-lc-node", lcores="0@0,1@1,2@1",
                            extra_eal=vdevs) as node:
             self.assertIn("2 link(s) on 2 worker(s)", node.output())
-            first = node.telemetry("/amber/stats")
-            time.sleep(0.5)
-            second = node.telemetry("/amber/stats")
-            for d in ("one/a_to_b", "one/b_to_a", "two/a_to_b", "two/b_to_a"):
+            directions = ("one/a_to_b", "one/b_to_a", "two/a_to_b", "two/b_to_a")
+            first, t0 = node.telemetry("/amber/stats"), time.monotonic()
+            last = {}
+
+            def all_forwarded():
+                last.update(node.telemetry("/amber/stats"))
+                return all(last[d]["frames_out"] > first[d]["frames_out"] + 1000
+                           for d in directions)
+
+            lab.wait_for(all_forwarded, 10, "every direction to forward 1000 frames")
+            lab.wait_for(lambda: time.monotonic() - t0 >= 0.5, 1, "half a second of traffic")
+            second, t1 = node.telemetry("/amber/stats"), time.monotonic()
+            for d in directions:
                 self.assertGreater(second[d]["frames_out"], first[d]["frames_out"], d)
             # The rate-limited link holds to its rate: 1 Gbit/s of 64-byte
             # frames is at most 1.95 M frames/s.
-            rate = (second["two/a_to_b"]["frames_out"] - first["two/a_to_b"]["frames_out"]) / 0.5
+            rate = (second["two/a_to_b"]["frames_out"] - first["two/a_to_b"]["frames_out"]) / (t1 - t0)
             self.assertLess(rate, 1.05e9 / (64 * 8) * 1.2)
         out = node.final_output
         self.assertEqual(node.proc.returncode, 0, out)
