@@ -122,6 +122,7 @@ class Process:
                 self.stop()
                 raise TimeoutError(f"{what} did not start within {timeout}s:\n{self.output()[-3000:]}")
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"{what} exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
 
     def output(self):
@@ -137,6 +138,8 @@ class Process:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
 
     def stop(self, timeout=20):
         if self.proc.poll() is None:
