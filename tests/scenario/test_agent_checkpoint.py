@@ -43,6 +43,10 @@ def amberctl(sock, *args, check=True):
     return r
 
 
+def frozen(sock):
+    return bool(json.loads(amberctl(sock, "--json", "stats").stdout).get("frozen"))
+
+
 def stats(sock):
     """{'lan/a_to_b': {'in': .., 'out': .., 'held': .., 'dropped': ..}, ...} from amberctl --json."""
     reply = json.loads(amberctl(sock, "--json", "stats").stdout)
@@ -77,21 +81,23 @@ class AgentCheckpoint(unittest.TestCase):
         client = self.hosts.popen(0, "iperf3", "-c", self.hosts.addr[1], "-t", "8",
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: (client.poll() is None and client.kill(), client.wait()))
-        time.sleep(2)  # TCP fills the 100 ms pipe
+        # TCP fills the 20 Mbit/s x 100 ms pipe (about 170 full frames).
+        lab.wait_for(lambda: sum(p["held"] for p in stats(self.sock).values()) > 100, 20,
+                     "iperf3 to fill the pipe")
 
         out = amberctl(self.sock, "freeze", "--in", "50ms").stdout
         self.assertIn("frozen at", out)
-        time.sleep(0.2)
-        frozen = stats(self.sock)
-        held = frozen["lan/a_to_b"]["held"] + frozen["lan/b_to_a"]["held"]
-        self.assertGreater(held, 50, frozen)  # a 20 Mbit/s x 100 ms pipe is full
+        lab.wait_for(lambda: frozen(self.sock), 5, "the node to freeze")
+        frozen_stats = stats(self.sock)
+        held = frozen_stats["lan/a_to_b"]["held"] + frozen_stats["lan/b_to_a"]["held"]
+        self.assertGreater(held, 50, frozen_stats)
         listing = amberctl(self.sock, "frames", "lan", "a_to_b", "--limit", "3").stdout
         self.assertIn("TCP", listing)
 
         # Frozen for 3 s: nothing leaves.
         time.sleep(3)
         still = stats(self.sock)
-        self.assertEqual(still["lan/a_to_b"]["out"], frozen["lan/a_to_b"]["out"])
+        self.assertEqual(still["lan/a_to_b"]["out"], frozen_stats["lan/a_to_b"]["out"])
         # The held frames as pcap files, one per pipe, readable by tcpdump.
         files = amberctl(self.sock, "pcap", os.path.join(self.dir, "pcap")).stdout.split()
         self.assertEqual(len(files), 2, files)
@@ -125,7 +131,7 @@ class AgentCheckpoint(unittest.TestCase):
         self.addCleanup(fresh.close)
         lab.wait_for(lambda: os.path.exists(fresh_sock), 10, "the fresh agent socket")
         amberctl(fresh_sock, "freeze", "--in", "50ms")
-        time.sleep(0.1)
+        lab.wait_for(lambda: frozen(fresh_sock), 5, "the fresh node to freeze")
         out = amberctl(fresh_sock, "restore", image).stdout
         self.assertIn("restored", out)
         self.assertEqual(int(out.split()[1]), saved)
