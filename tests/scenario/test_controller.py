@@ -76,7 +76,10 @@ class Background:
     def wait(self, timeout=120):
         self.proc.wait(timeout=timeout)
         self.reader.join(5)
-        return self.proc.returncode, self.proc.stdout.read(), self.err
+        out = self.proc.stdout.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode, out, self.err
 
 
 class ControllerEndToEnd(unittest.TestCase):
