@@ -3,11 +3,16 @@
 #include <rte_errno.h>
 #include <rte_lcore.h>
 
+#include <dirent.h>
+#include <sched.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -50,6 +55,11 @@ Options after --:
                          the clock is not trustworthy, reports clock health
   --ptp-mode MODE        free-running (amber applies ptp4l's offset),
                          disciplined (default) or grandmaster
+  --vhost-priority N     run DPDK's vhost-user message thread at SCHED_FIFO
+                         priority N (default 10; 0 leaves it as it is). QEMU
+                         stops and restarts a VM's rings on every stop and
+                         resume; a prompt answer keeps the restart, during
+                         which the guest's clock already runs, short
   --check                load and validate the configuration, size the
                          mempool, then exit
   -h, --help             this text
@@ -87,6 +97,29 @@ void print_stats(amber::dataplane::DelayNode& node, const char* when) {
   std::fflush(stdout);
 }
 
+// Sets every thread of this process named `name` to SCHED_FIFO `priority`.
+// Returns how many, or -errno of the first refusal.
+int raise_threads(const char* name, int priority) {
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return -errno;
+  int raised = 0;
+  while (dirent* e = readdir(tasks)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string thread_name;
+    if (!std::getline(comm, thread_name) || thread_name != name) continue;
+    sched_param param{};
+    param.sched_priority = priority;
+    if (sched_setscheduler(std::atoi(e->d_name), SCHED_FIFO, &param) != 0) {
+      raised = -errno;
+      break;
+    }
+    ++raised;
+  }
+  closedir(tasks);
+  return raised;
+}
+
 int fail(const std::string& message) {
   std::fprintf(stderr, "amber-delaynode: %s\n", message.c_str());
   rte_eal_cleanup();
@@ -113,6 +146,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   int stats_interval = 0;
   bool check_only = false;
+  int vhost_priority = 10;
   amber::controller::AgentOptions agent_options;
   std::string agent_address;
   for (int i = 1; i < argc; ++i) {
@@ -134,6 +168,11 @@ int main(int argc, char** argv) {
       agent_options.tls.cert = argv[++i];
     } else if (a == "--tls-key" && i + 1 < argc) {
       agent_options.tls.key = argv[++i];
+    } else if (a == "--vhost-priority" && i + 1 < argc) {
+      vhost_priority = std::atoi(argv[++i]);
+      if (vhost_priority < 0 || vhost_priority > 99) {
+        return fail("--vhost-priority: give 0 (leave it) or a SCHED_FIFO priority 1..99");
+      }
     } else if (a == "--check") {
       check_only = true;
     } else {
@@ -158,6 +197,19 @@ int main(int argc, char** argv) {
                 amber::link::describe(link.b_to_a).c_str());
   }
   std::printf("  frame pool: %s\n", node->sizing().describe().c_str());
+  if (vhost_priority > 0) {
+    // DPDK names it so; it exists once a net_vhost port was probed.
+    const int raised = raise_threads("vhost-events", vhost_priority);
+    if (raised > 0) {
+      std::printf("  vhost-user messages: SCHED_FIFO %d\n", vhost_priority);
+    } else if (raised < 0) {
+      std::fprintf(stderr,
+                   "amber-delaynode: warning: cannot run the vhost-user thread at SCHED_FIFO %d "
+                   "(%s); VM stops and resumes may take longer (--vhost-priority 0 silences "
+                   "this)\n",
+                   vhost_priority, std::strerror(-raised));
+    }
+  }
   std::fflush(stdout);
   if (check_only) {
     node.reset();

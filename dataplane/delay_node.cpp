@@ -5,6 +5,9 @@
 #include <rte_lcore.h>
 #include <rte_ring.h>
 
+#include <time.h>
+
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -27,6 +30,24 @@ std::string port_names() {
     }
   }
   return names.empty() ? "none (give --vdev or a PCI device to the EAL)" : names;
+}
+
+// A port's link went up or down (for net_vhost: a VM attached its rings or
+// stopped them, as QEMU does on every stop and resume). Logged with the
+// CLOCK_REALTIME instant, so a checkpoint's timeline shows when each VM's
+// rings came back. Runs on DPDK's interrupt or vhost thread.
+int log_link_change(uint16_t port, rte_eth_event_type, void*, void*) {
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  rte_eth_link link{};
+  rte_eth_link_get_nowait(port, &link);
+  char name[RTE_ETH_NAME_MAX_LEN] = "?";
+  rte_eth_dev_get_name_by_port(port, name);
+  std::printf("port %s link %s at %lld.%09ld\n", name,
+              link.link_status == RTE_ETH_LINK_UP ? "up" : "down",
+              static_cast<long long>(now.tv_sec), now.tv_nsec);
+  std::fflush(stdout);
+  return 0;
 }
 
 // Free hugepage memory as the kernel reports it, for the sizing message.
@@ -130,6 +151,11 @@ Status DelayNode::open_ports() {
       seen[port] = true;
       rte_eth_conf conf{};
       if (config_.max_frame_bytes > 1518) conf.rxmode.mtu = config_.max_frame_bytes - 18;
+      rte_eth_dev_info info{};
+      if (rte_eth_dev_info_get(port, &info) == 0 && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC)) {
+        conf.intr_conf.lsc = 1;
+        rte_eth_dev_callback_register(port, RTE_ETH_EVENT_INTR_LSC, log_link_change, nullptr);
+      }
       int rc = rte_eth_dev_configure(port, 1, 1, &conf);
       if (rc < 0) return internal_error(cat("port ", port, ": configure failed: ", rte_strerror(-rc)));
       uint16_t rxd = static_cast<uint16_t>(options_.rings.rx_descriptors);
@@ -482,6 +508,7 @@ DelayNode::~DelayNode() {
   stop();
   if (running()) rte_eal_mp_wait_lcore();
   for (uint16_t port : ports_) {
+    rte_eth_dev_callback_unregister(port, RTE_ETH_EVENT_INTR_LSC, log_link_change, nullptr);
     rte_eth_dev_stop(port);
   }
   release_frames();

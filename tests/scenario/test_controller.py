@@ -11,6 +11,7 @@ usage: test_controller.py BUILD_DIR   (root; skips without ptp4l or QEMU)"""
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -148,6 +149,16 @@ class ControllerEndToEnd(unittest.TestCase):
             for step in ("freeze", "save", "resume"):
                 self.assertIn((agent, step), steps)
         self.verify_pieces(m)
+        # The node answers vhost-user promptly and logged each VM's rings
+        # going down at the stop and up again at the resume, after T.
+        log = e.node.output()
+        self.assertIn("vhost-user messages: SCHED_FIFO 10", log)
+        freeze_s = int(m["freeze_ns"]) / 1e9
+        for port in ("net_vhost0", "net_vhost1"):
+            changes = [(kind, float(at)) for kind, at in
+                       re.findall(rf"port {port} link (up|down) at (\d+\.\d+)", log)]
+            after = [kind for kind, at in changes if at >= freeze_s]
+            self.assertEqual(after[:2], ["down", "up"], (port, changes))
         # The ping across the checkpoint lost nothing.
         lab.wait_for(lambda: "packet loss" in c1.run("cat /tmp/ping.txt"), 30, "ping to finish")
         self.assertEqual(ping_loss(c1.run("cat /tmp/ping.txt")), 0)
