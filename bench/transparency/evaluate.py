@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "scenario"))
 sys.path.insert(0, HERE)
 import amberlab as lab  # noqa: E402
 import guest  # noqa: E402
+import vm_rings  # noqa: E402
 from experimentlab import Experiment  # noqa: E402
 
 SENDER, RECEIVER = "vm1", "vm2"
@@ -130,6 +131,7 @@ class Evaluation:
                 events = {vm: int(ns) for vm, ns in step.get("vm_event_ns", {}).items()}
                 for vm, ns in events.items():
                     vms.setdefault(vm, {})["stop_ns" if step["step"] == "freeze" else "resume_ns"] = ns
+        self.add_rings(vms, int(m["freeze_ns"]), int(m["resume_ns"]))
         c = {"id": k, "checkpoint": m["id"], "freeze_ns": int(m["freeze_ns"]),
              "resume_ns": int(m["resume_ns"]), "vms": vms,
              "steps": [{"name": f"{s['step']} {s['agent']}", "duration_ns": int(s.get("duration_ns", 0)),
@@ -138,6 +140,27 @@ class Evaluation:
         self.event(run, "checkpoint", c["freeze_ns"], id=k, checkpoint=m["id"],
                    resume_ns=c["resume_ns"], naive=kind == "naive")
         return c, m
+
+    def add_rings(self, vms, freeze_ns, resume_ns, timeout=3):
+        """Each VM's vhost-user rings going down (from a second before the
+        freeze) and up again after the resume, from the node's link log:
+        rings_down_ns / rings_up_ns in vms[vm]."""
+        def changes():
+            return vm_rings.ring_changes(self.exp.node.log_path)
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = changes()
+            ups = {vm: vm_rings.first(seen, vm, "up", resume_ns - 10**8, resume_ns + 10**10)
+                   for vm in vms}
+            if all(ups.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for vm, v in vms.items():
+            down = vm_rings.first(seen, vm, "down", freeze_ns - 10**9, resume_ns)
+            if down is not None:
+                v["rings_down_ns"] = down
+            if ups[vm] is not None:
+                v["rings_up_ns"] = ups[vm]
 
     def run(self, name):
         """One iperf3 transfer with the checkpoints its kind asks for."""
@@ -234,6 +257,7 @@ class Evaluation:
             for vm, ns in step.get("vm_event_ns", {}).items():
                 vms[vm] = {"stop_ns": c["vms"].get(vm, {}).get("stop_ns", c["freeze_ns"]),
                            "resume_ns": int(ns)}
+        self.add_rings(vms, c["freeze_ns"], resumed)
         c["vms"] = vms
         checkpoints = [dict(x) for x in amber["checkpoints"][:k - 1]] + [c]
         anchors = {vm: [x for x in amber["guest_clock"][vm] if x["host_ns"] < c["freeze_ns"]]

@@ -264,7 +264,7 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
     L += ["", "## Per checkpoint", ""]
     for r in ev.checked:
         L += [f"### {r.id}", "", "| # | elapsed (s) | paused (ms) | save/restore | VM STOP after the instant (ms) "
-              "| cont reply after RESUME (ms) | delay-node drops around it | "
+              "| rings up after RESUME (ms) | delay-node drops around it | "
               + " | ".join(f"added {m} (µs)" for m in an.METRICS)
               + " | retransmits (baseline) | cwnd before → after |",
               "|---|---|---|---|---|---|---|" + "---|" * len(an.METRICS) + "---|---|"]
@@ -278,8 +278,11 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
             el = t.get("elapsed_s")
             steps = c.get("vms", {}).values()
             late = " / ".join(f"{(v['stop_ns'] - c['freeze_ns']) / 1e6:.1f}" for v in steps if "stop_ns" in v)
-            cont = " / ".join(f"{(v['resume_reply_ns'] - v['resume_ns']) / 1e6:.1f}" for v in steps
-                              if "resume_reply_ns" in v)
+            # When the guest could receive again: its rings up (from the
+            # node's link log), else QEMU's reply to cont.
+            cont = " / ".join(f"{(v.get('rings_up_ns', v.get('resume_reply_ns')) - v['resume_ns']) / 1e6:.1f}"
+                              for v in steps if "resume_ns" in v and
+                              ("rings_up_ns" in v or "resume_reply_ns" in v))
             L.append(f"| {c['id']} | {fmt(el, '.2f')} | {(c['resume_ns'] - c['freeze_ns']) / 1e6:.0f} "
                      f"| {'yes' if c.get('restore') else ''} | {late or '–'} | {cont or '–'} "
                      f"| {fmt(c.get('delaynode_dropped_around'))} | "
@@ -288,9 +291,9 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
                      f"| {fmt(t.get('cwnd_before'))} → {fmt(t.get('cwnd_after'))} |")
         L.append("")
         L.append("VM columns list one value per VM: QEMU's STOP event after the checkpoint instant, and the "
-                 "`cont` reply after the RESUME event (QEMU 7.2 sends RESUME, starts the guest clock, restarts "
-                 "the vhost-user back end, then the vCPUs, then replies: guest time that passes before the "
-                 "guest runs). Sleep and CPU columns list one value per VM measuring it "
+                 "VM's vhost-user rings up again (the delay node's link log) after the RESUME event: QEMU 7.2 "
+                 "sends RESUME, starts the guest clock, restarts the vhost-user back end, then the vCPUs, so "
+                 "that much guest time passes in which the guest can receive nothing. Sleep and CPU columns list one value per VM measuring it "
                  f"(sleep: {', '.join(an.metric_vms(r, 'sleep_max'))}; cpu: {', '.join(an.metric_vms(r, 'cpu_max'))}).")
         L.append("")
     L += ["## Timeline", ""]

@@ -52,6 +52,19 @@ class ShortEvaluation(unittest.TestCase):
             self.assertEqual(c["delaynode_dropped_around"], 0, c)
         self.assertGreater(amber["delaynode"]["frames_out"], 10000)
 
+    def test_each_vm_stops_and_resumes_its_rings_around_each_checkpoint(self):
+        # The node's link log shows every VM's vhost-user rings down after
+        # the instant and up again after QEMU's RESUME, within a second
+        # (1 ms of slack: the instants are master time, the log the node's
+        # CLOCK_REALTIME).
+        for c in self.runs["amber"]["checkpoints"]:
+            self.assertEqual(set(c["vms"]), {"vm1", "vm2"}, c)
+            for vm, v in c["vms"].items():
+                self.assertGreater(v["rings_down_ns"], c["freeze_ns"] - 10**6, (vm, c))
+                self.assertLess(v["rings_down_ns"], c["resume_ns"], (vm, c))
+                self.assertGreater(v["rings_up_ns"], v["resume_ns"] - 10**6, (vm, c))
+                self.assertLess(v["rings_up_ns"] - v["resume_ns"], 10**9, (vm, c))
+
     def test_amber_checkpoints_cause_no_retransmit(self):
         j = self.iperf("amber")
         self.assertNotIn("error", j, j.get("error"))
