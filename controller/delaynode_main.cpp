@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -169,8 +170,10 @@ int main(int argc, char** argv) {
     } else if (a == "--tls-key" && i + 1 < argc) {
       agent_options.tls.key = argv[++i];
     } else if (a == "--vhost-priority" && i + 1 < argc) {
-      vhost_priority = std::atoi(argv[++i]);
-      if (vhost_priority < 0 || vhost_priority > 99) {
+      char* end = nullptr;
+      const long value = std::strtol(argv[++i], &end, 10);
+      vhost_priority = static_cast<int>(value);
+      if (end == argv[i] || *end != '\0' || value < 0 || value > 99) {
         return fail("--vhost-priority: give 0 (leave it) or a SCHED_FIFO priority 1..99");
       }
     } else if (a == "--check") {

@@ -8,6 +8,8 @@ usage: test_delaynode_lcores.py BUILD_DIR
 Needs root (hugepages); exits 77 (skipped) with the reason otherwise."""
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -57,6 +59,25 @@ class SpreadOverLcores(unittest.TestCase):
         out = node.final_output
         self.assertEqual(node.proc.returncode, 0, out)
         self.assertIn("[final] two/b_to_a", out)
+
+
+class BadOptions(unittest.TestCase):
+    def test_bad_options_stop_start_up_naming_the_option(self):
+        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "config",
+                              "examples", "links.textproto")
+        prefix = "amb-lc-badopt"
+        self.addCleanup(shutil.rmtree, f"/var/run/dpdk/{prefix}", True)
+        for option, message in ((["--vhost-priority", "abc"], "--vhost-priority"),
+                                (["--vhost-priority", "100"], "--vhost-priority"),
+                                (["--stats-interval", "0"], "--stats-interval"),
+                                (["--frobnicate"], "unknown or incomplete option '--frobnicate'")):
+            r = subprocess.run([binary, "-l", "0", "--no-pci", "--in-memory", "--file-prefix",
+                                prefix, "--log-level",
+                                "lib.eal:error", "--", "--config", config, *option],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, (option, r.stdout, r.stderr))
+            self.assertIn(message, r.stderr, option)
 
 
 def main():
