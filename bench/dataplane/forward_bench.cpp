@@ -39,6 +39,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -306,15 +307,28 @@ Result measure_amber(const std::string& pipe, rte_mempool* pool, const Options& 
   return r;
 }
 
+// Nanoseconds since an arbitrary start, CLOCK_MONOTONIC: the pace of the
+// system clock, which the node's TSC clock follows (dataplane/tsc_clock.h).
+int64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
 // Paces 1518-byte frames at 10 Gbit/s line rate into A, TSC-stamped in
 // their bytes, and returns the one-way time of each (ns) as the sink on the
-// same lcore reads it from B.
+// same lcore reads it from B. Ticks become nanoseconds at the TSC rate
+// measured against the system clock over the run: DPDK's rate is rounded
+// (2000 MHz for a 1996.25 MHz TSC here, 1876 ppm: 1.9 us on a 1 ms delay,
+// which the node, disciplined to the system clock, does not make).
 std::vector<int64_t> one_way_ns(Port& a, Port& b, rte_mempool* pool, double seconds) {
   const uint64_t hz = rte_get_tsc_hz();
   const uint16_t size = 1518 - 4;  // without the CRC the wire adds
   const uint64_t gap = static_cast<uint64_t>(static_cast<double>(hz) / kLinePps);
-  std::vector<int64_t> times;
-  times.reserve(static_cast<size_t>(kLinePps * seconds) + 1024);
+  std::vector<uint64_t> ticks;
+  ticks.reserve(static_cast<size_t>(kLinePps * seconds) + 1024);
+  const uint64_t tsc0 = rte_rdtsc();
+  const int64_t ns0 = monotonic_ns();
   uint64_t next = rte_rdtsc(), warm = next + hz / 2,
            end = warm + static_cast<uint64_t>(seconds * static_cast<double>(hz));
   void* burst[64];
@@ -337,13 +351,15 @@ std::vector<int64_t> one_way_ns(Port& a, Port& b, rte_mempool* pool, double seco
       auto* m = static_cast<rte_mbuf*>(burst[i]);
       uint64_t stamp;
       std::memcpy(&stamp, rte_pktmbuf_mtod_offset(m, char*, 14), sizeof stamp);
-      if (stamp >= warm) {
-        times.push_back(static_cast<int64_t>(static_cast<double>(t - stamp) * 1e9 /
-                                             static_cast<double>(hz)));
-      }
+      if (stamp >= warm) ticks.push_back(t - stamp);
     }
     rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(burst), n);
   }
+  const double ns_per_tick =
+      static_cast<double>(monotonic_ns() - ns0) / static_cast<double>(rte_rdtsc() - tsc0);
+  std::vector<int64_t> times;
+  times.reserve(ticks.size());
+  for (uint64_t t : ticks) times.push_back(static_cast<int64_t>(static_cast<double>(t) * ns_per_tick));
   return times;
 }
 
