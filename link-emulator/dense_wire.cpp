@@ -14,18 +14,6 @@ DenseWire::DenseWire(uint32_t frames) {
   run_capacity_ = slots / 2;
 }
 
-void DenseWire::write_frame(const Run& run, Slot s) {
-  Frame& f = *s.frame();
-  f.length = s.length();
-  f.stage = FrameStage::kDelayLine;
-  f.departure_ns = run.departure_ns;
-  if (run.written) return;
-  f.express = false;
-  f.arrival_ns = run.stamps.arrival_ns;
-  f.ready_ns = run.stamps.arrival_ns;
-  f.extra_delay_ns = run.stamps.extra_delay_ns;
-}
-
 bool DenseWire::remove(const Frame& frame, uint32_t& length) {
   uint64_t slot = slot_head_;
   for (uint64_t r = run_head_; r != run_tail_; ++r) {

@@ -10,7 +10,7 @@
 //
 // A frame's Frame is "written" when its fields already hold its stamps (the
 // pipe moved it in from its list, where frames are written); otherwise the
-// run holds them, and write_frame() puts them into the Frame when someone
+// run holds them, and write_delay_line() puts them into the Frame when someone
 // must see it (checkpoint visitors, queue surgery).
 //
 // Fixed capacity, allocated at construction (Pipe::reserve() swaps in a
@@ -93,6 +93,20 @@ class DenseWire {
   // What arrivals[] holds for a frame whose Frame is written.
   static constexpr int64_t kWritten = INT64_MIN;
 
+  // Makes `frame` hold what a delay-line frame holds: its length, stage and
+  // departure, and unless it is already written, the stamps of its run.
+  static void write_delay_line(Frame& frame, uint32_t length, int64_t departure_ns, bool written,
+                               Stamps stamps) {
+    frame.length = length;
+    frame.stage = FrameStage::kDelayLine;
+    frame.departure_ns = departure_ns;
+    if (written) return;
+    frame.express = false;
+    frame.arrival_ns = stamps.arrival_ns;
+    frame.ready_ns = stamps.arrival_ns;
+    frame.extra_delay_ns = stamps.extra_delay_ns;
+  }
+
   // Moves up to max frames departing at or before now into out (and their
   // departure times into departures, their arrival times into arrivals,
   // each if given: kWritten when the Frame holds it). Adds their lengths to
@@ -133,7 +147,7 @@ class DenseWire {
       const Run& run = runs_[r & run_mask_];
       for (uint32_t i = 0; i < run.frames; ++i, ++slot) {
         const Slot s = slots_[slot & slot_mask_];
-        write_frame(run, s);
+        write_delay_line(*s.frame(), s.length(), run.departure_ns, run.written, run.stamps);
         visit(*s.frame());
       }
     }
@@ -157,7 +171,8 @@ class DenseWire {
       for (uint64_t k = slot, q = r, in_run = i; k != slot_tail_; ++k) {
         while (in_run == runs_[q & run_mask_].frames) ++q, in_run = 0;
         const Slot s = slots_[k & slot_mask_];
-        write_frame(runs_[q & run_mask_], s);
+        const Run& run = runs_[q & run_mask_];
+        write_delay_line(*s.frame(), s.length(), run.departure_ns, run.written, run.stamps);
         take(*s.frame());
         ++in_run;
       }
@@ -217,7 +232,6 @@ class DenseWire {
     slots_[slot_tail_++ & slot_mask_] = Slot::of(&frame, length);
     return true;
   }
-  static void write_frame(const Run& run, Slot s);
 
   std::unique_ptr<Slot[]> slots_;
   std::unique_ptr<Run[]> runs_;

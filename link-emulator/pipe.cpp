@@ -194,13 +194,7 @@ void Pipe::put_on_wire(Frame& frame, uint32_t length, int64_t departure_ns,
                        DenseWire::Stamps stamps) {
   refill();
   if (delay_line_.empty() && dense_.push_unwritten(frame, length, departure_ns, stamps)) return;
-  frame.length = length;
-  frame.stage = FrameStage::kDelayLine;
-  frame.express = false;
-  frame.arrival_ns = stamps.arrival_ns;
-  frame.ready_ns = stamps.arrival_ns;
-  frame.extra_delay_ns = stamps.extra_delay_ns;
-  frame.departure_ns = departure_ns;
+  DenseWire::write_delay_line(frame, length, departure_ns, false, stamps);
   delay_line_.push_back(frame);
 }
 

@@ -125,14 +125,8 @@ class Pipe {
   // unwritten frame's jitter is not known any more and is recorded as 0).
   static void write_departed(Frame& frame, uint32_t length, int64_t departure_ns,
                              int64_t arrival_ns) {
-    frame.length = length;
-    frame.departure_ns = departure_ns;
-    frame.stage = FrameStage::kDelayLine;
-    if (arrival_ns == DenseWire::kWritten) return;
-    frame.express = false;
-    frame.arrival_ns = arrival_ns;
-    frame.ready_ns = arrival_ns;
-    frame.extra_delay_ns = 0;
+    DenseWire::write_delay_line(frame, length, departure_ns, arrival_ns == DenseWire::kWritten,
+                                {arrival_ns, 0});
   }
 
   // Room on the dense wire for at least `frames` unwritten frames (beyond

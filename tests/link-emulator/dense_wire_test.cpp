@@ -18,8 +18,8 @@ using testing::Departure;
 using testing::FramePool;
 using testing::make_pipe;
 
-constexpr int64_t kMs = 1'000'000;
-constexpr int64_t kUs = 1'000;
+using testing::kMs;
+using testing::kUs;
 
 // A Frame as the pipe would find it in a recycled mbuf.
 void poison(Frame& f) {

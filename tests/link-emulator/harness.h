@@ -11,6 +11,9 @@
 
 namespace amber::link::testing {
 
+inline constexpr int64_t kMs = 1'000'000;
+inline constexpr int64_t kUs = 1'000;
+
 inline Pipe make_pipe(const PipeConfig& config) {
   auto pipe = Pipe::create(config);
   EXPECT_TRUE(pipe.is_ok()) << pipe.status().to_string();

@@ -16,8 +16,8 @@ using testing::Departure;
 using testing::FramePool;
 using testing::make_pipe;
 
-constexpr int64_t kMs = 1'000'000;
-constexpr int64_t kUs = 1'000;
+using testing::kMs;
+using testing::kUs;
 
 PipeConfig rate_delay(uint64_t rate_bps, int64_t delay_ns) {
   PipeConfig c;

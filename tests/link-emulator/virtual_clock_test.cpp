@@ -9,8 +9,8 @@
 namespace amber::link {
 namespace {
 
-constexpr int64_t kMs = 1'000'000;
-constexpr int64_t kUs = 1'000;
+using testing::kMs;
+using testing::kUs;
 
 TEST(VirtualClock, RunsWithRealTimeStopsAtFreezeResumesAtThaw) {
   VirtualClock clock;
