@@ -5,7 +5,10 @@
 //     (2 x 41,667 frames of 1500 B, 125 MB), from and into mbufs, to a file
 //     in the page cache, median and range of --rounds rounds (default 7).
 //
-//   node_bench [--freezes N] [--frames-per-pipe N] [--dir DIR] [--rounds N]   (root: hugepages)
+//   node_bench [--freezes N] [--frames-per-pipe N] [--small-frames-per-pipe N]
+//              [--dir DIR] [--rounds N] [--dirty-mb N]   (root: hugepages)
+//   --dirty-mb N writes N MB of other data to DIR (no fsync) before the
+//   rounds: saves then compete with the kernel's writeback.
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_launch.h>
@@ -131,7 +134,8 @@ void freeze_latency(const char* idle, int freezes) {
               static_cast<long long>(lat.back()));
 }
 
-void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::string& dir, int rounds) {
+void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::string& dir, int rounds,
+                  unsigned dirty_mb) {
   const std::string tag = "s" + std::to_string(frame_bytes);
   Ports p = make_ports(tag, 1u << 17);
   // The frames sit in the bottleneck queue: a save does not care where.
@@ -171,6 +175,15 @@ void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::str
   // restores it twice; the rounds show how much the page cache varies.
   std::vector<int64_t> save_ns, restore_ns, restore_fast_ns;
   uint64_t frames = 0, bytes = 0;
+  // Other data waiting for writeback, as after a VM save: the page cache
+  // then throttles every writer.
+  const std::string dirty = dir + "/node_bench.dirty";
+  if (dirty_mb > 0) {
+    std::vector<char> block(1 << 20, 1);
+    FILE* f = std::fopen(dirty.c_str(), "wb");
+    for (unsigned i = 0; f && i < dirty_mb; ++i) std::fwrite(block.data(), 1, block.size(), f);
+    if (f) std::fclose(f);
+  }
   for (int round = 0; round < rounds; ++round) {
     std::filesystem::remove(image);
     auto saved = amber::checkpoint::save_node(*node, image, options);
@@ -204,6 +217,7 @@ void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::str
                 mbs(static_cast<double>(ns.front())),
                 static_cast<double>(frames) / 1e6 / (median / 1e9));
   };
+  if (dirty_mb > 0) std::filesystem::remove(dirty);
   line("save from mbufs", save_ns);
   line("restore into mbufs (verify first)", restore_ns);
   line("restore into mbufs (no verify pass)", restore_fast_ns);
@@ -219,6 +233,7 @@ void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::str
 int main(int argc, char** argv) {
   int freezes = 100;
   int rounds = 7;
+  unsigned dirty_mb = 0;
   unsigned frames = 41'667;  // 62.5 MB of 1500 B frames per pipe
   unsigned small_frames = 150'000;  // of 64 B: as many as the hugepages hold
   std::string dir = "/tmp";
@@ -228,6 +243,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--small-frames-per-pipe")) small_frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--dirty-mb")) dirty_mb = static_cast<unsigned>(std::atoi(argv[i + 1]));
   }
   std::string prefix = "amb-node-bench-" + std::to_string(getpid());
   const char* eal[] = {"node_bench", "-l", "0-1", "--no-pci", "--in-memory", "--file-prefix",
@@ -243,8 +259,8 @@ int main(int argc, char** argv) {
     freeze_latency("off", freezes);
   }
   std::printf("\n| operation (2 pipes), median of %d rounds | frames | frame bytes | time | MB/s | range over rounds | Mframes/s |\n|---|---|---|---|---|---|---|\n", rounds);
-  save_restore(frames, 1500, dir, rounds);
-  if (small_frames > 0) save_restore(small_frames, 64, dir, rounds);
+  save_restore(frames, 1500, dir, rounds, dirty_mb);
+  if (small_frames > 0) save_restore(small_frames, 64, dir, rounds, dirty_mb);
   rte_eal_cleanup();
   std::filesystem::remove_all("/var/run/dpdk/" + prefix);
   return 0;

@@ -72,7 +72,9 @@ class Evaluation:
             "two VMs, VM-host agent, controller", a.quiet)
         self.exp = Experiment(a.build, prefix="amb-eval", link=link, mgmt=True,
                               append=("", "amber.workload=iperf3-server"),
-                              topology_extra='margin: "100ms"\n')
+                              topology_extra='margin: "100ms"\n',
+                              delaynode_app=("--vhost-priority",
+                                             str(getattr(a, "vhost_priority", 10))))
         e = self.exp
         e.wait_guests_ready()
         for vm, port in e.mgmt_port.items():
@@ -368,6 +370,8 @@ def parser():
     p.add_argument("--runs", default="baseline,amber,naive,baseline")
     p.add_argument("--restore", type=int, default=3,
                    help="restore the amber run's checkpoint K at the end (0: none)")
+    p.add_argument("--vhost-priority", type=int, default=10,
+                   help="the delay node's --vhost-priority (0: DPDK's vhost thread as it is)")
     p.add_argument("--quiet", action="store_true")
     return p
 
