@@ -47,6 +47,13 @@ struct Direction {
   link::Pipe pipe;
   rte_mbuf* pending[kTxPending] = {};
   uint16_t pending_count = 0;
+  // The burst received in the previous pass, stamped then, not yet in the
+  // pipe: its headers were prefetched when it came in, so the pass that
+  // puts it in reads them from the cache (see Worker::run).
+  rte_mbuf* staged[kBurst] = {};
+  uint16_t staged_count = 0;
+  int64_t staged_arrival = 0;       // virtual
+  int64_t staged_real_arrival = 0;  // real, for the frame watches
   DirectionCounters counters;
   // Armed frame-pattern watches, changed only by the owning worker (through
   // its command ring); the control thread owns the FrameWatch objects.

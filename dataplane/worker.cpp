@@ -28,7 +28,11 @@ int Worker::run(const std::atomic<bool>& stop) {
   // every idle sleep overshoot the departure bound.
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   while (!stop.load(std::memory_order_relaxed)) {
-    if (rte_ring_count(commands_) != 0 && handle_commands()) break;
+    if (rte_ring_count(commands_) != 0) {
+      // A command sees every frame received so far in its pipe.
+      for (Direction* d : directions_) take_staged(*d);
+      if (handle_commands()) break;
+    }
     // The clock is read after a burst comes in, never before it (a frame
     // stamped before it arrived would leave early), and otherwise once a
     // pass: the first direction always reads it, the others only when they
@@ -48,15 +52,23 @@ int Worker::run(const std::atomic<bool>& stop) {
           if (frozen) freeze_seen_ns_ = real_now;
         }
       }
-      // The burst's mbuf headers are fetched while what is due goes out
-      // (that touches no mbuf); then the burst goes in. While frozen
+      // A burst goes into the pipe one pass after it came in, with the
+      // stamps of its arrival: its mbuf headers, cold since they last went
+      // through one delay ago, are fetched meanwhile (a header read at
+      // once would stall the pass on each of them). The previous pass's
+      // burst goes in before what is due goes out, so a frame without
+      // delay still leaves in the pass after its arrival. While frozen
       // nothing departs; frames already handed to the port (their virtual
       // departure is before the freeze) still go out.
       prefetch(d, burst, n);
+      busy |= take_staged(d);
       busy |= transmit(d, frozen ? INT64_MIN : virtual_now) || n > 0;
       if (n > 0) {
         ++d.counters.rx_bursts;
-        receive(d, burst, n, virtual_now, real_now);
+        std::copy(burst, burst + n, d.staged);
+        d.staged_count = n;
+        d.staged_arrival = virtual_now;
+        d.staged_real_arrival = real_now;
       }
     }
     if (busy) {
@@ -65,7 +77,16 @@ int Worker::run(const std::atomic<bool>& stop) {
       idle_sleep(real_now);
     }
   }
+  // Into the pipes, which the node releases with everything they hold.
+  for (Direction* d : directions_) take_staged(*d);
   return 0;
+}
+
+bool Worker::take_staged(Direction& d) {
+  if (d.staged_count == 0) return false;
+  receive(d, d.staged, d.staged_count, d.staged_arrival, d.staged_real_arrival);
+  d.staged_count = 0;
+  return true;
 }
 
 void Worker::prefetch(const Direction& d, rte_mbuf* const* burst, uint16_t n) {

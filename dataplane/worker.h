@@ -47,6 +47,8 @@ class Worker {
                int64_t real_arrival);
   // virtual_now INT64_MIN: frozen, only frames already dequeued leave.
   bool transmit(Direction& d, int64_t virtual_now);
+  // The burst staged in the previous pass into d's pipe; false if none.
+  bool take_staged(Direction& d);
   [[gnu::cold]] bool handle_commands();
   [[gnu::noinline]] void scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n,
                                       int64_t real_ns);

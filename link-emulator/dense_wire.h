@@ -18,6 +18,7 @@
 // its list instead.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -71,16 +72,25 @@ class DenseWire {
   bool push_burst(Frame* const* frames, const uint32_t* lengths, unsigned n,
                   int64_t departure_ns, Stamps stamps) {
     if (size() + n > capacity()) return false;
-    // The slots go in past the tail first; they count once all fit.
+    // The slots go in past the tail first; they count once all fit. The
+    // two stretches (before and after the ring wraps) are plain arrays.
     uint64_t misfit = 0;
-    for (unsigned i = 0; i < n; ++i) {
+    const uint32_t start = static_cast<uint32_t>(slot_tail_) & slot_mask_;
+    const unsigned first = std::min(n, slot_mask_ + 1 - start);
+    Slot* to = &slots_[start];
+    for (unsigned i = 0; i < first; ++i) {
       misfit |= Slot::misfit(frames[i], lengths[i]);
-      slots_[(slot_tail_ + i) & slot_mask_] = Slot::of(frames[i], lengths[i]);
+      to[i] = Slot::of(frames[i], lengths[i]);
+    }
+    to = &slots_[0] - first;
+    for (unsigned i = first; i < n; ++i) {
+      misfit |= Slot::misfit(frames[i], lengths[i]);
+      to[i] = Slot::of(frames[i], lengths[i]);
     }
     if (misfit) return false;
     if (!extends_tail(departure_ns, false, stamps)) {
       if (runs_full()) return false;
-      runs_[run_tail_++ & run_mask_] = Run{departure_ns, stamps, 0, false};
+      start_run(departure_ns, false, stamps);
     }
     runs_[(run_tail_ - 1) & run_mask_].frames += n;
     slot_tail_ += n;
@@ -118,17 +128,23 @@ class DenseWire {
       Run& run = runs_[run_head_ & run_mask_];
       if (run.departure_ns > now) break;
       const uint32_t take = run.frames < max - n ? run.frames : max - n;
-      for (uint32_t i = 0; i < take; ++i) {
-        const Slot s = slots_[(slot_head_ + i) & slot_mask_];
-        out[n + i] = s.frame();
-        bytes += s.length();
+      // The slots in one or two plain stretches (the ring may wrap).
+      const uint32_t start = static_cast<uint32_t>(slot_head_) & slot_mask_;
+      const uint32_t first = std::min(take, slot_mask_ + 1 - start);
+      Frame** to = out + n;
+      const Slot* from = &slots_[start];
+      for (uint32_t i = 0; i < first; ++i) {
+        to[i] = from[i].frame();
+        bytes += from[i].length();
       }
-      if (departures) {
-        for (uint32_t i = 0; i < take; ++i) departures[n + i] = run.departure_ns;
+      from = &slots_[0] - first;
+      for (uint32_t i = first; i < take; ++i) {
+        to[i] = from[i].frame();
+        bytes += from[i].length();
       }
+      if (departures) std::fill(departures + n, departures + n + take, run.departure_ns);
       if (arrivals) {
-        const int64_t arrival = run.written ? kWritten : run.stamps.arrival_ns;
-        for (uint32_t i = 0; i < take; ++i) arrivals[n + i] = arrival;
+        std::fill(arrivals + n, arrivals + n + take, run.written ? kWritten : run.stamps.arrival_ns);
       }
       slot_head_ += take;
       n += take;
@@ -222,11 +238,20 @@ class DenseWire {
                         last.stamps.extra_delay_ns == stamps.extra_delay_ns));
   }
   bool runs_full() const { return run_tail_ - run_head_ >= run_capacity_; }
+  // Field by field into the ring: a Run built aside and copied in is read
+  // back wider than it was written, which stalls the store forwarding.
+  void start_run(int64_t departure_ns, bool written, Stamps stamps) {
+    Run& run = runs_[run_tail_++ & run_mask_];
+    run.departure_ns = departure_ns;
+    run.stamps = stamps;
+    run.frames = 0;
+    run.written = written;
+  }
   bool push(Frame& frame, uint32_t length, int64_t departure_ns, bool written, Stamps stamps) {
     if (size() >= capacity() || Slot::misfit(&frame, length)) return false;
     if (!extends_tail(departure_ns, written, stamps)) {
       if (runs_full()) return false;
-      runs_[run_tail_++ & run_mask_] = Run{departure_ns, stamps, 0, written};
+      start_run(departure_ns, written, stamps);
     }
     ++runs_[(run_tail_ - 1) & run_mask_].frames;
     slots_[slot_tail_++ & slot_mask_] = Slot::of(&frame, length);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "bench/bench_node.h"
+#include "bench/machine_gaps.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
@@ -62,52 +63,23 @@ std::unique_ptr<DelayNode> start_node(const Ports& p, const std::string& pipe,
   return amber::bench::start_bench_node(p.a, p.b, pipe, idle);
 }
 
-// How often the machine itself takes the worker lcore away: spin on the
-// TSC for a second and collect every gap between two reads longer than
-// 1 us (an interrupt, a host descheduling the vCPU). A freeze instant that
-// falls into such a gap is seen late by up to the gap, whatever the node
-// does; the share of time inside gaps longer than 10 us is the chance that
-// a freeze at a random instant misses the 10 us target.
-struct Noise {
-  uint64_t gaps_over_1us = 0, gaps_over_10us = 0;
-  double late_10us_share = 0;  // of the spin's time, inside a gap more than 10 us from its end
-  double max_gap_ns = 0;
-};
-
-int spin_for_noise(void* arg) {
-  auto* noise = static_cast<Noise*>(arg);
-  const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
-  const uint64_t start = rte_rdtsc();
-  const uint64_t end = start + rte_get_tsc_hz();
-  uint64_t last = start, late_cycles = 0;
-  const uint64_t c1 = rte_get_tsc_hz() / 1'000'000, c10 = 10 * c1;
-  while (last < end) {
-    const uint64_t now = rte_rdtsc();
-    const uint64_t gap = now - last;
-    if (gap > c1) {
-      ++noise->gaps_over_1us;
-      if (gap > c10) {
-        ++noise->gaps_over_10us;
-        late_cycles += gap - c10;
-      }
-      noise->max_gap_ns = std::max(noise->max_gap_ns, static_cast<double>(gap) * ns_per_cycle);
-    }
-    last = now;
-  }
-  noise->late_10us_share = static_cast<double>(late_cycles) / static_cast<double>(last - start);
-  return 0;
-}
-
+// How often the machine itself takes the worker lcore away (see
+// bench/machine_gaps.h): a freeze instant inside a gap longer than 10 us
+// misses the 10 us target whatever the node does.
 void machine_noise() {
   const unsigned lcore = rte_get_next_lcore(-1, 1, 0);
-  Noise noise;
-  if (lcore >= RTE_MAX_LCORE || rte_eal_remote_launch(spin_for_noise, &noise, lcore) != 0) return;
+  amber::bench::MachineGaps gaps;
+  gaps.seconds = 1;
+  if (lcore >= RTE_MAX_LCORE ||
+      rte_eal_remote_launch(amber::bench::spin_for_gaps_on_lcore, &gaps, lcore) != 0) {
+    return;
+  }
   rte_eal_wait_lcore(lcore);
   std::printf("| the machine: TSC gaps on the worker lcore, 1 s spin | %llu gaps > 1 us, %llu > 10 us | "
               "%.4f %% of the time more than 10 us from a gap's end | | max %.0f ns |\n",
-              static_cast<unsigned long long>(noise.gaps_over_1us),
-              static_cast<unsigned long long>(noise.gaps_over_10us), 100 * noise.late_10us_share,
-              noise.max_gap_ns);
+              static_cast<unsigned long long>(gaps.over_1us),
+              static_cast<unsigned long long>(gaps.over_10us), 100 * gaps.late_10us_share,
+              gaps.max_gap_ns);
 }
 
 void freeze_latency(const char* idle, int freezes) {

@@ -176,6 +176,47 @@ TEST(DenseWire, ABurstOnAPlainPipeIsItsFramesOneByOne) {
   EXPECT_EQ(out1.back().departure_ns, offers.back().at + kMs);
 }
 
+// Bursts of 13 through a wire of a power-of-two slots, several times
+// round: bursts straddle the ring's wrap, and departures are taken 7 at a
+// time, so runs leave in pieces too.
+TEST(DenseWire, BurstsAcrossTheRingsWrapLeaveInOrderAtTheirTimes) {
+  PipeConfig c;
+  c.delay_ns = kMs;
+  Pipe one = make_pipe(c), whole = make_pipe(c);
+  constexpr size_t kBurst = 13;
+  const auto offers = bursts(kBurst * 2000, kBurst, 100 * kUs);
+  ASSERT_GT(whole.wire_capacity(), 11 * kBurst);  // all on the wire: 1 ms holds 10 bursts
+  ASSERT_GT(offers.size(), 4 * whole.wire_capacity());
+  FramePool p1(offers.size()), p2(offers.size());
+  std::vector<Departure> out1, out2;
+  auto drain_by_seven = [&](int64_t now) {
+    Frame* burst[7];
+    int64_t departures[7];
+    unsigned n;
+    while ((n = whole.dequeue(now, burst, departures, 7)) > 0) {
+      for (unsigned i = 0; i < n; ++i) out2.push_back({p2.index_of(burst[i]), departures[i]});
+    }
+  };
+  for (size_t i = 0; i < offers.size(); i += kBurst) {
+    drain_unwritten(one, p1, offers[i].at, out1);
+    drain_by_seven(offers[i].at);
+    Frame* frames[kBurst];
+    uint32_t lengths[kBurst];
+    for (size_t k = 0; k < kBurst; ++k) {
+      ASSERT_TRUE(one.enqueue(p1[i + k], offers[i + k].length, offers[i].at).accepted);
+      frames[k] = &p2[i + k];
+      lengths[k] = offers[i + k].length;
+    }
+    whole.enqueue_burst(frames, lengths, kBurst, offers[i].at);
+    ASSERT_EQ(whole.held_bytes(), one.held_bytes());
+  }
+  for (int64_t t; (t = one.next_event_ns()) != kNever;) drain_unwritten(one, p1, t, out1);
+  for (int64_t t; (t = whole.next_event_ns()) != kNever;) drain_by_seven(t);
+  ASSERT_EQ(out1.size(), offers.size());
+  EXPECT_EQ(out2, out1);
+  EXPECT_EQ(whole.state(), one.state());
+}
+
 TEST(DenseWire, PlainMeansNoDecisionPerFrame) {
   PipeConfig c;
   EXPECT_TRUE(make_pipe(c).plain());
