@@ -114,11 +114,15 @@ void Worker::receive(Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t a
       continue;
     }
     // A PMD that hands over mbufs of another pool (the ring PMD does)
-    // must leave room for the Frame in their private area.
-    if (unlikely(m->pool != pool_ && rte_pktmbuf_priv_size(m->pool) < kMbufPrivSize)) {
-      ++d.counters.no_priv_area;
-      rte_pktmbuf_free(m);
-      continue;
+    // must leave room for the Frame in their private area; the last such
+    // pool that did is remembered.
+    if (unlikely(m->pool != pool_ && m->pool != roomy_pool_)) {
+      if (rte_pktmbuf_priv_size(m->pool) < kMbufPrivSize) {
+        ++d.counters.no_priv_area;
+        rte_pktmbuf_free(m);
+        continue;
+      }
+      roomy_pool_ = m->pool;
     }
     frames[k] = frame_of(m);
     lengths[k++] = m->pkt_len;

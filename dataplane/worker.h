@@ -57,6 +57,7 @@ class Worker {
   unsigned lcore_;
   std::vector<Direction*> directions_;
   rte_mempool* pool_;
+  const rte_mempool* roomy_pool_ = nullptr;  // another pool with room for the Frame
   rte_ring* commands_;
   const TscClock& clock_;  // the node's, disciplined by its control thread
   WorkerOptions options_;

@@ -255,6 +255,10 @@ TEST_F(DelayNodeTest, FreezeInThePastIsRefusedAndLeavesNothingScheduled) {
 
 TEST_F(DelayNodeTest, MbufsWithoutRoomForTheFrameAreDroppedAndCounted) {
   start("both { delay: \"1ms\" }");
+  // First a frame of another pool that has the room (the node then knows
+  // that pool), then frames of one that has none.
+  inject(a_, 1, 100);
+  ASSERT_EQ(collect(b_, 1, std::chrono::seconds(1)).size(), 1u);
   rte_mempool* bare = rte_pktmbuf_pool_create("amb_bare", 63, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
   ASSERT_NE(bare, nullptr);
   for (int i = 0; i < 10; ++i) {
