@@ -60,10 +60,6 @@ Result<Agents> Agents::connect(const config::Topology& topology) {
   return agents;
 }
 
-void set_deadline(grpc::ClientContext& context, int64_t ns) {
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::nanoseconds(ns));
-}
-
 void run_parallel(const std::vector<std::function<void()>>& tasks) {
   std::vector<std::thread> threads;
   threads.reserve(tasks.size());

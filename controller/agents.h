@@ -11,21 +11,25 @@
 #include "clock-sync/clock.h"
 #include "clock-sync/sync_monitor.h"
 #include "common/status.h"
+#include "controller/grpc_status.h"
 #include "controller/topology.h"
 #include "proto/agent.grpc.pb.h"
 #include "proto/vmhost.grpc.pb.h"
 
 namespace amber::controller {
 
+using NodeStub = agent::DelayNodeAgent::Stub;
+using HostStub = vmhost::VmHostAgent::Stub;
+
 struct DelayNodeClient {
   config::DelayNodeRef ref;
-  std::unique_ptr<agent::DelayNodeAgent::Stub> stub;
+  std::unique_ptr<NodeStub> stub;
   std::string what() const { return "delay node " + ref.id(); }
 };
 
 struct VmHostClient {
   config::VmHostRef ref;
-  std::unique_ptr<vmhost::VmHostAgent::Stub> stub;
+  std::unique_ptr<HostStub> stub;
   std::string what() const { return "vm host " + ref.id(); }
 };
 
@@ -52,9 +56,6 @@ struct Agents {
 
   static Result<Agents> connect(const config::Topology& topology);
 };
-
-// A deadline `ns` from now for a client call.
-void set_deadline(grpc::ClientContext& context, int64_t ns);
 
 // Runs every task on its own thread and waits for all of them.
 void run_parallel(const std::vector<std::function<void()>>& tasks);

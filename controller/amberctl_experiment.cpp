@@ -20,9 +20,7 @@ namespace {
 using controller::Manifest;
 using controller::Progress;
 
-void set_deadline(grpc::ClientContext& context, int64_t ns) {
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::nanoseconds(ns));
-}
+using controller::set_deadline;
 
 std::string clock_time(int64_t unix_ns) {
   if (unix_ns <= 0) return "-";

@@ -18,9 +18,7 @@ namespace {
 
 constexpr const char* kDefaultAgent = "unix:/run/amber/delaynode.sock";
 
-void set_deadline(grpc::ClientContext& context, int64_t ns) {
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::nanoseconds(ns));
-}
+using controller::set_deadline;
 
 // The agent's address: --agent, or the controller's record of --node.
 Result<std::string> agent_address(const Cli& cli) {

@@ -110,7 +110,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
     return invalid_argument("a naive checkpoint cannot swap out: it does not save the network");
   }
   const bool naive = request.naive();
-  if (Status s = await_clock(); !s) return Status(s.code(), cat(s.message(), ": nothing was touched"));
+  if (Status s = await_clock(); !s)
+    return Status(s.code(), cat(s.message(), ": nothing was touched"));
   auto id = store_->begin_checkpoint();
   if (!id) return id.status().with_context("store: ");
   const std::string dir = store_->path_of(*id);
@@ -150,10 +151,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
   for (size_t i = 0; i < nn; ++i) {
     tasks.push_back([&, i] {
       DelayNodeClient& n = nodes[i];
-      grpc::ClientContext stats_context;
-      set_deadline(stats_context, d.step_deadline_ns);
       agent::GetStatsReply stats;
-      if (auto s = n.stub->GetStats(&stats_context, {}, &stats); !s.ok()) {
+      if (auto s = unary(*n.stub, &NodeStub::GetStats, {}, &stats, d.step_deadline_ns); !s.ok()) {
         errors[i] = agent_error(n.what(), "prepare", s);
         return;
       }
@@ -168,10 +167,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
       req.set_allow_unsynchronized(allow);
       for (const auto& link : n.ref.link()) req.add_links(link);
       agent::PrepareReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
       const int64_t t0 = steady_ns();
-      auto s = n.stub->Prepare(&context, req, &reply);
+      auto s = unary(*n.stub, &NodeStub::Prepare, req, &reply, d.step_deadline_ns);
       round_trip[i] = steady_ns() - t0;
       if (!s.ok()) {
         errors[i] = agent_error(n.what(), "prepare", s);
@@ -186,10 +183,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
     tasks.push_back([&, j] {
       VmHostClient& h = hosts[j];
       const size_t k = nn + j;
-      grpc::ClientContext status_context;
-      set_deadline(status_context, d.step_deadline_ns);
       vmhost::GetStatusReply status;
-      if (auto s = h.stub->GetStatus(&status_context, {}, &status); !s.ok()) {
+      if (auto s = unary(*h.stub, &HostStub::GetStatus, {}, &status, d.step_deadline_ns); !s.ok()) {
         errors[k] = agent_error(h.what(), "prepare", s);
         return;
       }
@@ -211,10 +206,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
       req.set_checkpoint_dir(dir + "/vms");
       req.set_allow_unsynchronized(allow);
       vmhost::PrepareReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
       const int64_t t0 = steady_ns();
-      auto s = h.stub->Prepare(&context, req, &reply);
+      auto s = unary(*h.stub, &HostStub::Prepare, req, &reply, d.step_deadline_ns);
       round_trip[k] = steady_ns() - t0;
       if (!s.ok()) {
         errors[k] = agent_error(h.what(), "prepare", s);
@@ -264,10 +257,9 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
       req.set_at_ns(at);
       req.set_lease_until_ns(lease);
       agent::FreezeReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, at - *now + d.step_deadline_ns);
       asked.node[i] = true;
-      if (auto s = n.stub->Freeze(&context, req, &reply); !s.ok()) {
+      if (auto s = unary(*n.stub, &NodeStub::Freeze, req, &reply, at - *now + d.step_deadline_ns);
+          !s.ok()) {
         errors[i] = agent_error(n.what(), "freeze", s);
         return;
       }
@@ -286,10 +278,9 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
       req.set_at_ns(at);
       req.set_lease_until_ns(lease);
       vmhost::StopAtReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, at - *now + d.step_deadline_ns);
       asked.host[j] = true;
-      if (auto s = h.stub->StopAt(&context, req, &reply); !s.ok()) {
+      if (auto s = unary(*h.stub, &HostStub::StopAt, req, &reply, at - *now + d.step_deadline_ns);
+          !s.ok()) {
         errors[k] = agent_error(h.what(), "freeze", s);
         return;
       }
@@ -319,10 +310,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
       agent::SaveRequest req;
       req.set_path(cat(dir, "/", rel));
       agent::SaveReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.save_deadline_ns);
       const int64_t t0 = steady_ns();
-      if (auto s = n.stub->Save(&context, req, &reply); !s.ok()) {
+      if (auto s = unary(*n.stub, &NodeStub::Save, req, &reply, d.save_deadline_ns); !s.ok()) {
         errors[i] = agent_error(n.what(), "save", s);
         return;
       }
@@ -358,10 +347,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
       vmhost::SaveRequest req;
       req.set_checkpoint_dir(dir + "/vms");
       vmhost::SaveReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.save_deadline_ns);
       const int64_t t0 = steady_ns();
-      if (auto s = h.stub->Save(&context, req, &reply); !s.ok()) {
+      if (auto s = unary(*h.stub, &HostStub::Save, req, &reply, d.save_deadline_ns); !s.ok()) {
         errors[k] = agent_error(h.what(), "save", s);
         return;
       }
@@ -434,10 +421,8 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
     tasks.clear();
     for (size_t j = 0; j < nh; ++j) {
       tasks.push_back([&, j] {
-        grpc::ClientContext context;
-        set_deadline(context, d.step_deadline_ns);
         vmhost::ShutdownReply reply;
-        auto s = hosts[j].stub->Shutdown(&context, {}, &reply);
+        auto s = unary(*hosts[j].stub, &HostStub::Shutdown, {}, &reply, d.step_deadline_ns);
         if (!s.ok()) down[j] = agent_error(hosts[j].what(), "swap out", s);
       });
     }
@@ -497,14 +482,10 @@ Status Experiment::resume_all(int64_t at_ns, bool include_nodes, Manifest* manif
       agent::ThawRequest req;
       req.set_at_ns(at_ns);
       agent::ThawReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, wait + d.step_deadline_ns);
-      auto s = nodes[i].stub->Thaw(&context, req, &reply);
+      auto s = unary(*nodes[i].stub, &NodeStub::Thaw, req, &reply, wait + d.step_deadline_ns);
       if (is_past(s)) {
         req.set_rollback(true);  // now
-        grpc::ClientContext again;
-        set_deadline(again, d.step_deadline_ns);
-        s = nodes[i].stub->Thaw(&again, req, &reply);
+        s = unary(*nodes[i].stub, &NodeStub::Thaw, req, &reply, d.step_deadline_ns);
         auto t = clock_->now_ns();
         const int64_t lateness = t ? *t - at_ns : 0;
         steps[i].set_lateness_ns(lateness);
@@ -520,14 +501,10 @@ Status Experiment::resume_all(int64_t at_ns, bool include_nodes, Manifest* manif
       vmhost::ResumeAtRequest req;
       req.set_at_ns(at_ns);
       vmhost::ResumeAtReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, wait + d.step_deadline_ns);
-      auto s = hosts[j].stub->ResumeAt(&context, req, &reply);
+      auto s = unary(*hosts[j].stub, &HostStub::ResumeAt, req, &reply, wait + d.step_deadline_ns);
       if (is_past(s)) {
         req.set_only_stopped(true);  // now
-        grpc::ClientContext again;
-        set_deadline(again, d.step_deadline_ns);
-        s = hosts[j].stub->ResumeAt(&again, req, &reply);
+        s = unary(*hosts[j].stub, &HostStub::ResumeAt, req, &reply, d.step_deadline_ns);
         late[nn + j] = cat(hosts[j].what(), " resumed late");
       }
       if (!s.ok()) errors[nn + j] = agent_error(hosts[j].what(), "resume", s);
@@ -589,15 +566,11 @@ Status Experiment::rollback(const Asked& asked, int64_t not_before_ns, const Sta
       req.set_at_ns(at);
       req.set_rollback(true);
       agent::ThawReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, at - base + d.step_deadline_ns);
-      auto s = nodes[i].stub->Thaw(&context, req, &reply);
+      auto s = unary(*nodes[i].stub, &NodeStub::Thaw, req, &reply, at - base + d.step_deadline_ns);
       if (s.ok()) return;
       // A node whose freeze never took effect has nothing to thaw.
-      grpc::ClientContext stats_context;
-      set_deadline(stats_context, d.step_deadline_ns);
       agent::GetStatsReply stats;
-      auto again = nodes[i].stub->GetStats(&stats_context, {}, &stats);
+      auto again = unary(*nodes[i].stub, &NodeStub::GetStats, {}, &stats, d.step_deadline_ns);
       if (again.ok() && !stats.frozen()) return;
       failures[i] = cat(nodes[i].what(), ": ", s.error_message());
     });
@@ -609,9 +582,8 @@ Status Experiment::rollback(const Asked& asked, int64_t not_before_ns, const Sta
       req.set_at_ns(at);
       req.set_only_stopped(true);
       vmhost::ResumeAtReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, at - base + d.step_deadline_ns);
-      auto s = hosts[j].stub->ResumeAt(&context, req, &reply);
+      auto s =
+          unary(*hosts[j].stub, &HostStub::ResumeAt, req, &reply, at - base + d.step_deadline_ns);
       if (!s.ok()) failures[asked.node.size() + j] = cat(hosts[j].what(), ": ", s.error_message());
     });
   }
@@ -688,10 +660,8 @@ StatusReply Experiment::status() {
       a.set_id(nodes[i].ref.id());
       a.set_address(nodes[i].ref.address());
       agent::GetStatsReply stats;
-      grpc::ClientContext context;
-      set_deadline(context, 2'000'000'000);
       const int64_t t0 = steady_ns();
-      auto s = nodes[i].stub->GetStats(&context, {}, &stats);
+      auto s = unary(*nodes[i].stub, &NodeStub::GetStats, {}, &stats, 2'000'000'000);
       a.set_round_trip_ns(steady_ns() - t0);
       a.set_reachable(s.ok());
       if (!s.ok()) {
@@ -715,10 +685,8 @@ StatusReply Experiment::status() {
       a.set_id(hosts[j].ref.id());
       a.set_address(hosts[j].ref.address());
       vmhost::GetStatusReply status;
-      grpc::ClientContext context;
-      set_deadline(context, 2'000'000'000);
       const int64_t t0 = steady_ns();
-      auto s = hosts[j].stub->GetStatus(&context, {}, &status);
+      auto s = unary(*hosts[j].stub, &HostStub::GetStatus, {}, &status, 2'000'000'000);
       a.set_round_trip_ns(steady_ns() - t0);
       a.set_reachable(s.ok());
       if (!s.ok()) {

@@ -32,7 +32,8 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   auto found = store_->manifest(request.id());
   if (!found) return found.status();
   Manifest m = *std::move(found);
-  if (Status s = await_clock(); !s) return Status(s.code(), cat(s.message(), ": nothing was touched"));
+  if (Status s = await_clock(); !s)
+    return Status(s.code(), cat(s.message(), ": nothing was touched"));
   if (m.naive()) {
     return failed_precondition(
         cat("checkpoint ", m.id(), " is a naive one (evaluation): the network was not saved"));
@@ -103,10 +104,9 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   std::vector<std::function<void()>> tasks;
   for (size_t i = 0; i < nodes.size(); ++i) {
     tasks.push_back([&, i] {
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
       agent::GetStatsReply stats;
-      if (auto s = nodes[i].stub->GetStats(&context, {}, &stats); !s.ok()) {
+      if (auto s = unary(*nodes[i].stub, &NodeStub::GetStats, {}, &stats, d.step_deadline_ns);
+          !s.ok()) {
         errors[i] = agent_error(nodes[i].what(), "restore", s);
       }
       running[i] = !stats.frozen();
@@ -114,10 +114,9 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   }
   for (size_t j = 0; j < hosts.size(); ++j) {
     tasks.push_back([&, j] {
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
       vmhost::GetStatusReply status;
-      if (auto s = hosts[j].stub->GetStatus(&context, {}, &status); !s.ok()) {
+      if (auto s = unary(*hosts[j].stub, &HostStub::GetStatus, {}, &status, d.step_deadline_ns);
+          !s.ok()) {
         errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
       }
     });
@@ -138,9 +137,9 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
         agent::FreezeRequest req;
         req.set_at_ns(at);
         agent::FreezeReply reply;
-        grpc::ClientContext context;
-        set_deadline(context, at - *now + d.step_deadline_ns);
-        if (auto s = nodes[i].stub->Freeze(&context, req, &reply); !s.ok()) {
+        if (auto s = unary(*nodes[i].stub, &NodeStub::Freeze, req, &reply,
+                           at - *now + d.step_deadline_ns);
+            !s.ok()) {
           errors[i] = agent_error(nodes[i].what(), "restore (freezing the running node)", s);
         }
       });
@@ -163,20 +162,16 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     tasks.push_back([&, j] {
       VmHostClient& h = hosts[j];
       const size_t k = nodes.size() + j;
-      grpc::ClientContext status_context;
-      set_deadline(status_context, d.step_deadline_ns);
       vmhost::GetStatusReply status;
-      if (auto s = h.stub->GetStatus(&status_context, {}, &status); !s.ok()) {
+      if (auto s = unary(*h.stub, &HostStub::GetStatus, {}, &status, d.step_deadline_ns); !s.ok()) {
         errors[k] = agent_error(h.what(), "restore", s);
         return;
       }
       bool present = false;
       for (const auto& vm : status.vms()) present |= vm.state() != "absent";
       if (!present) return;
-      grpc::ClientContext context;
-      set_deadline(context, d.step_deadline_ns);
       vmhost::ShutdownReply reply;
-      if (auto s = h.stub->Shutdown(&context, {}, &reply); !s.ok()) {
+      if (auto s = unary(*h.stub, &HostStub::Shutdown, {}, &reply, d.step_deadline_ns); !s.ok()) {
         errors[k] = agent_error(h.what(), "restore (shutting the running VMs down)", s);
       }
     });
@@ -193,9 +188,8 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
       req.set_path(cat(dir, "/delaynodes/", nodes[i].ref.id(), ".img"));
       req.set_allow_other_node(true);
       agent::RestoreReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.save_deadline_ns);
-      if (auto s = nodes[i].stub->Restore(&context, req, &reply); !s.ok()) {
+      if (auto s = unary(*nodes[i].stub, &NodeStub::Restore, req, &reply, d.save_deadline_ns);
+          !s.ok()) {
         errors[i] = agent_error(nodes[i].what(), "restore", s);
       }
     });
@@ -205,9 +199,8 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
       vmhost::RestoreRequest req;
       req.set_checkpoint_dir(dir + "/vms");
       vmhost::RestoreReply reply;
-      grpc::ClientContext context;
-      set_deadline(context, d.save_deadline_ns);
-      if (auto s = hosts[j].stub->Restore(&context, req, &reply); !s.ok()) {
+      if (auto s = unary(*hosts[j].stub, &HostStub::Restore, req, &reply, d.save_deadline_ns);
+          !s.ok()) {
         errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
       }
     });

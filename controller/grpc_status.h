@@ -3,6 +3,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -19,6 +21,22 @@ inline Status from_grpc(const grpc::Status& s, std::string_view context) {
   if (s.ok()) return Status::ok();
   return Status(static_cast<ErrorCode>(s.error_code()), std::string(s.error_message()))
       .with_context(context);
+}
+
+// A deadline `ns` from now for a client call.
+inline void set_deadline(grpc::ClientContext& context, int64_t ns) {
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::nanoseconds(ns));
+}
+
+// One unary call of `method` on `stub`, its deadline `deadline_ns` from now:
+//   unary(*stub, &Agent::Stub::Save, request, &reply, deadline_ns)
+template <typename Stub, typename Request, typename Reply>
+grpc::Status unary(Stub& stub,
+                   grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Reply*),
+                   const Request& request, Reply* reply, int64_t deadline_ns) {
+  grpc::ClientContext context;
+  set_deadline(context, deadline_ns);
+  return (stub.*method)(&context, request, reply);
 }
 
 // Plain-text gRPC is allowed only where nobody else can reach it: a UNIX
