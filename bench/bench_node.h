@@ -4,7 +4,11 @@
 // the configuration or the node is refused.
 #pragma once
 
+#include <rte_eal.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -12,6 +16,34 @@
 #include "dataplane/delay_node.h"
 
 namespace amber::bench {
+
+// DPDK for a benchmark: lcores 0-1, hugepage memory of `memory_mb`, a file
+// prefix of its own (removed again at the end, with the EAL).
+class BenchEal {
+ public:
+  BenchEal(const char* program, const char* memory_mb) {
+    char prefix[96];
+    std::snprintf(prefix, sizeof prefix, "amb-%s-%d", program, static_cast<int>(getpid()));
+    prefix_ = prefix;
+    const char* eal[] = {program, "-l", "0-1", "--no-pci", "--in-memory", "--file-prefix",
+                         prefix_.c_str(), "--log-level", "lib.eal:error", "-m", memory_mb};
+    ok_ = rte_eal_init(static_cast<int>(sizeof eal / sizeof eal[0]), const_cast<char**>(eal)) >= 0;
+    if (!ok_) std::fprintf(stderr, "%s: EAL init failed (root and hugepages needed)\n", program);
+  }
+  ~BenchEal() {
+    if (!ok_) return;
+    rte_eal_cleanup();
+    std::error_code ignored;
+    std::filesystem::remove_all("/var/run/dpdk/" + prefix_, ignored);
+  }
+  BenchEal(const BenchEal&) = delete;
+  BenchEal& operator=(const BenchEal&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  std::string prefix_;
+  bool ok_ = false;
+};
 
 inline std::unique_ptr<dataplane::DelayNode> start_bench_node(const std::string& port_a,
                                                               const std::string& port_b,

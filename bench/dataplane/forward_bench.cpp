@@ -534,13 +534,8 @@ Options parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  std::string prefix = "amb-fwd-bench-" + std::to_string(getpid());
-  const char* eal[] = {"forward_bench", "-l", "0-1", "--no-pci", "--in-memory", "--file-prefix",
-                       prefix.c_str(), "--log-level", "lib.eal:error", "-m", "1024"};
-  if (rte_eal_init(static_cast<int>(sizeof eal / sizeof eal[0]), const_cast<char**>(eal)) < 0) {
-    std::fprintf(stderr, "forward_bench: EAL init failed (root and hugepages needed)\n");
-    return 1;
-  }
+  amber::bench::BenchEal eal("forward_bench", "1024");
+  if (!eal.ok()) return 1;
   if (rte_lcore_count() < 2) {
     std::fprintf(stderr, "forward_bench: needs 2 cores\n");
     return 1;
@@ -630,7 +625,5 @@ int main(int argc, char** argv) {
     if (large) accuracy(large, o.accuracy_seconds);
   }
 
-  rte_eal_cleanup();
-  std::filesystem::remove_all("/var/run/dpdk/" + prefix);
   return 0;
 }
