@@ -495,6 +495,10 @@ void DelayNode::release_frames() {
     d->pipe.clear([](link::Frame& f) { rte_pktmbuf_free(mbuf_of(&f)); });
     rte_pktmbuf_free_bulk(d->pending, d->pending_count);
     d->pending_count = 0;
+    // A worker puts its staged burst into the pipe when it stops; one that
+    // never ran has none.
+    rte_pktmbuf_free_bulk(d->staged, d->staged_count);
+    d->staged_count = 0;
   }
 }
 
