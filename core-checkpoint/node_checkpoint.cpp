@@ -111,24 +111,6 @@ class MbufSupply {
   unsigned next_ = 0, count_ = 0;
 };
 
-// Frees the frames a pipe lets go (Pipe::clear) a batch at a time.
-class MbufRelease {
- public:
-  ~MbufRelease() { rte_pktmbuf_free_bulk(mbufs_, count_); }
-  void operator()(link::Frame& f) {
-    mbufs_[count_++] = dataplane::mbuf_of(&f);
-    if (count_ == kBatch) {
-      rte_pktmbuf_free_bulk(mbufs_, count_);
-      count_ = 0;
-    }
-  }
-
- private:
-  static constexpr unsigned kBatch = 64;
-  rte_mbuf* mbufs_[kBatch];
-  unsigned count_ = 0;
-};
-
 // The image header of a frozen node: its identity and every pipe with its
 // configuration, state and what it holds. Inside with_frozen_pipes.
 std::pair<NodeInfo, std::vector<PipeInfo>> describe_node(DelayNode& node,
@@ -286,12 +268,7 @@ Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,
       by_index[i] = d;
       auto pipe = link::Pipe::create(reader->pipes()[i].config);
       if (!pipe) return pipe.status().with_context(cat(path, ": pipe ", i, ": "));
-      {
-        MbufRelease release;
-        d->pipe.clear(release);
-      }
-      rte_pktmbuf_free_bulk(d->pending, d->pending_count);
-      d->pending_count = 0;
+      dataplane::release_frames(*d);
       pipe->take_wire(d->pipe);
       d->pipe = std::move(pipe).value();
       d->pipe.set_state(reader->pipes()[i].state);

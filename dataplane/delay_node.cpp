@@ -490,16 +490,30 @@ uint64_t DelayNode::idle_sleeps() const {
   return n;
 }
 
+void release_frames(Direction& d) {
+  // The pipe hands its frames over one by one; they go back 64 at a time.
+  struct Batch {
+    rte_mbuf* mbufs[64];
+    unsigned count = 0;
+    void add(rte_mbuf* m) {
+      mbufs[count++] = m;
+      if (count == 64) flush();
+    }
+    void flush() {
+      rte_pktmbuf_free_bulk(mbufs, count);
+      count = 0;
+    }
+  } batch;
+  d.pipe.clear([&batch](link::Frame& f) { batch.add(mbuf_of(&f)); });
+  batch.flush();
+  rte_pktmbuf_free_bulk(d.pending, d.pending_count);
+  d.pending_count = 0;
+  rte_pktmbuf_free_bulk(d.staged, d.staged_count);
+  d.staged_count = 0;
+}
+
 void DelayNode::release_frames() {
-  for (auto& d : directions_) {
-    d->pipe.clear([](link::Frame& f) { rte_pktmbuf_free(mbuf_of(&f)); });
-    rte_pktmbuf_free_bulk(d->pending, d->pending_count);
-    d->pending_count = 0;
-    // A worker puts its staged burst into the pipe when it stops; one that
-    // never ran has none.
-    rte_pktmbuf_free_bulk(d->staged, d->staged_count);
-    d->staged_count = 0;
-  }
+  for (auto& d : directions_) dataplane::release_frames(*d);
 }
 
 DelayNode::~DelayNode() {

@@ -78,4 +78,9 @@ struct DirectionStats {
 // Copies a direction's counters. Only on the thread that owns it.
 DirectionStats snapshot(const Direction& d);
 
+// Frees every frame the direction holds (its pipe's, those waiting for the
+// tx port and a staged burst), a batch of mbufs at a time. Only on the
+// thread that owns it, or while its worker is parked or stopped.
+void release_frames(Direction& d);
+
 }  // namespace amber::dataplane

@@ -122,8 +122,9 @@ int io_reference(void* arg) {
   std::vector<std::pair<uint64_t, uint32_t>> bursts(kTouch & kHold ? kBursts : 0);  // due, count
   size_t slot_head = 0, slot_tail = 0, burst_head = 0, burst_tail = 0;
   uint64_t bytes = 0;
-  rte_mbuf* burst[32];
-  rte_mbuf* staged[32];
+  rte_mbuf* buffers[2][32];
+  rte_mbuf** burst = buffers[0];
+  rte_mbuf** staged = buffers[1];
   uint16_t staged_n = 0;
   auto read_lengths = [&bytes](rte_mbuf* const* frames, uint16_t n) {
     for (uint16_t i = 0; i < n; ++i) {
@@ -138,7 +139,7 @@ int io_reference(void* arg) {
       if constexpr (kTouch & kStaged) {
         // The previous burst goes on; this one waits a pass.
         read_lengths(staged, staged_n);
-        for (uint16_t i = 0; i < std::max(n, staged_n); ++i) std::swap(burst[i], staged[i]);
+        std::swap(burst, staged);
         std::swap(n, staged_n);
       } else {
         read_lengths(burst, n);
@@ -170,6 +171,7 @@ int io_reference(void* arg) {
   asm volatile("" : : "r"(bytes));
   // Frames still held go back to the pool.
   for (; slot_head != slot_tail; ++slot_head) rte_pktmbuf_free(slots[slot_head & (kSlots - 1)]);
+  rte_pktmbuf_free_bulk(staged, staged_n);
   return 0;
 }
 
