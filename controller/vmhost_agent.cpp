@@ -561,6 +561,17 @@ class Host {
       step->set_event_ns(to_ns(s.event) - c);
       step->set_lateness_ns(to_ns(s.event) - c - at_ns);
       step->set_reply_latency_ns(dur_ns(s.reply_latency));
+      step->set_lead_ns(dur_ns(s.requested - s.issued));
+      const bool taken = s.taken.time_since_epoch().count() != 0;
+      if (taken) step->set_clock_ns(to_ns(s.taken) - c);
+      // One line per VM and step: how early the command left, and how far
+      // from the instant the guest clock and QEMU's event came.
+      std::fprintf(stderr,
+                   "amber-vmhost: %s %s: sent %.3f ms before the instant; clock %s%.3f ms, "
+                   "event %+.3f ms\n",
+                   what, configs_[index[i]].name.c_str(), step->lead_ns() / 1e6,
+                   taken ? (step->clock_ns() >= at_ns ? "+" : "") : "? ",
+                   taken ? (step->clock_ns() - at_ns) / 1e6 : 0.0, (to_ns(s.event) - c - at_ns) / 1e6);
     }
     return grpc::Status::OK;
   }

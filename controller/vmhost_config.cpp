@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/strings.h"
+#include "common/units.h"
 #include "controller/text_config.h"
 
 namespace amber::controller {
@@ -48,6 +49,9 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
                                 host.sync_mode(),
                                 "': expected free_running, disciplined or grandmaster"));
   }
+  if (auto lead = step_lead_policy(host); !lead) {
+    return invalid_argument(cat(where_top(origin, tree, "step_lead"), lead.status().message()));
+  }
   if (host.vms_size() == 0) return invalid_argument(cat(origin, ": no vms { ... } configured"));
   std::set<std::string> names;
   std::set<std::pair<int, int>> host_ports;  // (protocol, port): one VM each on this host
@@ -78,6 +82,9 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
                                     "': a tap or vhost-user NIC needs its endpoint "
                                     "(interface name or socket path)"));
       }
+      if (nic.vhost_net() && nic.kind() != vmhost::NicSpec::TAP) {
+        return invalid_argument(cat(at, "VM '", vm.name(), "': vhost_net needs a TAP NIC"));
+      }
       if (nic.forwards_size() > 0 && nic.kind() != vmhost::NicSpec::USER) {
         return invalid_argument(
             cat(at, "VM '", vm.name(), "': forwards need a USER NIC (QEMU user networking)"));
@@ -104,8 +111,28 @@ Result<vmhost::VmHost> load_vmhost_config(const std::string& path) {
   return parse_vmhost_config(*text, path);
 }
 
+Result<vm::StepLeadPolicy> step_lead_policy(const vmhost::VmHost& host) {
+  vm::StepLeadPolicy p;
+  const std::string& text = host.step_lead();
+  if (text.empty() || text == "off") return p;
+  if (text == "auto") {
+    p.mode = vm::StepLeadPolicy::Mode::kAuto;
+    return p;
+  }
+  auto d = parse_duration_ns(text);
+  if (!d || *d < 0 || *d > 100'000'000) {
+    return invalid_argument(cat("step_lead '", text,
+                                "': expected auto, off or a duration from 0 to 100ms"));
+  }
+  p.mode = vm::StepLeadPolicy::Mode::kFixed;
+  p.fixed = std::chrono::nanoseconds(*d);
+  return p;
+}
+
 vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec) {
   vm::VmConfig c;
+  if (auto lead = step_lead_policy(host)) c.step_lead = *lead;
+  c.realtime_boost = host.realtime_boost();
   c.name = spec.name();
   c.run_dir = cat(host.run_dir(), "/", spec.name());
   c.memory_mib = spec.memory_mib();
@@ -121,6 +148,7 @@ vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec
                                                          : vm::Nic::Kind::kUser;
     nic.endpoint = n.endpoint();
     nic.mac = n.mac();
+    nic.vhost_net = n.vhost_net();
     for (const auto& f : n.forwards()) {
       nic.forwards.push_back({f.protocol() == vmhost::NicSpec::PortForward::UDP
                                   ? vm::PortForward::Protocol::kUdp

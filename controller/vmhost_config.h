@@ -16,6 +16,9 @@ namespace amber::controller {
 Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::string& origin);
 Result<vmhost::VmHost> load_vmhost_config(const std::string& path);
 
+// The step lead the configuration asks for (step_lead: auto, off, a duration).
+Result<vm::StepLeadPolicy> step_lead_policy(const vmhost::VmHost& host);
+
 // The VM's QEMU configuration: run directory <run_dir>/<name>, disk overlay
 // <run_dir>/<name>/disk.qcow2 when the spec has a disk base.
 vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec);

@@ -11,8 +11,10 @@
 
 namespace amber::vm {
 
-// While alive: the calling thread at SCHED_FIFO 2 and each QEMU's main
-// thread (which serves QMP and pauses the vCPUs) at 1. vCPU threads are left
+// While alive: the calling thread at SCHED_FIFO 2 and, at 1, each QEMU's
+// monitor I/O thread (which reads the QMP command) and main thread (which
+// takes it, stops or starts the guest clock, pauses the vCPUs and restarts
+// the back ends). vCPU threads are left
 // alone: at SCHED_FIFO, busy TCG vCPUs starved everything else and made
 // stops 5x later. Restores the previous policies on destruction. Without
 // CAP_SYS_NICE it does nothing and says so in applied().

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -109,8 +110,9 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
         break;
       }
       case Nic::Kind::kTap:
-        a.insert(a.end(), {"-netdev", cat("tap,id=", net, ",ifname=", nic.endpoint,
-                                          ",script=no,downscript=no")});
+        a.insert(a.end(),
+                 {"-netdev", cat("tap,id=", net, ",ifname=", nic.endpoint,
+                                 ",script=no,downscript=no", nic.vhost_net ? ",vhost=on" : "")});
         device += kTapOffloads;
         break;
       case Nic::Kind::kVhostUser:
@@ -129,6 +131,12 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
   a.insert(a.end(), {"-chardev", cat("socket,id=qmp0,path=", c.qmp_socket(), ",server=on,wait=off"),
                      "-mon", "chardev=qmp0,mode=control"});
   a.insert(a.end(), {"-pidfile", c.pid_file()});
+  // QEMU's log (qemu.log) then says, to the microsecond, when its main loop
+  // took each QMP command and when the VM's run state changed: the guest
+  // clock stops (starts) as the command is taken, while the STOP event
+  // follows only after the vCPUs and back ends have stopped.
+  a.insert(a.end(), {"-msg", "timestamp=on", "-trace", "enable=monitor_qmp_cmd_in_band", "-trace",
+                     "enable=vm_state_notify"});
   if (incoming) a.insert(a.end(), {"-S", "-incoming", "defer"});
   return a;
 }
@@ -490,33 +498,57 @@ Status Vm::quit(std::chrono::milliseconds timeout) {
 
 namespace {
 
+// When QEMU's main loop took the QMP command with `id`, from its trace line
+// "PID@SEC.USEC:monitor_qmp_cmd_in_band ID" in the log; nullopt if absent.
+std::optional<WallTime> taken_at(const std::string& log, std::uint64_t id) {
+  const std::string tail = file_tail(log, 1 << 16);
+  const std::string needle = cat(":monitor_qmp_cmd_in_band ", id, "\n");
+  const std::size_t at = tail.rfind(needle);
+  if (at == std::string::npos) return std::nullopt;
+  const std::size_t line = tail.rfind('\n', at);
+  const std::size_t start = line == std::string::npos ? 0 : line + 1;
+  const std::size_t sep = tail.find('@', start);
+  if (sep == std::string::npos || sep > at) return std::nullopt;
+  long long sec = 0, usec = 0;
+  if (std::sscanf(tail.c_str() + sep + 1, "%lld.%lld", &sec, &usec) != 2) return std::nullopt;
+  return WallTime(std::chrono::seconds(sec) + std::chrono::microseconds(usec));
+}
+
 Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime instant,
                                             InstantWaiter& waiter, const char* command,
                                             const char* event) {
+  const bool stop = std::string_view(command) == "stop";
   std::vector<std::uint64_t> from;
   std::vector<pid_t> pids;
-  bool boost = false;
-  for (Vm* vm : vms) {
-    from.push_back(vm->qmp().next_event_seq());
-    pids.push_back(vm->pid());
-    boost = boost || vm->config().realtime_boost;
-  }
+  std::vector<std::size_t> order(vms.size());
   std::vector<StepReport> reports(vms.size());
-  std::vector<PendingReply> pending;
-  std::vector<Clock::time_point> sent;
-  // Plain sleep until just before the instant; real-time priority only for
-  // the last stretch and until QEMU answered.
-  AMBER_RETURN_IF_ERROR(waiter.wait_until(instant - kBoostLead));
+  bool boost = false;
+  for (std::size_t i = 0; i < vms.size(); ++i) {
+    from.push_back(vms[i]->qmp().next_event_seq());
+    pids.push_back(vms[i]->pid());
+    boost = boost || vms[i]->config().realtime_boost;
+    order[i] = i;
+    reports[i].requested = instant;
+    reports[i].lead = vms[i]->step_lead(stop).lead();
+  }
+  // The VM that needs the longest lead goes first.
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return reports[a].lead > reports[b].lead; });
+  const WallTime first = instant - reports[order.front()].lead;
+  std::vector<PendingReply> pending(vms.size());
+  std::vector<Clock::time_point> sent(vms.size());
+  // Plain sleep until just before the first command; real-time priority
+  // only for the last stretch and until QEMU answered.
+  AMBER_RETURN_IF_ERROR(waiter.wait_until(first - kBoostLead));
   std::optional<SchedBoost> boosted;
   if (boost) boosted.emplace(pids);
-  AMBER_RETURN_IF_ERROR(waiter.wait_until(instant));
-  for (std::size_t i = 0; i < vms.size(); ++i) {
-    reports[i].requested = instant;
+  for (std::size_t i : order) {
+    AMBER_RETURN_IF_ERROR(waiter.wait_until(instant - reports[i].lead));
     reports[i].issued = std::chrono::system_clock::now();
-    sent.push_back(Clock::now());
+    sent[i] = Clock::now();
     auto p = vms[i]->qmp().send(command);
     if (!p) return p.status().with_context(cat("VM ", vms[i]->config().name, ": "));
-    pending.push_back(std::move(*p));
+    pending[i] = std::move(*p);
   }
   for (std::size_t i = 0; i < vms.size(); ++i) {
     const auto timeout = vms[i]->config().command_timeout;
@@ -530,6 +562,13 @@ Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime i
     auto e = vms[i]->qmp().wait_event(event, from[i], timeout);
     if (!e) return e.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     reports[i].event = e->qemu_time;
+    if (auto taken = taken_at(vms[i]->config().qemu_log(), pending[i].id())) {
+      reports[i].taken = *taken;
+    }
+    // The lead aims at the guest clock (the command taken), else the event.
+    const WallTime acted = reports[i].taken.time_since_epoch().count() ? reports[i].taken
+                                                                       : reports[i].event;
+    vms[i]->step_lead(stop).record(acted - reports[i].issued);
   }
   return reports;
 }

@@ -17,6 +17,7 @@
 #include "common/strings.h"
 #include "vm-checkpoint/instant.h"
 #include "vm-checkpoint/qmp_client.h"
+#include "vm-checkpoint/step_lead.h"
 
 namespace amber::vm {
 
@@ -38,6 +39,7 @@ struct Nic {
   std::string endpoint;  // Tap: interface name. vhost-user: socket path (served by the delay node).
   std::string mac;       // Optional, "52:54:00:..".
   std::vector<PortForward> forwards;  // kUser only.
+  bool vhost_net = false;             // kTap only: QEMU's vhost=on (needs /dev/vhost-net).
 };
 
 struct VmConfig {
@@ -63,6 +65,9 @@ struct VmConfig {
   // it halves the STOP skew of idle guests but did not help busy ones on an
   // oversubscribed host (see README.md).
   bool realtime_boost = false;
+  // How early `stop` and `cont` leave for QEMU (step_lead.h): off, a fixed
+  // lead, or the median of this VM's recent lags from command to event.
+  StepLeadPolicy step_lead;
   std::uint64_t max_bandwidth = std::uint64_t{100} << 30;  // Bytes/s: lifts the 128 MiB/s default.
   // QEMU keeps running when the process that started it dies (a VM-host
   // agent's crash must not kill the experiment); Vm::adopt() takes it over
@@ -91,6 +96,9 @@ bool kvm_usable(const std::string& qemu_binary, std::chrono::milliseconds timeou
 struct StepReport {
   WallTime requested;
   WallTime issued;                  // When the command left for QEMU.
+  Clock::duration lead{};           // How long before `requested` it was meant to leave.
+  WallTime taken;                   // QEMU's main loop took the command: the guest clock
+                                    // stopped (started) then. Zero if its log did not say.
   WallTime event;                   // QEMU's STOP or RESUME event.
   Clock::duration reply_latency{};  // Command sent to reply received.
   std::chrono::nanoseconds lateness() const { return event - requested; }
@@ -152,12 +160,18 @@ class Vm {
   const VmConfig& config() const { return config_; }
   void set_realtime_boost(bool on) { config_.realtime_boost = on; }
   QmpClient& qmp() { return *qmp_; }
+  // The lead of this VM's stops (resumes): calibrated from its own steps.
+  StepLead& step_lead(bool stop) { return stop ? stop_lead_ : resume_lead_; }
   // Why QEMU ended or what it printed last, for error messages.
   std::string describe_failure();
 
  private:
   Vm(VmConfig config, pid_t pid, Accel accel)
-      : config_(std::move(config)), pid_(pid), accel_(accel) {}
+      : config_(std::move(config)),
+        pid_(pid),
+        accel_(accel),
+        stop_lead_(config_.step_lead),
+        resume_lead_(config_.step_lead) {}
   static Result<std::unique_ptr<Vm>> start(const VmConfig& config, Accel accel, bool incoming);
 
   VmConfig config_;
@@ -167,10 +181,13 @@ class Vm {
   std::unique_ptr<QmpClient> qmp_;
   bool exited_ = false;  // Reaped: the PID must not be signalled again.
   int exit_status_ = 0;
+  StepLead stop_lead_;
+  StepLead resume_lead_;
 };
 
-// Stops (resumes) every VM at one instant: the commands leave back to back
-// from one thread, so the spread of their events is QEMU's, not ours.
+// Stops (resumes) every VM at one instant: the commands leave from one
+// thread, each its VM's step lead before the instant (back to back without
+// leads), so the spread of their events is QEMU's, not ours.
 Result<std::vector<StepReport>> stop_all_at(std::span<Vm* const> vms, WallTime instant,
                                             InstantWaiter& waiter);
 Result<std::vector<StepReport>> resume_all_at(std::span<Vm* const> vms, WallTime instant,

@@ -61,6 +61,40 @@ TEST(VmHostConfig, GoodConfigMapsToVmConfigs) {
   vm::VmConfig b = to_vm_config(*c, c->vms(1));
   EXPECT_TRUE(b.disk.empty());
   EXPECT_EQ(b.accel, vm::Accel::kAuto);
+  // No step_lead: commands leave at the instant; no real-time boost.
+  EXPECT_EQ(a.step_lead.mode, vm::StepLeadPolicy::Mode::kOff);
+  EXPECT_FALSE(a.realtime_boost);
+}
+
+TEST(VmHostConfig, StepLeadAndBoost) {
+  auto with = [](const std::string& lines) {
+    return parse_vmhost_config(lines + kGood, "lead.conf");
+  };
+  auto a = with("step_lead: \"auto\"\nrealtime_boost: true\n");
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  vm::VmConfig va = to_vm_config(*a, a->vms(0));
+  EXPECT_EQ(va.step_lead.mode, vm::StepLeadPolicy::Mode::kAuto);
+  EXPECT_TRUE(va.realtime_boost);
+  auto f = with("step_lead: \"1500us\"\n");
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  vm::VmConfig vf = to_vm_config(*f, f->vms(1));
+  EXPECT_EQ(vf.step_lead.mode, vm::StepLeadPolicy::Mode::kFixed);
+  EXPECT_EQ(vf.step_lead.fixed, std::chrono::microseconds(1500));
+}
+
+TEST(VmHostConfig, TapNicMayUseVhostNet) {
+  auto c = parse_vmhost_config(
+      "listen: \"unix:/tmp/x.sock\"\nrun_dir: \"/tmp/r\"\n"
+      "vms { name: \"a\" memory_mib: 1 kernel: \"k\"\n"
+      "  nics { kind: TAP endpoint: \"tb-t1\" vhost_net: true }\n"
+      "  nics { kind: TAP endpoint: \"tb-t2\" } }\n",
+      "tap.conf");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  vm::VmConfig a = to_vm_config(*c, c->vms(0));
+  ASSERT_EQ(a.nics.size(), 2u);
+  EXPECT_EQ(a.nics[0].kind, vm::Nic::Kind::kTap);
+  EXPECT_TRUE(a.nics[0].vhost_net);
+  EXPECT_FALSE(a.nics[1].vhost_net);
 }
 
 struct Bad {
@@ -81,6 +115,9 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
        "bad.conf:3: VM 'a': accel 'xen'"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP } }\n",
        "bad.conf:3: VM 'a': a tap or vhost-user NIC needs its endpoint"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: VHOST_USER " +
+           "endpoint: \"s\" vhost_net: true } }\n",
+       "bad.conf:3: VM 'a': vhost_net needs a TAP NIC"},
       {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3: vms: name is missing"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP endpoint: \"t\" " +
            "forwards { host_port: 1 guest_port: 2 } } }\n",
@@ -100,6 +137,10 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
        "bad.conf: listen"},
       {head, "bad.conf: no vms"},
       {head + "vms { name: \"a\" memory_mib: \"lots\" }\n", "bad.conf:3:"},
+      {head + "step_lead: \"soon\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:3: step_lead 'soon': expected auto, off or a duration"},
+      {head + "step_lead: \"1s\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:3: step_lead '1s'"},
   };
   for (const Bad& bad : cases) {
     auto c = parse_vmhost_config(bad.text, "bad.conf");

@@ -180,6 +180,10 @@ TEST(QemuCommandLine, VhostUserTapAndIncoming) {
   EXPECT_TRUE(has(kvm, "kvm"));
   EXPECT_TRUE(has(kvm, "-incoming"));
   EXPECT_TRUE(has(kvm, "-S"));
+  EXPECT_FALSE(has(kvm, "vhost=on"));
+  c.nics[1].vhost_net = true;
+  EXPECT_TRUE(has(qemu_command_line(c, Accel::kKvm, false),
+                  "tap,id=net1,ifname=amb-vm-tap0,script=no,downscript=no,vhost=on"));
 }
 
 TEST(QemuCommandLine, UserNetworkForwardsLoopbackPortsOnly) {

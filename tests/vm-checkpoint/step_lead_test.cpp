@@ -1,0 +1,52 @@
+// The step lead: how early a stop or cont leaves so that QEMU acts at the
+// instant (vm-checkpoint/step_lead.h).
+#include "vm-checkpoint/step_lead.h"
+
+#include <gtest/gtest.h>
+
+namespace amber::vm {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+StepLead automatic(std::size_t window = 5) {
+  StepLeadPolicy p;
+  p.mode = StepLeadPolicy::Mode::kAuto;
+  p.window = window;
+  return StepLead(p);
+}
+
+TEST(StepLead, OffAndFixedIgnoreTheLags) {
+  StepLead off;
+  off.record(milliseconds(3));
+  EXPECT_EQ(off.lead(), nanoseconds(0));
+  StepLeadPolicy p;
+  p.mode = StepLeadPolicy::Mode::kFixed;
+  p.fixed = milliseconds(2);
+  StepLead fixed(p);
+  fixed.record(milliseconds(9));
+  EXPECT_EQ(fixed.lead(), milliseconds(2));
+}
+
+TEST(StepLead, AutoIsTheMedianOfTheLastLags) {
+  StepLead lead = automatic(5);
+  EXPECT_EQ(lead.lead(), nanoseconds(0));  // nothing measured yet: at the instant
+  for (int ms : {1, 9, 2}) lead.record(milliseconds(ms));
+  EXPECT_EQ(lead.lead(), milliseconds(2));  // one stall does not move it
+  for (int ms : {4, 4, 4, 4}) lead.record(milliseconds(ms));
+  // The window keeps the last five: 2, 4, 4, 4, 4.
+  EXPECT_EQ(lead.lead(), milliseconds(4));
+}
+
+TEST(StepLead, AutoIsCappedAndNeverNegative) {
+  StepLead lead = automatic(3);
+  for (int i = 0; i < 3; ++i) lead.record(milliseconds(500));  // a host stalled for long
+  EXPECT_EQ(lead.lead(), StepLeadPolicy{}.cap);
+  StepLead early = automatic(1);
+  early.record(milliseconds(-1));  // QEMU's clock and ours disagree a little
+  EXPECT_EQ(early.lead(), nanoseconds(0));
+}
+
+}  // namespace
+}  // namespace amber::vm

@@ -1,0 +1,29 @@
+#include "vm-checkpoint/step_lead.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace amber::vm {
+
+std::chrono::nanoseconds StepLead::lead() const {
+  switch (policy_.mode) {
+    case StepLeadPolicy::Mode::kOff:
+      return std::chrono::nanoseconds(0);
+    case StepLeadPolicy::Mode::kFixed:
+      return policy_.fixed;
+    case StepLeadPolicy::Mode::kAuto:
+      break;
+  }
+  if (lags_.empty()) return std::chrono::nanoseconds(0);
+  std::vector<std::chrono::nanoseconds> sorted(lags_.begin(), lags_.end());
+  std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+  return std::clamp(sorted[sorted.size() / 2], std::chrono::nanoseconds(0), policy_.cap);
+}
+
+void StepLead::record(std::chrono::nanoseconds lag) {
+  if (policy_.mode != StepLeadPolicy::Mode::kAuto || policy_.window == 0) return;
+  lags_.push_back(lag);
+  while (lags_.size() > policy_.window) lags_.pop_front();
+}
+
+}  // namespace amber::vm
