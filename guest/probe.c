@@ -8,16 +8,18 @@
  *   probe run SECONDS [START OPTIONS]          measure locally, write files, exit
  *
  * Measurements (any subset, started together):
- *   rx     kernel receive timestamps (CLOCK_REALTIME, software) of the TCP
- *          segments of one port arriving on one interface: an AF_PACKET
- *          TPACKET_V3 ring with a classic BPF filter, incoming frames only.
+ *   rx     kernel timestamps (CLOCK_REALTIME, software) of the TCP segments
+ *          of one port on one interface, arriving and (tx=1, the default)
+ *          leaving: an AF_PACKET TPACKET_V3 ring with a classic BPF filter.
+ *          A leaving frame is stamped as the stack hands it to the driver,
+ *          an arriving one as the stack receives it.
  *   timer  a loop of relative CLOCK_MONOTONIC sleeps (10 ms), each timed.
  *   cpu    a fixed CPU-bound work unit (calibrated once at start to about
  *          10 ms), repeated, each timed by CLOCK_MONOTONIC.
  *
  * Control protocol (TCP, one command line per connection, one reply line):
- *   start [rx] [timer] [cpu] [port=5201] [iface=eth0] [gro=off|keep]
- *         [rx_max=2000000] [timer_max=200000] [cpu_max=200000]
+ *   start [rx] [timer] [cpu] [port=5201] [iface=eth0] [gro=off|keep] [tx=1|0]
+ *         [rx_max=1000000] [timer_max=200000] [cpu_max=200000]
  *         [sleep_us=10000] [unit_us=10000] [fifo=1]
  *                     -> "ok started ... cpu_iters=N cpu_ns=N"
  *   stop              -> stops, writes DIR/{rx,timer,cpu}.bin, "ok rx=N timer=N cpu=N"
@@ -37,9 +39,10 @@
  * File format (little-endian), one file per measurement:
  *   off  size
  *     0   8   magic "AMBPROBE"
- *     8   2   version (1)
+ *     8   2   version (2; version 1 had 16-byte rx records without ack,
+ *             IP id, peer port and outgoing frames)
  *    10   2   kind: 1 rx, 2 timer, 3 cpu
- *    12   4   record size in bytes (16)
+ *    12   4   record size in bytes (rx 24, timer and cpu 16)
  *    16   8   records stored
  *    24   8   records lost because the buffer was full
  *    32   8   rx: frames the kernel dropped (ring full); others 0
@@ -47,10 +50,14 @@
  *    56   8   CLOCK_MONOTONIC ns at stop     64  8  CLOCK_REALTIME ns at stop
  *    72   8   param a: rx TCP port; timer nominal sleep ns; cpu iterations per unit
  *    80   8   param b: rx ifindex; timer 1 if SCHED_FIFO; cpu calibrated ns per unit
- *    88   8   param c: rx 1 if GRO was switched off; others 0
+ *    88   8   param c: rx bit 0: GRO was switched off, bit 1: leaving frames
+ *             recorded too; others 0
  *    96       records
- *   rx record:    i64 timestamp ns (CLOCK_REALTIME), u32 TCP seq, u16 TCP payload
- *                 bytes, u8 TCP flags, u8 direction (0: to the port, 1: from it)
+ *   rx record:    i64 timestamp ns (CLOCK_REALTIME), u32 TCP seq, u32 TCP ack,
+ *                 u16 TCP payload bytes, u16 IPv4 id, u16 the peer's port (the
+ *                 other end's port of the connection), u8 TCP flags, u8 dir:
+ *                 bit 0 set: from the port (clear: to it), bit 1 set: the
+ *                 frame left this guest (clear: it arrived)
  *   timer record: i64 start ns (CLOCK_MONOTONIC), i64 duration ns
  *   cpu record:   i64 start ns (CLOCK_MONOTONIC), i64 duration ns
  */
@@ -89,12 +96,19 @@ static const char *const kind_name[NKIND] = {"", "rx", "timer", "cpu"};
 
 #define CLOCK_MAGIC 0x434d4241u
 #define HEADER_BYTES 96
+#define FILE_VERSION 2
 #define RECORD_BYTES 16
+#define RX_RECORD_BYTES 24
+
+enum { DIR_FROM_PORT = 1, DIR_OUTGOING = 2 };
 
 struct rx_record {
   int64_t ts_ns;
   uint32_t seq;
+  uint32_t ack;
   uint16_t payload;
+  uint16_t ip_id;
+  uint16_t peer_port;
   uint8_t flags;
   uint8_t dir;
 };
@@ -102,7 +116,7 @@ struct timed_record {
   int64_t start_ns;
   int64_t duration_ns;
 };
-_Static_assert(sizeof(struct rx_record) == RECORD_BYTES, "rx record size");
+_Static_assert(sizeof(struct rx_record) == RX_RECORD_BYTES, "rx record size");
 _Static_assert(sizeof(struct timed_record) == RECORD_BYTES, "timed record size");
 
 struct series {
@@ -119,6 +133,7 @@ struct options {
   int port;
   char iface[IF_NAMESIZE];
   int gro_off;
+  int tx;
   size_t max[NKIND];
   int64_t sleep_ns;
   int64_t unit_ns;
@@ -141,6 +156,8 @@ static struct {
   uint64_t cpu_iters;
   pthread_mutex_t lock;  /* one control command at a time */
 } g = {.rx_fd = -1, .gro_restore = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t record_bytes(int kind) { return kind == KIND_RX ? RX_RECORD_BYTES : RECORD_BYTES; }
 
 static int64_t now_ns(clockid_t clock) {
   struct timespec ts;
@@ -172,7 +189,7 @@ static void set_fifo(int prio) {
 
 /* ---- rx: AF_PACKET TPACKET_V3 ring ---- */
 
-/* Incoming IPv4 TCP frames (unfragmented or first fragment) with source or
+/* IPv4 TCP frames (unfragmented or first fragment) with source or
  * destination port `port`; 128 bytes of each are enough for the headers. */
 static int attach_filter(int fd, int port) {
   struct sock_filter code[] = {
@@ -231,7 +248,7 @@ static int rx_open(char *err, size_t errlen) {
       .tp_retire_blk_tov = 20, /* ms: a quiet link still hands blocks over */
   };
   if (attach_filter(fd, o->port) != 0 ||
-      setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) != 0 ||
+      (!o->tx && setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) != 0) ||
       /* Stamps each frame as the stack receives it, not when the ring sees it. */
       setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) != 0 ||
       setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof v3) != 0 ||
@@ -248,8 +265,10 @@ static int rx_open(char *err, size_t errlen) {
     close(fd);
     return -1;
   }
+  /* Leaving frames reach only ETH_P_ALL sockets (dev_queue_xmit_nit); the
+   * filter keeps IPv4 either way. */
   struct sockaddr_ll sll = {.sll_family = AF_PACKET,
-                            .sll_protocol = htons(ETH_P_IP),
+                            .sll_protocol = htons(o->tx ? ETH_P_ALL : ETH_P_IP),
                             .sll_ifindex = (int)ifindex};
   if (bind(fd, (struct sockaddr *)&sll, sizeof sll) != 0) {
     snprintf(err, errlen, "bind to %s: %s", o->iface, strerror(errno));
@@ -260,6 +279,7 @@ static int rx_open(char *err, size_t errlen) {
   }
   g.s[KIND_RX].param[0] = (uint64_t)o->port;
   g.s[KIND_RX].param[1] = ifindex;
+  g.s[KIND_RX].param[2] = o->tx ? 2 : 0;
   /* GRO would hand the socket merged segments with one timestamp. */
   if (o->gro_off) {
     uint32_t state = 0;
@@ -267,35 +287,48 @@ static int rx_open(char *err, size_t errlen) {
       uint32_t off = 0;
       if (state == 0 || gro_ioctl(o->iface, ETHTOOL_SGRO, &off) == 0) {
         g.gro_restore = (int)state;
-        g.s[KIND_RX].param[2] = 1;
+        g.s[KIND_RX].param[2] |= 1;
       }
     }
-    if (g.s[KIND_RX].param[2] == 0) logf_("probe: could not switch GRO off on %s", o->iface);
+    if ((g.s[KIND_RX].param[2] & 1) == 0) logf_("probe: could not switch GRO off on %s", o->iface);
   }
   g.rx_fd = fd;
   return 0;
+}
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static void rx_block(struct tpacket_block_desc *bd, struct series *s) {
   struct rx_record *rec = s->mem;
   uint8_t *p = (uint8_t *)bd + bd->hdr.bh1.offset_to_first_pkt;
   uint64_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
+  const uint16_t port = (uint16_t)g.opt.port;
   for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; ++i) {
     struct tpacket3_hdr *h = (struct tpacket3_hdr *)p;
+    const struct sockaddr_ll *sll =
+        (const struct sockaddr_ll *)((uint8_t *)h + TPACKET_ALIGN(sizeof *h));
     const uint8_t *ip = (const uint8_t *)h + h->tp_net;
     uint32_t cap = h->tp_snaplen - (uint32_t)(h->tp_net - h->tp_mac);
     unsigned ihl = (ip[0] & 0x0fu) * 4u;
     if (cap >= ihl + 20 && ihl >= 20) {
       const uint8_t *tcp = ip + ihl;
-      unsigned tot = (unsigned)ip[2] << 8 | ip[3];
+      unsigned tot = be16(ip + 2);
       unsigned doff = (tcp[12] >> 4) * 4u;
-      uint16_t sport = (uint16_t)(tcp[0] << 8 | tcp[1]);
+      uint16_t sport = be16(tcp), dport = be16(tcp + 2);
       if (n < s->cap) {
-        rec[n].ts_ns = (int64_t)h->tp_sec * 1000000000 + h->tp_nsec;
-        rec[n].seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
-        rec[n].payload = tot > ihl + doff ? (uint16_t)(tot - ihl - doff) : 0;
-        rec[n].flags = tcp[13];
-        rec[n].dir = sport == (uint16_t)g.opt.port;
+        struct rx_record *r = &rec[n];
+        r->ts_ns = (int64_t)h->tp_sec * 1000000000 + h->tp_nsec;
+        r->seq = be32(tcp + 4);
+        r->ack = be32(tcp + 8);
+        r->payload = tot > ihl + doff ? (uint16_t)(tot - ihl - doff) : 0;
+        r->ip_id = be16(ip + 4);
+        r->flags = tcp[13];
+        r->dir = (uint8_t)((sport == port ? DIR_FROM_PORT : 0) |
+                           (sll->sll_pkttype == PACKET_OUTGOING ? DIR_OUTGOING : 0));
+        r->peer_port = sport == port ? dport : sport;
         ++n;
       } else {
         ++s->lost_full;
@@ -430,7 +463,7 @@ static void *cpu_loop(void *arg) {
 static void free_series(void) {
   for (int k = 1; k < NKIND; ++k) {
     struct series *s = &g.s[k];
-    if (s->mem) munmap(s->mem, s->cap * RECORD_BYTES);
+    if (s->mem) munmap(s->mem, s->cap * record_bytes(k));
     memset(s, 0, sizeof *s);
   }
 }
@@ -440,7 +473,8 @@ static int parse_start(char *args, struct options *o, char *err, size_t errlen) 
   o->port = 5201;
   snprintf(o->iface, sizeof o->iface, "eth0");
   o->gro_off = 1;
-  o->max[KIND_RX] = 2000000;
+  o->tx = 1;
+  o->max[KIND_RX] = 1000000;
   o->max[KIND_TIMER] = 200000;
   o->max[KIND_CPU] = 200000;
   o->sleep_ns = 10000000;
@@ -461,6 +495,8 @@ static int parse_start(char *args, struct options *o, char *err, size_t errlen) 
       snprintf(o->iface, sizeof o->iface, "%s", eq + 1);
     } else if (!strcmp(w, "gro=off") || !strcmp(w, "gro=keep")) {
       o->gro_off = !strcmp(w, "gro=off");
+    } else if (!strcmp(w, "tx=0") || !strcmp(w, "tx=1")) {
+      o->tx = w[3] == '1';
     } else if (!strncmp(w, "rx_max=", 7) && v > 0) {
       o->max[KIND_RX] = (size_t)v;
     } else if (!strncmp(w, "timer_max=", 10) && v > 0) {
@@ -496,7 +532,7 @@ static int do_start(char *args, char *reply, size_t len) {
     struct series *s = &g.s[k];
     s->cap = o.max[k];
     /* Touched now, so no page fault lands inside a measurement. */
-    s->mem = mmap(NULL, s->cap * RECORD_BYTES, PROT_READ | PROT_WRITE,
+    s->mem = mmap(NULL, s->cap * record_bytes(k), PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (s->mem == MAP_FAILED) {
       s->mem = NULL;
@@ -555,9 +591,9 @@ static int write_series(int k) {
   uint8_t h[HEADER_BYTES] = {0};
   uint64_t n = atomic_load(&s->count);
   memcpy(h, "AMBPROBE", 8);
-  put_u16(h + 8, 1);
+  put_u16(h + 8, FILE_VERSION);
   put_u16(h + 10, (uint16_t)k);
-  put_u32(h + 12, RECORD_BYTES);
+  put_u32(h + 12, (uint32_t)record_bytes(k));
   put_u64(h + 16, n);
   put_u64(h + 24, s->lost_full);
   put_u64(h + 32, s->lost_kernel);
@@ -571,7 +607,7 @@ static int write_series(int k) {
   snprintf(tmp, sizeof tmp, "%s.part", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return -1;
-  int r = write_all(fd, h, sizeof h) | write_all(fd, s->mem, n * RECORD_BYTES);
+  int r = write_all(fd, h, sizeof h) | write_all(fd, s->mem, n * record_bytes(k));
   r |= close(fd);
   return r == 0 ? rename(tmp, path) : -1;
 }

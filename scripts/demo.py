@@ -22,7 +22,8 @@ the guests' packet captures, the checkpoint manifests, a pcap of the frames
 the delay node held at the restored checkpoint) and the timeline.
 
 usage: scripts/demo.py [--rate 100Mbit] [--delay 20ms] [--loss 0] [--duration 60]
-                       [--interval 5] [--restore 3] [--out DIR] [--quick]
+                       [--interval 5] [--restore 3] [--topology vhost|testbed]
+                       [--out DIR] [--quick]
 Run as root (scripts/demo.sh does the set-up first). Everything started is
 stopped and everything created outside the report folder removed, also on
 Ctrl-C or failure."""
@@ -51,6 +52,10 @@ def main():
     p.add_argument("--interval", type=float, default=5.0, help="seconds between checkpoints")
     p.add_argument("--restore", type=int, default=3, help="the amber checkpoint to restore (0: none)")
     p.add_argument("--runs", default="baseline,amber,naive,baseline")
+    p.add_argument("--topology", choices=("vhost", "testbed"), default="vhost",
+                   help="vhost: both VMs on the delay node's vhost-user ports (one host); "
+                        "testbed: each VM on a tap in a host namespace of its own, the delay "
+                        "node on kernel ports as on a machine of its own")
     p.add_argument("--out", help="report folder (default ./amber-report-DATE-TIME)")
     p.add_argument("--quick", action="store_true",
                    help="20 s runs, a checkpoint every 4 s (about 3 minutes in all)")

@@ -4,14 +4,18 @@ an evaluation folder loaded into runs, every guest series on one axis
 per-checkpoint statistics against the baseline at the same elapsed time.
 report.py turns them into Markdown, plots and SQLite."""
 
+import glob
 import json
 import os
+import struct
 
 import numpy as np
 
 import guest
+import packets
 
 NS = 1e9
+SETTLE_NS = 500_000_000  # after a checkpoint, before statistics may look back at it
 
 
 def _load_json(path, default=None):
@@ -68,12 +72,15 @@ class Run:
         self.iperf_lag_s = self._iperf_lag()
 
     def pauses(self, vm):
-        """(stop, resume) host ns of the VM: its own QEMU events if the
-        driver recorded them, else the checkpoint's freeze/resume instants."""
+        """(stop, resume) host ns of the VM: when its guest clock stopped and
+        started (QEMU's trace lines) if the driver recorded them, else its
+        QEMU STOP/RESUME events, else the checkpoint's instants."""
         out = []
         for c in self.checkpoints:
             ev = c.get("vms", {}).get(vm)
-            if ev and ev.get("stop_ns") and ev.get("resume_ns"):
+            if ev and ev.get("clock_stop_ns") and ev.get("clock_start_ns"):
+                out.append((ev["clock_stop_ns"], ev["clock_start_ns"]))
+            elif ev and ev.get("stop_ns") and ev.get("resume_ns"):
                 out.append((ev["stop_ns"], ev["resume_ns"]))
             else:
                 out.append((c["freeze_ns"], c["resume_ns"]))
@@ -84,6 +91,53 @@ class Run:
         iperf_start_host_ns mapped into the VM's clock)."""
         zero = self.clocks[vm].to_guest(self.start_host)
         return (np.asarray(guest_mono_ns, dtype=np.float64) - zero) / NS
+
+    def mono_instants(self, vm):
+        """Each checkpoint's instant in the VM's guest CLOCK_MONOTONIC ns:
+        when its clock stopped (QEMU's STOP event through the clock map)."""
+        return [int(self.clocks[vm].to_guest(stop)) for stop, _ in self.pauses(vm)]
+
+    def mono_at_elapsed(self, vm, elapsed_s):
+        return int(self.clocks[vm].to_guest(self.start_host) + elapsed_s * NS)
+
+    def flow(self):
+        """The data connection as both guests recorded it (packets.Flow), or
+        None without a receiver's rx file."""
+        if "flow" not in self._series:
+            rx = self.probes.get(self.receiver, {}).get("rx")
+            tx = self.probes.get(self.sender, {}).get("rx")
+            try:
+                self._series["flow"] = packets.Flow(tx, rx) if rx is not None else None
+            except ValueError:
+                self._series["flow"] = None
+        return self._series["flow"]
+
+    def held(self, checkpoint):
+        """The data segments the delay node held at a checkpoint, from the
+        pcaps of its image the driver exported (held/<id>/*.pcap): their TCP
+        sequence numbers, or None."""
+        d = os.path.join(self.dir, "held", str(checkpoint["id"]))
+        files = sorted(glob.glob(os.path.join(d, "*.pcap")))
+        if not files:
+            return None
+        seqs = []
+        for f in files:
+            seqs += tcp_data_seqs(f, self.meta.get("sender_addr"), self.meta.get("receiver_addr"))
+        return np.array(seqs, dtype=np.int64)
+
+    def receiver_identity(self, checkpoint):
+        """The checkpoint at the receiver by packet identity: (instant, index)
+        where index is the position, in the receiver's arrivals, of the first
+        data segment the delay node held, and instant the arrival before it
+        (guest ns). None without the node's held frames."""
+        seqs, flow = self.held(checkpoint), self.flow()
+        if seqs is None or not len(seqs) or flow is None:
+            return None
+        first = packets._unwrap(seqs, flow.isn).min()
+        after = np.nonzero(flow.rx.num >= first)[0]
+        if not len(after) or after[0] == 0:
+            return None
+        return int(flow.rx.t[after[0] - 1]), int(after[0])
 
     def checkpoint_elapsed(self, vm):
         """Each checkpoint's instant in the VM's elapsed guest time: when
@@ -100,7 +154,7 @@ class Run:
                 self._series["rx"] = (np.array([]), np.array([]))
             else:
                 r = f.records
-                data = (r["payload"] > 0) & (r["dir"] == 0)
+                data = (r["payload"] > 0) & (r["dir"] == 0)  # arriving, to the port
                 mono = f.mono_times()[data]
                 order = np.argsort(mono, kind="stable")
                 self._series["rx"] = (self.elapsed(self.receiver, mono[order]),
@@ -169,6 +223,37 @@ class Run:
             for kind, f in files.items():
                 out[f"{vm}/{kind}"] = f.header["lost_full"] + f.header["lost_kernel"]
         return out
+
+
+def tcp_data_seqs(path, src=None, dst=None):
+    """TCP sequence numbers of the frames with payload in a pcap (Ethernet,
+    IPv4), optionally only from `src` to `dst` (dotted addresses)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return []
+    magic = struct.unpack_from("<I", data)[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    out, off = [], 24
+    want = (bytes(int(x) for x in src.split(".")) if src else None,
+            bytes(int(x) for x in dst.split(".")) if dst else None)
+    while off + 16 <= len(data):
+        incl = struct.unpack_from(endian + "IIII", data, off)[2]
+        frame = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        tot = struct.unpack_from(">H", frame, 16)[0]
+        if (want[0] and frame[26:30] != want[0]) or (want[1] and frame[30:34] != want[1]):
+            continue
+        tcp = 14 + ihl
+        if len(frame) < tcp + 20:
+            continue
+        doff = (frame[tcp + 12] >> 4) * 4
+        if tot - ihl - doff > 0:
+            out.append(struct.unpack_from(">I", frame, tcp + 4)[0])
+    return out
 
 
 # ---- window statistics ----
@@ -370,3 +455,159 @@ class Evaluation:
                         "cwnd_before": before[-1] if before else None,
                         "cwnd_after": after[0] if after else None})
         return out
+
+    # ---- packet-level statistics (packets.py) ----
+
+    def link_rate_bps(self):
+        from_params = self.params.get("rate_bps")
+        if from_params:
+            return float(from_params)
+        text = str(self.params.get("rate", "0")).lower().replace("bit", "").replace("/s", "")
+        scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:], 1.0)
+        try:
+            return float(text.rstrip("kmg")) * scale
+        except ValueError:
+            return float("nan")
+
+    def reverse_delay_ns(self):
+        """The ACK direction's configured one-way delay (the link's delay)."""
+        text = str(self.params.get("delay", "")).strip().lower()
+        for unit, scale in (("ms", 1e6), ("us", 1e3), ("ns", 1.0), ("s", 1e9)):
+            if text.endswith(unit):
+                try:
+                    return float(text[:-len(unit)]) * scale
+                except ValueError:
+                    return None
+        return None
+
+    def packet_at(self, run, sender_instant, receiver_instant, identity_index=None, not_before=None):
+        """At one instant: the OWD distortions (ns array, against the link's
+        replay) and RTT distortions (against the RTT just before) of the
+        segments in flight, how many of them were faster than the path
+        allows (owd_early, rtt_early: count, of n), and the burst index."""
+        flow = run.flow()
+        out = {"owd": None, "owd_tx": None, "rtt": None, "burst": float("nan"), "rtt_ref": None,
+               "owd_early": (None, 0), "rtt_early": (None, 0), "stall": float("nan")}
+        if flow is None:
+            return out
+        rate = self.link_rate_bps()
+        delay = self.reverse_delay_ns()
+        rtt = flow.rtt_samples()
+        rtt_flight = None
+        if rtt is not None and len(rtt[0]):
+            rtt_flight = packets.flight_time(rtt[0], rtt[1], sender_instant)
+            d, ref, _ = packets.in_flight_distortion(rtt[0], rtt[1], sender_instant, rtt_flight)
+            out["rtt"], out["rtt_ref"] = d, ref
+            if delay is not None:  # faster than the two propagation delays
+                out["rtt_early"] = packets.early(rtt[0], rtt[1], sender_instant, rtt_flight, 2 * delay)
+        seg = flow.segments()
+        acks = flow.ack_delays()
+        if seg is not None and len(seg[0]) and rtt_flight is not None:
+            # The data's one-way flight: the RTT less the ACK's way back.
+            flight = rtt_flight - delay if delay is not None else rtt_flight / 2
+            floor = packets.owd_floor(*(acks or (None, None)), sender_instant, delay,
+                                      not_before=not_before)
+            out["owd"], out["owd_tx"] = packets.link_replay(seg[1], seg[2], seg[3], sender_instant,
+                                                            flight, rate, floor)
+            if out["owd_tx"] is not None:
+                out["owd_tx"] = out["owd_tx"] - sender_instant
+            out["owd_early"] = packets.early(seg[1], seg[2], sender_instant, flight, floor)
+        if np.isfinite(rate) and rate > 0:
+            out["burst"] = packets.burst_index(flow.rx.t, flow.rx.payload, receiver_instant,
+                                               int(self.window_s / 2 * NS), rate)
+        out["stall"] = packets.stall_around(flow.rx.t, receiver_instant, first_after=identity_index)
+        return out
+
+    def packet_effects(self, run, reference=None):
+        """Per checkpoint (window "checkpoint"), control instant halfway
+        between two ("control"), and for a baseline run at the reference
+        run's checkpoint instants ("null"): the packet statistics. Rows carry
+        `owd`/`rtt` (ns arrays of the in-flight segments, or None) and
+        `burst`."""
+        if run.sender not in run.clocks or run.receiver not in run.clocks or run.flow() is None:
+            return []
+        rows = []
+        if reference is not None:  # a baseline at another run's instants
+            if reference.sender not in reference.clocks:
+                return []
+            for c, e in zip(reference.checkpoints, reference.checkpoint_elapsed(reference.sender)):
+                s = run.mono_at_elapsed(run.sender, e)
+                r = run.mono_at_elapsed(run.receiver, e)
+                rows.append(dict(self.packet_at(run, s, r), run=run.id, window="null",
+                                 checkpoint=c["id"], elapsed_s=e, identity=False))
+            return rows
+        s_inst, r_inst = run.mono_instants(run.sender), run.mono_instants(run.receiver)
+        elapsed = run.checkpoint_elapsed(run.sender)
+        for i, c in enumerate(run.checkpoints):
+            ident = run.receiver_identity(c)
+            r = ident[0] if ident else r_inst[i]
+            # Windows reaching back stop short of the previous checkpoint.
+            settle = s_inst[i - 1] + SETTLE_NS if i else None
+            rows.append(dict(self.packet_at(run, s_inst[i], r, ident[1] if ident else None, settle),
+                             run=run.id, window="checkpoint", checkpoint=c["id"],
+                             elapsed_s=elapsed[i], identity=ident is not None))
+        for i in range(len(run.checkpoints) - 1):
+            s = (s_inst[i] + s_inst[i + 1]) // 2
+            r = (r_inst[i] + r_inst[i + 1]) // 2
+            rows.append(dict(self.packet_at(run, s, r, not_before=s_inst[i] + SETTLE_NS), run=run.id,
+                             window="control", checkpoint=None,
+                             elapsed_s=(elapsed[i] + elapsed[i + 1]) / 2, identity=False))
+        return rows
+
+    def all_packet_effects(self):
+        rows = [row for r in self.checked for row in self.packet_effects(r)]
+        ref = next((r for r in self.checked if r.kind == "amber"), None) or \
+            (self.checked[0] if self.checked else None)
+        if ref is not None:
+            for b in self.baselines:
+                rows += self.packet_effects(b, reference=ref)
+        return rows
+
+
+def pooled(rows, run, window, metric):
+    """Every in-flight segment's distortion (ns) of a run's windows, pooled."""
+    arrays = [r[metric] for r in rows if r["run"] == run and r["window"] == window
+              and r[metric] is not None and len(r[metric])]
+    return np.concatenate(arrays) if arrays else np.array([], dtype=np.int64)
+
+
+def per_window(rows, run, window, metric):
+    """The median distortion (ns) of each window, or the burst index."""
+    out = []
+    for r in rows:
+        if r["run"] != run or r["window"] != window:
+            continue
+        v = r[metric]
+        if metric == "burst":
+            out.append(v)
+        elif v is not None and len(v):
+            out.append(float(np.median(v)))
+    return out
+
+
+def distortion_summary(values_ns):
+    """median, median |.|, p99 |.| (ms) and n of pooled distortions."""
+    v = np.asarray(values_ns, dtype=np.float64) / 1e6
+    if len(v) == 0:
+        return {"n": 0}
+    a = np.abs(v)
+    return {"n": int(len(v)), "median": float(np.median(v)), "median_abs": float(np.median(a)),
+            "p99_abs": float(np.percentile(a, 99)), "min": float(v.min()), "max": float(v.max())}
+
+
+def compare_runs(rows, run_a, run_b, metric="owd", window="checkpoint"):
+    """Run a against run b directly, checkpoint by checkpoint: the median
+    of a's per-checkpoint median |distortion| (ms), the same of b's, their
+    ratio, the difference of medians with a bootstrap 95 % interval, and
+    P(|a| < |b|) over pairs of checkpoints (0.5: no difference)."""
+    a = np.abs(per_window(rows, run_a, window, metric))
+    b = np.abs(per_window(rows, run_b, window, metric))
+    if metric != "burst":
+        a, b = a / 1e6, b / 1e6
+    if len(a) < 2 or len(b) < 2:
+        return None
+    d = median_difference(a, b)
+    less = 1.0 - d["p_greater"]
+    ma, mb = float(np.median(a)), float(np.median(b))
+    return {"a": ma, "b": mb, "ratio": ma / mb if mb else float("inf"), "diff": d["diff"],
+            "ci_lo": d["ci_lo"], "ci_hi": d["ci_hi"], "p_a_smaller": less, "n_a": len(a), "n_b": len(b)}

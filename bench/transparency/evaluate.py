@@ -10,6 +10,11 @@ Runs of one iperf3 transfer (vm1 -> vm2), each `--duration` s:
              (amberctl checkpoint: VMs and delay-node queues together)
   naive      the same, but the delay node keeps running: the VMs are
              stopped, saved and resumed at the same instants (--naive)
+  sham       the host work of a checkpoint at the same instants without
+             stopping anything: the agents asked for their status, the
+             node's counters read, and as many bytes as amber's last
+             checkpoint written to the store, fsync'ed and digested, then
+             removed (what host activity alone does to the experiment)
 then a restore of the amber run's checkpoint `--restore` (amberctl
 restore): the VMs, their iperf3 and the frames in flight come back, and the
 transfer continues from there to its end (run "restore").
@@ -23,6 +28,7 @@ usage: evaluate.py BUILD_DIR EVAL_DIR [--rate 100Mbit] [--delay 20ms] [--loss 0]
 (root; about duration + 25 s per run, plus ~1 min to boot and restore)"""
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -35,16 +41,21 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "scenario"))
 sys.path.insert(0, HERE)
 import amberlab as lab  # noqa: E402
 import guest  # noqa: E402
+import threads  # noqa: E402
 import vm_rings  # noqa: E402
-from experimentlab import Experiment  # noqa: E402
+from experimentlab import Experiment, TestbedExperiment  # noqa: E402
 
 SENDER, RECEIVER = "vm1", "vm2"
-PROBES = {SENDER: ["timer", "cpu"], RECEIVER: ["rx", "timer"]}
-QUEUE_FRAMES = 10000
-# 4 MB TCP windows: 8x the bandwidth-delay product of 100 Mbit/s x 40 ms and
-# below the delay node's queue (10,000 frames, 15 MB): TCP's own congestion
-# does not overflow it, so every drop is one a checkpoint caused.
-TCP_BUFFERS = "4096 131072 4194304"
+# Both guests record the iperf3 connection's segments both ways (rx, with
+# tx=1): data segments out and ACKs in at the sender, the reverse at the
+# receiver (one-way delay and RTT per segment, packets.py). The CPU work
+# unit (--cpu-probe) keeps the sender's vCPU busy all the time, which on a
+# 2-core host takes a third of the machine: off by default.
+PROBES = {SENDER: ["rx", "timer"], RECEIVER: ["rx", "timer"]}
+# By default 4 MB TCP windows: 8x the bandwidth-delay product of 100 Mbit/s
+# x 40 ms and below the delay node's queue (10,000 frames, 15 MB): TCP's own
+# congestion does not overflow it, so every drop is one a checkpoint caused.
+# A high-BDP link needs both raised (--tcp-window, --queue-frames).
 DONE = "IPERF-DONE"
 
 
@@ -60,28 +71,40 @@ class Evaluation:
         self.exp = None
         self.probes = {}
         self.manifests = {}  # run -> [manifest]
+        self.manifests_by_id = {}
         self.restored_id = None
+        self.sham_bytes = None
 
     # ---- setting up ----
 
     def start(self):
         a = self.a
         loss = "" if a.loss in ("0", "0%") else f' random_loss {{ probability: "{a.loss}" }}'
-        link = f'rate: "{a.rate}" delay: "{a.delay}" queue_frames: {QUEUE_FRAMES}{loss}'
-        say(f"starting: delay node ({a.rate}, {a.delay} one way), ptp4l pair, "
-            "two VMs, VM-host agent, controller", a.quiet)
-        self.exp = Experiment(a.build, prefix="amb-eval", link=link, mgmt=True,
-                              append=("", "amber.workload=iperf3-server"),
-                              topology_extra='margin: "100ms"\n',
-                              delaynode_app=("--vhost-priority",
-                                             str(getattr(a, "vhost_priority", 10))))
+        link = f'rate: "{a.rate}" delay: "{a.delay}" queue_frames: {a.queue_frames}{loss}'
+        topology = getattr(a, "topology", "vhost")
+        say(f"starting: delay node ({a.rate}, {a.delay} one way), ptp4l pair, two VMs "
+            f"({'each on a tap in a host namespace of its own, the node on ' + a.pmd if topology == 'testbed' else 'on the node’s vhost-user ports'}), "
+            "VM-host agent(s), controller", a.quiet)
+        common = dict(link=link, mgmt=True, vm_mib=a.vm_mib,
+                      append=("", "amber.workload=iperf3-server"),
+                      topology_extra='margin: "100ms"\n',
+                      delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10))),
+                      vmhost_extra=vmhost_lines(a))
+        if topology == "testbed":
+            self.exp = TestbedExperiment(a.build, prefix="amb-evt", pmd=a.pmd,
+                                         tap_txqueuelen=a.tap_txqueuelen, **common)
+        else:
+            self.exp = Experiment(a.build, prefix="amb-eval", **common)
         e = self.exp
         e.wait_guests_ready()
+        window = int(a.tcp_window * 2**20)
+        buffers = f"4096 131072 {window}"
         for vm, port in e.mgmt_port.items():
-            self.probes[vm] = guest.GuestProbe(port, run_dir=os.path.join(e.run_dir, vm))
+            self.probes[vm] = guest.GuestProbe(port, run_dir=os.path.join(e.run_dir, vm),
+                                               netns=e.probe_netns(vm))
             self.probes[vm].wait_ready(60)
-            e.console(vm).run(f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_rmem; '
-                              f'echo "{TCP_BUFFERS}" > /proc/sys/net/ipv4/tcp_wmem')
+            e.console(vm).run(f'echo "{buffers}" > /proc/sys/net/ipv4/tcp_rmem; '
+                              f'echo "{buffers}" > /proc/sys/net/ipv4/tcp_wmem')
         # The server logs to a file the report folder keeps.
         e.console(RECEIVER).run("killall iperf3; iperf3 -s -D --logfile /tmp/iperf3-server.log")
         peer = e.ADDR[1]
@@ -118,6 +141,103 @@ class Evaluation:
         return {"frames_in": after["frames_in"] - before["frames_in"],
                 "frames_out": after["frames_out"] - before["frames_out"],
                 "dropped": {k: v - before["dropped"].get(k, 0) for k, v in after["dropped"].items()}}
+
+    def probe_kinds(self):
+        kinds = {vm: list(k) for vm, k in PROBES.items()}
+        if getattr(self.a, "cpu_probe", False):
+            kinds[SENDER].append("cpu")
+        return kinds
+
+    def rx_records(self):
+        """Room for every segment of a run both ways, with a margin: data at
+        the link rate in full frames plus an ACK per segment, over the run
+        and the pauses (each record costs the guest 24 bytes of RAM, saved
+        in every checkpoint: no more than needed)."""
+        frames_per_s = lab_rate_bps(self.a.rate) / (1514 * 8)
+        seconds = self.a.duration + 30
+        return int(max(100_000, 2 * frames_per_s * seconds * 1.2))
+
+    def sham(self, run, k, at_ns):
+        """The host work of a checkpoint at `at_ns` without stopping anything:
+        the agents' status, the node's counters, then a write of the bytes
+        amber's last checkpoint took (fsync'ed, SHA-256 digested, removed)."""
+        time.sleep(max(0, (at_ns - time.time_ns()) / 1e9))
+        t0 = time.time_ns()
+        self.exp.ctl("status")
+        self.node_counters()
+        size = self.sham_bytes or 200 * 10**6
+        path = os.path.join(self.exp.store, f"sham-{run}-{k}.bin")
+        block = os.urandom(1 << 20)
+        digest = hashlib.sha256()
+        with open(path, "wb") as f:
+            for _ in range(size >> 20):
+                f.write(block)
+                digest.update(block)
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(path)
+        t1 = time.time_ns()
+        c = {"id": k, "checkpoint": f"sham-{k}", "freeze_ns": at_ns, "resume_ns": at_ns, "vms": {},
+             "steps": [{"name": "sham host work", "duration_ns": t1 - t0, "lateness_ns": t0 - at_ns}],
+             "bytes": size, "restore": False, "sham": True}
+        self.event(run, "sham", at_ns, id=k, bytes=size, work_ms=(t1 - t0) / 1e6)
+        return c
+
+    def add_clock_steps(self, checkpoints):
+        """Each VM's guest clock stop and start per checkpoint, from QEMU's
+        trace lines in its qemu.log (vm-checkpoint turns them on): the stop
+        command taken by the main loop, and the run state changing to
+        running. More exact than the STOP/RESUME events, which come after
+        the vCPUs and back ends stopped (the report's pause mapping and
+        per-checkpoint table use them)."""
+        for vm in ("vm1", "vm2"):
+            log = os.path.join(os.path.dirname(self.exp.console(vm).log), "qemu.log")
+            steps = qemu_clock_steps(log)
+            for c in checkpoints:
+                v = c.get("vms", {}).get(vm)
+                if v is None:
+                    continue
+                stop = next((t for t, running in steps
+                             if not running and c["freeze_ns"] - 10**8 <= t <= c["resume_ns"]), None)
+                start = next((t for t, running in steps
+                              if running and stop and stop < t <= c["resume_ns"] + 10**9), None)
+                if stop and start:
+                    v["clock_stop_ns"], v["clock_start_ns"] = stop, start
+
+    def export_held(self, run_dir, checkpoints):
+        """The frames each checkpoint's node image held, as pcaps (held/<id>/):
+        the report finds each instant by packet identity from them."""
+        for c in checkpoints:
+            m = self.manifests_by_id.get(c.get("checkpoint"))
+            if not m:
+                continue
+            for piece in m.get("pieces", []):
+                if piece.get("kind") != "delay node":
+                    continue
+                for f in piece.get("files", []):
+                    img = os.path.join(self.exp.store, "e2e", m["id"], f["path"])
+                    out = os.path.join(run_dir, "held", str(c["id"]))
+                    os.makedirs(out, exist_ok=True)
+                    lab.sh(os.path.join(self.a.build, "core-checkpoint", "amber-image"), "pcap",
+                           img, out, check=False)
+
+    def pids(self):
+        """The experiment's processes for the thread sampler (threads.py)."""
+        e = self.exp
+        out = {"evaluate": os.getpid()}
+        for label, p in (("node", e.node), ("controller", e.controller)):
+            if p and p.running():
+                out[label] = p.proc.pid
+        for i, p in enumerate(getattr(e, "vmhosts", None) or [e.vmhost]):
+            if p and p.running():
+                out[f"vmhost{i + 1}"] = p.proc.pid
+        for vm in ("vm1", "vm2"):
+            try:
+                with open(os.path.join(os.path.dirname(e.console(vm).log), "qemu.pid")) as f:
+                    out[vm] = int(f.read().strip())
+            except (OSError, ValueError):
+                pass
+        return out
 
     def anchors(self, n=50):
         return {vm: self.probes[vm].clock_anchor(n) for vm in self.probes}
@@ -170,8 +290,9 @@ class Evaluation:
         kind = name.split("-")[0]
         run_dir = os.path.join(a.eval_dir, "runs", name)
         os.makedirs(run_dir, exist_ok=True)
-        for vm, probes in PROBES.items():
-            self.probes[vm].start(probes, port=5201)
+        for vm, probes in self.probe_kinds().items():
+            self.probes[vm].start(probes, port=5201, rx_max=self.rx_records())
+        self.sampler = threads.ThreadSampler(self.pids).start()
         time.sleep(1)
         anchors = {vm: [x] for vm, x in self.anchors().items()}
         before = self.node_counters()
@@ -182,6 +303,14 @@ class Evaluation:
         console.send(f"iperf3 -c {self.exp.ADDR[1]} -t {a.duration} -i 0.5 -J > /tmp/iperf3.json "
                      f"2>&1; echo IPERF-$((1))-DONE")
         checkpoints, paused, k = [], 0, 1
+        if kind == "sham":
+            while k * a.interval < a.duration - a.interval / 2:
+                at = max(iperf_start + int(k * a.interval * 1e9), time.time_ns() + 200_000_000)
+                checkpoints.append(self.sham(name, k, at))
+                time.sleep(max(0, (at + 1_200_000_000 - time.time_ns()) / 1e9))
+                for vm, x in self.anchors(40).items():
+                    anchors[vm].append(x)
+                k += 1
         if kind in ("amber", "naive"):
             while k * a.interval < a.duration - a.interval / 2:
                 at = iperf_start + int(k * a.interval * 1e9) + paused
@@ -193,6 +322,9 @@ class Evaluation:
                 counters = self.node_counters()
                 c, m = self.checkpoint(name, kind, k, at)
                 self.manifests.setdefault(name, []).append(m)
+                self.manifests_by_id[m["id"]] = m
+                if kind == "amber":
+                    self.sham_bytes = int(m["total_bytes"])
                 paused += c["resume_ns"] - c["freeze_ns"]
                 checkpoints.append(c)
                 # An anchor while both VMs run again, away from the windows
@@ -212,6 +344,10 @@ class Evaluation:
     def finish(self, name, kind, run_dir, iperf_start, checkpoints, anchors, before):
         iperf_end = time.time_ns()
         self.event(name, "iperf_end", iperf_end)
+        if getattr(self, "sampler", None):
+            self.sampler.stop()
+            self.sampler.save(os.path.join(run_dir, "threads.json"))
+            self.sampler = None
         after = self.node_counters()
         for vm, x in self.anchors().items():
             anchors[vm].append(x)
@@ -225,8 +361,12 @@ class Evaluation:
             snmp = self.exp.console(vm).run("cat /proc/net/snmp /proc/net/netstat; dmesg | tail -20; ps")
             with open(os.path.join(run_dir, f"{vm}-tcp-counters.txt"), "w") as f:
                 f.write(snmp)
+        if kind in ("amber", "restore"):
+            self.export_held(run_dir, checkpoints)
+        self.add_clock_steps(checkpoints)
         run = {"name": kind, "iperf_start_host_ns": iperf_start, "iperf_end_host_ns": iperf_end,
-               "sender": SENDER, "receiver": RECEIVER, "probes": PROBES,
+               "sender": SENDER, "receiver": RECEIVER, "probes": self.probe_kinds(),
+               "sender_addr": self.exp.ADDR[0], "receiver_addr": self.exp.ADDR[1],
                "checkpoints": checkpoints, "delaynode": self.delta(before, after),
                "guest_clock": anchors}
         with open(os.path.join(run_dir, "run.json"), "w") as f:
@@ -275,7 +415,54 @@ class Evaluation:
                            checkpoints, anchors, before)
 
 
-def machine():
+def qemu_clock_steps(log):
+    """[(host ns, running)] from a qemu.log with vm-checkpoint's trace lines:
+    a stop is when the main loop took the command before "vm_state_notify
+    running 0" (the guest clock stops as it is taken), a start is the
+    "vm_state_notify running 1" line (the clock starts just before it)."""
+    out, taken = [], None
+    try:
+        with open(log, errors="replace") as f:
+            for line in f:
+                at = line.find("@")
+                colon = line.find(":", at)
+                if at < 0 or colon < 0:
+                    continue
+                try:
+                    sec, usec = line[at + 1:colon].split(".")
+                    t = int(sec) * 10**9 + int(usec) * 1000
+                except ValueError:
+                    continue
+                what = line[colon + 1:]
+                if what.startswith("monitor_qmp_cmd_in_band"):
+                    taken = t
+                elif what.startswith("vm_state_notify running 0") and taken:
+                    out.append((taken, False))
+                elif what.startswith("vm_state_notify running 1"):
+                    out.append((t, True))
+    except OSError:
+        pass
+    return out
+
+
+def vmhost_lines(a):
+    """The VM host's configuration lines the evaluation's options ask for."""
+    lines = ""
+    if getattr(a, "step_lead", None):
+        lines += f'step_lead: "{a.step_lead}"\n'
+    if getattr(a, "realtime_boost", False):
+        lines += "realtime_boost: true\n"
+    return lines
+
+
+def lab_rate_bps(text):
+    """'100Mbit' -> 1e8 (the configuration's rate syntax, common/units)."""
+    t = text.strip().lower().replace("/s", "").replace("bit", "").replace("bps", "")
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1.0)
+    return float(t.rstrip("kmg")) * scale
+
+
+def machine(a=None):
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -285,7 +472,7 @@ def machine():
         pass
     return {"host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
             "cpu_model": cpu, "load_avg_at_start": os.getloadavg()[0], "accel": "tcg",
-            "vm_memory_mib": 256, "vcpus": 1}
+            "vm_memory_mib": getattr(a, "vm_mib", 256), "vcpus": 1}
 
 
 def run_names(spec):
@@ -297,14 +484,28 @@ def run_names(spec):
     return names
 
 
+def with_defaults(a):
+    """`a` with every option it lacks at its default (drivers such as the
+    demo and the CI test give only what they change)."""
+    for k, v in vars(parser().parse_args([a.build, a.eval_dir])).items():
+        if not hasattr(a, k):
+            setattr(a, k, v)
+    return a
+
+
 def evaluate(a, keep=None):
     """The whole evaluation; returns (params, runs) and leaves the folder.
     keep(evaluation, args), if given, runs before the experiment is torn
     down (to copy more of it into the folder)."""
+    a = with_defaults(a)
     os.makedirs(os.path.join(a.eval_dir, "runs"), exist_ok=True)
-    params = {"rate": a.rate, "delay": a.delay, "loss": a.loss, "duration_s": a.duration,
+    params = {"rate": a.rate, "rate_bps": lab_rate_bps(a.rate), "delay": a.delay, "loss": a.loss,
+              "duration_s": a.duration,
               "interval_s": a.interval, "iperf_interval_s": 0.5, "restore_at": a.restore,
-              "queue_frames": QUEUE_FRAMES, "machine": machine(),
+              "step_lead": getattr(a, "step_lead", "off"),
+              "realtime_boost": getattr(a, "realtime_boost", False),
+              "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
+              "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "driver": "bench/transparency/evaluate.py (amber-controller, amberctl)",
               "started_host_ns": time.time_ns()}
     names = run_names(a.runs)
@@ -370,8 +571,26 @@ def parser():
     p.add_argument("--runs", default="baseline,amber,naive,baseline")
     p.add_argument("--restore", type=int, default=3,
                    help="restore the amber run's checkpoint K at the end (0: none)")
+    p.add_argument("--topology", choices=("vhost", "testbed"), default="vhost",
+                   help="vhost: both VMs on the node's vhost-user ports; testbed: each VM on a "
+                        "tap in a host namespace of its own, the node on kernel ports (veths)")
+    p.add_argument("--pmd", choices=("af_packet", "af_xdp"), default="af_packet",
+                   help="the node's ports in the testbed topology")
+    p.add_argument("--tap-txqueuelen", type=int, default=1000,
+                   help="frames each VM's tap holds while the VM is stopped (testbed)")
+    p.add_argument("--tcp-window", type=float, default=4.0,
+                   help="the guests' largest TCP buffer (MiB): tcp_rmem/tcp_wmem maximum")
+    p.add_argument("--queue-frames", type=int, default=10000,
+                   help="the link's drop-tail queue (frames)")
+    p.add_argument("--vm-mib", type=int, default=256, help="each VM's RAM")
+    p.add_argument("--cpu-probe", action="store_true",
+                   help="the sender also runs the CPU work unit (cpu_at/cpu_max; busies its vCPU)")
     p.add_argument("--vhost-priority", type=int, default=10,
                    help="the delay node's --vhost-priority (0: DPDK's vhost thread as it is)")
+    p.add_argument("--step-lead", default="off",
+                   help="the VM host's step_lead: auto, off or a duration (vmhost.proto)")
+    p.add_argument("--realtime-boost", action="store_true",
+                   help="the VM host's realtime_boost around each instant")
     p.add_argument("--quiet", action="store_true")
     return p
 

@@ -25,6 +25,8 @@ Command line (for drivers in other languages and for people):
     guest.py dump FILE...
 """
 
+import contextlib
+import ctypes
 import json
 import os
 import socket
@@ -38,8 +40,15 @@ CLOCK_MAGIC = 0x434D4241
 HEADER = struct.Struct("<8sHHIQQQqqqqQQQ")
 assert HEADER.size == 96
 KINDS = {1: "rx", 2: "timer", 3: "cpu"}
-RX_DTYPE = np.dtype([("ts_ns", "<i8"), ("seq", "<u4"), ("payload", "<u2"), ("flags", "u1"),
-                     ("dir", "u1")])
+# rx records: version 2 (24 bytes) also keeps the ack, the IPv4 id, the
+# peer's port and frames the guest sent; version 1 (16 bytes) files still read.
+RX_DTYPE = np.dtype([("ts_ns", "<i8"), ("seq", "<u4"), ("ack", "<u4"), ("payload", "<u2"),
+                     ("ip_id", "<u2"), ("peer_port", "<u2"), ("flags", "u1"), ("dir", "u1")])
+RX_DTYPE_V1 = np.dtype([("ts_ns", "<i8"), ("seq", "<u4"), ("payload", "<u2"), ("flags", "u1"),
+                        ("dir", "u1")])
+# rx `dir` bits
+FROM_PORT = 1  # the frame comes from the measured port (clear: goes to it)
+OUTGOING = 2   # the guest sent the frame (clear: it arrived)
 TIMED_DTYPE = np.dtype([("start_ns", "<i8"), ("duration_ns", "<i8")])
 
 
@@ -68,6 +77,12 @@ class ProbeFile:
         h = self.header
         return (h["stop_real_ns"] - h["stop_mono_ns"]) - self.real_minus_mono
 
+    @property
+    def has_outgoing(self):
+        """rx: whether frames the guest sent are recorded too (version 2, tx=1)."""
+        return self.kind == "rx" and self.header.get("version", 1) >= 2 and \
+            bool(self.header.get("capture_flags", 0) & 2)
+
     def mono_times(self):
         """Each record's instant in guest CLOCK_MONOTONIC ns."""
         if self.kind == "rx":
@@ -80,19 +95,21 @@ def parse_probe_bytes(data, origin="probe file"):
         raise ProbeError(f"{origin}: {len(data)} bytes, shorter than the header")
     (magic, version, kind, rec_size, count, lost_full, lost_kernel, start_mono, start_real,
      stop_mono, stop_real, pa, pb, pc) = HEADER.unpack_from(data)
-    if magic != b"AMBPROBE" or version != 1:
+    if magic != b"AMBPROBE" or version not in (1, 2):
         raise ProbeError(f"{origin}: not an amber probe file (magic {magic!r}, version {version})")
-    if kind not in KINDS or rec_size != 16:
+    name = KINDS.get(kind)
+    dtype = TIMED_DTYPE
+    if name == "rx":
+        dtype = RX_DTYPE if version >= 2 else RX_DTYPE_V1
+    if name is None or rec_size != dtype.itemsize:
         raise ProbeError(f"{origin}: unknown kind {kind} or record size {rec_size}")
     if len(data) != HEADER.size + count * rec_size:
         raise ProbeError(f"{origin}: {len(data)} bytes for {count} records (truncated?)")
-    name = KINDS[kind]
-    dtype = RX_DTYPE if name == "rx" else TIMED_DTYPE
     records = np.frombuffer(data, dtype=dtype, count=count, offset=HEADER.size)
-    params = {"rx": ("port", "ifindex", "gro_off"),
+    params = {"rx": ("port", "ifindex", "capture_flags"),  # bit 0 GRO off, bit 1 tx recorded
               "timer": ("sleep_ns", "fifo", "unused"),
               "cpu": ("iterations", "calibrated_ns", "unused")}[name]
-    header = {"count": count, "lost_full": lost_full, "lost_kernel": lost_kernel,
+    header = {"version": version, "count": count, "lost_full": lost_full, "lost_kernel": lost_kernel,
               "start_mono_ns": start_mono, "start_real_ns": start_real,
               "stop_mono_ns": stop_mono, "stop_real_ns": stop_real}
     header.update(dict(zip(params, (pa, pb, pc))))
@@ -114,20 +131,49 @@ def read_probe_dir(path):
     return out
 
 
-class GuestProbe:
-    """Talks to one VM's probe daemon through its management port."""
+CLONE_NEWNET = 0x40000000
 
-    def __init__(self, mgmt_port, run_dir=None, host="127.0.0.1", timeout=10.0):
+
+@contextlib.contextmanager
+def in_netns(name):
+    """Switches the calling thread into network namespace `name` (ip netns,
+    /run/netns/NAME) and back to its own; None stays where it is. A socket
+    created inside keeps that namespace."""
+    if not name:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setns(f):
+        if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {f.name}: {os.strerror(ctypes.get_errno())}")
+
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as there:
+        setns(there)
+        try:
+            yield
+        finally:
+            setns(home)
+
+
+class GuestProbe:
+    """Talks to one VM's probe daemon through its management port; with
+    `netns`, a port forwarded inside that network namespace (a VM whose
+    QEMU runs there)."""
+
+    def __init__(self, mgmt_port, run_dir=None, host="127.0.0.1", timeout=10.0, netns=None):
         self.port = mgmt_port
         self.run_dir = run_dir
         self.host = host
         self.timeout = timeout
+        self.netns = netns
         self._seq = 0
 
     # ---- control (TCP) ----
 
     def _connect(self, timeout):
-        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        with in_netns(self.netns):
+            s = socket.create_connection((self.host, self.port), timeout=timeout)
         s.settimeout(timeout)
         return s
 
@@ -220,7 +266,9 @@ class GuestProbe:
     def clock_samples(self, n=50, timeout=0.5):
         """n request/reply exchanges: [(t_send, t_recv, guest_mono, guest_real)]."""
         out = []
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with in_netns(self.netns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
             s.settimeout(timeout)
             s.connect((self.host, self.port))
             for _ in range(n):

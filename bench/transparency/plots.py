@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 
 import analysis as an  # noqa: E402
 
-COLORS = {"baseline": "tab:gray", "amber": "tab:blue", "naive": "tab:red"}
+COLORS = {"baseline": "tab:gray", "amber": "tab:blue", "naive": "tab:red", "sham": "tab:olive"}
 
 
 def _color(run):
@@ -161,6 +161,65 @@ def zoom(ev, path, span=(-0.3, 0.6)):
     return _save(fig, path)
 
 
+def owd_around(ev, packet_rows, path):
+    """One-way delay distortion of the segments in flight at each checkpoint
+    (against the link's replay), by when they were sent relative to the
+    sender's instant: amber flat, naive dipping; the baseline at the same
+    instants and the control windows show the noise."""
+    kinds = [("checkpoint", "amber"), ("checkpoint", "naive"), ("checkpoint", "sham"),
+             ("control", "amber"), ("null", "baseline")]
+    panels = [(w, k) for w, k in kinds if any(r["window"] == w and r["run"].split("-")[0] == k
+                                                and r["owd"] is not None for r in packet_rows)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, (window, kind) in zip(axes[0], panels):
+        for r in packet_rows:
+            if r["window"] != window or r["run"].split("-")[0] != kind or r["owd"] is None:
+                continue
+            ax.plot(r["owd_tx"] / 1e6, r["owd"] / 1e6, ".", ms=1.2, alpha=0.5,
+                    color=COLORS.get(kind, "tab:green"))
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(f"{kind}: {window}", fontsize=9)
+        ax.set_xlabel("sent (ms, 0 = the sender stopped)")
+    axes[0][0].set_ylabel("OWD − link replay (ms)")
+    axes[0][0].set_yscale("symlog", linthresh=1)
+    return _save(fig, path)
+
+
+def bursts(ev, packet_rows, path):
+    """The burst index around each checkpoint (most wire bytes received in a
+    5 ms window over what the link carries in 5 ms) and the stall around
+    it, per run and kind of window."""
+    groups = {}
+    for r in packet_rows:
+        key = f"{r['run']}\n{r['window']}"
+        groups.setdefault(key, {"burst": [], "stall": []})
+        if np.isfinite(r["burst"]):
+            groups[key]["burst"].append(r["burst"])
+        if np.isfinite(r["stall"]):
+            groups[key]["stall"].append(r["stall"] / 1e6)
+    if not groups:
+        return None
+    labels = sorted(groups, key=lambda k: ("null" in k, "control" in k, k))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric, label in ((axes[0], "burst", "burst index (5 ms)"),
+                              (axes[1], "stall", "longest receive gap around it (ms)")):
+        for i, k in enumerate(labels):
+            v = groups[k][metric]
+            jitter = (np.random.default_rng(i).random(len(v)) - 0.5) * 0.3
+            ax.scatter(np.full(len(v), i) + jitter, v, s=14, alpha=0.8)
+            if v:
+                ax.hlines(np.median(v), i - 0.3, i + 0.3, color="k")
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, fontsize=7, rotation=30)
+        ax.set_ylabel(label)
+    axes[0].axhline(1, color="g", ls=":", label="the link's rate")
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def timeline(ev, path):
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(ev.runs) + 1.2))
     t0 = min((r.start_host for r in ev.runs if r.start_host), default=0)
@@ -177,10 +236,13 @@ def timeline(ev, path):
     return _save(fig, path)
 
 
-def all_plots(ev, effects, plot_dir):
+def all_plots(ev, effects, plot_dir, packet_rows=()):
     os.makedirs(plot_dir, exist_ok=True)
     out = []
-    for title, fn, args in (("Throughput over time", throughput, ()),
+    for title, fn, args in (("One-way delay of the segments in flight at each checkpoint", owd_around,
+                             (packet_rows,)),
+                            ("Bursts and stalls around each checkpoint", bursts, (packet_rows,)),
+                            ("Throughput over time", throughput, ()),
                             ("Congestion window", cwnd, ()),
                             ("Receiver inter-packet time", inter_packet, ()),
                             ("Sleeps and CPU units", sleep_cpu, ()),

@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import analysis as an  # noqa: E402
+import packets  # noqa: E402
 import plots  # noqa: E402
 
 US = 1e6
@@ -75,6 +76,121 @@ def throughput_spread(ev):
             return lo, hi, "one baseline run: 95 % bootstrap interval of its interval mean (a proxy)"
         return tps[0], tps[0], "one baseline run"
     return None, None, "no baseline run"
+
+
+PACKET_COLUMNS = ("baseline", "amber", "naive", "sham")
+
+
+def _column_rows(rows, kind):
+    """The packet rows of one column: baselines at the reference run's
+    instants (null), other kinds at their checkpoints."""
+    window = "null" if kind == "baseline" else "checkpoint"
+    return [r for r in rows if r["window"] == window and r["run"].split("-")[0] == kind]
+
+
+def _median_ci(values, scale=1.0, spec=".2f"):
+    v = [x * scale for x in values if x is not None and np.isfinite(x)]
+    if not v:
+        return "–"
+    q = an.quantiles(v)
+    return f"{q['median']:{spec}} [{fmt(q['ci_lo'], spec)}, {fmt(q['ci_hi'], spec)}]"
+
+
+def side_by_side(ev, rows, runs):
+    """The issue #15 statistics, one line each, baseline / amber / naive /
+    sham side by side: [(statistic, {kind: text}, what)]."""
+    by_kind = {k: _column_rows(rows, k) for k in PACKET_COLUMNS}
+    run_by_kind = {}
+    for r in runs:
+        run_by_kind.setdefault(r["kind"], []).append(r)
+    out = []
+
+    def per(kind, metric, fn):
+        return [fn(r) for r in by_kind[kind] if r.get(metric) is not None]
+
+    def owd_median(kind):
+        return _median_ci(per(kind, "owd", lambda r: float(np.median(r["owd"]))), 1e-6)
+
+    def owd_pooled(kind, key, spec=".2f"):
+        arrays = [r["owd"] for r in by_kind[kind] if r["owd"] is not None and len(r["owd"])]
+        if not arrays:
+            return "–"
+        return format(an.distortion_summary(np.concatenate(arrays))[key], spec)
+
+    def early(kind, metric):
+        pairs = [r[metric] for r in by_kind[kind] if r[metric][0] is not None]
+        if not pairs:
+            return "–"
+        return f"{sum(p[0] for p in pairs)} of {sum(p[1] for p in pairs)}"
+
+    out.append(("OWD distortion of the segments in flight, per checkpoint (ms)",
+                {k: owd_median(k) for k in PACKET_COLUMNS},
+                "median over checkpoints of each one's median [95 % CI]; 0 = as the link would have "
+                "delivered them, negative = early"))
+    out.append(("\\|OWD distortion\\| over all in-flight segments: median / p99 (ms)",
+                {k: f"{owd_pooled(k, 'median_abs')} / {owd_pooled(k, 'p99_abs')}" for k in PACKET_COLUMNS},
+                "every in-flight segment of every checkpoint pooled"))
+    out.append(("segments faster than the path allows", {k: early(k, "owd_early") for k in PACKET_COLUMNS},
+                "one-way delay below the propagation delay (from the ACKs) by over 1 ms"))
+    out.append(("RTT distortion at the sender, per checkpoint (ms)",
+                {k: _median_ci(per(k, "rtt", lambda r: float(np.median(r["rtt"]))), 1e-6)
+                 for k in PACKET_COLUMNS},
+                "RTT of the in-flight segments minus the RTT just before; the queue's swings show here"))
+    out.append(("RTT samples shorter than the two propagation delays", {k: early(k, "rtt_early") for k in PACKET_COLUMNS},
+                "what TCP's estimator would see as a path faster than light"))
+    out.append(("burst index (5 ms)", {k: _median_ci(per(k, "burst", lambda r: r["burst"]), 1.0)
+                                       for k in PACKET_COLUMNS},
+                "most bytes in any 5 ms at the receiver within ±0.5 s, over the link's 5 ms; > 1: compressed"))
+    out.append(("longest receive gap around the instant (ms)",
+                {k: _median_ci(per(k, "stall", lambda r: r["stall"]), 1e-6) for k in PACKET_COLUMNS},
+                "among the 32 segments each side of the checkpoint's segment (amber: the first one the "
+                "node held)"))
+    out.append(("goodput (Mbit/s)", {k: ", ".join(fmt(r["throughput_mbps"], ".1f") for r in run_by_kind.get(k, []))
+                                     or "–" for k in PACKET_COLUMNS},
+                f"TCP's maximum on this link: {fmt(packets.tcp_max_mbps(ev.link_rate_bps()), '.1f')}"))
+    return out
+
+
+def packet_verdicts(ev, rows, runs):
+    """The issue #15 targets for every amber run."""
+    out = []
+    null = [r["burst"] for r in rows if r["window"] == "null" and np.isfinite(r["burst"])]
+    burst_limit = float(np.percentile(null, 99)) if null else float("nan")
+    tcp_max = packets.tcp_max_mbps(ev.link_rate_bps())
+    for run in ev.checked:
+        if run.kind != "amber":
+            continue
+        mine = [r for r in rows if r["run"] == run.id and r["window"] == "checkpoint"]
+        ctrl = [r for r in rows if r["run"] == run.id and r["window"] == "control"]
+        pooled = an.pooled(rows, run.id, "checkpoint", "owd")
+        if len(pooled):
+            d = an.distortion_summary(pooled)
+            out.append((run.id, "OWD distortion of in-flight segments: median |·| < 0.5 ms",
+                        f"{d['median_abs']:.2f} ms ({d['n']} segments, {len(mine)} checkpoints)",
+                        d["median_abs"] < 0.5, ""))
+            out.append((run.id, "OWD distortion of in-flight segments: p99 |·| < 2 ms",
+                        f"{d['p99_abs']:.2f} ms", d["p99_abs"] < 2.0, ""))
+        else:
+            out.append((run.id, "OWD distortion of in-flight segments", "not measured (no sender "
+                        "records or too few segments)", False, ""))
+        bursts = [r["burst"] for r in mine if np.isfinite(r["burst"])]
+        if bursts and np.isfinite(burst_limit):
+            out.append((run.id, "burst index no higher than the baselines' p99",
+                        f"max {max(bursts):.2f} vs {burst_limit:.2f}", max(bursts) <= burst_limit,
+                        "the baselines at the same instants"))
+        st = [r["stall"] for r in mine if np.isfinite(r["stall"])]
+        cs = [r["stall"] for r in ctrl if np.isfinite(r["stall"])]
+        if st and cs:
+            added = (np.median(st) - np.median(cs)) / 1e6
+            out.append((run.id, "receive stall at the instant, added over control: median < 0.5 ms",
+                        f"{added:.2f} ms (checkpoints {np.median(st) / 1e6:.2f}, control "
+                        f"{np.median(cs) / 1e6:.2f})", added < 0.5, ""))
+    for r in runs:
+        tp = r["throughput_mbps"]
+        if tp is not None and r["kind"] != "baseline" and tp > tcp_max:
+            out.append((r["run"], "goodput at most TCP's maximum on the link",
+                        f"{tp:.1f} > {tcp_max:.1f} Mbit/s: time was compressed", False, ""))
+    return out
 
 
 def verdicts(ev, summary, tcp, runs):
@@ -196,7 +312,7 @@ def write_sqlite(path, ev, runs, effects, summary, tcp, targets):
     db.close()
 
 
-def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
+def markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows=()):
     p = ev.params
     L = ["# amber transparency report", ""]
     m = p.get("machine", {})
@@ -213,7 +329,29 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
              f"(median over {len(ev.baselines)} baseline run(s)). *Control* windows lie halfway between "
              f"two checkpoints of the same run, *null* compares two baseline runs at the checkpoint "
              f"instants: both show what the difference looks like without a checkpoint.")
-    L += ["", "## Targets (issue #8)", "", "| run | target | measured | met | note |", "|---|---|---|---|---|"]
+    table = side_by_side(ev, packet_rows, runs)
+    if packet_rows:
+        L += ["", "## What a naive checkpoint breaks and amber keeps", "",
+              "Per checkpoint, in guest time, for the data segments in flight at the instant (sent in "
+              "the last one-way delay before the sender stopped). *baseline*: the baseline runs at the "
+              "amber run's instants (no checkpoint: the measurement's own noise); *sham*: the host work "
+              "of a checkpoint without stopping anything.", "",
+              "| statistic | " + " | ".join(PACKET_COLUMNS) + " | how |",
+              "|---|" + "---|" * len(PACKET_COLUMNS) + "---|"]
+        for name, cols, how in table:
+            L.append(f"| {name} | " + " | ".join(cols[k] for k in PACKET_COLUMNS) + f" | {how} |")
+        comp = [(a, b, an.compare_runs(packet_rows, a, b)) for a, b in
+                (("amber", "naive"), ("amber", "sham")) if any(r["run"] == b for r in packet_rows)]
+        comp = [c for c in comp if c[2]]
+        if comp:
+            L += ["", "amber against the others directly (per checkpoint: the median |OWD distortion| "
+                  "of its in-flight segments):", "",
+                  "| runs | amber (ms) | other (ms) | ratio | difference [95 % CI] | P(amber smaller) |",
+                  "|---|---|---|---|---|---|"]
+            for a, b, c in comp:
+                L.append(f"| {a} vs {b} | {c['a']:.2f} | {c['b']:.2f} | {c['ratio']:.2f} | "
+                         f"{c['diff']:.2f} [{c['ci_lo']:.2f}, {c['ci_hi']:.2f}] | {c['p_a_smaller']:.2f} |")
+    L += ["", "## Targets", "", "| run | target | measured | met | note |", "|---|---|---|---|---|"]
     for rid, target, value, met, note in targets:
         L.append(f"| {rid} | {target} | {value} | {'**yes**' if met else '**no**'} | {note} |")
     if not targets:
@@ -263,11 +401,12 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
                          f"| {d['p_greater']:.2f} |")
     L += ["", "## Per checkpoint", ""]
     for r in ev.checked:
-        L += [f"### {r.id}", "", "| # | elapsed (s) | paused (ms) | save/restore | VM STOP after the instant (ms) "
+        L += [f"### {r.id}", "", "| # | elapsed (s) | paused (ms) | save/restore | guest clock stop … start "
+              "after the freeze … resume instant (ms) | VM STOP after the instant (ms) "
               "| rings up after RESUME (ms) | delay-node drops around it | "
               + " | ".join(f"added {m} (µs)" for m in an.METRICS)
               + " | retransmits (baseline) | cwnd before → after |",
-              "|---|---|---|---|---|---|---|" + "---|" * len(an.METRICS) + "---|---|"]
+              "|---|---|---|---|---|---|---|---|" + "---|" * len(an.METRICS) + "---|---|"]
         t_by = {t["checkpoint"]: t for t in tcp.get(r.id, [])}
         for i, c in enumerate(r.checkpoints):
             def added(metric):
@@ -278,13 +417,16 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files):
             el = t.get("elapsed_s")
             steps = c.get("vms", {}).values()
             late = " / ".join(f"{(v['stop_ns'] - c['freeze_ns']) / 1e6:.1f}" for v in steps if "stop_ns" in v)
+            clock = " / ".join(f"{(v['clock_stop_ns'] - c['freeze_ns']) / 1e6:+.1f} … "
+                               f"{(v['clock_start_ns'] - c['resume_ns']) / 1e6:+.1f}"
+                               for v in steps if "clock_stop_ns" in v)
             # When the guest could receive again: its rings up (from the
             # node's link log), else QEMU's reply to cont.
             cont = " / ".join(f"{(v.get('rings_up_ns', v.get('resume_reply_ns')) - v['resume_ns']) / 1e6:.1f}"
                               for v in steps if "resume_ns" in v and
                               ("rings_up_ns" in v or "resume_reply_ns" in v))
             L.append(f"| {c['id']} | {fmt(el, '.2f')} | {(c['resume_ns'] - c['freeze_ns']) / 1e6:.0f} "
-                     f"| {'yes' if c.get('restore') else ''} | {late or '–'} | {cont or '–'} "
+                     f"| {'yes' if c.get('restore') else ''} | {clock or '–'} | {late or '–'} | {cont or '–'} "
                      f"| {fmt(c.get('delaynode_dropped_around'))} | "
                      + " | ".join(added(m) for m in an.METRICS)
                      + f" | {t.get('retransmits', '–')} ({fmt(t.get('baseline_retransmits'), '.1f')}) "
@@ -337,16 +479,21 @@ def main(argv=None):
     effects = [e for r in ev.checked for e in ev.effects(r)] + ev.null_effects()
     summary = summarize(effects)
     tcp = {r.id: ev.tcp_per_checkpoint(r) for r in ev.checked}
-    targets = verdicts(ev, summary, tcp, runs)
+    packet_rows = ev.all_packet_effects()
+    targets = packet_verdicts(ev, packet_rows, runs) + verdicts(ev, summary, tcp, runs)
     plot_dir = os.path.join(a.eval_dir, "plots")
-    plot_files = plots.all_plots(ev, effects, plot_dir)
+    plot_files = plots.all_plots(ev, effects, plot_dir, packet_rows)
     with open(os.path.join(a.eval_dir, "report.md"), "w") as f:
-        f.write(markdown(ev, runs, effects, summary, tcp, targets, plot_files))
+        f.write(markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows))
     write_sqlite(os.path.join(a.eval_dir, "eval.sqlite"), ev, runs, effects, summary, tcp, targets)
     print(f"transparency report: {a.eval_dir}/report.md, eval.sqlite, {len(plot_files)} plots")
     for r in runs:
         print(f"  {r['run']:<12} {fmt(r['throughput_mbps'], '6.1f')} Mbit/s  retransmits {fmt(r['retransmits'])}"
               f"  drops {r['drops']}  checkpoints {r['checkpoints']}")
+    if packet_rows:
+        print(f"  {'':<58}" + "".join(f"{k:>22}" for k in PACKET_COLUMNS))
+        for name, cols, _ in side_by_side(ev, packet_rows, runs):
+            print(f"  {name.replace(chr(92), '')[:58]:<58}" + "".join(f"{cols[k][:21]:>22}" for k in PACKET_COLUMNS))
     for (rid, metric, window), q in sorted(summary.items()):
         if window == "checkpoint" and q["n"]:
             print(f"  {rid:<12} added {metric:<9} median {q['median']:8.0f} µs  p99 {q['p99']:8.0f} µs"

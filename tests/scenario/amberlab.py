@@ -93,6 +93,95 @@ class TwoHosts:
         self.close()
 
 
+class TapHosts:
+    """VM hosts as on a testbed, the delay node a machine of its own in the
+    root namespace. Host i is namespace ns[i] holding the peer of a veth
+    whose root end node_if[i] a delay-node port attaches to, bridged with a
+    persistent tap tap[i] that the host's QEMU opens:
+
+        node port ~ n1 === [h1: e1 - bridge b1 - tap t1 ~ vm1]
+
+    (names carry the prefix). Every end has its offloads off: the node's
+    PMD does not do them and TCP hangs otherwise. The taps keep
+    `txqueuelen` frames for a VM that is not reading (stopped)."""
+
+    def __init__(self, prefix, count=2, txqueuelen=1000):
+        if len(prefix) > 12:
+            raise ValueError(f"prefix {prefix!r}: interface names would exceed 15 characters")
+        self.ns = [f"{prefix}-h{i + 1}" for i in range(count)]
+        self.node_if = [f"{prefix}-n{i + 1}" for i in range(count)]
+        self.ns_if = [f"{prefix}-e{i + 1}" for i in range(count)]
+        self.bridge = [f"{prefix}-b{i + 1}" for i in range(count)]
+        self.tap = [f"{prefix}-t{i + 1}" for i in range(count)]
+        self.close()  # leftovers of a crashed earlier run
+        try:
+            for i, ns in enumerate(self.ns):
+                ip = ["ip", "-n", ns]
+                sh("ip", "netns", "add", ns)
+                sh("ip", "link", "add", self.node_if[i], "type", "veth", "peer", "name",
+                   self.ns_if[i], "netns", ns)
+                sh("sysctl", "-qw", f"net.ipv6.conf.{self.node_if[i]}.disable_ipv6=1", check=False)
+                sh("ip", "link", "set", self.node_if[i], "up")
+                offloads_off(self.node_if[i])
+                # No IPv6 chatter of the host's own through the node.
+                for conf in ("all", "default"):
+                    sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+                       f"net.ipv6.conf.{conf}.disable_ipv6=1", check=False)
+                sh(*ip, "link", "set", "lo", "up")  # QEMU's port forwards listen there
+                sh(*ip, "link", "add", self.bridge[i], "type", "bridge", "stp_state", "0")
+                sh(*ip, "tuntap", "add", "dev", self.tap[i], "mode", "tap")
+                sh(*ip, "link", "set", self.tap[i], "txqueuelen", str(txqueuelen))
+                for dev in (self.ns_if[i], self.tap[i]):
+                    sh(*ip, "link", "set", dev, "master", self.bridge[i])
+                for dev in (self.ns_if[i], self.tap[i], self.bridge[i]):
+                    sh(*ip, "link", "set", dev, "up")
+                    offloads_off(dev, ns)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self):
+        for i, ns in enumerate(self.ns):
+            remove_netns_processes(ns)
+            sh("ip", "-n", ns, "tuntap", "del", "dev", self.tap[i], "mode", "tap", check=False)
+            sh("ip", "link", "del", self.node_if[i], check=False)  # and its peer
+            sh("ip", "netns", "del", ns, check=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def remove_netns_processes(ns, timeout=10):
+    """Ends, by PID, whatever still runs in namespace `ns` (one of ours,
+    named with our prefix) and waits until none is left: the namespace and
+    its interfaces go only with its last process."""
+    if not os.path.exists(f"/run/netns/{ns}"):
+        return
+    for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    deadline = time.monotonic() + timeout
+    while sh("ip", "netns", "pids", ns, check=False).stdout.split() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def kernel_port_vdev(i, iface, pmd="af_packet"):
+    """The --vdev of delay-node port i on a kernel interface: net_af_packet<i>
+    or net_af_xdp<i> (its port name is the part before the comma)."""
+    if pmd == "af_xdp":
+        return f"net_af_xdp{i},iface={iface},start_queue=0,queue_count=1"
+    if pmd != "af_packet":
+        raise ValueError(f"kernel port PMD {pmd!r}: expected af_packet or af_xdp")
+    # A deeper socket ring than the PMD's default 512 frames rides out the
+    # moments the loop is descheduled.
+    return f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"
+
+
 class DelayNode:
     """amber-delaynode on af_packet ports bound to the given interfaces."""
 
@@ -108,9 +197,7 @@ class DelayNode:
         eal = [*cores, "--no-pci", "--file-prefix", prefix, "-m", "512",
                "--log-level", "lib.eal:error"]
         for i, iface in enumerate(interfaces):
-            # A deeper socket ring than the PMD's default 512 frames rides
-            # out the moments the loop is descheduled.
-            eal += ["--vdev", f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"]
+            eal += ["--vdev", kernel_port_vdev(i, iface)]
         eal += list(extra_eal)
         self.log = open(self.log_path, "w")
         extra_app = app

@@ -3,7 +3,10 @@ tests, the demo and the transparency evaluation: a ptp4l pair between two
 network namespaces (the slave free-running: it measures, never steers the
 clock), one amber-delaynode whose vhost-user ports the endpoint VMs attach
 to, one amber-vmhost running the VMs, amber-controller over both, and
-amberctl.
+amberctl (Experiment). TestbedExperiment lays it out as on a testbed: the
+delay node on af_packet (or af_xdp) ports bound to veths, each VM with its
+own amber-vmhost in a network namespace of its own, behind a bridge and a
+tap.
 
 Everything lives in one folder and is named with a prefix; close() removes
 it, also when a test fails. Only processes started here are ended, by PID."""
@@ -197,12 +200,7 @@ class PtpPair:
             p.stop()
         self.procs = []
         for ns in self.ns:
-            pids = lab.sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+            lab.remove_netns_processes(ns)
             lab.sh("ip", "netns", "del", ns, check=False)
 
 
@@ -220,42 +218,84 @@ def amberctl(build, controller, *args, json_out=True, check=True, timeout=300, e
     return r
 
 
+class VmHost:
+    """One VM-host agent: its id, the VMs it runs, its socket, configuration,
+    run folder and log, the network namespace it runs in (None: the root
+    namespace), and its process once started."""
+
+    def __init__(self, host_id, vms, address, config, run_dir, log_path, netns=None):
+        self.id = host_id
+        self.vms = list(vms)
+        self.address = address
+        self.config = config
+        self.run_dir = run_dir
+        self.log_path = log_path
+        self.netns = netns
+        self.proc = None
+
+    def vm_dir(self, vm):
+        return os.path.join(self.run_dir, vm)
+
+    def start(self, build, boot=True):
+        argv = [os.path.join(build, "controller", "amber-vmhost"), "--config", self.config]
+        if not boot:
+            argv.append("--no-boot")
+        self.proc = Process(argv, self.log_path, "listening on", f"amber-vmhost {self.id}",
+                            timeout=120, netns=self.netns)
+
+    def kill_qemus(self):
+        """QEMU outlives a killed VM-host agent by design: end ours by PID."""
+        for vm in self.vms:
+            try:
+                with open(os.path.join(self.vm_dir(vm), "qemu.pid")) as f:
+                    pid = int(f.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if self.run_dir.encode() in f.read():
+                        os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+
 class Experiment:
     """Two endpoint VMs (vm1 10.88.0.1, vm2 10.88.0.2) on vhost-user ports of
     one delay node emulating link `lfn`, their VM-host agent, PTP, and the
-    controller. `link` is the config text of the link's both { ... } block."""
+    controller. `link` is the config text of the link's both { ... } block,
+    `vmhost_extra` lines for every VM-host agent's configuration.
+    TestbedExperiment lays the same experiment out as on a testbed."""
 
     ADDR = ["10.88.0.1", "10.88.0.2"]
+    VMS = ["vm1", "vm2"]
 
     def __init__(self, build, prefix="amb-e2e", link='rate: "100Mbit" delay: "20ms"',
                  topology_extra="", store=None, vm_mib=256, append=("", ""), lcores="0",
-                 ptp=True, delaynode_app=(), mgmt=False):
+                 ptp=True, delaynode_app=(), mgmt=False, vmhost_extra=""):
         self.build = os.path.abspath(build)
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.store = store or os.path.join(self.dir, "store")
         self.controller_address = f"unix:{self.dir}/controller.sock"
         self.node_address = f"unix:{self.dir}/dn.sock"
-        self.vmhost_address = f"unix:{self.dir}/vmhost.sock"
-        self.run_dir = os.path.join(self.dir, "vms")
-        self.host_id = "h1"
-        self.vhost = [os.path.join(self.dir, f"vhost{i}.sock") for i in range(2)]
+        self.vmhost_extra = vmhost_extra
+        self.vhost = []
+        self.hosts = []
         self.ptp = None
-        self.node = self.vmhost = self.controller = None
+        self.node = self.controller = None
         self.consoles = {}
         # A management NIC per VM (user networking, 127.0.0.1 forwards to
         # the guest probe's port 7700): the evaluation's channel to the
         # probes, idle while the experiment runs.
-        self.mgmt_port = {f"vm{i + 1}": free_port() for i in range(2)} if mgmt else {}
+        self.mgmt_port = {vm: free_port() for vm in self.VMS} if mgmt else {}
         try:
             lab.sh(os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "build-guest.sh"),
                    self.build, timeout=900)
             if ptp:
                 self.ptp = PtpPair(prefix, self.dir)
+            self._start_network()
+            self.hosts = self._make_hosts()
             self._start_node(link, lcores, delaynode_app)
-            self.vmhost_config = os.path.join(self.dir, "vmhost.conf")
-            with open(self.vmhost_config, "w") as f:
-                f.write(self._vmhost_text(vm_mib, append))
+            for host in self.hosts:
+                with open(host.config, "w") as f:
+                    f.write(self._vmhost_text(host, vm_mib, append))
             self.start_vmhost()
             self.topology = os.path.join(self.dir, "topology.conf")
             self.write_topology(topology_extra)
@@ -265,17 +305,39 @@ class Experiment:
             self.close()
             raise
 
-    # ---- the pieces ----
+    # ---- the pieces (TestbedExperiment overrides the _methods) ----
+
+    def _start_network(self):
+        """What joins the VMs to the delay node: vhost-user sockets it serves."""
+        self.vhost = [os.path.join(self.dir, f"vhost{i}.sock") for i in range(len(self.VMS))]
+
+    def _make_hosts(self):
+        return [VmHost("h1", self.VMS, f"unix:{self.dir}/vmhost.sock",
+                       os.path.join(self.dir, "vmhost.conf"), os.path.join(self.dir, "vms"),
+                       os.path.join(self.dir, "vmhost.log"))]
+
+    def _node_ports(self):
+        """The delay node's port per VM: (port name, its --vdev)."""
+        return [(f"net_vhost{i}", f"net_vhost{i},iface={sock},client=0")
+                for i, sock in enumerate(self.vhost)]
+
+    def _nic_text(self, i, mac):
+        """vm<i+1>'s NIC on the link, in the agent's configuration."""
+        return f'nics {{ kind: VHOST_USER endpoint: "{self.vhost[i]}" mac: "{mac}" }}'
+
+    def _close_network(self):
+        """Removes what _start_network made (vhost-user sockets: with the folder)."""
 
     def _start_node(self, link, lcores, app):
+        ports = self._node_ports()
         config = os.path.join(self.dir, "links.textproto")
         with open(config, "w") as f:
-            f.write(f'node_id: "dn1"\nlink {{\n  name: "lfn"\n  port_a: "net_vhost0"\n'
-                    f'  port_b: "net_vhost1"\n  both {{ {link} }}\n}}\n')
+            f.write(f'node_id: "dn1"\nlink {{\n  name: "lfn"\n  port_a: "{ports[0][0]}"\n'
+                    f'  port_b: "{ports[1][0]}"\n  both {{ {link} }}\n}}\n')
         eal = ["-l", lcores, "--no-pci", "--file-prefix", self.prefix, "-m", "512",
                "--log-level", "lib.eal:error", "--log-level", "pmd.net.vhost:error"]
-        for i, sock in enumerate(self.vhost):
-            eal += ["--vdev", f"net_vhost{i},iface={sock},client=0"]
+        for _, vdev in ports:
+            eal += ["--vdev", vdev]
         argv = [os.path.join(self.build, "controller", "amber-delaynode"), *eal, "--",
                 "--config", config, "--agent", self.node_address]
         if self.ptp:
@@ -284,14 +346,14 @@ class Experiment:
                             "amber-delaynode")
         lab.wait_for(lambda: all(os.path.exists(s) for s in self.vhost), 10, "vhost-user sockets")
 
-    def _vmhost_text(self, vm_mib, append):
+    def _vmhost_text(self, host, vm_mib, append):
         guest = os.path.join(self.build, "guest")
         ptp = f'ptp_socket: "{self.ptp.socket}"\nsync_mode: "free_running"\n' if self.ptp else ""
-        text = (f'host_id: "{self.host_id}"\nlisten: "{self.vmhost_address}"\n'
-                f'run_dir: "{self.run_dir}"\n{ptp}'
-                "max_offset_step_ns: 300000\n")
-        for i in range(2):
-            vm = f"vm{i + 1}"
+        text = (f'host_id: "{host.id}"\nlisten: "{host.address}"\n'
+                f'run_dir: "{host.run_dir}"\n{ptp}'
+                f"max_offset_step_ns: 300000\n{self.vmhost_extra}")
+        for vm in host.vms:
+            i = self.VMS.index(vm)
             mgmt = ""
             extra = append[i]
             if vm in self.mgmt_port:
@@ -302,43 +364,44 @@ class Experiment:
             text += (f'vms {{\n  name: "{vm}" memory_mib: {vm_mib}\n'
                      f'  kernel: "{guest}/vmlinuz" initrd: "{guest}/initramfs.cpio.gz"\n'
                      f'  append: "console=ttyS0 quiet amber.ip={self.ADDR[i]}/24 {extra}"\n'
-                     f'  nics {{ kind: VHOST_USER endpoint: "{self.vhost[i]}" '
-                     f'mac: "52:54:00:88:00:0{i + 1}" }}\n{mgmt}}}\n')
+                     f'  {self._nic_text(i, f"52:54:00:88:00:0{i + 1}")}\n{mgmt}}}\n')
         return text
 
     def start_vmhost(self, boot=True):
-        argv = [os.path.join(self.build, "controller", "amber-vmhost"), "--config",
-                self.vmhost_config]
-        if not boot:
-            argv.append("--no-boot")
-        self.vmhost = Process(argv, os.path.join(self.dir, "vmhost.log"), "listening on",
-                              "amber-vmhost", timeout=120)
+        """Starts every VM-host agent that is not running (again, after a
+        kill: it adopts its VMs)."""
+        for host in self.hosts:
+            if host.proc is None or not host.proc.running():
+                host.start(self.build, boot)
 
     def move_to_host(self, host_id, vm_mib=256, append=("", "")):
         """Retires the VM-host agent and starts another (its own id, socket
         and run folder) for the same VMs, waiting for a restore: a
         checkpoint can then be restored onto it. The topology is rewritten;
-        restart the controller to use it."""
-        self.vmhost.stop()
-        self.host_id = host_id
-        self.vmhost_address = f"unix:{self.dir}/{host_id}.sock"
-        self.run_dir = os.path.join(self.dir, f"vms-{host_id}")
+        restart the controller to use it. Only with one VM-host agent."""
+        if len(self.hosts) != 1:
+            raise RuntimeError("move_to_host: the experiment has more than one VM-host agent")
+        old = self.hosts[0]
+        old.proc.stop()
+        host = VmHost(host_id, old.vms, f"unix:{self.dir}/{host_id}.sock",
+                      os.path.join(self.dir, f"{host_id}.conf"),
+                      os.path.join(self.dir, f"vms-{host_id}"), old.log_path, old.netns)
+        self.hosts = [host]
         self.consoles = {}
-        self.vmhost_config = os.path.join(self.dir, f"{host_id}.conf")
-        with open(self.vmhost_config, "w") as f:
-            f.write(self._vmhost_text(vm_mib, append))
+        with open(host.config, "w") as f:
+            f.write(self._vmhost_text(host, vm_mib, append))
         self.start_vmhost(boot=False)
 
     def write_topology(self, extra=""):
         ptp = (f'ptp_socket: "{self.ptp.socket}"\nsync_mode: "free_running"\n' if self.ptp
                else "allow_unsynchronized: true\n")
+        hosts = "".join(f'vm_host {{ id: "{h.id}" address: "{h.address}" '
+                        + "".join(f'vm: "{vm}" ' for vm in h.vms) + "}\n" for h in self.hosts)
         with open(self.topology, "w") as f:
             f.write(f'experiment: "e2e"\nlisten: "{self.controller_address}"\n'
                     f'store: "{self.store}"\n{ptp}'
                     f'delay_node {{ id: "dn1" address: "{self.node_address}" link: "lfn" }}\n'
-                    f'vm_host {{ id: "{self.host_id}" address: "{self.vmhost_address}" '
-                    'vm: "vm1" vm: "vm2" }\n'
-                    f"{extra}\n")
+                    f"{hosts}{extra}\n")
 
     def start_controller(self):
         argv = [os.path.join(self.build, "controller", "amber-controller"), "--topology",
@@ -353,6 +416,33 @@ class Experiment:
             self.write_topology(extra)
         self.start_controller()
 
+    # ---- where things are ----
+
+    @property
+    def vmhost(self):
+        """The (first) VM-host agent's process; vmhosts: every one."""
+        return self.hosts[0].proc if self.hosts else None
+
+    @property
+    def vmhosts(self):
+        return [h.proc for h in self.hosts if h.proc]
+
+    @property
+    def run_dir(self):
+        """Holds each VM's run folder, <run_dir>/<vm> (serial.sock, serial.log)."""
+        return self.hosts[0].run_dir
+
+    def host_of(self, vm):
+        return next(h for h in self.hosts if vm in h.vms)
+
+    def vm_dir(self, vm):
+        return self.host_of(vm).vm_dir(vm)
+
+    def probe_netns(self, vm):
+        """The network namespace where vm's management port listens (None:
+        this one): GuestProbe(port, netns=exp.probe_netns(vm))."""
+        return self.host_of(vm).netns
+
     # ---- using it ----
 
     def ctl(self, *args, **kw):
@@ -364,7 +454,7 @@ class Experiment:
     def console(self, vm):
         """The serial console of vm1/vm2 (valid across restores)."""
         if vm not in self.consoles:
-            self.consoles[vm] = Console(os.path.join(self.run_dir, vm))
+            self.consoles[vm] = Console(self.vm_dir(vm))
         return self.consoles[vm]
 
     def wait_guests_ready(self, timeout=120):
@@ -375,8 +465,8 @@ class Experiment:
             except FileNotFoundError:
                 return ""
 
-        for vm in ("vm1", "vm2"):
-            log = os.path.join(self.run_dir, vm, "serial.log")
+        for vm in self.VMS:
+            log = os.path.join(self.vm_dir(vm), "serial.log")
             lab.wait_for(lambda: "amber: guest ready" in read_text(log), timeout, f"{vm} to boot")
 
     def clocks_trustworthy(self):
@@ -385,11 +475,12 @@ class Experiment:
                                               for a in s["agents"])
 
     def vm_states(self):
-        status = self.ctl("status")
-        for a in status["agents"]:
+        """{vm: QEMU's run state} over every VM-host agent."""
+        states = {}
+        for a in self.ctl("status")["agents"]:
             if a["kind"] == "vm host":
-                return dict(v.split(" ", 1) for v in a["vms"])
-        return {}
+                states.update(v.split(" ", 1) for v in a["vms"])
+        return states
 
     def node_frozen(self):
         status = self.ctl("status")
@@ -403,22 +494,14 @@ class Experiment:
         return sorted(x for x in os.listdir(d) if x.startswith("c")) if os.path.isdir(d) else []
 
     def close(self):
-        for p in (self.controller, self.vmhost, self.node):
+        for p in (self.controller, *self.vmhosts, self.node):
             if p:
                 p.stop()
         if self.ptp:
             self.ptp.close()
-        # QEMU outlives a killed VM-host agent by design: end ours by PID.
-        for vm in ("vm1", "vm2"):
-            pidfile = os.path.join(self.run_dir, vm, "qemu.pid")
-            try:
-                with open(pidfile) as f:
-                    pid = int(f.read().strip())
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if self.run_dir.encode() in f.read():
-                        os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        for host in self.hosts:
+            host.kill_qemus()
+        self._close_network()
         lab.sh("rm", "-rf", self.dir, check=False)
         lab.remove_dpdk_files(self.prefix)
 
@@ -427,3 +510,62 @@ class Experiment:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class TestbedExperiment(Experiment):
+    """The same experiment laid out as on a testbed, the delay node a machine
+    with NICs: amber-delaynode in the root namespace on net_af_packet ports
+    (pmd="af_xdp": net_af_xdp) bound to veths, and each VM on a host of its
+    own: a network namespace (<prefix>-h1, -h2, amberlab.TapHosts) where its
+    agent (h1, h2) and QEMU run, the VM's tap bridged with the veth's peer.
+    QEMU's tap backend moves the frames itself; vhost_net asks for the
+    kernel's vhost-net (vhost=on: needs /dev/vhost-net). Each tap holds
+    tap_txqueuelen frames for a VM that is stopped: at high bandwidth-delay
+    products a naive checkpoint overflows it.
+
+    The management NICs' forwards listen on 127.0.0.1 inside each host's
+    namespace (GuestProbe(port, netns=exp.probe_netns(vm))); run_dir holds
+    a link to each VM's folder in its agent's run folder. The agents'
+    sockets, PTP's and QEMU's are UNIX sockets: they work across the
+    namespaces."""
+
+    def __init__(self, build, prefix="amb-tb", pmd="af_packet", tap_txqueuelen=1000,
+                 vhost_net=False, **kw):
+        self.pmd = pmd
+        self.tap_txqueuelen = tap_txqueuelen
+        self.vhost_net = vhost_net
+        self.net = None
+        super().__init__(build, prefix=prefix, **kw)
+
+    def _start_network(self):
+        self.net = lab.TapHosts(self.prefix, len(self.VMS), self.tap_txqueuelen)
+
+    def _make_hosts(self):
+        hosts = []
+        for i, vm in enumerate(self.VMS):
+            h = f"h{i + 1}"
+            hosts.append(VmHost(h, [vm], f"unix:{self.dir}/{h}.sock",
+                                os.path.join(self.dir, f"{h}.conf"),
+                                os.path.join(self.dir, f"vms-{h}"),
+                                os.path.join(self.dir, f"vmhost-{h}.log"), self.net.ns[i]))
+        os.makedirs(self.run_dir)
+        for host in hosts:
+            for vm in host.vms:
+                os.symlink(host.vm_dir(vm), os.path.join(self.run_dir, vm))
+        return hosts
+
+    def _node_ports(self):
+        return [(f"net_{self.pmd}{i}", lab.kernel_port_vdev(i, iface, self.pmd))
+                for i, iface in enumerate(self.net.node_if)]
+
+    def _nic_text(self, i, mac):
+        vhost = " vhost_net: true" if self.vhost_net else ""
+        return f'nics {{ kind: TAP endpoint: "{self.net.tap[i]}" mac: "{mac}"{vhost} }}'
+
+    def _close_network(self):
+        if self.net:
+            self.net.close()
+
+    @property
+    def run_dir(self):
+        return os.path.join(self.dir, "vms")

@@ -300,8 +300,15 @@ trigger {{ name: "frame" frame {{ delay_node: "dn1" link: "lfn" hex: "{pattern}"
             self.assertIn("trigger console", last["reason"])
             self.assertIn("AMBER-BREAK", last["reason"])
             self.setUp()
-            e.console("vm1").run("ping -c 1 -p a5 -s 100 10.88.0.2", timeout=60)
-            lab.wait_for(lambda: len(e.ctl("list")["checkpoints"]) > n + 1, 60, "a frame trigger")
+            # A matching frame within the console trigger's cooldown is
+            # ignored (as it should be): send one again until it counts.
+            def frame_checkpointed():
+                if len(e.ctl("list")["checkpoints"]) > n + 1:
+                    return True
+                e.console("vm1").run("ping -c 1 -p a5 -s 100 10.88.0.2", timeout=60)
+                return len(e.ctl("list")["checkpoints"]) > n + 1
+
+            lab.wait_for(frame_checkpointed, 60, "a frame trigger", interval=1.0)
             last = e.ctl("list")["checkpoints"][-1]
             self.assertIn("trigger frame", last["reason"])
             self.assertIn("ICMP", last["reason"])

@@ -122,6 +122,22 @@ class ProbeFiles(unittest.TestCase):
             t = np.sort(rx.mono_times()[(rx.records["payload"] > 0) & (rx.records["dir"] == 0)])
             self.assertLess((t[-1] - t[0]) / 1e9, 3.0)
             self.assertEqual(rx.header["lost_full"] + rx.header["lost_kernel"], 0)
+            # Leaving frames too (tx=1, the default): on lo every frame is
+            # seen leaving and arriving, with the same sequence, ack and id.
+            self.assertTrue(rx.has_outgoing)
+            d = rx.records["dir"]
+            out = rx.records[(d & guest.OUTGOING) != 0]
+            inc = rx.records[(d & guest.OUTGOING) == 0]
+            self.assertEqual(len(out), len(inc))
+            self.assertEqual(sorted(out["seq"].tolist()), sorted(inc["seq"].tolist()))
+            self.assertEqual(sorted(out["ip_id"].tolist()), sorted(inc["ip_id"].tolist()))
+            # The peer's port is the client's: one for the control and one
+            # for the data connection, never the server's own.
+            ports = set(rx.records["peer_port"].tolist())
+            self.assertNotIn(5399, ports)
+            self.assertEqual(len(ports), 2)
+            acks = rx.records[((d & guest.FROM_PORT) != 0) & (rx.records["payload"] == 0)]
+            self.assertTrue((acks["ack"] > 0).any())
         finally:
             if srv and srv.poll() is None:
                 srv.kill()
@@ -153,6 +169,75 @@ class Mapping(unittest.TestCase):
         self.assertEqual(m.residuals(), [0, -4_000_000, 0])
         self.assertEqual(m.to_guest(115 * s), 14 * s - 4_000_000)  # from the middle anchor
         self.assertEqual(m.fit_rate(), 1.0)  # 112..120 s: no pause, no drift
+
+
+class SyntheticEvaluation(unittest.TestCase):
+    """The analysis on an evaluation with known effects (synthetic.py): a
+    link of 100 Mbit/s with a 50 ms one-way delay, amber checkpoints whose
+    receiver stops 3 ms late (a stall), naive checkpoints that deliver the
+    in-flight segments at the receiver's resume (early, in a burst), and
+    guest clocks 123.456 s apart. Each headline statistic must recover
+    what was put in."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = os.path.join(TMP, "synthetic")
+        cls.known = synthetic.make(cls.dir)
+        cls.ev = an.Evaluation(cls.dir)
+        cls.rows = cls.ev.all_packet_effects()
+
+    def rows_of(self, run, window):
+        return [r for r in self.rows if r["run"] == run and r["window"] == window]
+
+    def test_amber_in_flight_segments_are_late_by_the_injected_stall(self):
+        stall = self.known["stall_ns"]
+        rows = self.rows_of("amber", "checkpoint")
+        self.assertEqual(len(rows), 3)
+        for r in rows:
+            self.assertGreater(len(r["owd"]), 300)
+            self.assertLess(abs(np.median(r["owd"]) - stall), 50_000, r["checkpoint"])
+        # The stall shows at the receiver at the packet the node held first.
+        for r in rows:
+            self.assertTrue(r["identity"])
+            self.assertLess(abs(r["stall"] - (stall + self.known["ser_ns"])), 2_000)
+
+    def test_naive_delivers_the_in_flight_segments_early_and_in_a_burst(self):
+        owd = self.known["owd_ns"]
+        for r in self.rows_of("naive", "checkpoint"):
+            d = r["owd"]
+            # Spread over (-owd, 0]: the median about half the delay early.
+            self.assertLess(abs(np.median(d) + owd / 2), 2_000_000, r["checkpoint"])
+            self.assertLess(d.min(), -0.9 * owd)
+            self.assertGreater(r["burst"], 5.0)
+            # Every segment sent in the last 50 ms arrived faster than the
+            # propagation delay allows.
+            count, n = r["owd_early"]
+            self.assertGreater(count, 0.5 * n)
+            self.assertLess(np.median(r["rtt"]), -0.4 * owd)
+
+    def test_no_effect_where_nothing_happened(self):
+        for run, window in (("amber", "control"), ("naive", "control"), ("baseline", "null")):
+            rows = self.rows_of(run, window)
+            self.assertTrue(rows, (run, window))
+            for r in rows:
+                self.assertLess(np.abs(r["owd"]).max(), 10_000, (run, window))
+                self.assertEqual(r["owd_early"][0], 0)
+                self.assertLess(r["burst"], 1.1)
+
+    def test_the_guests_clock_offset_cancels(self):
+        # The one-way delays measured across the two clocks carry the
+        # offset; the floor derived from the ACKs recovers it exactly.
+        run = next(r for r in self.ev.runs if r.id == "baseline")
+        flow = run.flow()
+        instant = int(flow.tx.t[len(flow.tx.t) // 2])
+        floor = packets.owd_floor(*flow.ack_delays(), instant, self.ev.reverse_delay_ns())
+        self.assertLess(abs(floor - (self.known["owd_ns"] - self.known["offset_ns"])), 1_000)
+
+    def test_amber_against_naive(self):
+        c = an.compare_runs(self.rows, "amber", "naive")
+        self.assertLess(c["ratio"], 0.2)
+        self.assertEqual(c["p_a_smaller"], 1.0)
+        self.assertLess(c["ci_hi"], 0)
 
 
 class Windows(unittest.TestCase):
@@ -193,8 +278,11 @@ if __name__ == "__main__":
         print("SKIPPED: gcc is missing")
         sys.exit(77)
     sys.path.insert(0, os.path.join(SRC, "bench", "transparency"))
+    sys.path.insert(0, os.path.join(SRC, "tests", "transparency"))
     import analysis as an  # noqa: E402
     import guest  # noqa: E402
+    import packets  # noqa: E402
+    import synthetic  # noqa: E402
     sys.path.insert(0, os.path.join(SRC, "tests", "scenario"))
     from experimentlab import free_port  # noqa: E402
     result = unittest.main(exit=False, verbosity=2).result
