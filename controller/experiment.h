@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "controller/agents.h"
+#include "controller/agent.h"
+#include "controller/master_clock.h"
 #include "controller/store.h"
 #include "controller/topology.h"
 #include "proto/controller.pb.h"
@@ -23,11 +24,21 @@ namespace amber::controller {
 
 using ProgressFn = std::function<void(const Progress&)>;
 
+struct Member;
+using Crew = std::vector<Member>;
+
 class Experiment {
  public:
   // Connects to the agents (lazily: an agent down now is reported by
   // status and by the next checkpoint's prepare step) and opens the store.
   static Result<std::unique_ptr<Experiment>> create(Topology topology,
+                                                    std::vector<std::string>* notes);
+  // The same over given agents and clock (tests: fakes). The agents may
+  // read the clock; partial checkpoints swept from the store are named in
+  // `notes`.
+  static Result<std::unique_ptr<Experiment>> create(Topology topology,
+                                                    std::vector<std::unique_ptr<Agent>> agents,
+                                                    std::unique_ptr<MasterClock> clock,
                                                     std::vector<std::string>* notes);
   ~Experiment();  // stops periodic checkpoints and trigger watches
 
@@ -52,18 +63,24 @@ class Experiment {
   void set_log(std::function<void(const std::string&)> log) { log_ = std::move(log); }
 
  private:
-  Experiment(Topology topology, Agents agents, std::unique_ptr<MasterClock> clock,
-             std::unique_ptr<CheckpointStore> store);
+  Experiment(Topology topology, std::unique_ptr<MasterClock> clock,
+             std::vector<std::unique_ptr<Agent>> agents, std::unique_ptr<CheckpointStore> store);
 
-  struct Asked;
   // The lead time for an instant: measured round trips plus the margin.
   int64_t lead_ns() const;
   // Waits a little for the controller's own clock to become trustworthy.
   Status await_clock() const;
-  Status rollback(const Asked& asked, int64_t not_before_ns, const Status& cause,
+  // Every agent of `crew` asked to stop resumes at one instant, after
+  // `not_before_ns`; returns `cause` saying so.
+  Status rollback(Crew& crew, int64_t not_before_ns, const Status& cause,
                   const ProgressFn& progress);
-  Status resume_all(int64_t at_ns, bool include_nodes, Manifest* manifest,
-                    const ProgressFn& progress);
+  // Stops `crew` at `at_ns` and saves it into `dir`: the freeze and save
+  // steps, the pieces and the total in `manifest`.
+  Status stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_ns, int64_t ahead_ns,
+                       const std::string& dir, uint64_t estimate, Manifest* manifest,
+                       const ProgressFn& progress);
+  // Every agent of `crew` resumes at `at_ns`; the steps go to `manifest`.
+  Status resume_all(int64_t at_ns, Crew& crew, Manifest* manifest, const ProgressFn& progress);
   Result<Manifest> checkpoint_locked(const CheckpointRequest& request, const std::string& reason,
                                      const ProgressFn& progress);
   Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);
@@ -75,9 +92,11 @@ class Experiment {
   }
 
   const Topology topology_;
-  Agents agents_;
-  std::unique_ptr<MasterClock> clock_;
-  std::unique_ptr<CheckpointStore> store_;
+  const std::unique_ptr<MasterClock> clock_;
+  // In manifest order (the daemon's: delay nodes first). Declared after the
+  // clock: they may read it, so they go first.
+  const std::vector<std::unique_ptr<Agent>> agents_;
+  const std::unique_ptr<CheckpointStore> store_;
   std::function<void(const std::string&)> log_;
 
   std::timed_mutex operation_;
@@ -89,7 +108,7 @@ class Experiment {
   bool stopping_ = false;
   int64_t next_periodic_ns_ = 0;
   std::vector<std::thread> background_;
-  std::vector<std::shared_ptr<grpc::ClientContext>> watches_;  // to cancel on stop
+  std::vector<std::shared_ptr<TriggerStream>> watches_;  // to cancel on stop
   std::vector<std::string> trigger_state_;
 };
 

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "clock-sync/clock.h"
 #include "common/strings.h"
 #include "common/units.h"
 #include "controller/experiment.h"
@@ -14,8 +15,8 @@ Experiment::~Experiment() {
   {
     std::lock_guard lock(background_mutex_);
     stopping_ = true;
-    for (auto& context : watches_) {
-      if (context) context->TryCancel();
+    for (auto& watch : watches_) {
+      if (watch) watch->cancel();
     }
   }
   background_wake_.notify_all();
@@ -112,41 +113,43 @@ void Experiment::watch_loop(size_t index) {
     std::lock_guard lock(background_mutex_);
     trigger_state_[index] = cat(trigger.name(), ": ", text);
   };
-  for (;;) {
-    auto context = std::make_shared<grpc::ClientContext>();
-    {
-      std::lock_guard lock(background_mutex_);
-      if (stopping_) return;
-      watches_[index] = context;
+  // The agent that watches: the delay node of a frame trigger, the VM host
+  // of a console trigger.
+  Agent* watcher = nullptr;
+  std::string what;
+  if (trigger.has_frame()) {
+    const auto& f = trigger.frame();
+    for (const auto& a : agents_) {
+      if (a->kind() == Agent::Kind::kDelayNode && a->id() == f.delay_node()) watcher = a.get();
     }
-    std::unique_ptr<grpc::ClientReaderInterface<agent::TriggerEvent>> reader;
-    std::string what;
-    if (trigger.has_frame()) {
-      const auto& f = trigger.frame();
-      for (auto& n : agents_.delay_nodes) {
-        if (n.ref.id() != f.delay_node()) continue;
-        agent::WatchFramesRequest req;
-        req.set_link(f.link());
-        req.set_pattern(pattern);
-        reader = n.stub->WatchFrames(context.get(), req);
+    what = cat("frames on delay node ", f.delay_node(), f.link().empty() ? "" : " link ", f.link());
+  } else {
+    const auto& c = trigger.console();
+    for (const auto& a : agents_) {
+      if (a->kind() == Agent::Kind::kVmHost && a->id() == c.vm_host()) watcher = a.get();
+    }
+    what = cat("console of VM ", c.vm());
+  }
+  for (;;) {
+    Result<std::unique_ptr<TriggerStream>> opened =
+        watcher ? watcher->watch(trigger, pattern)
+                : Result<std::unique_ptr<TriggerStream>>(not_found("no such agent"));
+    std::shared_ptr<TriggerStream> stream;
+    if (opened) stream = std::move(opened).value();
+    {
+      // The destructor cancels the streams under this lock: it ends this
+      // one, or this thread sees it stopping and ends it here.
+      std::lock_guard lock(background_mutex_);
+      if (stopping_) {
+        if (stream) stream->cancel();
+        return;
       }
-      what =
-          cat("frames on delay node ", f.delay_node(), f.link().empty() ? "" : " link ", f.link());
-    } else {
-      const auto& c = trigger.console();
-      for (auto& h : agents_.vm_hosts) {
-        if (h.ref.id() != c.vm_host()) continue;
-        vmhost::WatchConsoleRequest req;
-        req.set_vm(c.vm());
-        req.set_contains(pattern);
-        reader = h.stub->WatchConsole(context.get(), req);
-      }
-      what = cat("console of VM ", c.vm());
+      watches_[index] = stream;
     }
     set_state(
         cat("watching ", what, fired ? cat(" (fired ", fired, " times, last ", last, ")") : ""));
     agent::TriggerEvent event;
-    while (reader && reader->Read(&event)) {
+    while (stream && stream->next(&event)) {
       // Events seen before the last checkpoint ended, or within the
       // cooldown after it, are not new breakpoints.
       if (clock_sync::SystemClock::realtime_ns() < quiet_until) continue;
@@ -163,11 +166,11 @@ void Experiment::watch_loop(size_t index) {
       log(cat("trigger ", trigger.name(), ": ", last));
       set_state(cat("watching ", what, " (fired ", fired, " times, last ", last, ")"));
     }
-    const grpc::Status s = reader ? reader->Finish() : grpc::Status::CANCELLED;
+    const Status s = stream ? stream->finish() : opened.status();
     std::unique_lock lock(background_mutex_);
     if (stopping_) return;
     trigger_state_[index] =
-        cat(trigger.name(), ": not watching ", what, ": ", s.error_message(), " (retrying)");
+        cat(trigger.name(), ": not watching ", what, ": ", s.message(), " (retrying)");
     background_wake_.wait_for(lock, std::chrono::seconds(2), [&] { return stopping_; });
   }
 }

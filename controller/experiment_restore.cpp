@@ -1,6 +1,5 @@
 // Restore of a checkpoint: verify, stop what runs, load every piece,
 // resume all at one instant (controller/README.md).
-#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -8,7 +7,6 @@
 #include "common/units.h"
 #include "controller/experiment.h"
 #include "controller/experiment_steps.h"
-#include "controller/grpc_status.h"
 
 namespace amber::controller {
 
@@ -25,7 +23,6 @@ Result<Manifest> Experiment::restore(const RestoreRequest& request, const Progre
 
 Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
                                             const ProgressFn& progress) {
-  const Durations& d = topology_.durations;
   auto say = [&](const char* step, std::string detail, uint64_t done = 0, uint64_t total = 0) {
     report(progress, step, std::move(detail), done, total);
   };
@@ -39,27 +36,12 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
         cat("checkpoint ", m.id(), " is a naive one (evaluation): the network was not saved"));
   }
   const std::string dir = store_->path_of(m.id());
-  auto& nodes = agents_.delay_nodes;
-  auto& hosts = agents_.vm_hosts;
+  Crew crew = crew_of(agents_, everyone);
 
   // The pieces must map onto today's topology, before anything is touched.
-  for (const auto& node : nodes) {
-    auto piece = std::find_if(m.pieces().begin(), m.pieces().end(), [&](const Piece& p) {
-      return p.kind() == "delay node" && p.name() == node.ref.id();
-    });
-    if (piece == m.pieces().end()) {
-      return failed_precondition(cat("restore: checkpoint ", m.id(), " holds no image for ",
-                                     node.what(), ": nothing was touched"));
-    }
-  }
-  for (const auto& host : hosts) {
-    for (const auto& vm : host.ref.vm()) {
-      auto piece = std::find_if(m.pieces().begin(), m.pieces().end(),
-                                [&](const Piece& p) { return p.kind() == "vm" && p.name() == vm; });
-      if (piece == m.pieces().end()) {
-        return failed_precondition(cat("restore: checkpoint ", m.id(), " holds no state of VM '",
-                                       vm, "' (", host.what(), "): nothing was touched"));
-      }
+  for (const Member& a : crew) {
+    if (Status s = a.agent->find_pieces(m); !s) {
+      return Status(s.code(), cat("restore: ", s.message(), ": nothing was touched"));
     }
   }
 
@@ -99,53 +81,20 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   // Every agent must answer before anything is touched; then the delay
   // nodes that still run the current experiment freeze at one instant (a
   // node loads an image only while frozen).
-  std::vector<Status> errors(nodes.size() + hosts.size());
-  std::vector<bool> running(nodes.size(), false);
-  std::vector<std::function<void()>> tasks;
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    tasks.push_back([&, i] {
-      agent::GetStatsReply stats;
-      if (auto s = unary(*nodes[i].stub, &NodeStub::GetStats, {}, &stats, d.step_deadline_ns);
-          !s.ok()) {
-        errors[i] = agent_error(nodes[i].what(), "restore", s);
-      }
-      running[i] = !stats.frozen();
-    });
-  }
-  for (size_t j = 0; j < hosts.size(); ++j) {
-    tasks.push_back([&, j] {
-      vmhost::GetStatusReply status;
-      if (auto s = unary(*hosts[j].stub, &HostStub::GetStatus, {}, &status, d.step_deadline_ns);
-          !s.ok()) {
-        errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
-      }
-    });
-  }
-  run_parallel(tasks);
-  if (Status s = first_error(errors); !s) {
+  auto running = on_each("restore", crew, [](Member& a) { return a.agent->running(); });
+  if (Status s = first_error(running); !s) {
     return Status(s.code(), cat(s.message(), ": nothing was touched"));
   }
-  if (std::find(running.begin(), running.end(), true) != running.end()) {
+  for (size_t i = 0; i < crew.size(); ++i) crew[i].running = *running[i];
+  Crew nodes = only(crew, [](const Member& a) { return a.running && a.agent->moves_network(); });
+  if (!nodes.empty()) {
     auto now = clock_->now_ns();
     if (!now) return now.status().with_context("master clock: ");
     const int64_t at = *now + lead_ns();
     say("stop", cat("the running delay nodes freeze at +", format_duration_ns(at - *now)));
-    tasks.clear();
-    for (size_t i = 0; i < nodes.size(); ++i) {
-      if (!running[i]) continue;
-      tasks.push_back([&, i, at] {
-        agent::FreezeRequest req;
-        req.set_at_ns(at);
-        agent::FreezeReply reply;
-        if (auto s = unary(*nodes[i].stub, &NodeStub::Freeze, req, &reply,
-                           at - *now + d.step_deadline_ns);
-            !s.ok()) {
-          errors[i] = agent_error(nodes[i].what(), "restore (freezing the running node)", s);
-        }
-      });
-    }
-    run_parallel(tasks);
-    if (Status s = first_error(errors); !s) {
+    auto frozen = on_each("restore (freezing the running node)", nodes,
+                          [&](Member& a) { return a.agent->stop_at(at, 0, at - *now); });
+    if (Status s = first_error(frozen); !s) {
       return Status(s.code(), cat(s.message(), ": the experiment runs on as it was"));
     }
     // Freeze answers once the instant has passed when it is near.
@@ -157,56 +106,15 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   // Down with the VMs that run now, everywhere, before any piece loads: a
   // frame they send must not reach a restored delay node.
   say("load", "stopping the running VMs");
-  tasks.clear();
-  for (size_t j = 0; j < hosts.size(); ++j) {
-    tasks.push_back([&, j] {
-      VmHostClient& h = hosts[j];
-      const size_t k = nodes.size() + j;
-      vmhost::GetStatusReply status;
-      if (auto s = unary(*h.stub, &HostStub::GetStatus, {}, &status, d.step_deadline_ns); !s.ok()) {
-        errors[k] = agent_error(h.what(), "restore", s);
-        return;
-      }
-      bool present = false;
-      for (const auto& vm : status.vms()) present |= vm.state() != "absent";
-      if (!present) return;
-      vmhost::ShutdownReply reply;
-      if (auto s = unary(*h.stub, &HostStub::Shutdown, {}, &reply, d.step_deadline_ns); !s.ok()) {
-        errors[k] = agent_error(h.what(), "restore (shutting the running VMs down)", s);
-      }
-    });
-  }
-  run_parallel(tasks);
-  if (Status s = first_error(errors); !s) {
+  Crew vms = only(crew, [](const Member& a) { return a.running && !a.agent->moves_network(); });
+  auto down = on_each("restore (shutting the running VMs down)", vms,
+                      [](Member& a) { return a.agent->shutdown(); });
+  if (Status s = first_error(down); !s) {
     return Status(s.code(), cat(s.message(), ": the delay nodes are frozen, nothing was loaded"));
   }
   say("load", "loading states and images");
-  tasks.clear();
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    tasks.push_back([&, i] {
-      agent::RestoreRequest req;
-      req.set_path(cat(dir, "/delaynodes/", nodes[i].ref.id(), ".img"));
-      req.set_allow_other_node(true);
-      agent::RestoreReply reply;
-      if (auto s = unary(*nodes[i].stub, &NodeStub::Restore, req, &reply, d.save_deadline_ns);
-          !s.ok()) {
-        errors[i] = agent_error(nodes[i].what(), "restore", s);
-      }
-    });
-  }
-  for (size_t j = 0; j < hosts.size(); ++j) {
-    tasks.push_back([&, j] {
-      vmhost::RestoreRequest req;
-      req.set_checkpoint_dir(dir + "/vms");
-      vmhost::RestoreReply reply;
-      if (auto s = unary(*hosts[j].stub, &HostStub::Restore, req, &reply, d.save_deadline_ns);
-          !s.ok()) {
-        errors[nodes.size() + j] = agent_error(hosts[j].what(), "restore", s);
-      }
-    });
-  }
-  run_parallel(tasks);
-  if (Status s = first_error(errors); !s) {
+  auto loaded = on_each("restore", crew, [&](Member& a) { return a.agent->load(dir); });
+  if (Status s = first_error(loaded); !s) {
     (void)store_->set_swapped_out(true);
     return Status(s.code(), cat(s.message(),
                                 ": the experiment is down; fix the cause and "
@@ -223,7 +131,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   }
   Manifest resumed = m;
   resumed.clear_steps();
-  Status s = resume_all(at, true, &resumed, progress);
+  Status s = resume_all(at, crew, &resumed, progress);
   auto branch = store_->restored(m.id());
   if (!branch) return branch.status().with_context("store: ");
   resumed.set_branch(*branch);

@@ -2,8 +2,6 @@
 
 #include <chrono>
 
-#include "common/strings.h"
-
 namespace amber::controller {
 
 int64_t steady_ns() {
@@ -18,19 +16,11 @@ std::string join(const google::protobuf::RepeatedPtrField<std::string>& parts) {
   return out;
 }
 
-// The first error of a parallel step, with how many agents failed.
-Status first_error(const std::vector<Status>& errors) {
-  const Status* first = nullptr;
-  size_t failed = 0;
-  for (const Status& s : errors) {
-    if (s.is_ok()) continue;
-    if (first == nullptr) first = &s;
-    ++failed;
-  }
-  if (first == nullptr) return Status::ok();
-  if (failed == 1) return *first;
-  return Status(first->code(), cat(first->message(), " (and ", failed - 1, " more agent",
-                                   failed > 2 ? "s" : "", ")"));
+void run_parallel(const std::vector<std::function<void()>>& tasks) {
+  std::vector<std::thread> threads;
+  threads.reserve(tasks.size());
+  for (const auto& task : tasks) threads.emplace_back(task);
+  for (auto& t : threads) t.join();
 }
 
 }  // namespace amber::controller

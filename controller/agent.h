@@ -1,0 +1,102 @@
+// One agent of the experiment as the controller's protocols see it
+// (controller/README.md): a delay node or a VM host, driven through the same
+// phases. DelayNodeClient and VmHostClient speak gRPC to the real agents;
+// tests drive the protocols over in-process fakes.
+//
+// Instants are master time in ns. `ahead_ns` is how far ahead of now the
+// controller saw the instant when it chose it: a call that waits for the
+// instant gets that much more than its deadline. Errors name the agent
+// ("delay node dn1 did not answer in time"); the caller adds the step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "proto/config.pb.h"
+#include "proto/controller.pb.h"
+
+namespace amber::controller {
+
+struct Prepared {
+  uint64_t estimated_bytes = 0;  // what its save will write
+  int64_t round_trip_ns = 0;     // of the prepare call: how far ahead instants must be
+};
+
+struct Saved {
+  std::vector<Piece> pieces;  // every file with its size and SHA-256
+  AgentStep step;             // bytes written
+};
+
+struct Resumed {
+  AgentStep step;  // lateness, and each VM's RESUME event
+  // The instant had passed when the request arrived: it resumed at once,
+  // step.lateness_ns after the instant.
+  bool late = false;
+};
+
+// Trigger events an agent reports as they happen (WatchFrames on a delay
+// node, WatchConsole on a VM host).
+class TriggerStream {
+ public:
+  virtual ~TriggerStream() = default;
+  // Blocks for the next event; false once the stream ended (finish() says why).
+  virtual bool next(agent::TriggerEvent* event) = 0;
+  // Ends a next() in progress; callable from any thread.
+  virtual void cancel() = 0;
+  virtual Status finish() = 0;
+};
+
+class Agent {
+ public:
+  enum class Kind { kDelayNode, kVmHost };
+
+  virtual ~Agent() = default;
+  virtual Kind kind() const = 0;
+  virtual const std::string& id() const = 0;
+  // "delay node dn1", "vm host h1": in errors, progress and manifests.
+  virtual std::string what() const = 0;
+  // A delay node carries the frames between the VMs: naive checkpoints
+  // leave it running, restores freeze it before anything loads.
+  bool moves_network() const { return kind() == Kind::kDelayNode; }
+
+  // ---- Checkpoint into the folder `dir` (<store>/<experiment>/<id>) ----
+  // Whether it can take part (reachable, what the topology names is there,
+  // clock trustworthy unless allowed, room in `dir`): an error says why not.
+  virtual Result<Prepared> prepare(const std::string& dir, bool allow_unsynchronized) = 0;
+  // Freezes the node / stops every VM at `at_ns`. Until `lease_until_ns`
+  // (0: no lease) at the latest: after it the agent resumes by itself.
+  // The step says how late it acted (and when each VM's STOP came).
+  virtual Result<AgentStep> stop_at(int64_t at_ns, int64_t lease_until_ns, int64_t ahead_ns) = 0;
+  virtual Result<Saved> save(const std::string& dir) = 0;
+  // Resumes at `at_ns`; an instant that had passed when the request arrived
+  // means now (late is better than an experiment half paused).
+  virtual Result<Resumed> resume_at(int64_t at_ns, int64_t ahead_ns) = 0;
+  // Undoes stop_at after a failure: a stop not reached yet is cancelled, an
+  // instant that passed while the agent was busy means now, an agent that
+  // never stopped has nothing to undo.
+  virtual Status roll_back(int64_t at_ns, int64_t ahead_ns) = 0;
+  // Swap-out: the VMs quit. A delay node has nothing to do: it stays frozen,
+  // holding its frames.
+  virtual Status shutdown() = 0;
+
+  // ---- Restore of a checkpoint in `dir` ----
+  // Whether `manifest` holds every piece this agent would load.
+  virtual Status find_pieces(const Manifest& manifest) const = 0;
+  // Reachable; true if it runs now (a node not frozen, a VM present).
+  virtual Result<bool> running() = 0;
+  // Loads its pieces; they stay frozen / paused until resume_at.
+  virtual Status load(const std::string& dir) = 0;
+
+  // ---- Observation ----
+  // Reachability, clock, pipes or VMs, for `amberctl status`.
+  virtual AgentStatus status() = 0;
+  // Reports the events of `trigger` (one naming this agent), whose pattern
+  // is `pattern`, until cancelled.
+  virtual Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger& trigger,
+                                                       const std::string& pattern) = 0;
+};
+
+}  // namespace amber::controller

@@ -1,0 +1,459 @@
+// The controller's checkpoint and restore protocols (controller/README.md)
+// over fake agents (fake_agent.h), a real checkpoint store in a temporary
+// folder and a master clock the test moves. Built twice: as
+// controller-experiment and under ThreadSanitizer as
+// controller-experiment-tsan (the phases run one thread per agent).
+#include "controller/experiment.h"
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/strings.h"
+#include "controller/files.h"
+#include "tests/controller/fake_agent.h"
+
+namespace amber::controller {
+namespace {
+
+namespace fs = std::filesystem;
+using fake::Op;
+using fake::Outcome;
+using ::testing::HasSubstr;
+
+constexpr int64_t kStart = 1'700'000'000'000'000'000;  // master time at the start
+
+class ExperimentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/amber-experiment-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    root_ = dir;
+  }
+  void TearDown() override {
+    experiment_.reset();
+    fs::remove_all(root_);
+  }
+
+  // `nodes` delay nodes dn1.. then `hosts` VM hosts h1.. with two VMs each
+  // (vm1 vm2 on h1, vm3 vm4 on h2, ...): the daemon's order.
+  void start(int nodes, int hosts) {
+    Topology t;
+    t.proto.set_experiment("unit");
+    t.proto.set_store(root_);
+    t.proto.set_allow_unsynchronized(true);
+    t.durations.margin_ns = 2'000'000;
+    t.durations.step_deadline_ns = 1'000'000'000;
+    t.durations.save_deadline_ns = 2'000'000'000;
+    auto clock = std::make_unique<fake::Clock>(kStart);
+    clock_ = clock.get();
+    std::vector<std::unique_ptr<Agent>> agents;
+    for (int i = 1; i <= nodes; ++i) {
+      auto a = std::make_unique<fake::Agent>(Agent::Kind::kDelayNode, cat("dn", i),
+                                             std::vector<std::string>{}, *clock_, sequence_);
+      nodes_.push_back(a.get());
+      agents.push_back(std::move(a));
+    }
+    for (int i = 1; i <= hosts; ++i) {
+      auto a = std::make_unique<fake::Agent>(
+          Agent::Kind::kVmHost, cat("h", i),
+          std::vector<std::string>{cat("vm", 2 * i - 1), cat("vm", 2 * i)}, *clock_, sequence_);
+      hosts_.push_back(a.get());
+      agents.push_back(std::move(a));
+    }
+    auto e = Experiment::create(std::move(t), std::move(agents), std::move(clock), nullptr);
+    ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+    experiment_ = std::move(e).value();
+    experiment_->set_log([this](const std::string& line) {
+      std::lock_guard lock(mutex_);
+      log_.push_back(line);
+    });
+  }
+
+  Result<Manifest> checkpoint(const CheckpointRequest& request = {}) {
+    return experiment_->checkpoint(request, "test", progress());
+  }
+  Result<Manifest> restore(const std::string& id) {
+    RestoreRequest request;
+    request.set_id(id);
+    return experiment_->restore(request, progress());
+  }
+  ProgressFn progress() {
+    return [this](const Progress& p) {
+      std::lock_guard lock(mutex_);
+      progress_.push_back(p);
+    };
+  }
+
+  std::vector<fake::Agent*> all() const {
+    std::vector<fake::Agent*> out = nodes_;
+    out.insert(out.end(), hosts_.begin(), hosts_.end());
+    return out;
+  }
+  void forget_calls() {
+    for (auto* a : all()) a->forget_calls();
+  }
+  // Checkpoint folders in the store, complete or partial.
+  std::vector<std::string> folders() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(root_ + "/unit")) {
+      if (e.is_directory()) out.push_back(e.path().filename().string());
+    }
+    return out;
+  }
+  std::vector<std::string> progress_steps() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& p : progress_) {
+      if (out.empty() || out.back() != p.step()) out.push_back(p.step());
+    }
+    return out;
+  }
+  bool progress_says(const std::string& step, const std::string& text) {
+    std::lock_guard lock(mutex_);
+    return std::any_of(progress_.begin(), progress_.end(), [&](const Progress& p) {
+      return p.step() == step && p.detail().find(text) != std::string::npos;
+    });
+  }
+  bool log_says(const std::string& text) {
+    std::lock_guard lock(mutex_);
+    return std::any_of(log_.begin(), log_.end(),
+                       [&](const std::string& l) { return l.find(text) != std::string::npos; });
+  }
+
+  // The sequence numbers of every call of `op` to `agents`: first, last.
+  static std::pair<uint64_t, uint64_t> span(const std::vector<fake::Agent*>& agents, Op op) {
+    uint64_t first = UINT64_MAX, last = 0;
+    for (auto* a : agents) {
+      for (const auto& c : a->calls_of(op)) {
+        first = std::min(first, c.seq);
+        last = std::max(last, c.seq);
+      }
+    }
+    return {first, last};
+  }
+
+  // Every agent of `agents` rolled back once, at one instant after `freeze_ns`.
+  void expect_rolled_back_together(const std::vector<fake::Agent*>& agents, int64_t freeze_ns) {
+    std::set<int64_t> instants;
+    for (auto* a : agents) {
+      auto calls = a->calls_of(Op::kRollBack);
+      ASSERT_EQ(calls.size(), 1u) << a->what() << " was not rolled back once";
+      instants.insert(calls[0].at_ns);
+      EXPECT_FALSE(a->stopped()) << a->what();
+      EXPECT_TRUE(a->calls_of(Op::kResumeAt).empty()) << a->what();
+    }
+    ASSERT_EQ(instants.size(), 1u) << "rolled back at different instants";
+    EXPECT_GT(*instants.begin(), freeze_ns);
+  }
+
+  std::string root_;
+  fake::Clock* clock_ = nullptr;
+  std::atomic<uint64_t> sequence_{0};
+  std::vector<fake::Agent*> nodes_, hosts_;
+  std::unique_ptr<Experiment> experiment_;
+  std::mutex mutex_;
+  std::vector<Progress> progress_;
+  std::vector<std::string> log_;
+};
+
+const std::vector<Op> kCheckpointed = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kResumeAt};
+
+TEST_F(ExperimentTest, CheckpointRunsThePhasesInOrderAndResumesEveryAgentAtOneInstant) {
+  start(1, 2);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_GT(m->freeze_ns(), kStart);
+  EXPECT_GT(m->resume_ns(), m->freeze_ns());
+  for (auto* a : all()) {
+    EXPECT_EQ(a->ops(), kCheckpointed) << a->what();
+    EXPECT_EQ(a->last(Op::kPrepare)->dir, root_ + "/unit/" + m->id());
+    EXPECT_EQ(a->last(Op::kStopAt)->at_ns, m->freeze_ns()) << a->what();
+    EXPECT_GT(a->last(Op::kStopAt)->lease_ns, m->freeze_ns()) << a->what();
+    EXPECT_EQ(a->last(Op::kResumeAt)->at_ns, m->resume_ns()) << a->what();
+    EXPECT_FALSE(a->stopped()) << a->what();
+  }
+  // Each phase ends on every agent before the next begins.
+  EXPECT_LT(span(all(), Op::kPrepare).second, span(all(), Op::kStopAt).first);
+  EXPECT_LT(span(all(), Op::kStopAt).second, span(all(), Op::kSave).first);
+  EXPECT_LT(span(all(), Op::kSave).second, span(all(), Op::kResumeAt).first);
+
+  // Every piece, its files in the store as recorded.
+  std::set<std::pair<std::string, std::string>> pieces;
+  uint64_t total = 0;
+  for (const auto& p : m->pieces()) {
+    pieces.insert({p.kind(), p.name()});
+    for (const auto& f : p.files()) {
+      const std::string path = root_ + "/unit/" + m->id() + "/" + f.path();
+      EXPECT_EQ(fs::file_size(path), f.bytes()) << path;
+      EXPECT_EQ(*sha256_file(path), f.sha256()) << path;
+      total += f.bytes();
+    }
+  }
+  const std::set<std::pair<std::string, std::string>> expected = {
+      {"delay node", "dn1"}, {"vm", "vm1"}, {"vm", "vm2"}, {"vm", "vm3"}, {"vm", "vm4"}};
+  EXPECT_EQ(pieces, expected);
+  EXPECT_EQ(m->total_bytes(), total);
+
+  // The steps, phase by phase in the agents' order (bench/transparency
+  // reads them): freeze with each VM's event, save, resume.
+  std::vector<std::pair<std::string, std::string>> steps;
+  for (const auto& s : m->steps()) steps.push_back({s.step(), s.agent()});
+  const std::vector<std::pair<std::string, std::string>> expected_steps = {
+      {"freeze", "delay node dn1"}, {"freeze", "vm host h1"}, {"freeze", "vm host h2"},
+      {"save", "delay node dn1"},   {"save", "vm host h1"},   {"save", "vm host h2"},
+      {"resume", "delay node dn1"}, {"resume", "vm host h1"}, {"resume", "vm host h2"}};
+  EXPECT_EQ(steps, expected_steps);
+  EXPECT_EQ(m->steps(1).vm_event_ns().at("vm1"), m->freeze_ns() + 1000);
+  EXPECT_EQ(m->steps(1).lateness_ns(), 1000);
+  EXPECT_GT(m->steps(4).bytes(), 0u);
+
+  // Committed: the store lists it as the head, and nothing else is there.
+  auto stored = experiment_->get(m->id());
+  ASSERT_TRUE(stored.is_ok()) << stored.status().to_string();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*stored, *m));
+  EXPECT_EQ(experiment_->list().head(), m->id());
+  EXPECT_EQ(folders(), std::vector<std::string>{m->id()});
+  const std::vector<std::string> phases = {"prepare", "freeze", "save", "resume", "manifest"};
+  EXPECT_EQ(progress_steps(), phases);
+}
+
+TEST_F(ExperimentTest, PrepareRefusedByOneAgentTouchesNothing) {
+  start(1, 2);
+  hosts_[1]->set(Op::kPrepare, Outcome::kFail);
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("prepare: vm host h2"));
+  EXPECT_THAT(m.status().message(), HasSubstr("nothing was touched"));
+  for (auto* a : all()) EXPECT_EQ(a->ops(), std::vector<Op>{Op::kPrepare}) << a->what();
+  EXPECT_TRUE(folders().empty());
+  EXPECT_EQ(experiment_->list().checkpoints_size(), 0);
+}
+
+TEST_F(ExperimentTest, StopFailingOnOneVmHostRollsBackEveryAgentAtOneInstant) {
+  start(1, 2);
+  hosts_[1]->set(Op::kStopAt, Outcome::kFail);
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("freeze: vm host h2"));
+  EXPECT_THAT(m.status().message(),
+              HasSubstr("rolled back: every agent that stopped was resumed at one instant"));
+  EXPECT_THAT(m.status().message(), HasSubstr("the partial checkpoint is removed"));
+  expect_rolled_back_together(all(), nodes_[0]->last(Op::kStopAt)->at_ns);
+  for (auto* a : all()) EXPECT_TRUE(a->calls_of(Op::kSave).empty()) << a->what();
+  EXPECT_TRUE(folders().empty());
+  EXPECT_TRUE(progress_says("rollback", "freeze: vm host h2"));
+  EXPECT_TRUE(log_says("rollback: freeze: vm host h2"));
+}
+
+TEST_F(ExperimentTest, StopHangingPastItsDeadlineRollsBackEveryAgent) {
+  start(1, 2);
+  hosts_[0]->set(Op::kStopAt, Outcome::kHang);
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("freeze: vm host h1 did not answer in time"));
+  EXPECT_THAT(m.status().message(), HasSubstr("rolled back"));
+  expect_rolled_back_together(all(), nodes_[0]->last(Op::kStopAt)->at_ns);
+  EXPECT_TRUE(folders().empty());
+}
+
+TEST_F(ExperimentTest, SaveFailingOnADelayNodeRollsBackAndRemovesWhatOthersWrote) {
+  start(1, 2);
+  // The VM hosts have written their pieces by the time the node fails.
+  nodes_[0]->set(Op::kSave, Outcome::kFail, std::chrono::milliseconds(30));
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("save: delay node dn1"));
+  EXPECT_THAT(m.status().message(), HasSubstr("rolled back"));
+  expect_rolled_back_together(all(), nodes_[0]->last(Op::kStopAt)->at_ns);
+  EXPECT_TRUE(folders().empty());
+  EXPECT_EQ(experiment_->list().checkpoints_size(), 0);
+}
+
+TEST_F(ExperimentTest, SaveHangingPastItsDeadlineRollsBack) {
+  start(1, 2);
+  hosts_[1]->set(Op::kSave, Outcome::kHang);
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("save: vm host h2 did not answer in time"));
+  expect_rolled_back_together(all(), nodes_[0]->last(Op::kStopAt)->at_ns);
+  EXPECT_TRUE(folders().empty());
+}
+
+// Issue #16, defect 7: the "asked to stop" flags of several agents of one
+// kind were bits of one std::vector<bool>, set from parallel threads; a
+// lost bit skipped a frozen agent in the rollback. Again and again, since
+// a race shows only sometimes (and always under ThreadSanitizer).
+TEST_F(ExperimentTest, LateSaveFailureWithTwoAgentsOfEachKindRollsBackAllFour) {
+  start(2, 2);
+  hosts_[1]->set(Op::kSave, Outcome::kFail, std::chrono::milliseconds(20));
+  for (int round = 1; round <= 8; ++round) {
+    forget_calls();
+    auto m = checkpoint();
+    ASSERT_FALSE(m.is_ok());
+    EXPECT_THAT(m.status().message(), HasSubstr("save: vm host h2"));
+    expect_rolled_back_together(all(), nodes_[0]->last(Op::kStopAt)->at_ns);
+    EXPECT_TRUE(folders().empty()) << "round " << round;
+  }
+}
+
+TEST_F(ExperimentTest, ResumeInstantPassedOnArrivalResumesAtOnceAndSaysSo) {
+  start(1, 2);
+  hosts_[0]->set_resume_transit_ns(2'000'000'000);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  ASSERT_TRUE(hosts_[0]->last(Op::kResumeAt).has_value());
+  EXPECT_TRUE(hosts_[0]->last(Op::kResumeAt)->late);
+  EXPECT_FALSE(hosts_[0]->stopped());
+  for (const auto& s : m->steps()) {
+    if (s.step() != "resume") continue;
+    if (s.agent() == "vm host h1") {
+      EXPECT_GT(s.lateness_ns(), 1'000'000'000);
+      EXPECT_EQ(s.vm_event_ns().at("vm1"), m->resume_ns() + s.lateness_ns());
+    } else {
+      EXPECT_EQ(s.lateness_ns(), 0) << s.agent();
+    }
+  }
+  EXPECT_TRUE(progress_says("resume", "warning: vm host h1 resumed"));
+  EXPECT_FALSE(progress_says("resume", "warning: vm host h2"));
+  EXPECT_TRUE(log_says("the instant had passed when it arrived (raise the margin)"));
+}
+
+TEST_F(ExperimentTest, NaiveCheckpointTouchesNoDelayNode) {
+  start(1, 2);
+  CheckpointRequest naive;
+  naive.set_naive(true);
+  auto m = checkpoint(naive);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_TRUE(m->naive());
+  EXPECT_TRUE(nodes_[0]->calls().empty());
+  for (auto* h : hosts_) EXPECT_EQ(h->ops(), kCheckpointed) << h->what();
+  for (const auto& p : m->pieces()) EXPECT_EQ(p.kind(), "vm");
+  for (const auto& s : m->steps()) EXPECT_THAT(s.agent(), HasSubstr("vm host"));
+  EXPECT_TRUE(progress_says("freeze", "VMs only (naive)"));
+
+  // Nor does its rollback.
+  hosts_[0]->set(Op::kSave, Outcome::kFail);
+  auto failed = checkpoint(naive);
+  ASSERT_FALSE(failed.is_ok());
+  EXPECT_TRUE(nodes_[0]->calls().empty());
+  for (auto* h : hosts_) EXPECT_EQ(h->calls_of(Op::kRollBack).size(), 1u) << h->what();
+}
+
+TEST_F(ExperimentTest, SwapOutShutsTheVmHostsDownAfterTheManifestAndLeavesTheNodesFrozen) {
+  start(1, 2);
+  bool manifest_first = true;
+  hosts_[0]->on(Op::kShutdown,
+                [&] { manifest_first = experiment_->list().checkpoints_size() == 1; });
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_TRUE(m->swapped_out());
+  EXPECT_EQ(m->resume_ns(), 0);
+  EXPECT_TRUE(manifest_first) << "the VMs went down before the manifest was written";
+  const std::vector<Op> node_ops = {Op::kPrepare, Op::kStopAt, Op::kSave};
+  EXPECT_EQ(nodes_[0]->ops(), node_ops);
+  EXPECT_TRUE(nodes_[0]->stopped());
+  const std::vector<Op> host_ops = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kShutdown};
+  for (auto* h : hosts_) {
+    EXPECT_EQ(h->ops(), host_ops) << h->what();
+    EXPECT_TRUE(h->down()) << h->what();
+  }
+  EXPECT_EQ(experiment_->status().state(), "swapped out");
+
+  forget_calls();
+  auto refused = checkpoint();
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("swapped out"));
+  for (auto* a : all()) EXPECT_TRUE(a->calls().empty()) << a->what();
+}
+
+TEST_F(ExperimentTest, RestoreStopsWhatRunsBeforeLoadingAndResumesAtOneInstant) {
+  start(1, 2);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  forget_calls();
+  auto r = restore(m->id());
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->id(), m->id());
+  const std::vector<Op> node_ops = {Op::kRunning, Op::kStopAt, Op::kLoad, Op::kResumeAt};
+  EXPECT_EQ(nodes_[0]->ops(), node_ops);
+  EXPECT_EQ(nodes_[0]->last(Op::kStopAt)->lease_ns, 0);
+  const std::vector<Op> host_ops = {Op::kRunning, Op::kShutdown, Op::kLoad, Op::kResumeAt};
+  for (auto* h : hosts_) EXPECT_EQ(h->ops(), host_ops) << h->what();
+  // The running node froze before the VMs went down, and they went down
+  // before anything loaded: no frame of the discarded run reaches a
+  // restored node.
+  EXPECT_LT(span(nodes_, Op::kStopAt).second, span(hosts_, Op::kShutdown).first);
+  EXPECT_LT(span(hosts_, Op::kShutdown).second, span(all(), Op::kLoad).first);
+  EXPECT_LT(span(all(), Op::kLoad).second, span(all(), Op::kResumeAt).first);
+  for (auto* a : all()) {
+    EXPECT_EQ(a->last(Op::kLoad)->dir, root_ + "/unit/" + m->id()) << a->what();
+    EXPECT_EQ(a->last(Op::kResumeAt)->at_ns, r->resume_ns()) << a->what();
+    EXPECT_FALSE(a->stopped()) << a->what();
+  }
+  EXPECT_EQ(r->steps_size(), 3);
+  for (const auto& s : r->steps()) EXPECT_EQ(s.step(), "resume");
+  EXPECT_EQ(experiment_->list().head(), m->id());
+}
+
+TEST_F(ExperimentTest, RestoreAfterSwapOutLoadsWithoutStoppingAnything) {
+  start(1, 2);
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  forget_calls();
+  auto r = restore(m->id());
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  const std::vector<Op> ops = {Op::kRunning, Op::kLoad, Op::kResumeAt};
+  for (auto* a : all()) EXPECT_EQ(a->ops(), ops) << a->what();
+  EXPECT_EQ(experiment_->status().state(), "running");
+}
+
+TEST_F(ExperimentTest, RestoreWithOneLoadFailingLeavesTheExperimentDown) {
+  start(1, 2);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  forget_calls();
+  hosts_[1]->set(Op::kLoad, Outcome::kFail);
+  auto r = restore(m->id());
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("restore: vm host h2"));
+  EXPECT_THAT(r.status().message(), HasSubstr("the experiment is down"));
+  for (auto* a : all()) {
+    EXPECT_EQ(a->calls_of(Op::kLoad).size(), 1u) << a->what();
+    EXPECT_TRUE(a->calls_of(Op::kResumeAt).empty()) << a->what();
+  }
+  EXPECT_EQ(experiment_->status().state(), "swapped out");
+  auto refused = checkpoint();
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("swapped out"));
+}
+
+TEST_F(ExperimentTest, RestoreOfAChangedFileTouchesNothing) {
+  start(1, 2);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  forget_calls();
+  std::ofstream(root_ + "/unit/" + m->id() + "/vms/vm3/state.bin", std::ios::app) << "changed";
+  auto r = restore(m->id());
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("checksum mismatch"));
+  EXPECT_THAT(r.status().message(), HasSubstr("nothing was touched"));
+  for (auto* a : all()) EXPECT_TRUE(a->calls().empty()) << a->what();
+}
+
+}  // namespace
+}  // namespace amber::controller

@@ -1,0 +1,350 @@
+// In-process agents and a master clock for tests of the controller's
+// protocols (experiment_test.cpp). Every operation of a fake agent succeeds,
+// fails or hangs past its deadline as the test says, and each call is
+// recorded with a sequence number shared by all the fakes of a test, so
+// that phases can be ordered across agents. No gRPC: the test also runs
+// under ThreadSanitizer.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/strings.h"
+#include "controller/agent.h"
+#include "controller/files.h"
+#include "controller/master_clock.h"
+
+namespace amber::controller::fake {
+
+// Master time that moves only when the test moves it.
+class Clock final : public MasterClock {
+ public:
+  explicit Clock(int64_t start_ns) : now_(start_ns) {}
+  Result<int64_t> now_ns() const override { return now_.load(); }
+  std::string describe() const override { return "fake clock"; }
+  bool trustworthy() const override { return true; }
+  void advance(int64_t ns) { now_ += ns; }
+
+ private:
+  std::atomic<int64_t> now_;
+};
+
+enum class Op { kPrepare, kStopAt, kSave, kResumeAt, kRollBack, kShutdown, kRunning, kLoad };
+
+inline const char* name(Op op) {
+  switch (op) {
+    case Op::kPrepare:
+      return "prepare";
+    case Op::kStopAt:
+      return "stop_at";
+    case Op::kSave:
+      return "save";
+    case Op::kResumeAt:
+      return "resume_at";
+    case Op::kRollBack:
+      return "roll_back";
+    case Op::kShutdown:
+      return "shutdown";
+    case Op::kRunning:
+      return "running";
+    case Op::kLoad:
+      return "load";
+  }
+  return "?";
+}
+
+// For GoogleTest's messages.
+inline void PrintTo(Op op, std::ostream* os) {
+  *os << name(op);
+}
+
+enum class Outcome {
+  kSucceed,
+  kFail,  // refuses at once
+  kHang,  // answers nothing until the call's deadline passes
+};
+
+struct Call {
+  Op op = Op::kPrepare;
+  uint64_t seq = 0;      // order among the calls of every fake of the test
+  int64_t at_ns = 0;     // stop_at, resume_at, roll_back
+  int64_t lease_ns = 0;  // stop_at
+  std::string dir;       // prepare, save, load
+  bool late = false;     // resume_at: the instant had passed when it arrived
+
+  static Call of(Op op, int64_t at_ns = 0, int64_t lease_ns = 0, std::string dir = "") {
+    Call c;
+    c.op = op;
+    c.at_ns = at_ns;
+    c.lease_ns = lease_ns;
+    c.dir = std::move(dir);
+    return c;
+  }
+};
+
+class Agent final : public controller::Agent {
+ public:
+  // A delay node `id`, or a VM host `id` running `vms`.
+  Agent(Kind kind, std::string id, std::vector<std::string> vms, const Clock& clock,
+        std::atomic<uint64_t>& sequence)
+      : kind_(kind), id_(std::move(id)), vms_(std::move(vms)), clock_(clock), sequence_(sequence) {}
+
+  // ---- What the test tells it (before the operation runs) ----
+  // How `op` ends, after `delay` of real time.
+  void set(Op op, Outcome outcome, std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+    std::lock_guard lock(mutex_);
+    behaviour_[op] = {outcome, delay};
+  }
+  // Runs on the calling thread when `op` is called, before it acts.
+  void on(Op op, std::function<void()> hook) {
+    std::lock_guard lock(mutex_);
+    hooks_[op] = std::move(hook);
+  }
+  // How long a resume request takes to reach it, in master time: an instant
+  // nearer than that has passed when it arrives.
+  void set_resume_transit_ns(int64_t ns) { resume_transit_ns_ = ns; }
+  // How long a hanging call takes to give up (its deadline).
+  static constexpr std::chrono::milliseconds kHang{60};
+
+  // ---- What it saw ----
+  std::vector<Call> calls() const {
+    std::lock_guard lock(mutex_);
+    return calls_;
+  }
+  std::vector<Op> ops() const {
+    std::vector<Op> out;
+    for (const auto& c : calls()) out.push_back(c.op);
+    return out;
+  }
+  std::vector<Call> calls_of(Op op) const {
+    std::vector<Call> out;
+    for (const auto& c : calls()) {
+      if (c.op == op) out.push_back(c);
+    }
+    return out;
+  }
+  std::optional<Call> last(Op op) const {
+    auto of = calls_of(op);
+    if (of.empty()) return std::nullopt;
+    return of.back();
+  }
+  void forget_calls() {
+    std::lock_guard lock(mutex_);
+    calls_.clear();
+  }
+  // Frozen (node) or VMs paused (host).
+  bool stopped() const {
+    std::lock_guard lock(mutex_);
+    return stopped_;
+  }
+  // VM host: its VMs quit (swap-out).
+  bool down() const {
+    std::lock_guard lock(mutex_);
+    return down_;
+  }
+
+  // ---- controller::Agent ----
+  Kind kind() const override { return kind_; }
+  const std::string& id() const override { return id_; }
+  std::string what() const override {
+    return cat(kind_ == Kind::kDelayNode ? "delay node " : "vm host ", id_);
+  }
+
+  Result<Prepared> prepare(const std::string& dir, bool) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kPrepare, 0, 0, dir)));
+    return Prepared{4096, 100'000};
+  }
+
+  Result<AgentStep> stop_at(int64_t at_ns, int64_t lease_until_ns, int64_t) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kStopAt, at_ns, lease_until_ns)));
+    set_state([](Agent& a) { a.stopped_ = true; });
+    AgentStep step;
+    step.set_lateness_ns(1000);
+    for (const auto& vm : vms_) (*step.mutable_vm_event_ns())[vm] = at_ns + 1000;
+    return step;
+  }
+
+  Result<Saved> save(const std::string& dir) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kSave, 0, 0, dir)));
+    Saved saved;
+    if (kind_ == Kind::kDelayNode) {
+      auto piece = write_piece(dir, "delay node", id_, {cat("delaynodes/", id_, ".img")});
+      if (!piece) return piece.status();
+      saved.pieces.push_back(*std::move(piece));
+    } else {
+      for (const auto& vm : vms_) {
+        auto piece = write_piece(dir, "vm", vm,
+                                 {cat("vms/", vm, "/state.bin"), cat("vms/", vm, "/meta.json")});
+        if (!piece) return piece.status();
+        saved.pieces.push_back(*std::move(piece));
+      }
+    }
+    uint64_t bytes = 0;
+    for (const auto& p : saved.pieces) {
+      for (const auto& f : p.files()) bytes += f.bytes();
+    }
+    saved.step.set_bytes(bytes);
+    return saved;
+  }
+
+  Result<Resumed> resume_at(int64_t at_ns, int64_t) override {
+    const int64_t arrived = *clock_.now_ns() + resume_transit_ns_;
+    Call call = Call::of(Op::kResumeAt, at_ns);
+    call.late = arrived > at_ns;
+    AMBER_RETURN_IF_ERROR(act(call));
+    set_state([](Agent& a) { a.stopped_ = false; });
+    Resumed resumed;
+    resumed.late = call.late;  // then it resumed at once, on arrival
+    const int64_t event = std::max(arrived, at_ns);
+    resumed.step.set_lateness_ns(event - at_ns);
+    for (const auto& vm : vms_) (*resumed.step.mutable_vm_event_ns())[vm] = event;
+    return resumed;
+  }
+
+  Status roll_back(int64_t at_ns, int64_t) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kRollBack, at_ns)));
+    set_state([](Agent& a) { a.stopped_ = false; });
+    return Status::ok();
+  }
+
+  Status shutdown() override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kShutdown)));
+    set_state([](Agent& a) {
+      a.down_ = true;
+      a.stopped_ = false;
+    });
+    return Status::ok();
+  }
+
+  Status find_pieces(const Manifest& manifest) const override {
+    const std::vector<std::string> names =
+        kind_ == Kind::kDelayNode ? std::vector<std::string>{id_} : vms_;
+    const std::string kind = kind_ == Kind::kDelayNode ? "delay node" : "vm";
+    for (const auto& n : names) {
+      auto found = std::find_if(manifest.pieces().begin(), manifest.pieces().end(),
+                                [&](const Piece& p) { return p.kind() == kind && p.name() == n; });
+      if (found == manifest.pieces().end()) {
+        return failed_precondition(cat("checkpoint ", manifest.id(), " holds nothing of ", n));
+      }
+    }
+    return Status::ok();
+  }
+
+  Result<bool> running() override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kRunning)));
+    std::lock_guard lock(mutex_);
+    return kind_ == Kind::kDelayNode ? !stopped_ : !down_;
+  }
+
+  Status load(const std::string& dir) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kLoad, 0, 0, dir)));
+    // Loaded pieces wait, frozen or paused, for the resume.
+    set_state([](Agent& a) {
+      a.down_ = false;
+      a.stopped_ = true;
+    });
+    return Status::ok();
+  }
+
+  AgentStatus status() override {
+    AgentStatus a;
+    a.set_kind(kind_ == Kind::kDelayNode ? "delay node" : "vm host");
+    a.set_id(id_);
+    a.set_reachable(true);
+    a.set_frozen(stopped());
+    return a;
+  }
+
+  Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger&,
+                                               const std::string&) override {
+    return Status(ErrorCode::kUnimplemented, "fake agents have no triggers");
+  }
+
+ private:
+  struct Behaviour {
+    Outcome outcome = Outcome::kSucceed;
+    std::chrono::milliseconds delay{0};
+  };
+
+  // Records the call, runs its hook, then ends as told.
+  Status act(Call call) {
+    Behaviour b;
+    std::function<void()> hook;
+    {
+      std::lock_guard lock(mutex_);
+      call.seq = sequence_++;
+      calls_.push_back(call);
+      b = behaviour_[call.op];
+      hook = hooks_[call.op];
+    }
+    if (hook) hook();
+    std::this_thread::sleep_for(b.delay);
+    switch (b.outcome) {
+      case Outcome::kSucceed:
+        return Status::ok();
+      case Outcome::kFail:
+        return failed_precondition(cat(what(), ": ", name(call.op), " refused (as the test says)"));
+      case Outcome::kHang:
+        std::this_thread::sleep_for(kHang);
+        return deadline_exceeded(cat(what(), " did not answer in time"));
+    }
+    return Status::ok();
+  }
+
+  template <typename Change>
+  void set_state(Change change) {
+    std::lock_guard lock(mutex_);
+    change(*this);
+  }
+
+  // Writes each file of a piece into the checkpoint's folder `dir`, as an
+  // agent saving would, with its size and digest.
+  Result<Piece> write_piece(const std::string& dir, const std::string& kind,
+                            const std::string& name, const std::vector<std::string>& files) {
+    Piece piece;
+    piece.set_kind(kind);
+    piece.set_name(name);
+    piece.set_agent(what());
+    for (const auto& rel : files) {
+      const std::filesystem::path path = cat(dir, "/", rel);
+      std::filesystem::create_directories(path.parent_path());
+      std::ofstream(path) << "saved by " << what() << ": " << rel << "\n";
+      auto sha = sha256_file(path.string());
+      if (!sha) return sha.status();
+      StoredFile* f = piece.add_files();
+      f->set_path(rel);
+      f->set_bytes(std::filesystem::file_size(path));
+      f->set_sha256(*sha);
+    }
+    return piece;
+  }
+
+  const Kind kind_;
+  const std::string id_;
+  const std::vector<std::string> vms_;
+  const Clock& clock_;
+  std::atomic<uint64_t>& sequence_;
+  std::atomic<int64_t> resume_transit_ns_{0};
+
+  mutable std::mutex mutex_;
+  std::map<Op, Behaviour> behaviour_;
+  std::map<Op, std::function<void()>> hooks_;
+  std::vector<Call> calls_;
+  bool stopped_ = false;
+  bool down_ = false;
+};
+
+}  // namespace amber::controller::fake
