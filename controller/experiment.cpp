@@ -66,9 +66,12 @@ Result<std::unique_ptr<Experiment>> Experiment::create(Topology topology,
                                                        std::unique_ptr<MasterClock> clock,
                                                        std::vector<std::string>* notes) {
   std::vector<std::string> removed;
-  auto store = CheckpointStore::open(topology.proto.store(), topology.proto.experiment(), &removed);
+  std::vector<std::string> corrected;
+  auto store = CheckpointStore::open(topology.proto.store(), topology.proto.experiment(), &removed,
+                                     &corrected);
   if (!store) return store.status();
   if (notes) {
+    notes->insert(notes->end(), corrected.begin(), corrected.end());
     for (const auto& id : removed) {
       notes->push_back(cat("store: removed the partial checkpoint ", id, " of an earlier run"));
     }

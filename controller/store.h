@@ -1,12 +1,14 @@
 // The checkpoint store of one experiment: <store>/<experiment>/
+//   LOCK                 flock()ed by the one controller using the store
 //   STATE                branch, head, id counters (ExperimentState, text)
 //   c0007/MANIFEST       written last, atomically: a checkpoint exists iff
 //                        its MANIFEST does
 //   c0007/vms/<vm>/      VM states and disk layers (written by VM hosts)
 //   c0007/delaynodes/<id>.img  delay-node images
 // Folders without a MANIFEST are partial checkpoints: removed when the
-// store is opened and when a checkpoint fails. Ids are never reused, so
-// branches cannot overwrite each other.
+// store is opened and when a checkpoint fails. Ids are never reused (STATE
+// and the folders on disk both count, and an existing folder is never
+// taken), so branches cannot overwrite each other.
 #pragma once
 
 #include <cstdint>
@@ -22,18 +24,25 @@ namespace amber::controller {
 
 class CheckpointStore {
  public:
-  // Creates <root>/<experiment>/ if needed, removes partial checkpoints
-  // (named in `removed`), reads STATE.
+  // Creates <root>/<experiment>/ if needed, locks it (refused while
+  // another controller holds it), removes partial checkpoints (named in
+  // `removed`), reads STATE and reconciles it with the folders on disk
+  // (what it corrected in `notes`).
   static Result<std::unique_ptr<CheckpointStore>> open(const std::string& root,
                                                        const std::string& experiment,
-                                                       std::vector<std::string>* removed);
+                                                       std::vector<std::string>* removed,
+                                                       std::vector<std::string>* notes = nullptr);
+  ~CheckpointStore();
+  CheckpointStore(const CheckpointStore&) = delete;
+  CheckpointStore& operator=(const CheckpointStore&) = delete;
 
   const std::string& dir() const { return dir_; }
   std::string path_of(const std::string& id) const { return dir_ + "/" + id; }
 
   ExperimentState state() const;
   // Reserves the next id (persisted first: a crash never reuses it) and
-  // creates its folder with vms/ and delaynodes/ inside.
+  // creates its folder with vms/ and delaynodes/ inside; an id whose
+  // folder exists is skipped.
   Result<std::string> begin_checkpoint();
   // Writes the MANIFEST atomically, then STATE (head = id, swapped_out).
   Status commit(const Manifest& manifest);
@@ -52,11 +61,11 @@ class CheckpointStore {
   Status set_swapped_out(bool swapped_out);
 
  private:
-  CheckpointStore(std::string dir, ExperimentState state)
-      : dir_(std::move(dir)), state_(std::move(state)) {}
+  CheckpointStore(std::string dir, int lock_fd) : dir_(std::move(dir)), lock_fd_(lock_fd) {}
   Status write_state(const ExperimentState& state);
 
   const std::string dir_;
+  const int lock_fd_;  // holds the flock
   mutable std::mutex mutex_;
   ExperimentState state_;
 };

@@ -161,6 +161,87 @@ TEST_F(StoreTest, IdsAreNeverReusedEvenAfterACrash) {
   ASSERT_EQ(store->list().size(), 2u);
 }
 
+// Issue #16, defect 4: a store whose STATE is missing or older than its
+// folders once restarted its ids at c0001 and reused a complete
+// checkpoint's folder: the next save overwrote it, and a failure then
+// removed it whole.
+TEST_F(StoreTest, AMissingStateFileNeverReusesTheIdsOnDisk) {
+  auto store = open();
+  Manifest a = take(*store, "a");
+  Manifest b = take(*store, "b");
+  auto branch = store->restored(a.id());  // b2, on disk in c's manifest only
+  ASSERT_TRUE(branch.is_ok());
+  Manifest c = take(*store, "c");
+  store.reset();
+  fs::remove(root_ + "/exp/STATE");
+  store = open();
+  auto id = store->begin_checkpoint();
+  ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+  EXPECT_GT(*id, c.id());
+  // Where the timeline stood comes back from the newest manifest.
+  EXPECT_EQ(store->state().head(), c.id());
+  EXPECT_EQ(store->state().branch(), *branch);
+  store->discard(*id);
+  auto next_branch = store->restored(b.id());
+  ASSERT_TRUE(next_branch.is_ok());
+  EXPECT_NE(*next_branch, *branch);
+  EXPECT_NE(*next_branch, "main");
+  for (const Manifest& m : {a, b, c}) {
+    EXPECT_EQ(*sha256_file(store->path_of(m.id()) + "/vms/state.bin"),
+              m.pieces(0).files(0).sha256())
+        << m.id();
+  }
+}
+
+TEST_F(StoreTest, AStateFileOlderThanTheFoldersNeverReusesAFolder) {
+  auto store = open();
+  Manifest a = take(*store, "a");
+  const std::string old_state = root_ + "/exp/STATE.old";
+  fs::copy_file(root_ + "/exp/STATE", old_state);
+  Manifest b = take(*store, "b");
+  store.reset();
+  fs::rename(old_state, root_ + "/exp/STATE");  // a backup put back
+  store = open();
+  auto id = store->begin_checkpoint();
+  ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+  EXPECT_NE(*id, b.id());
+  EXPECT_GT(*id, b.id());
+  // The new checkpoint fails: only its own folder goes.
+  store->discard(*id);
+  ASSERT_TRUE(store->manifest(b.id()).is_ok());
+  EXPECT_EQ(*sha256_file(store->path_of(b.id()) + "/vms/state.bin"),
+            b.pieces(0).files(0).sha256());
+}
+
+TEST_F(StoreTest, AFolderThatAppearedMeanwhileIsNeverTakenOver) {
+  auto store = open();
+  Manifest a = take(*store, "a");
+  // What the next id would be, already there (another writer, a copy).
+  const std::string next = "c0002";
+  fs::create_directories(root_ + "/exp/" + next);
+  std::ofstream(root_ + "/exp/" + next + "/MANIFEST") << "id: \"" << next << "\"\n";
+  auto id = store->begin_checkpoint();
+  ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+  EXPECT_NE(*id, next);
+  store->discard(*id);
+  EXPECT_TRUE(fs::exists(root_ + "/exp/" + next + "/MANIFEST"));
+}
+
+TEST_F(StoreTest, TwoControllersCannotShareAStore) {
+  auto first = open();
+  auto second = CheckpointStore::open(root_, "exp", nullptr);
+  ASSERT_FALSE(second.is_ok());
+  EXPECT_EQ(second.status().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("another controller"), std::string::npos)
+      << second.status().message();
+  // Nothing of the first one's was swept or changed meanwhile.
+  Manifest a = take(*first, "a");
+  first.reset();
+  auto again = CheckpointStore::open(root_, "exp", nullptr);
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_EQ((*again)->state().head(), a.id());
+}
+
 TEST_F(StoreTest, RestoringAnEarlierCheckpointStartsABranch) {
   auto store = open();
   Manifest a = take(*store, "a");
