@@ -558,8 +558,11 @@ class Host {
       const vm::StepReport& s = (*r)[i];
       auto* step = out->Add();
       step->set_vm(configs_[index[i]].name);
+      // Against the VM's own instant: a resume aligned to its stop's
+      // lateness (vm::VmConfig::align_pause) is meant to come after at_ns.
+      const int64_t target = to_ns(s.requested);
       step->set_event_ns(to_ns(s.event) - c);
-      step->set_lateness_ns(to_ns(s.event) - c - at_ns);
+      step->set_lateness_ns(to_ns(s.event) - c - target);
       step->set_reply_latency_ns(dur_ns(s.reply_latency));
       step->set_lead_ns(dur_ns(s.requested - s.issued));
       const bool taken = s.taken.time_since_epoch().count() != 0;
@@ -567,11 +570,12 @@ class Host {
       // One line per VM and step: how early the command left, and how far
       // from the instant the guest clock and QEMU's event came.
       std::fprintf(stderr,
-                   "amber-vmhost: %s %s: sent %.3f ms before the instant; clock %s%.3f ms, "
-                   "event %+.3f ms\n",
-                   what, configs_[index[i]].name.c_str(), step->lead_ns() / 1e6,
-                   taken ? (step->clock_ns() >= at_ns ? "+" : "") : "? ",
-                   taken ? (step->clock_ns() - at_ns) / 1e6 : 0.0, (to_ns(s.event) - c - at_ns) / 1e6);
+                   "amber-vmhost: %s %s: instant %+.3f ms (aligned), sent %.3f ms before it; "
+                   "clock %s%.3f ms, event %+.3f ms\n",
+                   what, configs_[index[i]].name.c_str(), (target - at_ns) / 1e6,
+                   step->lead_ns() / 1e6, taken ? (step->clock_ns() >= target ? "+" : "") : "? ",
+                   taken ? (step->clock_ns() - target) / 1e6 : 0.0,
+                   (to_ns(s.event) - c - target) / 1e6);
     }
     return grpc::Status::OK;
   }

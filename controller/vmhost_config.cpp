@@ -49,6 +49,11 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
                                 host.sync_mode(),
                                 "': expected free_running, disciplined or grandmaster"));
   }
+  if (!host.pause_alignment().empty() && host.pause_alignment() != "on" &&
+      host.pause_alignment() != "off") {
+    return invalid_argument(cat(where_top(origin, tree, "pause_alignment"), "pause_alignment '",
+                                host.pause_alignment(), "': expected on or off"));
+  }
   if (auto lead = step_lead_policy(host); !lead) {
     return invalid_argument(cat(where_top(origin, tree, "step_lead"), lead.status().message()));
   }
@@ -114,8 +119,8 @@ Result<vmhost::VmHost> load_vmhost_config(const std::string& path) {
 Result<vm::StepLeadPolicy> step_lead_policy(const vmhost::VmHost& host) {
   vm::StepLeadPolicy p;
   const std::string& text = host.step_lead();
-  if (text.empty() || text == "off") return p;
-  if (text == "auto") {
+  if (text == "off") return p;
+  if (text.empty() || text == "auto") {
     p.mode = vm::StepLeadPolicy::Mode::kAuto;
     return p;
   }
@@ -133,6 +138,7 @@ vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec
   vm::VmConfig c;
   if (auto lead = step_lead_policy(host)) c.step_lead = *lead;
   c.realtime_boost = host.realtime_boost();
+  c.align_pause = host.pause_alignment() != "off";
   c.name = spec.name();
   c.run_dir = cat(host.run_dir(), "/", spec.name());
   c.memory_mib = spec.memory_mib();

@@ -108,7 +108,10 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
   }
   Json meta = {{"name", vm.config().name},   {"memory_mib", vm.config().memory_mib},
                {"vcpus", vm.config().vcpus}, {"accel", accel_name(vm.accel())},
-               {"disk", !disk.empty()},      {"state_bytes", report.save.file_bytes}};
+               {"disk", !disk.empty()},      {"state_bytes", report.save.file_bytes},
+               {"stop_lateness_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        vm.stop_lateness())
+                                        .count()}};
   {
     std::ofstream out(cat(tmp, "/meta.json"));
     out << meta.dump(2) << "\n";
@@ -150,6 +153,9 @@ Result<std::unique_ptr<Vm>> restore_checkpoint(const std::string& dir, const VmC
   }
   auto vm = Vm::restore(config, cat(dir, "/state.bin"), report);
   if (!vm && has_disk) fs::remove(config.disk, ec);
+  // The restored guest clock reads what it read at the stop: resume it with
+  // the same offset to the network as the original would have.
+  if (vm) (*vm)->set_stop_lateness(std::chrono::nanoseconds(meta.value("stop_lateness_ns", 0LL)));
   return vm;
 }
 

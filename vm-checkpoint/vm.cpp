@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -528,13 +529,17 @@ Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime i
     pids.push_back(vms[i]->pid());
     boost = boost || vms[i]->config().realtime_boost;
     order[i] = i;
-    reports[i].requested = instant;
+    // A resume follows its VM's stop by the same pause as the network's.
+    const bool align = !stop && vms[i]->config().align_pause;
+    reports[i].requested = align ? instant + vms[i]->stop_lateness() : instant;
     reports[i].lead = vms[i]->step_lead(stop).lead();
   }
-  // The VM that needs the longest lead goes first.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return reports[a].lead > reports[b].lead; });
-  const WallTime first = instant - reports[order.front()].lead;
+  // In the order the commands must leave.
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return reports[a].requested - reports[a].lead < reports[b].requested - reports[b].lead;
+  });
+  WallTime first = reports[0].requested - reports[0].lead;
+  for (const StepReport& r : reports) first = std::min(first, r.requested - r.lead);
   std::vector<PendingReply> pending(vms.size());
   std::vector<Clock::time_point> sent(vms.size());
   // Plain sleep until just before the first command; real-time priority
@@ -543,7 +548,7 @@ Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime i
   std::optional<SchedBoost> boosted;
   if (boost) boosted.emplace(pids);
   for (std::size_t i : order) {
-    AMBER_RETURN_IF_ERROR(waiter.wait_until(instant - reports[i].lead));
+    AMBER_RETURN_IF_ERROR(waiter.wait_until(reports[i].requested - reports[i].lead));
     reports[i].issued = std::chrono::system_clock::now();
     sent[i] = Clock::now();
     auto p = vms[i]->qmp().send(command);
@@ -569,6 +574,7 @@ Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime i
     const WallTime acted = reports[i].taken.time_since_epoch().count() ? reports[i].taken
                                                                        : reports[i].event;
     vms[i]->step_lead(stop).record(acted - reports[i].issued);
+    if (stop) vms[i]->set_stop_lateness(acted - reports[i].requested);
   }
   return reports;
 }

@@ -68,6 +68,11 @@ struct VmConfig {
   // How early `stop` and `cont` leave for QEMU (step_lead.h): off, a fixed
   // lead, or the median of this VM's recent lags from command to event.
   StepLeadPolicy step_lead;
+  // Resume each VM as long after the resume instant as its guest clock
+  // stopped after the stop instant, so that the guest clock pauses exactly
+  // as long as the delay nodes' clocks did: frames in flight then reach it
+  // at the same guest time as without the pause. Off: at the instant.
+  bool align_pause = true;
   std::uint64_t max_bandwidth = std::uint64_t{100} << 30;  // Bytes/s: lifts the 128 MiB/s default.
   // QEMU keeps running when the process that started it dies (a VM-host
   // agent's crash must not kill the experiment); Vm::adopt() takes it over
@@ -162,6 +167,12 @@ class Vm {
   QmpClient& qmp() { return *qmp_; }
   // The lead of this VM's stops (resumes): calibrated from its own steps.
   StepLead& step_lead(bool stop) { return stop ? stop_lead_ : resume_lead_; }
+  // How long after its instant the last stop took effect (the guest clock
+  // stopped; QEMU's STOP event when its log did not say): with align_pause
+  // the resume comes that much after its instant too. Kept in a checkpoint
+  // (meta.json) for a restore.
+  Clock::duration stop_lateness() const { return stop_lateness_; }
+  void set_stop_lateness(Clock::duration d) { stop_lateness_ = d; }
   // Why QEMU ended or what it printed last, for error messages.
   std::string describe_failure();
 
@@ -182,6 +193,7 @@ class Vm {
   bool exited_ = false;  // Reaped: the PID must not be signalled again.
   int exit_status_ = 0;
   StepLead stop_lead_;
+  Clock::duration stop_lateness_{};
   StepLead resume_lead_;
 };
 

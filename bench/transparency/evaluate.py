@@ -123,6 +123,21 @@ class Evaluation:
     def event(self, run, kind, host_ns, **detail):
         self.timeline.append(dict(run=run, kind=kind, host_ns=host_ns, **detail))
 
+    def tap_drops(self):
+        """Frames each VM's tap dropped (testbed topology: a stopped VM does
+        not read its tap, which holds txqueuelen frames); {} elsewhere."""
+        net = getattr(self.exp, "net", None)
+        if net is None:
+            return {}
+        out = {}
+        for i, vm in enumerate(self.exp.VMS):
+            r = lab.sh("ip", "-n", net.ns[i], "-s", "-j", "link", "show", net.tap[i], check=False)
+            try:
+                out[vm] = int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
+            except (ValueError, KeyError, IndexError):
+                pass
+        return out
+
     def node_counters(self):
         st = self.exp.node_stats()
         dropped = {}
@@ -296,6 +311,7 @@ class Evaluation:
         time.sleep(1)
         anchors = {vm: [x] for vm, x in self.anchors().items()}
         before = self.node_counters()
+        self.taps_before = self.tap_drops()
         console = self.exp.console(SENDER)
         start = console.size()
         iperf_start = time.time_ns()
@@ -364,7 +380,10 @@ class Evaluation:
         if kind in ("amber", "restore"):
             self.export_held(run_dir, checkpoints)
         self.add_clock_steps(checkpoints)
+        taps = self.tap_drops()
         run = {"name": kind, "iperf_start_host_ns": iperf_start, "iperf_end_host_ns": iperf_end,
+               "tap_dropped": {vm: n - getattr(self, "taps_before", {}).get(vm, 0)
+                               for vm, n in taps.items()},
                "sender": SENDER, "receiver": RECEIVER, "probes": self.probe_kinds(),
                "sender_addr": self.exp.ADDR[0], "receiver_addr": self.exp.ADDR[1],
                "checkpoints": checkpoints, "delaynode": self.delta(before, after),
@@ -373,10 +392,10 @@ class Evaluation:
             json.dump(run, f, indent=1)
         return run
 
-    def restore(self, amber, k):
+    def restore(self, amber_name, amber, k):
         """Restores the amber run's checkpoint k: its transfer continues."""
         a = self.a
-        ms = self.manifests.get("amber", [])
+        ms = self.manifests.get(amber_name, [])
         if not 1 <= k <= len(ms):
             raise RuntimeError(f"--restore {k}: the amber run took {len(ms)} checkpoints")
         target = ms[k - 1]
@@ -445,13 +464,29 @@ def qemu_clock_steps(log):
     return out
 
 
-def vmhost_lines(a):
-    """The VM host's configuration lines the evaluation's options ask for."""
+# Run variants (--runs amber:lead,...): the VM-host agents' settings for
+# that run (step_lead, realtime_boost, pause_alignment), to compare the
+# mechanisms side by side in one evaluation.
+VARIANTS = {"plain": ("off", False, "off"), "align": ("off", False, "on"),
+            "lead": ("auto", False, "on"), "leadboost": ("auto", True, "on"),
+            "boost": ("off", True, "on")}
+
+
+def vmhost_lines(a, variant=None):
+    """The VM host's configuration lines the evaluation's options (or a run
+    variant) ask for."""
+    if variant:
+        lead, boost, align = VARIANTS[variant]
+    else:
+        lead, boost, align = (getattr(a, "step_lead", None), getattr(a, "realtime_boost", False),
+                              getattr(a, "pause_alignment", None))
     lines = ""
-    if getattr(a, "step_lead", None):
-        lines += f'step_lead: "{a.step_lead}"\n'
-    if getattr(a, "realtime_boost", False):
+    if lead:
+        lines += f'step_lead: "{lead}"\n'
+    if boost:
         lines += "realtime_boost: true\n"
+    if align:
+        lines += f'pause_alignment: "{align}"\n'
     return lines
 
 
@@ -476,12 +511,25 @@ def machine(a=None):
 
 
 def run_names(spec):
+    """Run folder names of a --runs spec: kind[:variant], numbered when a
+    name repeats (baseline-1, baseline-2), the variant after a dash
+    (amber-lead)."""
     names, counts = [], {}
-    kinds = spec.split(",")
+    kinds = [k.replace(":", "-") for k in spec.split(",")]
     for n in kinds:
+        if n.split("-")[0] not in ("baseline", "amber", "naive", "sham"):
+            raise ValueError(f"--runs: unknown run kind {n!r} (baseline, amber, naive, sham)")
+        if "-" in n and n.split("-", 1)[1] not in VARIANTS:
+            raise ValueError(f"--runs: unknown variant in {n!r} ({', '.join(VARIANTS)})")
         counts[n] = counts.get(n, 0) + 1
         names.append(n if kinds.count(n) == 1 else f"{n}-{counts[n]}")
     return names
+
+
+def run_variant(name):
+    """The variant of a run folder name (amber-lead -> lead), or None."""
+    parts = name.split("-")
+    return parts[1] if len(parts) > 1 and parts[1] in VARIANTS else None
 
 
 def with_defaults(a):
@@ -502,8 +550,9 @@ def evaluate(a, keep=None):
     params = {"rate": a.rate, "rate_bps": lab_rate_bps(a.rate), "delay": a.delay, "loss": a.loss,
               "duration_s": a.duration,
               "interval_s": a.interval, "iperf_interval_s": 0.5, "restore_at": a.restore,
-              "step_lead": getattr(a, "step_lead", "off"),
+              "step_lead": getattr(a, "step_lead", None) or "auto",
               "realtime_boost": getattr(a, "realtime_boost", False),
+              "pause_alignment": getattr(a, "pause_alignment", None) or "on",
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "driver": "bench/transparency/evaluate.py (amber-controller, amberctl)",
@@ -515,7 +564,15 @@ def evaluate(a, keep=None):
         t0 = time.monotonic()
         ev.start()
         say(f"ready in {time.monotonic() - t0:.0f} s", a.quiet)
+        current = None
         for n in names:
+            variant = run_variant(n)
+            if variant and vmhost_lines(a, variant) != (current or vmhost_lines(a)):
+                say(f"run {n}: restarting the VM-host agents with {VARIANTS[variant]} "
+                    "(step lead, real-time boost, pause alignment); they adopt the running VMs",
+                    a.quiet)
+                current = vmhost_lines(a, variant)
+                ev.exp.reconfigure_vmhosts(current)
             t1 = time.monotonic()
             say(f"run {n}: iperf3 for {a.duration} s"
                 + (f", a checkpoint every {a.interval:g} s" if not n.startswith("baseline") else ""),
@@ -524,8 +581,9 @@ def evaluate(a, keep=None):
             r = runs[n]
             say(f"run {n}: done in {time.monotonic() - t1:.0f} s, delay node dropped "
                 f"{sum(r['delaynode']['dropped'].values())} frames", a.quiet)
-        if a.restore and "amber" in runs:
-            runs["restore"] = ev.restore(runs["amber"], a.restore)
+        amber = next((n for n in names if n.split("-")[0] == "amber"), None)
+        if a.restore and amber:
+            runs["restore"] = ev.restore(amber, runs[amber], a.restore)
             names.append("restore")
             say("restore: the transfer finished", a.quiet)
         params["runs"] = names
@@ -568,7 +626,11 @@ def parser():
     p.add_argument("--loss", default="0", help='random loss per direction, e.g. "0.1%%"')
     p.add_argument("--duration", type=int, default=60, help="iperf3 seconds per run")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between checkpoints")
-    p.add_argument("--runs", default="baseline,amber,naive,baseline")
+    p.add_argument("--runs", default="baseline,amber,naive,baseline",
+                   help="run kinds in order: baseline, amber, naive, sham, each optionally "
+                        "KIND:VARIANT to restart the VM-host agents with a mechanism first: "
+                        + ", ".join(f"{k} (step_lead {v[0]}, realtime_boost {v[1]}, "
+                                    f"pause_alignment {v[2]})" for k, v in VARIANTS.items()))
     p.add_argument("--restore", type=int, default=3,
                    help="restore the amber run's checkpoint K at the end (0: none)")
     p.add_argument("--topology", choices=("vhost", "testbed"), default="vhost",
@@ -587,10 +649,13 @@ def parser():
                    help="the sender also runs the CPU work unit (cpu_at/cpu_max; busies its vCPU)")
     p.add_argument("--vhost-priority", type=int, default=10,
                    help="the delay node's --vhost-priority (0: DPDK's vhost thread as it is)")
-    p.add_argument("--step-lead", default="off",
-                   help="the VM host's step_lead: auto, off or a duration (vmhost.proto)")
+    p.add_argument("--step-lead",
+                   help="the VM host's step_lead: auto, off or a duration (default: the agent's, "
+                        "auto)")
     p.add_argument("--realtime-boost", action="store_true",
                    help="the VM host's realtime_boost around each instant")
+    p.add_argument("--pause-alignment", choices=("on", "off"),
+                   help="the VM host's pause_alignment (default: the agent's, on)")
     p.add_argument("--quiet", action="store_true")
     return p
 

@@ -44,6 +44,7 @@ def run_rows(ev):
                      "cwnd_median_kb": float(np.median(cwnd)) / 1e3 if cwnd else None,
                      "cwnd_min_kb": float(np.min(cwnd)) / 1e3 if cwnd else None,
                      "drops": sum(drops.values()) if drops else 0,
+                     "tap_drops": sum(r.meta.get("tap_dropped", {}).values()),
                      "drop_causes": {k: v for k, v in drops.items() if v},
                      "frames_in": r.meta.get("delaynode", {}).get("frames_in"),
                      "checkpoints": len(r.checkpoints),
@@ -78,14 +79,16 @@ def throughput_spread(ev):
     return None, None, "no baseline run"
 
 
-PACKET_COLUMNS = ("baseline", "amber", "naive", "sham")
+def packet_columns(ev):
+    """The side-by-side table's columns: the baselines at the first amber
+    run's instants (null), then every run with checkpoints, in order."""
+    return ["baseline"] + [r.id for r in ev.checked]
 
 
-def _column_rows(rows, kind):
-    """The packet rows of one column: baselines at the reference run's
-    instants (null), other kinds at their checkpoints."""
-    window = "null" if kind == "baseline" else "checkpoint"
-    return [r for r in rows if r["window"] == window and r["run"].split("-")[0] == kind]
+def _column_rows(rows, column):
+    if column == "baseline":
+        return [r for r in rows if r["window"] == "null"]
+    return [r for r in rows if r["window"] == "checkpoint" and r["run"] == column]
 
 
 def _median_ci(values, scale=1.0, spec=".2f"):
@@ -99,10 +102,9 @@ def _median_ci(values, scale=1.0, spec=".2f"):
 def side_by_side(ev, rows, runs):
     """The issue #15 statistics, one line each, baseline / amber / naive /
     sham side by side: [(statistic, {kind: text}, what)]."""
-    by_kind = {k: _column_rows(rows, k) for k in PACKET_COLUMNS}
-    run_by_kind = {}
-    for r in runs:
-        run_by_kind.setdefault(r["kind"], []).append(r)
+    columns = packet_columns(ev)
+    by_kind = {k: _column_rows(rows, k) for k in columns}
+    run_by_id = {r["run"]: r for r in runs}
     out = []
 
     def per(kind, metric, fn):
@@ -124,29 +126,31 @@ def side_by_side(ev, rows, runs):
         return f"{sum(p[0] for p in pairs)} of {sum(p[1] for p in pairs)}"
 
     out.append(("OWD distortion of the segments in flight, per checkpoint (ms)",
-                {k: owd_median(k) for k in PACKET_COLUMNS},
+                {k: owd_median(k) for k in columns},
                 "median over checkpoints of each one's median [95 % CI]; 0 = as the link would have "
                 "delivered them, negative = early"))
     out.append(("\\|OWD distortion\\| over all in-flight segments: median / p99 (ms)",
-                {k: f"{owd_pooled(k, 'median_abs')} / {owd_pooled(k, 'p99_abs')}" for k in PACKET_COLUMNS},
+                {k: f"{owd_pooled(k, 'median_abs')} / {owd_pooled(k, 'p99_abs')}" for k in columns},
                 "every in-flight segment of every checkpoint pooled"))
-    out.append(("segments faster than the path allows", {k: early(k, "owd_early") for k in PACKET_COLUMNS},
+    out.append(("segments faster than the path allows", {k: early(k, "owd_early") for k in columns},
                 "one-way delay below the propagation delay (from the ACKs) by over 1 ms"))
     out.append(("RTT distortion at the sender, per checkpoint (ms)",
                 {k: _median_ci(per(k, "rtt", lambda r: float(np.median(r["rtt"]))), 1e-6)
-                 for k in PACKET_COLUMNS},
+                 for k in columns},
                 "RTT of the in-flight segments minus the RTT just before; the queue's swings show here"))
-    out.append(("RTT samples shorter than the two propagation delays", {k: early(k, "rtt_early") for k in PACKET_COLUMNS},
+    out.append(("RTT samples shorter than the two propagation delays", {k: early(k, "rtt_early") for k in columns},
                 "what TCP's estimator would see as a path faster than light"))
     out.append(("burst index (5 ms)", {k: _median_ci(per(k, "burst", lambda r: r["burst"]), 1.0)
-                                       for k in PACKET_COLUMNS},
+                                       for k in columns},
                 "most bytes in any 5 ms at the receiver within ±0.5 s, over the link's 5 ms; > 1: compressed"))
     out.append(("longest receive gap around the instant (ms)",
-                {k: _median_ci(per(k, "stall", lambda r: r["stall"]), 1e-6) for k in PACKET_COLUMNS},
+                {k: _median_ci(per(k, "stall", lambda r: r["stall"]), 1e-6) for k in columns},
                 "among the 32 segments each side of the checkpoint's segment (amber: the first one the "
                 "node held)"))
-    out.append(("goodput (Mbit/s)", {k: ", ".join(fmt(r["throughput_mbps"], ".1f") for r in run_by_kind.get(k, []))
-                                     or "–" for k in PACKET_COLUMNS},
+    goodput = {k: fmt(run_by_id[k]["throughput_mbps"], ".1f") if k in run_by_id else "–" for k in columns}
+    goodput["baseline"] = ", ".join(fmt(r["throughput_mbps"], ".1f") for r in runs
+                                    if r["kind"] == "baseline") or "–"
+    out.append(("goodput (Mbit/s)", goodput,
                 f"TCP's maximum on this link: {fmt(packets.tcp_max_mbps(ev.link_rate_bps()), '.1f')}"))
     return out
 
@@ -161,6 +165,11 @@ def packet_verdicts(ev, rows, runs):
         if run.kind != "amber":
             continue
         mine = [r for r in rows if r["run"] == run.id and r["window"] == "checkpoint"]
+        taps = run.meta.get("tap_dropped")
+        if taps:
+            out.append((run.id, "frames dropped at the VMs' taps = 0",
+                        ", ".join(f"{vm} {n}" for vm, n in sorted(taps.items())),
+                        sum(taps.values()) == 0, "testbed topology: a tap holds txqueuelen frames"))
         ctrl = [r for r in rows if r["run"] == run.id and r["window"] == "control"]
         pooled = an.pooled(rows, run.id, "checkpoint", "owd")
         if len(pooled):
@@ -331,17 +340,19 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows=(
              f"instants: both show what the difference looks like without a checkpoint.")
     table = side_by_side(ev, packet_rows, runs)
     if packet_rows:
+        columns = packet_columns(ev)
         L += ["", "## What a naive checkpoint breaks and amber keeps", "",
               "Per checkpoint, in guest time, for the data segments in flight at the instant (sent in "
               "the last one-way delay before the sender stopped). *baseline*: the baseline runs at the "
               "amber run's instants (no checkpoint: the measurement's own noise); *sham*: the host work "
               "of a checkpoint without stopping anything.", "",
-              "| statistic | " + " | ".join(PACKET_COLUMNS) + " | how |",
-              "|---|" + "---|" * len(PACKET_COLUMNS) + "---|"]
+              "| statistic | " + " | ".join(columns) + " | how |",
+              "|---|" + "---|" * len(columns) + "---|"]
         for name, cols, how in table:
-            L.append(f"| {name} | " + " | ".join(cols[k] for k in PACKET_COLUMNS) + f" | {how} |")
-        comp = [(a, b, an.compare_runs(packet_rows, a, b)) for a, b in
-                (("amber", "naive"), ("amber", "sham")) if any(r["run"] == b for r in packet_rows)]
+            L.append(f"| {name} | " + " | ".join(cols[k] for k in columns) + f" | {how} |")
+        ambers = [r.id for r in ev.checked if r.kind == "amber"]
+        others = [r.id for r in ev.checked if r.kind in ("naive", "sham")]
+        comp = [(a, b, an.compare_runs(packet_rows, a, b)) for a in ambers for b in others]
         comp = [c for c in comp if c[2]]
         if comp:
             L += ["", "amber against the others directly (per checkpoint: the median |OWD distortion| "
@@ -363,10 +374,12 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows=(
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         causes = ", ".join(f"{k} {v}" for k, v in r["drop_causes"].items())
+        tap = f"; taps dropped {r['tap_drops']}" if r["tap_drops"] else ""
         ppm = ", ".join(f"{vm} {v:+.1f}" for vm, v in r["rate_ppm"].items())
         L.append(f"| {r['run']} | {r['kind']} | {fmt(r['throughput_mbps'], '.1f')} | {fmt(r['retransmits'])} "
                  f"| {fmt(r['cwnd_median_kb'])} / {fmt(r['cwnd_min_kb'])} | {r['drops']}"
-                 f"{' (' + causes + ')' if causes else ''} | {r['checkpoints']} | {r['pause_s']:.2f} "
+                 f"{' (' + causes + ')' if causes else ''}"
+                 f"{tap} | {r['checkpoints']} | {r['pause_s']:.2f} "
                  f"| {fmt(r['clock_residual_us'])} | {fmt(r['pause_excess_us'])} | {ppm} | {r['probe_losses']} |")
         if r["error"]:
             L.append(f"| {r['run']} | iperf3 error: {r['error']} | | | | | | | | | | |")
@@ -491,9 +504,10 @@ def main(argv=None):
         print(f"  {r['run']:<12} {fmt(r['throughput_mbps'], '6.1f')} Mbit/s  retransmits {fmt(r['retransmits'])}"
               f"  drops {r['drops']}  checkpoints {r['checkpoints']}")
     if packet_rows:
-        print(f"  {'':<58}" + "".join(f"{k:>22}" for k in PACKET_COLUMNS))
+        columns = packet_columns(ev)
+        print(f"  {'':<58}" + "".join(f"{k:>22}" for k in columns))
         for name, cols, _ in side_by_side(ev, packet_rows, runs):
-            print(f"  {name.replace(chr(92), '')[:58]:<58}" + "".join(f"{cols[k][:21]:>22}" for k in PACKET_COLUMNS))
+            print(f"  {name.replace(chr(92), '')[:58]:<58}" + "".join(f"{cols[k][:21]:>22}" for k in columns))
     for (rid, metric, window), q in sorted(summary.items()):
         if window == "checkpoint" and q["n"]:
             print(f"  {rid:<12} added {metric:<9} median {q['median']:8.0f} µs  p99 {q['p99']:8.0f} µs"

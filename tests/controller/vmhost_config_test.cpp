@@ -61,9 +61,10 @@ TEST(VmHostConfig, GoodConfigMapsToVmConfigs) {
   vm::VmConfig b = to_vm_config(*c, c->vms(1));
   EXPECT_TRUE(b.disk.empty());
   EXPECT_EQ(b.accel, vm::Accel::kAuto);
-  // No step_lead: commands leave at the instant; no real-time boost.
-  EXPECT_EQ(a.step_lead.mode, vm::StepLeadPolicy::Mode::kOff);
+  // No step_lead: calibrated (auto); no real-time boost; pauses aligned.
+  EXPECT_EQ(a.step_lead.mode, vm::StepLeadPolicy::Mode::kAuto);
   EXPECT_FALSE(a.realtime_boost);
+  EXPECT_TRUE(a.align_pause);
 }
 
 TEST(VmHostConfig, StepLeadAndBoost) {
@@ -77,6 +78,10 @@ TEST(VmHostConfig, StepLeadAndBoost) {
   EXPECT_TRUE(va.realtime_boost);
   auto f = with("step_lead: \"1500us\"\n");
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  auto off = with("pause_alignment: \"off\"\nstep_lead: \"off\"\n");
+  ASSERT_TRUE(off.is_ok()) << off.status().to_string();
+  EXPECT_FALSE(to_vm_config(*off, off->vms(0)).align_pause);
+  EXPECT_EQ(to_vm_config(*off, off->vms(0)).step_lead.mode, vm::StepLeadPolicy::Mode::kOff);
   vm::VmConfig vf = to_vm_config(*f, f->vms(1));
   EXPECT_EQ(vf.step_lead.mode, vm::StepLeadPolicy::Mode::kFixed);
   EXPECT_EQ(vf.step_lead.fixed, std::chrono::microseconds(1500));
@@ -141,6 +146,8 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
        "bad.conf:3: step_lead 'soon': expected auto, off or a duration"},
       {head + "step_lead: \"1s\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "bad.conf:3: step_lead '1s'"},
+      {head + "pause_alignment: \"sometimes\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:3: pause_alignment 'sometimes': expected on or off"},
   };
   for (const Bad& bad : cases) {
     auto c = parse_vmhost_config(bad.text, "bad.conf");

@@ -296,6 +296,7 @@ class Experiment:
             for host in self.hosts:
                 with open(host.config, "w") as f:
                     f.write(self._vmhost_text(host, vm_mib, append))
+            self.vm_mib, self.append = vm_mib, append
             self.start_vmhost()
             self.topology = os.path.join(self.dir, "topology.conf")
             self.write_topology(topology_extra)
@@ -373,6 +374,19 @@ class Experiment:
         for host in self.hosts:
             if host.proc is None or not host.proc.running():
                 host.start(self.build, boot)
+
+    def reconfigure_vmhosts(self, vmhost_extra):
+        """Restarts every VM-host agent with other lines of configuration
+        (vmhost_extra): each is killed and started again, and adopts its
+        running VMs, as after a crash. Waits until the controller sees every
+        clock trustworthy again."""
+        self.vmhost_extra = vmhost_extra
+        for host in self.hosts:
+            host.proc.kill()
+            with open(host.config, "w") as f:
+                f.write(self._vmhost_text(host, self.vm_mib, self.append))
+            host.start(self.build)
+        lab.wait_for(self.clocks_trustworthy, 60, "every agent's clock to be trustworthy")
 
     def move_to_host(self, host_id, vm_mib=256, append=("", "")):
         """Retires the VM-host agent and starts another (its own id, socket

@@ -107,6 +107,12 @@ TEST_F(VmTest, StopAndResumeAtInstantGuestTimeHasNoGap) {
   // measures the real figure.
   EXPECT_LT(stop->lateness(), 250ms);
   EXPECT_EQ(state_of(*vm), "paused");
+  // QEMU's log says when its main loop took the command: the guest clock
+  // stopped then, before the STOP event. The VM keeps that lateness.
+  ASSERT_NE(stop->taken.time_since_epoch().count(), 0) << "no trace line in " << c.qemu_log();
+  EXPECT_GE(stop->taken, stop->issued);
+  EXPECT_LE(stop->taken, stop->event);
+  EXPECT_EQ(vm->stop_lateness(), stop->taken - stop->requested);
   const auto before = console.counter();
   ASSERT_FALSE(before.empty());
 
@@ -115,8 +121,14 @@ TEST_F(VmTest, StopAndResumeAtInstantGuestTimeHasNoGap) {
   std::this_thread::sleep_for(kStopped);
   EXPECT_EQ(console.counter().size(), before.size()) << "guest ran while stopped";
 
-  auto resume = vm->resume_at(soon(100ms), waiter_);
+  // With the pause aligned (the default), the resume comes as long after
+  // its instant as the stop came after its own: here a stop 300 ms late.
+  vm->set_stop_lateness(300ms);
+  const WallTime instant = soon(100ms);
+  auto resume = vm->resume_at(instant, waiter_);
   ASSERT_TRUE(resume.is_ok()) << resume.status().to_string();
+  EXPECT_EQ(resume->requested, instant + 300ms);
+  EXPECT_GE(resume->event, instant + 300ms);
   EXPECT_GE(resume->event - stop->event, kStopped);
   ASSERT_TRUE(console.wait_counter_beyond(before.back().n + 50, 30s));
   const auto after = console.counter();
@@ -139,6 +151,7 @@ TEST_F(VmTest, SaveKillRestoreResumeGuestCarriesOn) {
   auto stop = vm->stop_at(soon(100ms), waiter_);
   ASSERT_TRUE(stop.is_ok()) << stop.status().to_string();
   const auto before = Console(c.serial_log()).counter();
+  vm->set_stop_lateness(7ms);  // the checkpoint keeps it for the restored VM's resume
 
   std::vector<SaveProgress> progress;
   const std::string ckpt = dir_.sub("ckpt");
@@ -161,6 +174,7 @@ TEST_F(VmTest, SaveKillRestoreResumeGuestCarriesOn) {
   ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
   EXPECT_EQ(state_of(**restored), "paused");
   EXPECT_GT(report.state_bytes, 0u);
+  EXPECT_EQ((*restored)->stop_lateness(), 7ms);
   ASSERT_TRUE((*restored)->resume_at(soon(50ms), waiter_).is_ok());
   Console console(r.serial_log());
   ASSERT_TRUE(console.wait_counter_beyond(before.back().n + 30, 30s)) << console.text();
