@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,6 +75,14 @@ class Agent {
   // Resumes at `at_ns`; an instant that had passed when the request arrived
   // means now (late is better than an experiment half paused).
   virtual Result<Resumed> resume_at(int64_t at_ns, int64_t ahead_ns) = 0;
+  // After a resume: a delay node moves each direction that delivers to a
+  // VM (the topology's attach) by how much longer that VM's guest clock
+  // stood still than the network (`pause_excess_ns` by VM name, from the
+  // VM hosts' resume steps: AgentStep.vm_pause_excess_ns), so the frames in
+  // flight reach the VM at the guest time they would have without the
+  // checkpoint. The step names each shift (shift_ns); a VM host, or a
+  // node with nothing attached, has nothing to do.
+  virtual Result<AgentStep> align(const std::map<std::string, int64_t>& pause_excess_ns) = 0;
   // Undoes stop_at after a failure: a stop not reached yet is cancelled, an
   // instant that passed while the agent was busy means now, an agent that
   // never stopped has nothing to undo.

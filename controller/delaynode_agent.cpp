@@ -178,6 +178,30 @@ class Service final : public agent::DelayNodeAgent::Service {
     return to_grpc(s);
   }
 
+  grpc::Status Shift(grpc::ServerContext*, const agent::ShiftRequest* req,
+                     agent::ShiftReply* reply) override {
+    for (const auto& shift : req->shifts()) {
+      if (Status s = need_pipe(shift.pipe()); !s) return to_grpc(s.with_context("Shift: "));
+    }
+    auto guard = lock("Shift");
+    if (!guard) return to_grpc(guard.status());
+    for (const auto& shift : req->shifts()) {  // all or none
+      const auto& p = shift.pipe();
+      if (auto c = node_.pipe_config(p.link(), p.direction()); !c) {
+        return to_grpc(c.status().with_context("Shift: "));
+      }
+    }
+    for (const auto& shift : req->shifts()) {
+      const auto& p = shift.pipe();
+      auto total = node_.shift(p.link(), p.direction(), shift.shift_ns());
+      if (!total) return to_grpc(total.status().with_context("Shift: "));
+      reply->add_total_ns(*total);
+      std::fprintf(stderr, "agent: %s/%s shifted %+.3f ms (%+.3f ms against the node's clock)\n",
+                   p.link().c_str(), p.direction().c_str(), shift.shift_ns() / 1e6, *total / 1e6);
+    }
+    return grpc::Status::OK;
+  }
+
   grpc::Status Save(grpc::ServerContext*, const agent::SaveRequest* req,
                     agent::SaveReply* reply) override {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));

@@ -104,6 +104,27 @@ Result<Resumed> DelayNodeClient::resume_at(int64_t at_ns, int64_t ahead_ns) {
   return resumed;
 }
 
+Result<AgentStep> DelayNodeClient::align(const std::map<std::string, int64_t>& pause_excess_ns) {
+  agent::ShiftRequest req;
+  AgentStep step;
+  for (const auto& a : ref_.attach()) {
+    auto excess = pause_excess_ns.find(a.vm());
+    if (excess == pause_excess_ns.end() || excess->second == 0) continue;
+    // The direction that leaves by the VM's end delivers to it.
+    const std::string direction = a.end() == "a" ? "b_to_a" : "a_to_b";
+    agent::DirectionShift* shift = req.add_shifts();
+    shift->mutable_pipe()->set_link(a.link());
+    shift->mutable_pipe()->set_direction(direction);
+    shift->set_shift_ns(excess->second);
+    (*step.mutable_shift_ns())[cat(a.link(), "/", direction)] = excess->second;
+  }
+  if (req.shifts().empty()) return step;
+  agent::ShiftReply reply;
+  auto s = unary(*stub_, &Stub::Shift, req, &reply, step_deadline_ns_);
+  if (!s.ok()) return agent_error(what_, s);
+  return step;
+}
+
 Status DelayNodeClient::roll_back(int64_t at_ns, int64_t ahead_ns) {
   agent::ThawRequest req;
   req.set_at_ns(at_ns);

@@ -297,7 +297,42 @@ Status Experiment::resume_all(int64_t at_ns, Crew& crew, Manifest* manifest,
                                 "; an agent that missed the resume resumes by "
                                 "itself when its lease ends"));
   }
+  std::map<std::string, int64_t> excess;
+  for (const auto& r : resumed) {
+    for (const auto& [vm, ns] : r->step.vm_pause_excess_ns()) excess[vm] = ns;
+  }
+  align_network(excess, crew, manifest, progress);
   return Status::ok();
+}
+
+void Experiment::align_network(const std::map<std::string, int64_t>& pause_excess_ns, Crew& crew,
+                               Manifest* manifest, const ProgressFn& progress) {
+  if (pause_excess_ns.empty()) return;
+  Crew nodes;
+  for (const Member& m : crew) {
+    if (m.agent->moves_network()) nodes.push_back(m);
+  }
+  auto aligned =
+      on_each("align", nodes, [&](Member& a) { return a.agent->align(pause_excess_ns); });
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!aligned[i]) {
+      // The experiment runs; only the frames in flight reach their VM off
+      // by its pause's excess, as without alignment.
+      log(cat("align: ", aligned[i].status().to_string()));
+      report(progress, "align", cat("warning: ", aligned[i].status().message()));
+      continue;
+    }
+    if (aligned[i]->shift_ns().empty()) continue;
+    std::string what;
+    const std::map<std::string, int64_t> shifts(aligned[i]->shift_ns().begin(),
+                                                aligned[i]->shift_ns().end());  // in order
+    for (const auto& [pipe, ns] : shifts) {
+      what += cat(what.empty() ? "" : ", ", pipe, " ", ns >= 0 ? "+" : "-",
+                  format_duration_ns(ns >= 0 ? ns : -ns));
+    }
+    log(cat("align: ", nodes[i].agent->what(), ": ", what));
+    if (manifest) *manifest->add_steps() = named(*aligned[i], *nodes[i].agent, "align");
+  }
 }
 
 Status Experiment::rollback(Crew& crew, int64_t not_before_ns, const Status& cause,

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,6 +82,11 @@ class Experiment {
                        const ProgressFn& progress);
   // Every agent of `crew` resumes at `at_ns`; the steps go to `manifest`.
   Status resume_all(int64_t at_ns, Crew& crew, Manifest* manifest, const ProgressFn& progress);
+  // Then each delay node shifts the directions that deliver to a VM by how
+  // much longer that VM's clock stood still than the network (Agent::align).
+  // A node that fails to is a warning: the experiment runs either way.
+  void align_network(const std::map<std::string, int64_t>& pause_excess_ns, Crew& crew,
+                     Manifest* manifest, const ProgressFn& progress);
   Result<Manifest> checkpoint_locked(const CheckpointRequest& request, const std::string& reason,
                                      const ProgressFn& progress);
   Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);

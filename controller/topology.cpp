@@ -143,6 +143,27 @@ Result<Topology> parse_topology(const std::string& text, const std::string& orig
       }
     }
   }
+  for (int i = 0; i < t.delay_node_size(); ++i) {
+    const auto& n = t.delay_node(i);
+    const std::string at = where("delay_node", i);
+    std::set<std::string> ends;
+    for (const auto& a : n.attach()) {
+      const std::string what = cat("delay node ", n.id(), ": attach { link: \"", a.link(),
+                                   "\" end: \"", a.end(), "\" vm: \"", a.vm(), "\" }: ");
+      if (!links.count(cat(n.id(), "/", a.link()))) {
+        return invalid_argument(cat(at, what, "link '", a.link(), "' is not listed for the node"));
+      }
+      if (a.end() != "a" && a.end() != "b") {
+        return invalid_argument(cat(at, what, "end: give \"a\" (port_a) or \"b\" (port_b)"));
+      }
+      if (!vms.count(a.vm())) {
+        return invalid_argument(cat(at, what, "VM '", a.vm(), "' is on no vm_host"));
+      }
+      if (!ends.insert(cat(a.link(), "/", a.end())).second) {
+        return invalid_argument(cat(at, what, "that link end has a VM attached already"));
+      }
+    }
+  }
   if (!t.sync_mode().empty() && t.sync_mode() != "free_running" && t.sync_mode() != "disciplined" &&
       t.sync_mode() != "grandmaster") {
     return invalid_argument(cat(where("sync_mode"), "sync_mode '", t.sync_mode(),

@@ -567,6 +567,12 @@ class Host {
       step->set_lead_ns(dur_ns(s.requested - s.issued));
       const bool taken = s.taken.time_since_epoch().count() != 0;
       if (taken) step->set_clock_ns(to_ns(s.taken) - c);
+      // How much longer than the network's pause (T..at_ns) the guest
+      // clock stood still: the controller shifts the direction that
+      // delivers to this VM by as much (DelayNodeRef.attach).
+      if (taken && !stop) {
+        step->set_pause_excess_ns(step->clock_ns() - at_ns - dur_ns(vms[i]->stop_lateness()));
+      }
       // One line per VM and step: how early the command left, and how far
       // from the instant the guest clock and QEMU's event came.
       std::fprintf(stderr,

@@ -25,6 +25,9 @@ class VmHostClient final : public Agent {
   Result<AgentStep> stop_at(int64_t at_ns, int64_t lease_until_ns, int64_t ahead_ns) override;
   Result<Saved> save(const std::string& dir) override;
   Result<Resumed> resume_at(int64_t at_ns, int64_t ahead_ns) override;
+  Result<AgentStep> align(const std::map<std::string, int64_t>&) override {
+    return AgentStep();  // the network follows the VMs, not the other way
+  }
   Status roll_back(int64_t at_ns, int64_t ahead_ns) override;
   Status shutdown() override;
 

@@ -134,7 +134,9 @@ std::pair<NodeInfo, std::vector<PipeInfo>> describe_node(DelayNode& node,
     std::tie(p.port_in, p.port_out) = ports[key(d->link_name, d->direction)];
     p.config = d->pipe.config();
     p.state = d->pipe.state();
-    p.virtual_now_ns = view.virtual_now_ns;
+    // A direction aligned to its VM (DelayNode::shift) has a timeline of
+    // its own: the image records where it stands.
+    p.virtual_now_ns = d->virtual_time(view.virtual_now_ns);
     p.frames = d->pipe.held_frames();
     p.bytes = d->pipe.held_bytes();
     // Frames the pipe let go whose port has not taken them yet (a stopped
@@ -272,6 +274,9 @@ Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,
       pipe->take_wire(d->pipe);
       d->pipe = std::move(pipe).value();
       d->pipe.set_state(reader->pipes()[i].state);
+      // Its timeline stands where the image's did against the node's.
+      d->shift_ns = reader->node().virtual_now_ns - reader->pipes()[i].virtual_now_ns;
+      d->shift_floor_ns = INT64_MIN;
     }
     size_t index;
     FrameRecord record;
@@ -309,7 +314,7 @@ Result<FrameListing> list_frames(DelayNode& node, const std::string& link,
   Status s = node.with_frozen_pipes([&](DelayNode::FrozenView& view) -> Status {
     auto d = find(view, link, direction);
     if (!d) return d.status();
-    listing.virtual_now_ns = view.virtual_now_ns;
+    listing.virtual_now_ns = (*d)->virtual_time(view.virtual_now_ns);
     uint64_t i = 0;
     (*d)->pipe.for_each_frame([&](const link::Frame& f) {
       const uint64_t index = i++;
@@ -393,7 +398,7 @@ Status inject_frame(DelayNode& node, const std::string& link, const std::string&
     f->length = static_cast<uint32_t>(bytes.size());
     // Departs before the frame now at before_index: just ahead of its time.
     Status s = (*d)->pipe.inject_frame(*f, before_index ? departure - 1 : departure,
-                                       view.virtual_now_ns);
+                                       (*d)->virtual_time(view.virtual_now_ns));
     if (!s) rte_pktmbuf_free(*m);
     return s;
   });

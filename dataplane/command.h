@@ -26,11 +26,12 @@ enum class CommandType : uint8_t {
   kPark,          // stop polling until `unpark` is set: the sender owns the pipes meanwhile
   kAddWatch,      // arm `watch` on `target`
   kRemoveWatch,   // disarm `watch` on every direction of the worker
+  kShift,         // move `target`'s timeline by `at_ns` (signed) from now; `result_ns` = its total shift
 };
 
 struct Command {
   CommandType type = CommandType::kStats;
-  Direction* target = nullptr;  // kSetPipe, kAddWatch: a direction this worker owns
+  Direction* target = nullptr;  // kSetPipe, kAddWatch, kShift: a direction this worker owns
   FrameWatch* watch = nullptr;  // kAddWatch, kRemoveWatch
   link::PipeConfig pipe;
   int64_t at_ns = 0;

@@ -273,6 +273,7 @@ DirectionStats snapshot(const Direction& d) {
   s.queued_frames = d.pipe.queued_frames();
   s.queued_bytes = d.pipe.queued_bytes();
   s.tx_pending = d.pending_count;
+  s.shift_ns = d.shift_ns;
   return s;
 }
 
@@ -356,6 +357,23 @@ Status DelayNode::set_pipe(const std::string& link, const std::string& direction
   c->target = target->second;
   c->pipe = pipe;
   return send(*target->first, c);
+}
+
+Result<int64_t> DelayNode::shift(const std::string& link, const std::string& direction,
+                                 int64_t by_ns) {
+  constexpr int64_t kMaxShiftNs = 10'000'000'000;
+  if (by_ns > kMaxShiftNs || by_ns < -kMaxShiftNs) {
+    return invalid_argument(cat("shift of ", link, "/", direction, " by ", by_ns,
+                                " ns: at most 10 s either way"));
+  }
+  auto target = find(link, direction);
+  if (!target) return target.status();
+  auto c = std::make_shared<Command>();
+  c->type = CommandType::kShift;
+  c->target = target->second;
+  c->at_ns = by_ns;
+  AMBER_RETURN_IF_ERROR(send(*target->first, c));
+  return c->result_ns;
 }
 
 Result<link::PipeConfig> DelayNode::pipe_config(const std::string& link,

@@ -57,6 +57,13 @@ class DelayNode {
   Status set_pipe(const std::string& link, const std::string& direction,
                   const link::PipeConfig& pipe);
   Result<link::PipeConfig> pipe_config(const std::string& link, const std::string& direction);
+  // Moves one direction's timeline by `by_ns` from now: > 0 later (it
+  // stands still that long: nothing departs, arrivals are stamped with the
+  // instant it stands at), < 0 earlier (what falls due in the jump leaves
+  // at once). Held frames keep their order. Returns the direction's total
+  // shift against the node's clock, which its images record (a pipe's
+  // virtual time). For aligning a direction to the VM it delivers to.
+  Result<int64_t> shift(const std::string& link, const std::string& direction, int64_t by_ns);
 
   // Arms `watch` on every direction of `link` (empty: of every link).
   // The caller keeps the watch alive until unwatch() returned.
@@ -82,7 +89,8 @@ class DelayNode {
   // What a body run by with_frozen_pipes() may use.
   struct FrozenView {
     std::vector<Direction*> directions;
-    int64_t virtual_now_ns = 0;  // the virtual time the node stands at
+    int64_t virtual_now_ns = 0;  // the virtual time the node stands at (a
+                                 // direction's own: Direction::virtual_time)
     int64_t freeze_real_ns = 0;  // the real instant it froze
     rte_mempool* pool = nullptr;
   };
@@ -93,7 +101,8 @@ class DelayNode {
   // The virtual time the frozen node stands at.
   Result<int64_t> frozen_virtual_ns();
   // After a restore: every worker stands frozen at virtual_ns; thaw_at()
-  // continues the virtual timeline from there. Only inside with_frozen_pipes.
+  // continues the virtual timeline from there (each direction keeps the
+  // shift the restore gave it). Only inside with_frozen_pipes.
   void restore_clocks(int64_t virtual_ns);
 
   const config::NodeConfig& config() const { return config_; }

@@ -59,6 +59,22 @@ struct Direction {
   // its command ring); the control thread owns the FrameWatch objects.
   FrameWatch* watches[kMaxWatchesPerDirection] = {};
   uint8_t watch_count = 0;
+  // The direction's own timeline: the worker's virtual time less `shift_ns`
+  // (the controller aligns a direction to the VM it delivers to: see
+  // DelayNode::shift), never below `shift_floor_ns` so that a shift later
+  // makes the direction stand still instead of going back in time.
+  int64_t shift_ns = 0;
+  int64_t shift_floor_ns = INT64_MIN;
+
+  int64_t virtual_time(int64_t worker_virtual_ns) const {
+    const int64_t t = worker_virtual_ns - shift_ns;
+    return t > shift_floor_ns ? t : shift_floor_ns;
+  }
+  // Moves the timeline by `by_ns` from the worker's virtual time `now`.
+  void shift(int64_t by_ns, int64_t worker_virtual_now_ns) {
+    shift_floor_ns = virtual_time(worker_virtual_now_ns);
+    shift_ns += by_ns;
+  }
 };
 
 // A copy of a direction's counters, taken by its worker on request.
@@ -73,6 +89,7 @@ struct DirectionStats {
   uint32_t queued_frames = 0;
   uint64_t queued_bytes = 0;
   uint16_t tx_pending = 0;
+  int64_t shift_ns = 0;  // Direction::shift_ns
 };
 
 // Copies a direction's counters. Only on the thread that owns it.

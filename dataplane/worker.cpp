@@ -62,12 +62,13 @@ int Worker::run(const std::atomic<bool>& stop) {
       // departure is before the freeze) still go out.
       prefetch(d, burst, n);
       busy |= take_staged(d);
-      busy |= transmit(d, frozen ? INT64_MIN : virtual_now) || n > 0;
+      const int64_t own_now = d.virtual_time(virtual_now);
+      busy |= transmit(d, frozen ? INT64_MIN : own_now) || n > 0;
       if (n > 0) {
         ++d.counters.rx_bursts;
         std::copy(burst, burst + n, d.staged);
         d.staged_count = n;
-        d.staged_arrival = virtual_now;
+        d.staged_arrival = own_now;
         d.staged_real_arrival = real_now;
       }
     }
@@ -217,16 +218,16 @@ void Worker::idle_sleep(int64_t real_now) {
     }
   }
   if (!virtual_clock_.frozen(real_now)) {
-    int64_t next = link::kNever;
+    // Virtual and real time run at the same pace while not frozen. Wake
+    // up no later than the next departure plus the bound, counting the
+    // overshoot sleeps have shown lately. (A direction standing still
+    // after a shift wakes the loop early, never late.)
+    const int64_t virtual_now = virtual_clock_.now(real_now);
     for (Direction* d : directions_) {
       if (d->pending_count) return;
-      next = std::min(next, d->pipe.next_event_ns());
-    }
-    if (next != link::kNever) {
-      // Virtual and real time run at the same pace while not frozen. Wake
-      // up no later than the next departure plus the bound, counting the
-      // overshoot sleeps have shown lately.
-      int64_t until = next - virtual_clock_.now(real_now);
+      const int64_t next = d->pipe.next_event_ns();
+      if (next == link::kNever) continue;
+      const int64_t until = next - d->virtual_time(virtual_now);
       sleep_ns = std::min(sleep_ns, until + bound - oversleep_ns_);
     }
   }
@@ -261,11 +262,17 @@ bool Worker::handle_commands() {
           s.queued_frames = d->pipe.queued_frames();
           s.queued_bytes = d->pipe.queued_bytes();
           s.tx_pending = d->pending_count;
+          s.shift_ns = d->shift_ns;
         }
         break;
       }
       case CommandType::kSetPipe:
-        c.status = c.target->pipe.reconfigure(c.pipe, virtual_clock_.now(real_now));
+        c.status = c.target->pipe.reconfigure(
+            c.pipe, c.target->virtual_time(virtual_clock_.now(real_now)));
+        break;
+      case CommandType::kShift:
+        c.target->shift(c.at_ns, virtual_clock_.now(real_now));
+        c.result_ns = c.target->shift_ns;
         break;
       case CommandType::kStop:
         stop = true;

@@ -133,11 +133,13 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
                      "-mon", "chardev=qmp0,mode=control"});
   a.insert(a.end(), {"-pidfile", c.pid_file()});
   // QEMU's log (qemu.log) then says, to the microsecond, when its main loop
-  // took each QMP command and when the VM's run state changed: the guest
-  // clock stops (starts) as the command is taken, while the STOP event
-  // follows only after the vCPUs and back ends have stopped.
+  // took each QMP command and when the VM's run state changed: the state
+  // goes to "paused" just before the guest clock stops and to "running"
+  // just after it starts (runstate_set), while the STOP event follows only
+  // after the vCPUs and back ends have stopped, and a `cont` after a save
+  // first re-activates the disks, for milliseconds on a busy host.
   a.insert(a.end(), {"-msg", "timestamp=on", "-trace", "enable=monitor_qmp_cmd_in_band", "-trace",
-                     "enable=vm_state_notify"});
+                     "enable=runstate_set", "-trace", "enable=vm_state_notify"});
   if (incoming) a.insert(a.end(), {"-S", "-incoming", "defer"});
   return a;
 }
@@ -499,20 +501,35 @@ Status Vm::quit(std::chrono::milliseconds timeout) {
 
 namespace {
 
-// When QEMU's main loop took the QMP command with `id`, from its trace line
-// "PID@SEC.USEC:monitor_qmp_cmd_in_band ID" in the log; nullopt if absent.
-std::optional<WallTime> taken_at(const std::string& log, std::uint64_t id) {
+// The timestamp of the trace line "PID@SEC.USEC:..." that holds `pos`.
+std::optional<WallTime> line_time(const std::string& text, std::size_t pos) {
+  const std::size_t line = text.rfind('\n', pos);
+  const std::size_t start = line == std::string::npos ? 0 : line + 1;
+  const std::size_t sep = text.find('@', start);
+  if (sep == std::string::npos || sep > pos) return std::nullopt;
+  long long sec = 0, usec = 0;
+  if (std::sscanf(text.c_str() + sep + 1, "%lld.%lld", &sec, &usec) != 2) return std::nullopt;
+  return WallTime(std::chrono::seconds(sec) + std::chrono::microseconds(usec));
+}
+
+// When the guest clock stopped (`stop`) or started for the QMP command
+// with `id`, from QEMU's trace lines in its log: the first change of run
+// state to "paused" ("running") after "monitor_qmp_cmd_in_band ID" (the
+// main loop took the command), else the command's own line; nullopt if
+// the log does not have it.
+std::optional<WallTime> clock_step_at(const std::string& log, std::uint64_t id, bool stop) {
   const std::string tail = file_tail(log, 1 << 16);
   const std::string needle = cat(":monitor_qmp_cmd_in_band ", id, "\n");
   const std::size_t at = tail.rfind(needle);
   if (at == std::string::npos) return std::nullopt;
-  const std::size_t line = tail.rfind('\n', at);
-  const std::size_t start = line == std::string::npos ? 0 : line + 1;
-  const std::size_t sep = tail.find('@', start);
-  if (sep == std::string::npos || sep > at) return std::nullopt;
-  long long sec = 0, usec = 0;
-  if (std::sscanf(tail.c_str() + sep + 1, "%lld.%lld", &sec, &usec) != 2) return std::nullopt;
-  return WallTime(std::chrono::seconds(sec) + std::chrono::microseconds(usec));
+  const std::string state = stop ? " (paused)\n" : " (running)\n";
+  for (std::size_t p = tail.find(":runstate_set ", at); p != std::string::npos;
+       p = tail.find(":runstate_set ", p + 1)) {
+    const std::size_t end = tail.find('\n', p);
+    if (end == std::string::npos) break;
+    if (tail.compare(end - state.size() + 1, state.size(), state) == 0) return line_time(tail, p);
+  }
+  return line_time(tail, at);
 }
 
 Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime instant,
@@ -567,7 +584,7 @@ Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime i
     auto e = vms[i]->qmp().wait_event(event, from[i], timeout);
     if (!e) return e.status().with_context(cat("VM ", vms[i]->config().name, ": "));
     reports[i].event = e->qemu_time;
-    if (auto taken = taken_at(vms[i]->config().qemu_log(), pending[i].id())) {
+    if (auto taken = clock_step_at(vms[i]->config().qemu_log(), pending[i].id(), stop)) {
       reports[i].taken = *taken;
     }
     // The lead aims at the guest clock (the command taken), else the event.

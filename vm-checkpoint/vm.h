@@ -102,8 +102,9 @@ struct StepReport {
   WallTime requested;
   WallTime issued;                  // When the command left for QEMU.
   Clock::duration lead{};           // How long before `requested` it was meant to leave.
-  WallTime taken;                   // QEMU's main loop took the command: the guest clock
-                                    // stopped (started) then. Zero if its log did not say.
+  WallTime taken;                   // The guest clock stopped (started) then: QEMU's run
+                                    // state changed for the command. Zero if its log did
+                                    // not say.
   WallTime event;                   // QEMU's STOP or RESUME event.
   Clock::duration reply_latency{};  // Command sent to reply received.
   std::chrono::nanoseconds lateness() const { return event - requested; }

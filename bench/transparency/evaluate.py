@@ -87,7 +87,7 @@ class Evaluation:
             "VM-host agent(s), controller", a.quiet)
         common = dict(link=link, mgmt=True, vm_mib=a.vm_mib,
                       append=("", "amber.workload=iperf3-server"),
-                      topology_extra='margin: "100ms"\n',
+                      topology_extra=TOPOLOGY_EXTRA, align_network=align_network(a),
                       delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10))),
                       vmhost_extra=vmhost_lines(a))
         if topology == "testbed":
@@ -436,10 +436,11 @@ class Evaluation:
 
 def qemu_clock_steps(log):
     """[(host ns, running)] from a qemu.log with vm-checkpoint's trace lines:
-    a stop is when the main loop took the command before "vm_state_notify
-    running 0" (the guest clock stops as it is taken), a start is the
-    "vm_state_notify running 1" line (the clock starts just before it)."""
-    out, taken = [], None
+    the run state going from running to paused (just before the guest
+    clock stops) and to running (just after it starts); from a log of an
+    older amber without runstate_set lines, the main loop taking the
+    command before "vm_state_notify running 0" and that "running 1" line."""
+    out, fallback, taken = [], [], None
     try:
         with open(log, errors="replace") as f:
             for line in f:
@@ -452,31 +453,40 @@ def qemu_clock_steps(log):
                     t = int(sec) * 10**9 + int(usec) * 1000
                 except ValueError:
                     continue
-                what = line[colon + 1:]
-                if what.startswith("monitor_qmp_cmd_in_band"):
+                what = line[colon + 1:].rstrip()
+                if what.startswith("runstate_set"):
+                    if what.endswith("(running)"):
+                        out.append((t, True))
+                    elif what.endswith("(paused)") and "(running) new_state" in what:
+                        out.append((t, False))
+                elif what.startswith("monitor_qmp_cmd_in_band"):
                     taken = t
                 elif what.startswith("vm_state_notify running 0") and taken:
-                    out.append((taken, False))
+                    fallback.append((taken, False))
                 elif what.startswith("vm_state_notify running 1"):
-                    out.append((t, True))
+                    fallback.append((t, True))
     except OSError:
         pass
-    return out
+    return out or fallback
 
 
 # Run variants (--runs amber:lead,...): the VM-host agents' settings for
-# that run (step_lead, realtime_boost, pause_alignment), to compare the
-# mechanisms side by side in one evaluation.
-VARIANTS = {"plain": ("off", False, "off"), "align": ("off", False, "on"),
-            "lead": ("auto", False, "on"), "leadboost": ("auto", True, "on"),
-            "boost": ("off", True, "on")}
+# that run (step_lead, realtime_boost, pause_alignment) and whether the
+# delay node aligns each direction to the VM it delivers to (the
+# topology's attach), to compare the mechanisms side by side in one
+# evaluation. "shift" is amber's default.
+VARIANTS = {"plain": ("off", False, "off", False), "align": ("off", False, "on", False),
+            "lead": ("auto", False, "on", False), "leadboost": ("auto", True, "on", False),
+            "boost": ("off", True, "on", False), "shift": ("auto", False, "on", True),
+            "shiftboost": ("auto", True, "on", True)}
+TOPOLOGY_EXTRA = 'margin: "100ms"\n'
 
 
 def vmhost_lines(a, variant=None):
     """The VM host's configuration lines the evaluation's options (or a run
     variant) ask for."""
     if variant:
-        lead, boost, align = VARIANTS[variant]
+        lead, boost, align, _ = VARIANTS[variant]
     else:
         lead, boost, align = (getattr(a, "step_lead", None), getattr(a, "realtime_boost", False),
                               getattr(a, "pause_alignment", None))
@@ -488,6 +498,13 @@ def vmhost_lines(a, variant=None):
     if align:
         lines += f'pause_alignment: "{align}"\n'
     return lines
+
+
+def align_network(a, variant=None):
+    """Whether the run's delay node aligns directions to VMs."""
+    if variant:
+        return VARIANTS[variant][3]
+    return getattr(a, "align_network", "on") != "off"
 
 
 def lab_rate_bps(text):
@@ -553,6 +570,7 @@ def evaluate(a, keep=None):
               "step_lead": getattr(a, "step_lead", None) or "auto",
               "realtime_boost": getattr(a, "realtime_boost", False),
               "pause_alignment": getattr(a, "pause_alignment", None) or "on",
+              "align_network": "on" if align_network(a) else "off",
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "driver": "bench/transparency/evaluate.py (amber-controller, amberctl)",
@@ -568,11 +586,18 @@ def evaluate(a, keep=None):
         for n in names:
             variant = run_variant(n)
             if variant and vmhost_lines(a, variant) != (current or vmhost_lines(a)):
-                say(f"run {n}: restarting the VM-host agents with {VARIANTS[variant]} "
+                say(f"run {n}: restarting the VM-host agents with {VARIANTS[variant][:3]} "
                     "(step lead, real-time boost, pause alignment); they adopt the running VMs",
                     a.quiet)
                 current = vmhost_lines(a, variant)
                 ev.exp.reconfigure_vmhosts(current)
+            if variant and align_network(a, variant) != ev.exp.align_network:
+                say(f"run {n}: restarting the controller with the network "
+                    f"{'aligned' if align_network(a, variant) else 'not aligned'} to each VM",
+                    a.quiet)
+                ev.exp.align_network = align_network(a, variant)
+                ev.exp.restart_controller(TOPOLOGY_EXTRA)
+                lab.wait_for(ev.exp.clocks_trustworthy, 60, "every agent's clock to be trustworthy")
             t1 = time.monotonic()
             say(f"run {n}: iperf3 for {a.duration} s"
                 + (f", a checkpoint every {a.interval:g} s" if not n.startswith("baseline") else ""),
@@ -630,7 +655,8 @@ def parser():
                    help="run kinds in order: baseline, amber, naive, sham, each optionally "
                         "KIND:VARIANT to restart the VM-host agents with a mechanism first: "
                         + ", ".join(f"{k} (step_lead {v[0]}, realtime_boost {v[1]}, "
-                                    f"pause_alignment {v[2]})" for k, v in VARIANTS.items()))
+                                    f"pause_alignment {v[2]}, network aligned {v[3]})"
+                                    for k, v in VARIANTS.items()))
     p.add_argument("--restore", type=int, default=3,
                    help="restore the amber run's checkpoint K at the end (0: none)")
     p.add_argument("--topology", choices=("vhost", "testbed"), default="vhost",
@@ -656,6 +682,9 @@ def parser():
                    help="the VM host's realtime_boost around each instant")
     p.add_argument("--pause-alignment", choices=("on", "off"),
                    help="the VM host's pause_alignment (default: the agent's, on)")
+    p.add_argument("--align-network", choices=("on", "off"), default="on",
+                   help="the delay node shifts the direction to each VM by how much longer "
+                        "that VM's clock stood still than the network (topology attach)")
     p.add_argument("--quiet", action="store_true")
     return p
 

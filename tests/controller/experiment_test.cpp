@@ -228,6 +228,66 @@ TEST_F(ExperimentTest, CheckpointRunsThePhasesInOrderAndResumesEveryAgentAtOneIn
   EXPECT_EQ(progress_steps(), phases);
 }
 
+// Issue #15: a VM whose guest clock stood still longer (shorter) than the
+// network would get the frames in flight early (late) in guest time; after
+// every resume each node shifts the direction that delivers to that VM by
+// the difference the VM host measured.
+TEST_F(ExperimentTest, AfterTheResumeEachNodeShiftsTheDirectionToEachVmByItsPauseExcess) {
+  start(1, 2);
+  nodes_[0]->attach("vm2", "l0/a_to_b");
+  nodes_[0]->attach("vm3", "l1/b_to_a");
+  hosts_[0]->set_pause_excess("vm2", 1'500'000);
+  hosts_[1]->set_pause_excess("vm3", -700'000);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto align = nodes_[0]->last(Op::kAlign);
+  ASSERT_TRUE(align.has_value());
+  const std::map<std::string, int64_t> excess = {{"vm2", 1'500'000}, {"vm3", -700'000}};
+  EXPECT_EQ(align->pause_excess, excess);
+  EXPECT_GT(align->seq, span(all(), Op::kResumeAt).second) << "aligned before every resume ended";
+  for (auto* h : hosts_) EXPECT_TRUE(h->calls_of(Op::kAlign).empty()) << h->what();
+  // The manifest keeps both sides: each VM's excess, each direction's shift.
+  const AgentStep* resume_h1 = nullptr;
+  const AgentStep* aligned = nullptr;
+  for (const auto& step : m->steps()) {
+    if (step.step() == "resume" && step.agent() == "vm host h1") resume_h1 = &step;
+    if (step.step() == "align") aligned = &step;
+  }
+  ASSERT_NE(resume_h1, nullptr);
+  EXPECT_EQ(resume_h1->vm_pause_excess_ns().at("vm2"), 1'500'000);
+  ASSERT_NE(aligned, nullptr);
+  EXPECT_EQ(aligned->agent(), "delay node dn1");
+  EXPECT_EQ(aligned->shift_ns().at("l0/a_to_b"), 1'500'000);
+  EXPECT_EQ(aligned->shift_ns().at("l1/b_to_a"), -700'000);
+  EXPECT_TRUE(log_says("align: delay node dn1: l0/a_to_b +"));
+  EXPECT_TRUE(log_says(", l1/b_to_a -"));
+  // A restore resumes the same way.
+  nodes_[0]->forget_calls();
+  auto r = restore(m->id());
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_TRUE(nodes_[0]->last(Op::kAlign).has_value());
+  EXPECT_EQ(nodes_[0]->last(Op::kAlign)->pause_excess, excess);
+}
+
+TEST_F(ExperimentTest, WithoutPauseExcessNoNodeIsAskedToAlign) {
+  start(1, 1);
+  nodes_[0]->attach("vm1", "l0/a_to_b");
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_TRUE(nodes_[0]->calls_of(Op::kAlign).empty());
+}
+
+TEST_F(ExperimentTest, ANodeThatCannotAlignLeavesTheExperimentRunningWithAWarning) {
+  start(1, 1);
+  hosts_[0]->set_pause_excess("vm1", 2'000'000);
+  nodes_[0]->set(Op::kAlign, Outcome::kFail);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_TRUE(progress_says("align", "warning"));
+  for (auto* a : all()) EXPECT_FALSE(a->stopped()) << a->what();
+  EXPECT_EQ(experiment_->list().head(), m->id());
+}
+
 TEST_F(ExperimentTest, PrepareRefusedByOneAgentTouchesNothing) {
   start(1, 2);
   hosts_[1]->set(Op::kPrepare, Outcome::kFail);

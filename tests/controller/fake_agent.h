@@ -42,7 +42,17 @@ class Clock final : public MasterClock {
   std::atomic<int64_t> now_;
 };
 
-enum class Op { kPrepare, kStopAt, kSave, kResumeAt, kRollBack, kShutdown, kRunning, kLoad };
+enum class Op {
+  kPrepare,
+  kStopAt,
+  kSave,
+  kResumeAt,
+  kRollBack,
+  kShutdown,
+  kRunning,
+  kLoad,
+  kAlign
+};
 
 inline const char* name(Op op) {
   switch (op) {
@@ -62,6 +72,8 @@ inline const char* name(Op op) {
       return "running";
     case Op::kLoad:
       return "load";
+    case Op::kAlign:
+      return "align";
   }
   return "?";
 }
@@ -84,6 +96,7 @@ struct Call {
   int64_t lease_ns = 0;  // stop_at
   std::string dir;       // prepare, save, load
   bool late = false;     // resume_at: the instant had passed when it arrived
+  std::map<std::string, int64_t> pause_excess;  // align
 
   static Call of(Op op, int64_t at_ns = 0, int64_t lease_ns = 0, std::string dir = "") {
     Call c;
@@ -116,6 +129,17 @@ class Agent final : public controller::Agent {
   // How long a resume request takes to reach it, in master time: an instant
   // nearer than that has passed when it arrives.
   void set_resume_transit_ns(int64_t ns) { resume_transit_ns_ = ns; }
+  // VM host: how much longer than the network `vm`'s clock stands still at
+  // each resume (reported in the resume's step).
+  void set_pause_excess(const std::string& vm, int64_t ns) {
+    std::lock_guard lock(mutex_);
+    pause_excess_[vm] = ns;
+  }
+  // Delay node: the direction `pipe` ("link/b_to_a") delivers to `vm`.
+  void attach(const std::string& vm, const std::string& pipe) {
+    std::lock_guard lock(mutex_);
+    attached_[vm] = pipe;
+  }
   // How long a hanging call takes to give up (its deadline).
   static constexpr std::chrono::milliseconds kHang{60};
 
@@ -211,7 +235,22 @@ class Agent final : public controller::Agent {
     const int64_t event = std::max(arrived, at_ns);
     resumed.step.set_lateness_ns(event - at_ns);
     for (const auto& vm : vms_) (*resumed.step.mutable_vm_event_ns())[vm] = event;
+    std::lock_guard lock(mutex_);
+    for (const auto& [vm, ns] : pause_excess_) (*resumed.step.mutable_vm_pause_excess_ns())[vm] = ns;
     return resumed;
+  }
+
+  Result<AgentStep> align(const std::map<std::string, int64_t>& pause_excess_ns) override {
+    Call call = Call::of(Op::kAlign);
+    call.pause_excess = pause_excess_ns;
+    AMBER_RETURN_IF_ERROR(act(call));
+    AgentStep step;
+    std::lock_guard lock(mutex_);
+    for (const auto& [vm, pipe] : attached_) {
+      auto e = pause_excess_ns.find(vm);
+      if (e != pause_excess_ns.end()) (*step.mutable_shift_ns())[pipe] = e->second;
+    }
+    return step;
   }
 
   Status roll_back(int64_t at_ns, int64_t) override {
@@ -343,6 +382,8 @@ class Agent final : public controller::Agent {
   std::map<Op, Behaviour> behaviour_;
   std::map<Op, std::function<void()>> hooks_;
   std::vector<Call> calls_;
+  std::map<std::string, int64_t> pause_excess_;     // VM host
+  std::map<std::string, std::string> attached_;     // delay node: vm -> pipe
   bool stopped_ = false;
   bool down_ = false;
 };

@@ -21,7 +21,8 @@ listen: "unix:/run/amber/controller.sock"
 store: "/var/lib/amber/store"
 ptp_socket: "/var/run/ptp4l"
 margin: "30ms"
-delay_node { id: "dn1" address: "unix:/run/amber/dn1.sock" link: "lfn" }
+delay_node { id: "dn1" address: "unix:/run/amber/dn1.sock" link: "lfn"
+             attach { link: "lfn" end: "a" vm: "vm1" } attach { link: "lfn" end: "b" vm: "vm2" } }
 vm_host { id: "h1" address: "127.0.0.1:7401" vm: "vm1" vm: "vm2" }
 periodic { interval: "10s" keep: 3 }
 trigger { name: "syn" frame { delay_node: "dn1" link: "lfn" hex: "47 45 54" } }
@@ -40,6 +41,8 @@ TEST(Topology, GoodFileParses) {
   EXPECT_EQ(t->durations.trigger_pattern[1], "Oops");
   EXPECT_EQ(t->durations.trigger_cooldown_ns[0], 10'000'000'000);
   EXPECT_EQ(t->durations.trigger_cooldown_ns[1], 30'000'000'000);
+  ASSERT_EQ(t->proto.delay_node(0).attach_size(), 2);
+  EXPECT_EQ(t->proto.delay_node(0).attach(1).vm(), "vm2");
 }
 
 struct Bad {
@@ -82,6 +85,19 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
        "is not in the topology"},
       {head + node + "trigger { frame { delay_node: \"dn1\" hex: \"aa\" } }\n", "unique name"},
       {head + node + "tls { ca: \"/ca.pem\" }\n", "all three of ca, cert and key"},
+      {head + "delay_node { id: \"dn1\" address: \"unix:/d\" link: \"l\" attach { link: \"m\" "
+              "end: \"a\" vm: \"v\" } }\nvm_host { id: \"h\" address: \"unix:/h\" vm: \"v\" }\n",
+       "link 'm' is not listed for the node"},
+      {head + "delay_node { id: \"dn1\" address: \"unix:/d\" link: \"l\" attach { link: \"l\" "
+              "end: \"left\" vm: \"v\" } }\nvm_host { id: \"h\" address: \"unix:/h\" vm: \"v\" }\n",
+       "end: give \"a\""},
+      {head + "delay_node { id: \"dn1\" address: \"unix:/d\" link: \"l\" attach { link: \"l\" "
+              "end: \"a\" vm: \"w\" } }\nvm_host { id: \"h\" address: \"unix:/h\" vm: \"v\" }\n",
+       "VM 'w' is on no vm_host"},
+      {head + "delay_node { id: \"dn1\" address: \"unix:/d\" link: \"l\" attach { link: \"l\" "
+              "end: \"a\" vm: \"v\" } attach { link: \"l\" end: \"a\" vm: \"v\" } }\n"
+              "vm_host { id: \"h\" address: \"unix:/h\" vm: \"v\" }\n",
+       "has a VM attached already"},
   };
   for (const Bad& b : cases) {
     auto t = parse_topology(b.text, "t.conf");

@@ -220,6 +220,46 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
   }
 }
 
+// A direction aligned to its VM (DelayNode::shift) has a timeline of its
+// own: the image records it (the pipe's virtual time) and a restore gives
+// it back, so the frames in flight keep their alignment.
+TEST_F(NodeCheckpointTest, AShiftedDirectionKeepsItsTimelineThroughSaveAndRestore) {
+  const std::string image = (dir_ / "shifted.img").string();
+  {
+    RingPort& a = port("sa");
+    RingPort& b = port("sb");
+    auto node = make_node(a, b, "n1", "delay: \"200ms\"");
+    const int64_t thawed = start_traffic(*node, a);
+    while (node->now_ns() < thawed + kMs) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    auto shifted = node->shift("l", "a_to_b", 7 * kMs);
+    ASSERT_TRUE(shifted.is_ok()) << shifted.status().to_string();
+    freeze_now(*node);
+    auto saved = save_node(*node, image);
+    ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
+    EXPECT_EQ(saved->frames, static_cast<uint64_t>(kFrames));
+    node->stop();
+    node->wait();
+  }
+  RingPort& c = port("ta");
+  RingPort& d = port("tb");
+  auto node = make_node(c, d, "n1", "delay: \"200ms\"");
+  freeze_now(*node);
+  auto restored = restore_node(*node, image);
+  ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
+  auto stats = node->stats();
+  ASSERT_TRUE(stats.is_ok());
+  for (const auto& s : *stats) {
+    EXPECT_EQ(s.shift_ns, s.direction == "a_to_b" ? 7 * kMs : 0) << s.direction;
+  }
+  thaw_now(*node);
+  std::vector<Departed> out;
+  collect(d, out, kFrames, std::chrono::milliseconds(3000));
+  ASSERT_EQ(out.size(), static_cast<size_t>(kFrames));
+  for (const Departed& f : out) ASSERT_EQ(f.delay_ns, 200 * kMs);
+  node->stop();
+  node->wait();
+}
+
 // Frames the pipe let go but the port could not take yet (a stopped VM's
 // ring is full) are in the image: a restore loses none of them.
 TEST_F(NodeCheckpointTest, FramesWaitingForTheTxPortAreSavedAndRestored) {

@@ -2,6 +2,8 @@
 // port after the configured delay, paced at the configured rate, in order;
 // runtime changes lose nothing; bad configurations are refused.
 #include <gtest/gtest.h>
+
+#include <map>
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_lcore.h>
@@ -232,6 +234,46 @@ TEST_F(DelayNodeTest, FreezeHoldsEveryFrameUntilTheThawAndShiftsDeparturesByTheP
   auto after = node_->stats();
   ASSERT_TRUE(after.is_ok());
   EXPECT_EQ((*after)[0].pipe.total_dropped(), 0u);
+}
+
+// Issue #15: the controller aligns the direction that delivers to a VM to
+// that VM's own pause. A shift moves one direction's timeline only: later
+// (it stands still: nothing leaves early, nothing is reordered, arrivals
+// meanwhile wait their full delay) or earlier (what falls due leaves now).
+TEST_F(DelayNodeTest, AShiftMovesOneDirectionsTimelineAndNoOther) {
+  start("both { delay: \"100ms\" }");
+  for (uint32_t i = 0; i < 20; ++i) inject(a_, i, 200);
+  for (uint32_t i = 0; i < 20; ++i) inject(b_, 1000 + i, 200);
+  auto later = node_->shift("l", "a_to_b", 80 * kMs);
+  ASSERT_TRUE(later.is_ok()) << later.status().to_string();
+  EXPECT_EQ(*later, 80 * kMs);
+  auto earlier = node_->shift("l", "b_to_a", -60 * kMs);
+  ASSERT_TRUE(earlier.is_ok()) << earlier.status().to_string();
+  EXPECT_EQ(*earlier, -60 * kMs);
+  // Arrivals while a_to_b stands still keep their order and full delay.
+  for (uint32_t i = 20; i < 30; ++i) inject(a_, i, 200);
+  auto to_a = collect(a_, 20, std::chrono::seconds(2));
+  auto to_b = collect(b_, 30, std::chrono::seconds(3));
+  ASSERT_EQ(to_a.size(), 20u);
+  ASSERT_EQ(to_b.size(), 30u);
+  for (uint32_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(to_a[i].seq, 1000 + i);
+    EXPECT_GE(to_a[i].delay_ns, 40 * kMs - kMs) << i;
+    EXPECT_LT(to_a[i].delay_ns, 100 * kMs) << i << ": the jump forward did not apply";
+  }
+  for (uint32_t i = 0; i < 30; ++i) {
+    EXPECT_EQ(to_b[i].seq, i);
+    EXPECT_GE(to_b[i].delay_ns, (i < 20 ? 180 : 100) * kMs - kMs) << i << " left early";
+  }
+  auto s = node_->stats();
+  ASSERT_TRUE(s.is_ok());
+  std::map<std::string, int64_t> shifts;
+  for (const auto& d : *s) shifts[d.direction] = d.shift_ns;
+  EXPECT_EQ(shifts["a_to_b"], 80 * kMs);
+  EXPECT_EQ(shifts["b_to_a"], -60 * kMs);
+  EXPECT_EQ(node_->shift("l", "sideways", kMs).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(node_->shift("l", "a_to_b", 11'000 * kMs).status().code(),
+            ErrorCode::kInvalidArgument);
 }
 
 TEST_F(DelayNodeTest, FreezeInThePastIsRefusedAndLeavesNothingScheduled) {

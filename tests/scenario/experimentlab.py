@@ -268,8 +268,9 @@ class Experiment:
 
     def __init__(self, build, prefix="amb-e2e", link='rate: "100Mbit" delay: "20ms"',
                  topology_extra="", store=None, vm_mib=256, append=("", ""), lcores="0",
-                 ptp=True, delaynode_app=(), mgmt=False, vmhost_extra=""):
+                 ptp=True, delaynode_app=(), mgmt=False, vmhost_extra="", align_network=True):
         self.build = os.path.abspath(build)
+        self.align_network = align_network
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.store = store or os.path.join(self.dir, "store")
@@ -411,10 +412,15 @@ class Experiment:
                else "allow_unsynchronized: true\n")
         hosts = "".join(f'vm_host {{ id: "{h.id}" address: "{h.address}" '
                         + "".join(f'vm: "{vm}" ' for vm in h.vms) + "}\n" for h in self.hosts)
+        # vm1 is behind port_a, vm2 behind port_b: the node aligns the
+        # direction to each to that VM's pause (DelayNodeRef.attach).
+        vms = [vm for h in self.hosts for vm in h.vms]
+        attach = "".join(f' attach {{ link: "lfn" end: "{end}" vm: "{vm}" }}'
+                         for end, vm in zip("ab", vms)) if self.align_network else ""
         with open(self.topology, "w") as f:
             f.write(f'experiment: "e2e"\nlisten: "{self.controller_address}"\n'
                     f'store: "{self.store}"\n{ptp}'
-                    f'delay_node {{ id: "dn1" address: "{self.node_address}" link: "lfn" }}\n'
+                    f'delay_node {{ id: "dn1" address: "{self.node_address}" link: "lfn"{attach} }}\n'
                     f"{hosts}{extra}\n")
 
     def start_controller(self):

