@@ -69,6 +69,6 @@ if [ "$what" = transparency ]; then
   out=${2:-$build_dir/transparency-$(date +%Y%m%d-%H%M%S)}
   machine
   scripts/build-guest.sh "$build_dir"
-  /usr/bin/python3 bench/transparency/evaluate.py "$build_dir" "$out" --duration 105 --interval 5 \
-    --runs baseline,amber,naive,baseline --restore 3
+  /usr/bin/python3 bench/transparency/evaluate.py "$build_dir" "$out" --duration 60 --interval 5 \
+    --runs baseline,amber:lead,amber:shift,amber:shiftboost,naive,baseline --restore 3
 fi

@@ -582,16 +582,18 @@ def evaluate(a, keep=None):
         t0 = time.monotonic()
         ev.start()
         say(f"ready in {time.monotonic() - t0:.0f} s", a.quiet)
-        current = None
+        current = vmhost_lines(a)
         for n in names:
+            # A run without a variant runs with the evaluation's options.
             variant = run_variant(n)
-            if variant and vmhost_lines(a, variant) != (current or vmhost_lines(a)):
-                say(f"run {n}: restarting the VM-host agents with {VARIANTS[variant][:3]} "
+            if vmhost_lines(a, variant) != current:
+                say(f"run {n}: restarting the VM-host agents with "
+                    f"{VARIANTS[variant][:3] if variant else 'the options given'} "
                     "(step lead, real-time boost, pause alignment); they adopt the running VMs",
                     a.quiet)
                 current = vmhost_lines(a, variant)
                 ev.exp.reconfigure_vmhosts(current)
-            if variant and align_network(a, variant) != ev.exp.align_network:
+            if align_network(a, variant) != ev.exp.align_network:
                 say(f"run {n}: restarting the controller with the network "
                     f"{'aligned' if align_network(a, variant) else 'not aligned'} to each VM",
                     a.quiet)

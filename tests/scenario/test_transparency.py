@@ -29,6 +29,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "transparency"))
 
 BUILD = None
 TOPOLOGY = "vhost"
+# A checkpoint every 4 s: five in the vhost topology (the medians then
+# tolerate two checkpoints whose VM stopped or resumed far off its
+# instant on this loaded machine), three on the testbed.
+DURATION = {"vhost": 24, "testbed": 16}
+CHECKPOINTS = {"vhost": 5, "testbed": 3}
 
 
 class ShortEvaluation(unittest.TestCase):
@@ -40,7 +45,8 @@ class ShortEvaluation(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="amb-ci-eval-")
         restore = 2 if TOPOLOGY == "vhost" else 0
         a = argparse.Namespace(build=BUILD, eval_dir=cls.dir, rate="100Mbit", delay="20ms",
-                               loss="0", duration=16, interval=4.0, runs="baseline,amber,naive",
+                               loss="0", duration=DURATION[TOPOLOGY], interval=4.0,
+                               runs="baseline,amber,naive",
                                restore=restore, quiet=True, topology=TOPOLOGY)
         cls.params, cls.runs = evaluate.evaluate(a)
         cls.report_rc = report.main([cls.dir]) if hasattr(report, "main") else None
@@ -56,7 +62,7 @@ class ShortEvaluation(unittest.TestCase):
 
     def test_amber_checkpoints_drop_no_frame(self):
         amber = self.runs["amber"]
-        self.assertEqual(len(amber["checkpoints"]), 3)
+        self.assertEqual(len(amber["checkpoints"]), CHECKPOINTS[TOPOLOGY])
         self.assertEqual(sum(amber["delaynode"]["dropped"].values()), 0, amber["delaynode"])
         for c in amber["checkpoints"]:
             self.assertEqual(c["delaynode_dropped_around"], 0, c)
@@ -70,8 +76,8 @@ class ShortEvaluation(unittest.TestCase):
         naive = analysis.per_window(self.packets, "naive", "checkpoint", "owd")
         print(f"OWD distortion per checkpoint: amber {[round(x / 1e6, 2) for x in amber]} ms, "
               f"naive {[round(x / 1e6, 2) for x in naive]} ms", file=sys.stderr)
-        self.assertEqual(len(amber), 3, self.packets)
-        self.assertEqual(len(naive), 3)
+        self.assertEqual(len(amber), CHECKPOINTS[TOPOLOGY], self.packets)
+        self.assertEqual(len(naive), CHECKPOINTS[TOPOLOGY])
         amber_ms = abs(float(np.median(amber))) / 1e6
         naive_ms = abs(float(np.median(naive))) / 1e6
         # naive delivers them early: well below zero at most checkpoints (a
