@@ -29,7 +29,7 @@ Result<Pipe> Pipe::create(const PipeConfig& config) {
 }
 
 Pipe::Pipe(const PipeConfig& config)
-    : base_(config), rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames) {
+    : rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames), base_(config) {
   bind_schedule();
   apply_config(scheduled_config(), false);
   next_change_ns_ = next_change_after_position();

@@ -300,8 +300,8 @@ class Pipe {
   Verdict drop(uint32_t length, DropCause cause, Verdict verdict);
   void count_removed(uint32_t length);
 
-  PipeConfig base_;    // as configured
   PipeConfig config_;  // in force now, without the schedule
+  int64_t next_change_ns_ = kNever;  // of the schedule (kNever: never; min: at the first event)
   PipeCounters counters_;
   Rng rng_;
   LossProcess loss_;
@@ -314,15 +314,6 @@ class Pipe {
   bool shaped_ = false;  // frames wait in the bottleneck: a rate or a trace
   bool traced_ = false;
 
-  // The schedule: its segments applied to the static parameters, where it
-  // stands, and when it next changes (kNever: never; min: at the first event).
-  const Schedule* schedule_ = nullptr;
-  std::vector<PipeConfig> segment_configs_;
-  bool cycle_changes_loss_ = false;  // a full loop of segments restarts the loss model
-  ScheduleState sched_;
-  int64_t next_change_ns_ = kNever;
-  const DeliveryTrace* trace_ = nullptr;  // while a trace runs
-  int64_t trace_loop_base_ns_ = 0;        // start of the trace's current pass
 
   FrameList bottleneck_;  // arrival order; the head is in serialization
   // The delay line, in departure order: first dense_ (unwritten frames,
@@ -339,6 +330,17 @@ class Pipe {
   uint64_t serialization_carry_ = 0;
   int64_t last_departure_ns_ = std::numeric_limits<int64_t>::min();
   const Frame* lookahead_ = nullptr;  // prefetch cursor in delay_line_
+
+  // The schedule, after the per-frame state (a static pipe never reads
+  // it): where it stands, the trace while one runs, its segments applied
+  // to the static parameters, and the configuration as given.
+  ScheduleState sched_;
+  const DeliveryTrace* trace_ = nullptr;
+  int64_t trace_loop_base_ns_ = 0;  // start of the trace's current pass
+  const Schedule* schedule_ = nullptr;
+  std::vector<PipeConfig> segment_configs_;
+  bool cycle_changes_loss_ = false;  // a full loop of segments restarts the loss model
+  PipeConfig base_;
 };
 
 }  // namespace amber::link
