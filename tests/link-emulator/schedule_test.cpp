@@ -11,6 +11,7 @@
 
 #include "harness.h"
 #include "link-emulator/pipe.h"
+#include "link-emulator/pipe_edit.h"
 #include "link-emulator/rng.h"
 
 namespace amber::link {
@@ -568,6 +569,35 @@ TEST(ScheduleCheckpoint, SegmentsRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   const size_t cut = static_cast<size_t>(
       std::lower_bound(arrivals.begin(), arrivals.end(), 2'150 * kMs) - arrivals.begin());
   expect_identical_future_after_restore(c, arrivals, lengths, cut);
+}
+
+}  // namespace
+}  // namespace amber::link
+
+namespace amber::link {
+namespace {
+
+TEST(ScheduleEdit, TraceSettingLoadsReplacesAndDropsATrace) {
+  PipeConfig c;
+  c.delay_ns = 5 * kMs;
+  const std::string path = std::string(AMBER_TEST_TRACES) + "/ATT-LTE-driving-2016.up";
+  ASSERT_TRUE(apply_settings(c, "trace=" + path + " delay=7ms").is_ok());
+  ASSERT_TRUE(c.schedule);
+  EXPECT_EQ(c.schedule->trace->ms.size(), 19'101u);
+  EXPECT_EQ(c.delay_ns, 7 * kMs);
+  EXPECT_TRUE(c.validate().is_ok());
+
+  // Applied to a running pipe, the new schedule starts at that instant.
+  Pipe pipe = make_pipe(PipeConfig{});
+  ASSERT_TRUE(pipe.reconfigure(c, 3 * kMs).is_ok());
+  EXPECT_TRUE(pipe.traced());
+  EXPECT_EQ(pipe.schedule_state().start_ns, 3 * kMs);
+
+  Status bad = apply_settings(c, "trace=/nonexistent/x.trace");
+  EXPECT_EQ(bad.message(), "trace: /nonexistent/x.trace: cannot open the trace");
+  EXPECT_EQ(c.schedule->trace->ms.size(), 19'101u);  // unchanged
+  ASSERT_TRUE(apply_settings(c, "trace=none").is_ok());
+  EXPECT_FALSE(c.schedule);
 }
 
 }  // namespace
