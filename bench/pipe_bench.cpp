@@ -120,6 +120,38 @@ void BM_RateAndDelay(benchmark::State& state) {
   run_steady_state(state, c, 64);
 }
 
+// The same link with its rate from a Mahimahi trace: 100,000 opportunities
+// in each millisecond (one line "1" repeated), each taking one 64 B frame
+// (50 bytes beyond its Ethernet header), so the mean rate equals the
+// static one and frames leave in one burst per millisecond.
+void BM_TraceAndDelay(benchmark::State& state) {
+  PipeConfig c = delay_only();
+  c.delay_ns -= kSpacingNs;
+  c.queue_limit_frames = 200'000;
+  DeliveryTrace trace;
+  trace.ms.assign(100'000, 1);
+  trace.opportunity_bytes = 50;
+  trace.header_bytes = 14;
+  Schedule schedule;
+  schedule.trace = std::move(trace);
+  c.schedule = ScheduleRef(std::move(schedule));
+  run_steady_state(state, c, 64);
+}
+
+// The static rate under a schedule of two segments that change the delay
+// every 10 ms: the cost of watching for segment changes.
+void BM_RateAndDelaySegments(benchmark::State& state) {
+  PipeConfig c = delay_only();
+  c.rate_bps = 64 * 8 * 100'000'000ULL;
+  c.delay_ns -= kSpacingNs;
+  c.queue_limit_frames = 1000;
+  Schedule schedule;
+  schedule.segments = {Segment{.duration_ns = 10'000'000},
+                       Segment{.duration_ns = 10'000'000, .delay_ns = c.delay_ns - 1000}};
+  c.schedule = ScheduleRef(std::move(schedule));
+  run_steady_state(state, c, 64);
+}
+
 void BM_DelayJitterLoss(benchmark::State& state) {
   PipeConfig c = delay_only();
   c.jitter_ns = 1'000;
@@ -143,6 +175,8 @@ BENCHMARK(BM_DelayOnly);
 BENCHMARK(BM_DelayOnlyBurst32);
 BENCHMARK(BM_DelayOnlyPlainBurst32);
 BENCHMARK(BM_RateAndDelay);
+BENCHMARK(BM_TraceAndDelay);
+BENCHMARK(BM_RateAndDelaySegments);
 BENCHMARK(BM_DelayJitterLoss);
 BENCHMARK(BM_AllImpairments);
 

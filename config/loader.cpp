@@ -12,6 +12,7 @@
 
 #include "common/strings.h"
 #include "common/units.h"
+#include "link-emulator/schedule.h"
 #include "proto/config.pb.h"
 
 namespace amber::config {
@@ -65,9 +66,109 @@ class Locator {
 // by field, naming `prefix` in errors.
 class PipeReader {
  public:
-  PipeReader(const Locator& loc, std::string prefix) : loc_(loc), prefix_(std::move(prefix)) {}
+  PipeReader(const Locator& loc, std::string prefix, std::string folder = {})
+      : loc_(loc), prefix_(std::move(prefix)), folder_(std::move(folder)) {}
 
   Status apply(const amber::config::Pipe& p, link::PipeConfig& out) const {
+    if (!p.duration().empty()) return error(p, "duration", "only a segment has a duration");
+    AMBER_RETURN_IF_ERROR(apply_parameters(p, out));
+    return apply_schedule(p, out);
+  }
+
+  // The whole direction, once all blocks are applied.
+  Status validate(const link::PipeConfig& c, const pb::Message& where, const char* field) const {
+    Status s = c.validate();
+    if (!s) return invalid_argument(cat(loc_.at(where, field), prefix_, s.message()));
+    return Status::ok();
+  }
+
+ private:
+  // Fields given in a direction override those of "both": a trace, a
+  // segment list (file or inline) and the end each replace what was there.
+  Status apply_schedule(const amber::config::Pipe& p, link::PipeConfig& out) const {
+    const bool touches = !p.trace().empty() || !p.segments().empty() || p.segment_size() > 0 ||
+                         !p.schedule_end().empty() || p.has_trace_opportunity_bytes() ||
+                         p.has_trace_header_bytes();
+    if (!touches) return Status::ok();
+    link::Schedule schedule = out.schedule ? *out.schedule : link::Schedule{};
+    if (!p.trace().empty()) {
+      auto trace = link::load_mahimahi_trace(path_of(p.trace()));
+      if (!trace) return error(p, "trace", trace.status().message());
+      schedule.trace = std::move(trace).value();
+    }
+    if (p.has_trace_opportunity_bytes() || p.has_trace_header_bytes()) {
+      if (!schedule.trace) {
+        return error(p, p.has_trace_opportunity_bytes() ? "trace_opportunity_bytes" : "trace_header_bytes",
+                     "there is no trace");
+      }
+      if (p.has_trace_opportunity_bytes()) schedule.trace->opportunity_bytes = p.trace_opportunity_bytes();
+      if (p.has_trace_header_bytes()) schedule.trace->header_bytes = p.trace_header_bytes();
+    }
+    if (!p.segments().empty() && p.segment_size() > 0) {
+      return error(p, "segment", "segments come from a file or inline, not both");
+    }
+    if (!p.segments().empty()) {
+      auto segments = link::load_segments_csv(path_of(p.segments()));
+      if (!segments) return error(p, "segments", segments.status().message());
+      schedule.segments = std::move(segments).value();
+    }
+    if (p.segment_size() > 0) {
+      schedule.segments.clear();
+      for (int i = 0; i < p.segment_size(); ++i) {
+        link::Segment seg;
+        AMBER_RETURN_IF_ERROR(read_segment(p, i, seg));
+        schedule.segments.push_back(seg);
+      }
+    }
+    if (!p.schedule_end().empty()) {
+      if (p.schedule_end() == "loop") schedule.at_end = link::ScheduleEnd::kLoop;
+      else if (p.schedule_end() == "hold") schedule.at_end = link::ScheduleEnd::kHoldLast;
+      else if (p.schedule_end() == "end") schedule.at_end = link::ScheduleEnd::kEnd;
+      else return error(p, "schedule_end", cat("'", p.schedule_end(), "' is not loop, hold or end"));
+    }
+    out.schedule = link::ScheduleRef(std::move(schedule));
+    return Status::ok();
+  }
+
+  // One inline segment: the fields it sets become its changes.
+  Status read_segment(const amber::config::Pipe& p, int i, link::Segment& seg) const {
+    const amber::config::Pipe& m = p.segment(i);
+    PipeReader reader(loc_.nested(p, "segment", i), cat(prefix_, "segment[", i + 1, "]."));
+    if (m.duration().empty()) return error(p, "segment", cat("segment ", i + 1, " needs a duration"), i);
+    Result<int64_t> d = parse_duration_ns(m.duration());
+    if (!d || *d <= 0) {
+      return reader.error(m, "duration", d ? "must be above 0" : d.status().message());
+    }
+    seg.duration_ns = *d;
+    for (const char* field : {"jitter_distribution", "overhead_bytes", "duplicate", "corrupt", "reorder",
+                              "seed", "trace", "segments", "segment", "schedule_end",
+                              "trace_opportunity_bytes", "trace_header_bytes"}) {
+      const pb::FieldDescriptor* fd = m.GetDescriptor()->FindFieldByName(field);
+      const bool set = fd->is_repeated() ? m.GetReflection()->FieldSize(m, fd) > 0
+                                         : m.GetReflection()->HasField(m, fd);
+      if (set) {
+        return reader.error(m, field,
+                            "does not change over time (a segment sets rate, delay, jitter, loss "
+                            "and queue limits)");
+      }
+    }
+    link::PipeConfig changed;
+    AMBER_RETURN_IF_ERROR(reader.apply_parameters(m, changed));
+    if (!m.rate().empty()) seg.rate_bps = changed.rate_bps;
+    if (!m.delay().empty()) seg.delay_ns = changed.delay_ns;
+    if (!m.jitter().empty()) seg.jitter_ns = changed.jitter_ns;
+    if (m.loss_case() != amber::config::Pipe::LOSS_NOT_SET) seg.loss = changed.loss;
+    if (m.has_queue_frames()) seg.queue_limit_frames = changed.queue_limit_frames;
+    if (!m.queue_bytes().empty()) seg.queue_limit_bytes = changed.queue_limit_bytes;
+    return Status::ok();
+  }
+
+  std::string path_of(const std::string& file) const {
+    if (file.empty() || file[0] == '/' || folder_.empty()) return file;
+    return folder_ + "/" + file;
+  }
+
+  Status apply_parameters(const amber::config::Pipe& p, link::PipeConfig& out) const {
     if (!p.rate().empty()) AMBER_RETURN_IF_ERROR(read(p, "rate", parse_rate_bps(p.rate()), out.rate_bps));
     if (!p.delay().empty()) AMBER_RETURN_IF_ERROR(read(p, "delay", parse_duration_ns(p.delay()), out.delay_ns));
     if (!p.jitter().empty()) AMBER_RETURN_IF_ERROR(read(p, "jitter", parse_duration_ns(p.jitter()), out.jitter_ns));
@@ -140,14 +241,6 @@ class PipeReader {
     return Status::ok();
   }
 
-  // The whole direction, once all blocks are applied.
-  Status validate(const link::PipeConfig& c, const pb::Message& where, const char* field) const {
-    Status s = c.validate();
-    if (!s) return invalid_argument(cat(loc_.at(where, field), prefix_, s.message()));
-    return Status::ok();
-  }
-
- private:
   template <typename T, typename U>
   Status read(const pb::Message& msg, const char* field, Result<T> value, U& out) const {
     if (!value) return error(msg, field, value.status().message());
@@ -161,12 +254,13 @@ class PipeReader {
     out = *p;
     return Status::ok();
   }
-  Status error(const pb::Message& msg, const char* field, std::string_view what) const {
-    return invalid_argument(cat(loc_.at(msg, field), prefix_, field, ": ", what));
+  Status error(const pb::Message& msg, const char* field, std::string_view what, int index = -1) const {
+    return invalid_argument(cat(loc_.at(msg, field, index), prefix_, field, ": ", what));
   }
 
-  const Locator& loc_;
+  Locator loc_;
   std::string prefix_;
+  std::string folder_;  // relative file names are found here
 };
 
 uint64_t default_seed(const std::string& link, int direction) {
@@ -190,6 +284,8 @@ Result<NodeConfig> parse_node_config(std::string_view text, const std::string& n
         cat(name, ":", errors.line, ":", errors.column, ": ", errors.has_error ? errors.message : "syntax error"));
   }
   Locator root(name, &tree);
+  const size_t slash = name.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : name.substr(0, slash);
   NodeConfig out;
   out.source = name;
   out.node_id = msg.node_id();
@@ -270,10 +366,10 @@ Result<NodeConfig> parse_node_config(std::string_view text, const std::string& n
          {std::tuple{"a_to_b", &link.a_to_b, &l.a_to_b()}, std::tuple{"b_to_a", &link.b_to_a, &l.b_to_a()}}) {
       if (l.has_both()) {
         Locator both = loc.nested(l, "both");
-        AMBER_RETURN_IF_ERROR(PipeReader(both, cat(who, "both.")).apply(l.both(), *pipe));
+        AMBER_RETURN_IF_ERROR(PipeReader(both, cat(who, "both."), folder).apply(l.both(), *pipe));
       }
       Locator sub = loc.nested(l, field);
-      PipeReader reader(sub, cat(who, field, "."));
+      PipeReader reader(sub, cat(who, field, "."), folder);
       AMBER_RETURN_IF_ERROR(reader.apply(*dir, *pipe));
       AMBER_RETURN_IF_ERROR(PipeReader(loc, cat(who, field, ": ")).validate(*pipe, l, field));
     }

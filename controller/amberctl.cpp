@@ -44,7 +44,8 @@ controller; the node should be frozen for frames/drop/replace/inject/save/pcap):
   inject LINK DIR HEXBYTES (--before INDEX | --at NS)
                                       add a frame to a frozen pipe
   set LINK DIR KEY=VALUE...           change link parameters now (rate=, delay=,
-                                      jitter=, loss=, queue=, ...)
+                                      jitter=, loss=, queue=, ...; trace=FILE
+                                      replays a Mahimahi trace on the node)
 
 Options:
   --controller ADDRESS  amber-controller (default unix:/run/amber/controller.sock)

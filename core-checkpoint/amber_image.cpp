@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/strings.h"
+#include "common/units.h"
 #include "core-checkpoint/frame_summary.h"
 #include "core-checkpoint/image.h"
 #include "core-checkpoint/pcap_export.h"
@@ -56,6 +57,37 @@ const char* stage_name(amber::link::FrameStage stage) {
   return "?";
 }
 
+// Where a pipe stood in its schedule at the freeze.
+void print_schedule_position(const amber::checkpoint::PipeInfo& p) {
+  if (!p.config.schedule) return;
+  const auto& schedule = *p.config.schedule;
+  const auto& s = p.state.schedule;
+  if (!s.started) {
+    std::printf("          schedule not started (starts at the pipe's first event)\n");
+    return;
+  }
+  if (s.ended) {
+    std::printf("          schedule ended after %llu loops (started at virtual %lld ns): static "
+                "configuration\n",
+                static_cast<unsigned long long>(s.loops), static_cast<long long>(s.start_ns));
+    return;
+  }
+  std::printf("          schedule started at virtual %lld ns", static_cast<long long>(s.start_ns));
+  if (!schedule.segments.empty()) {
+    std::printf("; segment %u of %zu, %s into it (began at %lld ns), loop %llu", s.segment + 1,
+                schedule.segments.size(),
+                amber::format_duration_ns(p.virtual_now_ns - s.segment_start_ns).c_str(),
+                static_cast<long long>(s.segment_start_ns), static_cast<unsigned long long>(s.loops));
+  }
+  if (schedule.trace) {
+    std::printf("; trace at opportunity %u of %zu, pass %llu, %u bytes left of the one at %lld ns",
+                s.trace_index + 1, schedule.trace->ms.size(),
+                static_cast<unsigned long long>(s.trace_loops), s.surplus_bytes,
+                static_cast<long long>(s.surplus_at_ns));
+  }
+  std::printf("\n");
+}
+
 int info(const std::string& path) {
   auto reader = ImageReader::open(path, std::nullopt);
   if (!reader) return fail(reader.status());
@@ -82,6 +114,7 @@ int info(const std::string& path) {
         static_cast<unsigned long long>(k.frames_in), static_cast<unsigned long long>(k.frames_out),
         static_cast<unsigned long long>(k.total_dropped()),
         static_cast<long long>(p.virtual_now_ns), static_cast<long long>(p.state.link_free_ns));
+    print_schedule_position(p);
   }
   return 0;
 }

@@ -5,6 +5,130 @@
 #include "common/strings.h"
 
 namespace amber::checkpoint {
+namespace {
+
+// The loss oneof has the same three messages in PipeConfig and Segment.
+template <typename M>
+void loss_to_proto(const link::LossConfig& loss, M* out) {
+  if (auto* r = std::get_if<link::RandomLoss>(&loss)) {
+    out->mutable_random_loss()->set_probability(r->probability);
+  } else if (auto* ge = std::get_if<link::GilbertElliottLoss>(&loss)) {
+    auto* m = out->mutable_gilbert_elliott_loss();
+    m->set_p(ge->p);
+    m->set_r(ge->r);
+    m->set_loss_bad(ge->loss_bad);
+    m->set_loss_good(ge->loss_good);
+  } else if (auto* mk = std::get_if<link::MarkovLoss>(&loss)) {
+    auto* m = out->mutable_markov_loss();
+    m->set_p13(mk->p13);
+    m->set_p31(mk->p31);
+    m->set_p32(mk->p32);
+    m->set_p23(mk->p23);
+    m->set_p14(mk->p14);
+  }
+}
+
+template <typename M>
+link::LossConfig loss_from_proto(const M& m) {
+  if (m.has_random_loss()) return link::RandomLoss{m.random_loss().probability()};
+  if (m.has_gilbert_elliott_loss()) {
+    const auto& ge = m.gilbert_elliott_loss();
+    return link::GilbertElliottLoss{ge.p(), ge.r(), ge.loss_bad(), ge.loss_good()};
+  }
+  if (m.has_markov_loss()) {
+    const auto& mk = m.markov_loss();
+    return link::MarkovLoss{mk.p13(), mk.p31(), mk.p32(), mk.p23(), mk.p14()};
+  }
+  return link::NoLoss{};
+}
+
+void to_proto(const link::Schedule& s, image::Schedule* out) {
+  for (const link::Segment& seg : s.segments) {
+    auto* m = out->add_segments();
+    m->set_duration_ns(seg.duration_ns);
+    if (seg.rate_bps) m->set_rate_bps(*seg.rate_bps);
+    if (seg.delay_ns) m->set_delay_ns(*seg.delay_ns);
+    if (seg.jitter_ns) m->set_jitter_ns(*seg.jitter_ns);
+    if (seg.loss) {
+      m->set_sets_loss(true);
+      loss_to_proto(*seg.loss, m);
+    }
+    if (seg.queue_limit_frames) m->set_queue_limit_frames(*seg.queue_limit_frames);
+    if (seg.queue_limit_bytes) m->set_queue_limit_bytes(*seg.queue_limit_bytes);
+  }
+  if (s.trace) {
+    auto* t = out->mutable_trace();
+    uint32_t last = 0;
+    for (uint32_t ms : s.trace->ms) {
+      t->add_ms_delta(ms - last);
+      last = ms;
+    }
+    t->set_opportunity_bytes(s.trace->opportunity_bytes);
+    t->set_header_bytes(s.trace->header_bytes);
+    t->set_source(s.trace->source);
+  }
+  out->set_at_end(static_cast<image::ScheduleEnd>(s.at_end));
+}
+
+Result<link::Schedule> from_proto(const image::Schedule& m) {
+  link::Schedule s;
+  for (const auto& seg : m.segments()) {
+    link::Segment out;
+    out.duration_ns = seg.duration_ns();
+    if (seg.has_rate_bps()) out.rate_bps = seg.rate_bps();
+    if (seg.has_delay_ns()) out.delay_ns = seg.delay_ns();
+    if (seg.has_jitter_ns()) out.jitter_ns = seg.jitter_ns();
+    if (seg.sets_loss()) out.loss = loss_from_proto(seg);
+    if (seg.has_queue_limit_frames()) out.queue_limit_frames = seg.queue_limit_frames();
+    if (seg.has_queue_limit_bytes()) out.queue_limit_bytes = seg.queue_limit_bytes();
+    s.segments.push_back(out);
+  }
+  if (m.has_trace()) {
+    link::DeliveryTrace t;
+    uint64_t at = 0;
+    t.ms.reserve(static_cast<size_t>(m.trace().ms_delta_size()));
+    for (uint32_t delta : m.trace().ms_delta()) {
+      at += delta;
+      if (at > UINT32_MAX) return invalid_argument("schedule.trace: beyond 2^32 ms");
+      t.ms.push_back(static_cast<uint32_t>(at));
+    }
+    t.opportunity_bytes = m.trace().opportunity_bytes();
+    t.header_bytes = m.trace().header_bytes();
+    t.source = m.trace().source();
+    s.trace = std::move(t);
+  }
+  switch (m.at_end()) {
+    case image::SCHEDULE_LOOP: s.at_end = link::ScheduleEnd::kLoop; break;
+    case image::SCHEDULE_HOLD_LAST: s.at_end = link::ScheduleEnd::kHoldLast; break;
+    case image::SCHEDULE_END: s.at_end = link::ScheduleEnd::kEnd; break;
+    default: return invalid_argument(cat("schedule.at_end: unknown value ", static_cast<int>(m.at_end())));
+  }
+  return s;
+}
+
+// The position must lie within the schedule it belongs to.
+Status check_position(const link::PipeConfig& config, const link::ScheduleState& s) {
+  if (!config.schedule) {
+    if (s.started) return invalid_argument("state.schedule: a position, but the pipe has no schedule");
+    return Status::ok();
+  }
+  const link::Schedule& schedule = *config.schedule;
+  if (!schedule.segments.empty() && s.segment >= schedule.segments.size()) {
+    return invalid_argument(cat("state.schedule.segment: ", s.segment, " of ", schedule.segments.size(),
+                                " segments"));
+  }
+  if (schedule.trace && s.trace_index >= schedule.trace->ms.size()) {
+    return invalid_argument(cat("state.schedule.trace_index: ", s.trace_index, " of ",
+                                schedule.trace->ms.size(), " opportunities"));
+  }
+  if (schedule.trace && s.surplus_bytes > schedule.trace->opportunity_bytes) {
+    return invalid_argument(cat("state.schedule.surplus_bytes: ", s.surplus_bytes,
+                                " is more than an opportunity"));
+  }
+  return Status::ok();
+}
+
+}  // namespace
 
 void to_proto(const link::PipeConfig& c, image::PipeConfig* out) {
   out->Clear();
@@ -17,26 +141,12 @@ void to_proto(const link::PipeConfig& c, image::PipeConfig* out) {
                                    : image::JITTER_UNIFORM);
   if (c.queue_limit_frames) out->set_queue_limit_frames(*c.queue_limit_frames);
   if (c.queue_limit_bytes) out->set_queue_limit_bytes(*c.queue_limit_bytes);
-  if (auto* r = std::get_if<link::RandomLoss>(&c.loss)) {
-    out->mutable_random_loss()->set_probability(r->probability);
-  } else if (auto* ge = std::get_if<link::GilbertElliottLoss>(&c.loss)) {
-    auto* m = out->mutable_gilbert_elliott_loss();
-    m->set_p(ge->p);
-    m->set_r(ge->r);
-    m->set_loss_bad(ge->loss_bad);
-    m->set_loss_good(ge->loss_good);
-  } else if (auto* mk = std::get_if<link::MarkovLoss>(&c.loss)) {
-    auto* m = out->mutable_markov_loss();
-    m->set_p13(mk->p13);
-    m->set_p31(mk->p31);
-    m->set_p32(mk->p32);
-    m->set_p23(mk->p23);
-    m->set_p14(mk->p14);
-  }
+  loss_to_proto(c.loss, out);
   out->set_duplicate(c.duplicate);
   out->set_corrupt(c.corrupt);
   out->set_reorder(c.reorder);
   out->set_seed(c.seed);
+  if (c.schedule) to_proto(*c.schedule, out->mutable_schedule());
 }
 
 Result<link::PipeConfig> from_proto(const image::PipeConfig& m) {
@@ -59,28 +169,16 @@ Result<link::PipeConfig> from_proto(const image::PipeConfig& m) {
   c.queue_limit_frames.reset();
   if (m.has_queue_limit_frames()) c.queue_limit_frames = m.queue_limit_frames();
   if (m.has_queue_limit_bytes()) c.queue_limit_bytes = m.queue_limit_bytes();
-  switch (m.loss_case()) {
-    case image::PipeConfig::kRandomLoss:
-      c.loss = link::RandomLoss{m.random_loss().probability()};
-      break;
-    case image::PipeConfig::kGilbertElliottLoss: {
-      const auto& ge = m.gilbert_elliott_loss();
-      c.loss = link::GilbertElliottLoss{ge.p(), ge.r(), ge.loss_bad(), ge.loss_good()};
-      break;
-    }
-    case image::PipeConfig::kMarkovLoss: {
-      const auto& mk = m.markov_loss();
-      c.loss = link::MarkovLoss{mk.p13(), mk.p31(), mk.p32(), mk.p23(), mk.p14()};
-      break;
-    }
-    case image::PipeConfig::LOSS_NOT_SET:
-      c.loss = link::NoLoss{};
-      break;
-  }
+  c.loss = loss_from_proto(m);
   c.duplicate = m.duplicate();
   c.corrupt = m.corrupt();
   c.reorder = m.reorder();
   c.seed = m.seed();
+  if (m.has_schedule()) {
+    auto schedule = from_proto(m.schedule());
+    if (!schedule) return schedule.status();
+    c.schedule = link::ScheduleRef(std::move(schedule).value());
+  }
   AMBER_RETURN_IF_ERROR(c.validate());
   return c;
 }
@@ -102,6 +200,18 @@ void to_proto(const link::PipeState& s, image::PipeState* out) {
   k->set_duplicated(s.counters.duplicated);
   k->set_corrupted(s.counters.corrupted);
   k->set_reordered(s.counters.reordered);
+  const link::ScheduleState& p = s.schedule;
+  auto* m = out->mutable_schedule();
+  m->set_started(p.started);
+  m->set_ended(p.ended);
+  m->set_start_ns(p.start_ns);
+  m->set_segment(p.segment);
+  m->set_segment_start_ns(p.segment_start_ns);
+  m->set_loops(p.loops);
+  m->set_trace_loops(p.trace_loops);
+  m->set_trace_index(p.trace_index);
+  m->set_surplus_bytes(p.surplus_bytes);
+  m->set_surplus_at_ns(p.surplus_at_ns);
 }
 
 Result<link::PipeState> from_proto(const image::PipeState& m) {
@@ -140,6 +250,17 @@ Result<link::PipeState> from_proto(const image::PipeState& m) {
   s.counters.duplicated = k.duplicated();
   s.counters.corrupted = k.corrupted();
   s.counters.reordered = k.reordered();
+  const auto& p = m.schedule();
+  s.schedule.started = p.started();
+  s.schedule.ended = p.ended();
+  s.schedule.start_ns = p.start_ns();
+  s.schedule.segment = p.segment();
+  s.schedule.segment_start_ns = p.segment_start_ns();
+  s.schedule.loops = p.loops();
+  s.schedule.trace_loops = p.trace_loops();
+  s.schedule.trace_index = p.trace_index();
+  s.schedule.surplus_bytes = p.surplus_bytes();
+  s.schedule.surplus_at_ns = p.surplus_at_ns();
   return s;
 }
 
@@ -182,6 +303,7 @@ Result<PipeInfo> from_proto(const image::Pipe& m) {
   auto state = from_proto(m.state());
   if (!state) return state.status();
   p.state = std::move(state).value();
+  AMBER_RETURN_IF_ERROR(check_position(p.config, p.state.schedule));
   p.frames = m.frames();
   p.bytes = m.bytes();
   p.virtual_now_ns = m.virtual_now_ns();

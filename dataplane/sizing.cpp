@@ -4,8 +4,42 @@
 #include <cstdio>
 
 #include "common/units.h"
+#include "link-emulator/schedule.h"
 
 namespace amber::dataplane {
+namespace {
+
+// The parameters a pipe can stand at: its static ones and each segment's,
+// a trace counted at its busiest millisecond.
+std::vector<link::PipeConfig> every_config(const link::PipeConfig& pipe) {
+  link::PipeConfig plain = pipe;
+  plain.schedule = link::ScheduleRef();
+  std::vector<link::PipeConfig> out{plain};
+  if (!pipe.schedule) return out;
+  for (const link::Segment& seg : pipe.schedule->segments) out.push_back(seg.applied_to(plain));
+  if (const auto& trace = pipe.schedule->trace) {
+    uint64_t busiest = 0;
+    for (size_t i = 0, j = 0; i < trace->ms.size(); i = j) {
+      while (j < trace->ms.size() && trace->ms[j] == trace->ms[i]) ++j;
+      busiest = std::max<uint64_t>(busiest, j - i);
+    }
+    const uint64_t peak_bps = busiest * trace->opportunity_bytes * 8 * 1000;
+    if (pipe.schedule->segments.empty()) out.push_back(plain);  // the trace over the static rest
+    for (size_t k = 1; k < out.size(); ++k) out[k].rate_bps = peak_bps;
+  }
+  return out;
+}
+
+uint64_t queue_frames(const link::PipeConfig& pipe) {
+  uint64_t queue = pipe.queue_limit_frames.value_or(0);
+  if (pipe.queue_limit_bytes) {
+    uint64_t by_bytes = *pipe.queue_limit_bytes / 64 + 1;  // smallest frames
+    queue = queue ? std::min(queue, by_bytes) : by_bytes;
+  }
+  return queue;
+}
+
+}  // namespace
 
 uint64_t frames_on_wire(const link::PipeConfig& pipe, uint64_t unlimited_rate_bps,
                         uint32_t frame_bytes) {
@@ -26,16 +60,13 @@ PoolSizing size_pool(const config::NodeConfig& config, const RingSizes& rings,
   PoolSizing s;
   for (const config::LinkConfig& link : config.links) {
     for (const link::PipeConfig* pipe : {&link.a_to_b, &link.b_to_a}) {
-      s.frames_on_wire +=
-          frames_on_wire(*pipe, config.sizing_unlimited_rate_bps, config.sizing_frame_bytes);
-      if (pipe->rate_bps) {
-        uint64_t queue = pipe->queue_limit_frames.value_or(0);
-        if (pipe->queue_limit_bytes) {
-          uint64_t by_bytes = *pipe->queue_limit_bytes / 64 + 1;  // smallest frames
-          queue = queue ? std::min(queue, by_bytes) : by_bytes;
-        }
-        s.frames_in_queues += queue;
+      uint64_t wire = 0, queue = 0;
+      for (const link::PipeConfig& c : every_config(*pipe)) {
+        wire = std::max(wire, frames_on_wire(c, config.sizing_unlimited_rate_bps, config.sizing_frame_bytes));
+        if (c.rate_bps) queue = std::max(queue, queue_frames(c));
       }
+      s.frames_on_wire += wire;
+      s.frames_in_queues += queue;
     }
     // Both ports of a link: their rings full, a burst being received and a
     // burst waiting to be sent in each direction.

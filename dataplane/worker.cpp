@@ -94,7 +94,7 @@ void Worker::prefetch(const Direction& d, rte_mbuf* const* burst, uint16_t n) {
   // The mbuf header is all a plain pipe touches (the Frame in the private
   // area stays cold: see link::DenseWire). A pipe with a rate writes the
   // Frame, so fetch that too.
-  const bool writes_frames = d.pipe.config().rate_bps != 0;
+  const bool writes_frames = d.pipe.current().rate_bps != 0 || d.pipe.traced();
   for (uint16_t i = 0; i < n; ++i) {
     rte_prefetch0(burst[i]);
     if (writes_frames) rte_prefetch0(rte_mbuf_to_priv(burst[i]));

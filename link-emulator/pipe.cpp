@@ -29,19 +29,30 @@ Result<Pipe> Pipe::create(const PipeConfig& config) {
 }
 
 Pipe::Pipe(const PipeConfig& config)
-    : rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames) {
-  apply_config(config);
+    : rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames), base_(config) {
+  bind_schedule();
+  apply_config(scheduled_config(), false);
+  next_change_ns_ = next_change_after_position();
 }
 
-void Pipe::apply_config(const PipeConfig& config) {
+void Pipe::apply_config(const PipeConfig& config, bool traced) {
   config_ = config;
+  config_.schedule = ScheduleRef();
+  traced_ = traced;
+  trace_ = traced ? &*schedule_->trace : nullptr;
+  if (traced) {
+    trace_loop_base_ns_ =
+        sched_.start_ns + static_cast<int64_t>(sched_.trace_loops) * trace_->period_ns();
+  }
+  shaped_ = config.rate_bps != 0 || traced;
   duplicate_ = Chance(config.duplicate);
   corrupt_ = Chance(config.corrupt);
   reorder_ = Chance(config.reorder);
   limit_frames_ = config.queue_limit_frames.value_or(std::numeric_limits<uint32_t>::max());
   limit_bytes_ = config.queue_limit_bytes.value_or(std::numeric_limits<uint64_t>::max());
-  plain_ = config.rate_bps == 0 && config.jitter_ns == 0 && loss_.kind() == LossProcess::Kind::kNone &&
-           duplicate_.never() && corrupt_.never() && reorder_.never();
+  // A schedule may change any of this between two frames of a burst.
+  plain_ = !shaped_ && config.jitter_ns == 0 && loss_.kind() == LossProcess::Kind::kNone &&
+           duplicate_.never() && corrupt_.never() && reorder_.never() && schedule_ == nullptr;
 }
 
 Verdict Pipe::enqueue(Frame& frame, int64_t now) { return offer<true>(frame, frame.length, now); }
@@ -52,6 +63,7 @@ Verdict Pipe::enqueue(Frame& frame, uint32_t length, int64_t now) {
 
 template <bool kWritten>
 Verdict Pipe::offer(Frame& frame, uint32_t length, int64_t now) {
+  catch_up(now);
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += length;
@@ -70,6 +82,7 @@ Verdict Pipe::offer(Frame& frame, uint32_t length, int64_t now) {
 }
 
 void Pipe::enqueue_burst(Frame* const* frames, const uint32_t* lengths, unsigned n, int64_t now) {
+  catch_up(now);
   advance(now);
   uint64_t bytes = 0;
   for (unsigned i = 0; i < n; ++i) bytes += lengths[i];
@@ -86,6 +99,7 @@ void Pipe::enqueue_burst(Frame* const* frames, const uint32_t* lengths, unsigned
 }
 
 Verdict Pipe::enqueue_duplicate(Frame& frame, int64_t now) {
+  catch_up(now);
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += frame.length;
@@ -113,7 +127,7 @@ Verdict Pipe::admit(Frame& frame, uint32_t length, int64_t now, Verdict verdict)
     frame.extra_delay_ns = extra_delay;
   };
 
-  if (config_.rate_bps == 0) {
+  if (!shaped_) {
     // Unlimited rate: no serialization, straight onto the wire. (advance()
     // has emptied the bottleneck: with no rate its frames take no time.)
     if (kWritten || express) {
@@ -145,6 +159,10 @@ Verdict Pipe::admit(Frame& frame, uint32_t length, int64_t now, Verdict verdict)
 // sub-nanosecond carry makes a train of back-to-back frames take exactly
 // total bits / rate; an idle link starts afresh.
 void Pipe::start_serialization(Frame& head) {
+  if (traced_) {
+    head.ready_ns = trace_ready(head);
+    return;
+  }
   int64_t start = std::max(head.arrival_ns, link_free_ns_);
   if (start > link_free_ns_) serialization_carry_ = 0;
   head.ready_ns = start + serialization_ns(head.length);
@@ -231,6 +249,7 @@ Frame& take_head(FrameList& list, Frame** out, int64_t* departures, int64_t* arr
 
 unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned max,
                        int64_t* arrivals) {
+  catch_up(now);
   advance(now);
   unsigned n = 0;
   uint64_t bytes = 0;
@@ -317,37 +336,59 @@ int64_t Pipe::delay_line_head_ns() const {
 int64_t Pipe::next_event_ns() const {
   int64_t next = delay_line_head_ns();
   if (!express_.empty()) next = std::min(next, express_.front().departure_ns);
-  if (!bottleneck_.empty()) next = std::min(next, bottleneck_.front().ready_ns);
+  if (!bottleneck_.empty()) {
+    // A change of segment may move the head's end of serialization.
+    next = std::min({next, bottleneck_.front().ready_ns, next_change_ns_});
+  }
   return next;
 }
 
 Status Pipe::reconfigure(const PipeConfig& config, int64_t now) {
   AMBER_RETURN_IF_ERROR(config.validate());
-  advance(now);
-  if (!bottleneck_.empty() && (config.rate_bps != config_.rate_bps ||
-                               config.overhead_bytes != config_.overhead_bytes)) {
-    // The head is part-way through serialization: its remaining bits go
-    // out at the new rate. (A rate is never 0 here: an unlimited pipe has
-    // an empty bottleneck after advance().)
-    Frame& head = bottleneck_.front();
-    const unsigned __int128 remaining = static_cast<uint64_t>(head.ready_ns - now);
-    if (config.rate_bps == 0) {
-      head.ready_ns = now;
-    } else {
-      unsigned __int128 scaled = remaining * config_.rate_bps;
-      head.ready_ns = now + static_cast<int64_t>((scaled + config.rate_bps - 1) / config.rate_bps);
+  catch_up(now);
+  const bool same_schedule = config.schedule == base_.schedule;
+  base_ = config;
+  bind_schedule();
+  if (!same_schedule) {
+    sched_ = ScheduleState{};
+    if (schedule_) {
+      sched_.started = true;
+      sched_.start_ns = sched_.segment_start_ns = now;
     }
-    serialization_carry_ = 0;
   }
-  if (config.seed != config_.seed) rng_.reseed(config.seed);
-  if (config.loss != config_.loss) loss_ = LossProcess(config.loss);
-  apply_config(config);
-  advance(now);
+  change_to(scheduled_config(), scheduled_trace(), now);
+  next_change_ns_ = next_change_after_position();
   return Status::ok();
+}
+
+void Pipe::change_to(const PipeConfig& next, bool traced, int64_t now) {
+  advance(now);
+  if (!bottleneck_.empty()) {
+    Frame& head = bottleneck_.front();
+    if (next.rate_bps == 0 && !traced) {
+      head.ready_ns = now;  // unlimited: nothing waits
+      serialization_carry_ = 0;
+    } else if (!traced && !traced_ && (next.rate_bps != config_.rate_bps ||
+                                       next.overhead_bytes != config_.overhead_bytes)) {
+      // The head is part-way through serialization: its remaining bits go
+      // out at the new rate.
+      const unsigned __int128 remaining = static_cast<uint64_t>(head.ready_ns - now);
+      unsigned __int128 scaled = remaining * config_.rate_bps;
+      head.ready_ns = now + static_cast<int64_t>((scaled + next.rate_bps - 1) / next.rate_bps);
+      serialization_carry_ = 0;
+    } else if (traced != traced_) {
+      serialization_carry_ = 0;  // the head finishes as scheduled; the next starts afresh
+    }
+  }
+  if (next.seed != config_.seed) rng_.reseed(next.seed);
+  if (next.loss != config_.loss) loss_ = LossProcess(next.loss);
+  apply_config(next, traced);
+  advance(now);
 }
 
 PipeState Pipe::state() const {
   PipeState s;
+  s.schedule = sched_;
   s.rng = rng_.state();
   s.loss_state = loss_.state();
   s.link_free_ns = link_free_ns_;
@@ -358,6 +399,12 @@ PipeState Pipe::state() const {
 }
 
 void Pipe::set_state(const PipeState& s) {
+  // The parameters of the saved position first: its loss model is the one
+  // whose state was saved.
+  sched_ = s.schedule;
+  loss_ = LossProcess(scheduled_config().loss);
+  apply_config(scheduled_config(), scheduled_trace());
+  next_change_ns_ = next_change_after_position();
   rng_.set_state(s.rng);
   loss_.set_state(s.loss_state);
   link_free_ns_ = s.link_free_ns;
@@ -377,7 +424,7 @@ Status Pipe::restore_frame(Frame& frame) {
   int64_t key, last_key;
   switch (frame.stage) {
     case FrameStage::kBottleneck:
-      if (config_.rate_bps == 0) {
+      if (!shaped_) {
         return failed_precondition("a frame in the bottleneck queue of an unlimited-rate pipe");
       }
       list = &bottleneck_;

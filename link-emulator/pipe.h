@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "common/status.h"
 #include "link-emulator/dense_wire.h"
@@ -24,6 +25,7 @@
 #include "link-emulator/loss_process.h"
 #include "link-emulator/pipe_config.h"
 #include "link-emulator/rng.h"
+#include "link-emulator/schedule.h"
 
 namespace amber::link {
 
@@ -73,6 +75,7 @@ struct PipeState {
   uint64_t serialization_carry = 0;  // sub-ns remainder (units of 1/rate ns) for exact rates
   int64_t last_departure_ns = std::numeric_limits<int64_t>::min();
   PipeCounters counters;
+  ScheduleState schedule;  // position in the configuration's schedule, if any
   bool operator==(const PipeState&) const = default;
 };
 
@@ -97,8 +100,9 @@ class Pipe {
   // writes it before a visitor sees it.
   Verdict enqueue(Frame& frame, uint32_t length, int64_t now);
 
-  // No rate, no jitter, no random decision: every frame arriving at one
-  // instant meets the same fate, so a burst can be taken whole.
+  // No rate, no jitter, no random decision, no schedule: every frame
+  // arriving at one instant meets the same fate, so a burst can be taken
+  // whole.
   bool plain() const { return plain_; }
   // n frames arriving at now on a plain() pipe, Frames unwritten: exactly
   // what n calls of enqueue(frame, length, now) would do (all accepted).
@@ -148,10 +152,25 @@ class Pipe {
   // in serialization finishes its remaining bits at the new rate, queued
   // frames are serialized at the new rate. The RNG is reseeded only if the
   // seed changed. Frames beyond a new, smaller queue limit stay (they were
-  // accepted); new arrivals see the limit.
+  // accepted); new arrivals see the limit. A segment of a schedule begins
+  // the same way at its instant; a frame in transmission when a trace
+  // starts or ends finishes as it was scheduled. A new schedule starts at
+  // now; the same schedule keeps its position (its segments see the new
+  // static values).
   Status reconfigure(const PipeConfig& config, int64_t now);
 
-  const PipeConfig& config() const { return config_; }
+  // The configuration as given (static parameters and schedule).
+  const PipeConfig& config() const { return base_; }
+  // The parameters in force now (the schedule's segment applied; no
+  // schedule). While a trace runs, it gives the rate instead of rate_bps.
+  const PipeConfig& current() const { return config_; }
+  // Whether a trace shapes the pipe now.
+  bool traced() const { return traced_; }
+  // Where the schedule stands (meaningful when config().schedule is set).
+  const ScheduleState& schedule_state() const { return sched_; }
+  // The rate a trace allows over [from, from + window) of virtual time, in
+  // bit/s of opportunity bytes; 0 when no trace runs. Cold (for stats).
+  uint64_t trace_rate_bps(int64_t from, int64_t window) const;
   const PipeCounters& counters() const { return counters_; }
   uint32_t queued_frames() const { return queued_frames_; }
   uint64_t queued_bytes() const { return queued_bytes_; }
@@ -213,6 +232,37 @@ class Pipe {
   void advance(int64_t now) {
     if (!bottleneck_.empty() && bottleneck_.front().ready_ns <= now) advance_slow(now);
   }
+  // Applies every change of the schedule due by now, each at its own
+  // instant. Inline check: without a schedule the next change is never.
+  void catch_up(int64_t now) {
+    if (now >= next_change_ns_) [[unlikely]] catch_up_slow(now);
+  }
+  void catch_up_slow(int64_t now);
+  void start_schedule(int64_t now);
+  void step_schedule(int64_t at);
+  bool skip_cycles(int64_t at, int64_t now);
+  // Binds config()'s schedule: segments resolved against the static
+  // parameters. Does not move the position.
+  void bind_schedule();
+  // The parameters the schedule's position asks for, and whether a trace runs.
+  const PipeConfig& scheduled_config() const;
+  bool scheduled_trace() const;
+  int64_t next_change_after_position() const;
+  // Moves to new parameters at now (the body of reconfigure()).
+  void change_to(const PipeConfig& next, bool traced, int64_t now);
+  // The trace: when the head of the bottleneck has been delivered.
+  int64_t trace_ready(const Frame& head);
+  int64_t opportunity_ns() const {
+    return trace_loop_base_ns_ + int64_t{trace_->ms[sched_.trace_index]} * 1'000'000;
+  }
+  void next_opportunity() {
+    if (++sched_.trace_index == trace_->ms.size()) {
+      sched_.trace_index = 0;
+      ++sched_.trace_loops;
+      trace_loop_base_ns_ += trace_->period_ns();
+    }
+  }
+  void skip_opportunities_through(int64_t t);
   void advance_slow(int64_t now);
   // Moves frames of the list part of the delay line into its dense part
   // while that has room, so that unwritten frames can follow (they go to
@@ -246,11 +296,12 @@ class Pipe {
   int64_t delay_line_head_ns() const;  // kNever when empty
   int64_t delay_line_tail_ns() const;
   int64_t draw_jitter();
-  void apply_config(const PipeConfig& config);
+  void apply_config(const PipeConfig& config, bool traced);
   Verdict drop(uint32_t length, DropCause cause, Verdict verdict);
   void count_removed(uint32_t length);
 
-  PipeConfig config_;
+  PipeConfig config_;  // in force now, without the schedule
+  int64_t next_change_ns_ = kNever;  // of the schedule (kNever: never; min: at the first event)
   PipeCounters counters_;
   Rng rng_;
   LossProcess loss_;
@@ -260,6 +311,9 @@ class Pipe {
   uint64_t limit_bytes_ = 0;
 
   bool plain_ = false;
+  bool shaped_ = false;  // frames wait in the bottleneck: a rate or a trace
+  bool traced_ = false;
+
 
   FrameList bottleneck_;  // arrival order; the head is in serialization
   // The delay line, in departure order: first dense_ (unwritten frames,
@@ -276,6 +330,17 @@ class Pipe {
   uint64_t serialization_carry_ = 0;
   int64_t last_departure_ns_ = std::numeric_limits<int64_t>::min();
   const Frame* lookahead_ = nullptr;  // prefetch cursor in delay_line_
+
+  // The schedule, after the per-frame state (a static pipe never reads
+  // it): where it stands, the trace while one runs, its segments applied
+  // to the static parameters, and the configuration as given.
+  ScheduleState sched_;
+  const DeliveryTrace* trace_ = nullptr;
+  int64_t trace_loop_base_ns_ = 0;  // start of the trace's current pass
+  const Schedule* schedule_ = nullptr;
+  std::vector<PipeConfig> segment_configs_;
+  bool cycle_changes_loss_ = false;  // a full loop of segments restarts the loss model
+  PipeConfig base_;
 };
 
 }  // namespace amber::link

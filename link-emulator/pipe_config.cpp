@@ -3,7 +3,9 @@
 #include <cmath>
 #include <sstream>
 
+#include "common/strings.h"
 #include "common/units.h"
+#include "link-emulator/schedule.h"
 
 namespace amber::link {
 namespace {
@@ -82,6 +84,27 @@ Status PipeConfig::validate() const {
   AMBER_RETURN_IF_ERROR(check_probability("duplicate", duplicate));
   AMBER_RETURN_IF_ERROR(check_probability("corrupt", corrupt));
   AMBER_RETURN_IF_ERROR(check_probability("reorder", reorder));
+  if (schedule) return validate_schedule();
+  return Status::ok();
+}
+
+// Every segment must make a valid configuration of its own, and a trace
+// shapes like a rate: it needs a queue limit.
+Status PipeConfig::validate_schedule() const {
+  AMBER_RETURN_IF_ERROR(schedule->validate());
+  PipeConfig base = *this;
+  base.schedule = ScheduleRef();
+  if (schedule->trace && !queue_limit_frames && !queue_limit_bytes) {
+    return invalid_argument("schedule: a traced pipe needs a queue limit, or its queue grows without bound");
+  }
+  for (size_t i = 0; i < schedule->segments.size(); ++i) {
+    PipeConfig seg = schedule->segments[i].applied_to(base);
+    if (schedule->trace && !seg.queue_limit_frames && !seg.queue_limit_bytes) {
+      return invalid_argument(cat("segment ", i + 1, ": a traced pipe needs a queue limit"));
+    }
+    Status s = seg.validate();
+    if (!s) return invalid_argument(cat("segment ", i + 1, ": ", s.message()));
+  }
   return Status::ok();
 }
 
@@ -115,6 +138,7 @@ std::string describe(const PipeConfig& c) {
   if (c.corrupt > 0) out << " corrupt " << c.corrupt * 100 << "%";
   if (c.reorder > 0) out << " reorder " << c.reorder * 100 << "%";
   out << " seed " << c.seed;
+  if (c.schedule) out << "; schedule: " << describe(*c.schedule);
   return out.str();
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -46,6 +47,24 @@ struct MarkovLoss {
 
 using LossConfig = std::variant<NoLoss, RandomLoss, GilbertElliottLoss, MarkovLoss>;
 
+struct Schedule;  // schedule.h
+
+// A pipe's schedule, shared by the copies of its configuration (a trace
+// holds up to millions of entries), compared by content.
+class ScheduleRef {
+ public:
+  ScheduleRef() = default;
+  explicit ScheduleRef(Schedule schedule);
+  const Schedule* get() const { return schedule_.get(); }
+  const Schedule& operator*() const { return *schedule_; }
+  const Schedule* operator->() const { return schedule_.get(); }
+  explicit operator bool() const { return schedule_ != nullptr; }
+  bool operator==(const ScheduleRef& other) const;
+
+ private:
+  std::shared_ptr<const Schedule> schedule_;
+};
+
 enum class JitterDistribution : uint8_t {
   kUniform = 0,  // delay + U(-jitter, +jitter)
   kNormal = 1,   // delay + N(0, jitter), cut at ±4 jitter
@@ -70,12 +89,17 @@ struct PipeConfig {
   double corrupt = 0;    // per-frame probability of one flipped bit
   double reorder = 0;    // per-frame probability of skipping the delay line
   uint64_t seed = 1;
+  // Parameters that change over time (schedule.h); none: static.
+  ScheduleRef schedule;
 
   // The first problem found, naming the field: "delay_ns: must not be
   // negative (-5)". Nothing is clamped.
   Status validate() const;
 
   bool operator==(const PipeConfig&) const = default;
+
+ private:
+  Status validate_schedule() const;
 };
 
 // One line for logs and the CLI: "100Mbit/s 20ms ±1ms q=1000 loss=1%".

@@ -5,6 +5,7 @@
 
 #include "common/strings.h"
 #include "common/units.h"
+#include "link-emulator/schedule.h"
 
 namespace amber::link {
 namespace {
@@ -24,6 +25,25 @@ template <typename T, typename U>
 Status assign(std::string_view key, Result<T> parsed, U& out) {
   if (!parsed) return invalid_argument(cat(key, ": ", parsed.status().message()));
   out = static_cast<U>(*parsed);
+  return Status::ok();
+}
+
+// trace=FILE loads a Mahimahi trace as the rate, keeping any segments;
+// trace=none drops it. A changed schedule starts again when applied.
+Status set_trace(PipeConfig& c, std::string_view value) {
+  Schedule schedule = c.schedule ? *c.schedule : Schedule{};
+  if (value == "none") {
+    schedule.trace.reset();
+  } else {
+    auto trace = load_mahimahi_trace(std::string(value));
+    if (!trace) return invalid_argument(cat("trace: ", trace.status().message()));
+    schedule.trace = std::move(trace).value();
+  }
+  if (schedule.segments.empty() && !schedule.trace) {
+    c.schedule = ScheduleRef();
+  } else {
+    c.schedule = ScheduleRef(std::move(schedule));
+  }
   return Status::ok();
 }
 
@@ -63,10 +83,11 @@ Status apply_setting(PipeConfig& c, std::string_view key, std::string_view value
   else if (key == "reorder") s = assign(key, parse_probability(value), next.reorder);
   else if (key == "seed") s = parse_integer(key, value, next.seed);
   else if (key == "overhead_bytes") s = parse_integer(key, value, next.overhead_bytes);
+  else if (key == "trace") s = set_trace(next, value);
   else {
     s = invalid_argument(cat("unknown setting '", key,
                              "' (rate, delay, jitter, jitter_distribution, loss, queue_frames, "
-                             "queue_bytes, duplicate, corrupt, reorder, seed, overhead_bytes)"));
+                             "queue_bytes, duplicate, corrupt, reorder, seed, overhead_bytes, trace)"));
   }
   if (s) c = next;
   return s;

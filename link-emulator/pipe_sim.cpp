@@ -10,6 +10,7 @@
 
 #include "common/units.h"
 #include "link-emulator/pipe.h"
+#include "link-emulator/schedule.h"
 #include "link-emulator/virtual_clock.h"
 
 namespace {
@@ -31,6 +32,8 @@ Link:
   --jitter J        uniform jitter, never reordering (default 0)
   --loss P          random loss probability, e.g. 1% (default 0)
   --queue N         bottleneck queue limit in frames (default 1000)
+  --trace FILE      a Mahimahi delivery trace gives the rate (repeating)
+  --segments FILE   CSV segments change the link over time (looping)
 Traffic:
   --frames N        frames to send (default 200000)
   --size B          frame size in bytes (default 1500)
@@ -63,6 +66,7 @@ T must(amber::Result<T> r, const char* option) {
 
 Options parse(int argc, char** argv) {
   Options o;
+  amber::link::Schedule schedule;
   o.pipe.rate_bps = 100'000'000;
   o.pipe.delay_ns = 20'000'000;
   for (int i = 1; i < argc; ++i) {
@@ -78,12 +82,17 @@ Options parse(int argc, char** argv) {
     else if (a == "--jitter") o.pipe.jitter_ns = must(amber::parse_duration_ns(v), "--jitter");
     else if (a == "--loss") o.pipe.loss = amber::link::RandomLoss{must(amber::parse_probability(v), "--loss")};
     else if (a == "--queue") o.pipe.queue_limit_frames = static_cast<uint32_t>(std::stoul(v));
+    else if (a == "--trace") schedule.trace = must(amber::link::load_mahimahi_trace(v), "--trace");
+    else if (a == "--segments") schedule.segments = must(amber::link::load_segments_csv(v), "--segments");
     else if (a == "--frames") o.frames = std::stoull(v);
     else if (a == "--size") o.size = static_cast<uint32_t>(must(amber::parse_bytes(v), "--size"));
     else if (a == "--load") o.load = std::stod(v);
     else if (a == "--freeze-at") o.freeze_at = must(amber::parse_duration_ns(v), "--freeze-at");
     else if (a == "--freeze-for") o.freeze_for = must(amber::parse_duration_ns(v), "--freeze-for");
     else fail("unknown option " + std::string(a) + " (try --help)");
+  }
+  if (schedule.trace || !schedule.segments.empty()) {
+    o.pipe.schedule = amber::link::ScheduleRef(std::move(schedule));
   }
   amber::Status s = o.pipe.validate();
   if (!s) fail(s.message());
@@ -142,11 +151,12 @@ Run simulate(const Options& o, const std::vector<int64_t>& sent, bool with_freez
 
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
-  // A paced sender at `load` of the link rate (or one frame per microsecond
-  // on an unlimited link).
-  int64_t gap = o.pipe.rate_bps
-                    ? static_cast<int64_t>(o.size * 8 * 1e9 / (o.pipe.rate_bps * o.load))
-                    : 1000;
+  // A paced sender at `load` of the link rate (a trace's mean rate), or one
+  // frame per microsecond on an unlimited link.
+  const uint64_t rate = o.pipe.schedule && o.pipe.schedule->trace
+                            ? o.pipe.schedule->trace->mean_rate_bps()
+                            : o.pipe.rate_bps;
+  int64_t gap = rate ? static_cast<int64_t>(o.size * 8 * 1e9 / (rate * o.load)) : 1000;
   std::vector<int64_t> sent(o.frames);
   for (size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<int64_t>(i) * gap;
   if (o.freeze_at < 0) o.freeze_at = sent[sent.size() / 2] + gap / 2;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "config/loader.h"
+#include "link-emulator/schedule.h"
 #include "controller/topology.h"
 #include "controller/vmhost_config.h"
 
@@ -18,6 +19,20 @@ TEST(Examples, DelayNodeLinks) {
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   EXPECT_EQ(c->node_id, "dn1");
   ASSERT_EQ(c->links.size(), 2u);
+}
+
+TEST(Examples, CellularTracesAndSteps) {
+  auto c = config::load_node_config(kExamples + "cellular.textproto");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  ASSERT_EQ(c->links.size(), 2u);
+  const auto& down = *c->links[0].b_to_a.schedule;
+  EXPECT_EQ(down.trace->ms.size(), 58'655u);
+  EXPECT_EQ(down.segments.size(), 2u);
+  EXPECT_EQ(c->links[0].a_to_b.schedule->trace->ms.size(), 19'101u);
+  const auto& steps = *c->links[1].a_to_b.schedule;
+  ASSERT_EQ(steps.segments.size(), 3u);
+  EXPECT_EQ(steps.segments[1].rate_bps, 10'000'000u);
+  EXPECT_EQ(steps.at_end, link::ScheduleEnd::kEnd);
 }
 
 TEST(Examples, VmHost) {

@@ -1,5 +1,7 @@
 #include "image_fixture.h"
 
+#include <algorithm>
+
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -55,6 +57,19 @@ FrozenNode make_frozen_node(const NodeSpec& spec) {
       c.jitter_ns = 200'000;
       c.loss = link::GilbertElliottLoss{0.01, 0.3, 0.5, 0.001};
       c.reorder = 0.05;
+    }
+    if (spec.scheduled) {
+      link::Schedule schedule;
+      link::DeliveryTrace trace;
+      trace.ms = {0, 1, 1, 1, 2, 4, 4, 5};  // bursty, 5 ms period
+      trace.source = "synthetic.trace";
+      schedule.trace = trace;
+      const int64_t third = std::max<int64_t>(freeze_at / 3, 1);
+      // The freeze (at the last arrival) falls in the second segment.
+      schedule.segments = {link::Segment{.duration_ns = third},
+                           link::Segment{.duration_ns = 2 * third, .delay_ns = 7'000'000, .jitter_ns = 0},
+                           link::Segment{.duration_ns = third, .delay_ns = 1'000'000}};
+      c.schedule = link::ScheduleRef(std::move(schedule));
     }
     auto pipe = link::Pipe::create(c);
     node.pipes.push_back(std::move(pipe).value());

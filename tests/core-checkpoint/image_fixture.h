@@ -51,13 +51,17 @@ std::vector<uint8_t> make_frame_bytes(uint32_t length, uint64_t seed);
 // Runs a real pipe with `count` frames of `length` bytes (length 0: mixed
 // sizes 60..1514) arriving every `gap_ns` from 0, freezes at the last
 // arrival, and captures state and held frames. The config exercises
-// jitter, loss and reordering unless plain is set.
+// jitter, loss and reordering unless plain is set, and a schedule if
+// scheduled is.
 struct NodeSpec {
   size_t frames_per_pipe = 200;
   uint32_t length = 0;
   int64_t gap_ns = 2'000;
   size_t pipes = 2;
   bool plain = false;
+  // A trace gives the rate and segments change delay and jitter over time,
+  // frozen part-way through both.
+  bool scheduled = false;
 };
 struct FrozenNode {
   NodeInfo node;

@@ -94,9 +94,10 @@ TEST(Image, SmallChunksSpanManyBatchesAndStillRoundTrip) {
   }
 }
 
-TEST(Image, RestoredPipesDepartEveryFrameAtTheSameVirtualTime) {
+void expect_restored_pipes_depart_at_the_same_virtual_time(const NodeSpec& spec,
+                                                           int64_t run_ns = 50'000'000) {
   TempDir dir;
-  FrozenNode node = testing::make_frozen_node({.frames_per_pipe = 400});
+  FrozenNode node = testing::make_frozen_node(spec);
   const std::string path = dir.file("restore.img");
   ASSERT_TRUE(write_image(node, path).is_ok());
 
@@ -143,7 +144,7 @@ TEST(Image, RestoredPipesDepartEveryFrameAtTheSameVirtualTime) {
     };
     std::vector<Departure> out_a, out_b;
     link::Frame* burst[32];
-    for (int64_t t = freeze, k = 0; t < freeze + 50'000'000; t += 1'000) {
+    for (int64_t t = freeze, k = 0; t < freeze + run_ns; t += 1'000) {
       if (k < 100 && t >= freeze + k * 3'000) {
         later_a[k].length = later_b[k].length = static_cast<uint32_t>(64 + k * 13);
         auto va = node.pipes[p].enqueue(later_a[k], t);
@@ -163,6 +164,35 @@ TEST(Image, RestoredPipesDepartEveryFrameAtTheSameVirtualTime) {
     EXPECT_GT(out_a.size(), node.held[p].frames.size());
     EXPECT_TRUE(out_a == out_b) << "pipe " << p << ": departures differ after restore";
     EXPECT_EQ(restored[p].state(), node.pipes[p].state());
+  }
+}
+
+TEST(Image, RestoredPipesDepartEveryFrameAtTheSameVirtualTime) {
+  expect_restored_pipes_depart_at_the_same_virtual_time({.frames_per_pipe = 400});
+}
+
+TEST(Image, ScheduledPipesRestoreWithTheirPositionAndTheSameFuture) {
+  // The trace allows 19.2 Mbit/s: 300 ms to send what the pipes hold.
+  expect_restored_pipes_depart_at_the_same_virtual_time({.frames_per_pipe = 400, .scheduled = true},
+                                                        300'000'000);
+}
+
+TEST(Image, ScheduleAndPositionRoundTrip) {
+  TempDir dir;
+  FrozenNode node = testing::make_frozen_node({.frames_per_pipe = 300, .scheduled = true});
+  const std::string path = dir.file("scheduled.img");
+  ASSERT_TRUE(write_image(node, path).is_ok());
+  auto reader = ImageReader::open(path, std::nullopt);
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  for (size_t p = 0; p < node.held.size(); ++p) {
+    const PipeInfo& info = reader->pipes()[p];
+    EXPECT_EQ(info, node.held[p].info);
+    ASSERT_TRUE(info.config.schedule);
+    EXPECT_EQ(info.config.schedule->trace->ms.size(), 8u);
+    // Frozen in the second segment, part-way through the trace.
+    EXPECT_EQ(info.state.schedule.segment, 1u);
+    EXPECT_TRUE(info.state.schedule.started);
+    EXPECT_GT(info.state.schedule.trace_index + info.state.schedule.trace_loops, 0u);
   }
 }
 
@@ -402,6 +432,47 @@ TEST(Convert, InvalidMessagesAreRefusedNamingTheField) {
       << st.status().message();
 }
 
+TEST(Convert, SchedulesRoundTripAndBadPositionsAreRefused) {
+  link::PipeConfig c;
+  link::Schedule schedule;
+  link::DeliveryTrace trace;
+  trace.ms = {0, 0, 3, 7, 7, 100000};
+  trace.opportunity_bytes = 1514;
+  trace.header_bytes = 0;
+  trace.source = "x.trace";
+  schedule.trace = trace;
+  schedule.segments = {link::Segment{.duration_ns = 5, .delay_ns = 1, .loss = link::MarkovLoss{0.1, 0.2, 0.3, 0.4, 0.5}},
+                       link::Segment{.duration_ns = 6, .loss = link::NoLoss{}, .queue_limit_bytes = 9000},
+                       link::Segment{.duration_ns = 7, .jitter_ns = 2, .queue_limit_frames = 3}};
+  schedule.at_end = link::ScheduleEnd::kHoldLast;
+  c.schedule = link::ScheduleRef(schedule);
+  ASSERT_TRUE(c.validate().is_ok()) << c.validate().to_string();
+  image::PipeConfig m;
+  to_proto(c, &m);
+  auto back = from_proto(m);
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(*back, c);
+  EXPECT_EQ(back->schedule->segments[1].loss, link::LossConfig{link::NoLoss{}});
+  EXPECT_FALSE(back->schedule->segments[2].loss.has_value());
+
+  PipeInfo info;
+  info.config = c;
+  info.state.rng = {1, 2, 3, 4};
+  info.state.schedule = {.started = true, .segment = 2, .trace_index = 5, .surplus_bytes = 1514};
+  image::Pipe pm;
+  to_proto(info, &pm);
+  auto ok = from_proto(pm);
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->state.schedule, info.state.schedule);
+  info.state.schedule.segment = 3;
+  to_proto(info, &pm);
+  EXPECT_NE(from_proto(pm).status().message().find("state.schedule.segment: 3 of 3 segments"), std::string::npos);
+  info.state.schedule.segment = 0;
+  info.state.schedule.trace_index = 6;
+  to_proto(info, &pm);
+  EXPECT_NE(from_proto(pm).status().message().find("trace_index: 6 of 6"), std::string::npos);
+}
+
 TEST(Convert, PipeStateRoundTrips) {
   link::PipeState s;
   s.rng = {1, 2, 0xffffffffffffffffull, 4};
@@ -412,6 +483,7 @@ TEST(Convert, PipeStateRoundTrips) {
   s.counters.frames_dropped = {1, 2, 3};
   s.counters.bytes_dropped = {4, 5, 6};
   s.counters.reordered = 9;
+  s.schedule = {true, false, 11, 2, 13, 14, 15, 16, 17, 18};
   image::PipeState m;
   to_proto(s, &m);
   auto back = from_proto(m);
