@@ -235,6 +235,8 @@ class Evaluation:
                     os.makedirs(out, exist_ok=True)
                     lab.sh(os.path.join(self.a.build, "core-checkpoint", "amber-image"), "pcap",
                            img, out, check=False)
+                    # The image too (a few MB): departure times, the pipes' state.
+                    lab.sh("cp", img, os.path.join(out, os.path.basename(img)), check=False)
 
     def pids(self):
         """The experiment's processes for the thread sampler (threads.py)."""
