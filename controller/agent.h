@@ -78,8 +78,9 @@ class Agent {
   // instant that passed while the agent was busy means now, an agent that
   // never stopped has nothing to undo.
   virtual Status roll_back(int64_t at_ns, int64_t ahead_ns) = 0;
-  // Swap-out: the VMs quit. A delay node has nothing to do: it stays frozen,
-  // holding its frames.
+  // Swap-out: the VMs quit; a delay node stays frozen, holding its frames,
+  // and its lease ends: it never thaws by itself, only a restore (or an
+  // explicit thaw) ends the freeze.
   virtual Status shutdown() = 0;
 
   // ---- Restore of a checkpoint in `dir` ----

@@ -178,6 +178,16 @@ class Service final : public agent::DelayNodeAgent::Service {
     return to_grpc(s);
   }
 
+  grpc::Status Hold(grpc::ServerContext*, const agent::HoldRequest*, agent::HoldReply*) override {
+    auto guard = lock("Hold");
+    if (!guard) return to_grpc(guard.status());
+    auto frozen = node_.frozen();
+    if (!frozen) return to_grpc(frozen.status().with_context("Hold: "));
+    if (!*frozen) return to_grpc(failed_precondition("Hold: the node is not frozen"));
+    set_lease(0);
+    return grpc::Status::OK;
+  }
+
   grpc::Status Save(grpc::ServerContext*, const agent::SaveRequest* req,
                     agent::SaveReply* reply) override {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));

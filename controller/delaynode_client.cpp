@@ -118,6 +118,14 @@ Status DelayNodeClient::roll_back(int64_t at_ns, int64_t ahead_ns) {
   return agent_error(what_, s);
 }
 
+Status DelayNodeClient::shutdown() {
+  agent::HoldReply reply;
+  if (auto s = unary(*stub_, &Stub::Hold, {}, &reply, step_deadline_ns_); !s.ok()) {
+    return agent_error(what_, s);
+  }
+  return Status::ok();
+}
+
 Status DelayNodeClient::find_pieces(const Manifest& manifest) const {
   for (const auto& p : manifest.pieces()) {
     if (p.kind() == "delay node" && p.name() == ref_.id()) return Status::ok();

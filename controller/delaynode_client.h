@@ -29,7 +29,8 @@ class DelayNodeClient final : public Agent {
   Result<Saved> save(const std::string& dir) override;
   Result<Resumed> resume_at(int64_t at_ns, int64_t ahead_ns) override;
   Status roll_back(int64_t at_ns, int64_t ahead_ns) override;
-  Status shutdown() override { return Status::ok(); }  // stays frozen, holding its frames
+  // Stays frozen, holding its frames, and never thaws by itself (Hold).
+  Status shutdown() override;
 
   Status find_pieces(const Manifest& manifest) const override;
   Result<bool> running() override;

@@ -200,12 +200,13 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
 
   if (request.swap_out()) {
     keep = true;
+    // Every agent: the VMs quit, and the delay nodes end their freeze's
+    // lease (it would thaw them by themselves) and stay frozen.
     say("swap out", "shutting the VMs down; the delay nodes stay frozen");
-    Crew hosts =
-        only(crew, [](const Member& a) { return a.agent->kind() == Agent::Kind::kVmHost; });
-    auto down = on_each("swap out", hosts, [](Member& a) { return a.agent->shutdown(); });
+    auto down = on_each("swap out", crew, [](Member& a) { return a.agent->shutdown(); });
     if (Status e = first_error(down); !e) {
-      return Status(e.code(), cat("checkpoint ", m.id(), " is saved, but ", e.message()));
+      return Status(e.code(), cat("checkpoint ", m.id(), " is saved, but ", e.message(),
+                                  " (an agent not told resumes when its lease ends)"));
     }
     return m;
   }

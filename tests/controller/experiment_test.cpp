@@ -362,7 +362,7 @@ TEST_F(ExperimentTest, SwapOutShutsTheVmHostsDownAfterTheManifestAndLeavesTheNod
   EXPECT_TRUE(m->swapped_out());
   EXPECT_EQ(m->resume_ns(), 0);
   EXPECT_TRUE(manifest_first) << "the VMs went down before the manifest was written";
-  const std::vector<Op> node_ops = {Op::kPrepare, Op::kStopAt, Op::kSave};
+  const std::vector<Op> node_ops = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kShutdown};
   EXPECT_EQ(nodes_[0]->ops(), node_ops);
   EXPECT_TRUE(nodes_[0]->stopped());
   const std::vector<Op> host_ops = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kShutdown};
@@ -377,6 +377,37 @@ TEST_F(ExperimentTest, SwapOutShutsTheVmHostsDownAfterTheManifestAndLeavesTheNod
   ASSERT_FALSE(refused.is_ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("swapped out"));
   for (auto* a : all()) EXPECT_TRUE(a->calls().empty()) << a->what();
+}
+
+// #16 defect 1: the freeze's lease once outlived a swap-out, and the nodes
+// thawed by themselves when it ended.
+TEST_F(ExperimentTest, SwapOutEndsEveryLeaseSoNothingResumesByItself) {
+  start(2, 2);
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  for (auto* n : nodes_) {
+    EXPECT_GT(n->last(Op::kStopAt)->lease_ns, 0) << n->what();
+    EXPECT_TRUE(n->stopped()) << n->what() << " thawed";
+    EXPECT_EQ(n->lease_ns(), 0) << n->what() << " would thaw by itself when its lease ends";
+  }
+  for (auto* h : hosts_) {
+    EXPECT_TRUE(h->down()) << h->what();
+    EXPECT_EQ(h->lease_ns(), 0) << h->what();
+  }
+}
+
+TEST_F(ExperimentTest, SwapOutWithANodeNotHoldingSaysItWillThaw) {
+  start(1, 1);
+  nodes_[0]->set(Op::kShutdown, Outcome::kFail);
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("is saved, but swap out: delay node dn1"));
+  EXPECT_THAT(m.status().message(), HasSubstr("resumes when its lease ends"));
+  EXPECT_EQ(experiment_->list().checkpoints_size(), 1);
 }
 
 TEST_F(ExperimentTest, RestoreStopsWhatRunsBeforeLoadingAndResumesAtOneInstant) {

@@ -155,6 +155,11 @@ class Agent final : public controller::Agent {
     std::lock_guard lock(mutex_);
     return down_;
   }
+  // When it would resume by itself (a real agent's lease); 0: never.
+  int64_t lease_ns() const {
+    std::lock_guard lock(mutex_);
+    return lease_ns_;
+  }
 
   // ---- controller::Agent ----
   Kind kind() const override { return kind_; }
@@ -170,7 +175,10 @@ class Agent final : public controller::Agent {
 
   Result<AgentStep> stop_at(int64_t at_ns, int64_t lease_until_ns, int64_t) override {
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kStopAt, at_ns, lease_until_ns)));
-    set_state([](Agent& a) { a.stopped_ = true; });
+    set_state([&](Agent& a) {
+      a.stopped_ = true;
+      a.lease_ns_ = lease_until_ns;
+    });
     AgentStep step;
     step.set_lateness_ns(1000);
     for (const auto& vm : vms_) (*step.mutable_vm_event_ns())[vm] = at_ns + 1000;
@@ -205,7 +213,10 @@ class Agent final : public controller::Agent {
     Call call = Call::of(Op::kResumeAt, at_ns);
     call.late = arrived > at_ns;
     AMBER_RETURN_IF_ERROR(act(call));
-    set_state([](Agent& a) { a.stopped_ = false; });
+    set_state([](Agent& a) {
+      a.stopped_ = false;
+      a.lease_ns_ = 0;
+    });
     Resumed resumed;
     resumed.late = call.late;  // then it resumed at once, on arrival
     const int64_t event = std::max(arrived, at_ns);
@@ -216,15 +227,22 @@ class Agent final : public controller::Agent {
 
   Status roll_back(int64_t at_ns, int64_t) override {
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kRollBack, at_ns)));
-    set_state([](Agent& a) { a.stopped_ = false; });
+    set_state([](Agent& a) {
+      a.stopped_ = false;
+      a.lease_ns_ = 0;
+    });
     return Status::ok();
   }
 
   Status shutdown() override {
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kShutdown)));
+    // The VMs quit; a node stays frozen (Hold). Neither has a lease left.
     set_state([](Agent& a) {
-      a.down_ = true;
-      a.stopped_ = false;
+      if (a.kind_ == Kind::kVmHost) {
+        a.down_ = true;
+        a.stopped_ = false;
+      }
+      a.lease_ns_ = 0;
     });
     return Status::ok();
   }
@@ -345,6 +363,7 @@ class Agent final : public controller::Agent {
   std::vector<Call> calls_;
   bool stopped_ = false;
   bool down_ = false;
+  int64_t lease_ns_ = 0;
 };
 
 }  // namespace amber::controller::fake
