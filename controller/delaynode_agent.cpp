@@ -50,10 +50,12 @@ class Service final : public agent::DelayNodeAgent::Service {
   Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
       : node_(node), monitor_(monitor), mode_(std::move(mode)),
         lease_(operations_, [this] {
+          // On the node's own clock: the lease needs no master time.
           Status s = roll_back(0);
           std::fprintf(stderr,
                        "agent: the freeze lease ended without a thaw from the controller: %s\n",
-                       s ? "thawed" : s.to_string().c_str());
+                       s ? "thawed" : cat(s.to_string(), " (trying again in 1 s)").c_str());
+          return s.is_ok();
         }) {}
 
   // Serving stops: streams (WatchFrames) end.
@@ -412,13 +414,16 @@ class Service final : public agent::DelayNodeAgent::Service {
   void set_lease(int64_t local_ns) { lease_.set(local_ns); }
 
   // Undoes a freeze whatever it has become: not reached yet (cancelled),
-  // reached (thawed now or at `at`), or never set (nothing to do).
+  // reached (thawed now or at `at`), or never set (nothing to do). Only
+  // then does the lease end: a thaw that failed leaves it to try again.
   Status roll_back(int64_t at) {
-    set_lease(0);
-    if (node_.cancel_freeze()) return Status::ok();
-    auto frozen = node_.frozen();
-    if (frozen && !*frozen) return Status::ok();
-    return node_.thaw_at(std::max(at, node_.now_ns() + 1'000'000));
+    Status s;
+    if (!node_.cancel_freeze()) {
+      auto frozen = node_.frozen();
+      if (!frozen || *frozen) s = node_.thaw_at(std::max(at, node_.now_ns() + 1'000'000));
+    }
+    if (s) set_lease(0);
+    return s;
   }
 
   dataplane::DelayNode& node_;
