@@ -88,11 +88,14 @@ class Agent {
   virtual Status find_pieces(const Manifest& manifest) const = 0;
   // Reachable; true if it runs now (a node not frozen, a VM present).
   virtual Result<bool> running() = 0;
-  // Loads its pieces; they stay frozen / paused until resume_at.
-  virtual Status load(const std::string& dir) = 0;
+  // Loads its pieces; they stay frozen / paused until resume_at, or until
+  // `lease_until_ns` (0: no lease) at the latest.
+  virtual Status load(const std::string& dir, int64_t lease_until_ns) = 0;
 
   // ---- Observation ----
-  // Reachability, clock, pipes or VMs, for `amberctl status`.
+  // Reachability, clock, pipes or VMs, for `amberctl status`; `frozen` is
+  // a node frozen or a VM host with a VM paused (what a controller that
+  // starts reconciles).
   virtual AgentStatus status() = 0;
   // Reports the events of `trigger` (one naming this agent), whose pattern
   // is `pattern`, until cancelled.

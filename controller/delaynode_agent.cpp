@@ -213,10 +213,20 @@ class Service final : public agent::DelayNodeAgent::Service {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to read"));
     auto guard = lock("Restore");
     if (!guard) return to_grpc(guard.status());
-    set_lease(0);
+    int64_t lease = 0;
+    if (req->lease_until_ns() != 0) {
+      auto l = local_instant(req->lease_until_ns());
+      if (!l) return to_grpc(l.status().with_context("Restore: lease: "));
+      lease = *l;
+    }
     checkpoint::RestoreOptions options;
     options.allow_other_node = req->allow_other_node();
     auto r = checkpoint::restore_node(node_, req->path(), options);
+    // Frozen with the image or as before: either way until the lease ends
+    // at the latest (#16 defect 3: a restore once cleared the freeze's
+    // lease, and a controller gone mid-restore left the node frozen).
+    auto frozen = node_.frozen();
+    set_lease(frozen && *frozen ? lease : 0);
     if (!r) return to_grpc(r.status());
     reply->set_frames(r->frames);
     reply->set_bytes(r->bytes);

@@ -141,10 +141,11 @@ Result<bool> DelayNodeClient::running() {
   return !stats.frozen();
 }
 
-Status DelayNodeClient::load(const std::string& dir) {
+Status DelayNodeClient::load(const std::string& dir, int64_t lease_until_ns) {
   agent::RestoreRequest req;
   req.set_path(cat(dir, "/delaynodes/", ref_.id(), ".img"));
   req.set_allow_other_node(true);
+  req.set_lease_until_ns(lease_until_ns);
   agent::RestoreReply reply;
   if (auto s = unary(*stub_, &Stub::Restore, req, &reply, save_deadline_ns_); !s.ok()) {
     return agent_error(what_, s);

@@ -300,6 +300,13 @@ class Host {
     if (!guard) return to_grpc(guard.status());
     const std::string& dir = req.checkpoint_dir();
     if (dir.empty()) return to_grpc(invalid_argument("Restore: checkpoint_dir: not given"));
+    int64_t lease = 0;
+    if (req.lease_until_ns() != 0) {
+      // On the local clock now: the lease must work without master time.
+      auto corr = correction();
+      if (!corr) return to_grpc(corr.status().with_context("Restore: lease: "));
+      lease = req.lease_until_ns() + *corr;
+    }
     set_lease(0);
     for (std::size_t i = 0; i < vms_.size(); ++i) {
       if (vms_[i]) {
@@ -335,6 +342,8 @@ class Host {
       restored->set_start_ns(dur_ns(report.start));
       restored->set_load_ns(dur_ns(report.load));
     }
+    // Paused until a ResumeAt, or the lease (#16 defect 3).
+    if (lease != 0) set_lease(lease);
     return grpc::Status::OK;
   }
 

@@ -155,6 +155,19 @@ class Agent final : public controller::Agent {
     std::lock_guard lock(mutex_);
     return down_;
   }
+  // The state an earlier controller left it in (before the Experiment
+  // that drives it is created).
+  void leave(bool stopped, bool down, int64_t lease_ns) {
+    set_state([&](Agent& a) {
+      a.stopped_ = stopped;
+      a.down_ = down;
+      a.lease_ns_ = lease_ns;
+    });
+  }
+  // status() says it does not answer.
+  void set_unreachable(bool unreachable) {
+    set_state([&](Agent& a) { a.unreachable_ = unreachable; });
+  }
   // When it would resume by itself (a real agent's lease); 0: never.
   int64_t lease_ns() const {
     std::lock_guard lock(mutex_);
@@ -267,12 +280,13 @@ class Agent final : public controller::Agent {
     return kind_ == Kind::kDelayNode ? !stopped_ : !down_;
   }
 
-  Status load(const std::string& dir) override {
-    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kLoad, 0, 0, dir)));
-    // Loaded pieces wait, frozen or paused, for the resume.
-    set_state([](Agent& a) {
+  Status load(const std::string& dir, int64_t lease_until_ns) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kLoad, 0, lease_until_ns, dir)));
+    // Loaded pieces wait, frozen or paused, for the resume or the lease.
+    set_state([&](Agent& a) {
       a.down_ = false;
       a.stopped_ = true;
+      a.lease_ns_ = lease_until_ns;
     });
     return Status::ok();
   }
@@ -281,8 +295,16 @@ class Agent final : public controller::Agent {
     AgentStatus a;
     a.set_kind(kind_ == Kind::kDelayNode ? "delay node" : "vm host");
     a.set_id(id_);
-    a.set_reachable(true);
-    a.set_frozen(stopped());
+    std::lock_guard lock(mutex_);
+    a.set_reachable(!unreachable_);
+    if (unreachable_) {
+      a.set_error("unreachable (as the test says)");
+      return a;
+    }
+    a.set_frozen(stopped_);
+    for (const auto& vm : vms_) {
+      a.add_vms(cat(vm, down_ ? " absent" : stopped_ ? " paused" : " running"));
+    }
     return a;
   }
 
@@ -364,6 +386,7 @@ class Agent final : public controller::Agent {
   bool stopped_ = false;
   bool down_ = false;
   int64_t lease_ns_ = 0;
+  bool unreachable_ = false;
 };
 
 }  // namespace amber::controller::fake
