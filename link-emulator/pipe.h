@@ -165,10 +165,21 @@ class Pipe {
   // Frames on the dense wire have their Frame written first.
   template <typename Visitor>
   void for_each_frame(Visitor&& visit) const {
+    // In the order they leave (#16 defect 10): the wire (dense front, then
+    // the delay line's list) merged with the express path, the wire first
+    // on a tie as in dequeue(); then the bottleneck's, still queued. Each
+    // stage keeps its own order, so restore_frame() rebuilds it.
+    auto express = express_.begin();
+    auto wire = [&](const Frame& f) {
+      for (; express != express_.end() && express->departure_ns < f.departure_ns; ++express) {
+        visit(*express);
+      }
+      visit(f);
+    };
+    dense_.for_each(wire);
+    for (const Frame& f : delay_line_) wire(f);
+    for (; express != express_.end(); ++express) visit(*express);
     for (const Frame& f : bottleneck_) visit(f);
-    dense_.for_each([&](const Frame& f) { visit(f); });
-    for (const Frame& f : delay_line_) visit(f);
-    for (const Frame& f : express_) visit(f);
   }
   // Puts a frame back as it was saved (stage and timestamps set by the
   // caller), appending to its stage's FIFO. Only on a pipe being restored.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
 
 #include "harness.h"
 
@@ -376,6 +377,61 @@ TEST(Pipe, StateAndFramesRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   for (int64_t t; (t = second.next_event_ns()) != kNever;) testing::drain(second, pool, t, got);
   EXPECT_EQ(got, expected);
   EXPECT_EQ(second.counters(), ref.counters());
+}
+
+// Issue #16, defect 10: a queued frame's ready and departure times were
+// whatever its storage held before (an mbuf's previous use: ready before
+// arrival), and the bottleneck's frames, the newest, were visited first,
+// so a pipe's pcap went back in time. Held frames are visited in the order
+// they leave: the frames on the wire (delay line and express path merged)
+// by departure, then the bottleneck's.
+TEST(Pipe, HeldFramesAreVisitedInDepartureOrderQueuedOnesLastWithNothingUnassigned) {
+  PipeConfig c = rate_delay(100'000'000, 2 * kMs);
+  c.jitter_ns = 300 * kUs;
+  c.reorder = 0.2;
+  FramePool pool(400);
+  Pipe pipe = make_pipe(c);
+  std::vector<Departure> early;
+  for (size_t i = 0; i < pool.size(); ++i) {
+    const int64_t at = static_cast<int64_t>(i) * 60 * kUs;  // faster than the rate
+    testing::drain(pipe, pool, at, early);
+    pool[i].ready_ns = pool[i].departure_ns = 7;  // left from an earlier use
+    pool[i].length = 1000;
+    pipe.enqueue(pool[i], at);
+  }
+  std::vector<size_t> on_wire;  // in the order visited
+  bool in_bottleneck = false, head = true;
+  int64_t last_departure = INT64_MIN;
+  pipe.for_each_frame([&](const Frame& f) {
+    const size_t i = pool.index_of(&f);
+    if (f.stage == FrameStage::kBottleneck) {
+      in_bottleneck = true;
+      EXPECT_EQ(f.departure_ns, 0) << "frame " << i;
+      if (head) {
+        EXPECT_GT(f.ready_ns, f.arrival_ns) << "frame " << i;  // in serialization
+      } else {
+        EXPECT_EQ(f.ready_ns, 0) << "frame " << i;
+      }
+      head = false;
+      return;
+    }
+    EXPECT_FALSE(in_bottleneck) << "frame " << i << " on the wire after a queued one";
+    EXPECT_GE(f.departure_ns, last_departure) << "frame " << i;
+    last_departure = f.departure_ns;
+    on_wire.push_back(i);
+  });
+  ASSERT_TRUE(in_bottleneck);
+  ASSERT_GT(on_wire.size(), 10u);
+  ASSERT_GT(pipe.counters().reordered, 0u);
+  // Those on the wire leave exactly in the order visited.
+  std::vector<Departure> out;
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  const std::set<size_t> wire(on_wire.begin(), on_wire.end());
+  std::vector<size_t> left;
+  for (const Departure& d : out) {
+    if (wire.count(d.index)) left.push_back(d.index);
+  }
+  EXPECT_EQ(left, on_wire);
 }
 
 TEST(Pipe, RestoreRefusesFramesOutOfOrder) {
