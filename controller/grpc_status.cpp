@@ -67,6 +67,20 @@ Result<Serving> start(const std::string& listen,
     return unavailable(
         cat("cannot listen on '", listen, "' (in use, or no permission to create it)"));
   }
+  if (unix_socket) {
+    // Owner and group (#16 defect 6), not whatever the umask gives.
+    std::error_code ec;
+    std::filesystem::permissions(listen.substr(5),
+                                 std::filesystem::perms::owner_read |
+                                     std::filesystem::perms::owner_write |
+                                     std::filesystem::perms::group_read |
+                                     std::filesystem::perms::group_write,
+                                 ec);
+    if (ec) {
+      serving.server->Shutdown();
+      return unavailable(cat("cannot set the mode of '", listen, "': ", ec.message()));
+    }
+  }
   serving.address =
       unix_socket ? listen : listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
   return serving;

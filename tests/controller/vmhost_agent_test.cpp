@@ -312,6 +312,14 @@ TEST_F(VmHostAgentTest, StopSaveResumeShutdownThenRestoreInNewProcess) {
     EXPECT_GT(v.total_ns(), 0);
     EXPECT_TRUE(fs::exists(v.dir() + "/state.bin"));
     EXPECT_TRUE(fs::exists(v.dir() + "/disk.qcow2"));
+    // Guest RAM and disk: the owner's only (#16 defect 6).
+    using fs::perms;
+    EXPECT_EQ(fs::status(v.dir()).permissions(), perms::owner_all) << v.dir();
+    EXPECT_EQ(fs::status(v.dir() + "/state.bin").permissions(),
+              perms::owner_read | perms::owner_write);
+    EXPECT_EQ(fs::status(v.dir() + "/disk.qcow2").permissions(), perms::owner_read);
+    EXPECT_EQ(fs::status(v.dir() + "/meta.json").permissions(),
+              perms::owner_read | perms::owner_write);
     std::printf("Save %s: %.1f MB in %.0f ms (state %.0f ms, disk %.0f ms)\n", v.vm().c_str(),
                 v.state_bytes() / 1e6, v.total_ns() / 1e6, v.state_duration_ns() / 1e6,
                 v.disk_copy_ns() / 1e6);
