@@ -61,11 +61,18 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
     ::unlink(tmp.c_str());
     return unavailable(cat(path, ": rename failed: ", std::strerror(err)));
   }
-  const int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  // The rename is durable only once its folder is (#16 defect 9: this
+  // result was ignored).
+  return fsync_directory(fs::path(path).parent_path().string());
+}
+
+Status fsync_directory(const std::string& path) {
+  const int dir = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return unavailable(cat(path, ": cannot open the folder: ", std::strerror(errno)));
+  const int rc = ::fsync(dir);
+  const int err = errno;
+  ::close(dir);
+  if (rc != 0) return unavailable(cat(path, ": fsync of the folder failed: ", std::strerror(err)));
   return Status::ok();
 }
 

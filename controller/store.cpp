@@ -278,7 +278,12 @@ Result<uint64_t> CheckpointStore::remove(const std::string& id) {
   std::error_code ec;
   fs::remove(cat(path_of(id), "/", kManifest), ec);
   if (ec) return unavailable(cat("checkpoint '", id, "': cannot remove: ", ec.message()));
+  // Durable before the folder goes: a manifest back after a power cut
+  // would name files that are gone (#16 defect 9).
+  AMBER_RETURN_IF_ERROR(fsync_directory(path_of(id)).with_context(cat("checkpoint '", id, "': ")));
   fs::remove_all(path_of(id), ec);
+  if (ec) return unavailable(cat("checkpoint '", id, "': cannot remove: ", ec.message()));
+  AMBER_RETURN_IF_ERROR(fsync_directory(dir_).with_context(cat("checkpoint '", id, "': ")));
   return bytes;
 }
 

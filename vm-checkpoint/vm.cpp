@@ -204,6 +204,14 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
   if (config.run_dir.empty())
     return invalid_argument(cat("VM ", config.name, ": run_dir is empty"));
   std::error_code ec;
+  // Whatever built the config: a comma would reach QEMU's option parser.
+  std::vector<std::string> values = {config.name, config.run_dir, config.disk};
+  for (const Nic& nic : config.nics) values.insert(values.end(), {nic.mac, nic.endpoint});
+  for (const std::string& v : values) {
+    if (v.find(',') != std::string::npos) {
+      return invalid_argument(cat("VM ", config.name, ": '", v, "': no commas (QEMU options)"));
+    }
+  }
   fs::create_directories(config.run_dir, ec);
   if (ec) return internal_error(cat("create ", config.run_dir, ": ", ec.message()));
   // Its QMP and console sockets, disk overlay and logs: the owner's only.

@@ -311,6 +311,20 @@ TEST_F(StoreTest, FoldersAreTheOwnersOnlyAndSoAreItsFiles) {
   EXPECT_EQ(mode_of(root_ + "/exp/STATE"), 0600u);
 }
 
+// #16 defect 9: a "127." prefix once let any host name starting with it
+// listen in plain text.
+TEST(Serving, PlainTextOnlyOnAUnixSocketOrARealLoopbackAddress) {
+  for (const char* ok : {"unix:/run/amber/a.sock", "127.0.0.1:7400", "127.1.2.3:0", "[::1]:7400",
+                         "localhost:7400"}) {
+    EXPECT_TRUE(check_plaintext_address(ok).is_ok()) << ok;
+  }
+  for (const char* bad : {"127.evil.example:7400", "127.0.0.1.nip.io:7400", "0.0.0.0:7400",
+                          "10.0.0.1:7400", "[::]:7400", "127.0.0.1", "[::1]", "localhost.example:1",
+                          "[::2]:7400", "128.0.0.1:7400"}) {
+    EXPECT_FALSE(check_plaintext_address(bad).is_ok()) << bad;
+  }
+}
+
 TEST(Serving, AUnixSocketIsReadAndWrittenByOwnerAndGroupOnly) {
   char tmpl[] = "/tmp/amb-sock-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
