@@ -87,8 +87,9 @@ class Agent {
   // instant that passed while the agent was busy means now, an agent that
   // never stopped has nothing to undo.
   virtual Status roll_back(int64_t at_ns, int64_t ahead_ns) = 0;
-  // Swap-out: the VMs quit. A delay node has nothing to do: it stays frozen,
-  // holding its frames.
+  // Swap-out: the VMs quit; a delay node stays frozen, holding its frames,
+  // and its lease ends: it never thaws by itself, only a restore (or an
+  // explicit thaw) ends the freeze.
   virtual Status shutdown() = 0;
 
   // ---- Restore of a checkpoint in `dir` ----
@@ -96,11 +97,14 @@ class Agent {
   virtual Status find_pieces(const Manifest& manifest) const = 0;
   // Reachable; true if it runs now (a node not frozen, a VM present).
   virtual Result<bool> running() = 0;
-  // Loads its pieces; they stay frozen / paused until resume_at.
-  virtual Status load(const std::string& dir) = 0;
+  // Loads its pieces; they stay frozen / paused until resume_at, or until
+  // `lease_until_ns` (0: no lease) at the latest.
+  virtual Status load(const std::string& dir, int64_t lease_until_ns) = 0;
 
   // ---- Observation ----
-  // Reachability, clock, pipes or VMs, for `amberctl status`.
+  // Reachability, clock, pipes or VMs, for `amberctl status`; `frozen` is
+  // a node frozen or a VM host with a VM paused (what a controller that
+  // starts reconciles).
   virtual AgentStatus status() = 0;
   // Reports the events of `trigger` (one naming this agent), whose pattern
   // is `pattern`, until cancelled.

@@ -50,10 +50,12 @@ class Service final : public agent::DelayNodeAgent::Service {
   Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
       : node_(node), monitor_(monitor), mode_(std::move(mode)),
         lease_(operations_, [this] {
+          // On the node's own clock: the lease needs no master time.
           Status s = roll_back(0);
           std::fprintf(stderr,
                        "agent: the freeze lease ended without a thaw from the controller: %s\n",
-                       s ? "thawed" : s.to_string().c_str());
+                       s ? "thawed" : cat(s.to_string(), " (trying again in 1 s)").c_str());
+          return s.is_ok();
         }) {}
 
   // Serving stops: streams (WatchFrames) end.
@@ -202,6 +204,16 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Hold(grpc::ServerContext*, const agent::HoldRequest*, agent::HoldReply*) override {
+    auto guard = lock("Hold");
+    if (!guard) return to_grpc(guard.status());
+    auto frozen = node_.frozen();
+    if (!frozen) return to_grpc(frozen.status().with_context("Hold: "));
+    if (!*frozen) return to_grpc(failed_precondition("Hold: the node is not frozen"));
+    set_lease(0);
+    return grpc::Status::OK;
+  }
+
   grpc::Status Save(grpc::ServerContext*, const agent::SaveRequest* req,
                     agent::SaveReply* reply) override {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));
@@ -225,10 +237,20 @@ class Service final : public agent::DelayNodeAgent::Service {
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to read"));
     auto guard = lock("Restore");
     if (!guard) return to_grpc(guard.status());
-    set_lease(0);
+    int64_t lease = 0;
+    if (req->lease_until_ns() != 0) {
+      auto l = local_instant(req->lease_until_ns());
+      if (!l) return to_grpc(l.status().with_context("Restore: lease: "));
+      lease = *l;
+    }
     checkpoint::RestoreOptions options;
     options.allow_other_node = req->allow_other_node();
     auto r = checkpoint::restore_node(node_, req->path(), options);
+    // Frozen with the image or as before: either way until the lease ends
+    // at the latest (#16 defect 3: a restore once cleared the freeze's
+    // lease, and a controller gone mid-restore left the node frozen).
+    auto frozen = node_.frozen();
+    set_lease(frozen && *frozen ? lease : 0);
     if (!r) return to_grpc(r.status());
     reply->set_frames(r->frames);
     reply->set_bytes(r->bytes);
@@ -426,13 +448,16 @@ class Service final : public agent::DelayNodeAgent::Service {
   void set_lease(int64_t local_ns) { lease_.set(local_ns); }
 
   // Undoes a freeze whatever it has become: not reached yet (cancelled),
-  // reached (thawed now or at `at`), or never set (nothing to do).
+  // reached (thawed now or at `at`), or never set (nothing to do). Only
+  // then does the lease end: a thaw that failed leaves it to try again.
   Status roll_back(int64_t at) {
-    set_lease(0);
-    if (node_.cancel_freeze()) return Status::ok();
-    auto frozen = node_.frozen();
-    if (frozen && !*frozen) return Status::ok();
-    return node_.thaw_at(std::max(at, node_.now_ns() + 1'000'000));
+    Status s;
+    if (!node_.cancel_freeze()) {
+      auto frozen = node_.frozen();
+      if (!frozen || *frozen) s = node_.thaw_at(std::max(at, node_.now_ns() + 1'000'000));
+    }
+    if (s) set_lease(0);
+    return s;
   }
 
   dataplane::DelayNode& node_;

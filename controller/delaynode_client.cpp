@@ -139,6 +139,14 @@ Status DelayNodeClient::roll_back(int64_t at_ns, int64_t ahead_ns) {
   return agent_error(what_, s);
 }
 
+Status DelayNodeClient::shutdown() {
+  agent::HoldReply reply;
+  if (auto s = unary(*stub_, &Stub::Hold, {}, &reply, step_deadline_ns_); !s.ok()) {
+    return agent_error(what_, s);
+  }
+  return Status::ok();
+}
+
 Status DelayNodeClient::find_pieces(const Manifest& manifest) const {
   for (const auto& p : manifest.pieces()) {
     if (p.kind() == "delay node" && p.name() == ref_.id()) return Status::ok();
@@ -154,10 +162,11 @@ Result<bool> DelayNodeClient::running() {
   return !stats.frozen();
 }
 
-Status DelayNodeClient::load(const std::string& dir) {
+Status DelayNodeClient::load(const std::string& dir, int64_t lease_until_ns) {
   agent::RestoreRequest req;
   req.set_path(cat(dir, "/delaynodes/", ref_.id(), ".img"));
   req.set_allow_other_node(true);
+  req.set_lease_until_ns(lease_until_ns);
   agent::RestoreReply reply;
   if (auto s = unary(*stub_, &Stub::Restore, req, &reply, save_deadline_ns_); !s.ok()) {
     return agent_error(what_, s);

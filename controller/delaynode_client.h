@@ -30,11 +30,12 @@ class DelayNodeClient final : public Agent {
   Result<Resumed> resume_at(int64_t at_ns, int64_t ahead_ns) override;
   Result<AgentStep> align(const std::map<std::string, int64_t>& pause_excess_ns) override;
   Status roll_back(int64_t at_ns, int64_t ahead_ns) override;
-  Status shutdown() override { return Status::ok(); }  // stays frozen, holding its frames
+  // Stays frozen, holding its frames, and never thaws by itself (Hold).
+  Status shutdown() override;
 
   Status find_pieces(const Manifest& manifest) const override;
   Result<bool> running() override;
-  Status load(const std::string& dir) override;
+  Status load(const std::string& dir, int64_t lease_until_ns) override;
 
   AgentStatus status() override;
   Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger& trigger,

@@ -76,8 +76,52 @@ Result<std::unique_ptr<Experiment>> Experiment::create(Topology topology,
       notes->push_back(cat("store: removed the partial checkpoint ", id, " of an earlier run"));
     }
   }
-  return std::unique_ptr<Experiment>(new Experiment(std::move(topology), std::move(clock),
-                                                    std::move(agents), std::move(store).value()));
+  std::unique_ptr<Experiment> experiment(new Experiment(
+      std::move(topology), std::move(clock), std::move(agents), std::move(store).value()));
+  experiment->reconcile(notes);
+  return experiment;
+}
+
+void Experiment::reconcile(std::vector<std::string>* notes) {
+  auto note = [&](std::string line) {
+    log(line);
+    if (notes) notes->push_back(std::move(line));
+  };
+  Crew all = crew_of(agents_, everyone);
+  auto found = on_each("", all, [](Member& a) { return a.agent->status(); });
+  bool vms_present = false;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const AgentStatus& s = found[i];
+    if (!s.reachable()) {
+      note(cat("reconcile: ", all[i].agent->what(), " did not answer (", s.error(),
+               "): if it is stopped, its lease resumes it"));
+      continue;
+    }
+    all[i].asked = s.frozen();
+    for (const auto& vm : s.vms()) vms_present |= vm.find(" absent") == std::string::npos;
+  }
+  Crew stopped = only(all, [](const Member& a) { return a.asked; });
+  const ExperimentState state = store_->state();
+  if (state.swapped_out()) {
+    note(cat("reconcile: the experiment is swapped out (checkpoint ", state.head(),
+             "): the delay nodes stay frozen until a restore",
+             vms_present ? "; VMs are present: a restore was interrupted, restore again" : ""));
+    return;
+  }
+  if (stopped.empty()) return;
+  std::string names;
+  for (const Member& a : stopped) names += cat(names.empty() ? "" : ", ", a.agent->what());
+  auto now = clock_->now_ns();
+  const int64_t base = now ? *now : clock_sync::SystemClock::realtime_ns();
+  const int64_t at = base + lead_ns();
+  auto undone =
+      on_each("reconcile", stopped, [&](Member& a) { return a.agent->roll_back(at, at - base); });
+  std::string failed;
+  for (const Status& s : undone) {
+    if (!s) failed += cat(failed.empty() ? "" : "; ", s.message());
+  }
+  note(cat("reconcile: ", names, " stopped (left by an earlier controller): resumed at one instant",
+           failed.empty() ? std::string() : cat(", except: ", failed, " (its lease resumes it)")));
 }
 
 Status Experiment::await_clock() const {
@@ -200,12 +244,13 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
 
   if (request.swap_out()) {
     keep = true;
+    // Every agent: the VMs quit, and the delay nodes end their freeze's
+    // lease (it would thaw them by themselves) and stay frozen.
     say("swap out", "shutting the VMs down; the delay nodes stay frozen");
-    Crew hosts =
-        only(crew, [](const Member& a) { return a.agent->kind() == Agent::Kind::kVmHost; });
-    auto down = on_each("swap out", hosts, [](Member& a) { return a.agent->shutdown(); });
+    auto down = on_each("swap out", crew, [](Member& a) { return a.agent->shutdown(); });
     if (Status e = first_error(down); !e) {
-      return Status(e.code(), cat("checkpoint ", m.id(), " is saved, but ", e.message()));
+      return Status(e.code(), cat("checkpoint ", m.id(), " is saved, but ", e.message(),
+                                  " (an agent not told resumes when its lease ends)"));
     }
     return m;
   }

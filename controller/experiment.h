@@ -36,7 +36,7 @@ class Experiment {
                                                     std::vector<std::string>* notes);
   // The same over given agents and clock (tests: fakes). The agents may
   // read the clock; partial checkpoints swept from the store are named in
-  // `notes`.
+  // `notes`, and so is the reconciliation with the agents (reconcile()).
   static Result<std::unique_ptr<Experiment>> create(Topology topology,
                                                     std::vector<std::unique_ptr<Agent>> agents,
                                                     std::unique_ptr<MasterClock> clock,
@@ -67,6 +67,11 @@ class Experiment {
   Experiment(Topology topology, std::unique_ptr<MasterClock> clock,
              std::vector<std::unique_ptr<Agent>> agents, std::unique_ptr<CheckpointStore> store);
 
+  // A controller that starts asks every agent its state: frozen nodes and
+  // paused VMs left by a controller that died mid-operation resume at one
+  // common instant, unless the store says the experiment is swapped out
+  // (then nothing is touched). What it found and did goes to `notes`.
+  void reconcile(std::vector<std::string>* notes);
   // The lead time for an instant: measured round trips plus the margin.
   int64_t lead_ns() const;
   // Waits a little for the controller's own clock to become trustworthy.

@@ -1,5 +1,6 @@
 // Restore of a checkpoint: verify, stop what runs, load every piece,
 // resume all at one instant (controller/README.md).
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -86,6 +87,13 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     return Status(s.code(), cat(s.message(), ": nothing was touched"));
   }
   for (size_t i = 0; i < crew.size(); ++i) crew[i].running = *running[i];
+  // Everything the restore freezes or loads has a lease: a controller that
+  // vanishes mid-restore leaves nothing frozen for good (#16 defect 3).
+  auto start = clock_->now_ns();
+  if (!start) return start.status().with_context("master clock: ");
+  const Durations& d = topology_.durations;
+  const int64_t lease = std::max(*start + lead_ns() + 2 * d.step_deadline_ns + d.save_deadline_ns,
+                                 request.at_ns() + 2 * d.step_deadline_ns);
   Crew nodes = only(crew, [](const Member& a) { return a.running && a.agent->moves_network(); });
   if (!nodes.empty()) {
     auto now = clock_->now_ns();
@@ -93,7 +101,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     const int64_t at = *now + lead_ns();
     say("stop", cat("the running delay nodes freeze at +", format_duration_ns(at - *now)));
     auto frozen = on_each("restore (freezing the running node)", nodes,
-                          [&](Member& a) { return a.agent->stop_at(at, 0, at - *now); });
+                          [&](Member& a) { return a.agent->stop_at(at, lease, at - *now); });
     if (Status s = first_error(frozen); !s) {
       return Status(s.code(), cat(s.message(), ": the experiment runs on as it was"));
     }
@@ -113,8 +121,11 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     return Status(s.code(), cat(s.message(), ": the delay nodes are frozen, nothing was loaded"));
   }
   say("load", "loading states and images");
-  auto loaded = on_each("restore", crew, [&](Member& a) { return a.agent->load(dir); });
+  auto loaded = on_each("restore", crew, [&](Member& a) { return a.agent->load(dir, lease); });
   if (Status s = first_error(loaded); !s) {
+    // Down for good, not until the leases end: the VMs that loaded quit,
+    // the nodes hold.
+    (void)on_each("", crew, [](Member& a) { return a.agent->shutdown(); });
     (void)store_->set_swapped_out(true);
     return Status(s.code(), cat(s.message(),
                                 ": the experiment is down; fix the cause and "
@@ -127,7 +138,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   if (at < *now) {
     return deadline_exceeded(
         "resume: the instant asked for has passed; everything is loaded "
-        "and paused: restore again");
+        "and paused until the restore's lease ends: restore again");
   }
   Manifest resumed = m;
   resumed.clear_steps();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -34,8 +35,10 @@ uint64_t tree_bytes(const std::string& path) {
 
 Status write_file_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Manifests, store state, leases: the owner's only (#16 defect 6).
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return unavailable(cat(tmp, ": cannot create: ", std::strerror(errno)));
+  (void)::fchmod(fd, 0600);
   size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
@@ -58,11 +61,18 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
     ::unlink(tmp.c_str());
     return unavailable(cat(path, ": rename failed: ", std::strerror(err)));
   }
-  const int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  // The rename is durable only once its folder is (#16 defect 9: this
+  // result was ignored).
+  return fsync_directory(fs::path(path).parent_path().string());
+}
+
+Status fsync_directory(const std::string& path) {
+  const int dir = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return unavailable(cat(path, ": cannot open the folder: ", std::strerror(errno)));
+  const int rc = ::fsync(dir);
+  const int err = errno;
+  ::close(dir);
+  if (rc != 0) return unavailable(cat(path, ": fsync of the folder failed: ", std::strerror(err)));
   return Status::ok();
 }
 

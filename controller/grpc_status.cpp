@@ -1,5 +1,8 @@
 #include "controller/grpc_status.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -11,8 +14,22 @@ namespace amber::controller {
 
 Status check_plaintext_address(const std::string& address) {
   if (address.rfind("unix:", 0) == 0) return Status::ok();
-  for (const char* loopback : {"127.", "localhost:", "[::1]:"}) {
-    if (address.rfind(loopback, 0) == 0) return Status::ok();
+  // HOST:PORT with HOST a loopback address itself (127.0.0.0/8, [::1]) or
+  // "localhost", never a name that merely starts like one (#16 defect 9).
+  const size_t colon = address.rfind(':');
+  if (colon != std::string::npos && colon + 1 < address.size()) {
+    std::string host = address.substr(0, colon);
+    if (host == "localhost") return Status::ok();
+    in_addr v4{};
+    if (::inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) {
+      return Status::ok();
+    }
+    in6_addr v6{};
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']' &&
+        ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &v6) == 1 &&
+        IN6_IS_ADDR_LOOPBACK(&v6)) {
+      return Status::ok();
+    }
   }
   return invalid_argument(cat("listen address '", address,
                               "': without TLS an agent listens only on a UNIX socket "
@@ -66,6 +83,20 @@ Result<Serving> start(const std::string& listen,
   if (!serving.server || (!unix_socket && port == 0)) {
     return unavailable(
         cat("cannot listen on '", listen, "' (in use, or no permission to create it)"));
+  }
+  if (unix_socket) {
+    // Owner and group (#16 defect 6), not whatever the umask gives.
+    std::error_code ec;
+    std::filesystem::permissions(listen.substr(5),
+                                 std::filesystem::perms::owner_read |
+                                     std::filesystem::perms::owner_write |
+                                     std::filesystem::perms::group_read |
+                                     std::filesystem::perms::group_write,
+                                 ec);
+    if (ec) {
+      serving.server->Shutdown();
+      return unavailable(cat("cannot set the mode of '", listen, "': ", ec.message()));
+    }
   }
   serving.address =
       unix_socket ? listen : listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);

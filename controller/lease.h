@@ -1,7 +1,10 @@
 // An agent's safety net when the controller vanishes mid-checkpoint: at the
 // lease's end (an instant on this host's CLOCK_REALTIME) `on_expiry` runs on
 // the lease's own thread, holding the agent's operation lock (so after a
-// Save in progress), unless the lease was ended or moved first.
+// Save in progress), unless the lease was ended or moved first. Only a
+// successful `on_expiry` (it resumed) ends the lease: one that failed runs
+// again every `retry_ns` (#16 defect 2: a failed resume once deleted the
+// lease, and the VMs stayed paused for good).
 #pragma once
 
 #include <condition_variable>
@@ -17,8 +20,12 @@ namespace amber::controller {
 
 class Lease {
  public:
-  Lease(OperationLock& operations, std::function<void()> on_expiry)
-      : operations_(operations), on_expiry_(std::move(on_expiry)), thread_([this] { loop(); }) {}
+  Lease(OperationLock& operations, std::function<bool()> on_expiry,
+        int64_t retry_ns = 1'000'000'000)
+      : operations_(operations),
+        on_expiry_(std::move(on_expiry)),
+        retry_ns_(retry_ns),
+        thread_([this] { loop(); }) {}
   ~Lease() {
     {
       std::lock_guard lock(mutex_);
@@ -57,16 +64,18 @@ class Lease {
       auto guard = operations_.acquire("lease");
       lock.lock();
       if (!guard || until_ns_ != expired || stopping_) continue;  // ended or moved meanwhile
-      until_ns_ = 0;
       lock.unlock();
-      on_expiry_();
+      const bool resumed = on_expiry_();
       guard->unlock();
       lock.lock();
+      if (until_ns_ != expired) continue;  // on_expiry_ ended or moved it
+      until_ns_ = resumed ? 0 : clock_sync::SystemClock::realtime_ns() + retry_ns_;
     }
   }
 
   OperationLock& operations_;
-  const std::function<void()> on_expiry_;
+  const std::function<bool()> on_expiry_;
+  const int64_t retry_ns_;
   std::mutex mutex_;
   std::condition_variable wake_;
   int64_t until_ns_ = 0;

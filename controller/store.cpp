@@ -132,6 +132,9 @@ Result<std::unique_ptr<CheckpointStore>> CheckpointStore::open(const std::string
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return unavailable(cat("store ", dir, ": cannot create: ", ec.message()));
+  // Checkpoints hold guest RAM: the owner's only (#16 defect 6).
+  fs::permissions(dir, fs::perms::owner_all, ec);
+  if (ec) return unavailable(cat("store ", dir, ": cannot restrict to its owner: ", ec.message()));
   if (::access(dir.c_str(), W_OK) != 0) {
     return failed_precondition(cat("store ", dir, ": not writable"));
   }
@@ -206,8 +209,10 @@ Result<std::string> CheckpointStore::begin_checkpoint() {
       return unavailable(cat("store ", path, ": cannot create: ", std::strerror(errno)));
     }
     std::error_code ec;
+    fs::permissions(path, fs::perms::owner_all, ec);
     for (const char* sub : {"vms", "delaynodes"}) {
       fs::create_directory(cat(path, "/", sub), ec);
+      if (!ec) fs::permissions(cat(path, "/", sub), fs::perms::owner_all, ec);
       if (ec) {
         fs::remove_all(path, ec);
         return unavailable(cat("store ", path, "/", sub, ": cannot create: ", ec.message()));
@@ -273,7 +278,12 @@ Result<uint64_t> CheckpointStore::remove(const std::string& id) {
   std::error_code ec;
   fs::remove(cat(path_of(id), "/", kManifest), ec);
   if (ec) return unavailable(cat("checkpoint '", id, "': cannot remove: ", ec.message()));
+  // Durable before the folder goes: a manifest back after a power cut
+  // would name files that are gone (#16 defect 9).
+  AMBER_RETURN_IF_ERROR(fsync_directory(path_of(id)).with_context(cat("checkpoint '", id, "': ")));
   fs::remove_all(path_of(id), ec);
+  if (ec) return unavailable(cat("checkpoint '", id, "': cannot remove: ", ec.message()));
+  AMBER_RETURN_IF_ERROR(fsync_directory(dir_).with_context(cat("checkpoint '", id, "': ")));
   return bytes;
 }
 

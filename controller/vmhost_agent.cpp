@@ -129,7 +129,8 @@ class Host {
         AMBER_RETURN_IF_ERROR(host->boot(i));
       }
     }
-    host->lease_ = std::make_unique<Lease>(host->operations_, [h = host.get()] { h->lease_ended(); });
+    host->lease_ =
+        std::make_unique<Lease>(host->operations_, [h = host.get()] { return h->lease_ended(); });
     host->pick_up_lease();
     return host;
   }
@@ -299,6 +300,13 @@ class Host {
     if (!guard) return to_grpc(guard.status());
     const std::string& dir = req.checkpoint_dir();
     if (dir.empty()) return to_grpc(invalid_argument("Restore: checkpoint_dir: not given"));
+    int64_t lease = 0;
+    if (req.lease_until_ns() != 0) {
+      // On the local clock now: the lease must work without master time.
+      auto corr = correction();
+      if (!corr) return to_grpc(corr.status().with_context("Restore: lease: "));
+      lease = req.lease_until_ns() + *corr;
+    }
     set_lease(0);
     for (std::size_t i = 0; i < vms_.size(); ++i) {
       if (vms_[i]) {
@@ -334,6 +342,8 @@ class Host {
       restored->set_start_ns(dur_ns(report.start));
       restored->set_load_ns(dur_ns(report.load));
     }
+    // Paused until a ResumeAt, or the lease (#16 defect 3).
+    if (lease != 0) set_lease(lease);
     return grpc::Status::OK;
   }
 
@@ -437,17 +447,23 @@ class Host {
                  static_cast<long long>(lease));
     lease_->set(lease);
   }
-  // The lease ended (holding the operation lock): resume what is stopped.
-  void lease_ended() {
+  // The lease ended (holding the operation lock): resume what is stopped,
+  // on this host's own clock. The lease is for the partition that takes
+  // the controller and PTP away together: master time may be untrustworthy
+  // now, and waiting for it would leave the VMs paused. Only a resume that
+  // worked ends the lease (and removes its files); otherwise the lease
+  // tries again.
+  bool lease_ended() {
     google::protobuf::RepeatedPtrField<vmhost::VmStep> steps;
-    auto corr = correction();
-    const int64_t master_now = SystemClock::realtime_ns() - (corr ? *corr : 0);
-    grpc::Status s = step_at("ResumeAt", master_now, true, &steps);
+    grpc::Status s = step_at("ResumeAt", SystemClock::realtime_ns(), true, &steps,
+                             /*local_clock=*/true);
     std::fprintf(stderr,
                  "amber-vmhost: the stop lease ended without a resume from the controller: "
-                 "%d VM(s) resumed%s%s\n",
-                 steps.size(), s.ok() ? "" : ": ", s.error_message().c_str());
-    set_lease(0);
+                 "%d VM(s) resumed on the local clock%s%s\n",
+                 steps.size(), s.ok() ? "" : ": ",
+                 s.ok() ? "" : cat(s.error_message(), " (trying again in 1 s)").c_str());
+    if (s.ok()) set_lease(0);
+    return s.ok();
   }
 
   Status boot(std::size_t i) {
@@ -506,9 +522,11 @@ class Host {
   }
 
   // Caller holds the lock. only_stopped (resume only): VMs already running
-  // are left alone and a passed instant means now.
+  // are left alone and a passed instant means now. local_clock: `at_ns` is
+  // this host's CLOCK_REALTIME, and master time is not consulted (the lease).
   grpc::Status step_at(const char* what, int64_t at_ns, bool only_stopped,
-                       google::protobuf::RepeatedPtrField<vmhost::VmStep>* out) {
+                       google::protobuf::RepeatedPtrField<vmhost::VmStep>* out,
+                       bool local_clock = false) {
     const bool stop = std::string_view(what) == "StopAt";
     std::vector<vm::Vm*> vms;
     std::vector<std::size_t> index;
@@ -536,7 +554,7 @@ class Host {
       index.push_back(i);
     }
     if (vms.empty()) return grpc::Status::OK;
-    auto corr = correction();
+    auto corr = local_clock ? Result<int64_t>(int64_t{0}) : correction();
     if (!corr) return to_grpc(corr.status().with_context(cat(what, ": ")));
     const int64_t now = SystemClock::realtime_ns() - *corr;
     if (only_stopped && at_ns <= now) at_ns = now + 1'000'000;
@@ -548,11 +566,12 @@ class Host {
       return to_grpc(invalid_argument(cat(what, ": instant ", at_ns, " is more than ",
                                           kMaxLeadNs / 1'000'000'000, " s ahead")));
     }
-    auto r = stop ? vm::stop_all_at(vms, from_ns(at_ns), *waiter_)
-                  : vm::resume_all_at(vms, from_ns(at_ns), *waiter_);
+    vm::InstantWaiter& waiter = local_clock ? local_waiter_ : *waiter_;
+    auto r = stop ? vm::stop_all_at(vms, from_ns(at_ns), waiter)
+                  : vm::resume_all_at(vms, from_ns(at_ns), waiter);
     if (!r) return to_grpc(r.status().with_context(cat(what, ": ")));
     // QEMU stamps its events on the local clock; report them in master time.
-    auto after = correction();
+    auto after = local_clock ? corr : correction();
     const int64_t c = after ? *after : *corr;
     for (std::size_t i = 0; i < r->size(); ++i) {
       const vm::StepReport& s = (*r)[i];
@@ -593,6 +612,7 @@ class Host {
   std::unique_ptr<clock_sync::SyncMonitor> monitor_;
   std::unique_ptr<clock_sync::ActionScheduler> scheduler_;  // uses monitor_
   std::unique_ptr<vm::InstantWaiter> waiter_;
+  vm::SleepUntilWaiter local_waiter_;  // the lease's: this host's own clock
   OperationLock operations_;
   std::atomic<bool> shutting_down_{false};
   std::unique_ptr<Lease> lease_;  // after the VMs are adopted; uses operations_

@@ -183,9 +183,10 @@ Result<bool> VmHostClient::running() {
   return present;
 }
 
-Status VmHostClient::load(const std::string& dir) {
+Status VmHostClient::load(const std::string& dir, int64_t lease_until_ns) {
   vmhost::RestoreRequest req;
   req.set_checkpoint_dir(dir + "/vms");
+  req.set_lease_until_ns(lease_until_ns);
   vmhost::RestoreReply reply;
   if (auto s = unary(*stub_, &Stub::Restore, req, &reply, save_deadline_ns_); !s.ok()) {
     return agent_error(what_, s);
@@ -211,7 +212,12 @@ AgentStatus VmHostClient::status() {
   a.set_clock_trustworthy(c.trustworthy());
   a.set_clock(c.trustworthy() ? cat(c.mode(), ", offset ", format_duration_ns(c.offset_ns()))
                               : cat(c.mode(), ": not trustworthy: ", join(c.reasons())));
-  for (const auto& vm : status.vms()) a.add_vms(cat(vm.name(), " ", vm.state()));
+  bool paused = false;
+  for (const auto& vm : status.vms()) {
+    a.add_vms(cat(vm.name(), " ", vm.state()));
+    paused |= vm.state() == "paused" || vm.state() == "postmigrate";
+  }
+  a.set_frozen(paused);
   return a;
 }
 

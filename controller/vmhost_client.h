@@ -33,7 +33,7 @@ class VmHostClient final : public Agent {
 
   Status find_pieces(const Manifest& manifest) const override;
   Result<bool> running() override;
-  Status load(const std::string& dir) override;
+  Status load(const std::string& dir, int64_t lease_until_ns) override;
 
   AgentStatus status() override;
   Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger& trigger,

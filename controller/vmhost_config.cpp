@@ -67,6 +67,20 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
     if (vm.name().find('/') != std::string::npos || vm.name() == "." || vm.name() == "..") {
       return invalid_argument(cat(at, "VM '", vm.name(), "': name must be a plain file name"));
     }
+    // QEMU's option parser splits at commas: one in a name, MAC or endpoint
+    // would add options of the caller's choosing (#16 defect 9).
+    if (vm.name().find(',') != std::string::npos) {
+      return invalid_argument(cat(at, "VM '", vm.name(), "': name: no commas"));
+    }
+    for (const auto& nic : vm.nics()) {
+      if (nic.endpoint().find(',') != std::string::npos) {
+        return invalid_argument(
+            cat(at, "VM '", vm.name(), "': endpoint '", nic.endpoint(), "': no commas"));
+      }
+      if (nic.mac().find(',') != std::string::npos) {
+        return invalid_argument(cat(at, "VM '", vm.name(), "': mac '", nic.mac(), "': no commas"));
+      }
+    }
     if (!names.insert(vm.name()).second) {
       return invalid_argument(cat(at, "VM '", vm.name(), "': name used twice"));
     }

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -188,7 +189,9 @@ Result<ImageWriter> ImageWriter::create(const std::string& path, const NodeInfo&
   s->pipes = pipes;
   s->frames_seen.assign(pipes.size(), 0);
   s->bytes_seen.assign(pipes.size(), 0);
-  s->fd = ::open(s->tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // The experiment's frames: the owner's only (#16 defect 6).
+  s->fd = ::open(s->tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (s->fd >= 0) (void)::fchmod(s->fd, 0600);
   if (s->fd < 0) {
     std::string reason = errno_text();
     s->tmp_path.clear();  // not ours to remove

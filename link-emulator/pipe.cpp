@@ -142,6 +142,10 @@ Verdict Pipe::admit(Frame& frame, uint32_t length, int64_t now, Verdict verdict)
     if (queued_bytes_ + length > limit_bytes_) return drop(length, DropCause::kQueueBytes, verdict);
     write();
     frame.stage = FrameStage::kBottleneck;
+    // Not assigned yet (the storage may hold an earlier frame's): the
+    // head's serialization sets ready, the wire the departure.
+    frame.ready_ns = 0;
+    frame.departure_ns = 0;
     bool idle = bottleneck_.empty();
     bottleneck_.push_back(frame);
     ++queued_frames_;

@@ -14,6 +14,7 @@
 // departure or drop. Single-threaded; the owning lcore calls everything.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -184,10 +185,30 @@ class Pipe {
   // Frames on the dense wire have their Frame written first.
   template <typename Visitor>
   void for_each_frame(Visitor&& visit) const {
-    for (const Frame& f : bottleneck_) visit(f);
-    dense_.for_each([&](const Frame& f) { visit(f); });
-    for (const Frame& f : delay_line_) visit(f);
-    for (const Frame& f : express_) visit(f);
+    // In the order they leave (#16 defect 10): the wire (dense front, then
+    // the delay line's list) merged with the express path, the wire first
+    // on a tie as in dequeue(); then the bottleneck's, still queued, each
+    // placed among the express frames by the earliest it can leave (its
+    // serialization at the current rate after the frame before it, plus
+    // the delay: jitter only adds). Each stage keeps its own order, so
+    // restore_frame() rebuilds it.
+    auto express = express_.begin();
+    auto wire_at = [&](const Frame& f, int64_t departure_ns) {
+      for (; express != express_.end() && express->departure_ns < departure_ns; ++express) {
+        visit(*express);
+      }
+      visit(f);
+    };
+    auto wire = [&](const Frame& f) { wire_at(f, f.departure_ns); };
+    dense_.for_each(wire);
+    for (const Frame& f : delay_line_) wire(f);
+    int64_t ready = link_free_ns_;
+    for (const Frame& f : bottleneck_) {
+      ready = f.ready_ns != 0 ? f.ready_ns
+                              : std::max(ready, f.arrival_ns) + earliest_serialization_ns(f.length);
+      wire_at(f, ready + config_.delay_ns);
+    }
+    for (; express != express_.end(); ++express) visit(*express);
   }
   // Puts a frame back as it was saved (stage and timestamps set by the
   // caller), appending to its stage's FIFO. Only on a pipe being restored.
@@ -278,6 +299,14 @@ class Pipe {
   static constexpr uint32_t kDefaultWireFrames = 4096;
   void start_serialization(Frame& head);
   int64_t serialization_ns(uint32_t length);
+  // The same at the current static rate, without the carry (0 while a
+  // trace shapes the pipe: its opportunities are not known ahead). Cold.
+  int64_t earliest_serialization_ns(uint32_t length) const {
+    const uint64_t rate = traced_ ? 0 : config_.rate_bps;
+    if (rate == 0) return 0;
+    return static_cast<int64_t>((uint64_t{length} + config_.overhead_bytes) * 8 *
+                                1'000'000'000ULL / rate);
+  }
   // A written frame leaves the bottleneck (or arrives at an unlimited-rate
   // pipe): express path or the delay line's list.
   void put_on_wire(Frame& frame);

@@ -82,6 +82,7 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
   // aborted checkpoint) must not come back half-written.
   fs::create_directory(tmp, ec);
   if (ec) return not_found(cat("create ", tmp, ": ", ec.message()));
+  fs::permissions(tmp, fs::perms::owner_all, ec);  // guest RAM inside (#16 defect 6)
   auto fail = [&](const Status& s) -> Status {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);
@@ -102,8 +103,7 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
     if (ec) return fail(internal_error(cat("copy ", disk, ": ", ec.message())));
     if (Status s = rebase_onto_base(copy); !s) return fail(s);
     if (Status s = fsync_path(copy, false); !s) return fail(s);
-    fs::permissions(cat(tmp, "/disk.qcow2"),
-                    fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read, ec);
+    fs::permissions(cat(tmp, "/disk.qcow2"), fs::perms::owner_read, ec);
     report.disk_copy = Clock::now() - c0;
   }
   Json meta = {{"name", vm.config().name},   {"memory_mib", vm.config().memory_mib},
@@ -117,6 +117,7 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
     out << meta.dump(2) << "\n";
     if (!out) return fail(internal_error(cat("write ", tmp, "/meta.json")));
   }
+  fs::permissions(cat(tmp, "/meta.json"), fs::perms::owner_read | fs::perms::owner_write, ec);
   if (Status s = fsync_path(cat(tmp, "/meta.json"), false); !s) return fail(s);
   if (Status s = fsync_path(tmp, true); !s) return fail(s);
   fs::rename(tmp, dir, ec);

@@ -206,8 +206,18 @@ Result<std::unique_ptr<Vm>> Vm::start(const VmConfig& config, Accel accel, bool 
   if (config.run_dir.empty())
     return invalid_argument(cat("VM ", config.name, ": run_dir is empty"));
   std::error_code ec;
+  // Whatever built the config: a comma would reach QEMU's option parser.
+  std::vector<std::string> values = {config.name, config.run_dir, config.disk};
+  for (const Nic& nic : config.nics) values.insert(values.end(), {nic.mac, nic.endpoint});
+  for (const std::string& v : values) {
+    if (v.find(',') != std::string::npos) {
+      return invalid_argument(cat("VM ", config.name, ": '", v, "': no commas (QEMU options)"));
+    }
+  }
   fs::create_directories(config.run_dir, ec);
   if (ec) return internal_error(cat("create ", config.run_dir, ": ", ec.message()));
+  // Its QMP and console sockets, disk overlay and logs: the owner's only.
+  fs::permissions(config.run_dir, fs::perms::owner_all, ec);
   for (const Nic& nic : config.nics) {
     if (!nic.forwards.empty() && nic.kind != Nic::Kind::kUser) {
       return invalid_argument(cat("VM ", config.name, ": port forwards need a user-network NIC"));
@@ -424,8 +434,10 @@ Result<SaveReport> Vm::save_state(const std::string& path, const ProgressFn& pro
   }
   const auto t0 = Clock::now();
   const std::string part = cat(path, ".part");
-  int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Guest RAM: the owner's only (#16 defect 6).
+  int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return internal_error(cat("save: open ", part, ": ", std::strerror(errno)));
+  (void)::fchmod(fd, 0600);
   auto fail = [&](const Status& s) -> Status {
     ::close(fd);
     ::unlink(part.c_str());

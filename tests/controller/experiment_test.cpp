@@ -47,7 +47,13 @@ class ExperimentTest : public ::testing::Test {
 
   // `nodes` delay nodes dn1.. then `hosts` VM hosts h1.. with two VMs each
   // (vm1 vm2 on h1, vm3 vm4 on h2, ...): the daemon's order.
-  void start(int nodes, int hosts) {
+  // `before` runs once the fakes exist, before the Experiment (the
+  // controller) starts over them: the state an earlier controller left.
+  void start(int nodes, int hosts, const std::function<void()>& before = {}) {
+    experiment_.reset();  // a controller started again: the store's lock is free
+    nodes_.clear();
+    hosts_.clear();
+    notes_.clear();
     Topology t;
     t.proto.set_experiment("unit");
     t.proto.set_store(root_);
@@ -71,7 +77,8 @@ class ExperimentTest : public ::testing::Test {
       hosts_.push_back(a.get());
       agents.push_back(std::move(a));
     }
-    auto e = Experiment::create(std::move(t), std::move(agents), std::move(clock), nullptr);
+    if (before) before();
+    auto e = Experiment::create(std::move(t), std::move(agents), std::move(clock), &notes_);
     ASSERT_TRUE(e.is_ok()) << e.status().to_string();
     experiment_ = std::move(e).value();
     experiment_->set_log([this](const std::string& line) {
@@ -165,6 +172,7 @@ class ExperimentTest : public ::testing::Test {
   std::mutex mutex_;
   std::vector<Progress> progress_;
   std::vector<std::string> log_;
+  std::vector<std::string> notes_;  // of the experiment's start
 };
 
 const std::vector<Op> kCheckpointed = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kResumeAt};
@@ -422,7 +430,7 @@ TEST_F(ExperimentTest, SwapOutShutsTheVmHostsDownAfterTheManifestAndLeavesTheNod
   EXPECT_TRUE(m->swapped_out());
   EXPECT_EQ(m->resume_ns(), 0);
   EXPECT_TRUE(manifest_first) << "the VMs went down before the manifest was written";
-  const std::vector<Op> node_ops = {Op::kPrepare, Op::kStopAt, Op::kSave};
+  const std::vector<Op> node_ops = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kShutdown};
   EXPECT_EQ(nodes_[0]->ops(), node_ops);
   EXPECT_TRUE(nodes_[0]->stopped());
   const std::vector<Op> host_ops = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kShutdown};
@@ -439,6 +447,37 @@ TEST_F(ExperimentTest, SwapOutShutsTheVmHostsDownAfterTheManifestAndLeavesTheNod
   for (auto* a : all()) EXPECT_TRUE(a->calls().empty()) << a->what();
 }
 
+// #16 defect 1: the freeze's lease once outlived a swap-out, and the nodes
+// thawed by themselves when it ended.
+TEST_F(ExperimentTest, SwapOutEndsEveryLeaseSoNothingResumesByItself) {
+  start(2, 2);
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  for (auto* n : nodes_) {
+    EXPECT_GT(n->last(Op::kStopAt)->lease_ns, 0) << n->what();
+    EXPECT_TRUE(n->stopped()) << n->what() << " thawed";
+    EXPECT_EQ(n->lease_ns(), 0) << n->what() << " would thaw by itself when its lease ends";
+  }
+  for (auto* h : hosts_) {
+    EXPECT_TRUE(h->down()) << h->what();
+    EXPECT_EQ(h->lease_ns(), 0) << h->what();
+  }
+}
+
+TEST_F(ExperimentTest, SwapOutWithANodeNotHoldingSaysItWillThaw) {
+  start(1, 1);
+  nodes_[0]->set(Op::kShutdown, Outcome::kFail);
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("is saved, but swap out: delay node dn1"));
+  EXPECT_THAT(m.status().message(), HasSubstr("resumes when its lease ends"));
+  EXPECT_EQ(experiment_->list().checkpoints_size(), 1);
+}
+
 TEST_F(ExperimentTest, RestoreStopsWhatRunsBeforeLoadingAndResumesAtOneInstant) {
   start(1, 2);
   auto m = checkpoint();
@@ -449,7 +488,7 @@ TEST_F(ExperimentTest, RestoreStopsWhatRunsBeforeLoadingAndResumesAtOneInstant) 
   EXPECT_EQ(r->id(), m->id());
   const std::vector<Op> node_ops = {Op::kRunning, Op::kStopAt, Op::kLoad, Op::kResumeAt};
   EXPECT_EQ(nodes_[0]->ops(), node_ops);
-  EXPECT_EQ(nodes_[0]->last(Op::kStopAt)->lease_ns, 0);
+  EXPECT_GT(nodes_[0]->last(Op::kStopAt)->lease_ns, nodes_[0]->last(Op::kStopAt)->at_ns);
   const std::vector<Op> host_ops = {Op::kRunning, Op::kShutdown, Op::kLoad, Op::kResumeAt};
   for (auto* h : hosts_) EXPECT_EQ(h->ops(), host_ops) << h->what();
   // The running node froze before the VMs went down, and they went down
@@ -466,6 +505,88 @@ TEST_F(ExperimentTest, RestoreStopsWhatRunsBeforeLoadingAndResumesAtOneInstant) 
   EXPECT_EQ(r->steps_size(), 3);
   for (const auto& s : r->steps()) EXPECT_EQ(s.step(), "resume");
   EXPECT_EQ(experiment_->list().head(), m->id());
+}
+
+// #16 defect 3: a restore's freeze had no lease and the agents' Restore
+// cleared theirs: a controller that died mid-restore left everything frozen.
+TEST_F(ExperimentTest, RestoreGivesEveryFreezeAndLoadALease) {
+  start(1, 2);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  forget_calls();
+  // The controller is gone before the resume: nobody resumes anything.
+  for (auto* a : all()) a->set(Op::kResumeAt, Outcome::kHang);
+  auto r = restore(m->id());
+  ASSERT_FALSE(r.is_ok());
+  const int64_t lease = nodes_[0]->last(Op::kStopAt)->lease_ns;
+  EXPECT_GT(lease, nodes_[0]->last(Op::kStopAt)->at_ns);
+  for (auto* a : all()) {
+    EXPECT_EQ(a->last(Op::kLoad)->lease_ns, lease) << a->what();
+    EXPECT_TRUE(a->stopped()) << a->what();
+    EXPECT_EQ(a->lease_ns(), lease) << a->what() << " would stay stopped for good";
+  }
+}
+
+TEST_F(ExperimentTest, RestoreWithTheInstantLaterThanTheLeaseMovesTheLease) {
+  start(1, 1);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  RestoreRequest request;
+  request.set_id(m->id());
+  request.set_at_ns(kStart + 60'000'000'000);
+  auto r = experiment_->restore(request, progress());
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_GT(nodes_[0]->last(Op::kLoad)->lease_ns, request.at_ns());
+}
+
+// #16 defect 3: a controller that starts asks its agents their state and
+// resumes what an earlier one left stopped, at one instant.
+TEST_F(ExperimentTest, StartResumesWhatAnEarlierControllerLeftStoppedAtOneInstant) {
+  start(2, 2, [&] {
+    nodes_[0]->leave(/*stopped=*/true, false, kStart + 5'000'000'000);
+    hosts_[1]->leave(/*stopped=*/true, false, kStart + 5'000'000'000);
+  });
+  const std::vector<fake::Agent*> left = {nodes_[0], hosts_[1]};
+  expect_rolled_back_together(left, kStart - 1);
+  for (auto* a : {nodes_[1], hosts_[0]}) EXPECT_TRUE(a->calls().empty()) << a->what();
+  for (auto* a : all()) EXPECT_EQ(a->lease_ns(), 0) << a->what();
+  ASSERT_EQ(notes_.size(), 1u);
+  EXPECT_THAT(notes_[0], HasSubstr("delay node dn1, vm host h2 stopped"));
+  // Nothing is "already frozen": the next checkpoint runs.
+  auto m = checkpoint();
+  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+}
+
+TEST_F(ExperimentTest, StartWithAnAgentDownSaysSoAndResumesTheOthers) {
+  start(1, 1, [&] {
+    nodes_[0]->leave(true, false, kStart + 5'000'000'000);
+    hosts_[0]->leave(true, false, kStart + 5'000'000'000);
+    hosts_[0]->set_unreachable(true);
+  });
+  EXPECT_EQ(nodes_[0]->calls_of(Op::kRollBack).size(), 1u);
+  EXPECT_TRUE(hosts_[0]->calls().empty());
+  EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [](const std::string& n) {
+    return n.find("vm host h1 did not answer") != std::string::npos &&
+           n.find("its lease resumes it") != std::string::npos;
+  }));
+}
+
+TEST_F(ExperimentTest, StartOfASwappedOutExperimentTouchesNothingAndSaysSo) {
+  start(1, 1);
+  CheckpointRequest swap_out;
+  swap_out.set_swap_out(true);
+  auto m = checkpoint(swap_out);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  // The controller restarts; the node holds its frames, the VMs are gone.
+  start(1, 1, [&] {
+    nodes_[0]->leave(true, false, 0);
+    hosts_[0]->leave(false, true, 0);
+  });
+  for (auto* a : all()) EXPECT_TRUE(a->calls().empty()) << a->what();
+  EXPECT_TRUE(nodes_[0]->stopped());
+  ASSERT_EQ(notes_.size(), 1u);
+  EXPECT_THAT(notes_[0], HasSubstr("swapped out (checkpoint " + m->id() + ")"));
+  EXPECT_EQ(experiment_->status().state(), "swapped out");
 }
 
 TEST_F(ExperimentTest, RestoreAfterSwapOutLoadsWithoutStoppingAnything) {
@@ -495,6 +616,11 @@ TEST_F(ExperimentTest, RestoreWithOneLoadFailingLeavesTheExperimentDown) {
   for (auto* a : all()) {
     EXPECT_EQ(a->calls_of(Op::kLoad).size(), 1u) << a->what();
     EXPECT_TRUE(a->calls_of(Op::kResumeAt).empty()) << a->what();
+  }
+  // Down for good, not until the restore's leases end.
+  for (auto* a : all()) {
+    EXPECT_EQ(a->ops().back(), Op::kShutdown) << a->what();
+    EXPECT_EQ(a->lease_ns(), 0) << a->what();
   }
   EXPECT_EQ(experiment_->status().state(), "swapped out");
   auto refused = checkpoint();

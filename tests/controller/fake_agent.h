@@ -179,6 +179,24 @@ class Agent final : public controller::Agent {
     std::lock_guard lock(mutex_);
     return down_;
   }
+  // The state an earlier controller left it in (before the Experiment
+  // that drives it is created).
+  void leave(bool stopped, bool down, int64_t lease_ns) {
+    set_state([&](Agent& a) {
+      a.stopped_ = stopped;
+      a.down_ = down;
+      a.lease_ns_ = lease_ns;
+    });
+  }
+  // status() says it does not answer.
+  void set_unreachable(bool unreachable) {
+    set_state([&](Agent& a) { a.unreachable_ = unreachable; });
+  }
+  // When it would resume by itself (a real agent's lease); 0: never.
+  int64_t lease_ns() const {
+    std::lock_guard lock(mutex_);
+    return lease_ns_;
+  }
 
   // ---- controller::Agent ----
   Kind kind() const override { return kind_; }
@@ -194,7 +212,10 @@ class Agent final : public controller::Agent {
 
   Result<AgentStep> stop_at(int64_t at_ns, int64_t lease_until_ns, int64_t) override {
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kStopAt, at_ns, lease_until_ns)));
-    set_state([](Agent& a) { a.stopped_ = true; });
+    set_state([&](Agent& a) {
+      a.stopped_ = true;
+      a.lease_ns_ = lease_until_ns;
+    });
     AgentStep step;
     step.set_lateness_ns(1000);
     for (const auto& vm : vms_) (*step.mutable_vm_event_ns())[vm] = at_ns + 1000;
@@ -229,7 +250,10 @@ class Agent final : public controller::Agent {
     Call call = Call::of(Op::kResumeAt, at_ns);
     call.late = arrived > at_ns;
     AMBER_RETURN_IF_ERROR(act(call));
-    set_state([](Agent& a) { a.stopped_ = false; });
+    set_state([](Agent& a) {
+      a.stopped_ = false;
+      a.lease_ns_ = 0;
+    });
     Resumed resumed;
     resumed.late = call.late;  // then it resumed at once, on arrival
     const int64_t event = std::max(arrived, at_ns);
@@ -255,15 +279,22 @@ class Agent final : public controller::Agent {
 
   Status roll_back(int64_t at_ns, int64_t) override {
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kRollBack, at_ns)));
-    set_state([](Agent& a) { a.stopped_ = false; });
+    set_state([](Agent& a) {
+      a.stopped_ = false;
+      a.lease_ns_ = 0;
+    });
     return Status::ok();
   }
 
   Status shutdown() override {
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kShutdown)));
+    // The VMs quit; a node stays frozen (Hold). Neither has a lease left.
     set_state([](Agent& a) {
-      a.down_ = true;
-      a.stopped_ = false;
+      if (a.kind_ == Kind::kVmHost) {
+        a.down_ = true;
+        a.stopped_ = false;
+      }
+      a.lease_ns_ = 0;
     });
     return Status::ok();
   }
@@ -288,12 +319,13 @@ class Agent final : public controller::Agent {
     return kind_ == Kind::kDelayNode ? !stopped_ : !down_;
   }
 
-  Status load(const std::string& dir) override {
-    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kLoad, 0, 0, dir)));
-    // Loaded pieces wait, frozen or paused, for the resume.
-    set_state([](Agent& a) {
+  Status load(const std::string& dir, int64_t lease_until_ns) override {
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kLoad, 0, lease_until_ns, dir)));
+    // Loaded pieces wait, frozen or paused, for the resume or the lease.
+    set_state([&](Agent& a) {
       a.down_ = false;
       a.stopped_ = true;
+      a.lease_ns_ = lease_until_ns;
     });
     return Status::ok();
   }
@@ -302,8 +334,16 @@ class Agent final : public controller::Agent {
     AgentStatus a;
     a.set_kind(kind_ == Kind::kDelayNode ? "delay node" : "vm host");
     a.set_id(id_);
-    a.set_reachable(true);
-    a.set_frozen(stopped());
+    std::lock_guard lock(mutex_);
+    a.set_reachable(!unreachable_);
+    if (unreachable_) {
+      a.set_error("unreachable (as the test says)");
+      return a;
+    }
+    a.set_frozen(stopped_);
+    for (const auto& vm : vms_) {
+      a.add_vms(cat(vm, down_ ? " absent" : stopped_ ? " paused" : " running"));
+    }
     return a;
   }
 
@@ -386,6 +426,8 @@ class Agent final : public controller::Agent {
   std::map<std::string, std::string> attached_;     // delay node: vm -> pipe
   bool stopped_ = false;
   bool down_ = false;
+  int64_t lease_ns_ = 0;
+  bool unreachable_ = false;
 };
 
 }  // namespace amber::controller::fake

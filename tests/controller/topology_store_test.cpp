@@ -2,13 +2,16 @@
 // checkpoint store (ids never reused, manifests written last, partial
 // checkpoints swept, branches that never overwrite each other).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "controller/grpc_status.h"
 #include "controller/store.h"
+#include "proto/agent.grpc.pb.h"
 #include "controller/topology.h"
 
 namespace amber::controller {
@@ -300,6 +303,56 @@ TEST_F(StoreTest, ADamagedStateFileIsReportedNotOverwritten) {
   ASSERT_FALSE(s.is_ok());
   EXPECT_EQ(s.status().code(), ErrorCode::kDataLoss);
   EXPECT_NE(s.status().message().find("STATE"), std::string::npos);
+}
+
+// #16 defect 6: checkpoints hold guest RAM. Folders 0700, files 0600,
+// whatever the umask.
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+TEST_F(StoreTest, FoldersAreTheOwnersOnlyAndSoAreItsFiles) {
+  const mode_t umask_was = ::umask(0);
+  auto store = open();
+  Manifest m = take(*store, "guest RAM");
+  ::umask(umask_was);
+  EXPECT_EQ(mode_of(root_ + "/exp"), 0700u);
+  const std::string dir = store->path_of(m.id());
+  for (const std::string& d : {dir, dir + "/vms", dir + "/delaynodes"}) {
+    EXPECT_EQ(mode_of(d), 0700u) << d;
+  }
+  EXPECT_EQ(mode_of(dir + "/MANIFEST"), 0600u);
+  EXPECT_EQ(mode_of(root_ + "/exp/STATE"), 0600u);
+}
+
+// #16 defect 9: a "127." prefix once let any host name starting with it
+// listen in plain text.
+TEST(Serving, PlainTextOnlyOnAUnixSocketOrARealLoopbackAddress) {
+  for (const char* ok : {"unix:/run/amber/a.sock", "127.0.0.1:7400", "127.1.2.3:0", "[::1]:7400",
+                         "localhost:7400"}) {
+    EXPECT_TRUE(check_plaintext_address(ok).is_ok()) << ok;
+  }
+  for (const char* bad : {"127.evil.example:7400", "127.0.0.1.nip.io:7400", "0.0.0.0:7400",
+                          "10.0.0.1:7400", "[::]:7400", "127.0.0.1", "[::1]", "localhost.example:1",
+                          "[::2]:7400", "128.0.0.1:7400"}) {
+    EXPECT_FALSE(check_plaintext_address(bad).is_ok()) << bad;
+  }
+}
+
+TEST(Serving, AUnixSocketIsReadAndWrittenByOwnerAndGroupOnly) {
+  char tmpl[] = "/tmp/amb-sock-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string socket = std::string(tmpl) + "/agent.sock";
+  agent::DelayNodeAgent::Service service;
+  const mode_t umask_was = ::umask(0);
+  auto serving = serve_plaintext("unix:" + socket, &service);
+  ::umask(umask_was);
+  ASSERT_TRUE(serving.is_ok()) << serving.status().to_string();
+  EXPECT_EQ(mode_of(socket), 0660u);
+  stop_serving(serving->server.get());
+  fs::remove_all(tmpl);
 }
 
 }  // namespace

@@ -136,6 +136,14 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
            "forwards { host_port: 5 guest_port: 2 } } }\n",
        "bad.conf:4: VM 'b': host port 5 is forwarded twice"},
       {head + "vms { name: \"../x\" memory_mib: 1 kernel: \"k\" }\n", "plain file name"},
+      // #16 defect 9: a comma would reach QEMU's option parser.
+      {head + "vms { name: \"a,b\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:3: VM 'a,b': name: no commas"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP " +
+           "endpoint: \"t,script=/x\" } }\n",
+       "bad.conf:3: VM 'a': endpoint 't,script=/x': no commas"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { mac: \"52:54:00:00:00:01,x\" } }\n",
+       "bad.conf:3: VM 'a': mac '52:54:00:00:00:01,x': no commas"},
       {head + "sync_mode: \"sloppy\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "bad.conf:3: sync_mode 'sloppy'"},
       {"run_dir: \"/tmp/r\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",

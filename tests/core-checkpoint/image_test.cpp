@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,20 @@ TEST(Image, RoundTripKeepsNodePipesStateAndEveryFrame) {
   EXPECT_GT(stages[link::FrameStage::kDelayLine], 0);
   EXPECT_GT(stages[link::FrameStage::kExpress], 0);
   EXPECT_TRUE(verify_image(path).is_ok());
+}
+
+// #16 defect 6: an image holds the experiment's frames: its owner's only,
+// whatever the umask.
+TEST(Image, FileIsReadableByItsOwnerOnly) {
+  TempDir dir;
+  FrozenNode node = testing::make_frozen_node();
+  const std::string path = dir.file("node.img");
+  const mode_t umask_was = ::umask(0);
+  Status written = write_image(node, path);
+  ::umask(umask_was);
+  ASSERT_TRUE(written.is_ok()) << written.to_string();
+  EXPECT_EQ(std::filesystem::status(path).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
 }
 
 TEST(Image, SmallChunksSpanManyBatchesAndStillRoundTrip) {

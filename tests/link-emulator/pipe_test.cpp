@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
 
 #include "harness.h"
 
@@ -378,6 +379,61 @@ TEST(Pipe, StateAndFramesRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   EXPECT_EQ(second.counters(), ref.counters());
 }
 
+// Issue #16, defect 10: a queued frame's ready and departure times were
+// whatever its storage held before (an mbuf's previous use: ready before
+// arrival), and the bottleneck's frames, the newest, were visited first,
+// so a pipe's pcap went back in time. Held frames are visited in the order
+// they leave: the frames on the wire (delay line and express path merged)
+// by departure, then the bottleneck's.
+TEST(Pipe, HeldFramesAreVisitedInDepartureOrderQueuedOnesLastWithNothingUnassigned) {
+  PipeConfig c = rate_delay(100'000'000, 2 * kMs);
+  c.jitter_ns = 300 * kUs;
+  c.reorder = 0.2;
+  FramePool pool(400);
+  Pipe pipe = make_pipe(c);
+  std::vector<Departure> early;
+  for (size_t i = 0; i < pool.size(); ++i) {
+    const int64_t at = static_cast<int64_t>(i) * 60 * kUs;  // faster than the rate
+    testing::drain(pipe, pool, at, early);
+    pool[i].ready_ns = pool[i].departure_ns = 7;  // left from an earlier use
+    pool[i].length = 1000;
+    pipe.enqueue(pool[i], at);
+  }
+  std::vector<size_t> on_wire;  // in the order visited
+  bool in_bottleneck = false, head = true;
+  int64_t last_departure = INT64_MIN;
+  pipe.for_each_frame([&](const Frame& f) {
+    const size_t i = pool.index_of(&f);
+    if (f.stage == FrameStage::kBottleneck) {
+      in_bottleneck = true;
+      EXPECT_EQ(f.departure_ns, 0) << "frame " << i;
+      if (head) {
+        EXPECT_GT(f.ready_ns, f.arrival_ns) << "frame " << i;  // in serialization
+      } else {
+        EXPECT_EQ(f.ready_ns, 0) << "frame " << i;
+      }
+      head = false;
+      return;
+    }
+    EXPECT_FALSE(in_bottleneck) << "frame " << i << " on the wire after a queued one";
+    EXPECT_GE(f.departure_ns, last_departure) << "frame " << i;
+    last_departure = f.departure_ns;
+    on_wire.push_back(i);
+  });
+  ASSERT_TRUE(in_bottleneck);
+  ASSERT_GT(on_wire.size(), 10u);
+  ASSERT_GT(pipe.counters().reordered, 0u);
+  // Those on the wire leave exactly in the order visited.
+  std::vector<Departure> out;
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  const std::set<size_t> wire(on_wire.begin(), on_wire.end());
+  std::vector<size_t> left;
+  for (const Departure& d : out) {
+    if (wire.count(d.index)) left.push_back(d.index);
+  }
+  EXPECT_EQ(left, on_wire);
+}
+
 TEST(Pipe, RestoreRefusesFramesOutOfOrder) {
   Pipe pipe = make_pipe(rate_delay(0, kMs));
   Frame a, b;
@@ -435,6 +491,34 @@ TEST(PipeSurgery, RemoveInjectAndResizeKeepTheBooksBalanced) {
   EXPECT_EQ(k.frames_dropped[size_t(DropCause::kRemoved)], 1u);
   EXPECT_EQ(k.frames_in, k.frames_out + k.total_dropped());
   EXPECT_EQ(pipe.held_frames(), 0u);
+}
+
+// A frame injected on the express path while frames still wait in the
+// bottleneck: it is visited among them where it will leave, before those
+// that cannot leave before it and after those that will (the listing's
+// positions are what surgery and the pcap export use).
+TEST(PipeSurgery, AnExpressFrameIsVisitedAmongTheQueuedOnesWhereItLeaves) {
+  // 8000 bits at 1 Mbit/s: each queued frame takes 8 ms, then 1 ms delay.
+  PipeConfig c = rate_delay(1'000'000, kMs);
+  Pipe pipe = testing::make_pipe(c);
+  testing::FramePool pool(6);
+  for (size_t i = 0; i < 4; ++i) {
+    pool[i].length = 1000;
+    ASSERT_TRUE(pipe.enqueue(pool[i], 0).accepted);
+  }
+  // Frames 0..3 leave at 9, 17, 25 and 33 ms: one injected at 12 ms goes
+  // between the first and the second, one at 40 ms after all.
+  pool[4].length = pool[5].length = 60;
+  ASSERT_TRUE(pipe.inject_frame(pool[4], 12 * kMs, 0).is_ok());
+  ASSERT_TRUE(pipe.inject_frame(pool[5], 40 * kMs, 0).is_ok());
+  std::vector<size_t> visited;
+  pipe.for_each_frame([&](const Frame& f) { visited.push_back(pool.index_of(&f)); });
+  EXPECT_EQ(visited, (std::vector<size_t>{0, 4, 1, 2, 3, 5}));
+  std::vector<testing::Departure> out;
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  std::vector<size_t> left;
+  for (const auto& d : out) left.push_back(d.index);
+  EXPECT_EQ(left, visited);
 }
 
 TEST(PipeSurgery, RemovingTheFrameInSerializationLetsTheNextStart) {
