@@ -62,6 +62,27 @@ Result<uint64_t> number(const std::string& text, const char* what) {
   return static_cast<uint64_t>(v);
 }
 
+// "    schedule running: segment 2 of 3, 4.1s of 20s, pass 1; now 10Mbit/s, 20ms"
+void print_schedule(const agent::PipeStats& p) {
+  const agent::ScheduleStats& s = p.schedule();
+  std::printf("    schedule %s", s.state().c_str());
+  if (s.segments()) {
+    std::printf(": segment %u of %u, %s of %s, pass %llu", s.segment() + 1, s.segments(),
+                format_duration_ns(s.segment_elapsed_ns()).c_str(),
+                format_duration_ns(s.segment_duration_ns()).c_str(),
+                static_cast<unsigned long long>(s.loops() + 1));
+  }
+  if (!s.trace().empty()) {
+    std::printf("%s trace %s at opportunity %u, pass %llu", s.segments() ? ";" : ":",
+                s.trace().c_str(), s.trace_index(),
+                static_cast<unsigned long long>(s.trace_loops() + 1));
+  }
+  const bool idle_trace = !s.trace().empty() && s.state() == "running" && p.rate_now_bps() == 0;
+  std::printf("; now %s, %s\n",
+              idle_trace ? "no opportunity in the next 100ms" : format_rate_bps(p.rate_now_bps()).c_str(),
+              format_duration_ns(p.delay_now_ns()).c_str());
+}
+
 void print_stats(const agent::GetStatsReply& r) {
   std::printf("node %s%s\n", r.node_id().c_str(), r.frozen() ? " (frozen)" : "");
   const auto& c = r.clock();
@@ -88,6 +109,7 @@ void print_stats(const agent::GetStatsReply& r) {
       if (n) std::printf(" dropped %s %llu", cause.c_str(), static_cast<unsigned long long>(n));
     }
     std::printf("\n");
+    if (p.has_schedule()) print_schedule(p);
   }
 }
 

@@ -37,6 +37,21 @@ const char* stage_name(link::FrameStage stage) {
   return "unknown";
 }
 
+void fill_schedule(const dataplane::DirectionStats& s, agent::ScheduleStats& out) {
+  const link::Schedule& schedule = *s.config.schedule;
+  out.set_state(dataplane::schedule_state_name(s));
+  out.set_segment(s.schedule.segment);
+  out.set_segments(static_cast<uint32_t>(schedule.segments.size()));
+  out.set_segment_elapsed_ns(dataplane::schedule_segment_elapsed_ns(s));
+  if (s.schedule.segment < schedule.segments.size()) {
+    out.set_segment_duration_ns(schedule.segments[s.schedule.segment].duration_ns);
+  }
+  out.set_loops(s.schedule.loops);
+  if (schedule.trace) out.set_trace(schedule.trace->source);
+  out.set_trace_index(s.schedule.trace_index);
+  out.set_trace_loops(s.schedule.trace_loops);
+}
+
 Status need_pipe(const agent::PipeRef& p) {
   if (p.link().empty() || p.direction().empty()) {
     return invalid_argument("pipe: give a link name and a direction (a_to_b or b_to_a)");
@@ -376,6 +391,9 @@ class Service final : public agent::DelayNodeAgent::Service {
       dropped["dup_no_mbuf"] = s.node.dup_no_mbuf;
       dropped["oversize"] = s.node.oversize;
       dropped["no_priv_area"] = s.node.no_priv_area;
+      p->set_rate_now_bps(s.rate_now_bps);
+      p->set_delay_now_ns(s.delay_now_ns);
+      if (s.config.schedule) fill_schedule(s, *p->mutable_schedule());
     }
     return grpc::Status::OK;
   }

@@ -261,10 +261,7 @@ Status DelayNode::send(Worker& worker, const std::shared_ptr<Command>& command) 
   return command->status;
 }
 
-DirectionStats snapshot(const Direction& d) {
-  DirectionStats s;
-  s.link = d.link_name;
-  s.direction = d.direction;
+void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s) {
   s.config = d.pipe.config();
   s.pipe = d.pipe.counters();
   s.node = d.counters;
@@ -274,6 +271,28 @@ DirectionStats snapshot(const Direction& d) {
   s.queued_bytes = d.pipe.queued_bytes();
   s.tx_pending = d.pending_count;
   s.shift_ns = d.shift_ns;
+  s.virtual_now_ns = virtual_now_ns;
+  s.schedule = d.pipe.schedule_state();
+  s.traced = d.pipe.traced();
+  s.rate_now_bps = s.traced ? d.pipe.trace_rate_bps(virtual_now_ns, 100'000'000)
+                            : d.pipe.current().rate_bps;
+  s.delay_now_ns = d.pipe.current().delay_ns;
+}
+
+const char* schedule_state_name(const DirectionStats& s) {
+  return !s.schedule.started ? "waiting" : s.schedule.ended ? "ended" : "running";
+}
+
+int64_t schedule_segment_elapsed_ns(const DirectionStats& s) {
+  const int64_t elapsed = s.virtual_now_ns - s.schedule.segment_start_ns;
+  return s.schedule.started && !s.schedule.ended && elapsed > 0 ? elapsed : 0;
+}
+
+DirectionStats snapshot(const Direction& d) {
+  DirectionStats s;
+  s.link = d.link_name;
+  s.direction = d.direction;
+  fill_stats(d, 0, s);
   return s;
 }
 

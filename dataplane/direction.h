@@ -90,9 +90,26 @@ struct DirectionStats {
   uint64_t queued_bytes = 0;
   uint16_t tx_pending = 0;
   int64_t shift_ns = 0;  // Direction::shift_ns
+  // The direction's own virtual time when the copy was taken (0: no
+  // worker runs), where its schedule stood then (config.schedule set) and
+  // the parameters in force: a segment's, or while a trace runs, the rate
+  // its opportunities allow over the next 100 ms.
+  int64_t virtual_now_ns = 0;
+  link::ScheduleState schedule{};
+  bool traced = false;
+  uint64_t rate_now_bps = 0;
+  int64_t delay_now_ns = 0;
 };
 
-// Copies a direction's counters. Only on the thread that owns it.
+// Copies a direction's counters (all but its names, which would allocate
+// on a worker) at its virtual time virtual_now_ns. Only on the thread that
+// owns it.
+void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s);
+// Of a copy with a schedule: "waiting" (its worker has not run it yet),
+// "running" or
+// "ended", and how long its current segment has run.
+const char* schedule_state_name(const DirectionStats& s);
+int64_t schedule_segment_elapsed_ns(const DirectionStats& s);
 DirectionStats snapshot(const Direction& d);
 
 // Frees every frame the direction holds (its pipe's, those waiting for the

@@ -61,6 +61,20 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
     rte_tel_data_start_array(late, RTE_TEL_U64_VAL);
     for (uint64_t n : s.node.burst_lateness) rte_tel_data_add_array_u64(late, n);
     rte_tel_data_add_dict_container(d, "tx_bursts_by_lateness", late, 0);
+    add_u64(d, "rate_now_bps", s.rate_now_bps);
+    add_u64(d, "delay_now_ns", static_cast<uint64_t>(s.delay_now_ns));
+    if (s.config.schedule) {
+      // Where the schedule stands (segment, time into it, passes; the
+      // trace's next opportunity): what a checkpoint saves.
+      const link::ScheduleState& st = s.schedule;
+      rte_tel_data_add_dict_string(d, "schedule", schedule_state_name(s));
+      add_u64(d, "schedule_segment", st.segment);
+      add_u64(d, "schedule_segment_elapsed_ns",
+              static_cast<uint64_t>(schedule_segment_elapsed_ns(s)));
+      add_u64(d, "schedule_loops", st.loops);
+      add_u64(d, "trace_index", st.trace_index);
+      add_u64(d, "trace_loops", st.trace_loops);
+    }
     rte_tel_data_add_dict_container(out, cat(s.link, "/", s.direction).c_str(), d, 0);
   }
   return 0;

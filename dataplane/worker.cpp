@@ -253,16 +253,7 @@ bool Worker::handle_commands() {
           if (i >= c.stats.size()) break;
           // The names are filled by the sender: copying strings here
           // would allocate on the lcore.
-          DirectionStats& s = c.stats[i++];
-          s.config = d->pipe.config();
-          s.pipe = d->pipe.counters();
-          s.node = d->counters;
-          s.held_frames = d->pipe.held_frames();
-          s.held_bytes = d->pipe.held_bytes();
-          s.queued_frames = d->pipe.queued_frames();
-          s.queued_bytes = d->pipe.queued_bytes();
-          s.tx_pending = d->pending_count;
-          s.shift_ns = d->shift_ns;
+          fill_stats(*d, d->virtual_time(virtual_clock_.now(real_now)), c.stats[i++]);
         }
         break;
       }

@@ -276,6 +276,55 @@ TEST_F(DelayNodeTest, AShiftMovesOneDirectionsTimelineAndNoOther) {
             ErrorCode::kInvalidArgument);
 }
 
+// Stats show where a direction's schedule stands and the parameters in
+// force (what amberctl stats and the telemetry report): each segment in
+// turn from the node's start, passes counted; a static direction shows its
+// static values.
+TEST_F(DelayNodeTest, StatsShowTheScheduleSegmentAndTheParametersInForce) {
+  start(R"(a_to_b { rate: "100Mbit" delay: "1ms" queue_frames: 100
+                    segment { duration: "200ms" rate: "50Mbit" }
+                    segment { duration: "200ms" rate: "10Mbit" delay: "3ms" } }
+           b_to_a { rate: "20Mbit" delay: "2ms" })");
+  auto direction = [&](const char* name) {
+    auto stats = node_->stats();
+    EXPECT_TRUE(stats.is_ok()) << stats.status().to_string();
+    for (const DirectionStats& s : *stats) {
+      if (s.direction == name) return s;
+    }
+    ADD_FAILURE() << "no direction " << name;
+    return DirectionStats{};
+  };
+  inject(a_, 1, 100);
+  ASSERT_EQ(collect(b_, 1, std::chrono::milliseconds(2000)).size(), 1u);
+  DirectionStats s = direction("a_to_b");
+  ASSERT_TRUE(s.config.schedule);
+  EXPECT_STREQ(schedule_state_name(s), "running");
+  EXPECT_GT(s.virtual_now_ns, 0);
+  // Wait for the second segment (200 ms after the node started).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (direction("a_to_b").schedule.segment != 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  s = direction("a_to_b");
+  EXPECT_EQ(s.schedule.segment, 1u);
+  EXPECT_EQ(s.rate_now_bps, 10'000'000u);
+  EXPECT_EQ(s.delay_now_ns, 3 * kMs);
+  EXPECT_LE(schedule_segment_elapsed_ns(s), 200 * kMs);
+  // Then the first again, one pass done.
+  while (direction("a_to_b").schedule.loops == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  s = direction("a_to_b");
+  EXPECT_EQ(s.schedule.loops, 1u);
+  EXPECT_EQ(s.schedule.segment, 0u);
+  EXPECT_EQ(s.rate_now_bps, 50'000'000u);
+  EXPECT_EQ(s.delay_now_ns, 1 * kMs);
+  const DirectionStats b = direction("b_to_a");
+  EXPECT_FALSE(b.config.schedule);
+  EXPECT_EQ(b.rate_now_bps, 20'000'000u);
+  EXPECT_EQ(b.delay_now_ns, 2 * kMs);
+}
+
 TEST_F(DelayNodeTest, FreezeInThePastIsRefusedAndLeavesNothingScheduled) {
   start("both { delay: \"1ms\" }");
   Status s = node_->freeze_at(node_->now_ns() - kMs);

@@ -284,8 +284,9 @@ def ping(hosts, src, dst_addr, count, interval=0.05, timeout=60):
     }
 
 
-def iperf3(hosts, server, client, seconds=5, reverse=False, udp_rate=None, port=5201):
-    """Runs one iperf3 test; returns the parsed JSON of the client."""
+def iperf3(hosts, server, client, seconds=5, reverse=False, udp_rate=None, port=5201, extra=()):
+    """Runs one iperf3 test; returns the parsed JSON of the client (extra:
+    more client arguments, e.g. ("-i", "0.25"))."""
     srv = hosts.popen(server, "iperf3", "-s", "-1", "-p", str(port),
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -298,6 +299,7 @@ def iperf3(hosts, server, client, seconds=5, reverse=False, udp_rate=None, port=
             args.append("-R")
         if udp_rate:
             args += ["-u", "-b", udp_rate]
+        args += list(extra)
         r = hosts.run(client, *args, check=False, timeout=seconds + 30)
         return json.loads(r.stdout)
     finally:
