@@ -25,6 +25,11 @@ The experiment (through amber-controller):
   restore ID [--in D | --at NS]       load a checkpoint everywhere and resume all
                                       at one instant (an earlier one starts a
                                       new branch: time travel)
+  pause --for D [--in D | --at NS] [--label TEXT]
+                                      freeze every delay node and stop every VM
+                                      at one instant, resume all D later; nothing
+                                      is saved (look at the frames in flight
+                                      meanwhile with frames/pcap --node ID)
   list                                the checkpoints as a timeline, by branch
   show ID                             one checkpoint's manifest
   delete ID                           remove a checkpoint from the store

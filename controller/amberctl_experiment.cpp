@@ -188,7 +188,7 @@ int stream(const Cli& cli, const char* what, Start start) {
 }  // namespace
 
 bool is_experiment_command(const std::string& command) {
-  static const std::set<std::string> kCommands = {"status", "checkpoint", "restore",
+  static const std::set<std::string> kCommands = {"status", "checkpoint", "restore", "pause",
                                                   "list",   "show",       "delete"};
   return kCommands.count(command) > 0;
 }
@@ -214,6 +214,23 @@ int run_experiment_command(Cli& cli, const std::string& command) {
     req.set_at_ns(*at);
     if (!args.empty()) return usage_error(cat("checkpoint: unexpected '", args[0], "'"));
     return stream(cli, "checkpoint", [&](grpc::ClientContext* c) { return stub->Checkpoint(c, req); });
+  }
+  if (command == "pause") {
+    controller::PauseRequest req;
+    auto duration = take_option(args, "--for");
+    if (!duration) return usage_error(duration.status().message());
+    if (duration->empty()) return usage_error("pause --for D [--in D | --at NS]: give --for");
+    auto ns = parse_duration_ns(*duration);
+    if (!ns) return usage_error(cat("pause --for: ", ns.status().message()));
+    req.set_duration_ns(*ns);
+    auto label = take_option(args, "--label");
+    if (!label) return usage_error(label.status().message());
+    req.set_label(*label);
+    auto at = take_instant(args, 0);
+    if (!at) return usage_error(at.status().message());
+    req.set_at_ns(*at);
+    if (!args.empty()) return usage_error(cat("pause: unexpected '", args[0], "'"));
+    return stream(cli, "pause", [&](grpc::ClientContext* c) { return stub->Pause(c, req); });
   }
   if (command == "restore") {
     controller::RestoreRequest req;

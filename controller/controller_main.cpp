@@ -70,6 +70,13 @@ class Service final : public amber::controller::Controller::Service {
     return finish(writer, *m);
   }
 
+  grpc::Status Pause(grpc::ServerContext*, const PauseRequest* req,
+                     grpc::ServerWriter<Progress>* writer) override {
+    auto m = experiment_.pause(*req, progress_to(writer));
+    if (!m) return to_grpc(m.status());
+    return finish(writer, *m);
+  }
+
   grpc::Status ListCheckpoints(grpc::ServerContext*, const ListRequest*,
                                ListReply* reply) override {
     *reply = experiment_.list();

@@ -35,13 +35,6 @@ Manifest manifest_header(const std::string& experiment, const std::string& id,
   return m;
 }
 
-// A step of the manifest: `agent` did `step`.
-AgentStep named(AgentStep step, const Agent& agent, const char* name) {
-  step.set_agent(agent.what());
-  step.set_step(name);
-  return step;
-}
-
 }  // namespace
 
 Experiment::Experiment(Topology topology, std::unique_ptr<MasterClock> clock,
@@ -381,7 +374,7 @@ void Experiment::align_network(const std::map<std::string, int64_t>& pause_exces
 }
 
 Status Experiment::rollback(Crew& crew, int64_t not_before_ns, const Status& cause,
-                            const ProgressFn& progress) {
+                            const ProgressFn& progress, bool partial_checkpoint) {
   auto now = clock_->now_ns();
   const int64_t base = now ? *now : clock_sync::SystemClock::realtime_ns();
   const int64_t at = std::max(base + lead_ns(), not_before_ns + 1'000'000);
@@ -399,8 +392,8 @@ Status Experiment::rollback(Crew& crew, int64_t not_before_ns, const Status& cau
     outcome = cat("rolled back, but not everywhere (", unresolved,
                   "): those agents resume by themselves when their lease ends");
   }
-  return Status(cause.code(),
-                cat(cause.message(), "; ", outcome, "; the partial checkpoint is removed"));
+  return Status(cause.code(), cat(cause.message(), "; ", outcome,
+                                  partial_checkpoint ? "; the partial checkpoint is removed" : ""));
 }
 
 Result<uint64_t> Experiment::remove(const std::string& id) {

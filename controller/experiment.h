@@ -51,6 +51,10 @@ class Experiment {
   // Verify, load every piece on the agents the topology names, resume all
   // at one instant.
   Result<Manifest> restore(const RestoreRequest& request, const ProgressFn& progress);
+  // Freeze and stop every agent at one instant, resume all duration_ns
+  // later, save nothing (the returned manifest is not stored); a failure
+  // rolls back as a checkpoint's does.
+  Result<Manifest> pause(const PauseRequest& request, const ProgressFn& progress);
 
   StatusReply status();
   ListReply list() const;
@@ -79,7 +83,7 @@ class Experiment {
   // Every agent of `crew` asked to stop resumes at one instant, after
   // `not_before_ns`; returns `cause` saying so.
   Status rollback(Crew& crew, int64_t not_before_ns, const Status& cause,
-                  const ProgressFn& progress);
+                  const ProgressFn& progress, bool partial_checkpoint = true);
   // Stops `crew` at `at_ns` and saves it into `dir`: the freeze and save
   // steps, the pieces and the total in `manifest`.
   Status stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_ns, int64_t ahead_ns,
@@ -95,6 +99,7 @@ class Experiment {
   Result<Manifest> checkpoint_locked(const CheckpointRequest& request, const std::string& reason,
                                      const ProgressFn& progress);
   Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);
+  Result<Manifest> pause_locked(const PauseRequest& request, const ProgressFn& progress);
   void periodic_loop();
   void watch_loop(size_t trigger_index);
   void prune_periodic();

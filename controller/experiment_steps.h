@@ -60,6 +60,13 @@ Crew only(const Crew& crew, Keep keep) {
   return some;
 }
 
+// A step of the manifest: `agent` did `step`.
+inline AgentStep named(AgentStep step, const Agent& agent, const char* name) {
+  step.set_agent(agent.what());
+  step.set_step(name);
+  return step;
+}
+
 // An error of `step` says so first: "save: vm host h1 did not answer in time".
 inline Status in_step(std::string_view step, Status s) {
   if (s || step.empty()) return s;

@@ -263,6 +263,11 @@ class Evaluation:
         args = ["checkpoint", "--at", str(at_ns), "--label", f"{run} #{k}"]
         if kind == "naive":
             args.append("--naive")
+        if kind == "pause":
+            # amber's stop and resume without the save between them, as long
+            # as amber's last pause: what the save itself leaves behind.
+            args = ["pause", "--at", str(at_ns), "--label", f"{run} #{k}",
+                    "--for", f"{getattr(self, 'amber_pause_ms', 1000):.0f}ms"]
         m = self.exp.ctl(*args)
         vms = {}
         for step in m["steps"]:
@@ -333,7 +338,7 @@ class Evaluation:
                 for vm, x in self.anchors(40).items():
                     anchors[vm].append(x)
                 k += 1
-        if kind in ("amber", "naive"):
+        if kind in ("amber", "naive", "pause"):
             while k * a.interval < a.duration - a.interval / 2:
                 at = iperf_start + int(k * a.interval * 1e9) + paused
                 # A loaded machine may leave too little time before the
@@ -344,9 +349,11 @@ class Evaluation:
                 counters = self.node_counters()
                 c, m = self.checkpoint(name, kind, k, at)
                 self.manifests.setdefault(name, []).append(m)
-                self.manifests_by_id[m["id"]] = m
+                if m["id"]:
+                    self.manifests_by_id[m["id"]] = m
                 if kind == "amber":
                     self.sham_bytes = int(m["total_bytes"])
+                    self.amber_pause_ms = (c["resume_ns"] - c["freeze_ns"]) / 1e6
                 paused += c["resume_ns"] - c["freeze_ns"]
                 checkpoints.append(c)
                 # An anchor while both VMs run again, away from the windows
@@ -540,8 +547,8 @@ def run_names(spec):
     names, counts = [], {}
     kinds = [k.replace(":", "-") for k in spec.split(",")]
     for n in kinds:
-        if n.split("-")[0] not in ("baseline", "amber", "naive", "sham"):
-            raise ValueError(f"--runs: unknown run kind {n!r} (baseline, amber, naive, sham)")
+        if n.split("-")[0] not in ("baseline", "amber", "naive", "sham", "pause"):
+            raise ValueError(f"--runs: unknown run kind {n!r} (baseline, amber, naive, sham, pause)")
         if "-" in n and n.split("-", 1)[1] not in VARIANTS:
             raise ValueError(f"--runs: unknown variant in {n!r} ({', '.join(VARIANTS)})")
         counts[n] = counts.get(n, 0) + 1
@@ -660,7 +667,8 @@ def parser():
     p.add_argument("--duration", type=int, default=60, help="iperf3 seconds per run")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between checkpoints")
     p.add_argument("--runs", default="baseline,amber,naive,baseline",
-                   help="run kinds in order: baseline, amber, naive, sham, each optionally "
+                   help="run kinds in order: baseline, amber, naive, sham, pause (amber's "
+                        "stop and resume without the save), each optionally "
                         "KIND:VARIANT to restart the VM-host agents with a mechanism first: "
                         + ", ".join(f"{k} (step_lead {v[0]}, realtime_boost {v[1]}, "
                                     f"pause_alignment {v[2]}, network aligned {v[3]})"

@@ -351,7 +351,7 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows=(
         for name, cols, how in table:
             L.append(f"| {name} | " + " | ".join(cols[k] for k in columns) + f" | {how} |")
         ambers = [r.id for r in ev.checked if r.kind == "amber"]
-        others = [r.id for r in ev.checked if r.kind in ("naive", "sham")]
+        others = [r.id for r in ev.checked if r.kind in ("naive", "sham", "pause")]
         comp = [(a, b, an.compare_runs(packet_rows, a, b)) for a in ambers for b in others]
         comp = [c for c in comp if c[2]]
         if comp:

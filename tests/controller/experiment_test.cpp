@@ -296,6 +296,61 @@ TEST_F(ExperimentTest, ANodeThatCannotAlignLeavesTheExperimentRunningWithAWarnin
   EXPECT_EQ(experiment_->list().head(), m->id());
 }
 
+// A pause: every agent stops at one instant and resumes at one instant the
+// duration later; nothing is saved, nothing enters the store.
+TEST_F(ExperimentTest, PauseStopsEveryAgentAtOneInstantAndResumesAllTheDurationLater) {
+  start(1, 2);
+  PauseRequest request;
+  request.set_duration_ns(500'000'000);
+  request.set_label("look");
+  auto m = experiment_->pause(request, progress());
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_GT(m->freeze_ns(), kStart);
+  EXPECT_EQ(m->resume_ns(), m->freeze_ns() + 500'000'000);
+  EXPECT_TRUE(m->id().empty());
+  EXPECT_EQ(m->label(), "look");
+  const std::vector<Op> paused = {Op::kStopAt, Op::kResumeAt};
+  for (auto* a : all()) {
+    EXPECT_EQ(a->ops(), paused) << a->what();
+    EXPECT_EQ(a->last(Op::kStopAt)->at_ns, m->freeze_ns()) << a->what();
+    // The lease covers the pause: a vanished controller leaves nothing
+    // stopped for long, and nothing resumes early by itself.
+    EXPECT_GT(a->last(Op::kStopAt)->lease_ns, m->resume_ns()) << a->what();
+    EXPECT_EQ(a->last(Op::kResumeAt)->at_ns, m->resume_ns()) << a->what();
+    EXPECT_FALSE(a->stopped()) << a->what();
+  }
+  EXPECT_LT(span(all(), Op::kStopAt).second, span(all(), Op::kResumeAt).first);
+  EXPECT_EQ(m->steps_size(), 6);
+  EXPECT_TRUE(folders().empty());
+  EXPECT_TRUE(experiment_->list().checkpoints().empty());
+}
+
+TEST_F(ExperimentTest, PauseWithAStopFailingRollsBackEveryAgent) {
+  start(1, 2);
+  hosts_[0]->set(Op::kStopAt, Outcome::kFail);
+  PauseRequest request;
+  request.set_duration_ns(100'000'000);
+  auto m = experiment_->pause(request, progress());
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("freeze: vm host h1"));
+  EXPECT_THAT(m.status().message(),
+              HasSubstr("rolled back: every agent that stopped was resumed at one instant"));
+  EXPECT_THAT(m.status().message(), ::testing::Not(HasSubstr("checkpoint")));
+  expect_rolled_back_together(all(), nodes_[0]->last(Op::kStopAt)->at_ns);
+}
+
+TEST_F(ExperimentTest, APauseWithoutADurationOrLongerThanTheSaveDeadlineTouchesNothing) {
+  start(1, 1);
+  PauseRequest request;
+  auto none = experiment_->pause(request, progress());
+  EXPECT_EQ(none.status().code(), ErrorCode::kInvalidArgument);
+  request.set_duration_ns(3'000'000'000);  // the save deadline is 2 s
+  auto long_pause = experiment_->pause(request, progress());
+  EXPECT_EQ(long_pause.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(long_pause.status().message(), HasSubstr("save deadline"));
+  for (auto* a : all()) EXPECT_TRUE(a->ops().empty()) << a->what();
+}
+
 TEST_F(ExperimentTest, PrepareRefusedByOneAgentTouchesNothing) {
   start(1, 2);
   hosts_[1]->set(Op::kPrepare, Outcome::kFail);
