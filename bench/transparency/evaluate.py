@@ -633,8 +633,9 @@ def evaluate(a, keep=None):
             json.dump({"events": sorted(ev.timeline, key=lambda e: e["host_ns"])}, f, indent=1)
         logs = os.path.join(a.eval_dir, "logs")
         os.makedirs(logs, exist_ok=True)
-        lab.sh("cp", ev.exp.controller.log_path, ev.exp.vmhost.log_path, ev.exp.node.log_path,
-               logs, check=False)
+        hosts = getattr(ev.exp, "vmhosts", None) or [ev.exp.vmhost]  # every VM host's log
+        lab.sh("cp", ev.exp.controller.log_path, *(h.log_path for h in hosts if h),
+               ev.exp.node.log_path, logs, check=False)
         if keep:
             keep(ev, a)
     except Exception:
