@@ -202,17 +202,22 @@ int run_experiment_command(Cli& cli, const std::string& command) {
     return controller::from_grpc(s, cat("controller ", cli.controller, ": ", command, ": "));
   };
 
+  // --label and the instant of a checkpoint or pause, then nothing else.
+  auto take_label_and_instant = [&](auto& req) -> Status {
+    auto label = take_option(args, "--label");
+    if (!label) return label.status();
+    req.set_label(*label);
+    auto at = take_instant(args, 0);
+    if (!at) return at.status();
+    req.set_at_ns(*at);
+    if (!args.empty()) return invalid_argument(cat(command, ": unexpected '", args[0], "'"));
+    return Status::ok();
+  };
   if (command == "checkpoint") {
     controller::CheckpointRequest req;
     req.set_swap_out(take_flag(args, "--swap-out"));
     req.set_naive(take_flag(args, "--naive"));
-    auto label = take_option(args, "--label");
-    if (!label) return usage_error(label.status().message());
-    req.set_label(*label);
-    auto at = take_instant(args, 0);
-    if (!at) return usage_error(at.status().message());
-    req.set_at_ns(*at);
-    if (!args.empty()) return usage_error(cat("checkpoint: unexpected '", args[0], "'"));
+    if (Status s = take_label_and_instant(req); !s) return usage_error(s.message());
     return stream(cli, "checkpoint", [&](grpc::ClientContext* c) { return stub->Checkpoint(c, req); });
   }
   if (command == "pause") {
@@ -223,13 +228,7 @@ int run_experiment_command(Cli& cli, const std::string& command) {
     auto ns = parse_duration_ns(*duration);
     if (!ns) return usage_error(cat("pause --for: ", ns.status().message()));
     req.set_duration_ns(*ns);
-    auto label = take_option(args, "--label");
-    if (!label) return usage_error(label.status().message());
-    req.set_label(*label);
-    auto at = take_instant(args, 0);
-    if (!at) return usage_error(at.status().message());
-    req.set_at_ns(*at);
-    if (!args.empty()) return usage_error(cat("pause: unexpected '", args[0], "'"));
+    if (Status s = take_label_and_instant(req); !s) return usage_error(s.message());
     return stream(cli, "pause", [&](grpc::ClientContext* c) { return stub->Pause(c, req); });
   }
   if (command == "restore") {

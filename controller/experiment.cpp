@@ -136,16 +136,36 @@ int64_t Experiment::lead_ns() const {
   return max_round_trip_ns_.load() + topology_.durations.margin_ns;
 }
 
-Result<Manifest> Experiment::checkpoint(const CheckpointRequest& request, const std::string& reason,
-                                        const ProgressFn& progress) {
+Result<Manifest> Experiment::exclusively(const char* activity,
+                                         const std::function<Result<Manifest>()>& operation) {
   std::unique_lock lock(operation_, std::defer_lock);
   if (!lock.try_lock_for(std::chrono::nanoseconds(topology_.durations.save_deadline_ns))) {
     return unavailable(cat("busy: another operation (", activity_.load(), ") did not finish"));
   }
-  activity_ = "checkpointing";
-  auto result = checkpoint_locked(request, reason, progress);
+  activity_ = activity;
+  auto result = operation();
   activity_ = "idle";
   return result;
+}
+
+Result<int64_t> Experiment::first_instant(int64_t asked_ns, int64_t now_ns,
+                                          const char* what) const {
+  const int64_t lead = lead_ns();
+  if (asked_ns == 0) return now_ns + lead;
+  if (asked_ns < now_ns + lead) {
+    return deadline_exceeded(cat(what, ": the instant asked for is ",
+                                 format_duration_ns(asked_ns - now_ns),
+                                 " from now, but the agents need at least ",
+                                 format_duration_ns(lead),
+                                 " (round trips + margin): nothing was touched"));
+  }
+  return asked_ns;
+}
+
+Result<Manifest> Experiment::checkpoint(const CheckpointRequest& request, const std::string& reason,
+                                        const ProgressFn& progress) {
+  return exclusively("checkpointing",
+                     [&] { return checkpoint_locked(request, reason, progress); });
 }
 
 Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
@@ -199,17 +219,9 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
   // 2. The instant: far enough ahead for every agent to receive it.
   auto now = clock_->now_ns();
   if (!now) return now.status().with_context("master clock: ");
-  const int64_t lead = lead_ns();
-  int64_t at = *now + lead;
-  if (request.at_ns() != 0) {
-    if (request.at_ns() < at) {
-      return deadline_exceeded(
-          cat("freeze: the instant asked for is ", format_duration_ns(request.at_ns() - *now),
-              " from now, but the agents need at least ", format_duration_ns(lead),
-              " (round trips + margin): nothing was touched"));
-    }
-    at = request.at_ns();
-  }
+  auto first = first_instant(request.at_ns(), *now, "freeze");
+  if (!first) return first.status();
+  const int64_t at = *first;
   const int64_t lease = at + 2 * d.step_deadline_ns + d.save_deadline_ns;
   m.set_freeze_ns(at);
   say("freeze", cat(naive ? "VMs only (naive), " : "", "at +", format_duration_ns(at - *now)));

@@ -96,6 +96,14 @@ class Experiment {
   // A node that fails to is a warning: the experiment runs either way.
   void align_network(const std::map<std::string, int64_t>& pause_excess_ns, Crew& crew,
                      Manifest* manifest, const ProgressFn& progress);
+  // Runs one operation (checkpoint, restore, pause) while no other runs:
+  // waits for the one running at most a save deadline, else refuses.
+  Result<Manifest> exclusively(const char* activity,
+                               const std::function<Result<Manifest>()>& operation);
+  // The instant an operation stops everything at: `asked_ns`, or if 0 as
+  // soon as every agent can act; an instant asked for too soon is refused
+  // (`what` names the operation).
+  Result<int64_t> first_instant(int64_t asked_ns, int64_t now_ns, const char* what) const;
   Result<Manifest> checkpoint_locked(const CheckpointRequest& request, const std::string& reason,
                                      const ProgressFn& progress);
   Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);

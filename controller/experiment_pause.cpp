@@ -11,14 +11,7 @@
 namespace amber::controller {
 
 Result<Manifest> Experiment::pause(const PauseRequest& request, const ProgressFn& progress) {
-  std::unique_lock lock(operation_, std::defer_lock);
-  if (!lock.try_lock_for(std::chrono::nanoseconds(topology_.durations.save_deadline_ns))) {
-    return unavailable(cat("busy: another operation (", activity_.load(), ") did not finish"));
-  }
-  activity_ = "pausing";
-  auto result = pause_locked(request, progress);
-  activity_ = "idle";
-  return result;
+  return exclusively("pausing", [&] { return pause_locked(request, progress); });
 }
 
 Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
@@ -47,17 +40,9 @@ Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
   if (Status s = await_clock(); !s) return untouched(s);
   auto now = clock_->now_ns();
   if (!now) return untouched(now.status().with_context("master clock: "));
-  const int64_t lead = lead_ns();
-  int64_t at = *now + lead;
-  if (request.at_ns() != 0) {
-    if (request.at_ns() < at) {
-      return deadline_exceeded(
-          cat("pause: the instant asked for is ", format_duration_ns(request.at_ns() - *now),
-              " from now, but the agents need at least ", format_duration_ns(lead),
-              ": nothing was touched"));
-    }
-    at = request.at_ns();
-  }
+  auto first = first_instant(request.at_ns(), *now, "pause");
+  if (!first) return first.status();
+  const int64_t at = *first;
   const int64_t resume_at = at + request.duration_ns();
   Manifest m;
   m.set_format(1);

@@ -12,14 +12,7 @@
 namespace amber::controller {
 
 Result<Manifest> Experiment::restore(const RestoreRequest& request, const ProgressFn& progress) {
-  std::unique_lock lock(operation_, std::defer_lock);
-  if (!lock.try_lock_for(std::chrono::nanoseconds(topology_.durations.save_deadline_ns))) {
-    return unavailable(cat("busy: another operation (", activity_.load(), ") did not finish"));
-  }
-  activity_ = "restoring";
-  auto result = restore_locked(request, progress);
-  activity_ = "idle";
-  return result;
+  return exclusively("restoring", [&] { return restore_locked(request, progress); });
 }
 
 Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
