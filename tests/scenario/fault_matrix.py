@@ -61,8 +61,10 @@ SHORT = [("controller", "after freeze"), ("VM-host agent", "mid-save"),
          ("PTP", "lost while stopped"), ("store", "filled mid-save")]
 
 # Short deadlines, so a lease (T + 2 x step + save deadline) ends within
-# seconds; the save of two 256 MiB guests takes 1-3 s here.
-STEP_S, SAVE_S = 3, 8
+# seconds; small guests, so their save fits the deadline on a loaded host
+# (two 256 MiB guests once took more than 8 s here).
+STEP_S, SAVE_S = 3, 12
+VM_MIB = 128
 DEADLINES = f'step_deadline: "{STEP_S}s"\nsave_deadline: "{SAVE_S}s"\nmargin: "100ms"\n'
 LEASE_S = 2 * STEP_S + SAVE_S
 STORE_MIB = 2048
@@ -152,7 +154,7 @@ class FaultExperiment(Experiment):
                self.store_mount)
         try:
             super().__init__(build, prefix=prefix, topology_extra=DEADLINES,
-                             store=self.store_mount)
+                             store=self.store_mount, vm_mib=VM_MIB)
         except Exception:
             self._unmount()
             raise
