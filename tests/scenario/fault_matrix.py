@@ -425,8 +425,15 @@ def run_cell(exp, component, step):
         time.sleep(0.1)
     seconds = time.monotonic() - t_fault
     if outcome is None:
-        failures.append(f"not recovered after {seconds:.1f} s: {experiment_state(exp)}")
+        s = try_ctl(exp, "status", timeout=10)
+        failures.append(f"not recovered after {seconds:.1f} s: {experiment_state(exp)}, "
+                        f"amberctl status says {s and s['state']!r}")
         outcome = "NOT recovered"
+        # By hand, as an operator would, so that the next cells start from
+        # a running experiment (not counted as a recovery).
+        if restore_head(exp, notes):
+            lab.wait_for(lambda: experiment_state(exp) == "running", 60, "running after restore")
+            notes.append("(restored by hand)")
     elif not restored and seconds > limit:
         failures.append(f"recovered after {seconds:.1f} s, beyond lease + 2 s ({limit} s)")
     if component == "PTP":
@@ -491,8 +498,9 @@ def run_matrix(build, cells, log=print, logs=None):
                 log(f"{component} / {step}: harness error {e!r}")
                 break
             results.append(((component, step), r))
+            secs = f"{r['seconds']:.1f}" if r["seconds"] is not None else "-"
             log(f"{component} / {step}: {r['outcome']} in "
-                f"{r['seconds']:.1f} s (cell {time.monotonic() - t0:.0f} s), "
+                f"{secs} s (cell {time.monotonic() - t0:.0f} s), "
                 f"{'pass' if not r['failures'] else 'FAIL ' + '; '.join(r['failures'])}; "
                 f"{'; '.join(r['notes'])}", )
             tidy_store(exp)
