@@ -467,7 +467,7 @@ def tidy_store(exp):
     if not listed:
         return
     for m in listed["checkpoints"]:
-        if m["id"] not in (listed.get("head"), exp.baseline):
+        if m["id"] not in (listed.get("head"), getattr(exp, "baseline", None)):
             try_ctl(exp, "delete", m["id"], timeout=60)
 
 
@@ -493,12 +493,26 @@ def keep_logs(exp, logs):
                 shutil.copy(os.path.join(root, f), os.path.join(logs, rel))
 
 
+def take_baseline(exp, log):
+    """The checkpoint every cell recovers onto; tried again if it fails (a
+    failed resume on a loaded host once did), after the leases resumed
+    everything."""
+    for _ in range(3):
+        r = exp.ctl("checkpoint", "--label", "baseline", check=False, json_out=False)
+        if r.returncode == 0:
+            return json.loads(r.stdout)["id"]
+        log(f"baseline checkpoint failed, again: {r.stderr.strip()}")
+        lab.wait_for(lambda: experiment_state(exp) == "running", LEASE_S + 30, "running")
+        tidy_store(exp)
+    raise RuntimeError("no baseline checkpoint")
+
+
 def run_matrix(build, cells, log=print, logs=None):
     results = []
     exp = FaultExperiment(build)
     try:
         exp.wait_guests_ready()
-        exp.baseline = exp.ctl("checkpoint", "--label", "baseline")["id"]
+        exp.baseline = take_baseline(exp, log)
         for component, step in cells:
             t0 = time.monotonic()
             try:
