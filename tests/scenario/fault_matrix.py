@@ -498,9 +498,9 @@ def take_baseline(exp, log):
     failed resume on a loaded host once did), after the leases resumed
     everything."""
     for _ in range(3):
-        r = exp.ctl("checkpoint", "--label", "baseline", check=False, json_out=False)
-        if r.returncode == 0:
-            return json.loads(r.stdout)["id"]
+        r = exp.ctl("checkpoint", "--label", "baseline", check=False)
+        if isinstance(r, dict):
+            return r["id"]
         log(f"baseline checkpoint failed, again: {r.stderr.strip()}")
         lab.wait_for(lambda: experiment_state(exp) == "running", LEASE_S + 30, "running")
         tidy_store(exp)
