@@ -358,6 +358,11 @@ def run_cell(exp, component, step):
     filler = os.path.join(exp.store, "filler")
     if not trigger(exp, bg, step):
         rc, _, err = bg.wait()
+        # Back to a running experiment for the next cell (leases, or a restore).
+        try:
+            lab.wait_for(lambda: experiment_state(exp) == "running", LEASE_S + 5, "running")
+        except TimeoutError:
+            restore_head(exp, notes)
         return {"outcome": "step not reached", "seconds": None,
                 "failures": [f"the operation ended before {step} (exit {rc}): {err[-300:]}"],
                 "notes": notes}
