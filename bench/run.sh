@@ -14,6 +14,11 @@
 #                           and the delay node vs baseline and naive (root, ~13 min;
 #                           not in "all"); the report goes to DIR (default
 #                           build/transparency-DATE)
+#   bench/run.sh faults [CELLS]
+#                           issue #16's fault-injection matrix: each component killed
+#                           at each protocol step, PTP lost, the store filled; a
+#                           markdown table of recovery times (root, ~15 min; not in
+#                           "all"); CELLS: all (default), short or COMPONENT:STEP,...
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${AMBER_BUILD_DIR:-build}
@@ -107,4 +112,11 @@ if [ "$what" = transparency ]; then
   scripts/build-guest.sh "$build_dir"
   /usr/bin/python3 bench/transparency/evaluate.py "$build_dir" "$out" --duration 60 --interval 5 \
     --runs baseline,amber:lead,amber:shift,amber:shiftboost,naive,baseline --restore 3
+fi
+
+if [ "$what" = faults ]; then
+  machine
+  scripts/build-guest.sh "$build_dir"
+  python3 tests/scenario/fault_matrix.py "$build_dir" --cells "${2:-all}" \
+    --markdown "$build_dir/fault-matrix-$(date +%Y%m%d-%H%M%S).md"
 fi
