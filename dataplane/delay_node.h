@@ -28,7 +28,9 @@ namespace amber::dataplane {
 
 struct NodeOptions {
   RingSizes rings;
-  std::chrono::milliseconds command_timeout{2000};
+  // How long a control call waits for a worker to take its command; then
+  // the command is withdrawn.
+  std::chrono::microseconds command_timeout = std::chrono::seconds(2);
 };
 
 class DelayNode {

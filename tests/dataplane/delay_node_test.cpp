@@ -53,12 +53,12 @@ class DelayNodeTest : public ::testing::Test {
     rte_mempool_free(pool_);
   }
 
-  void start(const std::string& link_body) {
+  void start(const std::string& link_body, const NodeOptions& options = {}) {
     std::string text = "node_id: \"test\" link { name: \"l\" port_a: \"" + a_.name +
                        "\" port_b: \"" + b_.name + "\" " + link_body + " }";
     auto config = config::parse_node_config(text, "test.conf");
     ASSERT_TRUE(config.is_ok()) << config.status().to_string();
-    auto node = DelayNode::create(*config);
+    auto node = DelayNode::create(*config, options);
     ASSERT_TRUE(node.is_ok()) << node.status().to_string();
     node_ = std::move(node).value();
     node_->start();
@@ -293,6 +293,74 @@ TEST_F(DelayNodeTest, FreezeInThePastIsRefusedAndLeavesNothingScheduled) {
   ASSERT_TRUE(v.is_ok()) << v.status().to_string();
   Status thawed = node_->thaw_at(node_->now_ns() + 20 * kMs);
   ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
+}
+
+// #16 defect 8: a command whose worker did not answer in time stayed in
+// the ring and was applied when the worker came back (a link change sent
+// during a save landed in the restored pipes). Now it is withdrawn.
+TEST_F(DelayNodeTest, ACommandThatTimedOutIsWithdrawnNeverAppliedLater) {
+  NodeOptions options;
+  options.command_timeout = std::chrono::milliseconds(100);
+  start("both { delay: \"10ms\" }", options);
+  Status frozen = node_->freeze_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(frozen.is_ok()) << frozen.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  link::PipeConfig changed;
+  changed.delay_ns = 77 * kMs;
+  Status during;
+  // The workers stay parked while the body runs: the change cannot be taken.
+  Status parked = node_->with_frozen_pipes([&](DelayNode::FrozenView&) {
+    during = node_->set_pipe("l", "a_to_b", changed);
+    return Status::ok();
+  });
+  ASSERT_TRUE(parked.is_ok()) << parked.to_string();
+  EXPECT_EQ(during.code(), ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(during.message().find("withdrawn"), std::string::npos) << during.message();
+  // Commands are taken in order: this one comes after the withdrawn one.
+  auto config = node_->pipe_config("l", "a_to_b");
+  ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+  EXPECT_EQ(config->delay_ns, 10 * kMs) << "the change that failed was applied after all";
+  Status thawed = node_->thaw_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  config = node_->pipe_config("l", "a_to_b");
+  ASSERT_TRUE(config.is_ok());
+  EXPECT_EQ(config->delay_ns, 10 * kMs);
+}
+
+// The sender's timeout and the worker race for each command; whatever the
+// outcome, what the sender was told is what happened: with barely time to
+// answer, the last change reported applied is the one in force.
+TEST_F(DelayNodeTest, EveryChangeReportedFailedStaysUnappliedAndEveryOneReportedDoneIsApplied) {
+  NodeOptions options;
+  options.command_timeout = std::chrono::microseconds(5);
+  start("both { delay: \"1ms\" }", options);
+  int64_t expected = 1 * kMs;
+  unsigned applied = 0, failed = 0;
+  for (int i = 2; i < 400; ++i) {
+    link::PipeConfig next;
+    next.delay_ns = i * kMs;
+    Status s = node_->set_pipe("l", "a_to_b", next);
+    if (s) {
+      expected = next.delay_ns;
+      ++applied;
+    } else {
+      // Withdrawn, or refused at once because the ring was full of
+      // withdrawn commands the worker had not dropped yet.
+      ASSERT_TRUE(s.code() == ErrorCode::kDeadlineExceeded || s.code() == ErrorCode::kUnavailable)
+          << s.to_string();
+      ++failed;
+    }
+  }
+  // What is still in the ring gets its turn (a withdrawn change must be
+  // dropped); once the worker is gone the pipes can be read directly.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  node_->stop();
+  node_->wait();
+  auto stats = node_->stats();
+  ASSERT_TRUE(stats.is_ok());
+  EXPECT_EQ((*stats)[0].config.delay_ns, expected)
+      << applied << " changes reported applied, " << failed << " failed";
 }
 
 TEST_F(DelayNodeTest, MbufsWithoutRoomForTheFrameAreDroppedAndCounted) {
