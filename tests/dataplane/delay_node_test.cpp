@@ -7,6 +7,8 @@
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_lcore.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include "config/loader.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
+#include "dataplane/telemetry.h"
 #include "eal_fixture.h"
 
 namespace amber::dataplane {
@@ -27,6 +30,27 @@ namespace {
 using testing::RingPort;
 
 constexpr int64_t kMs = 1'000'000;
+
+// One command on this process's DPDK telemetry socket, as
+// dpdk-telemetry.py sends it; the reply's JSON text.
+std::string telemetry(const std::string& command) {
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET, 0);
+  if (fd < 0) return "socket failed";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/dpdk_telemetry.v2",
+                rte_eal_get_runtime_dir());
+  std::string reply = "connect failed";
+  char buf[16384];
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::read(fd, buf, sizeof buf) > 0 &&  // the greeting
+      ::write(fd, command.data(), command.size()) == static_cast<ssize_t>(command.size())) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    reply = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "no reply";
+  }
+  ::close(fd);
+  return reply;
+}
 
 class DelayNodeTest : public ::testing::Test {
  protected:
@@ -361,6 +385,38 @@ TEST_F(DelayNodeTest, EveryChangeReportedFailedStaysUnappliedAndEveryOneReported
   ASSERT_TRUE(stats.is_ok());
   EXPECT_EQ((*stats)[0].config.delay_ns, expected)
       << applied << " changes reported applied, " << failed << " failed";
+}
+
+// #16 defect 8: /amber/set went around the agent's operation lock, so a
+// link change could land in the middle of a checkpoint.
+TEST_F(DelayNodeTest, TelemetrySetWaitsForNoOperationAndIsRefusedWhileFrozen) {
+  start("both { delay: \"10ms\" }");
+  register_telemetry(node_.get());
+  auto delay = [&] {
+    auto config = node_->pipe_config("l", "a_to_b");
+    return config.is_ok() ? config->delay_ns : -1;
+  };
+  const std::string set = "/amber/set,l,a_to_b,delay=50ms";
+  {
+    auto save = node_->operations().acquire("Save");  // as the agent's Save does
+    ASSERT_TRUE(save.is_ok());
+    const std::string reply = telemetry(set);
+    EXPECT_NE(reply.find("busy with Save"), std::string::npos) << reply;
+    EXPECT_EQ(delay(), 10 * kMs);
+  }
+  Status frozen = node_->freeze_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(frozen.is_ok()) << frozen.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  std::string reply = telemetry(set);
+  EXPECT_NE(reply.find("frozen"), std::string::npos) << reply;
+  EXPECT_EQ(delay(), 10 * kMs);
+  Status thawed = node_->thaw_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  // With nothing else going on it works as before.
+  reply = telemetry(set);
+  EXPECT_NE(reply.find("\"ok\""), std::string::npos) << reply;
+  EXPECT_EQ(delay(), 50 * kMs);
 }
 
 TEST_F(DelayNodeTest, MbufsWithoutRoomForTheFrameAreDroppedAndCounted) {
