@@ -19,7 +19,6 @@
 #include "controller/files.h"
 #include "controller/grpc_status.h"
 #include "controller/lease.h"
-#include "controller/operation_lock.h"
 #include "core-checkpoint/frame_summary.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "link-emulator/pipe_edit.h"
@@ -64,7 +63,7 @@ class Service final : public agent::DelayNodeAgent::Service {
  public:
   Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
       : node_(node), monitor_(monitor), mode_(std::move(mode)),
-        lease_(operations_, [this] {
+        lease_(node.operations(), [this] {
           // On the node's own clock: the lease needs no master time.
           Status s = roll_back(0);
           std::fprintf(stderr,
@@ -85,9 +84,10 @@ class Service final : public agent::DelayNodeAgent::Service {
   }
 
   // One state-changing call at a time: a Thaw that comes during a Save
-  // waits for it (parked workers cannot take commands).
+  // waits for it (parked workers cannot take commands). The node's lock:
+  // a /amber/set on the telemetry socket takes it too.
   Result<std::unique_lock<std::timed_mutex>> lock(const char* what) {
-    return operations_.acquire(what);
+    return node_.operations().acquire(what);
   }
 
   grpc::Status Prepare(grpc::ServerContext*, const agent::PrepareRequest* req,
@@ -481,7 +481,6 @@ class Service final : public agent::DelayNodeAgent::Service {
   dataplane::DelayNode& node_;
   clock_sync::SyncMonitor* monitor_;  // null: no PTP
   std::string mode_;
-  OperationLock operations_;
   std::atomic<bool> shutting_down_{false};
   Lease lease_;  // last: it uses everything above
 };

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "clock-sync/clock.h"
-#include "controller/operation_lock.h"
+#include "common/operation_lock.h"
 
 namespace amber::controller {
 

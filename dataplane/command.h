@@ -1,6 +1,6 @@
 // Control reaches a worker lcore only through its command ring: a control
-// thread (telemetry, signal handler, later the gRPC agent) posts a Command
-// and waits for `done`; the worker applies it between rx polls. A control
+// thread (telemetry, signal handler, the gRPC agent) posts a Command and
+// waits until it is done; the worker applies it between rx polls. A control
 // thread never touches a pipe.
 #pragma once
 
@@ -29,6 +29,20 @@ enum class CommandType : uint8_t {
   kShift,         // move `target`'s timeline by `at_ns` (signed) from now; `result_ns` = its total shift
 };
 
+// A command's sender and its worker race for it once the sender's timeout
+// passes, and exactly one wins: the worker takes it (and the sender waits
+// for the result, a matter of microseconds: no command blocks before it is
+// done, a park included) or the sender withdraws it (and the worker drops
+// it unread). So no command is applied after its sender was told it failed
+// (#16 defect 8: a change that timed out during a save was applied to the
+// restored pipes).
+enum class CommandState : uint8_t {
+  kQueued,     // in the ring
+  kTaken,      // the worker is applying it
+  kDone,       // applied; the results below are filled
+  kWithdrawn,  // its sender gave up first
+};
+
 struct Command {
   CommandType type = CommandType::kStats;
   Direction* target = nullptr;  // kSetPipe, kAddWatch, kShift: a direction this worker owns
@@ -40,7 +54,7 @@ struct Command {
   int64_t result_ns = -1;
   Status status;
   std::vector<DirectionStats> stats;  // sized by the sender: no allocation on the lcore
-  std::atomic<bool> done{false};
+  std::atomic<CommandState> state{CommandState::kQueued};
 };
 
 }  // namespace amber::dataplane

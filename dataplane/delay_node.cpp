@@ -250,15 +250,24 @@ Status DelayNode::send(Worker& worker, const std::shared_ptr<Command>& command) 
     delete holder;
     return unavailable(cat("worker on lcore ", worker.lcore(), " has a full command queue"));
   }
-  auto deadline = std::chrono::steady_clock::now() + options_.command_timeout;
-  while (!command->done.load(std::memory_order_acquire)) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return deadline_exceeded(cat("worker on lcore ", worker.lcore(), " did not answer within ",
-                                   options_.command_timeout.count(), " ms"));
+  const auto deadline = std::chrono::steady_clock::now() + options_.command_timeout;
+  for (;;) {
+    const CommandState state = command->state.load(std::memory_order_acquire);
+    if (state == CommandState::kDone) return command->status;
+    if (state == CommandState::kQueued && std::chrono::steady_clock::now() > deadline) {
+      CommandState queued = CommandState::kQueued;
+      if (command->state.compare_exchange_strong(queued, CommandState::kWithdrawn,
+                                                 std::memory_order_acq_rel)) {
+        const auto timeout =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(options_.command_timeout);
+        return deadline_exceeded(cat("worker on lcore ", worker.lcore(), " did not answer within ",
+                                     format_duration_ns(timeout.count()),
+                                     " (the command was withdrawn, not applied)"));
+      }
+      continue;  // taken just now: it is being applied
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
-  return command->status;
 }
 
 void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s) {
@@ -500,8 +509,9 @@ Status DelayNode::with_frozen_pipes(const std::function<Status(FrozenView&)>& bo
     // workers are parked (it allocates).
     reserve_wires();
   }
-  // Workers that parked, and one that parks late after a timeout, all see
-  // this (the flag is shared with them).
+  // Workers that parked see this, even after this returned (the flag is
+  // shared with them); a park that timed out was withdrawn, so no worker
+  // parks late.
   unpark->store(true, std::memory_order_release);
   return status;
 }

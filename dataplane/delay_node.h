@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/operation_lock.h"
 #include "common/status.h"
 #include "config/node_config.h"
 #include "dataplane/direction.h"
@@ -28,7 +29,9 @@ namespace amber::dataplane {
 
 struct NodeOptions {
   RingSizes rings;
-  std::chrono::milliseconds command_timeout{2000};
+  // How long a control call waits for a worker to take its command; then
+  // the command is withdrawn.
+  std::chrono::microseconds command_timeout = std::chrono::seconds(2);
 };
 
 class DelayNode {
@@ -105,6 +108,13 @@ class DelayNode {
   // shift the restore gave it). Only inside with_frozen_pipes.
   void restore_clocks(int64_t virtual_ns);
 
+  // One state-changing operation at a time, whoever asks: the agent's
+  // calls and a /amber/set on the telemetry socket take this, so a link
+  // change cannot slip into a save or restore (#16 defect 8). The methods
+  // above do not take it: a caller holds it across the calls that make
+  // one operation.
+  OperationLock& operations() { return operations_; }
+
   const config::NodeConfig& config() const { return config_; }
   const PoolSizing& sizing() const { return sizing_; }
   rte_mempool* pool() const { return pool_; }
@@ -141,6 +151,7 @@ class DelayNode {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> running_{false};
+  OperationLock operations_;
 };
 
 }  // namespace amber::dataplane

@@ -4,6 +4,7 @@
 #include <rte_telemetry.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -112,9 +113,33 @@ int handle_links(const char*, const char*, rte_tel_data* out) {
   return 0;
 }
 
+// A change through the node's operation lock, like the agent's
+// SetLinkParams, and never while the node is frozen: between a checkpoint's
+// freeze and its thaw a change would land in the saved or the restored
+// timeline (#16 defect 8).
+Result<std::string> set_link(DelayNode& node, const std::string& link, const std::string& dir,
+                             std::string_view settings) {
+  // A short wait: an agent call in progress (a Save) can take minutes,
+  // and this thread answers every telemetry client.
+  auto guard = node.operations().acquire("/amber/set", std::chrono::seconds(1));
+  if (!guard) return guard.status();
+  auto frozen = node.frozen();
+  if (!frozen) return frozen.status();
+  if (*frozen) {
+    return failed_precondition(
+        "/amber/set: the node is frozen (a checkpoint or amberctl freeze): change links after "
+        "the thaw");
+  }
+  auto current = node.pipe_config(link, dir);
+  if (!current) return current.status();
+  link::PipeConfig next = *current;
+  AMBER_RETURN_IF_ERROR(link::apply_settings(next, settings));
+  AMBER_RETURN_IF_ERROR(node.set_pipe(link, dir, next));
+  return link::describe(next);
+}
+
 // params: "LINK,DIRECTION,key=value[,key=value...]"
 int handle_set(const char*, const char* params, rte_tel_data* out) {
-  DelayNode* node = g_node.load();
   rte_tel_data_start_dict(out);
   std::string p = params ? params : "";
   size_t c1 = p.find(',');
@@ -123,16 +148,13 @@ int handle_set(const char*, const char* params, rte_tel_data* out) {
     rte_tel_data_add_dict_string(out, "error", "usage: /amber/set,LINK,a_to_b|b_to_a,key=value[,...]");
     return 0;
   }
-  std::string link = p.substr(0, c1), dir = p.substr(c1 + 1, c2 - c1 - 1);
-  auto current = node->pipe_config(link, dir);
-  Status s = current.status();
-  if (s) {
-    link::PipeConfig next = *current;
-    s = link::apply_settings(next, std::string_view(p).substr(c2 + 1));
-    if (s) s = node->set_pipe(link, dir, next);
-    if (s) rte_tel_data_add_dict_string(out, "ok", link::describe(next).c_str());
+  auto set = set_link(*g_node.load(), p.substr(0, c1), p.substr(c1 + 1, c2 - c1 - 1),
+                      std::string_view(p).substr(c2 + 1));
+  if (set) {
+    rte_tel_data_add_dict_string(out, "ok", set->c_str());
+  } else {
+    rte_tel_data_add_dict_string(out, "error", set.status().to_string().c_str());
   }
-  if (!s) rte_tel_data_add_dict_string(out, "error", s.to_string().c_str());
   return 0;
 }
 

@@ -5,7 +5,9 @@
 //   /amber/ports                      port counters (drops before the pipes)
 //   /amber/set,LINK,DIR,k=v[,k=v...]  change parameters at runtime
 // Handlers run on DPDK's telemetry thread and reach the workers through
-// the node's command rings.
+// the node's command rings. A set takes the node's operation lock, as the
+// agent's calls do, and is refused while another operation runs (waiting
+// at most 1 s) or while the node is frozen.
 #pragma once
 
 #include <string>

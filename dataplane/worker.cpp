@@ -245,6 +245,12 @@ bool Worker::handle_commands() {
   while (rte_ring_dequeue(commands_, &item) == 0) {
     auto* holder = static_cast<std::shared_ptr<Command>*>(item);
     Command& c = **holder;
+    CommandState queued = CommandState::kQueued;
+    if (!c.state.compare_exchange_strong(queued, CommandState::kTaken,
+                                         std::memory_order_acq_rel)) {
+      delete holder;  // withdrawn: its sender timed out and reported it failed
+      continue;
+    }
     const int64_t real_now = clock_.now_ns();  // fresh: a park may have lasted seconds
     switch (c.type) {
       case CommandType::kStats: {
@@ -295,7 +301,7 @@ bool Worker::handle_commands() {
         break;
       case CommandType::kPark: {
         std::shared_ptr<std::atomic<bool>> unpark = c.unpark;
-        c.done.store(true, std::memory_order_release);
+        c.state.store(CommandState::kDone, std::memory_order_release);
         delete holder;
         // The sender owns the pipes until it sets `unpark`.
         while (!unpark->load(std::memory_order_acquire)) {
@@ -304,7 +310,7 @@ bool Worker::handle_commands() {
         continue;
       }
     }
-    c.done.store(true, std::memory_order_release);
+    c.state.store(CommandState::kDone, std::memory_order_release);
     delete holder;
   }
   return stop;

@@ -7,6 +7,8 @@
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_lcore.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include "config/loader.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
+#include "dataplane/telemetry.h"
 #include "eal_fixture.h"
 
 namespace amber::dataplane {
@@ -27,6 +30,27 @@ namespace {
 using testing::RingPort;
 
 constexpr int64_t kMs = 1'000'000;
+
+// One command on this process's DPDK telemetry socket, as
+// dpdk-telemetry.py sends it; the reply's JSON text.
+std::string telemetry(const std::string& command) {
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET, 0);
+  if (fd < 0) return "socket failed";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/dpdk_telemetry.v2",
+                rte_eal_get_runtime_dir());
+  std::string reply = "connect failed";
+  char buf[16384];
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::read(fd, buf, sizeof buf) > 0 &&  // the greeting
+      ::write(fd, command.data(), command.size()) == static_cast<ssize_t>(command.size())) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    reply = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "no reply";
+  }
+  ::close(fd);
+  return reply;
+}
 
 class DelayNodeTest : public ::testing::Test {
  protected:
@@ -53,12 +77,12 @@ class DelayNodeTest : public ::testing::Test {
     rte_mempool_free(pool_);
   }
 
-  void start(const std::string& link_body) {
+  void start(const std::string& link_body, const NodeOptions& options = {}) {
     std::string text = "node_id: \"test\" link { name: \"l\" port_a: \"" + a_.name +
                        "\" port_b: \"" + b_.name + "\" " + link_body + " }";
     auto config = config::parse_node_config(text, "test.conf");
     ASSERT_TRUE(config.is_ok()) << config.status().to_string();
-    auto node = DelayNode::create(*config);
+    auto node = DelayNode::create(*config, options);
     ASSERT_TRUE(node.is_ok()) << node.status().to_string();
     node_ = std::move(node).value();
     node_->start();
@@ -342,6 +366,106 @@ TEST_F(DelayNodeTest, FreezeInThePastIsRefusedAndLeavesNothingScheduled) {
   ASSERT_TRUE(v.is_ok()) << v.status().to_string();
   Status thawed = node_->thaw_at(node_->now_ns() + 20 * kMs);
   ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
+}
+
+// #16 defect 8: a command whose worker did not answer in time stayed in
+// the ring and was applied when the worker came back (a link change sent
+// during a save landed in the restored pipes). Now it is withdrawn.
+TEST_F(DelayNodeTest, ACommandThatTimedOutIsWithdrawnNeverAppliedLater) {
+  NodeOptions options;
+  options.command_timeout = std::chrono::milliseconds(100);
+  start("both { delay: \"10ms\" }", options);
+  Status frozen = node_->freeze_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(frozen.is_ok()) << frozen.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  link::PipeConfig changed;
+  changed.delay_ns = 77 * kMs;
+  Status during;
+  // The workers stay parked while the body runs: the change cannot be taken.
+  Status parked = node_->with_frozen_pipes([&](DelayNode::FrozenView&) {
+    during = node_->set_pipe("l", "a_to_b", changed);
+    return Status::ok();
+  });
+  ASSERT_TRUE(parked.is_ok()) << parked.to_string();
+  EXPECT_EQ(during.code(), ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(during.message().find("withdrawn"), std::string::npos) << during.message();
+  // Commands are taken in order: this one comes after the withdrawn one.
+  auto config = node_->pipe_config("l", "a_to_b");
+  ASSERT_TRUE(config.is_ok()) << config.status().to_string();
+  EXPECT_EQ(config->delay_ns, 10 * kMs) << "the change that failed was applied after all";
+  Status thawed = node_->thaw_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  config = node_->pipe_config("l", "a_to_b");
+  ASSERT_TRUE(config.is_ok());
+  EXPECT_EQ(config->delay_ns, 10 * kMs);
+}
+
+// The sender's timeout and the worker race for each command; whatever the
+// outcome, what the sender was told is what happened: with barely time to
+// answer, the last change reported applied is the one in force.
+TEST_F(DelayNodeTest, EveryChangeReportedFailedStaysUnappliedAndEveryOneReportedDoneIsApplied) {
+  NodeOptions options;
+  options.command_timeout = std::chrono::microseconds(5);
+  start("both { delay: \"1ms\" }", options);
+  int64_t expected = 1 * kMs;
+  unsigned applied = 0, failed = 0;
+  for (int i = 2; i < 400; ++i) {
+    link::PipeConfig next;
+    next.delay_ns = i * kMs;
+    Status s = node_->set_pipe("l", "a_to_b", next);
+    if (s) {
+      expected = next.delay_ns;
+      ++applied;
+    } else {
+      // Withdrawn, or refused at once because the ring was full of
+      // withdrawn commands the worker had not dropped yet.
+      ASSERT_TRUE(s.code() == ErrorCode::kDeadlineExceeded || s.code() == ErrorCode::kUnavailable)
+          << s.to_string();
+      ++failed;
+    }
+  }
+  // What is still in the ring gets its turn (a withdrawn change must be
+  // dropped); once the worker is gone the pipes can be read directly.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  node_->stop();
+  node_->wait();
+  auto stats = node_->stats();
+  ASSERT_TRUE(stats.is_ok());
+  EXPECT_EQ((*stats)[0].config.delay_ns, expected)
+      << applied << " changes reported applied, " << failed << " failed";
+}
+
+// #16 defect 8: /amber/set went around the agent's operation lock, so a
+// link change could land in the middle of a checkpoint.
+TEST_F(DelayNodeTest, TelemetrySetWaitsForNoOperationAndIsRefusedWhileFrozen) {
+  start("both { delay: \"10ms\" }");
+  register_telemetry(node_.get());
+  auto delay = [&] {
+    auto config = node_->pipe_config("l", "a_to_b");
+    return config.is_ok() ? config->delay_ns : -1;
+  };
+  const std::string set = "/amber/set,l,a_to_b,delay=50ms";
+  {
+    auto save = node_->operations().acquire("Save");  // as the agent's Save does
+    ASSERT_TRUE(save.is_ok());
+    const std::string reply = telemetry(set);
+    EXPECT_NE(reply.find("busy with Save"), std::string::npos) << reply;
+    EXPECT_EQ(delay(), 10 * kMs);
+  }
+  Status frozen = node_->freeze_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(frozen.is_ok()) << frozen.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  std::string reply = telemetry(set);
+  EXPECT_NE(reply.find("frozen"), std::string::npos) << reply;
+  EXPECT_EQ(delay(), 10 * kMs);
+  Status thawed = node_->thaw_at(node_->now_ns() + 20 * kMs);
+  ASSERT_TRUE(thawed.is_ok()) << thawed.to_string();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  // With nothing else going on it works as before.
+  reply = telemetry(set);
+  EXPECT_NE(reply.find("\"ok\""), std::string::npos) << reply;
+  EXPECT_EQ(delay(), 50 * kMs);
 }
 
 TEST_F(DelayNodeTest, MbufsWithoutRoomForTheFrameAreDroppedAndCounted) {
