@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/strings.h"
+#include "proto/agent.pb.h"
 #include "proto/config.pb.h"
 #include "proto/controller.pb.h"
 
@@ -110,6 +112,21 @@ class Agent {
   // is `pattern`, until cancelled.
   virtual Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger& trigger,
                                                        const std::string& pattern) = 0;
+
+  // ---- Scheduled link events (a delay node; a VM host has no links) ----
+  // The node's virtual time at master instant `at_ns`: experiment time
+  // maps onto it.
+  virtual Result<int64_t> virtual_time_at(int64_t at_ns);
+  // Link events at instants of the node's virtual time, after dropping the
+  // pending events of `request.cancel()`; returns how many were scheduled.
+  virtual Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request);
 };
+
+inline Result<int64_t> Agent::virtual_time_at(int64_t) {
+  return failed_precondition(cat(what(), " has no links"));
+}
+inline Result<uint32_t> Agent::schedule_events(const agent::ScheduleEventsRequest&) {
+  return failed_precondition(cat(what(), " has no links"));
+}
 
 }  // namespace amber::controller

@@ -33,6 +33,16 @@ The experiment (through amber-controller):
   list                                the checkpoints as a timeline, by branch
   show ID                             one checkpoint's manifest
   delete ID                           remove a checkpoint from the store
+  schedule LINK [DIR] --at-experiment D (down | up | KEY=VALUE...)
+                                      a link event at an instant of experiment
+                                      time (0: when the controller first started
+                                      the experiment; a freeze stops it): the
+                                      link down (every frame dropped, counted as
+                                      link_down), up, or new rate=, delay=,
+                                      jitter=, loss=, queue_frames=, queue_bytes=
+                                      (both directions without DIR; --node ID if
+                                      two delay nodes have the link)
+  schedule LINK [DIR] --clear         drop the link's pending events
 
 One delay node (its agent directly with --agent, or --node ID through the
 controller; the node should be frozen for frames/drop/replace/inject/save/pcap):

@@ -132,6 +132,9 @@ void print_status(const controller::StatusReply& r) {
               r.checkpoints());
   std::printf("  clock: %s%s\n", r.clock_trustworthy() ? "" : "NOT TRUSTWORTHY: ",
               r.clock().c_str());
+  if (r.has_experiment_ns()) {
+    std::printf("  experiment time: %s\n", format_duration_ns(r.experiment_ns()).c_str());
+  }
   if (!r.periodic().empty()) std::printf("  periodic: %s\n", r.periodic().c_str());
   for (const auto& t : r.triggers()) std::printf("  trigger %s\n", t.c_str());
   for (const auto& a : r.agents()) {
@@ -153,6 +156,16 @@ void print_status(const controller::StatusReply& r) {
                   static_cast<unsigned long long>(p.frames_out()),
                   static_cast<unsigned long long>(p.held_frames()),
                   format_bytes(p.held_bytes()).c_str(), static_cast<unsigned long long>(dropped));
+      for (const auto& e : p.events()) {
+        std::printf("        event at %s: %s\n",
+                    e.has_at_experiment_ns()
+                        ? cat("experiment ", format_duration_ns(e.at_experiment_ns())).c_str()
+                        : cat("virtual ", e.at_virtual_ns(), " ns").c_str(),
+                    e.change().c_str());
+      }
+      if (p.pending_events() > static_cast<uint32_t>(p.events_size())) {
+        std::printf("        ... %u events in all\n", p.pending_events());
+      }
     }
   }
 }
@@ -189,7 +202,7 @@ int stream(const Cli& cli, const char* what, Start start) {
 
 bool is_experiment_command(const std::string& command) {
   static const std::set<std::string> kCommands = {"status", "checkpoint", "restore", "pause",
-                                                  "list",   "show",       "delete"};
+                                                  "list",   "show",       "delete",  "schedule"};
   return kCommands.count(command) > 0;
 }
 
@@ -243,6 +256,37 @@ int run_experiment_command(Cli& cli, const std::string& command) {
 
   grpc::ClientContext context;
   set_deadline(context, cli.timeout_ns);
+  if (command == "schedule") {
+    controller::ScheduleRequest req;
+    req.set_clear(take_flag(args, "--clear"));
+    auto at = take_option(args, "--at-experiment");
+    if (!at) return usage_error(at.status().message());
+    if (args.empty()) return usage_error("schedule LINK [DIR] --at-experiment D CHANGE | --clear");
+    req.set_link(args[0]);
+    args.erase(args.begin());
+    if (!args.empty() && (args[0] == "a_to_b" || args[0] == "b_to_a")) {
+      req.set_direction(args[0]);
+      args.erase(args.begin());
+    }
+    req.set_delay_node(cli.node);
+    if (req.clear()) {
+      if (!at->empty() || !args.empty()) return usage_error("schedule --clear takes no instant or change");
+    } else {
+      if (at->empty()) return usage_error("schedule: give --at-experiment D (experiment time)");
+      auto d = parse_duration_ns(*at);
+      if (!d) return usage_error(cat("--at-experiment: ", d.status().message()));
+      if (*d < 0) return usage_error("--at-experiment: experiment time starts at 0");
+      req.set_at_experiment_ns(*d);
+      if (args.empty()) return usage_error("schedule: give down, up or KEY=VALUE...");
+      std::string change;
+      for (const auto& a : args) change += cat(change.empty() ? "" : " ", a);
+      req.set_change(change);
+    }
+    controller::ScheduleReply r;
+    if (Status s = check(stub->Schedule(&context, req, &r)); !s) return failed(s);
+    if (!print_json(cli, r)) std::printf("%s\n", r.detail().c_str());
+    return 0;
+  }
   if (command == "status") {
     if (!args.empty()) return usage_error(cat("status: unexpected '", args[0], "'"));
     controller::StatusReply r;

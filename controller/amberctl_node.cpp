@@ -110,6 +110,14 @@ void print_stats(const agent::GetStatsReply& r) {
     }
     std::printf("\n");
     if (p.has_schedule()) print_schedule(p);
+    for (const auto& e : p.events()) {
+      std::printf("    event in %s: %s\n",
+                  format_duration_ns(e.at_virtual_ns() - r.virtual_now_ns()).c_str(),
+                  e.change().c_str());
+    }
+    if (p.pending_events() > static_cast<uint32_t>(p.events_size())) {
+      std::printf("    ... %u events in all\n", p.pending_events());
+    }
   }
 }
 

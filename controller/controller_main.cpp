@@ -91,6 +91,14 @@ class Service final : public amber::controller::Controller::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Schedule(grpc::ServerContext*, const ScheduleRequest* req,
+                        ScheduleReply* reply) override {
+    auto detail = experiment_.schedule(*req);
+    if (!detail) return to_grpc(detail.status());
+    reply->set_detail(*detail);
+    return grpc::Status::OK;
+  }
+
   grpc::Status DeleteCheckpoint(grpc::ServerContext*, const DeleteRequest* req,
                                 DeleteReply* reply) override {
     auto freed = experiment_.remove(req->id());

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -49,6 +50,46 @@ void fill_schedule(const dataplane::DirectionStats& s, agent::ScheduleStats& out
   if (schedule.trace) out.set_trace(schedule.trace->source);
   out.set_trace_index(s.schedule.trace_index);
   out.set_trace_loops(s.schedule.trace_loops);
+}
+
+// A direction's pending events, on the node's clock (a direction's own
+// timeline plus its shift).
+void fill_events(const dataplane::DirectionStats& s, agent::PipeStats& out) {
+  out.set_down(s.config.down);
+  out.set_pending_events(s.pending_events);
+  const size_t shown = std::min<size_t>(s.pending_events, s.next_events.size());
+  for (size_t i = 0; i < shown; ++i) {
+    agent::PendingEvent* e = out.add_events();
+    e->set_at_virtual_ns(s.next_events[i].at_ns + s.shift_ns);
+    e->set_change(link::describe_change(s.next_events[i]));
+  }
+}
+
+// The events of a ScheduleEvents request by direction, every change
+// parsed and every instant checked against the node's clock (`now`)
+// before anything is scheduled.
+Result<std::map<std::pair<std::string, std::string>, std::vector<link::LinkEvent>>> events_by_pipe(
+    const agent::ScheduleEventsRequest& req, int64_t now) {
+  std::map<std::pair<std::string, std::string>, std::vector<link::LinkEvent>> by_pipe;
+  for (int i = 0; i < req.events_size(); ++i) {
+    const agent::LinkEvent& e = req.events(i);
+    const std::string what = cat("event ", i + 1, " (", e.pipe().link(), " ", e.change(), "): ");
+    if (e.pipe().link().empty()) return invalid_argument(cat(what, "give a link"));
+    if (e.at_virtual_ns() < now) {
+      return invalid_argument(cat(what, "its instant is ", format_duration_ns(now - e.at_virtual_ns()),
+                                  " in the past on the node's clock"));
+    }
+    auto parsed = link::parse_link_event(e.at_virtual_ns(), e.change());
+    if (!parsed) return parsed.status().with_context(what);
+    const std::string& d = e.pipe().direction();
+    if (!d.empty() && d != "a_to_b" && d != "b_to_a") {
+      return invalid_argument(cat(what, "direction '", d, "': a_to_b, b_to_a or empty for both"));
+    }
+    for (const char* dir : {"a_to_b", "b_to_a"}) {
+      if (d.empty() || d == dir) by_pipe[{e.pipe().link(), dir}].push_back(*parsed);
+    }
+  }
+  return by_pipe;
 }
 
 Status need_pipe(const agent::PipeRef& p) {
@@ -394,7 +435,65 @@ class Service final : public agent::DelayNodeAgent::Service {
       p->set_rate_now_bps(s.rate_now_bps);
       p->set_delay_now_ns(s.delay_now_ns);
       if (s.config.schedule) fill_schedule(s, *p->mutable_schedule());
+      fill_events(s, *p);
     }
+    if (auto v = node_.virtual_at(node_.now_ns())) reply->set_virtual_now_ns(*v);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetVirtualTime(grpc::ServerContext*, const agent::VirtualTimeRequest* req,
+                              agent::VirtualTimeReply* reply) override {
+    Result<int64_t> at = node_.now_ns();
+    if (req->at_ns() != 0) at = local_instant(req->at_ns());
+    if (!at) return to_grpc(at.status().with_context("GetVirtualTime: "));
+    auto v = node_.virtual_at(*at);
+    if (!v) return to_grpc(v.status().with_context("GetVirtualTime: "));
+    reply->set_virtual_ns(*v);
+    auto frozen = node_.frozen();
+    reply->set_frozen(frozen.is_ok() && *frozen);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ScheduleEvents(grpc::ServerContext*, const agent::ScheduleEventsRequest* req,
+                              agent::ScheduleEventsReply* reply) override {
+    auto guard = lock("ScheduleEvents");
+    if (!guard) return to_grpc(guard.status());
+    auto now = node_.virtual_at(node_.now_ns());
+    if (!now) return to_grpc(now.status().with_context("ScheduleEvents: "));
+    auto by_pipe = events_by_pipe(*req, *now);
+    if (!by_pipe) return to_grpc(by_pipe.status().with_context("ScheduleEvents: "));
+    std::vector<std::pair<std::string, std::string>> cancel;
+    for (const auto& p : req->cancel()) {
+      for (const char* dir : {"a_to_b", "b_to_a"}) {
+        if (p.direction().empty() || p.direction() == dir) cancel.emplace_back(p.link(), dir);
+      }
+    }
+    // Every direction named exists before anything changes.
+    std::vector<std::pair<std::string, std::string>> named = cancel;
+    for (const auto& entry : *by_pipe) named.push_back(entry.first);
+    for (const auto& [link_name, dir] : named) {
+      if (auto c = node_.pipe_config(link_name, dir); !c) {
+        return to_grpc(c.status().with_context("ScheduleEvents: "));
+      }
+    }
+    uint32_t cancelled = 0, scheduled = 0;
+    for (const auto& [link_name, dir] : cancel) {
+      auto n = node_.cancel_events(link_name, dir);
+      if (!n) return to_grpc(n.status().with_context("ScheduleEvents: "));
+      cancelled += static_cast<uint32_t>(*n);
+    }
+    for (auto& [key, events] : *by_pipe) {
+      const size_t n = events.size();
+      Status s = node_.schedule_events(key.first, key.second, std::move(events));
+      if (!s) {
+        return to_grpc(s.with_context(cat("ScheduleEvents: ", scheduled, " events scheduled before: ")));
+      }
+      scheduled += static_cast<uint32_t>(n);
+      std::fprintf(stderr, "agent: %zu event(s) scheduled on %s/%s\n", n, key.first.c_str(),
+                   key.second.c_str());
+    }
+    reply->set_scheduled(scheduled);
+    reply->set_cancelled(cancelled);
     return grpc::Status::OK;
   }
 

@@ -196,8 +196,27 @@ AgentStatus DelayNodeClient::status() {
                   ? cat(c.mode(), ", correction ", format_duration_ns(c.correction_ns()))
                   : cat(c.mode(), ": not trustworthy: ", join(c.reasons())));
   a.set_frozen(stats.frozen());
+  a.set_virtual_now_ns(stats.virtual_now_ns());
   for (const auto& p : stats.pipes()) *a.add_pipes() = p;
   return a;
+}
+
+Result<int64_t> DelayNodeClient::virtual_time_at(int64_t at_ns) {
+  agent::VirtualTimeRequest req;
+  req.set_at_ns(at_ns);
+  agent::VirtualTimeReply reply;
+  if (auto s = unary(*stub_, &Stub::GetVirtualTime, req, &reply, step_deadline_ns_); !s.ok()) {
+    return agent_error(what_, s);
+  }
+  return reply.virtual_ns();
+}
+
+Result<uint32_t> DelayNodeClient::schedule_events(const agent::ScheduleEventsRequest& request) {
+  agent::ScheduleEventsReply reply;
+  if (auto s = unary(*stub_, &Stub::ScheduleEvents, request, &reply, step_deadline_ns_); !s.ok()) {
+    return agent_error(what_, s);
+  }
+  return reply.scheduled();
 }
 
 Result<std::unique_ptr<TriggerStream>> DelayNodeClient::watch(const config::Trigger& trigger,

@@ -41,6 +41,9 @@ class DelayNodeClient final : public Agent {
   Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger& trigger,
                                                const std::string& pattern) override;
 
+  Result<int64_t> virtual_time_at(int64_t at_ns) override;
+  Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request) override;
+
  private:
   const config::DelayNodeRef ref_;
   const std::unique_ptr<Stub> stub_;

@@ -32,6 +32,7 @@ Manifest manifest_header(const std::string& experiment, const std::string& id,
   m.set_reason(reason);
   m.set_naive(request.naive());
   m.set_created_unix_ns(clock_sync::SystemClock::realtime_ns());
+  *m.mutable_epoch_virtual_ns() = state.epoch_virtual_ns();
   return m;
 }
 
@@ -72,6 +73,7 @@ Result<std::unique_ptr<Experiment>> Experiment::create(Topology topology,
   std::unique_ptr<Experiment> experiment(new Experiment(
       std::move(topology), std::move(clock), std::move(agents), std::move(store).value()));
   experiment->reconcile(notes);
+  experiment->experiment_started_ = experiment->start_experiment_time(notes);
   return experiment;
 }
 
@@ -459,6 +461,7 @@ StatusReply Experiment::status() {
   Crew all = crew_of(agents_, everyone);
   auto agents = on_each("", all, [](Member& a) { return a.agent->status(); });
   for (auto& a : agents) *reply.add_agents() = std::move(a);
+  add_experiment_time(reply);
   return reply;
 }
 

@@ -57,6 +57,10 @@ class Experiment {
   Result<Manifest> pause(const PauseRequest& request, const ProgressFn& progress);
 
   StatusReply status();
+  // A link event at an instant of experiment time (amberctl schedule), or
+  // with `clear` the pending events of a link's direction(s) dropped.
+  // Says what it did.
+  Result<std::string> schedule(const ScheduleRequest& request);
   ListReply list() const;
   Result<Manifest> get(const std::string& id) const { return store_->manifest(id); }
   Result<uint64_t> remove(const std::string& id);
@@ -76,6 +80,16 @@ class Experiment {
   // common instant, unless the store says the experiment is swapped out
   // (then nothing is touched). What it found and did goes to `notes`.
   void reconcile(std::vector<std::string>* notes);
+  // Starts experiment time on the delay nodes that have none yet (the
+  // store keeps their epochs): their virtual clocks at one master instant
+  // just ahead become experiment time 0, and the topology's events go to
+  // them. True when every delay node has started; what it did goes to
+  // `notes` and the log. Not while swapped out.
+  bool start_experiment_time(std::vector<std::string>* notes);
+  // Tries again every 2 s until every delay node has started.
+  void experiment_time_loop();
+  // Experiment time now and each pending event's instant in it.
+  void add_experiment_time(StatusReply& reply) const;
   // The lead time for an instant: measured round trips plus the margin.
   int64_t lead_ns() const;
   // Waits a little for the controller's own clock to become trustworthy.
@@ -134,6 +148,7 @@ class Experiment {
   std::vector<std::thread> background_;
   std::vector<std::shared_ptr<TriggerStream>> watches_;  // to cancel on stop
   std::vector<std::string> trigger_state_;
+  bool experiment_started_ = false;  // every delay node has its epoch
 };
 
 }  // namespace amber::controller

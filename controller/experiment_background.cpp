@@ -25,6 +25,7 @@ Experiment::~Experiment() {
 
 void Experiment::start_background() {
   std::lock_guard lock(background_mutex_);
+  if (!experiment_started_) background_.emplace_back([this] { experiment_time_loop(); });
   if (topology_.durations.periodic_interval_ns > 0) {
     next_periodic_ns_ =
         clock_sync::SystemClock::realtime_ns() + topology_.durations.periodic_interval_ns;

@@ -110,6 +110,7 @@ std::vector<std::string> reconcile_with_disk(const std::string& dir, bool had_st
       state->set_head(m->id());
       state->set_branch(m->branch());
       state->set_swapped_out(m->swapped_out());
+      *state->mutable_epoch_virtual_ns() = m->epoch_virtual_ns();
       notes.push_back(cat("store ", dir, ": no STATE: head ", m->id(), " on branch ", m->branch(),
                           m->swapped_out() ? " (swapped out)" : "", ", from its manifest"));
       break;
@@ -306,6 +307,15 @@ Result<std::string> CheckpointStore::restored(const std::string& id) {
   AMBER_RETURN_IF_ERROR(write_state(next));
   state_ = next;
   return next.branch();
+}
+
+Status CheckpointStore::set_epochs(const std::map<std::string, int64_t>& epochs) {
+  std::lock_guard lock(mutex_);
+  ExperimentState next = state_;
+  for (const auto& [node, ns] : epochs) (*next.mutable_epoch_virtual_ns())[node] = ns;
+  AMBER_RETURN_IF_ERROR(write_state(next));
+  state_ = next;
+  return Status::ok();
 }
 
 Status CheckpointStore::set_swapped_out(bool swapped_out) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -59,6 +60,9 @@ class CheckpointStore {
   // latest checkpoint, else starts a new branch from it. Returns the branch.
   Result<std::string> restored(const std::string& id);
   Status set_swapped_out(bool swapped_out);
+  // Records when experiment time 0 was on these delay nodes' virtual
+  // clocks (node id -> virtual ns), beside those recorded before.
+  Status set_epochs(const std::map<std::string, int64_t>& epochs);
 
  private:
   CheckpointStore(std::string dir, int lock_fd) : dir_(std::move(dir)), lock_fd_(lock_fd) {}

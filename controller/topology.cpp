@@ -2,7 +2,9 @@
 
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -10,6 +12,7 @@
 #include "common/units.h"
 #include "controller/grpc_status.h"
 #include "controller/text_config.h"
+#include "link-emulator/link_event.h"
 
 namespace amber::controller {
 namespace {
@@ -72,7 +75,107 @@ Status check_address(const std::string& address, bool tls, const std::string& at
   return Status::ok();
 }
 
+// A value as one settings item: "1 %" and "100 Mbit" are one value.
+std::string squeezed(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c != ' ') out.push_back(c);
+  }
+  return out;
+}
+
+// Checks the topology's events, in experiment time, against its links.
+Result<std::vector<ScheduledEvent>> parse_events(const config::Topology& t, const Where& where) {
+  std::map<std::string, std::vector<std::string>> nodes_of;  // link -> node ids
+  for (const auto& n : t.delay_node()) {
+    for (const auto& link : n.link()) nodes_of[link].push_back(n.id());
+  }
+  std::vector<ScheduledEvent> events;
+  for (int i = 0; i < t.event_size(); ++i) {
+    const config::LinkEvent& e = t.event(i);
+    const std::string at = where("event", i);
+    const std::string what = cat("event { at: \"", e.at(), "\" link: \"", e.link(), "\" }: ");
+    ScheduledEvent out;
+    if (e.at().empty()) return invalid_argument(cat(at, what, "give at: the experiment time"));
+    auto when = parse_duration_ns(e.at());
+    if (!when) return invalid_argument(cat(at, what, "at: ", when.status().message()));
+    if (*when < 0) {
+      return invalid_argument(cat(at, what, "at: experiment time starts at 0, '", e.at(), "' is before"));
+    }
+    out.at_ns = *when;
+    auto nodes = nodes_of.find(e.link());
+    if (nodes == nodes_of.end()) {
+      return invalid_argument(cat(at, what, "link '", e.link(), "' is listed for no delay node"));
+    }
+    if (!e.delay_node().empty()) {
+      if (std::find(nodes->second.begin(), nodes->second.end(), e.delay_node()) ==
+          nodes->second.end()) {
+        return invalid_argument(
+            cat(at, what, "link '", e.link(), "' is not listed for delay node '", e.delay_node(), "'"));
+      }
+      out.delay_node = e.delay_node();
+    } else if (nodes->second.size() > 1) {
+      std::string ids;
+      for (const auto& id : nodes->second) ids += cat(ids.empty() ? "" : ", ", id);
+      return invalid_argument(
+          cat(at, what, "link '", e.link(), "' is on delay nodes ", ids, ": say which (delay_node)"));
+    } else {
+      out.delay_node = nodes->second.front();
+    }
+    out.link = e.link();
+    if (!e.direction().empty() && e.direction() != "a_to_b" && e.direction() != "b_to_a") {
+      return invalid_argument(
+          cat(at, what, "direction '", e.direction(), "': a_to_b, b_to_a, or leave it out for both"));
+    }
+    out.direction = e.direction();
+    if (int(e.has_set()) + int(e.down()) + int(e.up()) != 1) {
+      return invalid_argument(cat(at, what, "give exactly one of set { ... }, down: true, up: true"));
+    }
+    if (e.down() || e.up()) {
+      out.change = e.down() ? "down" : "up";
+    } else {
+      auto settings = event_settings(e.set());
+      if (!settings) return settings.status().with_context(cat(at, what));
+      out.change = *settings;
+    }
+    // The agent parses the change the same way.
+    if (auto parsed = link::parse_link_event(0, out.change); !parsed) {
+      return parsed.status().with_context(cat(at, what));
+    }
+    events.push_back(std::move(out));
+  }
+  return events;
+}
+
 }  // namespace
+
+Result<std::string> event_settings(const config::Pipe& set) {
+  static const std::map<std::string, std::string> kKeys = {
+      {"rate", "rate"},         {"delay", "delay"},
+      {"jitter", "jitter"},     {"queue_frames", "queue_frames"},
+      {"queue_bytes", "queue_bytes"}, {"random_loss", "loss"}};
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  set.GetReflection()->ListFields(set, &fields);
+  std::string settings;
+  for (const auto* f : fields) {
+    if (!kKeys.count(f->name())) {
+      return invalid_argument(cat("set { ", f->name(),
+                                  " }: an event sets rate, delay, jitter, queue_frames, "
+                                  "queue_bytes or random_loss"));
+    }
+  }
+  auto add = [&](const char* key, const std::string& value) {
+    settings += cat(settings.empty() ? "" : " ", key, "=", squeezed(value));
+  };
+  if (!set.rate().empty()) add("rate", set.rate());
+  if (!set.delay().empty()) add("delay", set.delay());
+  if (!set.jitter().empty()) add("jitter", set.jitter());
+  if (set.has_queue_frames()) add("queue_frames", std::to_string(set.queue_frames()));
+  if (!set.queue_bytes().empty()) add("queue_bytes", set.queue_bytes());
+  if (set.has_random_loss()) add("loss", set.random_loss().probability());
+  if (settings.empty()) return invalid_argument("set { }: give what changes (delay: \"200ms\" ...)");
+  return settings;
+}
 
 bool is_plain_name(const std::string& name) {
   if (name.empty() || name == "." || name == "..") return false;
@@ -246,6 +349,9 @@ Result<Topology> parse_topology(const std::string& text, const std::string& orig
       return invalid_argument(cat(at, what, "give frame { ... } or console { ... }"));
     }
   }
+  auto events = parse_events(t, where);
+  if (!events) return events.status();
+  topo.events = std::move(events).value();
   return topo;
 }
 

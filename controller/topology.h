@@ -24,10 +24,26 @@ struct Durations {
   std::vector<std::string> trigger_pattern;  // per trigger: the bytes (frame) or text (console)
 };
 
+// A topology's link event, checked: on which node and direction(s), when
+// in experiment time, and the change as the agent takes it ("down", "up",
+// "delay=200ms loss=1%").
+struct ScheduledEvent {
+  std::string delay_node;
+  std::string link;
+  std::string direction;  // empty: both
+  int64_t at_ns = 0;      // experiment time
+  std::string change;
+};
+
 struct Topology {
   config::Topology proto;
   Durations durations;
+  std::vector<ScheduledEvent> events;  // in the file's order
 };
+
+// "delay=200ms loss=1%" from an event's `set { ... }`; refuses a field an
+// event cannot change, naming it.
+Result<std::string> event_settings(const config::Pipe& set);
 
 Result<Topology> parse_topology(const std::string& text, const std::string& origin);
 Result<Topology> load_topology(const std::string& path);

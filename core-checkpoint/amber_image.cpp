@@ -115,6 +115,11 @@ int info(const std::string& path) {
         static_cast<unsigned long long>(k.total_dropped()),
         static_cast<long long>(p.virtual_now_ns), static_cast<long long>(p.state.link_free_ns));
     print_schedule_position(p);
+    for (const auto& e : p.state.events) {
+      std::printf("          event at virtual %lld ns (in %s): %s\n", static_cast<long long>(e.at_ns),
+                  amber::format_duration_ns(e.at_ns - p.virtual_now_ns).c_str(),
+                  amber::link::describe_change(e).c_str());
+    }
   }
   return 0;
 }

@@ -42,20 +42,33 @@ link::LossConfig loss_from_proto(const M& m) {
   return link::NoLoss{};
 }
 
-void to_proto(const link::Schedule& s, image::Schedule* out) {
-  for (const link::Segment& seg : s.segments) {
-    auto* m = out->add_segments();
-    m->set_duration_ns(seg.duration_ns);
-    if (seg.rate_bps) m->set_rate_bps(*seg.rate_bps);
-    if (seg.delay_ns) m->set_delay_ns(*seg.delay_ns);
-    if (seg.jitter_ns) m->set_jitter_ns(*seg.jitter_ns);
-    if (seg.loss) {
-      m->set_sets_loss(true);
-      loss_to_proto(*seg.loss, m);
-    }
-    if (seg.queue_limit_frames) m->set_queue_limit_frames(*seg.queue_limit_frames);
-    if (seg.queue_limit_bytes) m->set_queue_limit_bytes(*seg.queue_limit_bytes);
+void to_proto(const link::Segment& seg, image::Segment* m) {
+  m->set_duration_ns(seg.duration_ns);
+  if (seg.rate_bps) m->set_rate_bps(*seg.rate_bps);
+  if (seg.delay_ns) m->set_delay_ns(*seg.delay_ns);
+  if (seg.jitter_ns) m->set_jitter_ns(*seg.jitter_ns);
+  if (seg.loss) {
+    m->set_sets_loss(true);
+    loss_to_proto(*seg.loss, m);
   }
+  if (seg.queue_limit_frames) m->set_queue_limit_frames(*seg.queue_limit_frames);
+  if (seg.queue_limit_bytes) m->set_queue_limit_bytes(*seg.queue_limit_bytes);
+}
+
+link::Segment from_proto(const image::Segment& seg) {
+  link::Segment out;
+  out.duration_ns = seg.duration_ns();
+  if (seg.has_rate_bps()) out.rate_bps = seg.rate_bps();
+  if (seg.has_delay_ns()) out.delay_ns = seg.delay_ns();
+  if (seg.has_jitter_ns()) out.jitter_ns = seg.jitter_ns();
+  if (seg.sets_loss()) out.loss = loss_from_proto(seg);
+  if (seg.has_queue_limit_frames()) out.queue_limit_frames = seg.queue_limit_frames();
+  if (seg.has_queue_limit_bytes()) out.queue_limit_bytes = seg.queue_limit_bytes();
+  return out;
+}
+
+void to_proto(const link::Schedule& s, image::Schedule* out) {
+  for (const link::Segment& seg : s.segments) to_proto(seg, out->add_segments());
   if (s.trace) {
     auto* t = out->mutable_trace();
     uint32_t last = 0;
@@ -72,17 +85,7 @@ void to_proto(const link::Schedule& s, image::Schedule* out) {
 
 Result<link::Schedule> from_proto(const image::Schedule& m) {
   link::Schedule s;
-  for (const auto& seg : m.segments()) {
-    link::Segment out;
-    out.duration_ns = seg.duration_ns();
-    if (seg.has_rate_bps()) out.rate_bps = seg.rate_bps();
-    if (seg.has_delay_ns()) out.delay_ns = seg.delay_ns();
-    if (seg.has_jitter_ns()) out.jitter_ns = seg.jitter_ns();
-    if (seg.sets_loss()) out.loss = loss_from_proto(seg);
-    if (seg.has_queue_limit_frames()) out.queue_limit_frames = seg.queue_limit_frames();
-    if (seg.has_queue_limit_bytes()) out.queue_limit_bytes = seg.queue_limit_bytes();
-    s.segments.push_back(out);
-  }
+  for (const auto& seg : m.segments()) s.segments.push_back(from_proto(seg));
   if (m.has_trace()) {
     link::DeliveryTrace t;
     uint64_t at = 0;
@@ -147,6 +150,7 @@ void to_proto(const link::PipeConfig& c, image::PipeConfig* out) {
   out->set_reorder(c.reorder);
   out->set_seed(c.seed);
   if (c.schedule) to_proto(*c.schedule, out->mutable_schedule());
+  out->set_down(c.down);
 }
 
 Result<link::PipeConfig> from_proto(const image::PipeConfig& m) {
@@ -174,6 +178,7 @@ Result<link::PipeConfig> from_proto(const image::PipeConfig& m) {
   c.corrupt = m.corrupt();
   c.reorder = m.reorder();
   c.seed = m.seed();
+  c.down = m.down();
   if (m.has_schedule()) {
     auto schedule = from_proto(m.schedule());
     if (!schedule) return schedule.status();
@@ -212,6 +217,12 @@ void to_proto(const link::PipeState& s, image::PipeState* out) {
   m->set_trace_index(p.trace_index);
   m->set_surplus_bytes(p.surplus_bytes);
   m->set_surplus_at_ns(p.surplus_at_ns);
+  for (const link::LinkEvent& e : s.events) {
+    auto* em = out->add_events();
+    em->set_at_ns(e.at_ns);
+    em->set_kind(static_cast<image::LinkEventKind>(e.kind));
+    if (e.kind == link::LinkEventKind::kSet) to_proto(e.set, em->mutable_set());
+  }
 }
 
 Result<link::PipeState> from_proto(const image::PipeState& m) {
@@ -261,6 +272,25 @@ Result<link::PipeState> from_proto(const image::PipeState& m) {
   s.schedule.trace_index = p.trace_index();
   s.schedule.surplus_bytes = p.surplus_bytes();
   s.schedule.surplus_at_ns = p.surplus_at_ns();
+  for (int i = 0; i < m.events_size(); ++i) {
+    const image::LinkEvent& em = m.events(i);
+    link::LinkEvent e;
+    e.at_ns = em.at_ns();
+    switch (em.kind()) {
+      case image::EVENT_SET: e.kind = link::LinkEventKind::kSet; break;
+      case image::EVENT_DOWN: e.kind = link::LinkEventKind::kDown; break;
+      case image::EVENT_UP: e.kind = link::LinkEventKind::kUp; break;
+      default:
+        return invalid_argument(
+            cat("state.events[", i, "].kind: unknown value ", static_cast<int>(em.kind())));
+    }
+    if (e.kind == link::LinkEventKind::kSet) e.set = from_proto(em.set());
+    if (!s.events.empty() && e.at_ns < s.events.back().at_ns) {
+      return invalid_argument(cat("state.events[", i, "]: at ", e.at_ns, " ns, before the one above (",
+                                  s.events.back().at_ns, " ns): events must be in order"));
+    }
+    s.events.push_back(e);
+  }
   return s;
 }
 
@@ -304,6 +334,7 @@ Result<PipeInfo> from_proto(const image::Pipe& m) {
   if (!state) return state.status();
   p.state = std::move(state).value();
   AMBER_RETURN_IF_ERROR(check_position(p.config, p.state.schedule));
+  AMBER_RETURN_IF_ERROR(link::check_events(p.config, p.state.events).with_context("state.events: "));
   p.frames = m.frames();
   p.bytes = m.bytes();
   p.virtual_now_ns = m.virtual_now_ns();

@@ -27,6 +27,9 @@ enum class CommandType : uint8_t {
   kAddWatch,      // arm `watch` on `target`
   kRemoveWatch,   // disarm `watch` on every direction of the worker
   kShift,         // move `target`'s timeline by `at_ns` (signed) from now; `result_ns` = its total shift
+  kScheduleEvents,  // `events` (node virtual time) onto `target`'s pipe
+  kCancelEvents,    // drop `target`'s pending events; `result_ns` = how many
+  kVirtualAt,       // `result_ns` = the virtual time at real instant `at_ns`
 };
 
 // A command's sender and its worker race for it once the sender's timeout
@@ -45,9 +48,10 @@ enum class CommandState : uint8_t {
 
 struct Command {
   CommandType type = CommandType::kStats;
-  Direction* target = nullptr;  // kSetPipe, kAddWatch, kShift: a direction this worker owns
+  Direction* target = nullptr;  // kSetPipe, kAddWatch, kShift, k*Events: a direction this worker owns
   FrameWatch* watch = nullptr;  // kAddWatch, kRemoveWatch
   link::PipeConfig pipe;
+  std::vector<link::LinkEvent> events;  // kScheduleEvents
   int64_t at_ns = 0;
   std::shared_ptr<std::atomic<bool>> unpark;  // kPark; shared: the worker may look after the sender returned
   // Filled by the worker:

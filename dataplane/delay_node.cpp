@@ -286,6 +286,9 @@ void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s) {
   s.rate_now_bps = s.traced ? d.pipe.trace_rate_bps(virtual_now_ns, 100'000'000)
                             : d.pipe.current().rate_bps;
   s.delay_now_ns = d.pipe.current().delay_ns;
+  const auto& events = d.pipe.pending_events();
+  s.pending_events = static_cast<uint32_t>(events.size());
+  std::copy_n(events.begin(), std::min(events.size(), s.next_events.size()), s.next_events.begin());
 }
 
 const char* schedule_state_name(const DirectionStats& s) {

@@ -68,6 +68,20 @@ class DelayNode {
   // virtual time). For aligning a direction to the VM it delivers to.
   Result<int64_t> shift(const std::string& link, const std::string& direction, int64_t by_ns);
 
+  // Scheduled link events (link::Pipe::schedule_events) for one direction,
+  // their instants on the node's virtual clock (virtual_at). The pipe keeps
+  // them on the direction's own timeline (less its shift now), so a later
+  // shift moves them with the frames. All or none refused (an instant
+  // already past, a change the configuration cannot take). Cold
+  // (delay_node_events.cpp).
+  Status schedule_events(const std::string& link, const std::string& direction,
+                         std::vector<link::LinkEvent> events);
+  // Drops one direction's pending events; returns how many there were.
+  Result<size_t> cancel_events(const std::string& link, const std::string& direction);
+  // The node's virtual time at real instant real_ns (near now: the clock as
+  // it is scheduled now). What the controller maps experiment time with.
+  Result<int64_t> virtual_at(int64_t real_ns);
+
   // Arms `watch` on every direction of `link` (empty: of every link).
   // The caller keeps the watch alive until unwatch() returned.
   Status watch(const std::string& link, FrameWatch* watch);

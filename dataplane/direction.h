@@ -99,6 +99,12 @@ struct DirectionStats {
   bool traced = false;
   uint64_t rate_now_bps = 0;
   int64_t delay_now_ns = 0;
+  // Scheduled events still pending, and the first of them (instants on
+  // the direction's own timeline; a fixed array: the copy is made on the
+  // worker, which must not allocate).
+  static constexpr size_t kEventsShown = 8;
+  uint32_t pending_events = 0;
+  std::array<link::LinkEvent, kEventsShown> next_events{};
 };
 
 // Copies a direction's counters (all but its names, which would allocate

@@ -267,6 +267,19 @@ bool Worker::handle_commands() {
         c.status = c.target->pipe.reconfigure(
             c.pipe, c.target->virtual_time(virtual_clock_.now(real_now)));
         break;
+      case CommandType::kScheduleEvents: {
+        // Instants of the node's clock onto the direction's own timeline.
+        for (link::LinkEvent& e : c.events) e.at_ns -= c.target->shift_ns;
+        c.status = c.target->pipe.schedule_events(
+            std::move(c.events), c.target->virtual_time(virtual_clock_.now(real_now)));
+        break;
+      }
+      case CommandType::kCancelEvents:
+        c.result_ns = static_cast<int64_t>(c.target->pipe.cancel_events());
+        break;
+      case CommandType::kVirtualAt:
+        c.result_ns = virtual_clock_.at(c.at_ns);
+        break;
       case CommandType::kShift:
         c.target->shift(c.at_ns, virtual_clock_.now(real_now));
         c.result_ns = c.target->shift_ns;

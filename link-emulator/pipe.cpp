@@ -12,6 +12,7 @@ const char* drop_cause_name(DropCause cause) {
     case DropCause::kQueueFrames: return "queue_frames";
     case DropCause::kQueueBytes: return "queue_bytes";
     case DropCause::kRemoved: return "removed";
+    case DropCause::kLinkDown: return "link_down";
   }
   return "unknown";
 }
@@ -32,7 +33,8 @@ Pipe::Pipe(const PipeConfig& config)
     : rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames), base_(config) {
   bind_schedule();
   apply_config(scheduled_config(), false);
-  next_change_ns_ = next_change_after_position();
+  next_segment_ns_ = next_change_after_position();
+  update_next_change();
 }
 
 void Pipe::apply_config(const PipeConfig& config, bool traced) {
@@ -45,14 +47,21 @@ void Pipe::apply_config(const PipeConfig& config, bool traced) {
         sched_.start_ns + static_cast<int64_t>(sched_.trace_loops) * trace_->period_ns();
   }
   shaped_ = config.rate_bps != 0 || traced;
+  down_ = config.down;
   duplicate_ = Chance(config.duplicate);
   corrupt_ = Chance(config.corrupt);
   reorder_ = Chance(config.reorder);
   limit_frames_ = config.queue_limit_frames.value_or(std::numeric_limits<uint32_t>::max());
   limit_bytes_ = config.queue_limit_bytes.value_or(std::numeric_limits<uint64_t>::max());
-  // A schedule may change any of this between two frames of a burst.
-  plain_ = !shaped_ && config.jitter_ns == 0 && loss_.kind() == LossProcess::Kind::kNone &&
-           duplicate_.never() && corrupt_.never() && reorder_.never() && schedule_ == nullptr;
+  update_plain();
+}
+
+void Pipe::update_plain() {
+  // A schedule or an event may change any of this between two frames of a
+  // burst.
+  plain_ = !shaped_ && !down_ && config_.jitter_ns == 0 &&
+           loss_.kind() == LossProcess::Kind::kNone && duplicate_.never() && corrupt_.never() &&
+           reorder_.never() && schedule_ == nullptr && events_.empty();
 }
 
 Verdict Pipe::enqueue(Frame& frame, int64_t now) { return offer<true>(frame, frame.length, now); }
@@ -68,6 +77,9 @@ Verdict Pipe::offer(Frame& frame, uint32_t length, int64_t now) {
   ++counters_.frames_in;
   counters_.bytes_in += length;
   Verdict verdict;
+  // A link that is down draws nothing: the random stream after it comes
+  // up is the one it would have been.
+  if (down_) [[unlikely]] return drop(length, DropCause::kLinkDown, verdict);
   // Decisions are drawn in a fixed order (loss, corruption, duplication,
   // then in admit() reordering and jitter) so the stream is reproducible.
   if (loss_.lose(rng_)) return drop(length, DropCause::kLoss, verdict);
@@ -103,6 +115,7 @@ Verdict Pipe::enqueue_duplicate(Frame& frame, int64_t now) {
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += frame.length;
+  if (down_) [[unlikely]] return drop(frame.length, DropCause::kLinkDown, Verdict{});
   return admit<true>(frame, frame.length, now, Verdict{});
 }
 
@@ -350,6 +363,7 @@ int64_t Pipe::next_event_ns() const {
 Status Pipe::reconfigure(const PipeConfig& config, int64_t now) {
   AMBER_RETURN_IF_ERROR(config.validate());
   catch_up(now);
+  AMBER_RETURN_IF_ERROR(check_events(config, events_));
   const bool same_schedule = config.schedule == base_.schedule;
   base_ = config;
   bind_schedule();
@@ -361,7 +375,8 @@ Status Pipe::reconfigure(const PipeConfig& config, int64_t now) {
     }
   }
   change_to(scheduled_config(), scheduled_trace(), now);
-  next_change_ns_ = next_change_after_position();
+  next_segment_ns_ = next_change_after_position();
+  update_next_change();
   return Status::ok();
 }
 
@@ -393,6 +408,7 @@ void Pipe::change_to(const PipeConfig& next, bool traced, int64_t now) {
 PipeState Pipe::state() const {
   PipeState s;
   s.schedule = sched_;
+  s.events = events_;
   s.rng = rng_.state();
   s.loss_state = loss_.state();
   s.link_free_ns = link_free_ns_;
@@ -406,9 +422,11 @@ void Pipe::set_state(const PipeState& s) {
   // The parameters of the saved position first: its loss model is the one
   // whose state was saved.
   sched_ = s.schedule;
+  events_ = s.events;
   loss_ = LossProcess(scheduled_config().loss);
   apply_config(scheduled_config(), scheduled_trace());
-  next_change_ns_ = next_change_after_position();
+  next_segment_ns_ = next_change_after_position();
+  update_next_change();
   rng_.set_state(s.rng);
   loss_.set_state(s.loss_state);
   link_free_ns_ = s.link_free_ns;

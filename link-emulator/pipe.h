@@ -23,6 +23,7 @@
 #include "common/status.h"
 #include "link-emulator/dense_wire.h"
 #include "link-emulator/frame.h"
+#include "link-emulator/link_event.h"
 #include "link-emulator/loss_process.h"
 #include "link-emulator/pipe_config.h"
 #include "link-emulator/rng.h"
@@ -38,8 +39,9 @@ enum class DropCause : uint8_t {
   kQueueFrames = 1,  // bottleneck queue full (frame limit)
   kQueueBytes = 2,   // bottleneck queue full (byte limit)
   kRemoved = 3,      // removed from a frozen pipe by an operator (queue surgery)
+  kLinkDown = 4,     // arrived while the link was down (PipeConfig::down)
 };
-inline constexpr size_t kDropCauseCount = 4;
+inline constexpr size_t kDropCauseCount = 5;
 const char* drop_cause_name(DropCause cause);
 
 struct PipeCounters {
@@ -77,6 +79,7 @@ struct PipeState {
   int64_t last_departure_ns = std::numeric_limits<int64_t>::min();
   PipeCounters counters;
   ScheduleState schedule;  // position in the configuration's schedule, if any
+  std::vector<LinkEvent> events;  // pending, in the order they fire
   bool operator==(const PipeState&) const = default;
 };
 
@@ -101,9 +104,9 @@ class Pipe {
   // writes it before a visitor sees it.
   Verdict enqueue(Frame& frame, uint32_t length, int64_t now);
 
-  // No rate, no jitter, no random decision, no schedule: every frame
-  // arriving at one instant meets the same fate, so a burst can be taken
-  // whole.
+  // No rate, no jitter, no random decision, no schedule, no pending event,
+  // not down: every frame arriving at one instant meets the same fate, so
+  // a burst can be taken whole.
   bool plain() const { return plain_; }
   // n frames arriving at now on a plain() pipe, Frames unwritten: exactly
   // what n calls of enqueue(frame, length, now) would do (all accepted).
@@ -157,10 +160,25 @@ class Pipe {
   // the same way at its instant; a frame in transmission when a trace
   // starts or ends finishes as it was scheduled. A new schedule starts at
   // now; the same schedule keeps its position (its segments see the new
-  // static values).
+  // static values). Pending events stay; refused if one of them would
+  // not apply to the new configuration.
   Status reconfigure(const PipeConfig& config, int64_t now);
 
-  // The configuration as given (static parameters and schedule).
+  // Events at instants of the pipe's virtual time (link_event.h), merged
+  // into those pending (after any given earlier for the same instant).
+  // Each applies at its exact instant however late the pipe is polled,
+  // as a segment of the schedule begins (reconfigure()'s rules for held
+  // frames), and changes the static configuration, as reconfigure() with
+  // that change would: config() shows it. Refused, all of them, when one
+  // lies before now or any pending event would make the configuration
+  // invalid. Cold: allocates.
+  Status schedule_events(std::vector<LinkEvent> events, int64_t now);
+  // Drops every pending event; returns how many there were.
+  size_t cancel_events();
+  const std::vector<LinkEvent>& pending_events() const { return events_; }
+
+  // The configuration as given (static parameters and schedule), with the
+  // events that fired applied.
   const PipeConfig& config() const { return base_; }
   // The parameters in force now (the schedule's segment applied; no
   // schedule). While a trace runs, it gives the rate instead of rate_bps.
@@ -253,14 +271,22 @@ class Pipe {
   void advance(int64_t now) {
     if (!bottleneck_.empty() && bottleneck_.front().ready_ns <= now) advance_slow(now);
   }
-  // Applies every change of the schedule due by now, each at its own
-  // instant. Inline check: without a schedule the next change is never.
+  // Applies every change of the schedule and every event due by now, each
+  // at its own instant. Inline check: without either the next change is
+  // never.
   void catch_up(int64_t now) {
     if (now >= next_change_ns_) [[unlikely]] catch_up_slow(now);
   }
   void catch_up_slow(int64_t now);
   void start_schedule(int64_t now);
   void step_schedule(int64_t at);
+  void fire_event();
+  // next_change_ns_: the earlier of the schedule's next change and the
+  // first pending event.
+  void update_next_change() {
+    next_change_ns_ = events_.empty() ? next_segment_ns_
+                                      : std::min(next_segment_ns_, events_.front().at_ns);
+  }
   bool skip_cycles(int64_t at, int64_t now);
   // Binds config()'s schedule: segments resolved against the static
   // parameters. Does not move the position.
@@ -326,11 +352,12 @@ class Pipe {
   int64_t delay_line_tail_ns() const;
   int64_t draw_jitter();
   void apply_config(const PipeConfig& config, bool traced);
+  void update_plain();
   Verdict drop(uint32_t length, DropCause cause, Verdict verdict);
   void count_removed(uint32_t length);
 
   PipeConfig config_;  // in force now, without the schedule
-  int64_t next_change_ns_ = kNever;  // of the schedule (kNever: never; min: at the first event)
+  int64_t next_change_ns_ = kNever;  // of the schedule or an event (kNever: never; min: at the first event)
   PipeCounters counters_;
   Rng rng_;
   LossProcess loss_;
@@ -342,6 +369,7 @@ class Pipe {
   bool plain_ = false;
   bool shaped_ = false;  // frames wait in the bottleneck: a rate or a trace
   bool traced_ = false;
+  bool down_ = false;    // every arrival is dropped
 
 
   FrameList bottleneck_;  // arrival order; the head is in serialization
@@ -369,6 +397,8 @@ class Pipe {
   const Schedule* schedule_ = nullptr;
   std::vector<PipeConfig> segment_configs_;
   bool cycle_changes_loss_ = false;  // a full loop of segments restarts the loss model
+  int64_t next_segment_ns_ = kNever;  // the schedule's next change (min: at the first event)
+  std::vector<LinkEvent> events_;     // pending, in the order they fire
   PipeConfig base_;
 };
 

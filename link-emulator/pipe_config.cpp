@@ -110,6 +110,7 @@ Status PipeConfig::validate_schedule() const {
 
 std::string describe(const PipeConfig& c) {
   std::ostringstream out;
+  if (c.down) out << "DOWN; ";
   out << format_rate_bps(c.rate_bps) << " delay " << format_duration_ns(c.delay_ns);
   if (c.jitter_ns) {
     out << " jitter " << format_duration_ns(c.jitter_ns)

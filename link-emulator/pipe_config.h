@@ -89,6 +89,10 @@ struct PipeConfig {
   double corrupt = 0;    // per-frame probability of one flipped bit
   double reorder = 0;    // per-frame probability of skipping the delay line
   uint64_t seed = 1;
+  // The link is down: every arriving frame is dropped (DropCause::kLinkDown);
+  // frames already accepted, queued or on the wire, still leave as
+  // scheduled (the cut is at the link's entrance).
+  bool down = false;
   // Parameters that change over time (schedule.h); none: static.
   ScheduleRef schedule;
 

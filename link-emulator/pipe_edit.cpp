@@ -84,10 +84,15 @@ Status apply_setting(PipeConfig& c, std::string_view key, std::string_view value
   else if (key == "seed") s = parse_integer(key, value, next.seed);
   else if (key == "overhead_bytes") s = parse_integer(key, value, next.overhead_bytes);
   else if (key == "trace") s = set_trace(next, value);
+  else if (key == "down") {
+    if (value == "yes" || value == "true" || value == "1") next.down = true;
+    else if (value == "no" || value == "false" || value == "0") next.down = false;
+    else s = invalid_argument(cat(key, ": '", value, "' is not yes or no"));
+  }
   else {
     s = invalid_argument(cat("unknown setting '", key,
                              "' (rate, delay, jitter, jitter_distribution, loss, queue_frames, "
-                             "queue_bytes, duplicate, corrupt, reorder, seed, overhead_bytes, trace)"));
+                             "queue_bytes, duplicate, corrupt, reorder, seed, overhead_bytes, trace, down)"));
   }
   if (s) c = next;
   return s;

@@ -2,7 +2,8 @@
 // commands and the CLI): rate=200Mbit delay=30ms jitter=1ms loss=1%
 // queue_frames=500 queue_bytes=64KiB duplicate=0.1% corrupt=0 reorder=0
 // seed=7 overhead_bytes=24 jitter_distribution=normal trace=FILE (a
-// Mahimahi trace as the rate, read here; trace=none drops it).
+// Mahimahi trace as the rate, read here; trace=none drops it) down=yes|no
+// (the link down: every arriving frame dropped).
 #pragma once
 
 #include <string_view>

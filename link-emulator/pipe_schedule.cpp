@@ -53,13 +53,20 @@ int64_t Pipe::next_change_after_position() const {
 
 void Pipe::catch_up_slow(int64_t now) {
   while (next_change_ns_ <= now) {
-    if (!sched_.started) {
+    if (schedule_ && !sched_.started) {
       start_schedule(now);
       continue;
     }
-    const int64_t at = next_change_ns_;
+    // An event and a change of segment at one instant: the event first
+    // (either order gives the same parameters).
+    const int64_t event_at = events_.empty() ? kNever : events_.front().at_ns;
+    if (event_at <= next_segment_ns_) {
+      fire_event();
+      continue;
+    }
+    const int64_t at = next_segment_ns_;
     advance(at);  // frames serialized before the change, at the old parameters
-    if (skip_cycles(at, now)) continue;
+    if (skip_cycles(at, std::min(now, event_at))) continue;
     step_schedule(at);
   }
 }
@@ -69,7 +76,8 @@ void Pipe::start_schedule(int64_t now) {
   sched_.started = true;
   sched_.start_ns = sched_.segment_start_ns = now;
   change_to(scheduled_config(), scheduled_trace(), now);
-  next_change_ns_ = next_change_after_position();
+  next_segment_ns_ = next_change_after_position();
+  update_next_change();
 }
 
 void Pipe::step_schedule(int64_t at) {
@@ -88,12 +96,14 @@ void Pipe::step_schedule(int64_t at) {
     ++sched_.loops;
   }
   change_to(scheduled_config(), scheduled_trace(), at);
-  next_change_ns_ = next_change_after_position();
+  next_segment_ns_ = next_change_after_position();
+  update_next_change();
 }
 
 // Whole loops of segments while the bottleneck is empty change nothing but
 // the position and, if any segment changes the loss model, its state (each
-// change of model starts it afresh): jumped over in one step.
+// change of model starts it afresh): jumped over in one step, up to `now`
+// (the caller's limit: no further than the next event).
 bool Pipe::skip_cycles(int64_t at, int64_t now) {
   if (!bottleneck_.empty() || schedule_->at_end != ScheduleEnd::kLoop ||
       schedule_->segments.empty()) {
@@ -104,7 +114,8 @@ bool Pipe::skip_cycles(int64_t at, int64_t now) {
   const int64_t k = (now - at) / cycle;
   sched_.segment_start_ns += k * cycle;
   sched_.loops += static_cast<uint64_t>(k);
-  next_change_ns_ += k * cycle;
+  next_segment_ns_ += k * cycle;
+  update_next_change();
   if (cycle_changes_loss_) loss_ = LossProcess(config_.loss);
   return true;
 }

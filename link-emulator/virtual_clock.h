@@ -45,6 +45,18 @@ class VirtualClock {
   // Drops a freeze that has not yet been reached (e.g. an aborted checkpoint).
   Status cancel_freeze(int64_t real_now_ns);
 
+  // The virtual time at real_ns as the clock is scheduled now, changing
+  // nothing (a thaw due by then counts as applied): for an instant near
+  // now, as the controller asks when it maps experiment time.
+  int64_t at(int64_t real_ns) const {
+    int64_t offset = offset_ns_, freeze = freeze_at_ns_;
+    if (real_ns >= thaw_at_ns_) {
+      offset += thaw_at_ns_ - freeze_at_ns_;
+      freeze = kNone;
+    }
+    return (real_ns < freeze ? real_ns : freeze) - offset;
+  }
+
   int64_t freeze_at_ns() const { return freeze_at_ns_; }
   int64_t thaw_at_ns() const { return thaw_at_ns_; }
   int64_t offset_ns() const { return offset_ns_; }

@@ -47,6 +47,9 @@ TEST(Examples, Topology) {
   ASSERT_TRUE(t.is_ok()) << t.status().to_string();
   EXPECT_EQ(t->proto.trigger_size(), 2);
   EXPECT_EQ(t->durations.periodic_interval_ns, 300'000'000'000);
+  ASSERT_EQ(t->events.size(), 3u);
+  EXPECT_EQ(t->events[2].at_ns, 1'202'000'000'000);
+  EXPECT_EQ(t->events[2].change, "up");
 }
 
 }  // namespace

@@ -55,6 +55,7 @@ class ExperimentTest : public ::testing::Test {
     hosts_.clear();
     notes_.clear();
     Topology t;
+    t.events = events_;
     t.proto.set_experiment("unit");
     t.proto.set_store(root_);
     t.proto.set_allow_unsynchronized(true);
@@ -70,6 +71,11 @@ class ExperimentTest : public ::testing::Test {
     clock_ = clock.get();
     std::vector<std::unique_ptr<Agent>> agents;
     for (int i = 1; i <= nodes; ++i) {
+      // Links: dn1 "lfn" and "wan", dn2 "lan" and "wan", ...
+      config::DelayNodeRef* ref = t.proto.add_delay_node();
+      ref->set_id(cat("dn", i));
+      ref->add_link(i == 1 ? "lfn" : i == 2 ? "lan" : cat("l", i));
+      ref->add_link("wan");
       auto a = std::make_unique<fake::Agent>(Agent::Kind::kDelayNode, cat("dn", i),
                                              std::vector<std::string>{}, *clock_, sequence_);
       nodes_.push_back(a.get());
@@ -86,6 +92,12 @@ class ExperimentTest : public ::testing::Test {
     auto e = Experiment::create(std::move(t), std::move(agents), std::move(clock), &notes_);
     ASSERT_TRUE(e.is_ok()) << e.status().to_string();
     experiment_ = std::move(e).value();
+    if (!keep_start_calls_) {
+      // Experiment time starts on every delay node with the controller
+      // (tested apart): out of the way of what the other tests count.
+      for (auto* n : nodes_) n->forget_calls(Op::kVirtualTime);
+      std::erase_if(notes_, [](const std::string& n) { return n.starts_with("experiment time"); });
+    }
     experiment_->set_log([this](const std::string& line) {
       std::lock_guard lock(mutex_);
       log_.push_back(line);
@@ -179,6 +191,8 @@ class ExperimentTest : public ::testing::Test {
   std::vector<std::string> log_;
   std::vector<std::string> notes_;  // of the experiment's start
   std::vector<config::Trigger> triggers_;  // of the topology start() makes
+  std::vector<ScheduledEvent> events_;  // the topology's link events
+  bool keep_start_calls_ = false;       // start(): keep the calls that start experiment time
 };
 
 const std::vector<Op> kCheckpointed = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kResumeAt};
@@ -734,6 +748,175 @@ TEST_F(ExperimentTest, RestoreOfAChangedFileTouchesNothing) {
   EXPECT_THAT(r.status().message(), HasSubstr("checksum mismatch"));
   EXPECT_THAT(r.status().message(), HasSubstr("nothing was touched"));
   for (auto* a : all()) EXPECT_TRUE(a->calls().empty()) << a->what();
+}
+
+// ---- Scheduled link events in experiment time ----
+
+constexpr int64_t kS = 1'000'000'000;
+
+ScheduledEvent scheduled(const char* node, const char* link, const char* dir, int64_t at_ns,
+                         const char* change) {
+  return ScheduledEvent{node, link, dir, at_ns, change};
+}
+
+class ExperimentEventsTest : public ExperimentTest {
+ protected:
+  void SetUp() override {
+    ExperimentTest::SetUp();
+    keep_start_calls_ = true;
+    events_ = {scheduled("dn1", "lfn", "a_to_b", 30 * kS, "delay=200ms"),
+               scheduled("dn1", "lfn", "", 60 * kS, "down"),
+               scheduled("dn2", "lan", "b_to_a", 62 * kS, "up")};
+  }
+  // The events a node was sent, as "link/dir@virtual_ns change".
+  static std::vector<std::string> sent(const fake::Agent& node) {
+    std::vector<std::string> out;
+    for (const auto& call : node.calls_of(Op::kScheduleEvents)) {
+      for (const auto& c : call.events.cancel()) out.push_back(cat("cancel ", c.link(), "/", c.direction()));
+      for (const auto& e : call.events.events()) {
+        out.push_back(cat(e.pipe().link(), "/", e.pipe().direction(), "@", e.at_virtual_ns(), " ",
+                          e.change()));
+      }
+    }
+    return out;
+  }
+};
+
+// Experiment time 0 is one master instant just ahead; each node's virtual
+// clock there (they differ) is its epoch, and its events go out on it.
+TEST_F(ExperimentEventsTest, EventsGoToEachNodeOnItsOwnClockFromOneInstant) {
+  start(2, 1, [&] {
+    nodes_[0]->set_virtual_offset(5 * kS);
+    nodes_[1]->set_virtual_offset(7 * kS);
+  });
+  auto asked0 = nodes_[0]->calls_of(Op::kVirtualTime);
+  auto asked1 = nodes_[1]->calls_of(Op::kVirtualTime);
+  ASSERT_EQ(asked0.size(), 1u);
+  ASSERT_EQ(asked1.size(), 1u);
+  const int64_t zero = asked0[0].at_ns;
+  EXPECT_EQ(asked1[0].at_ns, zero) << "one instant for every node";
+  EXPECT_GT(zero, kStart) << "ahead of now: an event at 0 must not have passed on arrival";
+  const int64_t epoch0 = zero - 5 * kS, epoch1 = zero - 7 * kS;
+  EXPECT_EQ(sent(*nodes_[0]),
+            (std::vector<std::string>{cat("lfn/a_to_b@", epoch0 + 30 * kS, " delay=200ms"),
+                                      cat("lfn/@", epoch0 + 60 * kS, " down")}));
+  EXPECT_EQ(sent(*nodes_[1]), (std::vector<std::string>{cat("lan/b_to_a@", epoch1 + 62 * kS, " up")}));
+  EXPECT_TRUE(hosts_[0]->calls().empty());
+  ASSERT_TRUE(std::any_of(notes_.begin(), notes_.end(), [](const std::string& n) {
+    return n.starts_with("experiment time 0") && n.find("delay node dn1 (2 events)") != std::string::npos;
+  })) << ::testing::PrintToString(notes_);
+
+  // Kept in the store and in every manifest.
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ(m->epoch_virtual_ns().at("dn1"), epoch0);
+  EXPECT_EQ(m->epoch_virtual_ns().at("dn2"), epoch1);
+
+  // Status: experiment time now, from a node's clock.
+  clock_->advance(40 * kS);
+  StatusReply status = experiment_->status();
+  ASSERT_TRUE(status.has_experiment_ns());
+  EXPECT_EQ(status.experiment_ns(), kStart + 40 * kS - zero);
+}
+
+// Started once: a controller started again (or with its STATE rebuilt
+// from the manifests) sends no event twice; the nodes and their images
+// hold them.
+TEST_F(ExperimentEventsTest, AControllerStartedAgainSendsNoEventTwice) {
+  start(2, 0);
+  ASSERT_EQ(sent(*nodes_[0]).size(), 2u);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  start(2, 0);
+  for (auto* n : nodes_) {
+    EXPECT_TRUE(n->calls_of(Op::kVirtualTime).empty()) << n->what();
+    EXPECT_TRUE(n->calls_of(Op::kScheduleEvents).empty()) << n->what();
+  }
+  experiment_.reset();
+  fs::remove(root_ + "/unit/STATE");
+  start(2, 0);
+  for (auto* n : nodes_) EXPECT_TRUE(n->calls_of(Op::kScheduleEvents).empty()) << n->what();
+}
+
+// A node that does not answer at the start gets no epoch: the others
+// start, and it gets its events (on an epoch of its own) once it answers.
+TEST_F(ExperimentEventsTest, ANodeThatDidNotAnswerStartsWhenItDoes) {
+  start(2, 0, [&] { nodes_[1]->set(Op::kVirtualTime, Outcome::kFail); });
+  EXPECT_EQ(sent(*nodes_[0]).size(), 2u);
+  EXPECT_TRUE(sent(*nodes_[1]).empty());
+  EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [](const std::string& n) {
+    return n.find("delay node dn2: virtual_time refused") != std::string::npos &&
+           n.find("trying again") != std::string::npos;
+  })) << ::testing::PrintToString(notes_);
+  start(2, 0);  // dn2 answers now
+  EXPECT_TRUE(sent(*nodes_[0]).empty());
+  EXPECT_EQ(sent(*nodes_[1]).size(), 1u);
+}
+
+// A swapped-out experiment's nodes stand frozen for a restore: experiment
+// time does not start on them meanwhile.
+TEST_F(ExperimentEventsTest, ASwappedOutExperimentStartsNoEvents) {
+  start(1, 1, [&] { nodes_[0]->set(Op::kVirtualTime, Outcome::kFail); });
+  CheckpointRequest swap;
+  swap.set_swap_out(true);
+  ASSERT_TRUE(checkpoint(swap).is_ok());
+  start(1, 1);  // the node answers now
+  EXPECT_TRUE(nodes_[0]->calls_of(Op::kVirtualTime).empty());
+  EXPECT_TRUE(nodes_[0]->calls_of(Op::kScheduleEvents).empty());
+}
+
+TEST_F(ExperimentEventsTest, ScheduleMapsExperimentTimeOntoTheNodeAndRefusesBadRequests) {
+  events_.clear();
+  start(2, 0, [&] { nodes_[0]->set_virtual_offset(3 * kS); });
+  const int64_t epoch = nodes_[0]->calls_of(Op::kVirtualTime).at(0).at_ns - 3 * kS;
+  nodes_[0]->forget_calls();
+  ScheduleRequest req;
+  req.set_link("lfn");
+  req.set_at_experiment_ns(90 * kS);
+  req.set_change("rate=10Mbit delay=20ms");
+  auto done = experiment_->schedule(req);
+  ASSERT_TRUE(done.is_ok()) << done.status().to_string();
+  EXPECT_EQ(*done,
+            "lfn (both directions) on delay node dn1: rate=10Mbit delay=20ms at experiment time 90s");
+  EXPECT_EQ(sent(*nodes_[0]),
+            (std::vector<std::string>{cat("lfn/@", epoch + 90 * kS, " rate=10Mbit delay=20ms")}));
+
+  req.set_direction("a_to_b");
+  req.set_clear(true);
+  ASSERT_TRUE(experiment_->schedule(req).is_ok());
+  EXPECT_EQ(sent(*nodes_[0]).back(), "cancel lfn/a_to_b");
+
+  const struct {
+    const char* link;
+    const char* direction;
+    int64_t at_ns;
+    const char* change;
+    const char* message;
+  } bad[] = {
+      {"nope", "", kS, "down", "schedule: link 'nope' is listed for no delay node of the topology"},
+      {"wan", "", kS, "down", "schedule: link 'wan' is on 2 delay nodes: say which (--node)"},
+      {"lfn", "up", kS, "down", "schedule: direction 'up': a_to_b, b_to_a or none for both"},
+      {"lfn", "", -kS, "down", "schedule: experiment time starts at 0"},
+      {"lfn", "", kS, "seed=4", "schedule: event: unknown key 'seed'"},
+  };
+  nodes_[0]->forget_calls();
+  for (const auto& b : bad) {
+    ScheduleRequest r;
+    r.set_link(b.link);
+    r.set_direction(b.direction);
+    r.set_at_experiment_ns(b.at_ns);
+    r.set_change(b.change);
+    auto refused = experiment_->schedule(r);
+    ASSERT_FALSE(refused.is_ok()) << b.message;
+    EXPECT_THAT(refused.status().message(), ::testing::StartsWith(b.message));
+  }
+  EXPECT_TRUE(nodes_[0]->calls().empty()) << "nothing sent for a refused request";
+  // A node refusing (an instant already past there) says so.
+  nodes_[0]->set(Op::kScheduleEvents, Outcome::kFail);
+  req.set_clear(false);
+  auto refused = experiment_->schedule(req);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("schedule: delay node dn1: schedule_events refused"));
 }
 
 }  // namespace

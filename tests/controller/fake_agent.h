@@ -53,7 +53,9 @@ enum class Op {
   kShutdown,
   kRunning,
   kLoad,
-  kAlign
+  kAlign,
+  kVirtualTime,
+  kScheduleEvents
 };
 
 inline const char* name(Op op) {
@@ -76,6 +78,10 @@ inline const char* name(Op op) {
       return "load";
     case Op::kAlign:
       return "align";
+    case Op::kVirtualTime:
+      return "virtual_time";
+    case Op::kScheduleEvents:
+      return "schedule_events";
   }
   return "?";
 }
@@ -99,6 +105,7 @@ struct Call {
   std::string dir;       // prepare, save, load
   bool late = false;     // resume_at: the instant had passed when it arrived
   std::map<std::string, int64_t> pause_excess;  // align
+  agent::ScheduleEventsRequest events;          // schedule_events
 
   static Call of(Op op, int64_t at_ns = 0, int64_t lease_ns = 0, std::string dir = "") {
     Call c;
@@ -173,6 +180,8 @@ class Agent final : public controller::Agent {
     std::lock_guard lock(mutex_);
     attached_[vm] = pipe;
   }
+  // Delay node: its virtual clock reads master time less this.
+  void set_virtual_offset(int64_t ns) { virtual_offset_ns_ = ns; }
   // How long a hanging call takes to give up (its deadline).
   static constexpr std::chrono::milliseconds kHang{60};
   // watch() opens a QuietStream (without this: it has no triggers).
@@ -206,6 +215,10 @@ class Agent final : public controller::Agent {
   void forget_calls() {
     std::lock_guard lock(mutex_);
     calls_.clear();
+  }
+  void forget_calls(Op op) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(calls_, [op](const Call& c) { return c.op == op; });
   }
   // Frozen (node) or VMs paused (host).
   bool stopped() const {
@@ -384,6 +397,7 @@ class Agent final : public controller::Agent {
       return a;
     }
     a.set_frozen(stopped_);
+    if (kind_ == Kind::kDelayNode) a.set_virtual_now_ns(*clock_.now_ns() - virtual_offset_ns_.load());
     for (const auto& vm : vms_) {
       a.add_vms(cat(vm, down_ ? " absent" : stopped_ ? " paused" : " running"));
     }
@@ -397,6 +411,22 @@ class Agent final : public controller::Agent {
     ++watches_;
     return std::unique_ptr<TriggerStream>(
         std::make_unique<QuietStream>(watch_->first, watch_->second));
+  }
+
+  Result<int64_t> virtual_time_at(int64_t at_ns) override {
+    if (kind_ != Kind::kDelayNode) return controller::Agent::virtual_time_at(at_ns);
+    AMBER_RETURN_IF_ERROR(act(Call::of(Op::kVirtualTime, at_ns)));
+    return at_ns - virtual_offset_ns_.load();
+  }
+
+  Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request) override {
+    if (kind_ != Kind::kDelayNode) return controller::Agent::schedule_events(request);
+    Call call = Call::of(Op::kScheduleEvents);
+    call.events = request;
+    AMBER_RETURN_IF_ERROR(act(call));
+    uint32_t n = 0;
+    for (const auto& e : request.events()) n += e.pipe().direction().empty() ? 2 : 1;
+    return n;
   }
 
  private:
@@ -464,6 +494,7 @@ class Agent final : public controller::Agent {
   const Clock& clock_;
   std::atomic<uint64_t>& sequence_;
   std::atomic<int64_t> resume_transit_ns_{0};
+  std::atomic<int64_t> virtual_offset_ns_{0};
 
   mutable std::mutex mutex_;
   std::map<Op, Behaviour> behaviour_;

@@ -110,6 +110,64 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
   }
 }
 
+TEST(Topology, LinkEventsParseInExperimentTime) {
+  auto t = parse_topology(std::string(kGood) + R"(
+event { at: "30s" link: "lfn" direction: "a_to_b" set { delay: "200ms" random_loss { probability: "1 %" } } }
+event { at: "1min" link: "lfn" down: true }
+event { at: "62s" link: "lfn" delay_node: "dn1" up: true }
+)",
+                          "topo.conf");
+  ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+  ASSERT_EQ(t->events.size(), 3u);
+  EXPECT_EQ(t->events[0].delay_node, "dn1");
+  EXPECT_EQ(t->events[0].link, "lfn");
+  EXPECT_EQ(t->events[0].direction, "a_to_b");
+  EXPECT_EQ(t->events[0].at_ns, 30'000'000'000);
+  EXPECT_EQ(t->events[0].change, "delay=200ms loss=1%");
+  EXPECT_EQ(t->events[1].direction, "");
+  EXPECT_EQ(t->events[1].at_ns, 60'000'000'000);
+  EXPECT_EQ(t->events[1].change, "down");
+  EXPECT_EQ(t->events[2].change, "up");
+}
+
+TEST(Topology, BadLinkEventsAreRefusedNamingTheLineAndProblem) {
+  const std::string head =
+      "experiment: \"x\"\nlisten: \"unix:/tmp/c.sock\"\nstore: \"/tmp/s\"\n"
+      "allow_unsynchronized: true\n"
+      "delay_node { id: \"dn1\" address: \"unix:/tmp/d1.sock\" link: \"l\" link: \"w\" }\n"
+      "delay_node { id: \"dn2\" address: \"unix:/tmp/d2.sock\" link: \"w\" }\n";
+  const Bad cases[] = {
+      {head + "event { at: \"5s\" link: \"nope\" down: true }\n",
+       "t.conf:7: event { at: \"5s\" link: \"nope\" }: link 'nope' is listed for no delay node"},
+      {head + "event { at: \"-5s\" link: \"l\" down: true }\n",
+       "t.conf:7: event { at: \"-5s\" link: \"l\" }: at: experiment time starts at 0"},
+      {head + "event { link: \"l\" down: true }\n", "give at: the experiment time"},
+      {head + "event { at: \"soon\" link: \"l\" down: true }\n", "at: 'soon'"},
+      {head + "event { at: \"5s\" link: \"w\" down: true }\n",
+       "link 'w' is on delay nodes dn1, dn2: say which (delay_node)"},
+      {head + "event { at: \"5s\" link: \"l\" delay_node: \"dn2\" down: true }\n",
+       "link 'l' is not listed for delay node 'dn2'"},
+      {head + "event { at: \"5s\" link: \"l\" direction: \"up\" down: true }\n",
+       "direction 'up': a_to_b, b_to_a"},
+      {head + "event { at: \"5s\" link: \"l\" down: true up: true }\n",
+       "give exactly one of set { ... }, down: true, up: true"},
+      {head + "event { at: \"5s\" link: \"l\" }\n", "give exactly one of set"},
+      {head + "event { at: \"5s\" link: \"l\" set { seed: 3 } }\n",
+       "set { seed }: an event sets rate, delay, jitter, queue_frames, queue_bytes or random_loss"},
+      {head + "event { at: \"5s\" link: \"l\" set { delay: \"long\" } }\n",
+       "t.conf:7: event { at: \"5s\" link: \"l\" }: event: delay: "},
+      {head + "event { at: \"5s\" link: \"l\" set { } }\n", "give what changes"},
+      {head + "event { at: \"5s\" link: \"l\" down: true }\nevent { at: \"1s\" link: \"x\" up: true }\n",
+       "t.conf:8: "},
+  };
+  for (const Bad& b : cases) {
+    auto t = parse_topology(b.text, "t.conf");
+    ASSERT_FALSE(t.is_ok()) << b.text;
+    EXPECT_NE(t.status().message().find(b.expected), std::string::npos)
+        << "expected '" << b.expected << "' in: " << t.status().message();
+  }
+}
+
 TEST(Topology, TlsAllowsAnyAddress) {
   auto t = parse_topology(
       "experiment: \"x\"\nlisten: \"0.0.0.0:7500\"\nstore: \"/s\"\nallow_unsynchronized: true\n"

@@ -506,6 +506,40 @@ TEST(Convert, PipeStateRoundTrips) {
   EXPECT_EQ(*back, s);
 }
 
+TEST(Convert, PendingEventsAndALinkDownRoundTripAndBadOnesAreRefused) {
+  PipeInfo info;
+  info.config.delay_ns = 5;
+  info.config.down = true;
+  info.state.rng = {1, 2, 3, 4};
+  info.state.counters.frames_dropped[static_cast<size_t>(link::DropCause::kLinkDown)] = 7;
+  auto up = link::parse_link_event(100, "up");
+  auto set = link::parse_link_event(200, "delay=30ms loss=2% queue_bytes=64KiB");
+  ASSERT_TRUE(up.is_ok() && set.is_ok());
+  info.state.events = {*up, *set, *set};
+  image::Pipe pm;
+  to_proto(info, &pm);
+  auto back = from_proto(pm);
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_TRUE(back->config.down);
+  EXPECT_EQ(back->state, info.state);
+
+  // Out of order; an unknown kind; an event the configuration cannot take.
+  pm.mutable_state()->mutable_events(0)->set_at_ns(300);
+  EXPECT_NE(from_proto(pm).status().message().find(
+                "state.events[1]: at 200 ns, before the one above (300 ns)"),
+            std::string::npos);
+  pm.mutable_state()->mutable_events(0)->set_at_ns(100);
+  pm.mutable_state()->mutable_events(0)->set_kind(static_cast<image::LinkEventKind>(9));
+  EXPECT_NE(from_proto(pm).status().message().find("state.events[0].kind: unknown value 9"),
+            std::string::npos);
+  info.config.queue_limit_frames.reset();
+  info.state.events = {*link::parse_link_event(100, "rate=1Mbit")};
+  to_proto(info, &pm);
+  EXPECT_NE(from_proto(pm).status().message().find("state.events: event at 100 ns"),
+            std::string::npos)
+      << from_proto(pm).status().message();
+}
+
 TEST(Crc32c, MatchesTheStandardCheckValueAndContinues) {
   const char* text = "123456789";
   EXPECT_EQ(crc32c(text, 9), 0xe3069283u);

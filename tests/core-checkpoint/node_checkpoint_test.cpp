@@ -260,6 +260,101 @@ TEST_F(NodeCheckpointTest, AShiftedDirectionKeepsItsTimelineThroughSaveAndRestor
   node->wait();
 }
 
+// Issue #17: events still pending at a freeze are in the image; restored
+// into a fresh node they fire at their virtual instants, once: frames
+// arriving before the first get the old delay, after it the new one, after
+// the second ("down") none leave and each is counted as link_down.
+TEST_F(NodeCheckpointTest, AnEventPendingAtTheSaveFiresAfterTheRestoreAtItsVirtualInstant) {
+  const std::string image = (dir_ / "events.img").string();
+  constexpr const char* kLink = "rate: \"1Gbit\" queue_frames: 1000 delay: \"20ms\"";
+  int64_t set_at = 0, down_at = 0;
+  {
+    RingPort& a = port("ea");
+    RingPort& b = port("eb");
+    auto node = make_node(a, b, "n1", kLink);
+    auto now = node->virtual_at(node->now_ns());
+    ASSERT_TRUE(now.is_ok()) << now.status().to_string();
+    set_at = *now + 300 * kMs;
+    down_at = set_at + 150 * kMs;
+    Status s = node->schedule_events(
+        "l", "a_to_b",
+        {*link::parse_link_event(set_at, "delay=60ms"), *link::parse_link_event(down_at, "down")});
+    ASSERT_TRUE(s.is_ok()) << s.to_string();
+    freeze_now(*node);  // 50 ms ahead: both events still pending
+    auto saved = save_node(*node, image);
+    ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
+    node->stop();
+    node->wait();
+  }
+  RingPort& c = port("fa");
+  RingPort& d = port("fb");
+  auto node = make_node(c, d, "n1", kLink);
+  freeze_now(*node);
+  auto restored = restore_node(*node, image);
+  ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
+  ASSERT_LT(restored->virtual_now_ns, set_at);
+  auto stats = node->stats();
+  ASSERT_TRUE(stats.is_ok());
+  const dataplane::DirectionStats& s = (*stats)[0];
+  ASSERT_EQ(s.direction, "a_to_b");
+  ASSERT_EQ(s.pending_events, 2u);
+  EXPECT_EQ(s.next_events[0].at_ns, set_at);
+  EXPECT_EQ(s.next_events[1].at_ns, down_at);
+  EXPECT_EQ(s.config.delay_ns, 20 * kMs);
+
+  // A frame every 5 ms from the thaw, across both instants.
+  thaw_now(*node);
+  int sent = 0;
+  const int64_t until = set_at - restored->virtual_now_ns + 300 * kMs;  // after the down
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::nanoseconds(until + 50 * kMs)) {
+    inject(c, 1);
+    ++sent;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::vector<std::pair<int64_t, int64_t>> left;  // virtual arrival, departure
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (std::chrono::steady_clock::now() < deadline) {
+    void* item;
+    if (rte_ring_dequeue(d.out, &item) != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    auto* m = static_cast<rte_mbuf*>(item);
+    const link::Frame* f = dataplane::frame_of(m);
+    left.emplace_back(f->arrival_ns, f->departure_ns);
+    rte_pktmbuf_free(m);
+  }
+  size_t before = 0, between = 0;
+  for (const auto& [arrival, departure] : left) {
+    ASSERT_LT(arrival, down_at) << "a frame arriving while down left";
+    const int64_t delay = departure - arrival;  // the delay, plus 1.6 us of serialization
+    if (arrival < set_at) {
+      ++before;
+      EXPECT_GE(delay, 20 * kMs);
+      EXPECT_LT(delay, 20 * kMs + 100'000);
+    } else {
+      ++between;
+      EXPECT_GE(delay, 60 * kMs);
+      EXPECT_LT(delay, 60 * kMs + 100'000);
+    }
+  }
+  EXPECT_GT(before, 10u);
+  EXPECT_GT(between, 10u);
+  stats = node->stats();
+  ASSERT_TRUE(stats.is_ok());
+  const dataplane::DirectionStats& after = (*stats)[0];
+  EXPECT_EQ(after.pending_events, 0u);
+  EXPECT_TRUE(after.config.down);
+  EXPECT_EQ(after.config.delay_ns, 60 * kMs);
+  const uint64_t link_down =
+      after.pipe.frames_dropped[static_cast<size_t>(link::DropCause::kLinkDown)];
+  EXPECT_GT(link_down, 10u);
+  EXPECT_EQ(link_down + left.size(), static_cast<size_t>(sent));
+  node->stop();
+  node->wait();
+}
+
 // Frames the pipe let go but the port could not take yet (a stopped VM's
 // ring is full) are in the image: a restore loses none of them.
 TEST_F(NodeCheckpointTest, FramesWaitingForTheTxPortAreSavedAndRestored) {

@@ -134,5 +134,19 @@ TEST(VirtualClock, FreezeAndThawLeaveTheVirtualScheduleIdentical) {
   EXPECT_GT(arrived_during_freeze_checked, 0u);
 }
 
+// at() reads any instant near now as the scheduled freeze and thaw make
+// it, and applies nothing: now() afterwards is as without it.
+TEST(VirtualClock, AtReadsAnInstantAheadWithoutApplyingTheThaw) {
+  VirtualClock clock(100);
+  ASSERT_TRUE(clock.schedule_freeze(1'000, 500).is_ok());
+  ASSERT_TRUE(clock.schedule_thaw(1'500, 600).is_ok());
+  EXPECT_EQ(clock.at(700), 600);
+  EXPECT_EQ(clock.at(1'200), 900);   // frozen at 1000
+  EXPECT_EQ(clock.at(2'000), 1'400);  // 500 of pause
+  EXPECT_EQ(clock.thaw_at_ns(), 1'500) << "nothing applied";
+  EXPECT_EQ(clock.now(700), 600);
+  EXPECT_EQ(clock.now(2'000), clock.at(2'000));
+}
+
 }  // namespace
 }  // namespace amber::link
