@@ -32,14 +32,11 @@ inline bool instant_passed(const grpc::Status& s) {
          s.error_message().find("past") != std::string::npos;
 }
 
-// A WatchFrames or WatchConsole call: `start(context)` opens it, to end by
-// `deadline_ns` from now at the latest (DEADLINE_EXCEEDED). The channel's
-// keepalive (grpc_status.h) ends it sooner if the agent vanishes.
+// A WatchFrames or WatchConsole call: `start(context)` opens it.
 class TriggerCall final : public TriggerStream {
  public:
   template <typename Start>
-  TriggerCall(Start start, int64_t deadline_ns)
-      : reader_(start(with_deadline(context_, deadline_ns))) {}
+  explicit TriggerCall(Start start) : reader_(start(&context_)) {}
   ~TriggerCall() override {
     if (finished_) return;
     context_.TryCancel();
@@ -54,11 +51,6 @@ class TriggerCall final : public TriggerStream {
   }
 
  private:
-  static grpc::ClientContext* with_deadline(grpc::ClientContext& context, int64_t ns) {
-    set_deadline(context, ns);
-    return &context;
-  }
-
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<agent::TriggerEvent>> reader_;  // after the context it uses
   bool finished_ = false;

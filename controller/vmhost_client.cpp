@@ -54,7 +54,6 @@ VmHostClient::VmHostClient(config::VmHostRef ref, std::unique_ptr<Stub> stub,
       stub_(std::move(stub)),
       step_deadline_ns_(durations.step_deadline_ns),
       save_deadline_ns_(durations.save_deadline_ns),
-      watch_deadline_ns_(durations.watch_deadline_ns),
       what_(cat("vm host ", ref_.id())) {}
 
 Result<Prepared> VmHostClient::prepare(const std::string& dir, bool allow_unsynchronized) {
@@ -231,8 +230,7 @@ Result<std::unique_ptr<TriggerStream>> VmHostClient::watch(const config::Trigger
   req.set_vm(trigger.console().vm());
   req.set_contains(pattern);
   return std::unique_ptr<TriggerStream>(std::make_unique<TriggerCall>(
-      [&](grpc::ClientContext* context) { return stub_->WatchConsole(context, req); },
-      watch_deadline_ns_));
+      [&](grpc::ClientContext* context) { return stub_->WatchConsole(context, req); }));
 }
 
 }  // namespace amber::controller
