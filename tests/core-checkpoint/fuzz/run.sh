@@ -30,7 +30,7 @@ sources=(
   "$src/core-checkpoint/frame_codec.cpp" "$src/core-checkpoint/frame_summary.cpp"
   "$src/core-checkpoint/image_reader.cpp"
   "$src/link-emulator/pipe_config.cpp" "$src/link-emulator/schedule.cpp" \
-  "$src/link-emulator/link_event.cpp"
+  "$src/link-emulator/link_event.cpp" "$src/link-emulator/pipe_edit.cpp"
   "$src/common/status.cpp" "$src/common/units.cpp"
   "$build/proto/image.pb.cc"
 )
