@@ -6,14 +6,36 @@ Everything created is named with a prefix and removed by close(), also
 when a test fails (use the objects as context managers). Only processes
 started here are ended, by PID."""
 
+import atexit
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+
+
+# Namespaces this process created: removed at exit whatever ended it, also
+# meson's SIGTERM on a timeout (it would otherwise kill the test before its
+# tearDown runs and leave them on the machine).
+_NETNS = []
+
+
+def add_netns(ns):
+    sh("ip", "netns", "add", ns)
+    _NETNS.append(ns)
+
+
+def _remove_netns_left():
+    for ns in _NETNS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+atexit.register(_remove_netns_left)
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def sh(*args, check=True, capture=True, timeout=60):
@@ -56,7 +78,7 @@ class TwoHosts:
         self.close()  # leftovers of a crashed earlier run
         try:
             for i in range(2):
-                sh("ip", "netns", "add", self.ns[i])
+                add_netns(self.ns[i])
                 sh("ip", "link", "add", self.host_if[i], "type", "veth", "peer", "name", self.ns_if[i])
                 sh("ip", "link", "set", self.ns_if[i], "netns", self.ns[i])
                 sh("ip", "link", "set", self.host_if[i], "up")
@@ -117,7 +139,7 @@ class TapHosts:
         try:
             for i, ns in enumerate(self.ns):
                 ip = ["ip", "-n", ns]
-                sh("ip", "netns", "add", ns)
+                add_netns(ns)
                 sh("ip", "link", "add", self.node_if[i], "type", "veth", "peer", "name",
                    self.ns_if[i], "netns", ns)
                 sh("sysctl", "-qw", f"net.ipv6.conf.{self.node_if[i]}.disable_ipv6=1", check=False)

@@ -173,7 +173,7 @@ class PtpPair:
         self.close()
         try:
             for ns in self.ns:
-                lab.sh("ip", "netns", "add", ns)
+                lab.add_netns(ns)
             lab.sh("ip", "link", "add", self.ifs[0], "netns", self.ns[0], "type", "veth",
                    "peer", "name", self.ifs[1], "netns", self.ns[1])
             for ns, dev in zip(self.ns, self.ifs):
