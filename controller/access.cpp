@@ -119,16 +119,17 @@ Status Authorizer::check(const std::optional<std::string>& identity,
     case Access::kChangeLinks:
       if (policy_.operators_may_change_links) return Status::ok();
       return permission_denied(cat(method, ": ", who,
-                                   " is an operator, and operators may not change links on this "
-                                   "agent (--operators-may-change-links)"));
+                                   " has the operator role, and operators may not change links on "
+                                   "this agent (--operators-may-change-links)"));
     case Access::kExport:
       if (policy_.operators_may_export) return Status::ok();
       return permission_denied(cat(method, ": ", who,
-                                   " is an operator, and operators may export only into an export "
-                                   "folder of their own (--export-dir)"));
+                                   " has the operator role, and operators may export only where "
+                                   "the agent has an export folder (--export-dir)"));
     case Access::kControl: break;
   }
-  return permission_denied(cat(method, ": ", who, " is an operator; only the controller may"));
+  return permission_denied(
+      cat(method, ": needs the controller role; ", who, " has the operator role"));
 }
 
 Status Authorizer::check(const grpc::ServerContext& context, std::string_view method) const {
@@ -160,6 +161,17 @@ std::optional<std::string> peer_identity(const grpc::ServerContext& context) {
   const auto cn = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
   if (cn.empty()) return std::nullopt;
   return std::string(cn.front().data(), cn.front().size());
+}
+
+PathRoot::PathRoot(std::string folder, std::string name, std::string setting)
+    : name_(std::move(name)), setting_(std::move(setting)) {
+  if (folder.empty()) return;
+  // Absolute now: the messages name it so, and a later chdir cannot move it.
+  std::error_code ec;
+  fs::path absolute = fs::absolute(folder, ec).lexically_normal();
+  if (ec) absolute = folder;
+  if (!absolute.has_filename() && absolute.has_relative_path()) absolute = absolute.parent_path();
+  folder_ = absolute.string();
 }
 
 Result<std::string> PathRoot::confine(const std::string& path) const {

@@ -84,10 +84,9 @@ std::optional<std::string> peer_identity(const grpc::ServerContext& context);
 class PathRoot {
  public:
   // `name` says what the folder is ("store") and `setting` how it is
-  // configured ("--store"), for the messages. An empty folder: every path
-  // is refused.
-  PathRoot(std::string folder, std::string name, std::string setting)
-      : folder_(std::move(folder)), name_(std::move(name)), setting_(std::move(setting)) {}
+  // configured ("--store"), for the messages. A relative folder is taken
+  // from the working directory now. An empty folder: every path is refused.
+  PathRoot(std::string folder, std::string name, std::string setting);
 
   // `path` with the symlinks of its existing part resolved, if that lies in
   // the folder (or is it). PERMISSION_DENIED naming the path and the folder

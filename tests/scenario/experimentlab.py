@@ -341,7 +341,7 @@ class Experiment:
         for _, vdev in ports:
             eal += ["--vdev", vdev]
         argv = [os.path.join(self.build, "controller", "amber-delaynode"), *eal, "--",
-                "--config", config, "--agent", self.node_address]
+                "--config", config, "--agent", self.node_address, "--store", self.store]
         if self.ptp:
             argv += ["--ptp-socket", self.ptp.socket, "--ptp-mode", "free-running"]
         self.node = Process(argv + list(app), os.path.join(self.dir, "delaynode.log"), "running",
