@@ -65,6 +65,9 @@ inline Status failed_precondition(std::string message) {
   return {ErrorCode::kFailedPrecondition, std::move(message)};
 }
 inline Status not_found(std::string message) { return {ErrorCode::kNotFound, std::move(message)}; }
+inline Status permission_denied(std::string message) {
+  return {ErrorCode::kPermissionDenied, std::move(message)};
+}
 inline Status resource_exhausted(std::string message) {
   return {ErrorCode::kResourceExhausted, std::move(message)};
 }

@@ -45,13 +45,17 @@ The experiment (through amber-controller):
   schedule LINK [DIR] --clear         drop the link's pending events
 
 One delay node (its agent directly with --agent, or --node ID through the
-controller; the node should be frozen for frames/drop/replace/inject/save/pcap):
+controller; the node should be frozen for frames/drop/replace/inject/save/pcap;
+with TLS the node lets an operator's certificate only read, and set or pcap
+where it allows them):
   stats                               counters of every link direction
   freeze [--in D | --at NS]           freeze every pipe at an instant (default: in 100ms)
   thaw [--in D | --at NS]             thaw them (default: in 100ms)
-  save PATH                           write the frozen node to an image (on the node)
+  save PATH                           write the frozen node to an image (on the node,
+                                      inside its --store)
   restore PATH [--other-node]         with --agent/--node: load an image into the frozen node
-  pcap DIR                            one pcap per pipe of the frozen node (on the node)
+  pcap DIR                            one pcap per pipe of the frozen node (on the node,
+                                      inside its --export-dir or --store)
   frames LINK DIR [--offset N] [--limit N]
                                       list the held frames of a frozen pipe
   drop LINK DIR INDEX                 remove a held frame

@@ -102,8 +102,13 @@ Status need_pipe(const agent::PipeRef& p) {
 
 class Service final : public agent::DelayNodeAgent::Service {
  public:
-  Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode)
-      : node_(node), monitor_(monitor), mode_(std::move(mode)),
+  // Every handler first asks `access` (access.h) whether its caller may
+  // call it; the paths it names must lie in `store` or, ExportPcap's, in
+  // `exports`.
+  Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode,
+          Authorizer access, PathRoot store, PathRoot exports)
+      : node_(node), monitor_(monitor), mode_(std::move(mode)), access_(std::move(access)),
+        store_(std::move(store)), exports_(std::move(exports)),
         lease_(node.operations(), [this] {
           // On the node's own clock: the lease needs no master time.
           Status s = roll_back(0);
@@ -131,8 +136,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return node_.operations().acquire(what);
   }
 
-  grpc::Status Prepare(grpc::ServerContext*, const agent::PrepareRequest* req,
+  grpc::Status Prepare(grpc::ServerContext* context, const agent::PrepareRequest* req,
                        agent::PrepareReply* reply) override {
+    if (Status s = access_.check(*context, "Prepare"); !s) return to_grpc(s);
     std::vector<std::string> reasons;
     if (monitor_ != nullptr) {
       clock_sync::SyncVerdict v = monitor_->verdict();
@@ -173,7 +179,12 @@ class Service final : public agent::DelayNodeAgent::Service {
       }
     }
     reply->set_estimated_image_bytes(estimate);
-    const std::string& dir = req->checkpoint_dir();
+    std::string dir;
+    if (!req->checkpoint_dir().empty()) {
+      auto confined = store_.confine(req->checkpoint_dir());
+      if (!confined) return to_grpc(confined.status().with_context("Prepare: checkpoint_dir "));
+      dir = *confined;
+    }
     if (dir.empty()) {
       reasons.push_back("checkpoint_dir: not given");
     } else if (auto free = free_bytes(dir); !free) {
@@ -193,8 +204,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Freeze(grpc::ServerContext*, const agent::FreezeRequest* req,
+  grpc::Status Freeze(grpc::ServerContext* context, const agent::FreezeRequest* req,
                       agent::FreezeReply* reply) override {
+    if (Status s = access_.check(*context, "Freeze"); !s) return to_grpc(s);
     auto guard = lock("Freeze");
     if (!guard) return to_grpc(guard.status());
     auto at = local_instant(req->at_ns());
@@ -224,8 +236,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Thaw(grpc::ServerContext*, const agent::ThawRequest* req,
+  grpc::Status Thaw(grpc::ServerContext* context, const agent::ThawRequest* req,
                     agent::ThawReply*) override {
+    if (Status s = access_.check(*context, "Thaw"); !s) return to_grpc(s);
     auto guard = lock("Thaw");
     if (!guard) return to_grpc(guard.status());
     auto at = local_instant(req->at_ns());
@@ -236,8 +249,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return to_grpc(s);
   }
 
-  grpc::Status Shift(grpc::ServerContext*, const agent::ShiftRequest* req,
+  grpc::Status Shift(grpc::ServerContext* context, const agent::ShiftRequest* req,
                      agent::ShiftReply* reply) override {
+    if (Status s = access_.check(*context, "Shift"); !s) return to_grpc(s);
     for (const auto& shift : req->shifts()) {
       if (Status s = need_pipe(shift.pipe()); !s) return to_grpc(s.with_context("Shift: "));
     }
@@ -260,7 +274,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Hold(grpc::ServerContext*, const agent::HoldRequest*, agent::HoldReply*) override {
+  grpc::Status Hold(grpc::ServerContext* context, const agent::HoldRequest*,
+                    agent::HoldReply*) override {
+    if (Status s = access_.check(*context, "Hold"); !s) return to_grpc(s);
     auto guard = lock("Hold");
     if (!guard) return to_grpc(guard.status());
     auto frozen = node_.frozen();
@@ -270,15 +286,18 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Save(grpc::ServerContext*, const agent::SaveRequest* req,
+  grpc::Status Save(grpc::ServerContext* context, const agent::SaveRequest* req,
                     agent::SaveReply* reply) override {
+    if (Status s = access_.check(*context, "Save"); !s) return to_grpc(s);
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));
+    auto path = store_.confine(req->path());
+    if (!path) return to_grpc(path.status().with_context("Save: "));
     auto guard = lock("Save");
     if (!guard) return to_grpc(guard.status());
-    auto r = checkpoint::save_node(node_, req->path());
+    auto r = checkpoint::save_node(node_, *path);
     if (!r) return to_grpc(r.status());
     // The digest of what is on disk, for the controller's manifest.
-    auto sha = sha256_file(req->path());
+    auto sha = sha256_file(*path);
     if (!sha) return to_grpc(sha.status().with_context("Save: "));
     reply->set_sha256(*sha);
     reply->set_frames(r->frames);
@@ -288,9 +307,12 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Restore(grpc::ServerContext*, const agent::RestoreRequest* req,
+  grpc::Status Restore(grpc::ServerContext* context, const agent::RestoreRequest* req,
                        agent::RestoreReply* reply) override {
+    if (Status s = access_.check(*context, "Restore"); !s) return to_grpc(s);
     if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to read"));
+    auto path = store_.confine(req->path());
+    if (!path) return to_grpc(path.status().with_context("Restore: "));
     auto guard = lock("Restore");
     if (!guard) return to_grpc(guard.status());
     int64_t lease = 0;
@@ -301,7 +323,7 @@ class Service final : public agent::DelayNodeAgent::Service {
     }
     checkpoint::RestoreOptions options;
     options.allow_other_node = req->allow_other_node();
-    auto r = checkpoint::restore_node(node_, req->path(), options);
+    auto r = checkpoint::restore_node(node_, *path, options);
     // Frozen with the image or as before: either way until the lease ends
     // at the latest (#16 defect 3: a restore once cleared the freeze's
     // lease, and a controller gone mid-restore left the node frozen).
@@ -315,8 +337,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListFrames(grpc::ServerContext*, const agent::ListFramesRequest* req,
+  grpc::Status ListFrames(grpc::ServerContext* context, const agent::ListFramesRequest* req,
                           agent::ListFramesReply* reply) override {
+    if (Status s = access_.check(*context, "ListFrames"); !s) return to_grpc(s);
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
     auto guard = lock("ListFrames");
     if (!guard) return to_grpc(guard.status());
@@ -338,8 +361,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status EditFrames(grpc::ServerContext*, const agent::EditFramesRequest* req,
+  grpc::Status EditFrames(grpc::ServerContext* context, const agent::EditFramesRequest* req,
                           agent::EditFramesReply* reply) override {
+    if (Status s = access_.check(*context, "EditFrames"); !s) return to_grpc(s);
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
     auto guard = lock("EditFrames");
     if (!guard) return to_grpc(guard.status());
@@ -379,8 +403,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetStats(grpc::ServerContext*, const agent::GetStatsRequest*,
+  grpc::Status GetStats(grpc::ServerContext* context, const agent::GetStatsRequest*,
                         agent::GetStatsReply* reply) override {
+    if (Status s = access_.check(*context, "GetStats"); !s) return to_grpc(s);
     auto stats = node_.stats();
     if (!stats) return to_grpc(stats.status());
     reply->set_node_id(node_.config().node_id);
@@ -441,8 +466,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetVirtualTime(grpc::ServerContext*, const agent::VirtualTimeRequest* req,
+  grpc::Status GetVirtualTime(grpc::ServerContext* context, const agent::VirtualTimeRequest* req,
                               agent::VirtualTimeReply* reply) override {
+    if (Status s = access_.check(*context, "GetVirtualTime"); !s) return to_grpc(s);
     Result<int64_t> at = node_.now_ns();
     if (req->at_ns() != 0) at = local_instant(req->at_ns());
     if (!at) return to_grpc(at.status().with_context("GetVirtualTime: "));
@@ -454,8 +480,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ScheduleEvents(grpc::ServerContext*, const agent::ScheduleEventsRequest* req,
+  grpc::Status ScheduleEvents(grpc::ServerContext* context, const agent::ScheduleEventsRequest* req,
                               agent::ScheduleEventsReply* reply) override {
+    if (Status s = access_.check(*context, "ScheduleEvents"); !s) return to_grpc(s);
     auto guard = lock("ScheduleEvents");
     if (!guard) return to_grpc(guard.status());
     auto now = node_.virtual_at(node_.now_ns());
@@ -497,19 +524,23 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ExportPcap(grpc::ServerContext*, const agent::ExportPcapRequest* req,
+  grpc::Status ExportPcap(grpc::ServerContext* context, const agent::ExportPcapRequest* req,
                           agent::ExportPcapReply* reply) override {
+    if (Status s = access_.check(*context, "ExportPcap"); !s) return to_grpc(s);
     if (req->dir().empty()) return to_grpc(invalid_argument("dir: give the folder to write into"));
+    auto dir = exports_.confine(req->dir());
+    if (!dir) return to_grpc(dir.status().with_context("ExportPcap: "));
     auto guard = lock("ExportPcap");
     if (!guard) return to_grpc(guard.status());
-    auto files = checkpoint::export_node_pcap(node_, req->dir());
+    auto files = checkpoint::export_node_pcap(node_, *dir);
     if (!files) return to_grpc(files.status());
     for (const std::string& f : *files) reply->add_files(f);
     return grpc::Status::OK;
   }
 
-  grpc::Status SetLinkParams(grpc::ServerContext*, const agent::SetLinkParamsRequest* req,
+  grpc::Status SetLinkParams(grpc::ServerContext* context, const agent::SetLinkParamsRequest* req,
                              agent::SetLinkParamsReply* reply) override {
+    if (Status s = access_.check(*context, "SetLinkParams"); !s) return to_grpc(s);
     if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
     auto guard = lock("SetLinkParams");
     if (!guard) return to_grpc(guard.status());
@@ -525,6 +556,7 @@ class Service final : public agent::DelayNodeAgent::Service {
 
   grpc::Status WatchFrames(grpc::ServerContext* context, const agent::WatchFramesRequest* req,
                            grpc::ServerWriter<agent::TriggerEvent>* writer) override {
+    if (Status s = access_.check(*context, "WatchFrames"); !s) return to_grpc(s);
     auto watch = dataplane::FrameWatch::create(req->pattern());
     if (!watch) return to_grpc(watch.status().with_context("WatchFrames: "));
     if (Status s = node_.watch(req->link(), watch->get()); !s) {
@@ -580,6 +612,9 @@ class Service final : public agent::DelayNodeAgent::Service {
   dataplane::DelayNode& node_;
   clock_sync::SyncMonitor* monitor_;  // null: no PTP
   std::string mode_;
+  const Authorizer access_;
+  const PathRoot store_;
+  const PathRoot exports_;
   std::atomic<bool> shutting_down_{false};
   Lease lease_;  // last: it uses everything above
 };
@@ -621,7 +656,23 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
     if (!monitor) return monitor.status();
     impl->monitor = std::move(monitor).value();
   }
-  impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode);
+  AccessPolicy policy = options.access;
+  policy.tls = options.tls.enabled();
+  policy.operators_may_export = !options.export_dir.empty();
+  auto access = Authorizer::create(agent::DelayNodeAgent::service_full_name(), policy);
+  if (!access) return access.status();
+  PathRoot store(options.store, "store", "--store");
+  PathRoot exports = options.export_dir.empty()
+                         ? store
+                         : PathRoot(options.export_dir, "export folder", "--export-dir");
+  std::fprintf(stderr, "agent: access: %s\n", access->describe().c_str());
+  std::fprintf(stderr, "agent: store: %s; pcap exports: %s\n",
+               options.store.empty() ? "none (--store): Prepare, Save and Restore are refused"
+                                     : options.store.c_str(),
+               options.export_dir.empty() ? "into the store" : options.export_dir.c_str());
+  impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode,
+                                            *std::move(access), std::move(store),
+                                            std::move(exports));
   auto serving = serve(options.listen, options.tls, impl->service.get());
   if (!serving) return serving.status();
   impl->server = std::move(serving->server);

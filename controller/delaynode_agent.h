@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "controller/access.h"
 #include "controller/grpc_status.h"
 #include "dataplane/delay_node.h"
 
@@ -24,6 +25,15 @@ struct AgentOptions {
   // "free-running" (amber applies ptp4l's measured offset), "disciplined"
   // (ptp4l/phc2sys steer the clock) or "grandmaster".
   std::string ptp_mode = "disciplined";
+  // The checkpoint store as this node sees it: every path Prepare, Save and
+  // Restore name must lie inside (access.h's PathRoot). Empty: they are
+  // refused.
+  std::string store;
+  // Where ExportPcap writes, and operators may have it write. Empty: inside
+  // the store, for the controller role only.
+  std::string export_dir;
+  // Who may call what over TLS (its `tls` is set from `tls` above).
+  AccessPolicy access;
 };
 
 class DelayNodeAgent {

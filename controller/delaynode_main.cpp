@@ -51,6 +51,23 @@ Options after --:
   --tls-cert FILE        PEM: this agent's certificate (chain)
   --tls-key FILE         PEM: its private key (mutual TLS; scripts/make-certs.sh
                          makes a test CA and certificates)
+  --controller-identity NAME
+                         with TLS: a client whose certificate's subject CN
+                         is NAME may call everything (repeatable; default
+                         "controller")
+  --operator-identity NAME
+                         with TLS: a client with CN NAME may read (stats,
+                         frames) and, where allowed below, change links and
+                         export pcap (repeatable); any other CN is refused.
+                         Without TLS every caller is local and may do all
+  --operators-may-change-links
+                         let operators change link parameters (amberctl set)
+  --store DIR            the checkpoint store as this node sees it: images
+                         are saved and restored only inside it (no "..", no
+                         symlink out); without, save and restore are refused
+  --export-dir DIR       pcap exports go only inside DIR, and operators may
+                         ask for them (default: inside the store, for the
+                         controller role only)
   --ptp-socket PATH      ptp4l's management socket (--uds_address): the agent
                          reads instants as master time, refuses them while
                          the clock is not trustworthy, reports clock health
@@ -169,6 +186,16 @@ int main(int argc, char** argv) {
       agent_options.tls.cert = argv[++i];
     } else if (a == "--tls-key" && i + 1 < argc) {
       agent_options.tls.key = argv[++i];
+    } else if (a == "--controller-identity" && i + 1 < argc) {
+      agent_options.access.controllers.push_back(argv[++i]);
+    } else if (a == "--operator-identity" && i + 1 < argc) {
+      agent_options.access.operators.push_back(argv[++i]);
+    } else if (a == "--operators-may-change-links") {
+      agent_options.access.operators_may_change_links = true;
+    } else if (a == "--store" && i + 1 < argc) {
+      agent_options.store = argv[++i];
+    } else if (a == "--export-dir" && i + 1 < argc) {
+      agent_options.export_dir = argv[++i];
     } else if (a == "--vhost-priority" && i + 1 < argc) {
       char* end = nullptr;
       const long value = std::strtol(argv[++i], &end, 10);

@@ -22,6 +22,7 @@
 #include "clock-sync/sync_monitor.h"
 #include "common/operation_lock.h"
 #include "common/strings.h"
+#include "controller/access.h"
 #include "controller/files.h"
 #include "controller/grpc_status.h"
 #include "controller/lease.h"
@@ -149,6 +150,12 @@ class Host {
   }
 
   grpc::Status prepare(const vmhost::PrepareRequest& req, vmhost::PrepareReply* reply) {
+    std::string dir;
+    if (!req.checkpoint_dir().empty()) {
+      auto confined = store_.confine(req.checkpoint_dir());
+      if (!confined) return to_grpc(confined.status().with_context("Prepare: checkpoint_dir "));
+      dir = *confined;
+    }
     auto guard = lock("Prepare");
     if (!guard) return to_grpc(guard.status());
     std::vector<std::string> reasons;
@@ -178,19 +185,19 @@ class Host {
     }
     reply->set_estimated_state_bytes(estimate);
     struct statvfs st {};
-    if (req.checkpoint_dir().empty()) {
+    if (dir.empty()) {
       reasons.push_back("checkpoint_dir: not given");
-    } else if (::statvfs(req.checkpoint_dir().c_str(), &st) != 0) {
-      reasons.push_back(cat("checkpoint_dir ", req.checkpoint_dir(), ": ", std::strerror(errno)));
+    } else if (::statvfs(dir.c_str(), &st) != 0) {
+      reasons.push_back(cat("checkpoint_dir ", dir, ": ", std::strerror(errno)));
     } else {
       const uint64_t free_bytes = uint64_t(st.f_bavail) * st.f_frsize;
       reply->set_free_bytes(free_bytes);
       if (free_bytes < estimate) {
-        reasons.push_back(cat("checkpoint_dir ", req.checkpoint_dir(), ": ", free_bytes,
+        reasons.push_back(cat("checkpoint_dir ", dir, ": ", free_bytes,
                               " bytes free, the VMs' state may need ", estimate));
       }
-      if (::access(req.checkpoint_dir().c_str(), W_OK) != 0) {
-        reasons.push_back(cat("checkpoint_dir ", req.checkpoint_dir(), ": not writable"));
+      if (::access(dir.c_str(), W_OK) != 0) {
+        reasons.push_back(cat("checkpoint_dir ", dir, ": not writable"));
       }
     }
     for (auto& r : reasons) reply->add_reasons(r);
@@ -220,10 +227,14 @@ class Host {
   }
 
   grpc::Status save(const vmhost::SaveRequest& req, vmhost::SaveReply* reply) {
+    if (req.checkpoint_dir().empty()) {
+      return to_grpc(invalid_argument("Save: checkpoint_dir: not given"));
+    }
+    auto confined = store_.confine(req.checkpoint_dir());
+    if (!confined) return to_grpc(confined.status().with_context("Save: checkpoint_dir "));
+    const std::string& dir = *confined;
     auto guard = lock("Save");
     if (!guard) return to_grpc(guard.status());
-    const std::string& dir = req.checkpoint_dir();
-    if (dir.empty()) return to_grpc(invalid_argument("Save: checkpoint_dir: not given"));
     std::error_code ec;
     if (!fs::exists(dir, ec)) {
       return to_grpc(not_found(cat("Save: checkpoint_dir ", dir, ": does not exist")));
@@ -232,8 +243,7 @@ class Host {
       return to_grpc(failed_precondition(cat("Save: checkpoint_dir ", dir, ": not a directory")));
     }
     if (::access(dir.c_str(), W_OK) != 0) {
-      return to_grpc(Status(ErrorCode::kPermissionDenied,
-                            cat("Save: checkpoint_dir ", dir, ": not writable")));
+      return to_grpc(permission_denied(cat("Save: checkpoint_dir ", dir, ": not writable")));
     }
     for (std::size_t i = 0; i < vms_.size(); ++i) {
       const std::string state = vm_state(i);
@@ -296,10 +306,14 @@ class Host {
   }
 
   grpc::Status restore(const vmhost::RestoreRequest& req, vmhost::RestoreReply* reply) {
+    if (req.checkpoint_dir().empty()) {
+      return to_grpc(invalid_argument("Restore: checkpoint_dir: not given"));
+    }
+    auto confined = store_.confine(req.checkpoint_dir());
+    if (!confined) return to_grpc(confined.status().with_context("Restore: checkpoint_dir "));
+    const std::string& dir = *confined;
     auto guard = lock("Restore");
     if (!guard) return to_grpc(guard.status());
-    const std::string& dir = req.checkpoint_dir();
-    if (dir.empty()) return to_grpc(invalid_argument("Restore: checkpoint_dir: not given"));
     int64_t lease = 0;
     if (req.lease_until_ns() != 0) {
       // On the local clock now: the lease must work without master time.
@@ -413,7 +427,8 @@ class Host {
   void shut_down() { shutting_down_ = true; }
 
  private:
-  explicit Host(const vmhost::VmHost& config) : config_(config) {}
+  explicit Host(const vmhost::VmHost& config)
+      : config_(config), store_(config.store(), "store", "vmhost.conf: store") {}
 
   // ---- The lease: resume by ourselves if the controller never does ----
   std::string lease_file(std::size_t i) const { return cat(configs_[i].run_dir, "/lease"); }
@@ -606,6 +621,7 @@ class Host {
   }
 
   const vmhost::VmHost config_;
+  const PathRoot store_;  // every checkpoint_dir lies inside
   std::vector<vm::VmConfig> configs_;
   std::vector<std::unique_ptr<vm::Vm>> vms_;
   SystemClock local_;
@@ -618,45 +634,55 @@ class Host {
   std::unique_ptr<Lease> lease_;  // after the VMs are adopted; uses operations_
 };
 
+// Every call first asks `access` (access.h) whether its caller may make it.
 class Service final : public vmhost::VmHostAgent::Service {
  public:
-  explicit Service(Host& host) : host_(host) {}
+  Service(Host& host, Authorizer access) : host_(host), access_(std::move(access)) {}
 
-  grpc::Status Prepare(grpc::ServerContext*, const vmhost::PrepareRequest* req,
+  grpc::Status Prepare(grpc::ServerContext* context, const vmhost::PrepareRequest* req,
                        vmhost::PrepareReply* reply) override {
+    if (Status s = access_.check(*context, "Prepare"); !s) return to_grpc(s);
     return host_.prepare(*req, reply);
   }
-  grpc::Status StopAt(grpc::ServerContext*, const vmhost::StopAtRequest* req,
+  grpc::Status StopAt(grpc::ServerContext* context, const vmhost::StopAtRequest* req,
                       vmhost::StopAtReply* reply) override {
+    if (Status s = access_.check(*context, "StopAt"); !s) return to_grpc(s);
     return host_.stop_at(*req, reply);
   }
-  grpc::Status Save(grpc::ServerContext*, const vmhost::SaveRequest* req,
+  grpc::Status Save(grpc::ServerContext* context, const vmhost::SaveRequest* req,
                     vmhost::SaveReply* reply) override {
+    if (Status s = access_.check(*context, "Save"); !s) return to_grpc(s);
     return host_.save(*req, reply);
   }
-  grpc::Status ResumeAt(grpc::ServerContext*, const vmhost::ResumeAtRequest* req,
+  grpc::Status ResumeAt(grpc::ServerContext* context, const vmhost::ResumeAtRequest* req,
                         vmhost::ResumeAtReply* reply) override {
+    if (Status s = access_.check(*context, "ResumeAt"); !s) return to_grpc(s);
     return host_.resume_at(*req, reply);
   }
   grpc::Status WatchConsole(grpc::ServerContext* context, const vmhost::WatchConsoleRequest* req,
                             grpc::ServerWriter<agent::TriggerEvent>* writer) override {
+    if (Status s = access_.check(*context, "WatchConsole"); !s) return to_grpc(s);
     return host_.watch_console(context, *req, writer);
   }
-  grpc::Status Shutdown(grpc::ServerContext*, const vmhost::ShutdownRequest*,
+  grpc::Status Shutdown(grpc::ServerContext* context, const vmhost::ShutdownRequest*,
                         vmhost::ShutdownReply* reply) override {
+    if (Status s = access_.check(*context, "Shutdown"); !s) return to_grpc(s);
     return host_.shutdown(reply);
   }
-  grpc::Status Restore(grpc::ServerContext*, const vmhost::RestoreRequest* req,
+  grpc::Status Restore(grpc::ServerContext* context, const vmhost::RestoreRequest* req,
                        vmhost::RestoreReply* reply) override {
+    if (Status s = access_.check(*context, "Restore"); !s) return to_grpc(s);
     return host_.restore(*req, reply);
   }
-  grpc::Status GetStatus(grpc::ServerContext*, const vmhost::GetStatusRequest*,
+  grpc::Status GetStatus(grpc::ServerContext* context, const vmhost::GetStatusRequest*,
                          vmhost::GetStatusReply* reply) override {
+    if (Status s = access_.check(*context, "GetStatus"); !s) return to_grpc(s);
     return host_.status(reply);
   }
 
  private:
   Host& host_;
+  const Authorizer access_;
 };
 
 }  // namespace
@@ -690,11 +716,19 @@ Result<std::unique_ptr<VmHostAgent>> VmHostAgent::start(VmHostAgentOptions optio
   } else {
     AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
   }
+  auto access = Authorizer::create(vmhost::VmHostAgent::service_full_name(),
+                                   access_policy(options.config));
+  if (!access) return access.status();
+  std::fprintf(stderr, "amber-vmhost: access: %s\n", access->describe().c_str());
+  std::fprintf(stderr, "amber-vmhost: store: %s\n",
+               options.config.store().empty()
+                   ? "none (store): Prepare, Save and Restore are refused"
+                   : options.config.store().c_str());
   auto impl = std::make_unique<Impl>();
   auto host = Host::create(options.config, options.boot);
   if (!host) return host.status();
   impl->host = std::move(host).value();
-  impl->service = std::make_unique<Service>(*impl->host);
+  impl->service = std::make_unique<Service>(*impl->host, *std::move(access));
   auto serving = serve(listen, tls, impl->service.get());
   if (!serving) return serving.status();
   impl->server = std::move(serving->server);

@@ -9,6 +9,7 @@
 #include "common/strings.h"
 #include "common/units.h"
 #include "controller/text_config.h"
+#include "proto/vmhost.grpc.pb.h"
 
 namespace amber::controller {
 namespace {
@@ -39,6 +40,15 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
       (host.tls().ca().empty() || host.tls().cert().empty() || host.tls().key().empty())) {
     return invalid_argument(
         cat(where_top(origin, tree, "tls"), "tls: give all three of ca, cert and key"));
+  }
+  if (!host.store().empty() && host.store()[0] != '/') {
+    return invalid_argument(cat(where_top(origin, tree, "store"), "store '", host.store(),
+                                "': give an absolute path (the topology's store)"));
+  }
+  if (auto access = Authorizer::create(vmhost::VmHostAgent::service_full_name(),
+                                       access_policy(host));
+      !access) {
+    return invalid_argument(cat(origin, ": ", access.status().message()));
   }
   if (host.run_dir().empty()) {
     return invalid_argument(cat(origin, ": run_dir: give a directory for the VMs' sockets/logs"));
@@ -128,6 +138,16 @@ Result<vmhost::VmHost> load_vmhost_config(const std::string& path) {
   auto text = read_text_file(path, "VM host configuration");
   if (!text) return text.status();
   return parse_vmhost_config(*text, path);
+}
+
+AccessPolicy access_policy(const vmhost::VmHost& host) {
+  AccessPolicy policy;
+  policy.tls = host.has_tls();
+  policy.controllers.assign(host.controller_identity().begin(), host.controller_identity().end());
+  policy.operators.assign(host.operator_identity().begin(), host.operator_identity().end());
+  policy.controller_setting = "controller_identity";
+  policy.operator_setting = "operator_identity";
+  return policy;
 }
 
 Result<vm::StepLeadPolicy> step_lead_policy(const vmhost::VmHost& host) {

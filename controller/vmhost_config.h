@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "controller/access.h"
 #include "proto/vmhost.pb.h"
 #include "vm-checkpoint/vm.h"
 
@@ -15,6 +16,9 @@ namespace amber::controller {
 // `origin` names the text in messages ("vmhost.conf").
 Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::string& origin);
 Result<vmhost::VmHost> load_vmhost_config(const std::string& path);
+
+// Who may call what on this host: its tls block and identities.
+AccessPolicy access_policy(const vmhost::VmHost& host);
 
 // The step lead the configuration asks for (step_lead: auto, off, a duration).
 Result<vm::StepLeadPolicy> step_lead_policy(const vmhost::VmHost& host);

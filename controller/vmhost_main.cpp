@@ -26,6 +26,7 @@ Options:
                      host_id: "host1"
                      listen: "unix:/run/amber/vmhost.sock"
                      run_dir: "/run/amber/vms"
+                     store: "/srv/amber/store"        # checkpoints only here
                      ptp_socket: "/var/run/ptp4l"     # optional
                      vms {
                        name: "vm1" memory_mib: 256
@@ -42,6 +43,10 @@ Options:
 
 Without ptp_socket the agent acts on its own CLOCK_REALTIME and reports
 "unsynchronized: local clock"; Prepare accepts that only when asked to.
+Every checkpoint folder a call names must lie inside `store` (no "..", no
+symlink out). With `tls`, a client certificate's subject CN gives its role:
+controller_identity (default "controller") may call everything,
+operator_identity only GetStatus and WatchConsole, any other nothing.
 SIGINT, SIGTERM: stop serving, quit every VM, exit.
 )";
 

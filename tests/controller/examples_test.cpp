@@ -40,6 +40,8 @@ TEST(Examples, VmHost) {
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   EXPECT_EQ(c->vms_size(), 2);
   EXPECT_TRUE(c->has_tls());
+  EXPECT_EQ(c->store(), "/srv/amber/store");  // the topology's store
+  EXPECT_EQ(c->controller_identity_size(), 1);
 }
 
 TEST(Examples, Topology) {

@@ -22,6 +22,7 @@
 
 #include "clock-sync/ptp_supervisor.h"
 #include "common/strings.h"
+#include "controller/grpc_status.h"
 #include "proto/vmhost.grpc.pb.h"
 #include "tests/vm-checkpoint/guest_fixture.h"
 
@@ -108,8 +109,9 @@ class AgentProcess {
 class Client {
  public:
   explicit Client(const std::string& address)
-      : stub_(vmhost::VmHostAgent::NewStub(
-            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+      : Client(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())) {}
+  explicit Client(const std::shared_ptr<grpc::Channel>& channel)
+      : stub_(vmhost::VmHostAgent::NewStub(channel)) {}
 
   template <typename Req, typename Reply, typename Call>
   grpc::Status call(Call method, const Req& req, Reply* reply,
@@ -192,7 +194,7 @@ class VmHostAgentTest : public ::testing::Test {
                            const std::vector<std::string>& vms = {"a", "b"},
                            const std::string& extra = "") {
     std::string text = cat("host_id: \"amb-vmh-", tag, "\"\nlisten: \"", listen, "\"\nrun_dir: \"",
-                           dir_.sub(tag), "\"\n", extra);
+                           dir_.sub(tag), "\"\nstore: \"", dir_.path(), "\"\n", extra);
     for (const std::string& name : vms) {
       text += cat("vms {\n  name: \"", name, "\"\n  memory_mib: 128\n  kernel: \"", image_.kernel,
                   "\"\n  initrd: \"", image_.initrd,
@@ -404,6 +406,117 @@ TEST_F(VmHostAgentTest, ListenBeyondLoopbackIsRefusedBeforeAnyVmBoots) {
   EXPECT_NE(log.find("listen address '0.0.0.0:7461'"), std::string::npos) << log;
   EXPECT_NE(log.find("loopback"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(dir_.sub("h3")));
+}
+
+// amber-vmhost with mutual TLS and roles, its VM not booted (no QEMU
+// needed): which certificate may call what, and where a checkpoint_dir may
+// lead (#16 defect 5). Certificates from scripts/make-certs.sh.
+class VmHostAgentAccessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!vm::testing::have_binary("openssl")) GTEST_SKIP() << "openssl missing";
+    ASSERT_FALSE(dir_.path().empty());
+    certs_ = dir_.sub("certs");
+    const std::string make = cat(AMBER_SOURCE_DIR, "/scripts/make-certs.sh ", certs_,
+                                 " controller h1 alice mallory >/dev/null");
+    ASSERT_EQ(std::system(make.c_str()), 0) << make;
+    store_ = dir_.sub("store");
+    fs::create_directories(store_ + "/e2e/c0001/vms");
+    fs::create_directories(dir_.sub("outside"));
+    fs::create_directory_symlink(dir_.sub("outside"), store_ + "/e2e/out");
+    const std::string config = dir_.sub("h1.conf");
+    std::ofstream(config) << cat(
+        "host_id: \"h1\"\nlisten: \"127.0.0.1:0\"\nrun_dir: \"", dir_.sub("run"), "\"\n",
+        "store: \"", store_, "\"\n",
+        "tls { ca: \"", certs_, "/ca.pem\" cert: \"", certs_, "/h1.pem\" key: \"", certs_,
+        "/h1.key\" }\n",
+        "controller_identity: \"controller\"\noperator_identity: \"alice\"\n",
+        "vms { name: \"a\" memory_mib: 64 kernel: \"/nonexistent/vmlinuz\" }\n");
+    agent_ = std::make_unique<AgentProcess>(
+        std::vector<std::string>{"--config", config, "--no-boot"}, dir_.sub("h1.log"));
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (address_.empty() && std::chrono::steady_clock::now() < deadline) {
+      ASSERT_LT(agent_->wait_exit(0ms), 0) << agent_->log();
+      const std::string log = agent_->log();
+      const size_t at = log.find("listening on ");
+      if (at != std::string::npos && log.find('\n', at) != std::string::npos) {
+        address_ = log.substr(at + 13, log.find('\n', at) - at - 13);
+      } else {
+        std::this_thread::sleep_for(50ms);
+      }
+    }
+    ASSERT_FALSE(address_.empty()) << agent_->log();
+  }
+
+  // A client presenting the certificate made for `name`.
+  Client as(const std::string& name) {
+    auto channel = connect(address_, {cat(certs_, "/ca.pem"), cat(certs_, "/", name, ".pem"),
+                                      cat(certs_, "/", name, ".key")});
+    EXPECT_TRUE(channel.is_ok()) << channel.status().to_string();
+    return Client(*channel);
+  }
+
+  static void expect_denied(const grpc::Status& s, const std::string& says) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+    EXPECT_NE(s.error_message().find(says), std::string::npos) << s.error_message();
+  }
+
+  TempDir dir_;
+  std::string certs_, store_, address_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(VmHostAgentAccessTest, OperatorsReadOnlyAndOtherCertificatesNothing) {
+  EXPECT_NE(agent_->log().find("operator role: 'alice'"), std::string::npos) << agent_->log();
+  Client alice = as("alice");
+  vmhost::GetStatusReply status;
+  grpc::Status read = alice.status(&status);
+  ASSERT_TRUE(read.ok()) << read.error_message();
+  EXPECT_EQ(status.host_id(), "h1");
+  const std::string ckpt = store_ + "/e2e/c0001/vms";
+  vmhost::StopAtReply stop;
+  expect_denied(alice.stop_at(now_ns() + 1'000'000'000, &stop), "certificate 'alice' has the operator role");
+  vmhost::SaveReply save;
+  expect_denied(alice.save(ckpt, &save), "Save");
+  vmhost::RestoreReply restore;
+  expect_denied(alice.restore(ckpt, &restore), "Restore");
+  vmhost::PrepareReply prepare;
+  expect_denied(alice.prepare(ckpt, true, &prepare), "Prepare");
+  vmhost::ShutdownReply shutdown;
+  expect_denied(alice.shutdown(&shutdown), "Shutdown");
+
+  // Signed by the same CA, but named nowhere: not even a status.
+  Client mallory = as("mallory");
+  expect_denied(mallory.status(&status), "'mallory' has no role");
+  expect_denied(mallory.shutdown(&shutdown), "'mallory' has no role");
+  // Another agent's certificate is no controller either.
+  expect_denied(as("h1").save(ckpt, &save), "'h1' has no role");
+
+  vmhost::GetStatusReply by_controller;
+  EXPECT_TRUE(as("controller").status(&by_controller).ok());
+}
+
+TEST_F(VmHostAgentAccessTest, CheckpointFoldersStayInsideTheStore) {
+  Client controller = as("controller");
+  const std::string outside = dir_.sub("outside");
+  vmhost::SaveReply save;
+  vmhost::RestoreReply restore;
+  vmhost::PrepareReply prepare;
+  expect_denied(controller.save(outside, &save), "'" + outside + "' is outside the store");
+  expect_denied(controller.restore(outside, &restore), "is outside the store " + store_);
+  expect_denied(controller.prepare(outside, true, &prepare), outside);
+  expect_denied(controller.restore(store_ + "/../outside", &restore), "'..'");
+  expect_denied(controller.save(store_ + "/e2e/out", &save), "with symlinks resolved");
+  expect_denied(controller.restore("/etc", &restore), "outside the store");
+  EXPECT_TRUE(fs::is_empty(outside));
+  // Inside the store the calls go on to their own checks.
+  const std::string ckpt = store_ + "/e2e/c0001/vms";
+  grpc::Status s = controller.restore(ckpt, &restore);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  s = controller.save(ckpt, &save);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  s = controller.prepare(ckpt, true, &prepare);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 // Two namespaces joined by a veth pair, for a real ptp4l master and a

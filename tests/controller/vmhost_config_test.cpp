@@ -102,6 +102,22 @@ TEST(VmHostConfig, TapNicMayUseVhostNet) {
   EXPECT_FALSE(a.nics[1].vhost_net);
 }
 
+TEST(VmHostConfig, RolesAndStore) {
+  auto c = parse_vmhost_config(
+      "listen: \"h1.testbed:7401\"\nrun_dir: \"/tmp/r\"\nstore: \"/srv/amber/store\"\n"
+      "tls { ca: \"/c\" cert: \"/e\" key: \"/k\" }\n"
+      "controller_identity: \"ctl\"\noperator_identity: \"alice\"\noperator_identity: \"bob\"\n"
+      "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+      "roles.conf");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EXPECT_EQ(c->store(), "/srv/amber/store");
+  const AccessPolicy p = access_policy(*c);
+  EXPECT_TRUE(p.tls);
+  EXPECT_EQ(p.controllers, std::vector<std::string>{"ctl"});
+  EXPECT_EQ(p.operators, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_FALSE(p.operators_may_change_links);
+}
+
 struct Bad {
   std::string text;
   std::string expected;  // a substring of the message, with file:line
@@ -156,6 +172,13 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
        "bad.conf:3: step_lead '1s'"},
       {head + "pause_alignment: \"sometimes\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "bad.conf:3: pause_alignment 'sometimes': expected on or off"},
+      {head + "store: \"store\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "bad.conf:3: store 'store': give an absolute path"},
+      {head + "controller_identity: \"ctl\"\noperator_identity: \"ctl\"\n" +
+           "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "'ctl' is given both controller_identity and operator_identity"},
+      {head + "operator_identity: \"\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
+       "operator_identity: an empty name"},
   };
   for (const Bad& bad : cases) {
     auto c = parse_vmhost_config(bad.text, "bad.conf");

@@ -341,7 +341,7 @@ class Experiment:
         for _, vdev in ports:
             eal += ["--vdev", vdev]
         argv = [os.path.join(self.build, "controller", "amber-delaynode"), *eal, "--",
-                "--config", config, "--agent", self.node_address]
+                "--config", config, "--agent", self.node_address, "--store", self.store]
         if self.ptp:
             argv += ["--ptp-socket", self.ptp.socket, "--ptp-mode", "free-running"]
         self.node = Process(argv + list(app), os.path.join(self.dir, "delaynode.log"), "running",
@@ -352,7 +352,7 @@ class Experiment:
         guest = os.path.join(self.build, "guest")
         ptp = f'ptp_socket: "{self.ptp.socket}"\nsync_mode: "free_running"\n' if self.ptp else ""
         text = (f'host_id: "{host.id}"\nlisten: "{host.address}"\n'
-                f'run_dir: "{host.run_dir}"\n{ptp}'
+                f'run_dir: "{host.run_dir}"\nstore: "{self.store}"\n{ptp}'
                 f"max_offset_step_ns: 300000\n{self.vmhost_extra}")
         for vm in host.vms:
             i = self.VMS.index(vm)

@@ -67,7 +67,7 @@ class AgentCheckpoint(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.dir, True)
         binary = os.path.join(BUILD, "controller", "amber-delaynode")
         self.node = lab.DelayNode(binary, CONFIG, self.hosts.host_if, "amb-ag-node",
-                                  agent=f"unix:{self.sock}")
+                                  agent=f"unix:{self.sock}", app=["--store", self.dir])
         self.addCleanup(self.node.close)
         lab.wait_for(lambda: os.path.exists(self.sock), 10, "the agent socket")
 
@@ -127,7 +127,7 @@ class AgentCheckpoint(unittest.TestCase):
         binary = os.path.join(BUILD, "controller", "amber-delaynode")
         fresh_sock = os.path.join(self.dir, "fresh.sock")
         fresh = lab.DelayNode(binary, CONFIG, self.hosts.host_if, "amb-ag-fresh",
-                              agent=f"unix:{fresh_sock}")
+                              agent=f"unix:{fresh_sock}", app=["--store", self.dir])
         self.addCleanup(fresh.close)
         lab.wait_for(lambda: os.path.exists(fresh_sock), 10, "the fresh agent socket")
         amberctl(fresh_sock, "freeze", "--in", "50ms")
@@ -142,6 +142,36 @@ class AgentCheckpoint(unittest.TestCase):
         lab.wait_for(lambda: all(v["held"] == 0 for v in stats(fresh_sock).values()), 10,
                      "the restored frames to leave")
 
+    def test_paths_outside_the_store_are_refused(self):
+        """#16 defect 5: the agent runs as root; the paths a call names stay
+        inside --store (no '..', no symlink out), whoever calls."""
+        outside = tempfile.mkdtemp(prefix="amb-ag-out-")
+        self.addCleanup(shutil.rmtree, outside, True)
+        os.symlink(outside, os.path.join(self.dir, "link-out"))
+        secret = os.path.join(outside, "secret.img")
+        with open(secret, "wb") as f:
+            f.write(b"not an image")
+        amberctl(self.sock, "freeze", "--in", "1s")
+        lab.wait_for(lambda: frozen(self.sock), 10, "the node to freeze")
+        refused = [("save", os.path.join(outside, "x.img")),
+                   ("save", os.path.join(self.dir, "..", os.path.basename(outside), "x.img")),
+                   ("save", os.path.join(self.dir, "link-out", "x.img")),
+                   ("restore", secret),
+                   ("restore", os.path.join(self.dir, "link-out", "secret.img")),
+                   ("pcap", os.path.join(outside, "pcap")),
+                   ("pcap", os.path.join(self.dir, "link-out", "pcap"))]
+        for command, path in refused:
+            r = amberctl(self.sock, command, path, check=False)
+            self.assertEqual(r.returncode, 1, (command, path, r.stdout))
+            self.assertIn("permission denied", r.stderr, (command, path))
+            self.assertIn(path, r.stderr)
+        self.assertEqual(sorted(os.listdir(outside)), ["secret.img"])
+        # Inside the store: written.
+        image = os.path.join(self.dir, "inside.img")
+        self.assertIn("saved", amberctl(self.sock, "save", image).stdout)
+        self.assertTrue(os.path.exists(image))
+        amberctl(self.sock, "thaw", "--in", "1s")
+
     def test_bad_requests_are_refused_and_change_nothing(self):
         r = amberctl(self.sock, "save", os.path.join(self.dir, "x.img"), check=False)
         self.assertEqual(r.returncode, 1)
@@ -155,6 +185,7 @@ class AgentCheckpoint(unittest.TestCase):
         self.assertIn("delay 100ms", amberctl(self.sock, "stats").stdout)
         r = amberctl(self.sock, "restore", "/nonexistent.img", check=False)
         self.assertEqual(r.returncode, 1)
+        self.assertIn("outside the store", r.stderr)
         r = amberctl(self.sock, "bogus", check=False)
         self.assertEqual(r.returncode, 2)
         out = amberctl(self.sock, "set", "lan", "b_to_a", "delay=5ms").stdout

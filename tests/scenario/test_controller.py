@@ -228,7 +228,8 @@ class ControllerEndToEnd(unittest.TestCase):
 
     def test_6_store_too_small_or_filled(self):
         e = self.exp
-        small = os.path.join(e.dir, "small")
+        # Inside the agents' store: they save nowhere else (#16 defect 5).
+        small = os.path.join(e.store, "small")
         os.makedirs(small, exist_ok=True)
         lab.sh("mount", "-t", "tmpfs", "-o", "size=16m", "amb-e2e-small", small)
         store = e.store
