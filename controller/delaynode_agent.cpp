@@ -294,8 +294,17 @@ class Service final : public agent::DelayNodeAgent::Service {
     if (!path) return to_grpc(path.status().with_context("Save: "));
     auto guard = lock("Save");
     if (!guard) return to_grpc(guard.status());
+    // A caller that gave up meanwhile (its deadline passed while this
+    // waited for the lock, or during the save) will not use the image:
+    // none is written, or it goes (#16 defect 9).
+    const grpc::Status gave_up(grpc::StatusCode::CANCELLED, "Save: the caller gave up");
+    if (context->IsCancelled()) return gave_up;
     auto r = checkpoint::save_node(node_, *path);
     if (!r) return to_grpc(r.status());
+    if (context->IsCancelled()) {
+      ::unlink(path->c_str());
+      return gave_up;
+    }
     // The digest of what is on disk, for the controller's manifest.
     auto sha = sha256_file(*path);
     if (!sha) return to_grpc(sha.status().with_context("Save: "));

@@ -339,6 +339,29 @@ TEST_F(VmHostAgentTest, StopSaveResumeShutdownThenRestoreInNewProcess) {
   EXPECT_EQ(states(st), (std::vector<std::string>{"a=running", "b=running"}));
   EXPECT_TRUE(console_a.wait_counter_beyond(stopped_at_n + 5, 30s));
 
+  // A save whose caller gave up (a deadline shorter than the save) stops
+  // before the next VM and removes what it wrote (#16 defect 9: it went on
+  // and left the VMs' state in a checkpoint the controller had removed).
+  // A VM saved meanwhile is "postmigrate" (QEMU saves it again only after
+  // a resume, as the controller's rollback does).
+  ASSERT_TRUE(c1.stop_at(now_ns() + 200'000'000, &stop).ok());
+  const std::string abandoned = dir_.sub("abandoned");
+  fs::create_directories(abandoned);
+  vmhost::SaveRequest cut_short;
+  cut_short.set_checkpoint_dir(abandoned);
+  save.Clear();
+  grpc::Status gave_up = c1.call(&vmhost::VmHostAgent::Stub::Save, cut_short, &save, 50ms);
+  EXPECT_EQ(gave_up.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << gave_up.error_message();
+  st.Clear();
+  ASSERT_TRUE(c1.status(&st, 120s).ok());  // after the Save: it holds the agent's lock
+  EXPECT_TRUE(fs::is_empty(abandoned)) << fs::directory_iterator(abandoned)->path();
+  resume.Clear();
+  resumed = c1.resume_at(now_ns() + 200'000'000, &resume);
+  ASSERT_TRUE(resumed.ok()) << resumed.error_message();
+  st.Clear();
+  ASSERT_TRUE(c1.status(&st).ok());
+  EXPECT_EQ(states(st), (std::vector<std::string>{"a=running", "b=running"}));
+
   vmhost::ShutdownReply down;
   grpc::Status shut = c1.shutdown(&down);
   ASSERT_TRUE(shut.ok()) << shut.error_message();

@@ -191,6 +191,32 @@ class AgentCheckpoint(unittest.TestCase):
         out = amberctl(self.sock, "set", "lan", "b_to_a", "delay=5ms").stdout
         self.assertIn("delay 5ms", out)
 
+    def test_a_save_whose_caller_gave_up_writes_no_image(self):
+        """#16 defects 8 and 9: a Save that waited for the agent's lock past
+        its caller's deadline went on and wrote the image; /amber/set went
+        around the lock, even while frozen."""
+        # A Freeze whose instant is 1.5 s away holds the agent's lock until then.
+        freeze = subprocess.Popen([os.path.join(BUILD, "controller", "amberctl"), "--agent",
+                                   f"unix:{self.sock}", "freeze", "--in", "1500ms"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (freeze.poll() is None and freeze.kill(), freeze.wait()))
+        time.sleep(0.3)
+        image = os.path.join(self.dir, "late.img")
+        r = amberctl(self.sock, "--timeout", "300ms", "save", image, check=False)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        _, err = freeze.communicate(timeout=10)
+        self.assertEqual(freeze.returncode, 0, err)
+        self.assertTrue(frozen(self.sock))
+        reply = self.node.telemetry("/amber/set,lan,a_to_b,delay=5ms")
+        self.assertIn("frozen", reply.get("error", ""), reply)
+        # The abandoned Save had the lock next, the moment the Freeze let go.
+        time.sleep(0.5)
+        self.assertFalse(os.path.exists(image), "a save nobody waited for wrote its image")
+        amberctl(self.sock, "thaw", "--in", "50ms")
+        self.assertIn("delay 100ms", amberctl(self.sock, "stats").stdout)
+        reply = self.node.telemetry("/amber/set,lan,a_to_b,delay=5ms")
+        self.assertIn("delay 5ms", reply.get("ok", ""), reply)
+
 
 class AgentClockHealth(unittest.TestCase):
     """With PTP configured, the agent reads instants as master time and
