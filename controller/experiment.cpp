@@ -398,13 +398,24 @@ Status Experiment::rollback(Crew& crew, int64_t not_before_ns, const Status& cau
   Crew asked = only(crew, [](const Member& a) { return a.asked; });
   auto undone = on_each("", asked, [&](Member& a) { return a.agent->roll_back(at, at - base); });
   std::string unresolved;
-  for (const Status& s : undone) {
-    if (!s) unresolved += cat(unresolved.empty() ? "" : "; ", s.message());
+  {
+    // One that comes back (an agent restarted) is resumed then, not only
+    // when its lease ends; the lease still covers one that stays away.
+    const Durations& d = topology_.durations;
+    const int64_t lease_end = base + 2 * d.step_deadline_ns + d.save_deadline_ns;
+    std::lock_guard lock(background_mutex_);
+    for (size_t i = 0; i < undone.size(); ++i) {
+      if (undone[i]) continue;
+      unresolved += cat(unresolved.empty() ? "" : "; ", undone[i].message());
+      stragglers_[asked[i].agent] = lease_end;
+    }
   }
   std::string outcome = "rolled back: every agent that stopped was resumed at one instant";
   if (!unresolved.empty()) {
+    background_wake_.notify_all();
     outcome = cat("rolled back, but not everywhere (", unresolved,
-                  "): those agents resume by themselves when their lease ends");
+                  "): those agents are resumed when they answer again, or by themselves when "
+                  "their lease ends");
   }
   return Status(cause.code(), cat(cause.message(), "; ", outcome,
                                   partial_checkpoint ? "; the partial checkpoint is removed" : ""));

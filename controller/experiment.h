@@ -123,6 +123,9 @@ class Experiment {
   Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);
   Result<Manifest> pause_locked(const PauseRequest& request, const ProgressFn& progress);
   void periodic_loop();
+  // Agents a rollback could not reach: tried again until they answer or
+  // their lease (which resumes them by itself) has ended.
+  void straggler_loop();
   void watch_loop(size_t trigger_index);
   void prune_periodic();
   void log(const std::string& line) const {
@@ -148,6 +151,8 @@ class Experiment {
   std::vector<std::thread> background_;
   std::vector<std::shared_ptr<TriggerStream>> watches_;  // to cancel on stop
   std::vector<std::string> trigger_state_;
+  // Agent -> when its lease ends (master time): rolled back once it is back.
+  std::map<Agent*, int64_t> stragglers_;
   bool experiment_started_ = false;  // every delay node has its epoch
 };
 

@@ -26,6 +26,7 @@ Experiment::~Experiment() {
 void Experiment::start_background() {
   std::lock_guard lock(background_mutex_);
   if (!experiment_started_) background_.emplace_back([this] { experiment_time_loop(); });
+  background_.emplace_back([this] { straggler_loop(); });
   if (topology_.durations.periodic_interval_ns > 0) {
     next_periodic_ns_ =
         clock_sync::SystemClock::realtime_ns() + topology_.durations.periodic_interval_ns;
@@ -37,6 +38,40 @@ void Experiment::start_background() {
   for (int i = 0; i < triggers.size(); ++i) {
     trigger_state_[i] = cat(triggers[i].name(), ": connecting");
     background_.emplace_back([this, i] { watch_loop(static_cast<size_t>(i)); });
+  }
+}
+
+void Experiment::straggler_loop() {
+  std::unique_lock lock(background_mutex_);
+  while (!stopping_) {
+    background_wake_.wait_for(lock, std::chrono::milliseconds(stragglers_.empty() ? 2000 : 250));
+    if (stopping_ || stragglers_.empty()) continue;
+    std::map<Agent*, int64_t> pending = stragglers_;
+    lock.unlock();
+    std::set<Agent*> done;
+    {
+      // Between operations only: an operation that runs now stops and
+      // resumes every agent itself.
+      std::unique_lock op(operation_, std::try_to_lock);
+      if (op.owns_lock()) {
+        for (const auto& [agent, lease_end] : pending) {
+          auto now = clock_->now_ns();
+          const int64_t base = now ? *now : clock_sync::SystemClock::realtime_ns();
+          if (base >= lease_end || store_->state().swapped_out()) {
+            done.insert(agent);  // its lease resumed it, or it stays down
+            continue;
+          }
+          const int64_t at = base + lead_ns();
+          if (Status s = agent->roll_back(at, at - base); s) {
+            log(cat("rollback: ", agent->what(), " answers again: resumed at +",
+                    format_duration_ns(at - base), ", before its lease ended"));
+            done.insert(agent);
+          }
+        }
+      }
+    }
+    lock.lock();
+    for (Agent* a : done) stragglers_.erase(a);
   }
 }
 

@@ -393,6 +393,37 @@ TEST_F(ExperimentTest, StopFailingOnOneVmHostRollsBackEveryAgentAtOneInstant) {
   EXPECT_TRUE(log_says("rollback: freeze: vm host h2"));
 }
 
+TEST_F(ExperimentTest, AnAgentTheRollbackCouldNotReachIsResumedWhenItAnswersAgain) {
+  start(1, 2);
+  experiment_->start_background();
+  hosts_[1]->set(Op::kSave, Outcome::kFail);
+  hosts_[1]->set(Op::kRollBack, Outcome::kFail);  // its agent is gone
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("rolled back, but not everywhere"));
+  EXPECT_THAT(m.status().message(), HasSubstr("resumed when they answer again"));
+  EXPECT_TRUE(hosts_[1]->stopped());
+  // The others are running; h2 is tried again, and resumed once it answers.
+  EXPECT_FALSE(hosts_[0]->stopped());
+  const auto tried_again = [&] { return hosts_[1]->calls_of(Op::kRollBack).size() >= 2; };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!tried_again() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(tried_again()) << "the straggler was not tried again";
+  hosts_[1]->set(Op::kRollBack, Outcome::kSucceed);  // its agent is back
+  while (hosts_[1]->stopped() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(hosts_[1]->stopped()) << "the agent that answers again stays stopped";
+  EXPECT_TRUE(log_says("rollback: vm host h2 answers again"));
+  // Done with it: no more roll-backs once it resumed.
+  const size_t n = hosts_[1]->calls_of(Op::kRollBack).size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(hosts_[1]->calls_of(Op::kRollBack).size(), n);
+  EXPECT_EQ(hosts_[0]->calls_of(Op::kRollBack).size(), 1u);
+}
+
 TEST_F(ExperimentTest, StopHangingPastItsDeadlineRollsBackEveryAgent) {
   start(1, 2);
   hosts_[0]->set(Op::kStopAt, Outcome::kHang);
