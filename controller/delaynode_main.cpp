@@ -73,6 +73,17 @@ Options after --:
                          the clock is not trustworthy, reports clock health
   --ptp-mode MODE        free-running (amber applies ptp4l's offset),
                          disciplined (default) or grandmaster
+  --worker-priority N    run the workers (the lcores that move frames) at
+                         SCHED_FIFO priority N (default 0: as the EAL made
+                         them). On a host shared with the guests, vCPUs
+                         catching up after a resume otherwise take the
+                         workers' cores and frames leave late; an idle
+                         worker sleeps, so the guests keep what it leaves;
+                         but a worker that polls hard then holds its core
+                         and the control plane waits
+  --worker-nice N        or keep them at SCHED_OTHER with nice N (-20..19;
+                         default 0): a larger share of a core shared with
+                         the guests, never all of it
   --vhost-priority N     run DPDK's vhost-user message thread at SCHED_FIFO
                          priority N (default 10; 0 leaves it as it is). QEMU
                          stops and restarts a VM's rings on every stop and
@@ -165,6 +176,8 @@ int main(int argc, char** argv) {
   int stats_interval = 0;
   bool check_only = false;
   int vhost_priority = 10;
+  int worker_priority = 0;
+  int worker_nice = 0;
   amber::controller::AgentOptions agent_options;
   std::string agent_address;
   for (int i = 1; i < argc; ++i) {
@@ -196,6 +209,20 @@ int main(int argc, char** argv) {
       agent_options.store = argv[++i];
     } else if (a == "--export-dir" && i + 1 < argc) {
       agent_options.export_dir = argv[++i];
+    } else if (a == "--worker-priority" && i + 1 < argc) {
+      char* end = nullptr;
+      const long value = std::strtol(argv[++i], &end, 10);
+      worker_priority = static_cast<int>(value);
+      if (end == argv[i] || *end != '\0' || value < 0 || value > 99) {
+        return fail("--worker-priority: give 0 (leave them) or a SCHED_FIFO priority 1..99");
+      }
+    } else if (a == "--worker-nice" && i + 1 < argc) {
+      char* end = nullptr;
+      const long value = std::strtol(argv[++i], &end, 10);
+      worker_nice = static_cast<int>(value);
+      if (end == argv[i] || *end != '\0' || value < -20 || value > 19) {
+        return fail("--worker-nice: give a nice value -20..19 (0 leaves them)");
+      }
     } else if (a == "--vhost-priority" && i + 1 < argc) {
       char* end = nullptr;
       const long value = std::strtol(argv[++i], &end, 10);
@@ -213,6 +240,8 @@ int main(int argc, char** argv) {
 
   auto config = amber::config::load_node_config(config_path);
   if (!config) return fail(config.status().message());
+  config->worker_priority = worker_priority;
+  config->worker_nice = worker_nice;
   auto created = amber::dataplane::DelayNode::create(*config);
   if (!created) return fail(created.status().message());
   auto& node = *created;

@@ -188,6 +188,8 @@ Status DelayNode::create_workers() {
   }
   WorkerOptions options;
   options.idle_sleep_ns = config_.idle_sleep_ns;
+  options.realtime_priority = config_.worker_priority;
+  options.nice = config_.worker_nice;
   for (size_t i = 0; i < lcores.size(); ++i) {
     if (assigned[i].empty()) continue;
     std::string name = cat("amber_cmd_", lcores[i]);

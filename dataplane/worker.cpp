@@ -1,11 +1,18 @@
 #include "dataplane/worker.h"
 
 #include <rte_ethdev.h>
+#include <pthread.h>
 #include <rte_prefetch.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <sys/prctl.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <chrono>
 #include <thread>
 
@@ -27,6 +34,28 @@ int Worker::run(const std::atomic<bool>& stop) {
   // Short sleeps must be short: the default 50 us timer slack would make
   // every idle sleep overshoot the departure bound.
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  if (options_.realtime_priority > 0) {
+    sched_param param{};
+    param.sched_priority = options_.realtime_priority;
+    if (int err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param); err != 0) {
+      std::fprintf(stderr,
+                   "amber-delaynode: warning: worker on lcore %u stays at its scheduling "
+                   "policy: SCHED_FIFO %d refused (%s)\n",
+                   lcore_, options_.realtime_priority, std::strerror(err));
+    } else {
+      std::printf("amber-delaynode: worker on lcore %u at SCHED_FIFO %d\n", lcore_,
+                  options_.realtime_priority);
+      std::fflush(stdout);
+    }
+  } else if (options_.nice != 0) {
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), options_.nice) != 0) {
+      std::fprintf(stderr, "amber-delaynode: warning: worker on lcore %u: nice %d refused (%s)\n",
+                   lcore_, options_.nice, std::strerror(errno));
+    } else {
+      std::printf("amber-delaynode: worker on lcore %u at nice %d\n", lcore_, options_.nice);
+      std::fflush(stdout);
+    }
+  }
   while (!stop.load(std::memory_order_relaxed)) {
     if (rte_ring_count(commands_) != 0) {
       // A command sees every frame received so far in its pipe.

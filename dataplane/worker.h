@@ -22,6 +22,14 @@ struct WorkerOptions {
   // longest sleep asked for; 0 spins.
   int64_t idle_sleep_ns = 10'000;
   uint32_t idle_polls_before_sleep = 64;
+  // SCHED_FIFO priority of the worker's thread (1..99); 0 leaves it as the
+  // EAL made it. On a host that also runs the guests, the scheduler's
+  // fairness otherwise hands the node's core to vCPUs that catch up after a
+  // resume, and frames leave late; the idle sleeps give the core back.
+  int realtime_priority = 0;
+  // Or, at SCHED_OTHER, this nice value (-20..19; 0 leaves it): a heavier
+  // share of a core the guests also want, without taking it whole.
+  int nice = 0;
 };
 
 class Worker {

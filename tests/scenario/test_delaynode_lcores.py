@@ -61,6 +61,47 @@ class SpreadOverLcores(unittest.TestCase):
         self.assertIn("[final] two/b_to_a", out)
 
 
+def thread_schedules(pid):
+    """(policy, nice) of every thread of `pid`, by thread id: policy from
+    sched_getscheduler, nice from /proc's stat (field 19)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (os.sched_getscheduler(int(tid)), int(fields[16]))
+        except (OSError, IndexError):
+            pass  # a thread that ended meanwhile
+    return out
+
+
+class WorkerScheduling(unittest.TestCase):
+    """--worker-nice and --worker-priority change the workers' threads (the
+    lcores that move frames), and only those."""
+
+    def run_node(self, option, prefix, lcores="0@0,1@1"):
+        vdevs = []
+        for i in range(2):
+            vdevs += ["--vdev", f"net_null{i},size=64"]
+        config = CONFIG.split("link {")[0] + \
+            'link { name: "one" port_a: "net_null0" port_b: "net_null1" both { delay: "1ms" rate: "100Mbit" } }\n'
+        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        return lab.DelayNode(binary, config, [], prefix, lcores=lcores, extra_eal=vdevs, app=option)
+
+    def test_worker_nice_lowers_the_workers_nice_only(self):
+        with self.run_node(["--worker-nice", "-5"], "amb-lc-nice") as node:
+            lab.wait_for(lambda: "at nice -5" in node.output(), 10, "the worker's nice line")
+            nices = [n for _, n in thread_schedules(node.proc.pid).values()]
+            self.assertEqual(nices.count(-5), 1, nices)  # the one worker
+            self.assertGreater(nices.count(0), 1, nices)  # everything else as it was
+
+    def test_worker_priority_runs_the_workers_at_sched_fifo(self):
+        with self.run_node(["--worker-priority", "3"], "amb-lc-fifo") as node:
+            lab.wait_for(lambda: "at SCHED_FIFO 3" in node.output(), 10, "the worker's FIFO line")
+            policies = [p for p, _ in thread_schedules(node.proc.pid).values()]
+            self.assertEqual(policies.count(os.SCHED_FIFO), 1, policies)
+
+
 class BadOptions(unittest.TestCase):
     def test_bad_options_stop_start_up_naming_the_option(self):
         binary = os.path.join(BUILD, "controller", "amber-delaynode")
@@ -71,6 +112,8 @@ class BadOptions(unittest.TestCase):
         for option, message in ((["--vhost-priority", "abc"], "--vhost-priority"),
                                 (["--vhost-priority", "100"], "--vhost-priority"),
                                 (["--stats-interval", "0"], "--stats-interval"),
+                                (["--worker-priority", "100"], "--worker-priority"),
+                                (["--worker-nice", "-21"], "--worker-nice"),
                                 (["--frobnicate"], "unknown or incomplete option '--frobnicate'")):
             r = subprocess.run([binary, "-l", "0", "--no-pci", "--in-memory", "--file-prefix",
                                 prefix, "--log-level",
