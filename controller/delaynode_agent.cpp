@@ -466,6 +466,8 @@ class Service final : public agent::DelayNodeAgent::Service {
       dropped["dup_no_mbuf"] = s.node.dup_no_mbuf;
       dropped["oversize"] = s.node.oversize;
       dropped["no_priv_area"] = s.node.no_priv_area;
+      p->set_late_departures(s.node.late_departures);
+      for (uint64_t n : s.node.burst_lateness) p->add_tx_bursts_by_lateness(n);
       p->set_rate_now_bps(s.rate_now_bps);
       p->set_delay_now_ns(s.delay_now_ns);
       if (s.config.schedule) fill_schedule(s, *p->mutable_schedule());
