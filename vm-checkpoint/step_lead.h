@@ -15,7 +15,7 @@ namespace amber::vm {
 struct StepLeadPolicy {
   enum class Mode {
     kOff,    // send at the instant
-    kAuto,   // the median of the last `window` lags (none yet: send at the instant)
+    kAuto,   // the median of the last `window` lags (fewer than 3 yet: at the instant)
     kFixed,  // always `fixed`
   };
   Mode mode = Mode::kOff;
@@ -28,6 +28,8 @@ struct StepLeadPolicy {
 
 class StepLead {
  public:
+  // Lags needed before an automatic lead is used (fewer: at the instant).
+  static constexpr std::size_t kMinLags = 3;
   explicit StepLead(StepLeadPolicy policy = {}) : policy_(policy) {}
   std::chrono::nanoseconds lead() const;
   // One step's lag from the command leaving to QEMU's event.

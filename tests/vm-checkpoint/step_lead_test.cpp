@@ -43,9 +43,21 @@ TEST(StepLead, AutoIsCappedAndNeverNegative) {
   StepLead lead = automatic(3);
   for (int i = 0; i < 3; ++i) lead.record(milliseconds(500));  // a host stalled for long
   EXPECT_EQ(lead.lead(), StepLeadPolicy{}.cap);
-  StepLead early = automatic(1);
-  early.record(milliseconds(-1));  // QEMU's clock and ours disagree a little
+  StepLead early = automatic(3);
+  for (int i = 0; i < 3; ++i) early.record(milliseconds(-1));  // QEMU's clock and ours disagree
   EXPECT_EQ(early.lead(), nanoseconds(0));
+}
+
+TEST(StepLead, AutoWaitsForThreeLagsBeforeLeading) {
+  // A first stop that lagged 29 ms (the VM's first since boot), then 0.6 ms
+  // ones: the lead stays at the instant until the third, then follows them.
+  StepLead lead = automatic(9);
+  lead.record(milliseconds(29));
+  EXPECT_EQ(lead.lead(), nanoseconds(0));
+  lead.record(std::chrono::microseconds(600));
+  EXPECT_EQ(lead.lead(), nanoseconds(0));
+  lead.record(std::chrono::microseconds(600));
+  EXPECT_EQ(lead.lead(), std::chrono::microseconds(600));
 }
 
 }  // namespace
