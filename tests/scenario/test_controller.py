@@ -331,6 +331,94 @@ trigger {{ name: "frame" frame {{ delay_node: "dn1" link: "lfn" hex: "{pattern}"
             self.assertIn("removed", e.controller.output() + f.read())
         self.assert_running_and_clean()
 
+    def test_7b_link_events_across_a_checkpoint_and_a_restore(self):
+        """Issue #17: link events in experiment time, and a trace, with a
+        checkpoint and a restore landing between a link's down and up. The
+        restore brings the pending events back at their experiment time
+        (an event that fired before the checkpoint never again) and the
+        trace back to its position."""
+        e = self.exp
+        trace = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "traces",
+                             "Verizon-LTE-short.down")
+        e.node_ctl("set", "lfn", "b_to_a", f"trace={os.path.abspath(trace)}")
+        c1 = e.console("vm1")
+
+        def pipe(status, direction):
+            node = next(a for a in status["agents"] if a["kind"] == "delay node")
+            return next(p for p in node["pipes"] if p["pipe"]["direction"] == direction)
+
+        def now(status):
+            return int(status["experiment_ns"])
+
+        s = 1_000_000_000
+        x = now(e.ctl("status"))
+        plan = [(3, "delay=40ms"), (6, "down"), (14, "up"), (15, "delay=20ms")]
+        for at, change in plan:
+            r = e.ctl("schedule", "lfn", "a_to_b", "--at-experiment", f"{(x + at * s) // 1000}us",
+                      *change.split())
+            self.assertIn(change, r["detail"])
+        refused = e.ctl("schedule", "lfn", "--at-experiment", "1s", "seed=3", check=False,
+                        json_out=False)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("unknown key 'seed'", refused.stderr)
+        try:
+            # vm1 -> vm2 crosses a_to_b; the replies cross the traced b_to_a.
+            c1.send("ping -q -i 0.2 -c 400 -W 1 10.88.0.2 > /tmp/ping-ev.txt 2>&1 &")
+            lab.wait_for(lambda: pipe(e.ctl("status"), "a_to_b")["down"], 30, "the link down")
+            lab.wait_for(lambda: int(pipe(e.ctl("status"), "a_to_b")["dropped"]["link_down"]) > 2,
+                         10, "frames dropped as link_down")
+            before = e.ctl("status")
+            trace_at_checkpoint = pipe(before, "b_to_a")["schedule"].get("trace_index", 0)
+            m = e.ctl("checkpoint", "--label", "link down")
+            after = e.ctl("status")
+            a_to_b = pipe(after, "a_to_b")
+            self.assertTrue(a_to_b["down"])
+            self.assertEqual(a_to_b["delay_now_ns"], str(40_000_000))
+            pending = [(ev["change"], int(ev["at_experiment_ns"])) for ev in a_to_b["events"]]
+            self.assertEqual([c for c, _ in pending], ["up", "delay=20ms"])
+            # At their experiment time; an alignment shift after the resume
+            # moves them with the direction by the VM's pause excess (ms).
+            for (_, at), want in zip(pending, (14, 15)):
+                self.assertLess(abs(at - (x + want * s)), 100_000_000, pending)
+            # The original timeline runs past the up and the last event.
+            lab.wait_for(lambda: now(e.ctl("status")) > x + 16 * s, 60, "experiment time 16 s")
+            ran_on = e.ctl("status")
+            self.assertFalse(pipe(ran_on, "a_to_b")["down"])
+            self.assertEqual(pipe(ran_on, "a_to_b")["pending_events"], 0)
+            self.assertEqual(pipe(ran_on, "a_to_b")["delay_now_ns"], str(20_000_000))
+            trace_ran_on = pipe(ran_on, "b_to_a")["schedule"]["trace_index"]
+
+            e.ctl("restore", m["id"])
+            back = e.ctl("status")
+            self.assertLess(now(back), x + 14 * s)
+            a_to_b = pipe(back, "a_to_b")
+            self.assertTrue(a_to_b["down"], a_to_b)
+            self.assertEqual(a_to_b["delay_now_ns"], str(40_000_000))
+            self.assertEqual([ev["change"] for ev in a_to_b["events"]], ["up", "delay=20ms"])
+            b_to_a = pipe(back, "b_to_a")
+            self.assertEqual(b_to_a["schedule"]["state"], "running")
+            self.assertLessEqual(trace_at_checkpoint, b_to_a["schedule"]["trace_index"])
+            self.assertLess(b_to_a["schedule"]["trace_index"], trace_ran_on)
+            # The up fires again in the restored timeline, at its instant.
+            last_down = now(back)
+            while True:
+                st = e.ctl("status")
+                if not pipe(st, "a_to_b")["down"]:
+                    break
+                last_down = now(st)
+                self.assertLess(last_down, x + 20 * s, "the up never fired after the restore")
+                time.sleep(0.05)
+            self.assertLess(last_down, x + 14 * s + 100_000_000)
+            self.assertGreater(now(st), x + 14 * s - 100_000_000)
+            lab.wait_for(lambda: pipe(e.ctl("status"), "a_to_b")["pending_events"] == 0, 30,
+                         "the last event")
+        finally:
+            c1.run("killall ping; true")
+            e.node_ctl("set", "lfn", "b_to_a", "trace=none")
+            e.ctl("schedule", "lfn", "--clear")
+            e.node_ctl("set", "lfn", "a_to_b", "delay=20ms", "down=no")
+        self.assert_running_and_clean()
+
 
 class RestoreOntoAnotherHost(unittest.TestCase):
     """A swapped-out experiment comes back on another VM host: the topology
