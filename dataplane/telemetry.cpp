@@ -116,7 +116,8 @@ int handle_links(const char*, const char*, rte_tel_data* out) {
 // A change through the node's operation lock, like the agent's
 // SetLinkParams, and never while the node is frozen: between a checkpoint's
 // freeze and its thaw a change would land in the saved or the restored
-// timeline (#16 defect 8).
+// timeline (#16 defect 8). The agent allows that on purpose (a restored
+// node changed before its thaw); this socket has no say in checkpoints.
 Result<std::string> set_link(DelayNode& node, const std::string& link, const std::string& dir,
                              std::string_view settings) {
   // A short wait: an agent call in progress (a Save) can take minutes,
@@ -128,7 +129,7 @@ Result<std::string> set_link(DelayNode& node, const std::string& link, const std
   if (*frozen) {
     return failed_precondition(
         "/amber/set: the node is frozen (a checkpoint or amberctl freeze): change links after "
-        "the thaw");
+        "the thaw, or through the agent (amberctl set) to change the frozen node on purpose");
   }
   auto current = node.pipe_config(link, dir);
   if (!current) return current.status();
