@@ -149,6 +149,15 @@ int raise_threads(const char* name, int priority) {
   return raised;
 }
 
+// `text` as a whole decimal integer within [lo, hi] into *out.
+bool int_in(const char* text, long lo, long hi, int* out) {
+  char* end = nullptr;
+  const long value = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || value < lo || value > hi) return false;
+  *out = static_cast<int>(value);
+  return true;
+}
+
 int fail(const std::string& message) {
   std::fprintf(stderr, "amber-delaynode: %s\n", message.c_str());
   rte_eal_cleanup();
@@ -210,24 +219,15 @@ int main(int argc, char** argv) {
     } else if (a == "--export-dir" && i + 1 < argc) {
       agent_options.export_dir = argv[++i];
     } else if (a == "--worker-priority" && i + 1 < argc) {
-      char* end = nullptr;
-      const long value = std::strtol(argv[++i], &end, 10);
-      worker_priority = static_cast<int>(value);
-      if (end == argv[i] || *end != '\0' || value < 0 || value > 99) {
+      if (!int_in(argv[++i], 0, 99, &worker_priority)) {
         return fail("--worker-priority: give 0 (leave them) or a SCHED_FIFO priority 1..99");
       }
     } else if (a == "--worker-nice" && i + 1 < argc) {
-      char* end = nullptr;
-      const long value = std::strtol(argv[++i], &end, 10);
-      worker_nice = static_cast<int>(value);
-      if (end == argv[i] || *end != '\0' || value < -20 || value > 19) {
+      if (!int_in(argv[++i], -20, 19, &worker_nice)) {
         return fail("--worker-nice: give a nice value -20..19 (0 leaves them)");
       }
     } else if (a == "--vhost-priority" && i + 1 < argc) {
-      char* end = nullptr;
-      const long value = std::strtol(argv[++i], &end, 10);
-      vhost_priority = static_cast<int>(value);
-      if (end == argv[i] || *end != '\0' || value < 0 || value > 99) {
+      if (!int_in(argv[++i], 0, 99, &vhost_priority)) {
         return fail("--vhost-priority: give 0 (leave it) or a SCHED_FIFO priority 1..99");
       }
     } else if (a == "--check") {
