@@ -88,7 +88,9 @@ class Evaluation:
         common = dict(link=link, mgmt=True, vm_mib=a.vm_mib,
                       append=("", "amber.workload=iperf3-server"),
                       topology_extra=TOPOLOGY_EXTRA, align_network=align_network(a),
-                      delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10))),
+                      delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10)),
+                                     "--worker-priority", str(getattr(a, "worker_priority", 0)),
+                                     "--worker-nice", str(getattr(a, "worker_nice", 0))),
                       vmhost_extra=vmhost_lines(a))
         if topology == "testbed":
             self.exp = TestbedExperiment(a.build, prefix="amb-evt", pmd=a.pmd,
@@ -147,14 +149,20 @@ class Evaluation:
         for port in st.get("ports", []):
             for k in ("rx_missed", "rx_no_mbuf", "tx_errors"):
                 dropped[f"port_{k}"] = dropped.get(f"port_{k}", 0) + int(port.get(k, 0))
+        # Tx bursts that left 1 ms or more after their departure (the
+        # node's last two lateness buckets, PipeStats.tx_bursts_by_lateness):
+        # the node itself, starved of its CPU, delivering late.
+        late = sum(sum(int(n) for n in p.get("tx_bursts_by_lateness", [0] * 12)[10:])
+                   for p in st["pipes"])
         return {"frames_in": sum(int(p["frames_in"]) for p in st["pipes"]),
                 "frames_out": sum(int(p["frames_out"]) for p in st["pipes"]),
-                "dropped": dropped}
+                "late_bursts_1ms": late, "dropped": dropped}
 
     @staticmethod
     def delta(before, after):
         return {"frames_in": after["frames_in"] - before["frames_in"],
                 "frames_out": after["frames_out"] - before["frames_out"],
+                "late_bursts_1ms": after.get("late_bursts_1ms", 0) - before.get("late_bursts_1ms", 0),
                 "dropped": {k: v - before["dropped"].get(k, 0) for k, v in after["dropped"].items()}}
 
     def probe_kinds(self):
@@ -318,7 +326,10 @@ class Evaluation:
         os.makedirs(run_dir, exist_ok=True)
         for vm, probes in self.probe_kinds().items():
             self.probes[vm].start(probes, port=5201, rx_max=self.rx_records())
-        self.sampler = threads.ThreadSampler(self.pids).start()
+        # Off unless asked: reading every thread's schedstat each 20 ms
+        # costs about a tenth of a core, which the guests then miss.
+        self.sampler = (threads.ThreadSampler(self.pids).start()
+                        if getattr(a, "sample_threads", False) else None)
         time.sleep(1)
         anchors = {vm: [x] for vm, x in self.anchors().items()}
         before = self.node_counters()
@@ -361,11 +372,13 @@ class Evaluation:
                 time.sleep(max(0, (c["resume_ns"] + 1_200_000_000 - time.time_ns()) / 1e9))
                 for vm, x in self.anchors(40).items():
                     anchors[vm].append(x)
-                c["delaynode_dropped_around"] = sum(
-                    self.delta(counters, self.node_counters())["dropped"].values())
+                around = self.delta(counters, self.node_counters())
+                c["delaynode_dropped_around"] = sum(around["dropped"].values())
+                c["delaynode_late_bursts_around"] = around["late_bursts_1ms"]
                 say(f"  {name}: checkpoint {k} ({m['id']}): paused "
                     f"{(c['resume_ns'] - c['freeze_ns']) / 1e6:.0f} ms, saved "
-                    f"{int(m['total_bytes']) / 1e6:.0f} MB", a.quiet)
+                    f"{int(m['total_bytes']) / 1e6:.0f} MB, node bursts >= 1 ms late around it: "
+                    f"{around['late_bursts_1ms']}", a.quiet)
                 k += 1
         console.wait_for("IPERF-1-DONE", a.duration + 90 + paused / 1e9, start)
         return self.finish(name, kind, run_dir, iperf_start, checkpoints, anchors, before)
@@ -584,6 +597,8 @@ def evaluate(a, keep=None):
               "realtime_boost": getattr(a, "realtime_boost", False),
               "pause_alignment": getattr(a, "pause_alignment", None) or "on",
               "align_network": "on" if align_network(a) else "off",
+              "worker_priority": getattr(a, "worker_priority", 0),
+              "worker_nice": getattr(a, "worker_nice", 0),
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "driver": "bench/transparency/evaluate.py (amber-controller, amberctl)",
@@ -692,6 +707,15 @@ def parser():
                    help="the sender also runs the CPU work unit (cpu_at/cpu_max; busies its vCPU)")
     p.add_argument("--vhost-priority", type=int, default=10,
                    help="the delay node's --vhost-priority (0: DPDK's vhost thread as it is)")
+    p.add_argument("--worker-priority", type=int, default=0,
+                   help="the delay node's --worker-priority (SCHED_FIFO of the lcores that move "
+                        "frames; 0: as the EAL made them)")
+    p.add_argument("--worker-nice", type=int, default=0,
+                   help="the delay node's --worker-nice (nice of the lcores that move frames)")
+    p.add_argument("--sample-threads", action="store_true",
+                   help="sample every thread's scheduler statistics (runs/*/threads.json, "
+                        "threads.py EVAL_DIR): who had the CPUs around each checkpoint; costs "
+                        "about a tenth of a core")
     p.add_argument("--step-lead",
                    help="the VM host's step_lead: auto, off or a duration (default: the agent's, "
                         "auto)")
