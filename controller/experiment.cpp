@@ -345,9 +345,19 @@ Status Experiment::resume_all(int64_t at_ns, Crew& crew, Manifest* manifest,
     report(progress, "resume", cat("warning: ", late, ": the instant had passed when it arrived"));
   }
   if (Status s = first_error(resumed); !s) {
+    // Like a rollback's: one that answers again is resumed then.
+    const Durations& d = topology_.durations;
+    const int64_t lease_end = at_ns + 2 * d.step_deadline_ns + d.save_deadline_ns;
+    {
+      std::lock_guard lock(background_mutex_);
+      for (size_t i = 0; i < crew.size(); ++i) {
+        if (!resumed[i]) stragglers_[crew[i].agent] = lease_end;
+      }
+    }
+    background_wake_.notify_all();
     return Status(s.code(), cat(s.message(),
-                                "; an agent that missed the resume resumes by "
-                                "itself when its lease ends"));
+                                "; an agent that missed the resume is resumed when it answers "
+                                "again, or by itself when its lease ends"));
   }
   std::map<std::string, int64_t> excess;
   for (const auto& r : resumed) {

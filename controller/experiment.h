@@ -123,9 +123,12 @@ class Experiment {
   Result<Manifest> restore_locked(const RestoreRequest& request, const ProgressFn& progress);
   Result<Manifest> pause_locked(const PauseRequest& request, const ProgressFn& progress);
   void periodic_loop();
-  // Agents a rollback could not reach: tried again until they answer or
-  // their lease (which resumes them by itself) has ended.
+  // Agents a rollback or a resume could not reach: tried again until they
+  // answer or their lease (which resumes them by itself) has ended.
   void straggler_loop();
+  // Between operations: every agent found stopped is resumed at one
+  // instant (straggler_loop, for a lease's length after the start).
+  void resume_left_stopped();
   void watch_loop(size_t trigger_index);
   void prune_periodic();
   void log(const std::string& line) const {

@@ -8,6 +8,7 @@
 #include "common/strings.h"
 #include "common/units.h"
 #include "controller/experiment.h"
+#include "controller/experiment_steps.h"
 
 namespace amber::controller {
 
@@ -42,10 +43,26 @@ void Experiment::start_background() {
 }
 
 void Experiment::straggler_loop() {
+  // A controller killed after its agents took a StopAt finds them running
+  // when it starts again (reconcile()), and they stop at T with nobody to
+  // resume them but their lease: for as long as such a lease can last
+  // after the start, agents found stopped between operations are resumed.
+  const Durations& d = topology_.durations;
+  const int64_t watch_until =
+      clock_sync::SystemClock::realtime_ns() + 2 * d.step_deadline_ns + d.save_deadline_ns;
   std::unique_lock lock(background_mutex_);
   while (!stopping_) {
-    background_wake_.wait_for(lock, std::chrono::milliseconds(stragglers_.empty() ? 2000 : 250));
-    if (stopping_ || stragglers_.empty()) continue;
+    const bool watching = clock_sync::SystemClock::realtime_ns() < watch_until;
+    background_wake_.wait_for(
+        lock, std::chrono::milliseconds(!stragglers_.empty() ? 250 : watching ? 1000 : 2000));
+    if (stopping_) continue;
+    if (stragglers_.empty() && watching) {
+      lock.unlock();
+      resume_left_stopped();
+      lock.lock();
+      continue;
+    }
+    if (stragglers_.empty()) continue;
     std::map<Agent*, int64_t> pending = stragglers_;
     lock.unlock();
     std::set<Agent*> done;
@@ -72,6 +89,26 @@ void Experiment::straggler_loop() {
     }
     lock.lock();
     for (Agent* a : done) stragglers_.erase(a);
+  }
+}
+
+void Experiment::resume_left_stopped() {
+  std::unique_lock op(operation_, std::try_to_lock);
+  if (!op.owns_lock() || store_->state().swapped_out()) return;
+  Crew all = crew_of(agents_, everyone);
+  auto found = on_each("", all, [](Member& a) { return a.agent->status(); });
+  for (size_t i = 0; i < all.size(); ++i) all[i].asked = found[i].reachable() && found[i].frozen();
+  Crew stopped = only(all, [](const Member& a) { return a.asked; });
+  if (stopped.empty()) return;
+  auto now = clock_->now_ns();
+  const int64_t base = now ? *now : clock_sync::SystemClock::realtime_ns();
+  const int64_t at = base + lead_ns();
+  auto undone =
+      on_each("reconcile", stopped, [&](Member& a) { return a.agent->roll_back(at, at - base); });
+  for (size_t i = 0; i < stopped.size(); ++i) {
+    log(cat("reconcile: ", stopped[i].agent->what(),
+            " stopped after this controller started (an operation of the one before): ",
+            undone[i] ? "resumed" : cat("not resumed: ", undone[i].message(), " (its lease will)")));
   }
 }
 

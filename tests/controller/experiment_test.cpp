@@ -424,6 +424,46 @@ TEST_F(ExperimentTest, AnAgentTheRollbackCouldNotReachIsResumedWhenItAnswersAgai
   EXPECT_EQ(hosts_[0]->calls_of(Op::kRollBack).size(), 1u);
 }
 
+TEST_F(ExperimentTest, AnAgentThatMissedTheResumeIsResumedWhenItAnswersAgain) {
+  start(1, 2);
+  experiment_->start_background();
+  hosts_[1]->set(Op::kResumeAt, Outcome::kFail);  // its agent went away after the save
+  hosts_[1]->set(Op::kRollBack, Outcome::kFail);
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("is resumed when it answers again"));
+  EXPECT_TRUE(hosts_[1]->stopped());
+  hosts_[1]->set(Op::kRollBack, Outcome::kSucceed);  // back
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (hosts_[1]->stopped() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(hosts_[1]->stopped()) << "the agent that missed the resume stays stopped";
+  EXPECT_TRUE(log_says("rollback: vm host h2 answers again"));
+  EXPECT_TRUE(hosts_[0]->calls_of(Op::kRollBack).empty());  // the others resumed as planned
+}
+
+TEST_F(ExperimentTest, AgentsThatStopAfterTheControllerStartedAreResumed) {
+  // A controller killed after its StopAt: the agents were running when the
+  // new one reconciled, and stop at T after it started.
+  start(1, 1);
+  experiment_->start_background();
+  ASSERT_TRUE(nodes_[0]->stop_at(kStart + 1'000'000, kStart + 10'000'000'000, 0).is_ok());
+  ASSERT_TRUE(hosts_[0]->stop_at(kStart + 1'000'000, kStart + 10'000'000'000, 0).is_ok());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((nodes_[0]->stopped() || hosts_[0]->stopped()) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(nodes_[0]->stopped());
+  EXPECT_FALSE(hosts_[0]->stopped());
+  // At one instant.
+  ASSERT_EQ(nodes_[0]->calls_of(Op::kRollBack).size(), 1u);
+  ASSERT_EQ(hosts_[0]->calls_of(Op::kRollBack).size(), 1u);
+  EXPECT_EQ(nodes_[0]->calls_of(Op::kRollBack)[0].at_ns, hosts_[0]->calls_of(Op::kRollBack)[0].at_ns);
+  EXPECT_TRUE(log_says("stopped after this controller started"));
+}
+
 TEST_F(ExperimentTest, StopHangingPastItsDeadlineRollsBackEveryAgent) {
   start(1, 2);
   hosts_[0]->set(Op::kStopAt, Outcome::kHang);
