@@ -3,6 +3,7 @@
 #include <rte_ethdev.h>
 #include <rte_telemetry.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <optional>
 
 #include "common/strings.h"
+#include "link-emulator/link_event.h"
 #include "link-emulator/pipe_edit.h"
 
 namespace amber::dataplane {
@@ -75,6 +77,22 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
       add_u64(d, "schedule_loops", st.loops);
       add_u64(d, "trace_index", st.trace_index);
       add_u64(d, "trace_loops", st.trace_loops);
+    }
+    // Link events: down or up now, how many are pending and the first of
+    // them ("at_virtual_ns change", on the node's virtual clock, as the
+    // agent's PipeStats.events give them).
+    add_u64(d, "down", s.config.down ? 1 : 0);
+    add_u64(d, "pending_events", s.pending_events);
+    if (s.pending_events > 0) {
+      rte_tel_data* events = rte_tel_data_alloc();
+      rte_tel_data_start_array(events, RTE_TEL_STRING_VAL);
+      const size_t shown = std::min<size_t>(s.pending_events, s.next_events.size());
+      for (size_t i = 0; i < shown; ++i) {
+        const std::string e = cat(s.next_events[i].at_ns + s.shift_ns, " ",
+                                  link::describe_change(s.next_events[i]));
+        rte_tel_data_add_array_string(events, e.c_str());
+      }
+      rte_tel_data_add_dict_container(d, "events", events, 0);
     }
     rte_tel_data_add_dict_container(out, cat(s.link, "/", s.direction).c_str(), d, 0);
   }

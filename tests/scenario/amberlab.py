@@ -204,6 +204,20 @@ def kernel_port_vdev(i, iface, pmd="af_packet"):
     return f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"
 
 
+def telemetry(prefix, command):
+    """Sends one command to the DPDK telemetry socket of the node started
+    with --file-prefix `prefix`, returns its JSON."""
+    path = f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(5)
+    s.connect(path)
+    s.recv(16384)  # greeting
+    s.send(command.encode())
+    reply = json.loads(s.recv(1 << 20).decode())
+    s.close()
+    return reply[command.split(",")[0]]
+
+
 class DelayNode:
     """amber-delaynode on af_packet ports bound to the given interfaces."""
 
@@ -243,16 +257,7 @@ class DelayNode:
             return f.read()
 
     def telemetry(self, command):
-        """Sends one command to the node's DPDK telemetry socket, returns JSON."""
-        path = f"/var/run/dpdk/{self.prefix}/dpdk_telemetry.v2"
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.settimeout(5)
-        s.connect(path)
-        s.recv(16384)  # greeting
-        s.send(command.encode())
-        reply = json.loads(s.recv(1 << 20).decode())
-        s.close()
-        return reply[command.split(",")[0]]
+        return telemetry(self.prefix, command)
 
     def drops(self):
         """Every frame the node dropped: in its pipes, by cause, and at its

@@ -509,6 +509,10 @@ class Experiment:
     def node_stats(self):
         return self.node_ctl("stats")
 
+    def node_telemetry(self, command):
+        """The node's DPDK telemetry socket (/amber/stats, ...), as JSON."""
+        return lab.telemetry(self.prefix, command)
+
     def checkpoints_on_disk(self):
         d = os.path.join(self.store, "e2e")
         return sorted(x for x in os.listdir(d) if x.startswith("c")) if os.path.isdir(d) else []

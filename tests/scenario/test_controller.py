@@ -380,6 +380,10 @@ trigger {{ name: "frame" frame {{ delay_node: "dn1" link: "lfn" hex: "{pattern}"
             # moves them with the direction by the VM's pause excess (ms).
             for (_, at), want in zip(pending, (14, 15)):
                 self.assertLess(abs(at - (x + want * s)), 100_000_000, pending)
+            # The node's telemetry says the same, on its virtual clock.
+            tel = e.node_telemetry("/amber/stats")["lfn/a_to_b"]
+            self.assertEqual((tel["down"], tel["pending_events"]), (1, 2), tel)
+            self.assertEqual([ev.split(" ", 1)[1] for ev in tel["events"]], ["up", "delay=20ms"])
             # The original timeline runs past the up and the last event.
             lab.wait_for(lambda: now(e.ctl("status")) > x + 16 * s, 60, "experiment time 16 s")
             ran_on = e.ctl("status")
