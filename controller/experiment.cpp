@@ -303,6 +303,19 @@ Status Experiment::stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_
     });
   }
   if (Status s = first_error(saved); !s) return s;
+  // A delay node that died while the VMs were saving took their vhost-user
+  // back ends with it: QEMU resets the rings' state when its back end goes,
+  // and a checkpoint of those VMs restores with a dead network (the fault
+  // matrix's "delay node killed mid-save"). Such a checkpoint is not kept.
+  for (Member& a : crew) {
+    if (!a.agent->moves_network()) continue;
+    const AgentStatus st = a.agent->status();
+    if (!st.reachable()) {
+      return unavailable(cat("save: ", a.agent->what(), " stopped answering during the save (",
+                             st.error(), "): the VMs' vhost-user back ends went with it and ",
+                             "their saved state would restore without a network"));
+    }
+  }
   uint64_t total = 0;
   for (size_t i = 0; i < crew.size(); ++i) {
     for (auto& piece : saved[i]->pieces) {

@@ -464,6 +464,19 @@ TEST_F(ExperimentTest, AgentsThatStopAfterTheControllerStartedAreResumed) {
   EXPECT_TRUE(log_says("stopped after this controller started"));
 }
 
+TEST_F(ExperimentTest, ANodeThatDiesDuringTheVmsSaveIsNotKeptAsACheckpoint) {
+  // The VMs' vhost-user back ends go with the node: their saved state would
+  // restore without a network (fault matrix: delay node killed mid-save).
+  start(1, 1);
+  hosts_[0]->on(Op::kSave, [&] { nodes_[0]->set_unreachable(true); });
+  auto m = checkpoint();
+  ASSERT_FALSE(m.is_ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("delay node dn1 stopped answering during the save"));
+  EXPECT_THAT(m.status().message(), HasSubstr("the partial checkpoint is removed"));
+  EXPECT_TRUE(folders().empty());
+  EXPECT_FALSE(hosts_[0]->stopped());  // rolled back
+}
+
 TEST_F(ExperimentTest, StopHangingPastItsDeadlineRollsBackEveryAgent) {
   start(1, 2);
   hosts_[0]->set(Op::kStopAt, Outcome::kHang);
