@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -156,6 +157,9 @@ class Experiment {
   std::vector<std::string> trigger_state_;
   // Agent -> when its lease ends (master time): rolled back once it is back.
   std::map<Agent*, int64_t> stragglers_;
+  // Agents a failed restore could not shut down: shut down when they
+  // answer again, while the experiment is still swapped out.
+  std::set<Agent*> to_shut_down_;
   bool experiment_started_ = false;  // every delay node has its epoch
 };
 

@@ -54,8 +54,32 @@ void Experiment::straggler_loop() {
   while (!stopping_) {
     const bool watching = clock_sync::SystemClock::realtime_ns() < watch_until;
     background_wake_.wait_for(
-        lock, std::chrono::milliseconds(!stragglers_.empty() ? 250 : watching ? 1000 : 2000));
+        lock, std::chrono::milliseconds(!stragglers_.empty() || !to_shut_down_.empty() ? 250
+                                        : watching                                     ? 1000
+                                                                                       : 2000));
     if (stopping_) continue;
+    if (!to_shut_down_.empty()) {
+      std::set<Agent*> pending = to_shut_down_;
+      lock.unlock();
+      std::set<Agent*> done;
+      {
+        std::unique_lock op(operation_, std::try_to_lock);
+        if (op.owns_lock()) {
+          const bool down = store_->state().swapped_out();
+          for (Agent* agent : pending) {
+            if (!down) {
+              done.insert(agent);  // restored since: its restore took care of it
+            } else if (Status s = agent->shutdown(); s) {
+              log(cat("restore: ", agent->what(),
+                      " answers again: shut down (the experiment is swapped out)"));
+              done.insert(agent);
+            }
+          }
+        }
+      }
+      lock.lock();
+      for (Agent* a : done) to_shut_down_.erase(a);
+    }
     if (stragglers_.empty() && watching) {
       lock.unlock();
       resume_left_stopped();

@@ -118,8 +118,18 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   if (Status s = first_error(loaded); !s) {
     // Down for good, not until the leases end: the VMs that loaded quit,
     // the nodes hold.
-    (void)on_each("", crew, [](Member& a) { return a.agent->shutdown(); });
+    auto shut = on_each("", crew, [](Member& a) { return a.agent->shutdown(); });
     (void)store_->set_swapped_out(true);
+    {
+      // One that did not answer (its agent died mid-load) may have loaded
+      // VMs that its next agent would resume when their lease ends: it is
+      // shut down as soon as it answers again (straggler_loop).
+      std::lock_guard lock(background_mutex_);
+      for (size_t i = 0; i < crew.size(); ++i) {
+        if (!shut[i]) to_shut_down_.insert(crew[i].agent);
+      }
+    }
+    background_wake_.notify_all();
     return Status(s.code(), cat(s.message(),
                                 ": the experiment is down; fix the cause and "
                                 "restore again"));

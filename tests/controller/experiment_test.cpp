@@ -781,6 +781,39 @@ TEST_F(ExperimentTest, RestoreWithOneLoadFailingLeavesTheExperimentDown) {
   EXPECT_THAT(refused.status().message(), HasSubstr("swapped out"));
 }
 
+TEST_F(ExperimentTest, AnAgentTheFailedRestoreCouldNotShutDownIsShutDownWhenItAnswersAgain) {
+  // Its agent died mid-load: the VMs it loaded would resume when their
+  // lease ends under the agent that adopts them, while the store says
+  // swapped out (fault matrix failure 3).
+  start(1, 2);
+  experiment_->start_background();
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  hosts_[1]->set(Op::kLoad, Outcome::kFail);
+  // It shuts its running VMs down before the load, then is gone.
+  hosts_[1]->on(Op::kLoad, [&] { hosts_[1]->set(Op::kShutdown, Outcome::kFail); });
+  auto r = restore(m->id());
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(experiment_->status().state(), "swapped out");
+  const auto shut = [&] { return hosts_[1]->calls_of(Op::kShutdown).size(); };
+  const size_t first = shut();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (shut() < first + 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(shut(), first) << "not tried again";
+  hosts_[1]->set(Op::kShutdown, Outcome::kSucceed);  // its agent is back
+  while (!log_says("vm host h2 answers again: shut down") &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(log_says("vm host h2 answers again: shut down"));
+  EXPECT_EQ(hosts_[1]->lease_ns(), 0);
+  const size_t n = shut();
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(shut(), n) << "shut down again after it answered";
+}
+
 TEST_F(ExperimentTest, RestoreOfAChangedFileTouchesNothing) {
   start(1, 2);
   auto m = checkpoint();
