@@ -32,11 +32,14 @@ inline bool instant_passed(const grpc::Status& s) {
          s.error_message().find("past") != std::string::npos;
 }
 
-// A WatchFrames or WatchConsole call: `start(context)` opens it.
+// A WatchFrames or WatchConsole call: `start(context)` opens it, to end by
+// `deadline_ns` from now at the latest (DEADLINE_EXCEEDED). The channel's
+// keepalive (grpc_status.h) ends it sooner if the agent vanishes.
 class TriggerCall final : public TriggerStream {
  public:
   template <typename Start>
-  explicit TriggerCall(Start start) : reader_(start(&context_)) {}
+  TriggerCall(Start start, int64_t deadline_ns)
+      : reader_(start(with_deadline(context_, deadline_ns))) {}
   ~TriggerCall() override {
     if (finished_) return;
     context_.TryCancel();
@@ -51,6 +54,11 @@ class TriggerCall final : public TriggerStream {
   }
 
  private:
+  static grpc::ClientContext* with_deadline(grpc::ClientContext& context, int64_t ns) {
+    set_deadline(context, ns);
+    return &context;
+  }
+
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<agent::TriggerEvent>> reader_;  // after the context it uses
   bool finished_ = false;

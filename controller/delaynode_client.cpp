@@ -16,6 +16,7 @@ DelayNodeClient::DelayNodeClient(config::DelayNodeRef ref, std::unique_ptr<Stub>
       stub_(std::move(stub)),
       step_deadline_ns_(durations.step_deadline_ns),
       save_deadline_ns_(durations.save_deadline_ns),
+      watch_deadline_ns_(durations.watch_deadline_ns),
       clock_(clock),
       what_(cat("delay node ", ref_.id())) {}
 
@@ -227,7 +228,8 @@ Result<std::unique_ptr<TriggerStream>> DelayNodeClient::watch(const config::Trig
   req.set_link(trigger.frame().link());
   req.set_pattern(pattern);
   return std::unique_ptr<TriggerStream>(std::make_unique<TriggerCall>(
-      [&](grpc::ClientContext* context) { return stub_->WatchFrames(context, req); }));
+      [&](grpc::ClientContext* context) { return stub_->WatchFrames(context, req); },
+      watch_deadline_ns_));
 }
 
 }  // namespace amber::controller

@@ -266,6 +266,8 @@ void Experiment::watch_loop(size_t index) {
     const Status s = stream ? stream->finish() : opened.status();
     std::unique_lock lock(background_mutex_);
     if (stopping_) return;
+    // Its deadline passed (Durations::watch_deadline_ns): a new one now.
+    if (stream && s.code() == ErrorCode::kDeadlineExceeded) continue;
     trigger_state_[index] =
         cat(trigger.name(), ": not watching ", what, ": ", s.message(), " (retrying)");
     background_wake_.wait_for(lock, std::chrono::seconds(2), [&] { return stopping_; });

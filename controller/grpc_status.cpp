@@ -64,9 +64,24 @@ Result<TlsPem> read_tls(const TlsFiles& tls) {
   return TlsPem{*std::move(ca), *std::move(cert), *std::move(key)};
 }
 
+int ms(std::chrono::milliseconds d) { return static_cast<int>(d.count()); }
+
+grpc::ChannelArguments client_arguments(const Keepalive& keepalive) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms(keepalive.time));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(keepalive.timeout));
+  // Only while a call is open: an idle channel has nothing to lose.
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+  // And for as long as it is open: by default a client stops pinging after
+  // two pings with no data from it, so a stream quiet for longer would
+  // not notice its agent vanish (trigger_stream_test).
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  return args;
+}
+
 Result<Serving> start(const std::string& listen,
                       const std::shared_ptr<grpc::ServerCredentials>& credentials,
-                      grpc::Service* service) {
+                      grpc::Service* service, const Keepalive& keepalive) {
   const bool unix_socket = listen.rfind("unix:", 0) == 0;
   if (unix_socket) {
     std::filesystem::path socket = listen.substr(5);
@@ -75,6 +90,13 @@ Result<Serving> start(const std::string& listen,
     std::filesystem::remove(socket, ec);
   }
   grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms(keepalive.time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(keepalive.timeout));
+  // The client's pings are welcome at its pace (with room for jitter), not
+  // taken for abuse: by default a server allows one per 5 minutes while it
+  // sends nothing, and closes the connection after a few more.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             ms(keepalive.time / 2));
   int port = 0;
   builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(service);
@@ -105,26 +127,30 @@ Result<Serving> start(const std::string& listen,
 
 }  // namespace
 
-Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service) {
+Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service,
+                                const Keepalive& keepalive) {
   AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
-  return start(listen, grpc::InsecureServerCredentials(), service);
+  return start(listen, grpc::InsecureServerCredentials(), service, keepalive);
 }
 
-Result<Serving> serve(const std::string& listen, const TlsFiles& tls, grpc::Service* service) {
-  if (!tls.enabled()) return serve_plaintext(listen, service);
+Result<Serving> serve(const std::string& listen, const TlsFiles& tls, grpc::Service* service,
+                      const Keepalive& keepalive) {
+  if (!tls.enabled()) return serve_plaintext(listen, service, keepalive);
   auto pem = read_tls(tls);
   if (!pem) return pem.status();
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.pem_root_certs = pem->ca;
   options.pem_key_cert_pairs.push_back({pem->key, pem->cert});
-  return start(listen, grpc::SslServerCredentials(options), service);
+  return start(listen, grpc::SslServerCredentials(options), service, keepalive);
 }
 
-Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const TlsFiles& tls) {
+Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const TlsFiles& tls,
+                                               const Keepalive& keepalive) {
   if (address.empty()) return invalid_argument("no address to connect to");
+  const grpc::ChannelArguments args = client_arguments(keepalive);
   if (!tls.enabled()) {
-    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   }
   auto pem = read_tls(tls);
   if (!pem) return pem.status();
@@ -132,7 +158,7 @@ Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const
   options.pem_root_certs = pem->ca;
   options.pem_private_key = pem->key;
   options.pem_cert_chain = pem->cert;
-  return grpc::CreateChannel(address, grpc::SslCredentials(options));
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(options), args);
 }
 
 void stop_serving(grpc::Server* server) {

@@ -43,6 +43,18 @@ grpc::Status unary(Stub& stub,
 // socket or a loopback address. Anything else needs TLS (controller issue).
 Status check_plaintext_address(const std::string& address);
 
+// How either end of a connection notices a peer that vanished without
+// closing it (host down, cable cut): while a call is open (a trigger
+// stream may be quiet for hours) it pings every `time`, and closes the
+// connection when a ping goes unanswered for `timeout`. The calls on it
+// then end: UNAVAILABLE on the client, cancelled on the server (#16 defect
+// 9: a trigger stream to a dead agent waited forever). Both ends must use
+// the same `time` (a server refuses pings more frequent than it expects).
+struct Keepalive {
+  std::chrono::milliseconds time{10'000};
+  std::chrono::milliseconds timeout{5'000};
+};
+
 struct Serving {
   std::unique_ptr<grpc::Server> server;
   std::string address;  // as clients use it: with the chosen port when 0 was asked for
@@ -50,7 +62,8 @@ struct Serving {
 
 // Serves `service` on a plain-text address (checked as above); a stale
 // UNIX socket of an earlier run is replaced, its folder created.
-Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service);
+Result<Serving> serve_plaintext(const std::string& listen, grpc::Service* service,
+                                const Keepalive& keepalive = {});
 
 // Certificates (PEM file paths) for gRPC with TLS and mutual authentication:
 // `ca` verifies the peer, `cert`/`key` present this end. All three or none.
@@ -62,11 +75,13 @@ struct TlsFiles {
 // Serves `service` on `listen`: with TLS (clients must present a
 // certificate signed by tls.ca) when tls is enabled, otherwise plain text,
 // which is allowed on loopback and UNIX sockets only.
-Result<Serving> serve(const std::string& listen, const TlsFiles& tls, grpc::Service* service);
+Result<Serving> serve(const std::string& listen, const TlsFiles& tls, grpc::Service* service,
+                      const Keepalive& keepalive = {});
 
 // A channel to a server started by serve(): TLS with this end's
 // certificate when tls is enabled, plain text otherwise.
-Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const TlsFiles& tls);
+Result<std::shared_ptr<grpc::Channel>> connect(const std::string& address, const TlsFiles& tls,
+                                               const Keepalive& keepalive = {});
 
 // Stops serving: calls in progress get 5 s to finish.
 void stop_serving(grpc::Server* server);

@@ -16,6 +16,9 @@ struct Durations {
   int64_t margin_ns = 50'000'000;
   int64_t step_deadline_ns = 10'000'000'000;
   int64_t save_deadline_ns = 120'000'000'000;
+  // A trigger stream's deadline, so no stream outlives a peer that
+  // vanished unnoticed; the controller opens it again at once.
+  int64_t watch_deadline_ns = 600'000'000'000;
   int64_t periodic_interval_ns = 0;          // 0: no periodic checkpoints
   std::vector<int64_t> trigger_cooldown_ns;  // per Topology.trigger
   std::vector<std::string> trigger_pattern;  // per trigger: the bytes (frame) or text (console)

@@ -54,6 +54,7 @@ VmHostClient::VmHostClient(config::VmHostRef ref, std::unique_ptr<Stub> stub,
       stub_(std::move(stub)),
       step_deadline_ns_(durations.step_deadline_ns),
       save_deadline_ns_(durations.save_deadline_ns),
+      watch_deadline_ns_(durations.watch_deadline_ns),
       what_(cat("vm host ", ref_.id())) {}
 
 Result<Prepared> VmHostClient::prepare(const std::string& dir, bool allow_unsynchronized) {
@@ -230,7 +231,8 @@ Result<std::unique_ptr<TriggerStream>> VmHostClient::watch(const config::Trigger
   req.set_vm(trigger.console().vm());
   req.set_contains(pattern);
   return std::unique_ptr<TriggerStream>(std::make_unique<TriggerCall>(
-      [&](grpc::ClientContext* context) { return stub_->WatchConsole(context, req); }));
+      [&](grpc::ClientContext* context) { return stub_->WatchConsole(context, req); },
+      watch_deadline_ns_));
 }
 
 }  // namespace amber::controller

@@ -44,6 +44,7 @@ class VmHostClient final : public Agent {
   const std::unique_ptr<Stub> stub_;
   const int64_t step_deadline_ns_;
   const int64_t save_deadline_ns_;
+  const int64_t watch_deadline_ns_;
   const std::string what_;
 };
 

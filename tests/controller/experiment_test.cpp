@@ -62,6 +62,11 @@ class ExperimentTest : public ::testing::Test {
     t.durations.margin_ns = 2'000'000;
     t.durations.step_deadline_ns = 1'000'000'000;
     t.durations.save_deadline_ns = 2'000'000'000;
+    for (const auto& trigger : triggers_) {
+      *t.proto.add_trigger() = trigger;
+      t.durations.trigger_cooldown_ns.push_back(1'000'000'000);
+      t.durations.trigger_pattern.push_back("ab");
+    }
     auto clock = std::make_unique<fake::Clock>(kStart);
     clock_ = clock.get();
     std::vector<std::unique_ptr<Agent>> agents;
@@ -185,11 +190,46 @@ class ExperimentTest : public ::testing::Test {
   std::vector<Progress> progress_;
   std::vector<std::string> log_;
   std::vector<std::string> notes_;  // of the experiment's start
+  std::vector<config::Trigger> triggers_;  // of the topology start() makes
   std::vector<ScheduledEvent> events_;  // the topology's link events
   bool keep_start_calls_ = false;       // start(): keep the calls that start experiment time
 };
 
 const std::vector<Op> kCheckpointed = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kResumeAt};
+
+// #16 defect 9: a trigger stream has a deadline (a stream to an agent that
+// vanished unnoticed ends); when it passes the controller watches again at
+// once, while a stream that broke is opened again after 2 s.
+TEST_F(ExperimentTest, ATriggerStreamThatReachedItsDeadlineIsOpenedAgainAtOnce) {
+  config::Trigger frame;
+  frame.set_name("frame");
+  frame.mutable_frame()->set_delay_node("dn1");
+  triggers_.push_back(frame);
+  start(1, 0);
+  nodes_[0]->set_watch(std::chrono::milliseconds(50), deadline_exceeded("deadline"));
+  experiment_->start_background();
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_GE(nodes_[0]->watches(), 4);
+  StatusReply status = experiment_->status();
+  ASSERT_EQ(status.triggers_size(), 1);
+  EXPECT_THAT(status.triggers(0), HasSubstr("watching frames on delay node dn1"));
+}
+
+TEST_F(ExperimentTest, ABrokenTriggerStreamIsOpenedAgainAfterAPauseAndSaysSo) {
+  config::Trigger frame;
+  frame.set_name("frame");
+  frame.mutable_frame()->set_delay_node("dn1");
+  triggers_.push_back(frame);
+  start(1, 0);
+  nodes_[0]->set_watch(std::chrono::milliseconds(50), unavailable("delay node dn1 unreachable"));
+  experiment_->start_background();
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(nodes_[0]->watches(), 1);
+  StatusReply status = experiment_->status();
+  ASSERT_EQ(status.triggers_size(), 1);
+  EXPECT_THAT(status.triggers(0), HasSubstr("not watching"));
+  EXPECT_THAT(status.triggers(0), HasSubstr("unreachable"));
+}
 
 TEST_F(ExperimentTest, CheckpointRunsThePhasesInOrderAndResumesEveryAgentAtOneInstant) {
   start(1, 2);

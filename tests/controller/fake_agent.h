@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <ostream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/strings.h"
@@ -115,6 +117,37 @@ struct Call {
   }
 };
 
+// A trigger stream that reports nothing and ends after `lasts` as
+// `ends_with` says (its deadline, an agent gone), or when cancelled.
+class QuietStream final : public TriggerStream {
+ public:
+  QuietStream(std::chrono::milliseconds lasts, Status ends_with)
+      : until_(std::chrono::steady_clock::now() + lasts), ends_with_(std::move(ends_with)) {}
+  bool next(agent::TriggerEvent*) override {
+    std::unique_lock lock(mutex_);
+    wake_.wait_until(lock, until_, [&] { return cancelled_; });
+    return false;
+  }
+  void cancel() override {
+    {
+      std::lock_guard lock(mutex_);
+      cancelled_ = true;
+    }
+    wake_.notify_all();
+  }
+  Status finish() override {
+    std::lock_guard lock(mutex_);
+    return cancelled_ ? Status(ErrorCode::kCancelled, "cancelled") : ends_with_;
+  }
+
+ private:
+  const std::chrono::steady_clock::time_point until_;
+  const Status ends_with_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool cancelled_ = false;
+};
+
 class Agent final : public controller::Agent {
  public:
   // A delay node `id`, or a VM host `id` running `vms`.
@@ -151,6 +184,11 @@ class Agent final : public controller::Agent {
   void set_virtual_offset(int64_t ns) { virtual_offset_ns_ = ns; }
   // How long a hanging call takes to give up (its deadline).
   static constexpr std::chrono::milliseconds kHang{60};
+  // watch() opens a QuietStream (without this: it has no triggers).
+  void set_watch(std::chrono::milliseconds lasts, Status ends_with) {
+    std::lock_guard lock(mutex_);
+    watch_ = {lasts, std::move(ends_with)};
+  }
 
   // ---- What it saw ----
   std::vector<Call> calls() const {
@@ -209,6 +247,11 @@ class Agent final : public controller::Agent {
   int64_t lease_ns() const {
     std::lock_guard lock(mutex_);
     return lease_ns_;
+  }
+  // How many trigger streams were opened.
+  int watches() const {
+    std::lock_guard lock(mutex_);
+    return watches_;
   }
 
   // ---- controller::Agent ----
@@ -363,7 +406,11 @@ class Agent final : public controller::Agent {
 
   Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger&,
                                                const std::string&) override {
-    return Status(ErrorCode::kUnimplemented, "fake agents have no triggers");
+    std::lock_guard lock(mutex_);
+    if (!watch_) return Status(ErrorCode::kUnimplemented, "this fake agent has no triggers");
+    ++watches_;
+    return std::unique_ptr<TriggerStream>(
+        std::make_unique<QuietStream>(watch_->first, watch_->second));
   }
 
   Result<int64_t> virtual_time_at(int64_t at_ns) override {
@@ -459,6 +506,8 @@ class Agent final : public controller::Agent {
   bool down_ = false;
   int64_t lease_ns_ = 0;
   bool unreachable_ = false;
+  std::optional<std::pair<std::chrono::milliseconds, Status>> watch_;
+  int watches_ = 0;
 };
 
 }  // namespace amber::controller::fake
