@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -194,6 +195,16 @@ class ExperimentTest : public ::testing::Test {
   std::vector<ScheduledEvent> events_;  // the topology's link events
   bool keep_start_calls_ = false;       // start(): keep the calls that start experiment time
 };
+
+// Waits up to 5 s for `done` (the controller's background thread acts on
+// its own time); returns its last answer.
+bool eventually(const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
 
 const std::vector<Op> kCheckpointed = {Op::kPrepare, Op::kStopAt, Op::kSave, Op::kResumeAt};
 
@@ -446,16 +457,10 @@ TEST_F(ExperimentTest, AnAgentTheRollbackCouldNotReachIsResumedWhenItAnswersAgai
   // The others are running; h2 is tried again, and resumed once it answers.
   EXPECT_FALSE(hosts_[0]->stopped());
   const auto tried_again = [&] { return hosts_[1]->calls_of(Op::kRollBack).size() >= 2; };
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!tried_again() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(tried_again()) << "the straggler was not tried again";
+  ASSERT_TRUE(eventually(tried_again)) << "the straggler was not tried again";
   hosts_[1]->set(Op::kRollBack, Outcome::kSucceed);  // its agent is back
-  while (hosts_[1]->stopped() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_FALSE(hosts_[1]->stopped()) << "the agent that answers again stays stopped";
+  EXPECT_TRUE(eventually([&] { return !hosts_[1]->stopped(); }))
+      << "the agent that answers again stays stopped";
   EXPECT_TRUE(log_says("rollback: vm host h2 answers again"));
   // Done with it: no more roll-backs once it resumed.
   const size_t n = hosts_[1]->calls_of(Op::kRollBack).size();
@@ -474,11 +479,8 @@ TEST_F(ExperimentTest, AnAgentThatMissedTheResumeIsResumedWhenItAnswersAgain) {
   EXPECT_THAT(m.status().message(), HasSubstr("is resumed when it answers again"));
   EXPECT_TRUE(hosts_[1]->stopped());
   hosts_[1]->set(Op::kRollBack, Outcome::kSucceed);  // back
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (hosts_[1]->stopped() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_FALSE(hosts_[1]->stopped()) << "the agent that missed the resume stays stopped";
+  EXPECT_TRUE(eventually([&] { return !hosts_[1]->stopped(); }))
+      << "the agent that missed the resume stays stopped";
   EXPECT_TRUE(log_says("rollback: vm host h2 answers again"));
   EXPECT_TRUE(hosts_[0]->calls_of(Op::kRollBack).empty());  // the others resumed as planned
 }
@@ -490,13 +492,7 @@ TEST_F(ExperimentTest, AgentsThatStopAfterTheControllerStartedAreResumed) {
   experiment_->start_background();
   ASSERT_TRUE(nodes_[0]->stop_at(kStart + 1'000'000, kStart + 10'000'000'000, 0).is_ok());
   ASSERT_TRUE(hosts_[0]->stop_at(kStart + 1'000'000, kStart + 10'000'000'000, 0).is_ok());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while ((nodes_[0]->stopped() || hosts_[0]->stopped()) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_FALSE(nodes_[0]->stopped());
-  EXPECT_FALSE(hosts_[0]->stopped());
+  EXPECT_TRUE(eventually([&] { return !nodes_[0]->stopped() && !hosts_[0]->stopped(); }));
   // At one instant.
   ASSERT_EQ(nodes_[0]->calls_of(Op::kRollBack).size(), 1u);
   ASSERT_EQ(hosts_[0]->calls_of(Op::kRollBack).size(), 1u);
@@ -837,17 +833,9 @@ TEST_F(ExperimentTest, AnAgentTheFailedRestoreCouldNotShutDownIsShutDownWhenItAn
   EXPECT_EQ(experiment_->status().state(), "swapped out");
   const auto shut = [&] { return hosts_[1]->calls_of(Op::kShutdown).size(); };
   const size_t first = shut();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (shut() < first + 1 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_GT(shut(), first) << "not tried again";
+  ASSERT_TRUE(eventually([&] { return shut() > first; })) << "not tried again";
   hosts_[1]->set(Op::kShutdown, Outcome::kSucceed);  // its agent is back
-  while (!log_says("vm host h2 answers again: shut down") &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(log_says("vm host h2 answers again: shut down"));
+  EXPECT_TRUE(eventually([&] { return log_says("vm host h2 answers again: shut down"); }));
   EXPECT_EQ(hosts_[1]->lease_ns(), 0);
   const size_t n = shut();
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
