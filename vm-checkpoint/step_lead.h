@@ -15,7 +15,7 @@ namespace amber::vm {
 struct StepLeadPolicy {
   enum class Mode {
     kOff,    // send at the instant
-    kAuto,   // the median of the last `window` lags (fewer than 3 yet: at the instant)
+    kAuto,   // the median of the last `window` lags (fewer than 3: the least, at most 3 ms)
     kFixed,  // always `fixed`
   };
   Mode mode = Mode::kOff;
@@ -28,8 +28,10 @@ struct StepLeadPolicy {
 
 class StepLead {
  public:
-  // Lags needed before an automatic lead is used (fewer: at the instant).
+  // Lags needed before an automatic lead is their median; with fewer it is
+  // the smallest of them, at most kFewLagsCap.
   static constexpr std::size_t kMinLags = 3;
+  static constexpr std::chrono::nanoseconds kFewLagsCap{3'000'000};
   explicit StepLead(StepLeadPolicy policy = {}) : policy_(policy) {}
   std::chrono::nanoseconds lead() const;
   // One step's lag from the command leaving to QEMU's event.

@@ -454,7 +454,19 @@ def run_cell(exp, component, step):
         restore_head(exp, notes)
     if component == "PTP":
         exp.restart_ptp_master()
-        lab.wait_for(exp.clocks_trustworthy, 60, "every clock trustworthy again")
+        # Trustworthy and staying so: a monitor that sees the new
+        # grandmaster's first samples can say yes and then start over (a
+        # next cell's prepare was once refused: "a single offset sample").
+        since = []
+
+        def steadily_trustworthy():
+            if not exp.clocks_trustworthy():
+                since.clear()
+                return False
+            since[:] = since or [time.monotonic()]
+            return time.monotonic() - since[0] >= 3
+
+        lab.wait_for(steadily_trustworthy, 90, "every clock trustworthy again, for 3 s")
         notes.append("grandmaster started again")
     if outcome == "running" and not ping_ok(exp):
         failures.append("vm1 does not reach vm2 through the node")

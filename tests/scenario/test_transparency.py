@@ -51,10 +51,11 @@ BEATS_NAIVE_BY = {"vhost": 5, "testbed": None}
 # does not. So there amber's median must lie 10 ms or more above naive's
 # (the same behaviour would fail it) and within the link's round trip.
 ABOVE_NAIVE_MS = 10.0
-# The VM host's realtime_boost on the testbed: there QEMU's main loop moves
-# every frame through the tap and takes a `stop` up to 30 ms late without
-# it (README, Performance).
-REALTIME_BOOST = {"vhost": False, "testbed": True}
+# The VM host's realtime_boost stays off here too: on the testbed it put
+# every stop within 1.3 ms of T in one evaluation (README, Performance),
+# but its one CI run had a retransmit in the amber run, which no run
+# without it has shown.
+REALTIME_BOOST = {"vhost": False, "testbed": False}
 
 
 class ShortEvaluation(unittest.TestCase):

@@ -48,16 +48,19 @@ TEST(StepLead, AutoIsCappedAndNeverNegative) {
   EXPECT_EQ(early.lead(), nanoseconds(0));
 }
 
-TEST(StepLead, AutoWaitsForThreeLagsBeforeLeading) {
+TEST(StepLead, AutoWaitsForThreeLagsBeforeTakingTheirMedian) {
   // A first stop that lagged 29 ms (the VM's first since boot), then 0.6 ms
-  // ones: the lead stays at the instant until the third, then follows them.
+  // ones: with one or two lags the lead is the least, at most 3 ms.
   StepLead lead = automatic(9);
   lead.record(milliseconds(29));
-  EXPECT_EQ(lead.lead(), nanoseconds(0));
-  lead.record(std::chrono::microseconds(600));
-  EXPECT_EQ(lead.lead(), nanoseconds(0));
+  EXPECT_EQ(lead.lead(), StepLead::kFewLagsCap);
   lead.record(std::chrono::microseconds(600));
   EXPECT_EQ(lead.lead(), std::chrono::microseconds(600));
+  lead.record(std::chrono::microseconds(700));
+  EXPECT_EQ(lead.lead(), std::chrono::microseconds(700));  // three: their median
+  StepLead usual = automatic(9);
+  usual.record(std::chrono::microseconds(1500));  // a VM that lags 1.5 ms
+  EXPECT_EQ(usual.lead(), std::chrono::microseconds(1500));  // followed from the first
 }
 
 }  // namespace
