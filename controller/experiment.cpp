@@ -224,7 +224,7 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
   auto first = first_instant(request.at_ns(), *now, "freeze");
   if (!first) return first.status();
   const int64_t at = *first;
-  const int64_t lease = at + 2 * d.step_deadline_ns + d.save_deadline_ns;
+  const int64_t lease = at + d.lease_ns();
   m.set_freeze_ns(at);
   say("freeze", cat(naive ? "VMs only (naive), " : "", "at +", format_duration_ns(at - *now)));
 
@@ -359,8 +359,7 @@ Status Experiment::resume_all(int64_t at_ns, Crew& crew, Manifest* manifest,
   }
   if (Status s = first_error(resumed); !s) {
     // Like a rollback's: one that answers again is resumed then.
-    const Durations& d = topology_.durations;
-    const int64_t lease_end = at_ns + 2 * d.step_deadline_ns + d.save_deadline_ns;
+    const int64_t lease_end = at_ns + topology_.durations.lease_ns();
     {
       std::lock_guard lock(background_mutex_);
       for (size_t i = 0; i < crew.size(); ++i) {
@@ -424,8 +423,7 @@ Status Experiment::rollback(Crew& crew, int64_t not_before_ns, const Status& cau
   {
     // One that comes back (an agent restarted) is resumed then, not only
     // when its lease ends; the lease still covers one that stays away.
-    const Durations& d = topology_.durations;
-    const int64_t lease_end = base + 2 * d.step_deadline_ns + d.save_deadline_ns;
+    const int64_t lease_end = base + topology_.durations.lease_ns();
     std::lock_guard lock(background_mutex_);
     for (size_t i = 0; i < undone.size(); ++i) {
       if (undone[i]) continue;

@@ -127,6 +127,8 @@ class Experiment {
   // Agents a rollback or a resume could not reach: tried again until they
   // answer or their lease (which resumes them by itself) has ended.
   void straggler_loop();
+  template <class Pending, class Pass>
+  void drain(std::unique_lock<std::mutex>& lock, Pending& pending, Pass pass);
   // Between operations: every agent found stopped is resumed at one
   // instant (straggler_loop, for a lease's length after the start).
   void resume_left_stopped();

@@ -42,77 +42,75 @@ void Experiment::start_background() {
   }
 }
 
+// One pass over `pending` (guarded by background_mutex_, held in `lock`)
+// between operations: `pass` gets a copy, without the lock, and returns
+// the agents it is done with.
+template <class Pending, class Pass>
+void Experiment::drain(std::unique_lock<std::mutex>& lock, Pending& pending, Pass pass) {
+  if (pending.empty()) return;
+  const Pending copy = pending;
+  lock.unlock();
+  std::set<Agent*> done;
+  {
+    // An operation that runs now stops and resumes every agent itself.
+    std::unique_lock op(operation_, std::try_to_lock);
+    if (op.owns_lock()) done = pass(copy);
+  }
+  lock.lock();
+  for (Agent* a : done) pending.erase(a);
+}
+
 void Experiment::straggler_loop() {
   // A controller killed after its agents took a StopAt finds them running
   // when it starts again (reconcile()), and they stop at T with nobody to
   // resume them but their lease: for as long as such a lease can last
   // after the start, agents found stopped between operations are resumed.
-  const Durations& d = topology_.durations;
   const int64_t watch_until =
-      clock_sync::SystemClock::realtime_ns() + 2 * d.step_deadline_ns + d.save_deadline_ns;
+      clock_sync::SystemClock::realtime_ns() + topology_.durations.lease_ns();
   std::unique_lock lock(background_mutex_);
   while (!stopping_) {
     const bool watching = clock_sync::SystemClock::realtime_ns() < watch_until;
-    background_wake_.wait_for(
-        lock, std::chrono::milliseconds(!stragglers_.empty() || !to_shut_down_.empty() ? 250
-                                        : watching                                     ? 1000
-                                                                                       : 2000));
+    const bool pending = !stragglers_.empty() || !to_shut_down_.empty();
+    background_wake_.wait_for(lock,
+                              std::chrono::milliseconds(pending ? 250 : watching ? 1000 : 2000));
     if (stopping_) continue;
-    if (!to_shut_down_.empty()) {
-      std::set<Agent*> pending = to_shut_down_;
-      lock.unlock();
+    drain(lock, to_shut_down_, [this](const std::set<Agent*>& agents) {
       std::set<Agent*> done;
-      {
-        std::unique_lock op(operation_, std::try_to_lock);
-        if (op.owns_lock()) {
-          const bool down = store_->state().swapped_out();
-          for (Agent* agent : pending) {
-            if (!down) {
-              done.insert(agent);  // restored since: its restore took care of it
-            } else if (Status s = agent->shutdown(); s) {
-              log(cat("restore: ", agent->what(),
-                      " answers again: shut down (the experiment is swapped out)"));
-              done.insert(agent);
-            }
-          }
+      const bool down = store_->state().swapped_out();
+      for (Agent* agent : agents) {
+        if (!down) {
+          done.insert(agent);  // restored since: its restore took care of it
+        } else if (agent->shutdown()) {
+          log(cat("restore: ", agent->what(),
+                  " answers again: shut down (the experiment is swapped out)"));
+          done.insert(agent);
         }
       }
-      lock.lock();
-      for (Agent* a : done) to_shut_down_.erase(a);
-    }
-    if (stragglers_.empty() && watching) {
+      return done;
+    });
+    drain(lock, stragglers_, [this](const std::map<Agent*, int64_t>& agents) {
+      std::set<Agent*> done;
+      for (const auto& [agent, lease_end] : agents) {
+        auto now = clock_->now_ns();
+        const int64_t base = now ? *now : clock_sync::SystemClock::realtime_ns();
+        if (base >= lease_end || store_->state().swapped_out()) {
+          done.insert(agent);  // its lease resumed it, or it stays down
+          continue;
+        }
+        const int64_t at = base + lead_ns();
+        if (agent->roll_back(at, at - base)) {
+          log(cat("rollback: ", agent->what(), " answers again: resumed at +",
+                  format_duration_ns(at - base), ", before its lease ended"));
+          done.insert(agent);
+        }
+      }
+      return done;
+    });
+    if (stragglers_.empty() && to_shut_down_.empty() && watching) {
       lock.unlock();
       resume_left_stopped();
       lock.lock();
-      continue;
     }
-    if (stragglers_.empty()) continue;
-    std::map<Agent*, int64_t> pending = stragglers_;
-    lock.unlock();
-    std::set<Agent*> done;
-    {
-      // Between operations only: an operation that runs now stops and
-      // resumes every agent itself.
-      std::unique_lock op(operation_, std::try_to_lock);
-      if (op.owns_lock()) {
-        for (const auto& [agent, lease_end] : pending) {
-          auto now = clock_->now_ns();
-          const int64_t base = now ? *now : clock_sync::SystemClock::realtime_ns();
-          if (base >= lease_end || store_->state().swapped_out()) {
-            done.insert(agent);  // its lease resumed it, or it stays down
-            continue;
-          }
-          const int64_t at = base + lead_ns();
-          if (Status s = agent->roll_back(at, at - base); s) {
-            log(cat("rollback: ", agent->what(), " answers again: resumed at +",
-                    format_duration_ns(at - base), ", before its lease ended"));
-            done.insert(agent);
-          }
-        }
-      }
-    }
-    lock.lock();
-    for (Agent* a : done) stragglers_.erase(a);
   }
 }
 

@@ -85,7 +85,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   auto start = clock_->now_ns();
   if (!start) return start.status().with_context("master clock: ");
   const Durations& d = topology_.durations;
-  const int64_t lease = std::max(*start + lead_ns() + 2 * d.step_deadline_ns + d.save_deadline_ns,
+  const int64_t lease = std::max(*start + lead_ns() + d.lease_ns(),
                                  request.at_ns() + 2 * d.step_deadline_ns);
   Crew nodes = only(crew, [](const Member& a) { return a.running && a.agent->moves_network(); });
   if (!nodes.empty()) {

@@ -22,6 +22,10 @@ struct Durations {
   int64_t periodic_interval_ns = 0;          // 0: no periodic checkpoints
   std::vector<int64_t> trigger_cooldown_ns;  // per Topology.trigger
   std::vector<std::string> trigger_pattern;  // per trigger: the bytes (frame) or text (console)
+
+  // How long after its instant an operation's lease runs at most: two
+  // steps and a save. An agent left stopped resumes by itself then.
+  int64_t lease_ns() const { return 2 * step_deadline_ns + save_deadline_ns; }
 };
 
 // A topology's link event, checked: on which node and direction(s), when

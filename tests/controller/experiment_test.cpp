@@ -192,6 +192,17 @@ class ExperimentTest : public ::testing::Test {
   std::vector<std::string> log_;
   std::vector<std::string> notes_;  // of the experiment's start
   std::vector<config::Trigger> triggers_;  // of the topology start() makes
+
+  // One delay node with a frame trigger, whose every watch ends after
+  // 50 ms with `end`.
+  void start_watching_frames_on_dn1(const Status& end) {
+    config::Trigger frame;
+    frame.set_name("frame");
+    frame.mutable_frame()->set_delay_node("dn1");
+    triggers_.push_back(frame);
+    start(1, 0);
+    nodes_[0]->set_watch(std::chrono::milliseconds(50), end);
+  }
   std::vector<ScheduledEvent> events_;  // the topology's link events
   bool keep_start_calls_ = false;       // start(): keep the calls that start experiment time
 };
@@ -212,12 +223,7 @@ const std::vector<Op> kCheckpointed = {Op::kPrepare, Op::kStopAt, Op::kSave, Op:
 // vanished unnoticed ends); when it passes the controller watches again at
 // once, while a stream that broke is opened again after 2 s.
 TEST_F(ExperimentTest, ATriggerStreamThatReachedItsDeadlineIsOpenedAgainAtOnce) {
-  config::Trigger frame;
-  frame.set_name("frame");
-  frame.mutable_frame()->set_delay_node("dn1");
-  triggers_.push_back(frame);
-  start(1, 0);
-  nodes_[0]->set_watch(std::chrono::milliseconds(50), deadline_exceeded("deadline"));
+  start_watching_frames_on_dn1(deadline_exceeded("deadline"));
   experiment_->start_background();
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
   EXPECT_GE(nodes_[0]->watches(), 4);
@@ -227,12 +233,7 @@ TEST_F(ExperimentTest, ATriggerStreamThatReachedItsDeadlineIsOpenedAgainAtOnce) 
 }
 
 TEST_F(ExperimentTest, ABrokenTriggerStreamIsOpenedAgainAfterAPauseAndSaysSo) {
-  config::Trigger frame;
-  frame.set_name("frame");
-  frame.mutable_frame()->set_delay_node("dn1");
-  triggers_.push_back(frame);
-  start(1, 0);
-  nodes_[0]->set_watch(std::chrono::milliseconds(50), unavailable("delay node dn1 unreachable"));
+  start_watching_frames_on_dn1(unavailable("delay node dn1 unreachable"));
   experiment_->start_background();
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
   EXPECT_EQ(nodes_[0]->watches(), 1);
