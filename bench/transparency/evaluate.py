@@ -152,7 +152,7 @@ class Evaluation:
         # Tx bursts that left 1 ms or more after their departure (the
         # node's last two lateness buckets, PipeStats.tx_bursts_by_lateness):
         # the node itself, starved of its CPU, delivering late.
-        late = sum(sum(int(n) for n in p.get("tx_bursts_by_lateness", [0] * 12)[10:])
+        late = sum(sum(int(n) for n in p.get("tx_bursts_by_lateness", [])[LATE_1MS_BUCKET:])
                    for p in st["pipes"])
         return {"frames_in": sum(int(p["frames_in"]) for p in st["pipes"]),
                 "frames_out": sum(int(p["frames_out"]) for p in st["pipes"]),
@@ -539,6 +539,11 @@ def lab_rate_bps(text):
     scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1.0)
     return float(t.rstrip("kmg")) * scale
 
+
+# PipeStats.tx_bursts_by_lateness counts bursts below 50 ns, 100 ns, 200 ns,
+# 500 ns, 1 us, 2 us, 5 us, 10 us, 100 us, 1 ms, 10 ms and above: from this
+# index on, 1 ms late or more.
+LATE_1MS_BUCKET = 10
 
 def machine(a=None):
     cpu = ""
