@@ -48,9 +48,14 @@ std::unique_ptr<ActionScheduler> make(const MasterTimeSource& source,
   return std::move(s).value();
 }
 
+struct Fired {
+  FiringStats stats;
+  size_t slept_past_t = 0;  // firings whose sleep ended after T
+};
+
 // Fires 1000 actions 1 ms apart, checks order and that none fired early,
 // and prints the firing error distribution.
-FiringStats fire_a_thousand(int realtime_priority) {
+Fired fire_a_thousand(int realtime_priority) {
   SteeredSource source;
   SchedulerOptions options;
   options.realtime_priority = realtime_priority;
@@ -75,34 +80,42 @@ FiringStats fire_a_thousand(int realtime_priority) {
     EXPECT_TRUE(firings[i].clock_trusted);
   }
   const FiringStats st = summarize(firings);
+  size_t slept_past_t = 0;
+  for (const Firing& f : firings) slept_past_t += f.wake_lead_ns < 0;
   std::printf(
       "firing error, %zu actions 1 ms apart, %s: min %lld ns, p50 %lld ns, p99 %lld ns, "
       "max %lld ns, mean %.0f ns\n",
       st.count, realtime_priority > 0 ? "SCHED_FIFO" : "SCHED_OTHER", (long long)st.min,
       (long long)st.p50, (long long)st.p99, (long long)st.max, st.mean);
-  return st;
+  std::printf("sleeps that ended after T: %zu of %zu\n", slept_past_t, firings.size());
+  return {st, slept_past_t};
 }
 
 // At normal priority the distribution depends on whatever else runs (the
 // whole test suite runs in parallel): only order and "never early" are
 // asserted; bench/clock_sync.sh measures the figures.
 TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApart) {
-  const FiringStats st = fire_a_thousand(0);
+  const FiringStats st = fire_a_thousand(0).stats;
   RecordProperty("p50_ns", std::to_string(st.p50));
   RecordProperty("p99_ns", std::to_string(st.p99));
   RecordProperty("max_ns", std::to_string(st.max));
 }
 
-// At SCHED_FIFO the median holds even with both cores busy (measured with
-// two spin loops running: p50 15 ns); a sleep without the busy-wait would
-// miss it (wake-ups here are 50-300 us late).
+// At SCHED_FIFO the sleep ends before T and the busy-wait reaches T: what
+// is asserted is that mechanism (most sleeps end early, the median firing
+// is far inside one wake-up latency), not a figure. The figures (p50 of
+// 10-20 ns idle, a few us when the host steals the vCPU) are
+// bench/clock_sync.sh's; a sleep without the busy-wait wakes 50-300 us
+// late here.
 TEST(ActionScheduler, FiresAThousandActionsOneMillisecondApartAtRealtimePriority) {
   if (geteuid() != 0) GTEST_SKIP() << "SCHED_FIFO needs root (CAP_SYS_NICE)";
-  const FiringStats st = fire_a_thousand(kTimingPriority);
+  const Fired fired = fire_a_thousand(kTimingPriority);
+  const FiringStats& st = fired.stats;
   RecordProperty("p50_ns", std::to_string(st.p50));
   RecordProperty("p99_ns", std::to_string(st.p99));
   RecordProperty("max_ns", std::to_string(st.max));
-  EXPECT_LT(st.p50, 1 * kUs);
+  EXPECT_LT(fired.slept_past_t, st.count / 10) << "the spin margin did not cover the wake-ups";
+  EXPECT_LT(st.p50, 50 * kUs) << "the median firing is as late as a plain sleep's wake-up";
 }
 
 TEST(ActionScheduler, AppliesTheMasterTimeCorrection) {
