@@ -88,7 +88,7 @@ class PipeReader {
   Status apply_schedule(const amber::config::Pipe& p, link::PipeConfig& out) const {
     const bool touches = !p.trace().empty() || !p.segments().empty() || p.segment_size() > 0 ||
                          !p.schedule_end().empty() || p.has_trace_opportunity_bytes() ||
-                         p.has_trace_header_bytes();
+                         p.has_trace_header_bytes() || !p.schedule_start().empty();
     if (!touches) return Status::ok();
     link::Schedule schedule = out.schedule ? *out.schedule : link::Schedule{};
     if (!p.trace().empty()) {
@@ -126,6 +126,15 @@ class PipeReader {
       else if (p.schedule_end() == "end") schedule.at_end = link::ScheduleEnd::kEnd;
       else return error(p, "schedule_end", cat("'", p.schedule_end(), "' is not loop, hold or end"));
     }
+    if (!p.schedule_start().empty()) {
+      if (p.schedule_start() == "now") schedule.start = link::ScheduleStart::kAtOnce;
+      else if (p.schedule_start() == "first_frame") schedule.start = link::ScheduleStart::kFirstFrame;
+      else if (p.schedule_start() == "event") schedule.start = link::ScheduleStart::kOnEvent;
+      else {
+        return error(p, "schedule_start",
+                     cat("'", p.schedule_start(), "' is not now, first_frame or event"));
+      }
+    }
     out.schedule = link::ScheduleRef(std::move(schedule));
     return Status::ok();
   }
@@ -141,7 +150,7 @@ class PipeReader {
     }
     seg.duration_ns = *d;
     for (const char* field : {"jitter_distribution", "overhead_bytes", "duplicate", "corrupt", "reorder",
-                              "seed", "trace", "segments", "segment", "schedule_end",
+                              "seed", "trace", "segments", "segment", "schedule_end", "schedule_start",
                               "trace_opportunity_bytes", "trace_header_bytes"}) {
       const pb::FieldDescriptor* fd = m.GetDescriptor()->FindFieldByName(field);
       const bool set = fd->is_repeated() ? m.GetReflection()->FieldSize(m, fd) > 0

@@ -277,7 +277,7 @@ int run_experiment_command(Cli& cli, const std::string& command) {
       if (!d) return usage_error(cat("--at-experiment: ", d.status().message()));
       if (*d < 0) return usage_error("--at-experiment: experiment time starts at 0");
       req.set_at_experiment_ns(*d);
-      if (args.empty()) return usage_error("schedule: give down, up or KEY=VALUE...");
+      if (args.empty()) return usage_error("schedule: give down, up, start or KEY=VALUE...");
       std::string change;
       for (const auto& a : args) change += cat(change.empty() ? "" : " ", a);
       req.set_change(change);

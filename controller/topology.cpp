@@ -128,11 +128,12 @@ Result<std::vector<ScheduledEvent>> parse_events(const config::Topology& t, cons
           cat(at, what, "direction '", e.direction(), "': a_to_b, b_to_a, or leave it out for both"));
     }
     out.direction = e.direction();
-    if (int(e.has_set()) + int(e.down()) + int(e.up()) != 1) {
-      return invalid_argument(cat(at, what, "give exactly one of set { ... }, down: true, up: true"));
+    if (int(e.has_set()) + int(e.down()) + int(e.up()) + int(e.start()) != 1) {
+      return invalid_argument(
+          cat(at, what, "give exactly one of set { ... }, down: true, up: true, start: true"));
     }
-    if (e.down() || e.up()) {
-      out.change = e.down() ? "down" : "up";
+    if (e.down() || e.up() || e.start()) {
+      out.change = e.down() ? "down" : e.up() ? "up" : "start";
     } else {
       auto settings = event_settings(e.set());
       if (!settings) return settings.status().with_context(cat(at, what));

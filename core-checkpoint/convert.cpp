@@ -81,6 +81,7 @@ void to_proto(const link::Schedule& s, image::Schedule* out) {
     t->set_source(s.trace->source);
   }
   out->set_at_end(static_cast<image::ScheduleEnd>(s.at_end));
+  out->set_start(static_cast<image::ScheduleStart>(s.start));
 }
 
 Result<link::Schedule> from_proto(const image::Schedule& m) {
@@ -105,6 +106,12 @@ Result<link::Schedule> from_proto(const image::Schedule& m) {
     case image::SCHEDULE_HOLD_LAST: s.at_end = link::ScheduleEnd::kHoldLast; break;
     case image::SCHEDULE_END: s.at_end = link::ScheduleEnd::kEnd; break;
     default: return invalid_argument(cat("schedule.at_end: unknown value ", static_cast<int>(m.at_end())));
+  }
+  switch (m.start()) {
+    case image::SCHEDULE_START_AT_ONCE: s.start = link::ScheduleStart::kAtOnce; break;
+    case image::SCHEDULE_START_FIRST_FRAME: s.start = link::ScheduleStart::kFirstFrame; break;
+    case image::SCHEDULE_START_ON_EVENT: s.start = link::ScheduleStart::kOnEvent; break;
+    default: return invalid_argument(cat("schedule.start: unknown value ", static_cast<int>(m.start())));
   }
   return s;
 }
@@ -280,6 +287,7 @@ Result<link::PipeState> from_proto(const image::PipeState& m) {
       case image::EVENT_SET: e.kind = link::LinkEventKind::kSet; break;
       case image::EVENT_DOWN: e.kind = link::LinkEventKind::kDown; break;
       case image::EVENT_UP: e.kind = link::LinkEventKind::kUp; break;
+      case image::EVENT_START: e.kind = link::LinkEventKind::kStart; break;
       default:
         return invalid_argument(
             cat("state.events[", i, "].kind: unknown value ", static_cast<int>(em.kind())));

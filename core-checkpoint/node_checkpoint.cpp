@@ -278,6 +278,7 @@ Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,
       d->shift_ns = reader->node().virtual_now_ns - reader->pipes()[i].virtual_now_ns;
       d->shift_floor_ns = INT64_MIN;
     }
+    dataplane::reset_link_starts(view.directions);
     size_t index;
     FrameRecord record;
     MbufSupply supply(view.pool);

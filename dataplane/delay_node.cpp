@@ -102,6 +102,7 @@ Status DelayNode::create_directions() {
       }
       ids[*name] = id;
     }
+    link_starts_.push_back(std::make_unique<std::atomic<int64_t>>(INT64_MIN));
     for (auto [dir, pipe_config, rx, tx] :
          {std::tuple{"a_to_b", &link.a_to_b, ids[link.port_a], ids[link.port_b]},
           std::tuple{"b_to_a", &link.b_to_a, ids[link.port_b], ids[link.port_a]}}) {
@@ -111,10 +112,27 @@ Status DelayNode::create_directions() {
       }
       directions_.push_back(
           std::make_unique<Direction>(link.name, dir, rx, tx, std::move(pipe).value()));
+      directions_.back()->link_start = link_starts_.back().get();
     }
   }
   reserve_wires();
   return Status::ok();
+}
+
+void reset_link_starts(std::span<Direction* const> directions) {
+  for (Direction* d : directions) {
+    if (d->link_start != nullptr) d->link_start->store(INT64_MIN);
+  }
+  for (Direction* d : directions) {
+    const link::PipeConfig& c = d->pipe.config();
+    const link::ScheduleState& s = d->pipe.schedule_state();
+    if (d->link_start == nullptr || !c.schedule || !s.started ||
+        c.schedule->start != link::ScheduleStart::kFirstFrame) {
+      continue;
+    }
+    const int64_t at = s.start_ns + d->shift_ns;
+    if (at > d->link_start->load()) d->link_start->store(at);
+  }
 }
 
 void DelayNode::reserve_wires() {
@@ -294,7 +312,14 @@ void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s) {
 }
 
 const char* schedule_state_name(const DirectionStats& s) {
-  return !s.schedule.started ? "waiting" : s.schedule.ended ? "ended" : "running";
+  if (!s.schedule.started) {
+    const link::ScheduleStart start =
+        s.config.schedule ? s.config.schedule->start : link::ScheduleStart::kAtOnce;
+    return start == link::ScheduleStart::kFirstFrame ? "waiting for the link's first frame"
+           : start == link::ScheduleStart::kOnEvent  ? "waiting for a start event"
+                                                     : "waiting";
+  }
+  return s.schedule.ended ? "ended" : "running";
 }
 
 int64_t schedule_segment_elapsed_ns(const DirectionStats& s) {

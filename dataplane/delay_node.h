@@ -162,6 +162,7 @@ class DelayNode {
   rte_mempool* pool_ = nullptr;
   std::vector<uint16_t> ports_;  // started ports, to stop at the end
   std::vector<std::unique_ptr<Direction>> directions_;
+  std::vector<std::unique_ptr<std::atomic<int64_t>>> link_starts_;  // Direction::link_start
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> running_{false};

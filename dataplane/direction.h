@@ -5,7 +5,9 @@
 #include <rte_mbuf.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "dataplane/frame_watch.h"
@@ -75,7 +77,16 @@ struct Direction {
     shift_floor_ns = virtual_time(worker_virtual_now_ns);
     shift_ns += by_ns;
   }
+  // Shared by the link's two directions, which may run on two workers:
+  // the worker virtual instant at which a schedule that starts on the
+  // link's first frame last started (INT64_MIN: never). The other
+  // direction, if its schedule waits for the first frame, starts at it.
+  std::atomic<int64_t>* link_start = nullptr;
 };
+
+// link_start again from the pipes' states (after a restore): the latest
+// start of a schedule that started on the link's first frame.
+void reset_link_starts(std::span<Direction* const> directions);
 
 // A copy of a direction's counters, taken by its worker on request.
 struct DirectionStats {

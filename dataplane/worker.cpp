@@ -90,6 +90,7 @@ int Worker::run(const std::atomic<bool>& stop) {
       // nothing departs; frames already handed to the port (their virtual
       // departure is before the freeze) still go out.
       prefetch(d, burst, n);
+      if (unlikely(d.pipe.awaits_first_frame())) follow_link_start(d, virtual_now);
       busy |= take_staged(d);
       const int64_t own_now = d.virtual_time(virtual_now);
       busy |= transmit(d, frozen ? INT64_MIN : own_now) || n > 0;
@@ -114,9 +115,24 @@ int Worker::run(const std::atomic<bool>& stop) {
 
 bool Worker::take_staged(Direction& d) {
   if (d.staged_count == 0) return false;
+  const bool awaited = d.pipe.awaits_first_frame();
   receive(d, d.staged, d.staged_count, d.staged_arrival, d.staged_real_arrival);
   d.staged_count = 0;
+  if (unlikely(awaited) && !d.pipe.awaits_first_frame() && d.link_start != nullptr) {
+    // The link's first frame: the other direction starts at this instant.
+    const int64_t at = d.pipe.schedule_state().start_ns + d.shift_ns;
+    int64_t seen = d.link_start->load(std::memory_order_relaxed);
+    while (seen < at && !d.link_start->compare_exchange_weak(seen, at, std::memory_order_release)) {
+    }
+  }
   return true;
+}
+
+void Worker::follow_link_start(Direction& d, int64_t virtual_now) {
+  if (d.link_start == nullptr) return;
+  const int64_t at = d.link_start->load(std::memory_order_acquire);
+  if (at == INT64_MIN) return;
+  d.pipe.start_schedule_at(at - d.shift_ns, d.virtual_time(virtual_now));
 }
 
 void Worker::prefetch(const Direction& d, rte_mbuf* const* burst, uint16_t n) {

@@ -57,6 +57,8 @@ class Worker {
   bool transmit(Direction& d, int64_t virtual_now);
   // The burst staged in the previous pass into d's pipe; false if none.
   bool take_staged(Direction& d);
+  // The other direction's first frame started the link's schedule.
+  void follow_link_start(Direction& d, int64_t virtual_now);
   [[gnu::cold]] bool handle_commands();
   [[gnu::noinline]] void scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n,
                                       int64_t real_ns);

@@ -13,6 +13,7 @@ PipeConfig LinkEvent::applied_to(PipeConfig base) const {
     case LinkEventKind::kSet: return set.applied_to(std::move(base));
     case LinkEventKind::kDown: base.down = true; break;
     case LinkEventKind::kUp: base.down = false; break;
+    case LinkEventKind::kStart: break;  // the schedule's position, not the configuration
   }
   return base;
 }
@@ -20,8 +21,10 @@ PipeConfig LinkEvent::applied_to(PipeConfig base) const {
 Result<LinkEvent> parse_link_event(int64_t at_ns, std::string_view change) {
   LinkEvent event;
   event.at_ns = at_ns;
-  if (change == "down" || change == "up") {
-    event.kind = change == "down" ? LinkEventKind::kDown : LinkEventKind::kUp;
+  if (change == "down" || change == "up" || change == "start") {
+    event.kind = change == "down" ? LinkEventKind::kDown
+                 : change == "up" ? LinkEventKind::kUp
+                                  : LinkEventKind::kStart;
     return event;
   }
   // Each setting through apply_setting (one parser of values for both),
@@ -37,7 +40,7 @@ Result<LinkEvent> parse_link_event(int64_t at_ns, std::string_view change) {
     if (item.empty()) continue;
     const size_t eq = item.find('=');
     if (eq == std::string_view::npos) {
-      return invalid_argument(cat("event: '", item, "' is not key=value, down or up"));
+      return invalid_argument(cat("event: '", item, "' is not key=value, down, up or start"));
     }
     const std::string_view key = item.substr(0, eq);
     const std::string_view value = item.substr(eq + 1);
@@ -45,7 +48,7 @@ Result<LinkEvent> parse_link_event(int64_t at_ns, std::string_view change) {
         key != "queue_frames" && key != "queue_bytes") {
       return invalid_argument(cat("event: unknown key '", key,
                                   "' (an event sets rate, delay, jitter, loss, queue_frames or "
-                                  "queue_bytes; or give down or up)"));
+                                  "queue_bytes; or give down, up or start)"));
     }
     if ((key == "queue_frames" || key == "queue_bytes") && value == "none") {
       return invalid_argument(cat("event: ", key, "=none: an event sets a limit, it cannot remove one"));
@@ -61,13 +64,14 @@ Result<LinkEvent> parse_link_event(int64_t at_ns, std::string_view change) {
     else s.queue_limit_bytes = scratch.queue_limit_bytes;
     any = true;
   }
-  if (!any) return invalid_argument("event: give down, up or settings (delay=200ms ...)");
+  if (!any) return invalid_argument("event: give down, up, start or settings (delay=200ms ...)");
   return event;
 }
 
 std::string describe_change(const LinkEvent& e) {
   if (e.kind == LinkEventKind::kDown) return "down";
   if (e.kind == LinkEventKind::kUp) return "up";
+  if (e.kind == LinkEventKind::kStart) return "start";
   const Segment& s = e.set;
   std::ostringstream out;
   const char* sep = "";
@@ -95,6 +99,10 @@ std::string describe_change(const LinkEvent& e) {
 }
 
 Status check_event(const LinkEvent& event, const PipeConfig& base) {
+  if (event.kind == LinkEventKind::kStart && !base.schedule) {
+    return invalid_argument(cat("event at ", event.at_ns,
+                                " ns (start): the link direction has no schedule to start"));
+  }
   PipeConfig next = event.applied_to(base);
   next.schedule = ScheduleRef();
   Status s = next.validate();
@@ -106,7 +114,8 @@ Status check_events(const PipeConfig& base, const std::vector<LinkEvent>& events
   PipeConfig next = base;
   next.schedule = ScheduleRef();
   for (const LinkEvent& e : events) {
-    AMBER_RETURN_IF_ERROR(check_event(e, next));
+    // Events keep the schedule: a start is checked against the one given.
+    AMBER_RETURN_IF_ERROR(check_event(e, e.kind == LinkEventKind::kStart ? base : next));
     next = e.applied_to(std::move(next));
   }
   return Status::ok();

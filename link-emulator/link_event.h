@@ -21,6 +21,9 @@ enum class LinkEventKind : uint8_t {
   kSet = 0,   // change parameters, as `amberctl set` would at that instant
   kDown = 1,  // every arriving frame is dropped (DropCause::kLinkDown)
   kUp = 2,    // frames are accepted again
+  // The schedule starts from its beginning (restarts if it runs): a
+  // schedule whose start is ScheduleStart::kOnEvent waits for this.
+  kStart = 3,
 };
 
 struct LinkEvent {
@@ -36,19 +39,20 @@ struct LinkEvent {
   bool operator==(const LinkEvent&) const = default;
 };
 
-// "down", "up", or settings as `amberctl set` takes them, limited to what a
+// "down", "up", "start", or settings as `amberctl set` takes them, limited to what a
 // segment can change: rate, delay, jitter, loss, queue_frames, queue_bytes
 // ("delay=200ms loss=1%"). Errors name the problem: "event: unknown key
 // 'seed' (an event sets rate, delay, jitter, loss, queue_frames or
 // queue_bytes; or give down or up)".
 Result<LinkEvent> parse_link_event(int64_t at_ns, std::string_view change);
 
-// "down", "up", "delay=200ms loss=1%": what parse_link_event reads.
+// "down", "up", "start", "delay=200ms loss=1%": what parse_link_event reads.
 std::string describe_change(const LinkEvent& event);
 
 // Whether `event` can apply to the static configuration `base`: the
 // result, without its schedule (an event cannot make a segment invalid
-// that was not), must be valid. Cheap: no trace is looked at.
+// that was not), must be valid, and a start needs a schedule. Cheap: no
+// trace is looked at.
 Status check_event(const LinkEvent& event, const PipeConfig& base);
 // The same for events applied in turn (in the order they fire).
 Status check_events(const PipeConfig& base, const std::vector<LinkEvent>& events);

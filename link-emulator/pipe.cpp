@@ -32,6 +32,7 @@ Result<Pipe> Pipe::create(const PipeConfig& config) {
 Pipe::Pipe(const PipeConfig& config)
     : rng_(config.seed), loss_(config.loss), dense_(kDefaultWireFrames), base_(config) {
   bind_schedule();
+  update_awaiting();
   apply_config(scheduled_config(), false);
   next_segment_ns_ = next_change_after_position();
   update_next_change();
@@ -73,6 +74,7 @@ Verdict Pipe::enqueue(Frame& frame, uint32_t length, int64_t now) {
 template <bool kWritten>
 Verdict Pipe::offer(Frame& frame, uint32_t length, int64_t now) {
   catch_up(now);
+  if (awaiting_frame_) [[unlikely]] start_schedule(now);
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += length;
@@ -367,13 +369,7 @@ Status Pipe::reconfigure(const PipeConfig& config, int64_t now) {
   const bool same_schedule = config.schedule == base_.schedule;
   base_ = config;
   bind_schedule();
-  if (!same_schedule) {
-    sched_ = ScheduleState{};
-    if (schedule_) {
-      sched_.started = true;
-      sched_.start_ns = sched_.segment_start_ns = now;
-    }
-  }
+  if (!same_schedule) await_schedule(now);
   change_to(scheduled_config(), scheduled_trace(), now);
   next_segment_ns_ = next_change_after_position();
   update_next_change();
@@ -422,6 +418,7 @@ void Pipe::set_state(const PipeState& s) {
   // The parameters of the saved position first: its loss model is the one
   // whose state was saved.
   sched_ = s.schedule;
+  update_awaiting();
   events_ = s.events;
   loss_ = LossProcess(scheduled_config().loss);
   apply_config(scheduled_config(), scheduled_trace());

@@ -187,6 +187,15 @@ class Pipe {
   bool traced() const { return traced_; }
   // Where the schedule stands (meaningful when config().schedule is set).
   const ScheduleState& schedule_state() const { return sched_; }
+  // A schedule that starts on the link's first frame and has not: the
+  // pipe's own first frame starts it, or start_schedule_at() for a frame
+  // in the other direction.
+  bool awaits_first_frame() const { return awaiting_frame_; }
+  // Starts a schedule that awaits the first frame at virtual instant `at`
+  // (the other direction's first frame; no later than now: a later one,
+  // from a worker whose clock ran ahead, starts it now). An instant before
+  // the pipe began waiting (schedule_state().start_ns) is ignored.
+  void start_schedule_at(int64_t at, int64_t now);
   // The rate a trace allows over [from, from + window) of virtual time, in
   // bit/s of opportunity bytes; 0 when no trace runs. Cold (for stats).
   uint64_t trace_rate_bps(int64_t from, int64_t window) const;
@@ -278,8 +287,13 @@ class Pipe {
     if (now >= next_change_ns_) [[unlikely]] catch_up_slow(now);
   }
   void catch_up_slow(int64_t now);
-  void start_schedule(int64_t now);
+  void start_schedule(int64_t at);
   void step_schedule(int64_t at);
+  // Not started yet: since `now`, as the schedule's start says.
+  void await_schedule(int64_t now);
+  void update_awaiting() {
+    awaiting_frame_ = schedule_ && !sched_.started && schedule_->start == ScheduleStart::kFirstFrame;
+  }
   void fire_event();
   // next_change_ns_: the earlier of the schedule's next change and the
   // first pending event.
@@ -398,6 +412,7 @@ class Pipe {
   std::vector<PipeConfig> segment_configs_;
   bool cycle_changes_loss_ = false;  // a full loop of segments restarts the loss model
   int64_t next_segment_ns_ = kNever;  // the schedule's next change (min: at the first event)
+  bool awaiting_frame_ = false;       // awaits_first_frame()
   std::vector<LinkEvent> events_;     // pending, in the order they fire
   PipeConfig base_;
 };

@@ -46,6 +46,11 @@ size_t Pipe::cancel_events() {
 // schedule), and the parameters in force move at that instant.
 void Pipe::fire_event() {
   const int64_t at = events_.front().at_ns;
+  if (events_.front().kind == LinkEventKind::kStart) {
+    events_.erase(events_.begin());
+    start_schedule(at);  // from its beginning, even if it runs
+    return;
+  }
   advance(at);  // frames serialized before the change, at the old parameters
   // Checked when it was scheduled, and by every reconfigure() since.
   base_ = events_.front().applied_to(std::move(base_));

@@ -10,6 +10,16 @@
 
 namespace amber::link {
 
+// A new schedule: at once starts at now (the first event), the others wait.
+void Pipe::await_schedule(int64_t now) {
+  sched_ = ScheduleState{};
+  if (schedule_) {
+    sched_.started = schedule_->start == ScheduleStart::kAtOnce;
+    sched_.start_ns = sched_.segment_start_ns = now;
+  }
+  update_awaiting();
+}
+
 void Pipe::bind_schedule() {
   schedule_ = base_.schedule.get();
   PipeConfig plain = base_;
@@ -38,7 +48,10 @@ bool Pipe::scheduled_trace() const {
 
 int64_t Pipe::next_change_after_position() const {
   if (!schedule_ || sched_.ended) return kNever;
-  if (!sched_.started) return std::numeric_limits<int64_t>::min();  // at the first event
+  if (!sched_.started) {
+    // At once: at the first event. The others: a frame or an event starts it.
+    return schedule_->start == ScheduleStart::kAtOnce ? std::numeric_limits<int64_t>::min() : kNever;
+  }
   const auto& segments = schedule_->segments;
   if (segments.empty()) {
     // A trace alone repeats, unless the schedule ends after one pass.
@@ -53,7 +66,7 @@ int64_t Pipe::next_change_after_position() const {
 
 void Pipe::catch_up_slow(int64_t now) {
   while (next_change_ns_ <= now) {
-    if (schedule_ && !sched_.started) {
+    if (schedule_ && !sched_.started && schedule_->start == ScheduleStart::kAtOnce) {
       start_schedule(now);
       continue;
     }
@@ -71,13 +84,22 @@ void Pipe::catch_up_slow(int64_t now) {
   }
 }
 
-void Pipe::start_schedule(int64_t now) {
+void Pipe::start_schedule(int64_t at) {
   sched_ = ScheduleState{};
   sched_.started = true;
-  sched_.start_ns = sched_.segment_start_ns = now;
-  change_to(scheduled_config(), scheduled_trace(), now);
+  sched_.start_ns = sched_.segment_start_ns = at;
+  awaiting_frame_ = false;
+  change_to(scheduled_config(), scheduled_trace(), at);
   next_segment_ns_ = next_change_after_position();
   update_next_change();
+}
+
+void Pipe::start_schedule_at(int64_t at, int64_t now) {
+  if (!awaiting_frame_ || at < sched_.start_ns) return;
+  at = std::min(at, now);
+  catch_up(at);  // events due before the start fire first
+  if (awaiting_frame_) start_schedule(at);  // unless one of them was a start
+  catch_up(now);
 }
 
 void Pipe::step_schedule(int64_t at) {

@@ -46,6 +46,18 @@ const char* schedule_end_name(ScheduleEnd end) {
   return "unknown";
 }
 
+const char* schedule_start_name(ScheduleStart start) {
+  switch (start) {
+    case ScheduleStart::kAtOnce:
+      return "now";
+    case ScheduleStart::kFirstFrame:
+      return "first_frame";
+    case ScheduleStart::kOnEvent:
+      return "event";
+  }
+  return "unknown";
+}
+
 int64_t Schedule::cycle_ns() const {
   int64_t total = 0;
   for (const Segment& s : segments) total += s.duration_ns;
@@ -318,7 +330,10 @@ std::string describe(const Schedule& s) {
                " B over ", format_duration_ns(t.period_ns()), ", mean ",
                format_rate_bps(t.mean_rate_bps()), ")");
   }
-  return cat(out, ", then ", schedule_end_name(s.at_end));
+  const char* starts = s.start == ScheduleStart::kFirstFrame ? "starts on the link's first frame, "
+                       : s.start == ScheduleStart::kOnEvent ? "starts on a start event, "
+                                                            : "";
+  return cat(out, ", ", starts, "then ", schedule_end_name(s.at_end));
 }
 
 }  // namespace amber::link

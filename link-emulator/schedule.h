@@ -71,10 +71,23 @@ enum class ScheduleEnd : uint8_t {
 };
 const char* schedule_end_name(ScheduleEnd end);
 
+// When a schedule starts. Append-only: stored in checkpoint images.
+enum class ScheduleStart : uint8_t {
+  kAtOnce = 0,  // at the pipe's first event (frame or poll) once configured
+  // The link's first frame: the pipe's own, or one in the other direction
+  // (the delay node starts both directions of a link at one instant).
+  kFirstFrame = 1,
+  // A "start" link event: an instant of experiment time (link_event.h),
+  // both directions at once when the event names no direction.
+  kOnEvent = 2,
+};
+const char* schedule_start_name(ScheduleStart start);
+
 struct Schedule {
   std::vector<Segment> segments;
   std::optional<DeliveryTrace> trace;
   ScheduleEnd at_end = ScheduleEnd::kLoop;
+  ScheduleStart start = ScheduleStart::kAtOnce;
 
   // The schedule itself (durations, trace shape); the pipe's validate()
   // also checks every segment applied to the static configuration.
@@ -85,9 +98,11 @@ struct Schedule {
 
 // Where a pipe stands in its schedule: part of its checkpointed state.
 struct ScheduleState {
-  bool started = false;  // the schedule starts at the pipe's first event
+  bool started = false;  // Schedule::start says when
   bool ended = false;    // ScheduleEnd::kEnd reached: static configuration
-  int64_t start_ns = 0;  // virtual instant the schedule started
+  // Virtual instant the schedule started; not started yet: since when it
+  // waits (a first frame before this instant does not start it).
+  int64_t start_ns = 0;
   uint32_t segment = 0;
   int64_t segment_start_ns = 0;
   uint64_t loops = 0;  // completed passes over the segments

@@ -74,8 +74,9 @@ TEST(ScheduleConfig, FindsFilesNextToTheConfiguration) {
   const std::string path = dir.write(
       "links.conf",
       "link { name: \"l\" port_a: \"p0\" port_b: \"p1\"\n"
-      "  a_to_b { segments: \"steps.csv\" schedule_end: \"end\" }\n"
-      "  b_to_a { trace: \"up.trace\" trace_opportunity_bytes: 1514 trace_header_bytes: 0 } }\n");
+      "  a_to_b { segments: \"steps.csv\" schedule_end: \"end\" schedule_start: \"event\" }\n"
+      "  b_to_a { trace: \"up.trace\" trace_opportunity_bytes: 1514 trace_header_bytes: 0\n"
+      "           schedule_start: \"first_frame\" } }\n");
   auto r = load_node_config(path);
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   const auto& a = *r->links[0].a_to_b.schedule;
@@ -83,7 +84,9 @@ TEST(ScheduleConfig, FindsFilesNextToTheConfiguration) {
   EXPECT_EQ(a.segments[1].rate_bps, 10'000'000u);
   EXPECT_FALSE(a.segments[2].delay_ns.has_value());
   EXPECT_EQ(a.at_end, link::ScheduleEnd::kEnd);
+  EXPECT_EQ(a.start, link::ScheduleStart::kOnEvent);
   const auto& b = *r->links[0].b_to_a.schedule;
+  EXPECT_EQ(b.start, link::ScheduleStart::kFirstFrame);
   EXPECT_EQ(b.trace->ms, (std::vector<uint32_t>{1, 1, 2}));
   EXPECT_EQ(b.trace->opportunity_bytes, 1514u);
   EXPECT_EQ(b.trace->header_bytes, 0u);
@@ -126,6 +129,9 @@ TEST(ScheduleConfig, BadSegmentsAreNamed) {
                "a_to_b.segment[1].duration: must be above 0");
   expect_error(link_with("    duration: \"1s\""), "a_to_b.duration: only a segment has a duration");
   expect_error(link_with("    schedule_end: \"stop\""), "'stop' is not loop, hold or end");
+  expect_error(link_with("    segment { duration: \"1s\" } schedule_start: \"later\""),
+               "a_to_b.schedule_start: 'later' is not now, first_frame or event");
+  expect_error(link_with("    schedule_start: \"event\""), "schedule: neither segments nor a trace");
   expect_error(
       link_with("    trace: \"" + real_trace() + "\" segment { duration: \"1s\" rate: \"1Mbit\" }"),
       "segment 1: sets a rate, but the trace gives the rate");

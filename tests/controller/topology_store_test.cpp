@@ -115,10 +115,11 @@ TEST(Topology, LinkEventsParseInExperimentTime) {
 event { at: "30s" link: "lfn" direction: "a_to_b" set { delay: "200ms" random_loss { probability: "1 %" } } }
 event { at: "1min" link: "lfn" down: true }
 event { at: "62s" link: "lfn" delay_node: "dn1" up: true }
+event { at: "90s" link: "lfn" start: true }
 )",
                           "topo.conf");
   ASSERT_TRUE(t.is_ok()) << t.status().to_string();
-  ASSERT_EQ(t->events.size(), 3u);
+  ASSERT_EQ(t->events.size(), 4u);
   EXPECT_EQ(t->events[0].delay_node, "dn1");
   EXPECT_EQ(t->events[0].link, "lfn");
   EXPECT_EQ(t->events[0].direction, "a_to_b");
@@ -128,6 +129,8 @@ event { at: "62s" link: "lfn" delay_node: "dn1" up: true }
   EXPECT_EQ(t->events[1].at_ns, 60'000'000'000);
   EXPECT_EQ(t->events[1].change, "down");
   EXPECT_EQ(t->events[2].change, "up");
+  EXPECT_EQ(t->events[3].change, "start");
+  EXPECT_EQ(t->events[3].direction, "");
 }
 
 TEST(Topology, BadLinkEventsAreRefusedNamingTheLineAndProblem) {
@@ -150,7 +153,9 @@ TEST(Topology, BadLinkEventsAreRefusedNamingTheLineAndProblem) {
       {head + "event { at: \"5s\" link: \"l\" direction: \"up\" down: true }\n",
        "direction 'up': a_to_b, b_to_a"},
       {head + "event { at: \"5s\" link: \"l\" down: true up: true }\n",
-       "give exactly one of set { ... }, down: true, up: true"},
+       "give exactly one of set { ... }, down: true, up: true, start: true"},
+      {head + "event { at: \"5s\" link: \"l\" up: true start: true }\n",
+       "give exactly one of set"},
       {head + "event { at: \"5s\" link: \"l\" }\n", "give exactly one of set"},
       {head + "event { at: \"5s\" link: \"l\" set { seed: 3 } }\n",
        "set { seed }: an event sets rate, delay, jitter, queue_frames, queue_bytes or random_loss"},

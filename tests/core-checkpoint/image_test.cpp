@@ -460,6 +460,7 @@ TEST(Convert, SchedulesRoundTripAndBadPositionsAreRefused) {
                        link::Segment{.duration_ns = 6, .loss = link::NoLoss{}, .queue_limit_bytes = 9000},
                        link::Segment{.duration_ns = 7, .jitter_ns = 2, .queue_limit_frames = 3}};
   schedule.at_end = link::ScheduleEnd::kHoldLast;
+  schedule.start = link::ScheduleStart::kFirstFrame;
   c.schedule = link::ScheduleRef(schedule);
   ASSERT_TRUE(c.validate().is_ok()) << c.validate().to_string();
   image::PipeConfig m;
@@ -469,6 +470,10 @@ TEST(Convert, SchedulesRoundTripAndBadPositionsAreRefused) {
   EXPECT_EQ(*back, c);
   EXPECT_EQ(back->schedule->segments[1].loss, link::LossConfig{link::NoLoss{}});
   EXPECT_FALSE(back->schedule->segments[2].loss.has_value());
+  EXPECT_EQ(back->schedule->start, link::ScheduleStart::kFirstFrame);
+  m.mutable_schedule()->set_start(static_cast<image::ScheduleStart>(7));
+  EXPECT_NE(from_proto(m).status().message().find("schedule.start: unknown value 7"),
+            std::string::npos);
 
   PipeInfo info;
   info.config = c;
@@ -538,6 +543,20 @@ TEST(Convert, PendingEventsAndALinkDownRoundTripAndBadOnesAreRefused) {
   EXPECT_NE(from_proto(pm).status().message().find("state.events: event at 100 ns"),
             std::string::npos)
       << from_proto(pm).status().message();
+  // A start keeps its kind; without a schedule to start it is refused.
+  info.state.events = {*link::parse_link_event(100, "start")};
+  to_proto(info, &pm);
+  EXPECT_NE(from_proto(pm).status().message().find("no schedule to start"), std::string::npos)
+      << from_proto(pm).status().message();
+  link::Schedule schedule;
+  schedule.segments = {link::Segment{.duration_ns = 10, .delay_ns = 20}};
+  schedule.start = link::ScheduleStart::kOnEvent;
+  info.config.schedule = link::ScheduleRef(schedule);
+  to_proto(info, &pm);
+  auto started = from_proto(pm);
+  ASSERT_TRUE(started.is_ok()) << started.status().to_string();
+  EXPECT_EQ(started->state.events, info.state.events);
+  EXPECT_EQ(started->config.schedule->start, link::ScheduleStart::kOnEvent);
 }
 
 TEST(Crc32c, MatchesTheStandardCheckValueAndContinues) {

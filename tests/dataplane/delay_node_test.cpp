@@ -349,6 +349,111 @@ TEST_F(DelayNodeTest, StatsShowTheScheduleSegmentAndTheParametersInForce) {
   EXPECT_EQ(b.delay_now_ns, 2 * kMs);
 }
 
+// Issue #17: schedules that start on the link's first frame wait while the
+// node runs; one frame in one direction starts both directions at its
+// virtual arrival; a start event later restarts them at one instant.
+TEST_F(DelayNodeTest, TheLinksFirstFrameStartsBothDirectionsAtItsInstant) {
+  start(R"(both { rate: "100Mbit" delay: "1ms" queue_frames: 100 schedule_start: "first_frame"
+                  segment { duration: "300ms" rate: "50Mbit" }
+                  segment { duration: "300ms" rate: "10Mbit" } })");
+  auto directions = [&] {
+    std::map<std::string, DirectionStats> out;
+    auto stats = node_->stats();
+    EXPECT_TRUE(stats.is_ok()) << stats.status().to_string();
+    if (stats) {
+      for (const DirectionStats& s : *stats) out[s.direction] = s;
+    }
+    return out;
+  };
+  // The workers poll for a while: nothing starts.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  while (std::chrono::steady_clock::now() < until) {
+    for (auto& [name, s] : directions()) {
+      EXPECT_STREQ(schedule_state_name(s), "waiting for the link's first frame") << name;
+      EXPECT_EQ(s.rate_now_bps, 100'000'000u) << name;  // the static rate
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto before = node_->virtual_at(node_->now_ns());
+  ASSERT_TRUE(before.is_ok()) << before.status().to_string();
+  inject(a_, 1, 100);
+  ASSERT_EQ(collect(b_, 1, std::chrono::milliseconds(2000)).size(), 1u);
+  // b_to_a follows within a pass of the worker.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!directions()["b_to_a"].schedule.started && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  auto d = directions();
+  for (const char* name : {"a_to_b", "b_to_a"}) {
+    EXPECT_STREQ(schedule_state_name(d[name]), "running") << name;
+    EXPECT_EQ(d[name].rate_now_bps, 50'000'000u) << name;
+  }
+  const int64_t started = d["a_to_b"].schedule.start_ns;
+  EXPECT_GE(started, *before);
+  EXPECT_EQ(d["b_to_a"].schedule.start_ns, started);
+
+  // A start event for both directions: from the beginning again, together.
+  auto now = node_->virtual_at(node_->now_ns());
+  ASSERT_TRUE(now.is_ok());
+  const int64_t at = *now + 100 * kMs;
+  auto start_event = *link::parse_link_event(at, "start");
+  ASSERT_TRUE(node_->schedule_events("l", "a_to_b", {start_event}).is_ok());
+  ASSERT_TRUE(node_->schedule_events("l", "b_to_a", {start_event}).is_ok());
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (directions()["b_to_a"].schedule.start_ns != at &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  d = directions();
+  EXPECT_EQ(d["a_to_b"].schedule.start_ns, at);
+  EXPECT_EQ(d["b_to_a"].schedule.start_ns, at);
+}
+
+// After a restore the link's first-frame instant comes from the pipes'
+// states: a direction whose schedule started on the first frame gives it
+// (on the worker's clock: plus its shift), one that waits, or starts
+// another way, gives nothing; the waiting direction then follows it.
+TEST(LinkStarts, ARestoreTakesTheFirstFrameInstantFromThePipes) {
+  auto config = [](link::ScheduleStart start) {
+    link::PipeConfig c;
+    link::Schedule s;
+    s.segments = {link::Segment{.duration_ns = 10 * kMs, .delay_ns = 2 * kMs}};
+    s.start = start;
+    c.schedule = link::ScheduleRef(s);
+    return c;
+  };
+  auto pipe = [](const link::PipeConfig& c) { return std::move(link::Pipe::create(c)).value(); };
+  Direction a("l", "a_to_b", 0, 1, pipe(config(link::ScheduleStart::kFirstFrame)));
+  Direction b("l", "b_to_a", 1, 0, pipe(config(link::ScheduleStart::kFirstFrame)));
+  std::atomic<int64_t> start{123};
+  a.link_start = b.link_start = &start;
+  Direction* both[] = {&a, &b};
+  reset_link_starts(both);
+  EXPECT_EQ(start.load(), INT64_MIN);  // neither started: nothing, not the old value
+
+  link::Frame frame{};
+  frame.length = 100;
+  ASSERT_TRUE(a.pipe.enqueue(frame, 7 * kMs).accepted);  // a_to_b's first frame
+  a.shift_ns = 2 * kMs;
+  reset_link_starts(both);
+  EXPECT_EQ(start.load(), 9 * kMs);
+  b.shift_ns = -kMs;
+  b.pipe.start_schedule_at(start.load() - b.shift_ns, 12 * kMs);
+  EXPECT_EQ(b.pipe.schedule_state().start_ns, 10 * kMs);
+
+  Direction at_once("m", "a_to_b", 0, 1, pipe(config(link::ScheduleStart::kAtOnce)));
+  std::atomic<int64_t> other{INT64_MIN};
+  at_once.link_start = &other;
+  link::Frame another{};
+  another.length = 100;
+  ASSERT_TRUE(at_once.pipe.enqueue(another, 7 * kMs).accepted);
+  Direction* one[] = {&at_once};
+  reset_link_starts(one);
+  EXPECT_EQ(other.load(), INT64_MIN);
+  a.pipe.clear([](link::Frame&) {});
+  at_once.pipe.clear([](link::Frame&) {});
+}
+
 // Issue #17: a scheduled "down" takes effect at its virtual instant on the
 // worker: every frame arriving until the "up" is dropped and counted as
 // link_down, the others pass; a frame's virtual arrival says which side of

@@ -72,11 +72,11 @@ TEST(LinkEventParse, RefusesWhatAnEventCannotSetNamingIt) {
   } cases[] = {
       {"seed=3",
        "event: unknown key 'seed' (an event sets rate, delay, jitter, loss, queue_frames or "
-       "queue_bytes; or give down or up)"},
-      {"sideways", "event: 'sideways' is not key=value, down or up"},
+       "queue_bytes; or give down, up or start)"},
+      {"sideways", "event: 'sideways' is not key=value, down, up or start"},
       {"delay=fast", "event: delay: "},
       {"queue_frames=none", "event: queue_frames=none: an event sets a limit, it cannot remove one"},
-      {"", "event: give down, up or settings (delay=200ms ...)"},
+      {"", "event: give down, up, start or settings (delay=200ms ...)"},
   };
   for (const auto& c : cases) {
     auto e = parse_link_event(0, c.change);

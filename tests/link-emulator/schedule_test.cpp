@@ -571,6 +571,150 @@ TEST(ScheduleCheckpoint, SegmentsRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   expect_identical_future_after_restore(c, arrivals, lengths, cut);
 }
 
+// ---- when a schedule starts ----
+
+PipeConfig starting(PipeConfig c, ScheduleStart start) {
+  Schedule s = *c.schedule;
+  s.start = start;
+  c.schedule = ScheduleRef(std::move(s));
+  return c;
+}
+
+// Segments.TakeEffectAtTheirExactInstants's schedule: 12 Mbit/s for
+// 10.5 ms, then 6 Mbit/s for 10 ms, static rate 1.2 Mbit/s.
+PipeConfig two_rates() {
+  PipeConfig base;
+  base.rate_bps = 1'200'000;
+  base.delay_ns = 5 * kMs;
+  return segmented(base, {Segment{.duration_ns = 10 * kMs + kMs / 2, .rate_bps = 12'000'000},
+                          Segment{.duration_ns = 10 * kMs, .rate_bps = 6'000'000}});
+}
+
+// Twenty 1500 B frames at `at` after the pipe was polled every ms from 0:
+// their departures less `at`.
+std::vector<int64_t> twenty_frames_at(Pipe& pipe, int64_t at) {
+  FramePool pool(20);
+  std::vector<Departure> out;
+  for (int64_t t = 0; t < at; t += kMs) testing::drain(pipe, pool, t, out);
+  EXPECT_TRUE(out.empty());
+  for (size_t i = 0; i < 20; ++i) {
+    pool[i].length = 1500;
+    EXPECT_TRUE(pipe.enqueue(pool[i], at).accepted);
+  }
+  for (int64_t t; (t = pipe.next_event_ns()) != kNever;) testing::drain(pipe, pool, t, out);
+  std::vector<int64_t> relative;
+  for (const Departure& d : out) relative.push_back(d.departure_ns - at);
+  return relative;
+}
+
+TEST(ScheduleStart, FirstFrameWaitsThroughPollsAndStartsAtTheFrame) {
+  // Started at the frame: the departures of a schedule begun at 0 with the
+  // frames at 0 (frame 10 straddles the change at 10.5 ms).
+  Pipe at_zero = make_pipe(two_rates());
+  const std::vector<int64_t> from_the_start = twenty_frames_at(at_zero, 0);
+  ASSERT_EQ(from_the_start.size(), 20u);
+  EXPECT_EQ(from_the_start[10], 11 * kMs + kMs / 2 + 5 * kMs);
+
+  Pipe on_frame = make_pipe(starting(two_rates(), ScheduleStart::kFirstFrame));
+  EXPECT_TRUE(on_frame.awaits_first_frame());
+  EXPECT_EQ(twenty_frames_at(on_frame, 37 * kMs), from_the_start);
+  EXPECT_FALSE(on_frame.awaits_first_frame());
+  EXPECT_TRUE(on_frame.schedule_state().started);
+  EXPECT_EQ(on_frame.schedule_state().start_ns, 37 * kMs);
+
+  // Started at the first poll (the default), the schedule stood 37 ms
+  // into its 20.5 ms loop when the frames came: other departures.
+  Pipe at_once = make_pipe(two_rates());
+  EXPECT_FALSE(at_once.awaits_first_frame());
+  EXPECT_NE(twenty_frames_at(at_once, 37 * kMs), from_the_start);
+  EXPECT_EQ(at_once.schedule_state().start_ns, 0);
+}
+
+TEST(ScheduleStart, TheOtherDirectionsFirstFrameStartsItAtThatInstant) {
+  Pipe pipe = make_pipe(starting(two_rates(), ScheduleStart::kFirstFrame));
+  FramePool pool(1);
+  std::vector<Departure> out;
+  testing::drain(pipe, pool, 9 * kMs, out);
+  pipe.start_schedule_at(4 * kMs, 9 * kMs);  // the other direction's frame came at 4 ms
+  EXPECT_EQ(pipe.schedule_state().start_ns, 4 * kMs);
+  EXPECT_EQ(pipe.current().rate_bps, 12'000'000u);
+  testing::drain(pipe, pool, 16 * kMs, out);  // 12 ms after the start: the second segment
+  EXPECT_EQ(pipe.schedule_state().segment, 1u);
+  EXPECT_EQ(pipe.schedule_state().segment_start_ns, 14 * kMs + kMs / 2);
+
+  // A new schedule waits again; a start from before it began waiting (the
+  // old schedule's) does not start it.
+  PipeConfig again = starting(two_rates(), ScheduleStart::kFirstFrame);
+  again.schedule = ScheduleRef(Schedule(*again.schedule));  // another schedule, equal content
+  Schedule changed = *again.schedule;
+  changed.segments[0].duration_ns = 3 * kMs;
+  again.schedule = ScheduleRef(changed);
+  ASSERT_TRUE(pipe.reconfigure(again, 20 * kMs).is_ok());
+  EXPECT_TRUE(pipe.awaits_first_frame());
+  EXPECT_EQ(pipe.current().rate_bps, 1'200'000u);  // the static rate while it waits
+  pipe.start_schedule_at(4 * kMs, 25 * kMs);
+  EXPECT_TRUE(pipe.awaits_first_frame());
+  pipe.start_schedule_at(30 * kMs, 25 * kMs);  // a worker whose clock ran ahead: now
+  EXPECT_EQ(pipe.schedule_state().start_ns, 25 * kMs);
+}
+
+TEST(ScheduleStart, OnEventWaitsForAStartEventAndAStartRestartsARunningSchedule) {
+  Pipe pipe = make_pipe(starting(two_rates(), ScheduleStart::kOnEvent));
+  FramePool pool(3);
+  std::vector<Departure> out;
+  auto start = parse_link_event(30 * kMs, "start");
+  ASSERT_TRUE(start.is_ok()) << start.status().to_string();
+  EXPECT_EQ(describe_change(*start), "start");
+  auto restart = parse_link_event(50 * kMs, "start");
+  ASSERT_TRUE(pipe.schedule_events({*start, *restart}, 0).is_ok());
+  // Frames do not start it: the static rate until the event.
+  pool[0].length = 1500;
+  ASSERT_TRUE(pipe.enqueue(pool[0], kMs).accepted);
+  testing::drain(pipe, pool, 29 * kMs, out);
+  EXPECT_FALSE(pipe.schedule_state().started);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].departure_ns, kMs + 10 * kMs + 5 * kMs);  // 1500 B at 1.2 Mbit/s
+  testing::drain(pipe, pool, 45 * kMs, out);
+  EXPECT_EQ(pipe.schedule_state().start_ns, 30 * kMs);
+  EXPECT_EQ(pipe.schedule_state().segment, 1u);  // 15 ms in: the second segment
+  testing::drain(pipe, pool, 51 * kMs, out);
+  EXPECT_EQ(pipe.schedule_state().start_ns, 50 * kMs);  // from its beginning again
+  EXPECT_EQ(pipe.schedule_state().segment, 0u);
+  EXPECT_EQ(pipe.current().rate_bps, 12'000'000u);
+  EXPECT_TRUE(pipe.pending_events().empty());
+}
+
+TEST(ScheduleStart, AStartEventNeedsASchedule) {
+  PipeConfig plain;
+  plain.delay_ns = 5 * kMs;
+  Pipe pipe = make_pipe(plain);
+  auto start = parse_link_event(30 * kMs, "start");
+  ASSERT_TRUE(start.is_ok());
+  Status s = pipe.schedule_events({*start}, 0);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("the link direction has no schedule to start"), std::string::npos)
+      << s.message();
+  // Nor can a reconfigure remove the schedule a pending start needs.
+  Pipe scheduled = make_pipe(starting(two_rates(), ScheduleStart::kOnEvent));
+  ASSERT_TRUE(scheduled.schedule_events({*start}, 0).is_ok());
+  EXPECT_FALSE(scheduled.reconfigure(plain, kMs).is_ok());
+  EXPECT_EQ(scheduled.pending_events().size(), 1u);
+}
+
+TEST(ScheduleCheckpoint, AScheduleWaitingForItsFirstFrameRestoresWaiting) {
+  PipeConfig c = starting(two_rates(), ScheduleStart::kFirstFrame);
+  Pipe first = make_pipe(c);
+  FramePool pool(20);
+  std::vector<Departure> out;
+  testing::drain(first, pool, 12 * kMs, out);
+  Pipe second = testing::restore_into_fresh(first);
+  EXPECT_TRUE(second.awaits_first_frame());
+  EXPECT_EQ(second.schedule_state(), first.schedule_state());
+  Pipe reference = make_pipe(two_rates());
+  EXPECT_EQ(twenty_frames_at(second, 40 * kMs), twenty_frames_at(reference, 0));
+  EXPECT_EQ(second.schedule_state().start_ns, 40 * kMs);
+}
+
 }  // namespace
 }  // namespace amber::link
 
