@@ -73,6 +73,7 @@ Result<std::unique_ptr<Experiment>> Experiment::create(Topology topology,
   std::unique_ptr<Experiment> experiment(new Experiment(
       std::move(topology), std::move(clock), std::move(agents), std::move(store).value()));
   experiment->reconcile(notes);
+  experiment->finish_interrupted_restore(notes);
   experiment->experiment_started_ = experiment->start_experiment_time(notes);
   return experiment;
 }
@@ -97,6 +98,7 @@ void Experiment::reconcile(std::vector<std::string>* notes) {
   }
   Crew stopped = only(all, [](const Member& a) { return a.asked; });
   const ExperimentState state = store_->state();
+  if (!state.restoring().empty()) return;  // finish_interrupted_restore() takes over
   if (state.swapped_out()) {
     note(cat("reconcile: the experiment is swapped out (checkpoint ", state.head(),
              "): the delay nodes stay frozen until a restore",
@@ -117,6 +119,26 @@ void Experiment::reconcile(std::vector<std::string>* notes) {
   }
   note(cat("reconcile: ", names, " stopped (left by an earlier controller): resumed at one instant",
            failed.empty() ? std::string() : cat(", except: ", failed, " (its lease resumes it)")));
+}
+
+void Experiment::finish_interrupted_restore(std::vector<std::string>* notes) {
+  const std::string id = store_->state().restoring();
+  if (id.empty()) return;
+  auto note = [&](std::string line) {
+    log(line);
+    if (notes) notes->push_back(std::move(line));
+  };
+  note(cat("reconcile: a restore of ", id,
+           " was interrupted (the controller stopped during it): restoring it again"));
+  RestoreRequest request;
+  request.set_id(id);
+  auto restored = restore(request, {});
+  if (restored) {
+    note(cat("reconcile: restored ", id, ": the experiment runs on branch ", restored->branch()));
+    return;
+  }
+  note(cat("reconcile: restoring ", id, " again failed: ", restored.status().message(),
+           store_->state().restoring().empty() ? "" : cat(" (amberctl restore ", id, ")")));
 }
 
 Status Experiment::await_clock() const {
@@ -178,10 +200,7 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
     report(progress, step, std::move(detail));
   };
   const ExperimentState state = store_->state();
-  if (state.swapped_out()) {
-    return failed_precondition(cat("the experiment is swapped out (checkpoint ", state.head(),
-                                   "): restore a checkpoint first"));
-  }
+  if (Status s = runs_whole(state); !s) return s;
   if (request.naive() && request.swap_out()) {
     return invalid_argument("a naive checkpoint cannot swap out: it does not save the network");
   }
@@ -467,6 +486,8 @@ StatusReply Experiment::status() {
   const char* activity = activity_.load();
   reply.set_state(std::string(activity) != "idle" ? activity
                   : state.swapped_out()           ? "swapped out"
+                  : !state.restoring().empty()    ? cat("restore of ", state.restoring(),
+                                                        " interrupted: restore again")
                                                   : "running");
   reply.set_branch(state.branch());
   reply.set_head(state.head());

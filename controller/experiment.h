@@ -81,6 +81,9 @@ class Experiment {
   // common instant, unless the store says the experiment is swapped out
   // (then nothing is touched). What it found and did goes to `notes`.
   void reconcile(std::vector<std::string>* notes);
+  // A restore that an earlier controller left half done (STATE's
+  // restoring): done again, from the start.
+  void finish_interrupted_restore(std::vector<std::string>* notes);
   // Starts experiment time on the delay nodes that have none yet (the
   // store keeps their epochs): their virtual clocks at one master instant
   // just ahead become experiment time 0, and the topology's events go to

@@ -116,7 +116,7 @@ void Experiment::straggler_loop() {
 
 void Experiment::resume_left_stopped() {
   std::unique_lock op(operation_, std::try_to_lock);
-  if (!op.owns_lock() || store_->state().swapped_out()) return;
+  if (!op.owns_lock() || !runs_whole(store_->state())) return;
   Crew all = crew_of(agents_, everyone);
   auto found = on_each("", all, [](Member& a) { return a.agent->status(); });
   for (size_t i = 0; i < all.size(); ++i) all[i].asked = found[i].reachable() && found[i].frozen();

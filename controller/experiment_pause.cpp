@@ -30,10 +30,7 @@ Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
                                 ", the topology's durations.save_deadline)"));
   }
   const ExperimentState state = store_->state();
-  if (state.swapped_out()) {
-    return failed_precondition(cat("the experiment is swapped out (checkpoint ", state.head(),
-                                   "): restore a checkpoint first"));
-  }
+  if (Status s = runs_whole(state); !s) return s;
   auto untouched = [](const Status& s) {
     return Status(s.code(), cat(s.message(), ": nothing was touched"));
   };

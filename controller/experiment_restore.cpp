@@ -87,6 +87,12 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   const Durations& d = topology_.durations;
   const int64_t lease = std::max(*start + lead_ns() + d.lease_ns(),
                                  request.at_ns() + 2 * d.step_deadline_ns);
+  // From here the experiment is touched: a controller that vanishes before
+  // the restore ends leaves STATE saying so, and the next one finishes it
+  // (reconcile()) instead of letting the leases run a half-restored one.
+  if (Status s = store_->set_restoring(m.id()); !s) {
+    return Status(s.code(), cat("store: ", s.message(), ": nothing was touched"));
+  }
   Crew nodes = only(crew, [](const Member& a) { return a.running && a.agent->moves_network(); });
   if (!nodes.empty()) {
     auto now = clock_->now_ns();
@@ -96,6 +102,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     auto frozen = on_each("restore (freezing the running node)", nodes,
                           [&](Member& a) { return a.agent->stop_at(at, lease, at - *now); });
     if (Status s = first_error(frozen); !s) {
+      (void)store_->set_restoring("");
       return Status(s.code(), cat(s.message(), ": the experiment runs on as it was"));
     }
     // Freeze answers once the instant has passed when it is near.

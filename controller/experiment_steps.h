@@ -68,6 +68,20 @@ inline AgentStep named(AgentStep step, const Agent& agent, const char* name) {
 }
 
 // An error of `step` says so first: "save: vm host h1 did not answer in time".
+// Whether the experiment runs whole, as a checkpoint or a pause needs:
+// not swapped out, no restore left half done.
+inline Status runs_whole(const ExperimentState& state) {
+  if (state.swapped_out()) {
+    return failed_precondition(cat("the experiment is swapped out (checkpoint ", state.head(),
+                                   "): restore a checkpoint first"));
+  }
+  if (!state.restoring().empty()) {
+    return failed_precondition(cat("a restore of ", state.restoring(),
+                                   " did not finish: restore a checkpoint first"));
+  }
+  return Status::ok();
+}
+
 inline Status in_step(std::string_view step, Status s) {
   if (s || step.empty()) return s;
   return s.with_context(cat(step, ": "));

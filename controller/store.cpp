@@ -101,6 +101,14 @@ std::vector<std::string> reconcile_with_disk(const std::string& dir, bool had_st
     state->set_next_id(max_id + 1);
   }
   if (max_branch >= state->next_branch()) state->set_next_branch(max_branch + 1);
+  if (!state->restoring().empty() &&
+      std::none_of(manifests.begin(), manifests.end(),
+                   [&](const Manifest& m) { return m.id() == state->restoring(); })) {
+    notes.push_back(cat("store ", dir, ": STATE says a restore of ", state->restoring(),
+                        " was interrupted, but that checkpoint is gone: restore another"));
+    state->clear_restoring();
+    state->set_swapped_out(true);
+  }
   if (!had_state) {
     // Where the timeline stood: the newest checkpoint that can be restored.
     std::sort(manifests.begin(), manifests.end(),
@@ -304,6 +312,7 @@ Result<std::string> CheckpointStore::restored(const std::string& id) {
   }
   next.set_head(id);
   next.set_swapped_out(false);
+  next.clear_restoring();
   AMBER_RETURN_IF_ERROR(write_state(next));
   state_ = next;
   return next.branch();
@@ -322,6 +331,16 @@ Status CheckpointStore::set_swapped_out(bool swapped_out) {
   std::lock_guard lock(mutex_);
   ExperimentState next = state_;
   next.set_swapped_out(swapped_out);
+  next.clear_restoring();
+  AMBER_RETURN_IF_ERROR(write_state(next));
+  state_ = next;
+  return Status::ok();
+}
+
+Status CheckpointStore::set_restoring(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  ExperimentState next = state_;
+  next.set_restoring(id);
   AMBER_RETURN_IF_ERROR(write_state(next));
   state_ = next;
   return Status::ok();

@@ -58,8 +58,12 @@ class CheckpointStore {
 
   // After restoring `id`: continues the current branch when `id` is its
   // latest checkpoint, else starts a new branch from it. Returns the branch.
+  // Both end a restore that began (set_restoring).
   Result<std::string> restored(const std::string& id);
   Status set_swapped_out(bool swapped_out);
+  // A restore of `id` is about to touch the experiment ("": it did not,
+  // after all): STATE says so until restored() or set_swapped_out().
+  Status set_restoring(const std::string& id);
   // Records when experiment time 0 was on these delay nodes' virtual
   // clocks (node id -> virtual ns), beside those recorded before.
   Status set_epochs(const std::map<std::string, int64_t>& epochs);

@@ -22,6 +22,7 @@
 
 #include "common/strings.h"
 #include "controller/files.h"
+#include "controller/store.h"
 #include "tests/controller/fake_agent.h"
 
 namespace amber::controller {
@@ -31,6 +32,7 @@ namespace fs = std::filesystem;
 using fake::Op;
 using fake::Outcome;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr int64_t kStart = 1'700'000'000'000'000'000;  // master time at the start
 
@@ -841,6 +843,92 @@ TEST_F(ExperimentTest, AnAgentTheFailedRestoreCouldNotShutDownIsShutDownWhenItAn
   const size_t n = shut();
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
   EXPECT_EQ(shut(), n) << "shut down again after it answered";
+}
+
+// #16 fault matrix failure 1: a controller that died mid-restore left the
+// VMs shut down or half loaded and the nodes frozen; the leases then ran
+// the experiment without its VMs and nobody said so. STATE says a restore
+// is under way from the first step that touches the experiment until it
+// ends; the next controller finishes it.
+std::string state_file_of(const std::string& root) {
+  std::ifstream in(root + "/unit/STATE");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(ExperimentTest, ARestoreUnderWaySaysSoInTheStoreUntilItEnds) {
+  auto state_file = [&] { return state_file_of(root_); };
+  start(1, 1);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  std::string during;
+  hosts_[0]->on(Op::kLoad, [&] { during = state_file(); });
+  ASSERT_TRUE(restore(m->id()).is_ok());
+  EXPECT_THAT(during, HasSubstr("restoring: \"" + m->id() + "\""));
+  EXPECT_THAT(state_file(), Not(HasSubstr("restoring")));
+  // A restore refused before it touched anything leaves no mark.
+  nodes_[0]->set(Op::kStopAt, Outcome::kFail);
+  ASSERT_FALSE(restore(m->id()).is_ok());
+  EXPECT_THAT(state_file(), Not(HasSubstr("restoring")));
+  EXPECT_EQ(experiment_->status().state(), "running");
+}
+
+TEST_F(ExperimentTest, TheNextControllerFinishesARestoreAnEarlierOneLeftHalfDone) {
+  start(1, 2);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  // It died while loading: the node froze, h1's VMs are gone, h2 loaded
+  // and waits paused for a resume that never came.
+  start(1, 2, [&] {
+    auto store = CheckpointStore::open(root_, "unit", nullptr);
+    ASSERT_TRUE(store.is_ok()) << store.status().to_string();
+    ASSERT_TRUE((*store)->set_restoring(m->id()).is_ok());
+    nodes_[0]->leave(/*stopped=*/true, false, kStart + 5'000'000'000);
+    hosts_[0]->leave(false, /*down=*/true, 0);
+    hosts_[1]->leave(/*stopped=*/true, false, kStart + 5'000'000'000);
+  });
+  // Not rolled back into a half-restored experiment: restored again.
+  for (auto* a : all()) {
+    EXPECT_TRUE(a->calls_of(Op::kRollBack).empty()) << a->what();
+    ASSERT_EQ(a->calls_of(Op::kLoad).size(), 1u) << a->what();
+    EXPECT_EQ(a->last(Op::kLoad)->dir, root_ + "/unit/" + m->id()) << a->what();
+    EXPECT_EQ(a->calls_of(Op::kResumeAt).size(), 1u) << a->what();
+    EXPECT_FALSE(a->stopped()) << a->what();
+  }
+  EXPECT_TRUE(hosts_[0]->calls_of(Op::kShutdown).empty());     // nothing ran there
+  EXPECT_EQ(hosts_[1]->calls_of(Op::kShutdown).size(), 1u);   // its half-loaded VMs
+  EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [&](const std::string& n) {
+    return n.find("a restore of " + m->id() + " was interrupted") != std::string::npos;
+  }));
+  EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [&](const std::string& n) {
+    return n.find("restored " + m->id()) != std::string::npos;
+  }));
+  EXPECT_EQ(experiment_->status().state(), "running");
+  EXPECT_TRUE(checkpoint().is_ok());
+}
+
+TEST_F(ExperimentTest, ARestoreTheNextControllerCannotFinishIsReportedAndBlocksCheckpoints) {
+  start(1, 1);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  start(1, 1, [&] {
+    auto store = CheckpointStore::open(root_, "unit", nullptr);
+    ASSERT_TRUE(store.is_ok()) << store.status().to_string();
+    ASSERT_TRUE((*store)->set_restoring(m->id()).is_ok());
+    hosts_[0]->leave(false, /*down=*/true, 0);
+    nodes_[0]->set(Op::kRunning, Outcome::kFail);  // its agent does not answer yet
+  });
+  EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [&](const std::string& n) {
+    return n.find("restoring " + m->id() + " again failed") != std::string::npos &&
+           n.find("(amberctl restore " + m->id() + ")") != std::string::npos;
+  })) << ::testing::PrintToString(notes_);
+  EXPECT_EQ(experiment_->status().state(), "restore of " + m->id() + " interrupted: restore again");
+  auto refused = checkpoint();
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("a restore of " + m->id() + " did not finish"));
+  // The operator's restore, once the node answers, ends it.
+  nodes_[0]->set(Op::kRunning, Outcome::kSucceed);
+  ASSERT_TRUE(restore(m->id()).is_ok());
+  EXPECT_EQ(experiment_->status().state(), "running");
 }
 
 TEST_F(ExperimentTest, RestoreOfAChangedFileTouchesNothing) {

@@ -348,6 +348,37 @@ TEST_F(StoreTest, RestoringAnEarlierCheckpointStartsABranch) {
             b.pieces(0).files(0).sha256());
 }
 
+// A restore under way is kept in STATE until it ends; one of a checkpoint
+// that has since gone cannot be finished: the store says swapped out.
+TEST_F(StoreTest, ARestoreUnderWayOutlivesTheControllerUnlessItsCheckpointIsGone) {
+  auto store = open();
+  Manifest a = take(*store, "a");
+  Manifest b = take(*store, "b");
+  ASSERT_TRUE(store->set_restoring(a.id()).is_ok());
+  store.reset();
+  store = open();
+  EXPECT_EQ(store->state().restoring(), a.id());
+  ASSERT_TRUE(store->restored(a.id()).is_ok());
+  EXPECT_EQ(store->state().restoring(), "");
+  ASSERT_TRUE(store->set_restoring(b.id()).is_ok());
+  ASSERT_TRUE(store->set_swapped_out(true).is_ok());  // a failed load ends it too
+  EXPECT_EQ(store->state().restoring(), "");
+
+  ASSERT_TRUE(store->set_swapped_out(false).is_ok());
+  ASSERT_TRUE(store->set_restoring(b.id()).is_ok());
+  ASSERT_TRUE(store->remove(b.id()).is_ok());
+  store.reset();
+  std::vector<std::string> removed, notes;
+  auto again = CheckpointStore::open(root_, "exp", &removed, &notes);
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_EQ((*again)->state().restoring(), "");
+  EXPECT_TRUE((*again)->state().swapped_out());
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("a restore of " + b.id() + " was interrupted, but that checkpoint is gone"),
+            std::string::npos)
+      << notes[0];
+}
+
 TEST_F(StoreTest, RemoveFreesAndBadIdsAreRefused) {
   auto store = open();
   Manifest a = take(*store, "0123456789");
