@@ -9,6 +9,9 @@
 #   bench/run.sh clock      clock-sync: firing error, ptp4l offsets (root)
 #   bench/run.sh vm         vm-checkpoint: stop, save, restore, 4-VM skew (root)
 #   bench/run.sh netem      amber vs netem in a bridge VM (root, ~3 min; not in "all")
+#   bench/run.sh fidelity   issue #17's trace fidelity: a 1 Gbit/s trace per 10 ms and the
+#                           recorded LTE traces per second through the delay node (root,
+#                           ~2 min; not in "all"); AMBER_TRACES: the traces' folder
 #   bench/run.sh transparency [DIR]
 #                           the transparency evaluation: 20 checkpoints of two VMs
 #                           and the delay node vs baseline and naive (root, ~13 min;
@@ -104,6 +107,15 @@ fi
 
 if [ "$what" = netem ]; then
   python3 bench/netem_vm.py "$build_dir"
+fi
+
+if [ "$what" = fidelity ]; then
+  echo "== trace fidelity: delivered bytes against the Mahimahi trace, delay node on ring ports =="
+  machine
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  traces=${AMBER_TRACES:-/work/shared/traces}
+  [ -d "$traces" ] || traces=tests/data/traces
+  "$build_dir/bench/dataplane/trace_fidelity_bench" --traces "$traces" 2> >(grep -v '^TELEMETRY:' >&2)
 fi
 
 if [ "$what" = transparency ]; then
