@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""Several transparency evaluations of one configuration, and the figures
+across them: one evaluation's per-checkpoint medians say little about the
+next (a VM's stop can land 1 ms or 30 ms late), so a figure worth quoting
+is the spread over evaluations.
+
+  repeat.py BUILD_DIR OUT_DIR -n 3 -- [evaluate.py options]
+      runs evaluate.py n times into OUT_DIR/e1 ... OUT_DIR/eN, then prints
+      the table below
+  repeat.py --summarize OUT_DIR/e1 OUT_DIR/e2 ...
+      the table for evaluations already made
+
+Per evaluation and run (amber, naive, pause, sham; a baseline at the same
+instants without a checkpoint): the median over checkpoints of each checkpoint's median one-way-delay distortion of
+the segments in flight (ms) with its range, and the pooled |distortion|
+median and p99 over every such segment; then, per run, the median and range
+of those figures over the evaluations, and how many evaluations had amber's
+per-checkpoint median |.| below naive's at every checkpoint.
+(root; each evaluation as evaluate.py says: about duration + 25 s per run
+plus ~1 min)"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "scenario"))
+import analysis  # noqa: E402
+
+
+def figures(eval_dir):
+    """run -> {ckpt: [per-checkpoint medians, ms], pooled: summary}."""
+    rows = analysis.Evaluation(eval_dir).all_packet_effects()
+    out = {}
+    for run in sorted({r["run"] for r in rows}):
+        # A baseline has no checkpoint: its windows at the same instants.
+        window = "null" if kind(run) == "baseline" else "checkpoint"
+        per = [v / 1e6 for v in analysis.per_window(rows, run, window, "owd")]
+        if not per:
+            continue
+        out[run] = {"ckpt": per,
+                    "pooled": analysis.distortion_summary(analysis.pooled(rows, run, window, "owd"))}
+    return out
+
+
+def kind(run):
+    return run.rstrip("0123456789-_")
+
+
+def table(eval_dirs):
+    per_eval = [(d, figures(d)) for d in eval_dirs]
+    print("| evaluation | run | per-checkpoint median, ms: median [range] | pooled abs, ms: median / p99 | n |")
+    print("|---|---|---|---|---:|")
+    across = {}
+    for d, f in per_eval:
+        for run, v in f.items():
+            c = v["ckpt"]
+            p = v["pooled"]
+            print(f"| {os.path.basename(d.rstrip('/'))} | {run} | {np.median(c):.2f} "
+                  f"[{min(c):.2f}, {max(c):.2f}] | {p['median_abs']:.2f} / {p['p99_abs']:.2f} | {p['n']} |")
+            a = across.setdefault(kind(run), {"median": [], "median_abs": [], "p99_abs": []})
+            a["median"].append(float(np.median(c)))
+            a["median_abs"].append(p["median_abs"])
+            a["p99_abs"].append(p["p99_abs"])
+    print()
+    print(f"Across {len(per_eval)} evaluations (median [range] of the per-evaluation figures):")
+    print()
+    print("| run | per-checkpoint median, ms | pooled abs median, ms | pooled abs p99, ms |")
+    print("|---|---|---|---|")
+    for k, a in across.items():
+        cells = [f"{np.median(a[m]):.2f} [{min(a[m]):.2f}, {max(a[m]):.2f}]"
+                 for m in ("median", "median_abs", "p99_abs")]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    wins = 0
+    counted = 0
+    for _, f in per_eval:
+        amber = [v for r, v in f.items() if r.split("-")[0] == "amber"]
+        naive = [v for r, v in f.items() if r.split("-")[0] == "naive"]
+        if amber and naive:
+            counted += 1
+            worst_amber = max(abs(x) for x in amber[0]["ckpt"])
+            best_naive = min(abs(x) for x in naive[0]["ckpt"])
+            wins += worst_amber < best_naive
+    if counted:
+        print()
+        print(f"amber's worst checkpoint below naive's best: {wins} of {counted} evaluations")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("build", nargs="?")
+    ap.add_argument("out", nargs="?")
+    ap.add_argument("-n", type=int, default=3, help="evaluations (default 3)")
+    ap.add_argument("--summarize", nargs="+", metavar="EVAL_DIR",
+                    help="only print the table for these evaluation folders")
+    a = ap.parse_args(argv)
+    if a.summarize:
+        table(a.summarize)
+        return 0
+    if not a.build or not a.out:
+        ap.error("give BUILD_DIR and OUT_DIR (or --summarize EVAL_DIR...)")
+    if a.n < 1:
+        ap.error(f"-n {a.n}: at least one evaluation")
+    dirs = []
+    for i in range(1, a.n + 1):
+        d = os.path.join(a.out, f"e{i}")
+        print(f"== evaluation {i} of {a.n}: {d}", flush=True)
+        r = subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), a.build, d, "--quiet", *extra])
+        if r.returncode != 0:
+            print(f"evaluation {i} failed (exit {r.returncode}); the table covers those that finished",
+                  file=sys.stderr)
+            continue
+        dirs.append(d)
+    if not dirs:
+        return 1
+    table(dirs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
