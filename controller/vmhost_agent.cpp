@@ -13,6 +13,8 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -29,6 +31,7 @@
 #include "controller/vmhost_config.h"
 #include "proto/vmhost.grpc.pb.h"
 #include "vm-checkpoint/checkpoint.h"
+#include "vm-checkpoint/sched_boost.h"
 #include "vm-checkpoint/vm.h"
 
 namespace amber::controller {
@@ -116,8 +119,16 @@ class Host {
       auto monitor = clock_sync::SyncMonitor::open(config.ptp_socket(), host->local_, options);
       if (!monitor) return monitor.status();
       host->monitor_ = std::move(monitor).value();
-      auto scheduler = clock_sync::ActionScheduler::create(*host->monitor_, {});
+      clock_sync::SchedulerOptions scheduling;
+      if (config.agent_realtime()) scheduling.realtime_priority = 3;
+      auto scheduler = clock_sync::ActionScheduler::create(*host->monitor_, scheduling);
       if (!scheduler) return scheduler.status();
+      if (config.agent_realtime()) {
+        const Status rt = (*scheduler)->realtime_status();
+        std::fprintf(stderr, "amber-vmhost: agent_realtime: %s\n",
+                     rt ? "scheduler thread at SCHED_FIFO 3, stepping threads at 2 during a step"
+                        : cat("refused (", rt.message(), "): normal priority").c_str());
+      }
       host->scheduler_ = std::move(scheduler).value();
       host->waiter_ = std::make_unique<SchedulerWaiter>(*host->scheduler_, *host->monitor_);
     } else {
@@ -603,6 +614,9 @@ class Host {
                                           kMaxLeadNs / 1'000'000'000, " s ahead")));
     }
     vm::InstantWaiter& waiter = local_clock ? local_waiter_ : *waiter_;
+    // This thread only (no QEMU process): the scheduler's firing wakes it.
+    std::optional<vm::SchedBoost> prompt;
+    if (config_.agent_realtime()) prompt.emplace(std::span<const pid_t>{});
     auto r = stop ? vm::stop_all_at(vms, from_ns(at_ns), waiter)
                   : vm::resume_all_at(vms, from_ns(at_ns), waiter);
     if (!r) return to_grpc(r.status().with_context(cat(what, ": ")));

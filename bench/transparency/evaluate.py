@@ -523,6 +523,8 @@ def vmhost_lines(a, variant=None):
         lines += "realtime_boost: true\n"
     if align:
         lines += f'pause_alignment: "{align}"\n'
+    if getattr(a, "agent_realtime", False):
+        lines += "agent_realtime: true\n"
     return lines
 
 
@@ -600,6 +602,7 @@ def evaluate(a, keep=None):
               "interval_s": a.interval, "iperf_interval_s": 0.5, "restore_at": a.restore,
               "step_lead": getattr(a, "step_lead", None) or "auto",
               "realtime_boost": getattr(a, "realtime_boost", False),
+              "agent_realtime": getattr(a, "agent_realtime", False),
               "pause_alignment": getattr(a, "pause_alignment", None) or "on",
               "align_network": "on" if align_network(a) else "off",
               "worker_priority": getattr(a, "worker_priority", 0),
@@ -726,6 +729,9 @@ def parser():
                         "auto)")
     p.add_argument("--realtime-boost", action="store_true",
                    help="the VM host's realtime_boost around each instant")
+    p.add_argument("--agent-realtime", action="store_true",
+                   help="the VM host's agent_realtime: its scheduler and stepping threads at "
+                        "SCHED_FIFO (QEMU untouched)")
     p.add_argument("--pause-alignment", choices=("on", "off"),
                    help="the VM host's pause_alignment (default: the agent's, on)")
     p.add_argument("--align-network", choices=("on", "off"), default="on",
