@@ -17,6 +17,19 @@
 
 namespace amber::bench {
 
+// CPU time a thread of this process has had, from the scheduler's view
+// (/proc/self/task/TID/schedstat); 0 if it cannot be read.
+inline int64_t thread_cpu_ns(long tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", tid);
+  FILE* f = std::fopen(path, "r");
+  if (!f) return 0;
+  long long ns = 0;
+  if (std::fscanf(f, "%lld", &ns) != 1) ns = 0;
+  std::fclose(f);
+  return ns;
+}
+
 // DPDK for a benchmark: lcores 0-1, hugepage memory of `memory_mb`, a file
 // prefix of its own (removed again at the end, with the EAL).
 class BenchEal {

@@ -61,6 +61,8 @@
 
 namespace {
 
+using amber::bench::thread_cpu_ns;
+
 using amber::dataplane::DelayNode;
 
 constexpr unsigned kRingSize = 65536;
@@ -206,16 +208,6 @@ struct Result {
 // process), for its CPU time in /proc.
 std::atomic<long> g_forwarder_tid{0};
 
-int64_t thread_cpu_ns(long tid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", tid);
-  FILE* f = std::fopen(path, "r");
-  if (!f) return 0;
-  long long ns = 0;
-  if (std::fscanf(f, "%lld", &ns) != 1) ns = 0;
-  std::fclose(f);
-  return ns;
-}
 
 // Closed loop: whatever comes out of B goes back into A, which is kept
 // filled to the backlog from a reservoir of the population.

@@ -57,6 +57,8 @@
 
 namespace {
 
+using amber::bench::thread_cpu_ns;
+
 using amber::dataplane::DirectionStats;
 using amber::link::DeliveryTrace;
 
@@ -91,17 +93,6 @@ void drain(Port& p) {
 // process), for the CPU time it got.
 std::atomic<long> g_worker_tid{0};
 
-// CPU time a thread of this process has had, from the scheduler's view.
-int64_t thread_cpu_ns(long tid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", tid);
-  FILE* f = std::fopen(path, "r");
-  if (!f) return 0;
-  long long ns = 0;
-  if (std::fscanf(f, "%lld", &ns) != 1) ns = 0;
-  std::fclose(f);
-  return ns;
-}
 
 // CPU time of every other task on the machine (/proc/*/task/*/schedstat),
 // by task id, with its name: what took the two cores from the source, the
