@@ -213,6 +213,8 @@ class AgentCheckpoint(unittest.TestCase):
         time.sleep(0.5)
         self.assertFalse(os.path.exists(image), "a save nobody waited for wrote its image")
         amberctl(self.sock, "thaw", "--in", "50ms")
+        # The thaw is armed for 50 ms ahead: wait for it, not a fixed time.
+        lab.wait_for(lambda: not frozen(self.sock), 10, "the node to thaw")
         self.assertIn("delay 100ms", amberctl(self.sock, "stats").stdout)
         reply = self.node.telemetry("/amber/set,lan,a_to_b,delay=5ms")
         self.assertIn("delay 5ms", reply.get("ok", ""), reply)
