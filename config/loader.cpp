@@ -127,10 +127,14 @@ class PipeReader {
       else return error(p, "schedule_end", cat("'", p.schedule_end(), "' is not loop, hold or end"));
     }
     if (!p.schedule_start().empty()) {
-      if (p.schedule_start() == "now") schedule.start = link::ScheduleStart::kAtOnce;
-      else if (p.schedule_start() == "first_frame") schedule.start = link::ScheduleStart::kFirstFrame;
-      else if (p.schedule_start() == "event") schedule.start = link::ScheduleStart::kOnEvent;
-      else {
+      bool known = false;
+      for (auto start : {link::ScheduleStart::kAtOnce, link::ScheduleStart::kFirstFrame,
+                         link::ScheduleStart::kOnEvent}) {
+        if (p.schedule_start() != link::schedule_start_name(start)) continue;
+        schedule.start = start;
+        known = true;
+      }
+      if (!known) {
         return error(p, "schedule_start",
                      cat("'", p.schedule_start(), "' is not now, first_frame or event"));
       }

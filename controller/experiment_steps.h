@@ -67,7 +67,6 @@ inline AgentStep named(AgentStep step, const Agent& agent, const char* name) {
   return step;
 }
 
-// An error of `step` says so first: "save: vm host h1 did not answer in time".
 // Whether the experiment runs whole, as a checkpoint or a pause needs:
 // not swapped out, no restore left half done.
 inline Status runs_whole(const ExperimentState& state) {
@@ -82,6 +81,7 @@ inline Status runs_whole(const ExperimentState& state) {
   return Status::ok();
 }
 
+// An error of `step` says so first: "save: vm host h1 did not answer in time".
 inline Status in_step(std::string_view step, Status s) {
   if (s || step.empty()) return s;
   return s.with_context(cat(step, ": "));

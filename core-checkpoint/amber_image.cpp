@@ -63,13 +63,8 @@ void print_schedule_position(const amber::checkpoint::PipeInfo& p) {
   const auto& schedule = *p.config.schedule;
   const auto& s = p.state.schedule;
   if (!s.started) {
-    const char* when = schedule.start == amber::link::ScheduleStart::kFirstFrame
-                           ? "waits for the link's first frame"
-                       : schedule.start == amber::link::ScheduleStart::kOnEvent
-                           ? "waits for a start event"
-                           : "starts at the pipe's first event";
-    std::printf("          schedule not started (%s, since virtual %lld ns)\n", when,
-                static_cast<long long>(s.start_ns));
+    std::printf("          schedule not started (%s, since virtual %lld ns)\n",
+                amber::link::schedule_waiting_for(schedule.start), static_cast<long long>(s.start_ns));
     return;
   }
   if (s.ended) {

@@ -313,11 +313,7 @@ void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s) {
 
 const char* schedule_state_name(const DirectionStats& s) {
   if (!s.schedule.started) {
-    const link::ScheduleStart start =
-        s.config.schedule ? s.config.schedule->start : link::ScheduleStart::kAtOnce;
-    return start == link::ScheduleStart::kFirstFrame ? "waiting for the link's first frame"
-           : start == link::ScheduleStart::kOnEvent  ? "waiting for a start event"
-                                                     : "waiting";
+    return s.config.schedule ? link::schedule_waiting_for(s.config.schedule->start) : "waiting";
   }
   return s.schedule.ended ? "ended" : "running";
 }

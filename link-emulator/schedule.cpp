@@ -58,6 +58,18 @@ const char* schedule_start_name(ScheduleStart start) {
   return "unknown";
 }
 
+const char* schedule_waiting_for(ScheduleStart start) {
+  switch (start) {
+    case ScheduleStart::kAtOnce:
+      return "waiting for the pipe's first event";
+    case ScheduleStart::kFirstFrame:
+      return "waiting for the link's first frame";
+    case ScheduleStart::kOnEvent:
+      return "waiting for a start event";
+  }
+  return "waiting";
+}
+
 int64_t Schedule::cycle_ns() const {
   int64_t total = 0;
   for (const Segment& s : segments) total += s.duration_ns;

@@ -81,7 +81,11 @@ enum class ScheduleStart : uint8_t {
   // both directions at once when the event names no direction.
   kOnEvent = 2,
 };
+// As the configuration names it: "now", "first_frame", "event".
 const char* schedule_start_name(ScheduleStart start);
+// What a schedule not started yet waits for, for people: "waiting for the
+// link's first frame".
+const char* schedule_waiting_for(ScheduleStart start);
 
 struct Schedule {
   std::vector<Segment> segments;

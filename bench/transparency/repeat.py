@@ -14,13 +14,19 @@ Per evaluation and run (amber, naive, pause, sham; a baseline at the same
 instants without a checkpoint): the median over checkpoints of each checkpoint's median one-way-delay distortion of
 the segments in flight (ms) with its range, and the pooled |distortion|
 median and p99 over every such segment; then, per run, the median and range
-of those figures over the evaluations, and how many evaluations had amber's
-per-checkpoint median |.| below naive's at every checkpoint.
+of those figures over the evaluations; frames the VMs' taps dropped per
+run; from the VM hosts' logs, the latest a QMP stop/cont left after its
+instant and the largest offset of a guest clock from its instant (every
+run of the evaluation); and in how many evaluations amber's worst
+checkpoint stayed below naive's best.
 (root; each evaluation as evaluate.py says: about duration + 25 s per run
 plus ~1 min)"""
 
 import argparse
+import glob
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -47,21 +53,51 @@ def figures(eval_dir):
     return out
 
 
+def tap_drops(eval_dir, run):
+    """Frames the VMs' taps dropped in a run (testbed topology), or None."""
+    try:
+        with open(os.path.join(eval_dir, "runs", run, "run.json")) as f:
+            dropped = json.load(f).get("tap_dropped")
+    except (OSError, ValueError):
+        return None
+    return sum(dropped.values()) if dropped else None
+
+
+# The VM host's line per VM and step (controller/vmhost_agent.cpp).
+STEP_LINE = re.compile(r"sent (-?[0-9.]+) ms before it; clock ([+-]?[0-9.]+) ms")
+
+
+def step_timing(eval_dir):
+    """Over every StopAt/ResumeAt of the evaluation (all runs), from the VM
+    hosts' logs: the latest a QMP command left after its instant and the
+    largest offset of a guest clock's stop or start from its instant (ms)."""
+    late, off = None, None
+    for path in glob.glob(os.path.join(eval_dir, "logs", "vmhost*.log")):
+        with open(path, errors="replace") as f:
+            for m in STEP_LINE.finditer(f.read()):
+                sent_after = -float(m.group(1))
+                late = sent_after if late is None else max(late, sent_after)
+                off = abs(float(m.group(2))) if off is None else max(off, abs(float(m.group(2))))
+    return late, off
+
+
 def kind(run):
     return run.rstrip("0123456789-_")
 
 
 def table(eval_dirs):
     per_eval = [(d, figures(d)) for d in eval_dirs]
-    print("| evaluation | run | per-checkpoint median, ms: median [range] | pooled abs, ms: median / p99 | n |")
-    print("|---|---|---|---|---:|")
+    print("| evaluation | run | per-checkpoint median, ms: median [range] | pooled abs, ms: median / p99 | n | frames the taps dropped |")
+    print("|---|---|---|---|---:|---:|")
     across = {}
     for d, f in per_eval:
         for run, v in f.items():
             c = v["ckpt"]
             p = v["pooled"]
+            taps = tap_drops(d, run)
             print(f"| {os.path.basename(d.rstrip('/'))} | {run} | {np.median(c):.2f} "
-                  f"[{min(c):.2f}, {max(c):.2f}] | {p['median_abs']:.2f} / {p['p99_abs']:.2f} | {p['n']} |")
+                  f"[{min(c):.2f}, {max(c):.2f}] | {p['median_abs']:.2f} / {p['p99_abs']:.2f} | {p['n']} "
+                  f"| {'–' if taps is None else taps} |")
             a = across.setdefault(kind(run), {"median": [], "median_abs": [], "p99_abs": []})
             a["median"].append(float(np.median(c)))
             a["median_abs"].append(p["median_abs"])
@@ -75,6 +111,13 @@ def table(eval_dirs):
         cells = [f"{np.median(a[m]):.2f} [{min(a[m]):.2f}, {max(a[m]):.2f}]"
                  for m in ("median", "median_abs", "p99_abs")]
         print(f"| {k} | " + " | ".join(cells) + " |")
+    print()
+    print("| evaluation | latest QMP command after its instant, ms | largest guest-clock offset from its instant, ms |")
+    print("|---|---:|---:|")
+    for d, _ in per_eval:
+        late, off = step_timing(d)
+        cells = ["–" if v is None else f"{v:.2f}" for v in (late, off)]
+        print(f"| {os.path.basename(d.rstrip('/'))} | {cells[0]} | {cells[1]} |")
     wins = 0
     counted = 0
     for _, f in per_eval:

@@ -205,6 +205,13 @@ class ExperimentTest : public ::testing::Test {
     start(1, 0);
     nodes_[0]->set_watch(std::chrono::milliseconds(50), end);
   }
+  // STATE as a controller that died while restoring `id` left it (in
+  // start()'s `before`: the store's lock is free then).
+  void leave_restoring(const std::string& id) {
+    auto store = CheckpointStore::open(root_, "unit", nullptr);
+    ASSERT_TRUE(store.is_ok()) << store.status().to_string();
+    ASSERT_TRUE((*store)->set_restoring(id).is_ok());
+  }
   std::vector<ScheduledEvent> events_;  // the topology's link events
   bool keep_start_calls_ = false;       // start(): keep the calls that start experiment time
 };
@@ -879,9 +886,7 @@ TEST_F(ExperimentTest, TheNextControllerFinishesARestoreAnEarlierOneLeftHalfDone
   // It died while loading: the node froze, h1's VMs are gone, h2 loaded
   // and waits paused for a resume that never came.
   start(1, 2, [&] {
-    auto store = CheckpointStore::open(root_, "unit", nullptr);
-    ASSERT_TRUE(store.is_ok()) << store.status().to_string();
-    ASSERT_TRUE((*store)->set_restoring(m->id()).is_ok());
+    leave_restoring(m->id());
     nodes_[0]->leave(/*stopped=*/true, false, kStart + 5'000'000'000);
     hosts_[0]->leave(false, /*down=*/true, 0);
     hosts_[1]->leave(/*stopped=*/true, false, kStart + 5'000'000'000);
@@ -911,9 +916,7 @@ TEST_F(ExperimentTest, ARestoreTheNextControllerCannotFinishIsReportedAndBlocksC
   auto m = checkpoint();
   ASSERT_TRUE(m.is_ok()) << m.status().to_string();
   start(1, 1, [&] {
-    auto store = CheckpointStore::open(root_, "unit", nullptr);
-    ASSERT_TRUE(store.is_ok()) << store.status().to_string();
-    ASSERT_TRUE((*store)->set_restoring(m->id()).is_ok());
+    leave_restoring(m->id());
     hosts_[0]->leave(false, /*down=*/true, 0);
     nodes_[0]->set(Op::kRunning, Outcome::kFail);  // its agent does not answer yet
   });

@@ -58,9 +58,9 @@ ABOVE_NAIVE_MS = 10.0
 REALTIME_BOOST = {"vhost": False, "testbed": False}
 # The VM host's agent_realtime (its own scheduler and stepping threads at
 # SCHED_FIFO, QEMU untouched) on the testbed: without it a step was once
-# sent 49 ms after its instant; with it the latest of 30 was 0.08 ms late,
-# and three evaluations each had amber's pooled |OWD distortion| median
-# at 0.36-0.87 ms against 0.44-6.43 ms without (README, Performance).
+# sent 49 ms after its instant; with it the latest in three evaluations was
+# 0.11 ms late, and amber's pooled |OWD distortion| median was 0.36-0.87 ms
+# against 0.44-6.43 ms without (README, Performance; repeat.py).
 AGENT_REALTIME = {"vhost": False, "testbed": True}
 
 
