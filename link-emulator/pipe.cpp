@@ -266,12 +266,9 @@ Frame& take_head(FrameList& list, Frame** out, int64_t* departures, int64_t* arr
 }
 }  // namespace
 
-unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned max,
-                       int64_t* arrivals) {
-  catch_up(now);
-  advance(now);
+[[gnu::always_inline]] inline unsigned Pipe::hand_out(int64_t now, Frame** out, int64_t* departures, unsigned max,
+                        int64_t* arrivals, uint64_t& bytes) {
   unsigned n = 0;
-  uint64_t bytes = 0;
   if (express_.empty()) {
     // The common case: the delay line alone, in departure order; first its
     // dense rings, read without touching a frame, then its list.
@@ -281,23 +278,49 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned m
         advance_lookahead(&take_head(delay_line_, out, departures, arrivals, n, bytes));
       }
     }
-  } else {
-    while (n < max) {
-      const int64_t line = delay_line_head_ns();
-      bool wire = line <= now;
-      bool express = !express_.empty() && express_.front().departure_ns <= now;
-      if (wire && (!express || line <= express_.front().departure_ns)) {
-        if (dense_.empty()) {
-          take_head(delay_line_, out, departures, arrivals, n, bytes);
-        } else {
-          n += dense_.pop_due(now, out + n, departures ? departures + n : nullptr, 1, bytes,
-                              arrivals ? arrivals + n : nullptr);
-        }
-      } else if (express) {
-        take_head(express_, out, departures, arrivals, n, bytes);
+    return n;
+  }
+  while (n < max) {
+    const int64_t line = delay_line_head_ns();
+    bool wire = line <= now;
+    bool express = !express_.empty() && express_.front().departure_ns <= now;
+    if (wire && (!express || line <= express_.front().departure_ns)) {
+      if (dense_.empty()) {
+        take_head(delay_line_, out, departures, arrivals, n, bytes);
       } else {
-        break;
+        n += dense_.pop_due(now, out + n, departures ? departures + n : nullptr, 1, bytes,
+                            arrivals ? arrivals + n : nullptr);
       }
+    } else if (express) {
+      take_head(express_, out, departures, arrivals, n, bytes);
+    } else {
+      break;
+    }
+  }
+  return n;
+}
+
+unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned max,
+                       int64_t* arrivals) {
+  catch_up(now);
+  uint64_t bytes = 0;
+  unsigned n;
+  if (bottleneck_.empty() || bottleneck_.front().ready_ns > now) {
+    n = hand_out(now, out, departures, max, arrivals, bytes);
+  } else {
+    // The bottleneck moves. What is on the wire and due by the instant its
+    // head leaves goes first: nothing the move puts on the wire can depart
+    // earlier (a departure is never before its frame's ready time), and at
+    // a delivery opportunity of a trace, a millisecond's frames go onto the
+    // wire at the very instant the frames it put there one delay earlier
+    // are due; those must not wait for that work. Then the bottleneck
+    // moves, and what it put on the wire already due (a late poll) leaves.
+    n = hand_out(bottleneck_.front().ready_ns, out, departures, max, arrivals, bytes);
+    if (n < max) {
+      advance_slow(now);
+      if (delay_line_head_ns() <= now || (!express_.empty() && express_.front().departure_ns <= now))
+        n += hand_out(now, out + n, departures ? departures + n : nullptr, max - n,
+                    arrivals ? arrivals + n : nullptr, bytes);
     }
   }
   counters_.frames_out += n;

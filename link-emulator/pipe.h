@@ -333,6 +333,10 @@ class Pipe {
   }
   void refill_slow();
   void advance_lookahead(const Frame* popped);
+  // dequeue()'s hand-out of frames due by now from the wire (delay line and
+  // express path, merged in departure order), adding their bytes.
+  unsigned hand_out(int64_t now, Frame** out, int64_t* departures, unsigned max,
+                    int64_t* arrivals, uint64_t& bytes);
   static void insert_sorted(FrameList& list, Frame& frame);
   static constexpr unsigned kLookahead = 8;
   static constexpr unsigned kRefill = 64;

@@ -183,6 +183,33 @@ TEST(Trace, SmallFramesShareAnOpportunityLargeOnesSpanSeveral) {
   for (size_t k = 0; k < 6; ++k) EXPECT_EQ(out[k].departure_ns, expected[k] * kMs) << "frame " << k;
 }
 
+// With a whole-millisecond delay a trace's frames are due at the very
+// instant its next opportunities put a millisecond's frames onto the wire:
+// dequeue() hands out the due ones before it does that work (on the
+// delay node at 1 Gbit/s, ~83 frames a millisecond, they had waited for it
+// 17-19 us), and what it hands out is the same.
+TEST(Trace, FramesDueLeaveBeforeTheBottleneckMovesAtTheSameInstant) {
+  Pipe pipe = make_pipe(traced(trace_of({1, 1, 1, 1}), kMs));  // 4 opportunities each ms
+  FramePool pool(20);
+  for (size_t k = 0; k < 20; ++k) {
+    pool[k].length = 1514;
+    ASSERT_TRUE(pipe.enqueue(pool[k], 0).accepted);
+  }
+  Frame* out[4];
+  int64_t departures[4];
+  EXPECT_EQ(pipe.dequeue(kMs, out, departures, 4), 0u);  // 4 onto the wire, due at 2 ms
+  EXPECT_EQ(pipe.queued_frames(), 16u);
+  ASSERT_EQ(pipe.dequeue(2 * kMs, out, departures, 4), 4u);
+  for (int64_t d : departures) EXPECT_EQ(d, 2 * kMs);
+  EXPECT_EQ(out[0], &pool[0]);
+  EXPECT_EQ(pipe.queued_frames(), 16u) << "the bottleneck moved before the due frames left";
+  EXPECT_EQ(pipe.dequeue(2 * kMs, out, departures, 4), 0u);  // now it moves
+  EXPECT_EQ(pipe.queued_frames(), 12u);
+  ASSERT_EQ(pipe.dequeue(3 * kMs, out, departures, 4), 4u);
+  EXPECT_EQ(out[0], &pool[4]);
+  EXPECT_EQ(departures[3], 3 * kMs);
+}
+
 TEST(Trace, AnOpportunityWithNoFrameQueuedIsLost) {
   Pipe pipe = make_pipe(traced(trace_of({1})));
   FramePool pool(4);
