@@ -9,23 +9,32 @@
 namespace amber::dataplane {
 namespace {
 
-// The parameters a pipe can stand at: its static ones and each segment's,
-// a trace counted at its busiest millisecond.
+// The parameters a pipe can carry frames at: each segment's, a trace
+// counted at its busiest millisecond, and the static ones unless a
+// schedule replaces them for good. A schedule that starts now or on the
+// link's first frame and loops or holds its last segment never lets a
+// frame meet the static parameters; one that starts on an event does
+// before it, and one that ends does after.
 std::vector<link::PipeConfig> every_config(const link::PipeConfig& pipe) {
   link::PipeConfig plain = pipe;
   plain.schedule = link::ScheduleRef();
-  std::vector<link::PipeConfig> out{plain};
-  if (!pipe.schedule) return out;
-  for (const link::Segment& seg : pipe.schedule->segments) out.push_back(seg.applied_to(plain));
-  if (const auto& trace = pipe.schedule->trace) {
+  if (!pipe.schedule) return {plain};
+  const link::Schedule& schedule = *pipe.schedule;
+  std::vector<link::PipeConfig> out;
+  for (const link::Segment& seg : schedule.segments) out.push_back(seg.applied_to(plain));
+  if (schedule.trace) {
     uint64_t busiest = 0;
-    for (size_t i = 0, j = 0; i < trace->ms.size(); i = j) {
-      while (j < trace->ms.size() && trace->ms[j] == trace->ms[i]) ++j;
+    for (size_t i = 0, j = 0; i < schedule.trace->ms.size(); i = j) {
+      while (j < schedule.trace->ms.size() && schedule.trace->ms[j] == schedule.trace->ms[i]) ++j;
       busiest = std::max<uint64_t>(busiest, j - i);
     }
-    const uint64_t peak_bps = busiest * trace->opportunity_bytes * 8 * 1000;
-    if (pipe.schedule->segments.empty()) out.push_back(plain);  // the trace over the static rest
-    for (size_t k = 1; k < out.size(); ++k) out[k].rate_bps = peak_bps;
+    const uint64_t peak_bps = busiest * schedule.trace->opportunity_bytes * 8 * 1000;
+    if (schedule.segments.empty()) out.push_back(plain);  // the trace over the static rest
+    for (link::PipeConfig& c : out) c.rate_bps = peak_bps;
+  }
+  if (schedule.start == link::ScheduleStart::kOnEvent ||
+      schedule.at_end == link::ScheduleEnd::kEnd) {
+    out.push_back(plain);
   }
   return out;
 }

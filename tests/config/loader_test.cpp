@@ -110,5 +110,38 @@ TEST(PoolSizing, BandwidthDelayProductInFullSizeFrames) {
   EXPECT_NE(s.describe().find("mbufs"), std::string::npos);
 }
 
+// A link whose schedule replaces its static parameters for good is sized
+// by the schedule: 50 Mbit/s x 80 ms, not the unlimited static rate x 80 ms
+// (10 Gbit/s: 66,667 frames); a schedule that ends, or starts on an event,
+// can meet the static parameters and is sized for them too.
+TEST(PoolSizing, ASchedulesLinkIsSizedByWhatItCanStandAt) {
+  auto size = [](const std::string& end, const std::string& start) {
+    auto r = parse_node_config(
+        "link { name: \"cell\" port_a: \"p0\" port_b: \"p1\"\n"
+        "  a_to_b { delay: \"80ms\" schedule_end: \"" + end + "\" schedule_start: \"" + start +
+            "\"\n"
+        "           segment { duration: \"10s\" rate: \"10Mbit\" }\n"
+        "           segment { duration: \"10s\" rate: \"50Mbit\" } }\n"
+        "  b_to_a { delay: \"80ms\" rate: \"1Mbit\" } }\n",
+        "links.conf");
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return dataplane::size_pool(*r, dataplane::RingSizes{}, 2300).frames_on_wire;
+  };
+  link::PipeConfig fifty, one;
+  fifty.rate_bps = 50'000'000;
+  fifty.delay_ns = one.delay_ns = 80'000'000;
+  one.rate_bps = 1'000'000;
+  const uint64_t by_schedule =
+      dataplane::frames_on_wire(fifty, 0, 1500) + dataplane::frames_on_wire(one, 0, 1500);
+  EXPECT_EQ(size("loop", "now"), by_schedule);
+  EXPECT_EQ(size("hold", "first_frame"), by_schedule);
+  link::PipeConfig unlimited;
+  unlimited.delay_ns = 80'000'000;
+  const uint64_t with_static = dataplane::frames_on_wire(unlimited, 10'000'000'000ULL, 1500) +
+                               dataplane::frames_on_wire(one, 0, 1500);
+  EXPECT_EQ(size("end", "now"), with_static);
+  EXPECT_EQ(size("loop", "event"), with_static);
+}
+
 }  // namespace
 }  // namespace amber::config
