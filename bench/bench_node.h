@@ -38,8 +38,9 @@ class BenchEal {
     char prefix[96];
     std::snprintf(prefix, sizeof prefix, "amb-%s-%d", program, static_cast<int>(getpid()));
     prefix_ = prefix;
-    const char* eal[] = {program, "-l", "0-1", "--no-pci", "--in-memory", "--file-prefix",
-                         prefix_.c_str(), "--log-level", "lib.eal:error", "-m", memory_mb};
+    const char* eal[] = {
+        program,         "-l",          "0-1",           "--no-pci", "--in-memory", "--file-prefix",
+        prefix_.c_str(), "--log-level", "lib.eal:error", "-m",       memory_mb};
     ok_ = rte_eal_init(static_cast<int>(sizeof eal / sizeof eal[0]), const_cast<char**>(eal)) >= 0;
     if (!ok_) std::fprintf(stderr, "%s: EAL init failed (root and hugepages needed)\n", program);
   }
@@ -58,11 +59,9 @@ class BenchEal {
   bool ok_ = false;
 };
 
-inline std::unique_ptr<dataplane::DelayNode> start_bench_node(const std::string& port_a,
-                                                              const std::string& port_b,
-                                                              const std::string& pipe,
-                                                              const std::string& idle_sleep,
-                                                              const std::string& node_options = "") {
+inline std::unique_ptr<dataplane::DelayNode> start_bench_node(
+    const std::string& port_a, const std::string& port_b, const std::string& pipe,
+    const std::string& idle_sleep, const std::string& node_options = "") {
   std::string text = "node_id: \"bench\" idle_sleep: \"" + idle_sleep + "\" " + node_options +
                      " link { name: \"l\" port_a: \"" + port_a + "\" port_b: \"" + port_b +
                      "\" both { " + pipe + " } }";

@@ -27,7 +27,8 @@ inline MachineGaps spin_for_gaps(double seconds) {
   g.seconds = seconds;
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t c1 = hz / 1'000'000, c2 = 2 * c1, c10 = 10 * c1;
-  const uint64_t start = rte_rdtsc(), end = start + static_cast<uint64_t>(seconds * static_cast<double>(hz));
+  const uint64_t start = rte_rdtsc(),
+                 end = start + static_cast<uint64_t>(seconds * static_cast<double>(hz));
   uint64_t last = start, late2 = 0, late10 = 0, max_gap = 0;
   while (last < end) {
     const uint64_t now = rte_rdtsc();

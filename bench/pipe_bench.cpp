@@ -28,8 +28,12 @@ void* operator new(size_t size) {
   if (void* p = std::malloc(size ? size : 1)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+  std::free(p);
+}
 
 namespace amber::link {
 namespace {
@@ -102,7 +106,9 @@ PipeConfig delay_only() {
   return c;
 }
 
-void BM_DelayOnly(benchmark::State& state) { run_steady_state(state, delay_only(), 64); }
+void BM_DelayOnly(benchmark::State& state) {
+  run_steady_state(state, delay_only(), 64);
+}
 
 void BM_DelayOnlyBurst32(benchmark::State& state) {
   run_steady_state(state, delay_only(), 64, 32);

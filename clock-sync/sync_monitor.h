@@ -143,8 +143,7 @@ class SyncMonitor final : public MasterTimeSource {
   // The usual way: ptp4l's management socket at `ptp_socket` (its
   // --uds_address), polled on the monitor's own thread from the start.
   static Result<std::unique_ptr<SyncMonitor>> open(const std::string& ptp_socket,
-                                                   const Clock& local,
-                                                   SyncMonitorOptions options);
+                                                   const Clock& local, SyncMonitorOptions options);
   ~SyncMonitor() override;
 
   // One round of requests to ptp4l; also done by the background poller.

@@ -18,12 +18,12 @@ class OperationLock {
   // A save of a large node or VM can take minutes.
   static constexpr std::chrono::seconds kTimeout{180};
 
-  Result<std::unique_lock<std::timed_mutex>> acquire(
-      const char* what, std::chrono::milliseconds wait = kTimeout) {
+  Result<std::unique_lock<std::timed_mutex>> acquire(const char* what,
+                                                     std::chrono::milliseconds wait = kTimeout) {
     std::unique_lock<std::timed_mutex> guard(mutex_, std::defer_lock);
     if (!guard.try_lock_for(wait)) {
-      return unavailable(cat(what, ": still busy with ", busy_with_.load(),
-                             " (one operation at a time)"));
+      return unavailable(
+          cat(what, ": still busy with ", busy_with_.load(), " (one operation at a time)"));
     }
     busy_with_ = what;
     return guard;

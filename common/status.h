@@ -64,7 +64,9 @@ inline Status invalid_argument(std::string message) {
 inline Status failed_precondition(std::string message) {
   return {ErrorCode::kFailedPrecondition, std::move(message)};
 }
-inline Status not_found(std::string message) { return {ErrorCode::kNotFound, std::move(message)}; }
+inline Status not_found(std::string message) {
+  return {ErrorCode::kNotFound, std::move(message)};
+}
 inline Status permission_denied(std::string message) {
   return {ErrorCode::kPermissionDenied, std::move(message)};
 }
@@ -77,7 +79,9 @@ inline Status internal_error(std::string message) {
 inline Status unavailable(std::string message) {
   return {ErrorCode::kUnavailable, std::move(message)};
 }
-inline Status data_loss(std::string message) { return {ErrorCode::kDataLoss, std::move(message)}; }
+inline Status data_loss(std::string message) {
+  return {ErrorCode::kDataLoss, std::move(message)};
+}
 inline Status deadline_exceeded(std::string message) {
   return {ErrorCode::kDeadlineExceeded, std::move(message)};
 }
@@ -89,7 +93,7 @@ inline Status out_of_range(std::string message) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : state_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : state_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(state_).is_ok() && "a Result needs a value or an error");
   }
@@ -126,8 +130,8 @@ class [[nodiscard]] Result {
 }  // namespace amber
 
 // Returns early from a function returning Status or Result<T>.
-#define AMBER_RETURN_IF_ERROR(expr)            \
-  do {                                         \
-    ::amber::Status amber_status_ = (expr);    \
+#define AMBER_RETURN_IF_ERROR(expr)                   \
+  do {                                                \
+    ::amber::Status amber_status_ = (expr);           \
     if (!amber_status_.is_ok()) return amber_status_; \
   } while (0)

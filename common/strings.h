@@ -9,11 +9,15 @@
 namespace amber {
 
 namespace detail {
-inline void append_part(std::string& out, std::string_view part) { out.append(part); }
-inline void append_part(std::string& out, char c) { out.push_back(c); }
+inline void append_part(std::string& out, std::string_view part) {
+  out.append(part);
+}
+inline void append_part(std::string& out, char c) {
+  out.push_back(c);
+}
 template <std::integral T>
-  requires(!std::same_as<T, char> && !std::same_as<T, bool>)
-void append_part(std::string& out, T value) {
+requires(!std::same_as<T, char> && !std::same_as<T, bool>) void append_part(std::string& out,
+                                                                            T value) {
   out.append(std::to_string(value));
 }
 }  // namespace detail

@@ -98,10 +98,12 @@ class PipeReader {
     }
     if (p.has_trace_opportunity_bytes() || p.has_trace_header_bytes()) {
       if (!schedule.trace) {
-        return error(p, p.has_trace_opportunity_bytes() ? "trace_opportunity_bytes" : "trace_header_bytes",
-                     "there is no trace");
+        return error(
+            p, p.has_trace_opportunity_bytes() ? "trace_opportunity_bytes" : "trace_header_bytes",
+            "there is no trace");
       }
-      if (p.has_trace_opportunity_bytes()) schedule.trace->opportunity_bytes = p.trace_opportunity_bytes();
+      if (p.has_trace_opportunity_bytes())
+        schedule.trace->opportunity_bytes = p.trace_opportunity_bytes();
       if (p.has_trace_header_bytes()) schedule.trace->header_bytes = p.trace_header_bytes();
     }
     if (!p.segments().empty() && p.segment_size() > 0) {
@@ -121,10 +123,14 @@ class PipeReader {
       }
     }
     if (!p.schedule_end().empty()) {
-      if (p.schedule_end() == "loop") schedule.at_end = link::ScheduleEnd::kLoop;
-      else if (p.schedule_end() == "hold") schedule.at_end = link::ScheduleEnd::kHoldLast;
-      else if (p.schedule_end() == "end") schedule.at_end = link::ScheduleEnd::kEnd;
-      else return error(p, "schedule_end", cat("'", p.schedule_end(), "' is not loop, hold or end"));
+      if (p.schedule_end() == "loop")
+        schedule.at_end = link::ScheduleEnd::kLoop;
+      else if (p.schedule_end() == "hold")
+        schedule.at_end = link::ScheduleEnd::kHoldLast;
+      else if (p.schedule_end() == "end")
+        schedule.at_end = link::ScheduleEnd::kEnd;
+      else
+        return error(p, "schedule_end", cat("'", p.schedule_end(), "' is not loop, hold or end"));
     }
     if (!p.schedule_start().empty()) {
       bool known = false;
@@ -147,15 +153,16 @@ class PipeReader {
   Status read_segment(const amber::config::Pipe& p, int i, link::Segment& seg) const {
     const amber::config::Pipe& m = p.segment(i);
     PipeReader reader(loc_.nested(p, "segment", i), cat(prefix_, "segment[", i + 1, "]."));
-    if (m.duration().empty()) return error(p, "segment", cat("segment ", i + 1, " needs a duration"), i);
+    if (m.duration().empty())
+      return error(p, "segment", cat("segment ", i + 1, " needs a duration"), i);
     Result<int64_t> d = parse_duration_ns(m.duration());
     if (!d || *d <= 0) {
       return reader.error(m, "duration", d ? "must be above 0" : d.status().message());
     }
     seg.duration_ns = *d;
-    for (const char* field : {"jitter_distribution", "overhead_bytes", "duplicate", "corrupt", "reorder",
-                              "seed", "trace", "segments", "segment", "schedule_end", "schedule_start",
-                              "trace_opportunity_bytes", "trace_header_bytes"}) {
+    for (const char* field : {"jitter_distribution", "overhead_bytes", "duplicate", "corrupt",
+                              "reorder", "seed", "trace", "segments", "segment", "schedule_end",
+                              "schedule_start", "trace_opportunity_bytes", "trace_header_bytes"}) {
       const pb::FieldDescriptor* fd = m.GetDescriptor()->FindFieldByName(field);
       const bool set = fd->is_repeated() ? m.GetReflection()->FieldSize(m, fd) > 0
                                          : m.GetReflection()->HasField(m, fd);
@@ -182,9 +189,12 @@ class PipeReader {
   }
 
   Status apply_parameters(const amber::config::Pipe& p, link::PipeConfig& out) const {
-    if (!p.rate().empty()) AMBER_RETURN_IF_ERROR(read(p, "rate", parse_rate_bps(p.rate()), out.rate_bps));
-    if (!p.delay().empty()) AMBER_RETURN_IF_ERROR(read(p, "delay", parse_duration_ns(p.delay()), out.delay_ns));
-    if (!p.jitter().empty()) AMBER_RETURN_IF_ERROR(read(p, "jitter", parse_duration_ns(p.jitter()), out.jitter_ns));
+    if (!p.rate().empty())
+      AMBER_RETURN_IF_ERROR(read(p, "rate", parse_rate_bps(p.rate()), out.rate_bps));
+    if (!p.delay().empty())
+      AMBER_RETURN_IF_ERROR(read(p, "delay", parse_duration_ns(p.delay()), out.delay_ns));
+    if (!p.jitter().empty())
+      AMBER_RETURN_IF_ERROR(read(p, "jitter", parse_duration_ns(p.jitter()), out.jitter_ns));
     if (!p.jitter_distribution().empty()) {
       if (p.jitter_distribution() == "uniform") {
         out.jitter_distribution = link::JitterDistribution::kUniform;
@@ -212,7 +222,8 @@ class PipeReader {
       case amber::config::Pipe::kRandomLoss: {
         link::RandomLoss l;
         Locator sub = loc_.nested(p, "random_loss");
-        AMBER_RETURN_IF_ERROR(prob(sub, p.random_loss(), "probability", p.random_loss().probability(), "random_loss.", l.probability));
+        AMBER_RETURN_IF_ERROR(prob(sub, p.random_loss(), "probability",
+                                   p.random_loss().probability(), "random_loss.", l.probability));
         out.loss = l;
         break;
       }
@@ -226,8 +237,10 @@ class PipeReader {
         }
         AMBER_RETURN_IF_ERROR(prob(sub, g, "p", g.p(), pre, l.p));
         AMBER_RETURN_IF_ERROR(prob(sub, g, "r", g.r(), pre, l.r));
-        if (!g.loss_bad().empty()) AMBER_RETURN_IF_ERROR(prob(sub, g, "loss_bad", g.loss_bad(), pre, l.loss_bad));
-        if (!g.loss_good().empty()) AMBER_RETURN_IF_ERROR(prob(sub, g, "loss_good", g.loss_good(), pre, l.loss_good));
+        if (!g.loss_bad().empty())
+          AMBER_RETURN_IF_ERROR(prob(sub, g, "loss_bad", g.loss_bad(), pre, l.loss_bad));
+        if (!g.loss_good().empty())
+          AMBER_RETURN_IF_ERROR(prob(sub, g, "loss_good", g.loss_good(), pre, l.loss_good));
         out.loss = l;
         break;
       }
@@ -247,9 +260,12 @@ class PipeReader {
       case amber::config::Pipe::LOSS_NOT_SET:
         break;
     }
-    if (!p.duplicate().empty()) AMBER_RETURN_IF_ERROR(prob(loc_, p, "duplicate", p.duplicate(), "", out.duplicate));
-    if (!p.corrupt().empty()) AMBER_RETURN_IF_ERROR(prob(loc_, p, "corrupt", p.corrupt(), "", out.corrupt));
-    if (!p.reorder().empty()) AMBER_RETURN_IF_ERROR(prob(loc_, p, "reorder", p.reorder(), "", out.reorder));
+    if (!p.duplicate().empty())
+      AMBER_RETURN_IF_ERROR(prob(loc_, p, "duplicate", p.duplicate(), "", out.duplicate));
+    if (!p.corrupt().empty())
+      AMBER_RETURN_IF_ERROR(prob(loc_, p, "corrupt", p.corrupt(), "", out.corrupt));
+    if (!p.reorder().empty())
+      AMBER_RETURN_IF_ERROR(prob(loc_, p, "reorder", p.reorder(), "", out.reorder));
     if (p.has_seed()) out.seed = p.seed();
     return Status::ok();
   }
@@ -263,11 +279,14 @@ class PipeReader {
   Status prob(const Locator& loc, const pb::Message& msg, const char* field,
               const std::string& text, const char* sub, double& out) const {
     Result<double> p = parse_probability(text);
-    if (!p) return invalid_argument(cat(loc.at(msg, field), prefix_, sub, field, ": ", p.status().message()));
+    if (!p)
+      return invalid_argument(
+          cat(loc.at(msg, field), prefix_, sub, field, ": ", p.status().message()));
     out = *p;
     return Status::ok();
   }
-  Status error(const pb::Message& msg, const char* field, std::string_view what, int index = -1) const {
+  Status error(const pb::Message& msg, const char* field, std::string_view what,
+               int index = -1) const {
     return invalid_argument(cat(loc_.at(msg, field, index), prefix_, field, ": ", what));
   }
 
@@ -293,8 +312,8 @@ Result<NodeConfig> parse_node_config(std::string_view text, const std::string& n
   parser.RecordErrorsTo(&errors);
   parser.WriteLocationsTo(&tree);
   if (!parser.ParseFromString(std::string(text), &msg)) {
-    return invalid_argument(
-        cat(name, ":", errors.line, ":", errors.column, ": ", errors.has_error ? errors.message : "syntax error"));
+    return invalid_argument(cat(name, ":", errors.line, ":", errors.column, ": ",
+                                errors.has_error ? errors.message : "syntax error"));
   }
   Locator root(name, &tree);
   const size_t slash = name.rfind('/');
@@ -336,8 +355,8 @@ Result<NodeConfig> parse_node_config(std::string_view text, const std::string& n
   }
   if (msg.max_frame_bytes()) {
     if (msg.max_frame_bytes() < 64 || msg.max_frame_bytes() > 9728) {
-      return invalid_argument(cat(root.at(msg, "max_frame_bytes"),
-                                  "max_frame_bytes: must be between 64 and 9728"));
+      return invalid_argument(
+          cat(root.at(msg, "max_frame_bytes"), "max_frame_bytes: must be between 64 and 9728"));
     }
     out.max_frame_bytes = msg.max_frame_bytes();
   }
@@ -352,9 +371,11 @@ Result<NodeConfig> parse_node_config(std::string_view text, const std::string& n
     link.where = root.at(msg, "link", i);
     link.where.resize(link.where.size() - 2);  // without ": "
     link.name = l.name();
-    if (link.name.empty()) return invalid_argument(cat(root.at(msg, "link", i), "link: needs a name"));
+    if (link.name.empty())
+      return invalid_argument(cat(root.at(msg, "link", i), "link: needs a name"));
     if (!names.insert(link.name).second) {
-      return invalid_argument(cat(loc.at(l, "name"), "link '", link.name, "': the name is used twice"));
+      return invalid_argument(
+          cat(loc.at(l, "name"), "link '", link.name, "': the name is used twice"));
     }
     const std::string who = cat("link '", link.name, "' ");
     if (l.port_a().empty() || l.port_b().empty()) {
@@ -375,8 +396,8 @@ Result<NodeConfig> parse_node_config(std::string_view text, const std::string& n
     link.port_b = l.port_b();
     link.a_to_b.seed = default_seed(link.name, 0);
     link.b_to_a.seed = default_seed(link.name, 1);
-    for (auto [field, pipe, dir] :
-         {std::tuple{"a_to_b", &link.a_to_b, &l.a_to_b()}, std::tuple{"b_to_a", &link.b_to_a, &l.b_to_a()}}) {
+    for (auto [field, pipe, dir] : {std::tuple{"a_to_b", &link.a_to_b, &l.a_to_b()},
+                                    std::tuple{"b_to_a", &link.b_to_a, &l.b_to_a()}}) {
       if (l.has_both()) {
         Locator both = loc.nested(l, "both");
         AMBER_RETURN_IF_ERROR(PipeReader(both, cat(who, "both."), folder).apply(l.both(), *pipe));

@@ -75,9 +75,12 @@ std::optional<Access> rpc_access(std::string_view service, std::string_view meth
 
 std::string_view role_name(Role role) {
   switch (role) {
-    case Role::kNone: return "no role";
-    case Role::kOperator: return "operator";
-    case Role::kController: return "controller";
+    case Role::kNone:
+      return "no role";
+    case Role::kOperator:
+      return "operator";
+    case Role::kController:
+      return "controller";
   }
   return "no role";
 }
@@ -86,8 +89,8 @@ Result<Authorizer> Authorizer::create(std::string service, AccessPolicy policy) 
   for (const auto& name : policy.controllers) {
     if (name.empty()) return invalid_argument(cat(policy.controller_setting, ": an empty name"));
     if (has(policy.operators, name)) {
-      return invalid_argument(cat("'", name, "' is given both ", policy.controller_setting,
-                                  " and ", policy.operator_setting, ": give it one role"));
+      return invalid_argument(cat("'", name, "' is given both ", policy.controller_setting, " and ",
+                                  policy.operator_setting, ": give it one role"));
     }
   }
   for (const auto& name : policy.operators) {
@@ -119,7 +122,8 @@ Status Authorizer::check(const std::optional<std::string>& identity,
                                  policy_.controller_setting, ", ", policy_.operator_setting, ")"));
   }
   switch (*access) {
-    case Access::kRead: return Status::ok();
+    case Access::kRead:
+      return Status::ok();
     case Access::kChangeLinks:
       if (policy_.operators_may_change_links) return Status::ok();
       return permission_denied(cat(method, ": ", who,
@@ -130,7 +134,8 @@ Status Authorizer::check(const std::optional<std::string>& identity,
       return permission_denied(cat(method, ": ", who,
                                    " has the operator role, and operators may export only where "
                                    "the agent has an export folder (--export-dir)"));
-    case Access::kControl: break;
+    case Access::kControl:
+      break;
   }
   return permission_denied(
       cat(method, ": needs the controller role; ", who, " has the operator role"));
@@ -219,10 +224,10 @@ Result<std::string> PathRoot::confine(const std::string& path) const {
   if (std::mismatch(root.begin(), root.end(), resolved.begin(), resolved.end()).first !=
       root.end()) {
     const bool linked = resolved != plain;
-    return permission_denied(cat("'", path, "' ",
-                                 linked ? cat("(", resolved.string(), " with symlinks resolved) ")
-                                        : std::string(),
-                                 "is outside ", where));
+    return permission_denied(
+        cat("'", path, "' ",
+            linked ? cat("(", resolved.string(), " with symlinks resolved) ") : std::string(),
+            "is outside ", where));
   }
   return resolved.string();
 }

@@ -39,7 +39,7 @@ struct AccessPolicy {
   std::vector<std::string> controllers;  // every RPC
   std::vector<std::string> operators;    // kRead; kChangeLinks and kExport where allowed
   bool operators_may_change_links = false;
-  bool operators_may_export = false;     // the agent has an export folder of its own
+  bool operators_may_export = false;  // the agent has an export folder of its own
   // How each setting is spelt where it is configured, for the messages.
   std::string controller_setting = "--controller-identity";
   std::string operator_setting = "--operator-identity";
@@ -67,7 +67,8 @@ class Authorizer {
 
  private:
   Authorizer(std::string service, AccessPolicy policy, bool default_controller)
-      : service_(std::move(service)), policy_(std::move(policy)),
+      : service_(std::move(service)),
+        policy_(std::move(policy)),
         default_controller_(default_controller) {}
 
   std::string service_;

@@ -196,7 +196,8 @@ int main(int argc, char** argv) {
   if (rest.empty()) return usage_error("no command");
   const std::string command = rest.front();
   cli.args.assign(rest.begin() + 1, rest.end());
-  if (!cli.agent.empty() && !cli.node.empty()) return usage_error("give --agent or --node, not both");
+  if (!cli.agent.empty() && !cli.node.empty())
+    return usage_error("give --agent or --node, not both");
   // "restore" is the experiment's unless a single node is named.
   const bool node_restore = command == "restore" && (!cli.agent.empty() || !cli.node.empty());
   if (is_node_command(command) || node_restore) return run_node_command(cli, command);

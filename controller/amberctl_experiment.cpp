@@ -49,8 +49,8 @@ class ProgressView {
       std::fprintf(stderr, "%-9s %s\n", step_.c_str(), p.detail().c_str());
     }
     if (p.total_bytes() == 0 || p.done_bytes() == 0) return;
-    const double f = std::min(1.0, static_cast<double>(p.done_bytes()) /
-                                       static_cast<double>(p.total_bytes()));
+    const double f =
+        std::min(1.0, static_cast<double>(p.done_bytes()) / static_cast<double>(p.total_bytes()));
     if (tty_) {
       const int width = 30;
       const int filled = static_cast<int>(f * width);
@@ -85,8 +85,8 @@ void print_manifest_line(const Manifest& m, const std::string& head) {
   if (m.naive()) flags += " naive";
   const std::string what = m.label().empty() ? m.reason() : cat(m.reason(), " \"", m.label(), "\"");
   std::printf("%-6s %-6s %-6s %s  %9s  %-9s %s%s\n", m.id().c_str(), m.branch().c_str(),
-              m.parent().empty() ? "-" : m.parent().c_str(),
-              clock_time(m.freeze_ns()).c_str(), format_bytes(m.total_bytes()).c_str(),
+              m.parent().empty() ? "-" : m.parent().c_str(), clock_time(m.freeze_ns()).c_str(),
+              format_bytes(m.total_bytes()).c_str(),
               m.resume_ns() ? format_duration_ns(m.resume_ns() - m.freeze_ns()).c_str() : "-",
               what.c_str(), flags.c_str());
 }
@@ -130,8 +130,8 @@ void print_status(const controller::StatusReply& r) {
   std::printf("experiment %s: %s, branch %s, head %s, %u checkpoint(s)\n", r.experiment().c_str(),
               r.state().c_str(), r.branch().c_str(), r.head().empty() ? "-" : r.head().c_str(),
               r.checkpoints());
-  std::printf("  clock: %s%s\n", r.clock_trustworthy() ? "" : "NOT TRUSTWORTHY: ",
-              r.clock().c_str());
+  std::printf("  clock: %s%s\n",
+              r.clock_trustworthy() ? "" : "NOT TRUSTWORTHY: ", r.clock().c_str());
   if (r.has_experiment_ns()) {
     std::printf("  experiment time: %s\n", format_duration_ns(r.experiment_ns()).c_str());
   }
@@ -190,7 +190,8 @@ int stream(const Cli& cli, const char* what, Start start) {
       done = true;
     }
   }
-  Status s = controller::from_grpc(reader->Finish(), cat("controller ", cli.controller, ": ", what, ": "));
+  Status s =
+      controller::from_grpc(reader->Finish(), cat("controller ", cli.controller, ": ", what, ": "));
   if (!s) return failed(s);
   if (!done) return failed(internal_error(cat(what, ": the controller sent no result")));
   if (print_json(cli, result)) return 0;
@@ -231,7 +232,8 @@ int run_experiment_command(Cli& cli, const std::string& command) {
     req.set_swap_out(take_flag(args, "--swap-out"));
     req.set_naive(take_flag(args, "--naive"));
     if (Status s = take_label_and_instant(req); !s) return usage_error(s.message());
-    return stream(cli, "checkpoint", [&](grpc::ClientContext* c) { return stub->Checkpoint(c, req); });
+    return stream(cli, "checkpoint",
+                  [&](grpc::ClientContext* c) { return stub->Checkpoint(c, req); });
   }
   if (command == "pause") {
     controller::PauseRequest req;
@@ -270,7 +272,8 @@ int run_experiment_command(Cli& cli, const std::string& command) {
     }
     req.set_delay_node(cli.node);
     if (req.clear()) {
-      if (!at->empty() || !args.empty()) return usage_error("schedule --clear takes no instant or change");
+      if (!at->empty() || !args.empty())
+        return usage_error("schedule --clear takes no instant or change");
     } else {
       if (at->empty()) return usage_error("schedule: give --at-experiment D (experiment time)");
       auto d = parse_duration_ns(*at);
@@ -299,8 +302,10 @@ int run_experiment_command(Cli& cli, const std::string& command) {
     controller::ListReply r;
     if (Status s = check(stub->ListCheckpoints(&context, {}, &r)); !s) return failed(s);
     if (print_json(cli, r)) return 0;
-    std::printf("experiment %s: new checkpoints go to branch %s, the experiment continues from %s\n",
-                r.experiment().c_str(), r.branch().c_str(), r.head().empty() ? "its start" : r.head().c_str());
+    std::printf(
+        "experiment %s: new checkpoints go to branch %s, the experiment continues from %s\n",
+        r.experiment().c_str(), r.branch().c_str(),
+        r.head().empty() ? "its start" : r.head().c_str());
     if (r.checkpoints().empty()) {
       std::printf("no checkpoints yet\n");
       return 0;

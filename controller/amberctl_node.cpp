@@ -36,8 +36,8 @@ Result<std::string> agent_address(const Cli& cli) {
   for (const auto& a : status.agents()) {
     if (a.kind() == "delay node" && a.id() == cli.node) return a.address();
   }
-  return not_found(cat("--node ", cli.node, ": no delay node of that id in experiment ",
-                       status.experiment()));
+  return not_found(
+      cat("--node ", cli.node, ": no delay node of that id in experiment ", status.experiment()));
 }
 
 Result<std::string> from_hex(const std::string& hex) {
@@ -78,9 +78,10 @@ void print_schedule(const agent::PipeStats& p) {
                 static_cast<unsigned long long>(s.trace_loops() + 1));
   }
   const bool idle_trace = !s.trace().empty() && s.state() == "running" && p.rate_now_bps() == 0;
-  std::printf("; now %s, %s\n",
-              idle_trace ? "no opportunity in the next 100ms" : format_rate_bps(p.rate_now_bps()).c_str(),
-              format_duration_ns(p.delay_now_ns()).c_str());
+  std::printf(
+      "; now %s, %s\n",
+      idle_trace ? "no opportunity in the next 100ms" : format_rate_bps(p.rate_now_bps()).c_str(),
+      format_duration_ns(p.delay_now_ns()).c_str());
 }
 
 void print_stats(const agent::GetStatsReply& r) {
@@ -124,9 +125,8 @@ void print_stats(const agent::GetStatsReply& r) {
 }  // namespace
 
 bool is_node_command(const std::string& command) {
-  static const std::set<std::string> kCommands = {"stats", "freeze",  "thaw",   "save",
-                                                  "pcap",  "frames",  "drop",   "replace",
-                                                  "inject", "set"};
+  static const std::set<std::string> kCommands = {"stats",  "freeze", "thaw",    "save",   "pcap",
+                                                  "frames", "drop",   "replace", "inject", "set"};
   return kCommands.count(command) > 0;
 }
 
@@ -274,8 +274,7 @@ int run_node_command(Cli& cli, const std::string& command) {
       auto before = take_option(args, "--before");
       auto at = take_option(args, "--at");
       if (!before || !at) return usage_error((!before ? before : at).status().message());
-      if (!pipe_args(req.mutable_pipe(), 3) || args.size() != 3 ||
-          before->empty() == at->empty()) {
+      if (!pipe_args(req.mutable_pipe(), 3) || args.size() != 3 || before->empty() == at->empty()) {
         return usage_error("inject LINK DIR HEXBYTES (--before INDEX | --at NS)");
       }
       auto bytes = from_hex(args[2]);

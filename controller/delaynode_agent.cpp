@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <rte_ethdev.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,9 +29,12 @@ namespace {
 
 const char* stage_name(link::FrameStage stage) {
   switch (stage) {
-    case link::FrameStage::kBottleneck: return "bottleneck";
-    case link::FrameStage::kDelayLine: return "delay_line";
-    case link::FrameStage::kExpress: return "express";
+    case link::FrameStage::kBottleneck:
+      return "bottleneck";
+    case link::FrameStage::kDelayLine:
+      return "delay_line";
+    case link::FrameStage::kExpress:
+      return "express";
   }
   return "unknown";
 }
@@ -76,7 +78,8 @@ Result<std::map<std::pair<std::string, std::string>, std::vector<link::LinkEvent
     const std::string what = cat("event ", i + 1, " (", e.pipe().link(), " ", e.change(), "): ");
     if (e.pipe().link().empty()) return invalid_argument(cat(what, "give a link"));
     if (e.at_virtual_ns() < now) {
-      return invalid_argument(cat(what, "its instant is ", format_duration_ns(now - e.at_virtual_ns()),
+      return invalid_argument(cat(what, "its instant is ",
+                                  format_duration_ns(now - e.at_virtual_ns()),
                                   " in the past on the node's clock"));
     }
     auto parsed = link::parse_link_event(e.at_virtual_ns(), e.change());
@@ -99,7 +102,6 @@ Status need_pipe(const agent::PipeRef& p) {
   return Status::ok();
 }
 
-
 class Service final : public agent::DelayNodeAgent::Service {
  public:
   // Every handler first asks `access` (access.h) whether its caller may
@@ -107,8 +109,12 @@ class Service final : public agent::DelayNodeAgent::Service {
   // `exports`.
   Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode,
           Authorizer access, PathRoot store, PathRoot exports)
-      : node_(node), monitor_(monitor), mode_(std::move(mode)), access_(std::move(access)),
-        store_(std::move(store)), exports_(std::move(exports)),
+      : node_(node),
+        monitor_(monitor),
+        mode_(std::move(mode)),
+        access_(std::move(access)),
+        store_(std::move(store)),
+        exports_(std::move(exports)),
         lease_(node.operations(), [this] {
           // On the node's own clock: the lease needs no master time.
           Status s = roll_back(0);
@@ -524,7 +530,8 @@ class Service final : public agent::DelayNodeAgent::Service {
       const size_t n = events.size();
       Status s = node_.schedule_events(key.first, key.second, std::move(events));
       if (!s) {
-        return to_grpc(s.with_context(cat("ScheduleEvents: ", scheduled, " events scheduled before: ")));
+        return to_grpc(
+            s.with_context(cat("ScheduleEvents: ", scheduled, " events scheduled before: ")));
       }
       scheduled += static_cast<uint32_t>(n);
       std::fprintf(stderr, "agent: %zu event(s) scheduled on %s/%s\n", n, key.first.c_str(),
@@ -584,8 +591,8 @@ class Service final : public agent::DelayNodeAgent::Service {
         auto correction = monitor_ ? monitor_->correction_ns() : Result<int64_t>(int64_t{0});
         event.set_at_ns(m.real_ns - (correction ? *correction : 0));
         event.set_where(cat("link ", m.where->link_name, " ", m.where->direction));
-        event.set_detail(cat(m.length, " B ",
-                             checkpoint::summarize_frame({m.head, m.head_length})));
+        event.set_detail(
+            cat(m.length, " B ", checkpoint::summarize_frame({m.head, m.head_length})));
         if (!writer->Write(event)) return grpc::Status::CANCELLED;
       }
       if (const uint64_t missed = (*watch)->missed(); missed != reported_missed) {
@@ -648,7 +655,9 @@ DelayNodeAgent::~DelayNodeAgent() {
   stop_serving(impl_->server.get());
 }
 
-const std::string& DelayNodeAgent::address() const { return impl_->address; }
+const std::string& DelayNodeAgent::address() const {
+  return impl_->address;
+}
 
 Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNode& node,
                                                               const AgentOptions& options) {
@@ -656,12 +665,15 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
   auto impl = std::make_unique<Impl>();
   if (!options.ptp_socket.empty()) {
     clock_sync::SyncMonitorOptions sync;
-    if (options.ptp_mode == "free-running") sync.policy.mode = clock_sync::SyncMode::kFreeRunning;
-    else if (options.ptp_mode == "disciplined") sync.policy.mode = clock_sync::SyncMode::kDisciplined;
-    else if (options.ptp_mode == "grandmaster") sync.policy.mode = clock_sync::SyncMode::kGrandmaster;
+    if (options.ptp_mode == "free-running")
+      sync.policy.mode = clock_sync::SyncMode::kFreeRunning;
+    else if (options.ptp_mode == "disciplined")
+      sync.policy.mode = clock_sync::SyncMode::kDisciplined;
+    else if (options.ptp_mode == "grandmaster")
+      sync.policy.mode = clock_sync::SyncMode::kGrandmaster;
     else {
-      return invalid_argument(cat("ptp mode '", options.ptp_mode,
-                                  "': use free-running, disciplined or grandmaster"));
+      return invalid_argument(
+          cat("ptp mode '", options.ptp_mode, "': use free-running, disciplined or grandmaster"));
     }
     auto monitor = clock_sync::SyncMonitor::open(options.ptp_socket, impl->clock, sync);
     if (!monitor) return monitor.status();
@@ -681,9 +693,9 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
                options.store.empty() ? "none (--store): Prepare, Save and Restore are refused"
                                      : options.store.c_str(),
                options.export_dir.empty() ? "into the store" : options.export_dir.c_str());
-  impl->service = std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode,
-                                            *std::move(access), std::move(store),
-                                            std::move(exports));
+  impl->service =
+      std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode, *std::move(access),
+                                std::move(store), std::move(exports));
   auto serving = serve(options.listen, options.tls, impl->service.get());
   if (!serving) return serving.status();
   impl->server = std::move(serving->server);

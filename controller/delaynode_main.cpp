@@ -1,9 +1,8 @@
 // amber-delaynode: the DPDK delay node daemon.
+#include <dirent.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
-
-#include <dirent.h>
 #include <sched.h>
 
 #include <atomic>
@@ -233,7 +232,8 @@ int main(int argc, char** argv) {
     } else if (a == "--check") {
       check_only = true;
     } else {
-      return fail(std::string("unknown or incomplete option '") + std::string(a) + "' (try --help)");
+      return fail(std::string("unknown or incomplete option '") + std::string(a) +
+                  "' (try --help)");
     }
   }
   if (config_path.empty()) return fail("--config FILE is required (try --help)");
@@ -246,13 +246,14 @@ int main(int argc, char** argv) {
   if (!created) return fail(created.status().message());
   auto& node = *created;
 
-  std::printf("amber-delaynode %s: %zu link(s) on %zu worker(s), idle sleep %s\n",
-              config->node_id.c_str(), config->links.size(), node->worker_count(),
-              config->idle_sleep_ns ? amber::format_duration_ns(config->idle_sleep_ns).c_str()
-                                    : "off");
+  std::printf(
+      "amber-delaynode %s: %zu link(s) on %zu worker(s), idle sleep %s\n", config->node_id.c_str(),
+      config->links.size(), node->worker_count(),
+      config->idle_sleep_ns ? amber::format_duration_ns(config->idle_sleep_ns).c_str() : "off");
   for (const auto& link : config->links) {
     std::printf("  %s: %s <-> %s\n    a_to_b: %s\n    b_to_a: %s\n", link.name.c_str(),
-                link.port_a.c_str(), link.port_b.c_str(), amber::link::describe(link.a_to_b).c_str(),
+                link.port_a.c_str(), link.port_b.c_str(),
+                amber::link::describe(link.a_to_b).c_str(),
                 amber::link::describe(link.b_to_a).c_str());
   }
   std::printf("  frame pool: %s\n", node->sizing().describe().c_str());

@@ -177,19 +177,17 @@ Result<int64_t> Experiment::first_instant(int64_t asked_ns, int64_t now_ns,
   const int64_t lead = lead_ns();
   if (asked_ns == 0) return now_ns + lead;
   if (asked_ns < now_ns + lead) {
-    return deadline_exceeded(cat(what, ": the instant asked for is ",
-                                 format_duration_ns(asked_ns - now_ns),
-                                 " from now, but the agents need at least ",
-                                 format_duration_ns(lead),
-                                 " (round trips + margin): nothing was touched"));
+    return deadline_exceeded(
+        cat(what, ": the instant asked for is ", format_duration_ns(asked_ns - now_ns),
+            " from now, but the agents need at least ", format_duration_ns(lead),
+            " (round trips + margin): nothing was touched"));
   }
   return asked_ns;
 }
 
 Result<Manifest> Experiment::checkpoint(const CheckpointRequest& request, const std::string& reason,
                                         const ProgressFn& progress) {
-  return exclusively("checkpointing",
-                     [&] { return checkpoint_locked(request, reason, progress); });
+  return exclusively("checkpointing", [&] { return checkpoint_locked(request, reason, progress); });
 }
 
 Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
@@ -486,9 +484,9 @@ StatusReply Experiment::status() {
   const char* activity = activity_.load();
   reply.set_state(std::string(activity) != "idle" ? activity
                   : state.swapped_out()           ? "swapped out"
-                  : !state.restoring().empty()    ? cat("restore of ", state.restoring(),
-                                                        " interrupted: restore again")
-                                                  : "running");
+                  : !state.restoring().empty()
+                      ? cat("restore of ", state.restoring(), " interrupted: restore again")
+                      : "running");
   reply.set_branch(state.branch());
   reply.set_head(state.head());
   reply.set_checkpoints(static_cast<uint32_t>(store_->list().size()));

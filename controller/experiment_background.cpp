@@ -71,8 +71,9 @@ void Experiment::straggler_loop() {
   while (!stopping_) {
     const bool watching = clock_sync::SystemClock::realtime_ns() < watch_until;
     const bool pending = !stragglers_.empty() || !to_shut_down_.empty();
-    background_wake_.wait_for(lock,
-                              std::chrono::milliseconds(pending ? 250 : watching ? 1000 : 2000));
+    background_wake_.wait_for(lock, std::chrono::milliseconds(pending    ? 250
+                                                              : watching ? 1000
+                                                                         : 2000));
     if (stopping_) continue;
     drain(lock, to_shut_down_, [this](const std::set<Agent*>& agents) {
       std::set<Agent*> done;
@@ -128,9 +129,10 @@ void Experiment::resume_left_stopped() {
   auto undone =
       on_each("reconcile", stopped, [&](Member& a) { return a.agent->roll_back(at, at - base); });
   for (size_t i = 0; i < stopped.size(); ++i) {
-    log(cat("reconcile: ", stopped[i].agent->what(),
-            " stopped after this controller started (an operation of the one before): ",
-            undone[i] ? "resumed" : cat("not resumed: ", undone[i].message(), " (its lease will)")));
+    log(cat(
+        "reconcile: ", stopped[i].agent->what(),
+        " stopped after this controller started (an operation of the one before): ",
+        undone[i] ? "resumed" : cat("not resumed: ", undone[i].message(), " (its lease will)")));
   }
 }
 

@@ -117,7 +117,8 @@ Result<std::string> Experiment::schedule(const ScheduleRequest& request) {
   const std::string& dir = request.direction();
   if (link.empty()) return invalid_argument("schedule: give a link");
   if (!dir.empty() && dir != "a_to_b" && dir != "b_to_a") {
-    return invalid_argument(cat("schedule: direction '", dir, "': a_to_b, b_to_a or none for both"));
+    return invalid_argument(
+        cat("schedule: direction '", dir, "': a_to_b, b_to_a or none for both"));
   }
   // The node that emulates the link.
   std::vector<std::string> nodes;
@@ -142,8 +143,8 @@ Result<std::string> Experiment::schedule(const ScheduleRequest& request) {
     if (a->moves_network() && a->id() == nodes[0]) node = a.get();
   }
   if (node == nullptr) return not_found(cat("schedule: no agent for delay node ", nodes[0]));
-  const std::string where = cat(link, dir.empty() ? " (both directions)" : cat("/", dir), " on ",
-                                node->what());
+  const std::string where =
+      cat(link, dir.empty() ? " (both directions)" : cat("/", dir), " on ", node->what());
   agent::ScheduleEventsRequest req;
   if (request.clear()) {
     agent::PipeRef* p = req.add_cancel();

@@ -14,8 +14,7 @@ Result<Manifest> Experiment::pause(const PauseRequest& request, const ProgressFn
   return exclusively("pausing", [&] { return pause_locked(request, progress); });
 }
 
-Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
-                                          const ProgressFn& progress) {
+Result<Manifest> Experiment::pause_locked(const PauseRequest& request, const ProgressFn& progress) {
   const Durations& d = topology_.durations;
   if (request.duration_ns() <= 0) {
     return invalid_argument("pause: give how long everything stands still (a duration > 0)");
@@ -24,10 +23,9 @@ Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
   // than the save deadline would need a lease a vanished controller
   // leaves the experiment stopped for.
   if (request.duration_ns() > d.save_deadline_ns) {
-    return invalid_argument(cat("pause: ", format_duration_ns(request.duration_ns()),
-                                " is longer than the save deadline (",
-                                format_duration_ns(d.save_deadline_ns),
-                                ", the topology's durations.save_deadline)"));
+    return invalid_argument(cat(
+        "pause: ", format_duration_ns(request.duration_ns()), " is longer than the save deadline (",
+        format_duration_ns(d.save_deadline_ns), ", the topology's durations.save_deadline)"));
   }
   const ExperimentState state = store_->state();
   if (Status s = runs_whole(state); !s) return s;
@@ -49,8 +47,9 @@ Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
   m.set_freeze_ns(at);
 
   Crew crew = crew_of(agents_, everyone);
-  report(progress, "freeze", cat("at +", format_duration_ns(at - *now), " for ",
-                                 format_duration_ns(request.duration_ns())));
+  report(progress, "freeze",
+         cat("at +", format_duration_ns(at - *now), " for ",
+             format_duration_ns(request.duration_ns())));
   auto stopped = on_each("freeze", crew, [&](Member& a) {
     a.asked = true;
     return a.agent->stop_at(at, resume_at + 2 * d.step_deadline_ns, at - *now);
@@ -58,12 +57,14 @@ Result<Manifest> Experiment::pause_locked(const PauseRequest& request,
   if (Status s = first_error(stopped); !s) {
     return rollback(crew, at, s, progress, /*partial_checkpoint=*/false);
   }
-  for (size_t i = 0; i < crew.size(); ++i) *m.add_steps() = named(*stopped[i], *crew[i].agent, "freeze");
+  for (size_t i = 0; i < crew.size(); ++i)
+    *m.add_steps() = named(*stopped[i], *crew[i].agent, "freeze");
 
   // The agents returned at the freeze; the resume instant must still be
   // far enough ahead for all of them, or it moves (and the reply says so).
   auto later = clock_->now_ns();
-  if (!later) return rollback(crew, at, later.status().with_context("master clock: "), progress, false);
+  if (!later)
+    return rollback(crew, at, later.status().with_context("master clock: "), progress, false);
   int64_t resume = resume_at;
   if (resume < *later + lead_ns()) {
     resume = *later + lead_ns();

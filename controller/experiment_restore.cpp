@@ -85,8 +85,8 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
   auto start = clock_->now_ns();
   if (!start) return start.status().with_context("master clock: ");
   const Durations& d = topology_.durations;
-  const int64_t lease = std::max(*start + lead_ns() + d.lease_ns(),
-                                 request.at_ns() + 2 * d.step_deadline_ns);
+  const int64_t lease =
+      std::max(*start + lead_ns() + d.lease_ns(), request.at_ns() + 2 * d.step_deadline_ns);
   // From here the experiment is touched: a controller that vanishes before
   // the restore ends leaves STATE saying so, and the next one finishes it
   // (reconcile()) instead of letting the leases run a half-restored one.

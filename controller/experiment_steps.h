@@ -75,8 +75,8 @@ inline Status runs_whole(const ExperimentState& state) {
                                    "): restore a checkpoint first"));
   }
   if (!state.restoring().empty()) {
-    return failed_precondition(cat("a restore of ", state.restoring(),
-                                   " did not finish: restore a checkpoint first"));
+    return failed_precondition(
+        cat("a restore of ", state.restoring(), " did not finish: restore a checkpoint first"));
   }
   return Status::ok();
 }

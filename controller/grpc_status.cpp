@@ -64,7 +64,9 @@ Result<TlsPem> read_tls(const TlsFiles& tls) {
   return TlsPem{*std::move(ca), *std::move(cert), *std::move(key)};
 }
 
-int ms(std::chrono::milliseconds d) { return static_cast<int>(d.count()); }
+int ms(std::chrono::milliseconds d) {
+  return static_cast<int>(d.count());
+}
 
 grpc::ChannelArguments client_arguments(const Keepalive& keepalive) {
   grpc::ChannelArguments args;
@@ -109,12 +111,11 @@ Result<Serving> start(const std::string& listen,
   if (unix_socket) {
     // Owner and group (#16 defect 6), not whatever the umask gives.
     std::error_code ec;
-    std::filesystem::permissions(listen.substr(5),
-                                 std::filesystem::perms::owner_read |
-                                     std::filesystem::perms::owner_write |
-                                     std::filesystem::perms::group_read |
-                                     std::filesystem::perms::group_write,
-                                 ec);
+    std::filesystem::permissions(
+        listen.substr(5),
+        std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+            std::filesystem::perms::group_read | std::filesystem::perms::group_write,
+        ec);
     if (ec) {
       serving.server->Shutdown();
       return unavailable(cat("cannot set the mode of '", listen, "': ", ec.message()));

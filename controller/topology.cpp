@@ -100,7 +100,8 @@ Result<std::vector<ScheduledEvent>> parse_events(const config::Topology& t, cons
     auto when = parse_duration_ns(e.at());
     if (!when) return invalid_argument(cat(at, what, "at: ", when.status().message()));
     if (*when < 0) {
-      return invalid_argument(cat(at, what, "at: experiment time starts at 0, '", e.at(), "' is before"));
+      return invalid_argument(
+          cat(at, what, "at: experiment time starts at 0, '", e.at(), "' is before"));
     }
     out.at_ns = *when;
     auto nodes = nodes_of.find(e.link());
@@ -110,22 +111,22 @@ Result<std::vector<ScheduledEvent>> parse_events(const config::Topology& t, cons
     if (!e.delay_node().empty()) {
       if (std::find(nodes->second.begin(), nodes->second.end(), e.delay_node()) ==
           nodes->second.end()) {
-        return invalid_argument(
-            cat(at, what, "link '", e.link(), "' is not listed for delay node '", e.delay_node(), "'"));
+        return invalid_argument(cat(at, what, "link '", e.link(),
+                                    "' is not listed for delay node '", e.delay_node(), "'"));
       }
       out.delay_node = e.delay_node();
     } else if (nodes->second.size() > 1) {
       std::string ids;
       for (const auto& id : nodes->second) ids += cat(ids.empty() ? "" : ", ", id);
-      return invalid_argument(
-          cat(at, what, "link '", e.link(), "' is on delay nodes ", ids, ": say which (delay_node)"));
+      return invalid_argument(cat(at, what, "link '", e.link(), "' is on delay nodes ", ids,
+                                  ": say which (delay_node)"));
     } else {
       out.delay_node = nodes->second.front();
     }
     out.link = e.link();
     if (!e.direction().empty() && e.direction() != "a_to_b" && e.direction() != "b_to_a") {
-      return invalid_argument(
-          cat(at, what, "direction '", e.direction(), "': a_to_b, b_to_a, or leave it out for both"));
+      return invalid_argument(cat(at, what, "direction '", e.direction(),
+                                  "': a_to_b, b_to_a, or leave it out for both"));
     }
     out.direction = e.direction();
     if (int(e.has_set()) + int(e.down()) + int(e.up()) + int(e.start()) != 1) {
@@ -151,10 +152,12 @@ Result<std::vector<ScheduledEvent>> parse_events(const config::Topology& t, cons
 }  // namespace
 
 Result<std::string> event_settings(const config::Pipe& set) {
-  static const std::map<std::string, std::string> kKeys = {
-      {"rate", "rate"},         {"delay", "delay"},
-      {"jitter", "jitter"},     {"queue_frames", "queue_frames"},
-      {"queue_bytes", "queue_bytes"}, {"random_loss", "loss"}};
+  static const std::map<std::string, std::string> kKeys = {{"rate", "rate"},
+                                                           {"delay", "delay"},
+                                                           {"jitter", "jitter"},
+                                                           {"queue_frames", "queue_frames"},
+                                                           {"queue_bytes", "queue_bytes"},
+                                                           {"random_loss", "loss"}};
   std::vector<const google::protobuf::FieldDescriptor*> fields;
   set.GetReflection()->ListFields(set, &fields);
   std::string settings;
@@ -174,7 +177,8 @@ Result<std::string> event_settings(const config::Pipe& set) {
   if (set.has_queue_frames()) add("queue_frames", std::to_string(set.queue_frames()));
   if (!set.queue_bytes().empty()) add("queue_bytes", set.queue_bytes());
   if (set.has_random_loss()) add("loss", set.random_loss().probability());
-  if (settings.empty()) return invalid_argument("set { }: give what changes (delay: \"200ms\" ...)");
+  if (settings.empty())
+    return invalid_argument("set { }: give what changes (delay: \"200ms\" ...)");
   return settings;
 }
 

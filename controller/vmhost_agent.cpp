@@ -294,7 +294,8 @@ class Host {
            it.increment(ec)) {
         if (!it->is_regular_file()) continue;
         auto sha = sha256_file(it->path());
-        if (!sha) return to_grpc(sha.status().with_context(cat("Save: VM ", configs_[i].name, ": ")));
+        if (!sha)
+          return to_grpc(sha.status().with_context(cat("Save: VM ", configs_[i].name, ": ")));
         auto* f = saved->add_files();
         f->set_path(fs::relative(it->path(), dir).string());
         f->set_bytes(it->file_size());
@@ -315,9 +316,8 @@ class Host {
   grpc::Status abandon_save(const vmhost::SaveReply& reply) {
     std::error_code ec;
     for (const auto& v : reply.vms()) fs::remove_all(v.dir(), ec);
-    return grpc::Status(grpc::StatusCode::CANCELLED,
-                        cat("Save: the caller gave up; removed the ", reply.vms_size(),
-                            " VMs saved so far"));
+    return grpc::Status(grpc::StatusCode::CANCELLED, cat("Save: the caller gave up; removed the ",
+                                                         reply.vms_size(), " VMs saved so far"));
   }
 
   grpc::Status shutdown(vmhost::ShutdownReply* reply) {
@@ -751,8 +751,8 @@ Result<std::unique_ptr<VmHostAgent>> VmHostAgent::start(VmHostAgentOptions optio
   } else {
     AMBER_RETURN_IF_ERROR(check_plaintext_address(listen));
   }
-  auto access = Authorizer::create(vmhost::VmHostAgent::service_full_name(),
-                                   access_policy(options.config));
+  auto access =
+      Authorizer::create(vmhost::VmHostAgent::service_full_name(), access_policy(options.config));
   if (!access) return access.status();
   std::fprintf(stderr, "amber-vmhost: access: %s\n", access->describe().c_str());
   std::fprintf(stderr, "amber-vmhost: store: %s\n",

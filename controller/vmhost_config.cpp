@@ -45,8 +45,8 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
     return invalid_argument(cat(where_top(origin, tree, "store"), "store '", host.store(),
                                 "': give an absolute path (the topology's store)"));
   }
-  if (auto access = Authorizer::create(vmhost::VmHostAgent::service_full_name(),
-                                       access_policy(host));
+  if (auto access =
+          Authorizer::create(vmhost::VmHostAgent::service_full_name(), access_policy(host));
       !access) {
     return invalid_argument(cat(origin, ": ", access.status().message()));
   }
@@ -125,8 +125,8 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
                                       f.guest_port(), ": ports are 1..65535"));
         }
         if (!host_ports.insert({f.protocol(), f.host_port()}).second) {
-          return invalid_argument(cat(at, "VM '", vm.name(), "': host port ", f.host_port(),
-                                      " is forwarded twice"));
+          return invalid_argument(
+              cat(at, "VM '", vm.name(), "': host port ", f.host_port(), " is forwarded twice"));
         }
       }
     }
@@ -160,8 +160,8 @@ Result<vm::StepLeadPolicy> step_lead_policy(const vmhost::VmHost& host) {
   }
   auto d = parse_duration_ns(text);
   if (!d || *d < 0 || *d > 100'000'000) {
-    return invalid_argument(cat("step_lead '", text,
-                                "': expected auto, off or a duration from 0 to 100ms"));
+    return invalid_argument(
+        cat("step_lead '", text, "': expected auto, off or a duration from 0 to 100ms"));
   }
   p.mode = vm::StepLeadPolicy::Mode::kFixed;
   p.fixed = std::chrono::nanoseconds(*d);

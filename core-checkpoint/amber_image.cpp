@@ -64,13 +64,15 @@ void print_schedule_position(const amber::checkpoint::PipeInfo& p) {
   const auto& s = p.state.schedule;
   if (!s.started) {
     std::printf("          schedule not started (%s, since virtual %lld ns)\n",
-                amber::link::schedule_waiting_for(schedule.start), static_cast<long long>(s.start_ns));
+                amber::link::schedule_waiting_for(schedule.start),
+                static_cast<long long>(s.start_ns));
     return;
   }
   if (s.ended) {
-    std::printf("          schedule ended after %llu loops (started at virtual %lld ns): static "
-                "configuration\n",
-                static_cast<unsigned long long>(s.loops), static_cast<long long>(s.start_ns));
+    std::printf(
+        "          schedule ended after %llu loops (started at virtual %lld ns): static "
+        "configuration\n",
+        static_cast<unsigned long long>(s.loops), static_cast<long long>(s.start_ns));
     return;
   }
   std::printf("          schedule started at virtual %lld ns", static_cast<long long>(s.start_ns));
@@ -78,7 +80,8 @@ void print_schedule_position(const amber::checkpoint::PipeInfo& p) {
     std::printf("; segment %u of %zu, %s into it (began at %lld ns), loop %llu", s.segment + 1,
                 schedule.segments.size(),
                 amber::format_duration_ns(p.virtual_now_ns - s.segment_start_ns).c_str(),
-                static_cast<long long>(s.segment_start_ns), static_cast<unsigned long long>(s.loops));
+                static_cast<long long>(s.segment_start_ns),
+                static_cast<unsigned long long>(s.loops));
   }
   if (schedule.trace) {
     std::printf("; trace at opportunity %u of %zu, pass %llu, %u bytes left of the one at %lld ns",
@@ -117,7 +120,8 @@ int info(const std::string& path) {
         static_cast<long long>(p.virtual_now_ns), static_cast<long long>(p.state.link_free_ns));
     print_schedule_position(p);
     for (const auto& e : p.state.events) {
-      std::printf("          event at virtual %lld ns (in %s): %s\n", static_cast<long long>(e.at_ns),
+      std::printf("          event at virtual %lld ns (in %s): %s\n",
+                  static_cast<long long>(e.at_ns),
                   amber::format_duration_ns(e.at_ns - p.virtual_now_ns).c_str(),
                   amber::link::describe_change(e).c_str());
     }

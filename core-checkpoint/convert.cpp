@@ -102,16 +102,30 @@ Result<link::Schedule> from_proto(const image::Schedule& m) {
     s.trace = std::move(t);
   }
   switch (m.at_end()) {
-    case image::SCHEDULE_LOOP: s.at_end = link::ScheduleEnd::kLoop; break;
-    case image::SCHEDULE_HOLD_LAST: s.at_end = link::ScheduleEnd::kHoldLast; break;
-    case image::SCHEDULE_END: s.at_end = link::ScheduleEnd::kEnd; break;
-    default: return invalid_argument(cat("schedule.at_end: unknown value ", static_cast<int>(m.at_end())));
+    case image::SCHEDULE_LOOP:
+      s.at_end = link::ScheduleEnd::kLoop;
+      break;
+    case image::SCHEDULE_HOLD_LAST:
+      s.at_end = link::ScheduleEnd::kHoldLast;
+      break;
+    case image::SCHEDULE_END:
+      s.at_end = link::ScheduleEnd::kEnd;
+      break;
+    default:
+      return invalid_argument(cat("schedule.at_end: unknown value ", static_cast<int>(m.at_end())));
   }
   switch (m.start()) {
-    case image::SCHEDULE_START_AT_ONCE: s.start = link::ScheduleStart::kAtOnce; break;
-    case image::SCHEDULE_START_FIRST_FRAME: s.start = link::ScheduleStart::kFirstFrame; break;
-    case image::SCHEDULE_START_ON_EVENT: s.start = link::ScheduleStart::kOnEvent; break;
-    default: return invalid_argument(cat("schedule.start: unknown value ", static_cast<int>(m.start())));
+    case image::SCHEDULE_START_AT_ONCE:
+      s.start = link::ScheduleStart::kAtOnce;
+      break;
+    case image::SCHEDULE_START_FIRST_FRAME:
+      s.start = link::ScheduleStart::kFirstFrame;
+      break;
+    case image::SCHEDULE_START_ON_EVENT:
+      s.start = link::ScheduleStart::kOnEvent;
+      break;
+    default:
+      return invalid_argument(cat("schedule.start: unknown value ", static_cast<int>(m.start())));
   }
   return s;
 }
@@ -119,21 +133,22 @@ Result<link::Schedule> from_proto(const image::Schedule& m) {
 // The position must lie within the schedule it belongs to.
 Status check_position(const link::PipeConfig& config, const link::ScheduleState& s) {
   if (!config.schedule) {
-    if (s.started) return invalid_argument("state.schedule: a position, but the pipe has no schedule");
+    if (s.started)
+      return invalid_argument("state.schedule: a position, but the pipe has no schedule");
     return Status::ok();
   }
   const link::Schedule& schedule = *config.schedule;
   if (!schedule.segments.empty() && s.segment >= schedule.segments.size()) {
-    return invalid_argument(cat("state.schedule.segment: ", s.segment, " of ", schedule.segments.size(),
-                                " segments"));
+    return invalid_argument(
+        cat("state.schedule.segment: ", s.segment, " of ", schedule.segments.size(), " segments"));
   }
   if (schedule.trace && s.trace_index >= schedule.trace->ms.size()) {
     return invalid_argument(cat("state.schedule.trace_index: ", s.trace_index, " of ",
                                 schedule.trace->ms.size(), " opportunities"));
   }
   if (schedule.trace && s.surplus_bytes > schedule.trace->opportunity_bytes) {
-    return invalid_argument(cat("state.schedule.surplus_bytes: ", s.surplus_bytes,
-                                " is more than an opportunity"));
+    return invalid_argument(
+        cat("state.schedule.surplus_bytes: ", s.surplus_bytes, " is more than an opportunity"));
   }
   return Status::ok();
 }
@@ -284,18 +299,27 @@ Result<link::PipeState> from_proto(const image::PipeState& m) {
     link::LinkEvent e;
     e.at_ns = em.at_ns();
     switch (em.kind()) {
-      case image::EVENT_SET: e.kind = link::LinkEventKind::kSet; break;
-      case image::EVENT_DOWN: e.kind = link::LinkEventKind::kDown; break;
-      case image::EVENT_UP: e.kind = link::LinkEventKind::kUp; break;
-      case image::EVENT_START: e.kind = link::LinkEventKind::kStart; break;
+      case image::EVENT_SET:
+        e.kind = link::LinkEventKind::kSet;
+        break;
+      case image::EVENT_DOWN:
+        e.kind = link::LinkEventKind::kDown;
+        break;
+      case image::EVENT_UP:
+        e.kind = link::LinkEventKind::kUp;
+        break;
+      case image::EVENT_START:
+        e.kind = link::LinkEventKind::kStart;
+        break;
       default:
         return invalid_argument(
             cat("state.events[", i, "].kind: unknown value ", static_cast<int>(em.kind())));
     }
     if (e.kind == link::LinkEventKind::kSet) e.set = from_proto(em.set());
     if (!s.events.empty() && e.at_ns < s.events.back().at_ns) {
-      return invalid_argument(cat("state.events[", i, "]: at ", e.at_ns, " ns, before the one above (",
-                                  s.events.back().at_ns, " ns): events must be in order"));
+      return invalid_argument(cat("state.events[", i, "]: at ", e.at_ns,
+                                  " ns, before the one above (", s.events.back().at_ns,
+                                  " ns): events must be in order"));
     }
     s.events.push_back(e);
   }
@@ -342,7 +366,8 @@ Result<PipeInfo> from_proto(const image::Pipe& m) {
   if (!state) return state.status();
   p.state = std::move(state).value();
   AMBER_RETURN_IF_ERROR(check_position(p.config, p.state.schedule));
-  AMBER_RETURN_IF_ERROR(link::check_events(p.config, p.state.events).with_context("state.events: "));
+  AMBER_RETURN_IF_ERROR(
+      link::check_events(p.config, p.state.events).with_context("state.events: "));
   p.frames = m.frames();
   p.bytes = m.bytes();
   p.virtual_now_ns = m.virtual_now_ns();

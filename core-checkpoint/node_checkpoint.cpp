@@ -353,7 +353,8 @@ Status drop_frame(DelayNode& node, const std::string& link, const std::string& d
 
 Status replace_frame(DelayNode& node, const std::string& link, const std::string& direction,
                      uint64_t index, std::span<const uint8_t> bytes) {
-  if (bytes.size() < 14) return invalid_argument("a frame needs at least an Ethernet header (14 bytes)");
+  if (bytes.size() < 14)
+    return invalid_argument("a frame needs at least an Ethernet header (14 bytes)");
   return node.with_frozen_pipes([&](DelayNode::FrozenView& view) -> Status {
     auto d = find(view, link, direction);
     if (!d) return d.status();
@@ -362,8 +363,8 @@ Status replace_frame(DelayNode& node, const std::string& link, const std::string
     rte_mbuf* m = dataplane::mbuf_of(*f);
     const size_t room = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
     if (bytes.size() > room) {
-      return invalid_argument(cat("a frame of ", bytes.size(), " bytes does not fit its mbuf (",
-                                  room, " bytes)"));
+      return invalid_argument(
+          cat("a frame of ", bytes.size(), " bytes does not fit its mbuf (", room, " bytes)"));
     }
     m->data_len = static_cast<uint16_t>(bytes.size());
     m->pkt_len = static_cast<uint32_t>(bytes.size());
@@ -379,7 +380,8 @@ Status inject_frame(DelayNode& node, const std::string& link, const std::string&
   if (before_index.has_value() == departure_ns.has_value()) {
     return invalid_argument("give exactly one of a position (before_index) or a departure time");
   }
-  if (bytes.size() < 14) return invalid_argument("a frame needs at least an Ethernet header (14 bytes)");
+  if (bytes.size() < 14)
+    return invalid_argument("a frame needs at least an Ethernet header (14 bytes)");
   return node.with_frozen_pipes([&](DelayNode::FrozenView& view) -> Status {
     auto d = find(view, link, direction);
     if (!d) return d.status();
@@ -388,8 +390,8 @@ Status inject_frame(DelayNode& node, const std::string& link, const std::string&
       auto f = frame_at(**d, *before_index);
       if (!f) return f.status();
       if ((*f)->stage != link::FrameStage::kDelayLine) {
-        return failed_precondition(cat("frame ", *before_index,
-                                       " is not on the wire yet: inject at a time instead"));
+        return failed_precondition(
+            cat("frame ", *before_index, " is not on the wire yet: inject at a time instead"));
       }
       departure = (*f)->departure_ns;
     }

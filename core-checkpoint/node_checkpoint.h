@@ -72,8 +72,8 @@ struct FrameListing {
 Result<FrameListing> list_frames(dataplane::DelayNode& node, const std::string& link,
                                  const std::string& direction, uint64_t offset, uint64_t limit,
                                  bool with_bytes);
-Status drop_frame(dataplane::DelayNode& node, const std::string& link,
-                  const std::string& direction, uint64_t index);
+Status drop_frame(dataplane::DelayNode& node, const std::string& link, const std::string& direction,
+                  uint64_t index);
 Status replace_frame(dataplane::DelayNode& node, const std::string& link,
                      const std::string& direction, uint64_t index, std::span<const uint8_t> bytes);
 // Injects a frame departing with the frame now at before_index, or at the

@@ -26,7 +26,7 @@ enum class CommandType : uint8_t {
   kPark,          // stop polling until `unpark` is set: the sender owns the pipes meanwhile
   kAddWatch,      // arm `watch` on `target`
   kRemoveWatch,   // disarm `watch` on every direction of the worker
-  kShift,         // move `target`'s timeline by `at_ns` (signed) from now; `result_ns` = its total shift
+  kShift,  // move `target`'s timeline by `at_ns` (signed) from now; `result_ns` = its total shift
   kScheduleEvents,  // `events` (node virtual time) onto `target`'s pipe
   kCancelEvents,    // drop `target`'s pending events; `result_ns` = how many
   kVirtualAt,       // `result_ns` = the virtual time at real instant `at_ns`
@@ -48,12 +48,14 @@ enum class CommandState : uint8_t {
 
 struct Command {
   CommandType type = CommandType::kStats;
-  Direction* target = nullptr;  // kSetPipe, kAddWatch, kShift, k*Events: a direction this worker owns
+  // kSetPipe, kAddWatch, kShift, k*Events: a direction this worker owns
+  Direction* target = nullptr;
   FrameWatch* watch = nullptr;  // kAddWatch, kRemoveWatch
   link::PipeConfig pipe;
   std::vector<link::LinkEvent> events;  // kScheduleEvents
   int64_t at_ns = 0;
-  std::shared_ptr<std::atomic<bool>> unpark;  // kPark; shared: the worker may look after the sender returned
+  // kPark; shared: the worker may look after the sender returned
+  std::shared_ptr<std::atomic<bool>> unpark;
   // Filled by the worker:
   int64_t result_ns = -1;
   Status status;

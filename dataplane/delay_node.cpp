@@ -4,7 +4,6 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_ring.h>
-
 #include <time.h>
 
 #include <cstdio>
@@ -147,16 +146,18 @@ Status DelayNode::create_pool() {
   options_.rings.lcores = rte_lcore_count();
   sizing_ = size_pool(config_, options_.rings,
                       static_cast<uint32_t>(sizeof(rte_mbuf) + kMbufPrivSize + data_room));
-  const uint32_t cache = std::min<uint32_t>(options_.rings.cache_per_lcore, RTE_MEMPOOL_CACHE_MAX_SIZE);
+  const uint32_t cache =
+      std::min<uint32_t>(options_.rings.cache_per_lcore, RTE_MEMPOOL_CACHE_MAX_SIZE);
   pool_ = rte_pktmbuf_pool_create("amber_frames", static_cast<unsigned>(sizing_.mbufs), cache,
                                   kMbufPrivSize, static_cast<uint16_t>(data_room),
                                   static_cast<int>(rte_socket_id()));
   if (pool_ == nullptr) {
-    return resource_exhausted(
-        cat("cannot allocate the frame pool: the links need ", sizing_.describe(),
-            "; hugepage memory free: ", format_bytes(hugepages_free_bytes()), " (",
-            rte_strerror(rte_errno), "). Reserve more hugepages, or lower the links' rate x delay, "
-            "or raise sizing_frame_bytes if your frames are large"));
+    return resource_exhausted(cat("cannot allocate the frame pool: the links need ",
+                                  sizing_.describe(),
+                                  "; hugepage memory free: ", format_bytes(hugepages_free_bytes()),
+                                  " (", rte_strerror(rte_errno),
+                                  "). Reserve more hugepages, or lower the links' rate x delay, "
+                                  "or raise sizing_frame_bytes if your frames are large"));
   }
   return Status::ok();
 }
@@ -175,7 +176,8 @@ Status DelayNode::open_ports() {
         rte_eth_dev_callback_register(port, RTE_ETH_EVENT_INTR_LSC, log_link_change, nullptr);
       }
       int rc = rte_eth_dev_configure(port, 1, 1, &conf);
-      if (rc < 0) return internal_error(cat("port ", port, ": configure failed: ", rte_strerror(-rc)));
+      if (rc < 0)
+        return internal_error(cat("port ", port, ": configure failed: ", rte_strerror(-rc)));
       uint16_t rxd = static_cast<uint16_t>(options_.rings.rx_descriptors);
       uint16_t txd = static_cast<uint16_t>(options_.rings.tx_descriptors);
       rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
@@ -303,8 +305,8 @@ void fill_stats(const Direction& d, int64_t virtual_now_ns, DirectionStats& s) {
   s.virtual_now_ns = virtual_now_ns;
   s.schedule = d.pipe.schedule_state();
   s.traced = d.pipe.traced();
-  s.rate_now_bps = s.traced ? d.pipe.trace_rate_bps(virtual_now_ns, 100'000'000)
-                            : d.pipe.current().rate_bps;
+  s.rate_now_bps =
+      s.traced ? d.pipe.trace_rate_bps(virtual_now_ns, 100'000'000) : d.pipe.current().rate_bps;
   s.delay_now_ns = d.pipe.current().delay_ns;
   const auto& events = d.pipe.pending_events();
   s.pending_events = static_cast<uint32_t>(events.size());
@@ -417,8 +419,8 @@ Result<int64_t> DelayNode::shift(const std::string& link, const std::string& dir
                                  int64_t by_ns) {
   constexpr int64_t kMaxShiftNs = 10'000'000'000;
   if (by_ns > kMaxShiftNs || by_ns < -kMaxShiftNs) {
-    return invalid_argument(cat("shift of ", link, "/", direction, " by ", by_ns,
-                                " ns: at most 10 s either way"));
+    return invalid_argument(
+        cat("shift of ", link, "/", direction, " by ", by_ns, " ns: at most 10 s either way"));
   }
   auto target = find(link, direction);
   if (!target) return target.status();
@@ -454,8 +456,8 @@ Status DelayNode::send_all(CommandType type, int64_t at_ns) {
 
 Status DelayNode::freeze_at(int64_t at_ns) {
   if (at_ns < now_ns()) {
-    return failed_precondition(cat("freeze instant ", at_ns, " ns is ", now_ns() - at_ns,
-                                   " ns in the past"));
+    return failed_precondition(
+        cat("freeze instant ", at_ns, " ns is ", now_ns() - at_ns, " ns in the past"));
   }
   Status s = send_all(CommandType::kFreeze, at_ns);
   if (!s) (void)send_all(CommandType::kCancelFreeze, 0);  // all or none
@@ -464,13 +466,15 @@ Status DelayNode::freeze_at(int64_t at_ns) {
 
 Status DelayNode::thaw_at(int64_t at_ns) {
   if (at_ns < now_ns()) {
-    return failed_precondition(cat("thaw instant ", at_ns, " ns is ", now_ns() - at_ns,
-                                   " ns in the past"));
+    return failed_precondition(
+        cat("thaw instant ", at_ns, " ns is ", now_ns() - at_ns, " ns in the past"));
   }
   return send_all(CommandType::kThaw, at_ns);
 }
 
-Status DelayNode::cancel_freeze() { return send_all(CommandType::kCancelFreeze, 0); }
+Status DelayNode::cancel_freeze() {
+  return send_all(CommandType::kCancelFreeze, 0);
+}
 
 Result<std::vector<int64_t>> DelayNode::freeze_latencies() {
   std::vector<int64_t> out;

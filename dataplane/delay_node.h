@@ -144,7 +144,8 @@ class DelayNode {
   Status create_workers();
   Status send(Worker& worker, const std::shared_ptr<Command>& command);
   Status send_all(CommandType type, int64_t at_ns);
-  Result<std::pair<Worker*, Direction*>> find(const std::string& link, const std::string& direction);
+  Result<std::pair<Worker*, Direction*>> find(const std::string& link,
+                                              const std::string& direction);
   void release_frames();
   // Room on every pipe's dense wire (link::Pipe::reserve); allocates, so
   // only while no worker polls.

@@ -29,17 +29,20 @@ inline constexpr std::array<int64_t, 12> kLatenessBoundsNs = {
 // Node-level counters beyond the pipe's own.
 struct DirectionCounters {
   uint64_t rx_bursts = 0;
-  uint64_t tx_retries = 0;     // tx bursts the port did not take whole
-  uint64_t dup_no_mbuf = 0;    // duplicates not made: the mempool was empty
-  uint64_t oversize = 0;       // multi-segment frames refused (the pipe holds linear frames)
+  uint64_t tx_retries = 0;       // tx bursts the port did not take whole
+  uint64_t dup_no_mbuf = 0;      // duplicates not made: the mempool was empty
+  uint64_t oversize = 0;         // multi-segment frames refused (the pipe holds linear frames)
   uint64_t late_departures = 0;  // frames sent more than 10 us after their virtual departure
-  uint64_t no_priv_area = 0;   // mbufs from a pool without room for the Frame: dropped
+  uint64_t no_priv_area = 0;     // mbufs from a pool without room for the Frame: dropped
   std::array<uint64_t, kLatenessBoundsNs.size()> burst_lateness{};
 };
 
 struct Direction {
   Direction(std::string link, std::string name, uint16_t rx, uint16_t tx, link::Pipe p)
-      : link_name(std::move(link)), direction(std::move(name)), rx_port(rx), tx_port(tx),
+      : link_name(std::move(link)),
+        direction(std::move(name)),
+        rx_port(rx),
+        tx_port(tx),
         pipe(std::move(p)) {}
 
   std::string link_name;

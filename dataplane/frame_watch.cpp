@@ -25,7 +25,9 @@ Result<std::unique_ptr<FrameWatch>> FrameWatch::create(std::string pattern, unsi
   return std::unique_ptr<FrameWatch>(new FrameWatch(std::move(pattern), ring));
 }
 
-FrameWatch::~FrameWatch() { rte_ring_free(ring_); }
+FrameWatch::~FrameWatch() {
+  rte_ring_free(ring_);
+}
 
 void FrameWatch::scan(const Direction& where, const rte_mbuf* frame, int64_t real_ns) {
   const auto* bytes = rte_pktmbuf_mtod(frame, const uint8_t*);

@@ -9,8 +9,7 @@
 
 namespace amber::dataplane {
 
-inline constexpr uint16_t kMbufPrivSize =
-    RTE_ALIGN_CEIL(sizeof(link::Frame), RTE_MBUF_PRIV_ALIGN);
+inline constexpr uint16_t kMbufPrivSize = RTE_ALIGN_CEIL(sizeof(link::Frame), RTE_MBUF_PRIV_ALIGN);
 
 inline link::Frame* frame_of(rte_mbuf* m) {
   return static_cast<link::Frame*>(rte_mbuf_to_priv(m));

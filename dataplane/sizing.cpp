@@ -61,7 +61,8 @@ uint64_t frames_on_wire(const link::PipeConfig& pipe, uint64_t unlimited_rate_bp
 
 uint32_t wire_frames(const link::PipeConfig& pipe, uint64_t unlimited_rate_bps) {
   constexpr uint64_t kMin = 4096, kMax = uint64_t{1} << 20;
-  return static_cast<uint32_t>(std::clamp(frames_on_wire(pipe, unlimited_rate_bps, 64), kMin, kMax));
+  return static_cast<uint32_t>(
+      std::clamp(frames_on_wire(pipe, unlimited_rate_bps, 64), kMin, kMax));
 }
 
 PoolSizing size_pool(const config::NodeConfig& config, const RingSizes& rings,
@@ -71,7 +72,8 @@ PoolSizing size_pool(const config::NodeConfig& config, const RingSizes& rings,
     for (const link::PipeConfig* pipe : {&link.a_to_b, &link.b_to_a}) {
       uint64_t wire = 0, queue = 0;
       for (const link::PipeConfig& c : every_config(*pipe)) {
-        wire = std::max(wire, frames_on_wire(c, config.sizing_unlimited_rate_bps, config.sizing_frame_bytes));
+        wire = std::max(
+            wire, frames_on_wire(c, config.sizing_unlimited_rate_bps, config.sizing_frame_bytes));
         if (c.rate_bps) queue = std::max(queue, queue_frames(c));
       }
       s.frames_on_wire += wire;

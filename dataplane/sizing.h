@@ -11,11 +11,11 @@
 namespace amber::dataplane {
 
 struct PoolSizing {
-  uint64_t frames_on_wire = 0;     // sum of rate x (delay + jitter) over directions
-  uint64_t frames_in_queues = 0;   // sum of bottleneck queue limits
-  uint64_t frames_in_rings = 0;    // rx/tx descriptors and bursts in flight
-  uint64_t mbufs = 0;              // total to allocate
-  uint64_t bytes_per_mbuf = 0;     // approximate footprint of one mbuf
+  uint64_t frames_on_wire = 0;    // sum of rate x (delay + jitter) over directions
+  uint64_t frames_in_queues = 0;  // sum of bottleneck queue limits
+  uint64_t frames_in_rings = 0;   // rx/tx descriptors and bursts in flight
+  uint64_t mbufs = 0;             // total to allocate
+  uint64_t bytes_per_mbuf = 0;    // approximate footprint of one mbuf
   uint64_t bytes() const { return mbufs * bytes_per_mbuf; }
   std::string describe() const;
 };

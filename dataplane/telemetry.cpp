@@ -19,7 +19,9 @@ namespace {
 
 std::atomic<DelayNode*> g_node{nullptr};
 
-void add_u64(rte_tel_data* d, const char* name, uint64_t v) { rte_tel_data_add_dict_u64(d, name, v); }
+void add_u64(rte_tel_data* d, const char* name, uint64_t v) {
+  rte_tel_data_add_dict_u64(d, name, v);
+}
 
 // Starts the reply and fetches the counters; on failure the reply says why.
 std::optional<std::vector<DirectionStats>> fetch_stats(rte_tel_data* out) {
@@ -88,8 +90,8 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
       rte_tel_data_start_array(events, RTE_TEL_STRING_VAL);
       const size_t shown = std::min<size_t>(s.pending_events, s.next_events.size());
       for (size_t i = 0; i < shown; ++i) {
-        const std::string e = cat(s.next_events[i].at_ns + s.shift_ns, " ",
-                                  link::describe_change(s.next_events[i]));
+        const std::string e =
+            cat(s.next_events[i].at_ns + s.shift_ns, " ", link::describe_change(s.next_events[i]));
         rte_tel_data_add_array_string(events, e.c_str());
       }
       rte_tel_data_add_dict_container(d, "events", events, 0);
@@ -164,7 +166,8 @@ int handle_set(const char*, const char* params, rte_tel_data* out) {
   size_t c1 = p.find(',');
   size_t c2 = c1 == std::string::npos ? c1 : p.find(',', c1 + 1);
   if (c2 == std::string::npos) {
-    rte_tel_data_add_dict_string(out, "error", "usage: /amber/set,LINK,a_to_b|b_to_a,key=value[,...]");
+    rte_tel_data_add_dict_string(out, "error",
+                                 "usage: /amber/set,LINK,a_to_b|b_to_a,key=value[,...]");
     return 0;
   }
   auto set = set_link(*g_node.load(), p.substr(0, c1), p.substr(c1 + 1, c2 - c1 - 1),
@@ -196,19 +199,19 @@ std::vector<std::string> format_stats(const std::vector<DirectionStats>& stats) 
   std::vector<std::string> lines;
   for (const DirectionStats& s : stats) {
     char buf[512];
-    std::snprintf(buf, sizeof buf,
-                  "%s/%s: in %llu out %llu held %llu (queue %u) dropped loss %llu queue %llu "
-                  "no-mbuf %llu oversize %llu, tx retries %llu, late %llu",
-                  s.link.c_str(), s.direction.c_str(),
-                  static_cast<unsigned long long>(s.pipe.frames_in),
-                  static_cast<unsigned long long>(s.pipe.frames_out),
-                  static_cast<unsigned long long>(s.held_frames), s.queued_frames,
-                  static_cast<unsigned long long>(s.pipe.frames_dropped[0]),
-                  static_cast<unsigned long long>(s.pipe.frames_dropped[1] + s.pipe.frames_dropped[2]),
-                  static_cast<unsigned long long>(s.node.dup_no_mbuf),
-                  static_cast<unsigned long long>(s.node.oversize),
-                  static_cast<unsigned long long>(s.node.tx_retries),
-                  static_cast<unsigned long long>(s.node.late_departures));
+    std::snprintf(
+        buf, sizeof buf,
+        "%s/%s: in %llu out %llu held %llu (queue %u) dropped loss %llu queue %llu "
+        "no-mbuf %llu oversize %llu, tx retries %llu, late %llu",
+        s.link.c_str(), s.direction.c_str(), static_cast<unsigned long long>(s.pipe.frames_in),
+        static_cast<unsigned long long>(s.pipe.frames_out),
+        static_cast<unsigned long long>(s.held_frames), s.queued_frames,
+        static_cast<unsigned long long>(s.pipe.frames_dropped[0]),
+        static_cast<unsigned long long>(s.pipe.frames_dropped[1] + s.pipe.frames_dropped[2]),
+        static_cast<unsigned long long>(s.node.dup_no_mbuf),
+        static_cast<unsigned long long>(s.node.oversize),
+        static_cast<unsigned long long>(s.node.tx_retries),
+        static_cast<unsigned long long>(s.node.late_departures));
     lines.emplace_back(buf);
   }
   return lines;

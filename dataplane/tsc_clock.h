@@ -30,7 +30,7 @@ class ClockDiscipline {
     int64_t ns = 0;
     uint64_t mult = 0;  // ns per tick, 32.32 fixed point
   };
-  static constexpr int64_t kStepNs = 10'000'000;        // beyond: step, not slew
+  static constexpr int64_t kStepNs = 10'000'000;           // beyond: step, not slew
   static constexpr int64_t kCorrectionNs = 1'000'000'000;  // an offset is slewed away over this
 
   // The first sample: real time `ns` at `tsc`, ticking at `nominal_hz`.

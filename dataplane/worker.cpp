@@ -1,19 +1,19 @@
 #include "dataplane/worker.h"
 
-#include <rte_ethdev.h>
 #include <pthread.h>
+#include <rte_ethdev.h>
 #include <rte_prefetch.h>
 #include <sched.h>
-#include <sys/resource.h>
-#include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <chrono>
 #include <thread>
 
 #include "dataplane/mbuf_frame.h"
@@ -23,12 +23,17 @@ namespace amber::dataplane {
 namespace {
 constexpr int64_t kLateNs = 10'000;
 constexpr int64_t kSpinBeforeInstantNs = 1'000'000;
-}
+}  // namespace
 
 Worker::Worker(unsigned lcore, std::vector<Direction*> directions, rte_mempool* pool,
                rte_ring* commands, const TscClock& clock, WorkerOptions options)
-    : lcore_(lcore), directions_(std::move(directions)), pool_(pool), commands_(commands),
-      clock_(clock), options_(options), virtual_clock_(0) {}
+    : lcore_(lcore),
+      directions_(std::move(directions)),
+      pool_(pool),
+      commands_(commands),
+      clock_(clock),
+      options_(options),
+      virtual_clock_(0) {}
 
 int Worker::run(const std::atomic<bool>& stop) {
   // Short sleeps must be short: the default 50 us timer slack would make
@@ -243,8 +248,7 @@ bool Worker::transmit(Direction& d, int64_t virtual_now) {
   return true;
 }
 
-void Worker::scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n,
-                          int64_t real_ns) {
+void Worker::scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t real_ns) {
   for (uint16_t i = 0; i < n; ++i) {
     for (uint8_t w = 0; w < d.watch_count; ++w) d.watches[w]->scan(d, burst[i], real_ns);
   }
@@ -291,8 +295,7 @@ bool Worker::handle_commands() {
     auto* holder = static_cast<std::shared_ptr<Command>*>(item);
     Command& c = **holder;
     CommandState queued = CommandState::kQueued;
-    if (!c.state.compare_exchange_strong(queued, CommandState::kTaken,
-                                         std::memory_order_acq_rel)) {
+    if (!c.state.compare_exchange_strong(queued, CommandState::kTaken, std::memory_order_acq_rel)) {
       delete holder;  // withdrawn: its sender timed out and reported it failed
       continue;
     }
@@ -309,8 +312,8 @@ bool Worker::handle_commands() {
         break;
       }
       case CommandType::kSetPipe:
-        c.status = c.target->pipe.reconfigure(
-            c.pipe, c.target->virtual_time(virtual_clock_.now(real_now)));
+        c.status = c.target->pipe.reconfigure(c.pipe,
+                                              c.target->virtual_time(virtual_clock_.now(real_now)));
         break;
       case CommandType::kScheduleEvents: {
         // Instants of the node's clock onto the direction's own timeline.

@@ -28,7 +28,8 @@ bool DenseWire::remove(const Frame& frame, uint32_t& length) {
       }
       --slot_tail_;
       if (--run.frames == 0) {
-        for (uint64_t k = r; k + 1 < run_tail_; ++k) runs_[k & run_mask_] = runs_[(k + 1) & run_mask_];
+        for (uint64_t k = r; k + 1 < run_tail_; ++k)
+          runs_[k & run_mask_] = runs_[(k + 1) & run_mask_];
         --run_tail_;
       }
       return true;

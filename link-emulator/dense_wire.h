@@ -69,8 +69,8 @@ class DenseWire {
     return push(frame, length, departure_ns, false, stamps);
   }
   // n unwritten frames sharing their stamps, all or none.
-  bool push_burst(Frame* const* frames, const uint32_t* lengths, unsigned n,
-                  int64_t departure_ns, Stamps stamps) {
+  bool push_burst(Frame* const* frames, const uint32_t* lengths, unsigned n, int64_t departure_ns,
+                  Stamps stamps) {
     if (size() + n > capacity()) return false;
     // The slots go in past the tail first; they count once all fit. The
     // two stretches (before and after the ring wraps) are plain arrays.
@@ -144,7 +144,8 @@ class DenseWire {
       }
       if (departures) std::fill(departures + n, departures + n + take, run.departure_ns);
       if (arrivals) {
-        std::fill(arrivals + n, arrivals + n + take, run.written ? kWritten : run.stamps.arrival_ns);
+        std::fill(arrivals + n, arrivals + n + take,
+                  run.written ? kWritten : run.stamps.arrival_ns);
       }
       slot_head_ += take;
       n += take;
@@ -225,8 +226,8 @@ class DenseWire {
   static constexpr unsigned kAhead = 64;  // slots: a few bursts
   struct Run {
     int64_t departure_ns;
-    Stamps stamps;      // unwritten runs only
-    uint32_t frames;    // still held
+    Stamps stamps;    // unwritten runs only
+    uint32_t frames;  // still held
     bool written;
   };
 

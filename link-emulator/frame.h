@@ -4,9 +4,8 @@
 // Frame in each DPDK mbuf's private area, tests place them in arrays.
 #pragma once
 
-#include <cstdint>
-
 #include <boost/intrusive/slist.hpp>
+#include <cstdint>
 
 namespace amber::link {
 
@@ -31,8 +30,9 @@ struct Frame {
   int64_t departure_ns = 0;    // virtual departure; valid once out of the bottleneck
 };
 
-using FrameList = boost::intrusive::slist<
-    Frame, boost::intrusive::member_hook<Frame, FrameHook, &Frame::hook>,
-    boost::intrusive::cache_last<true>, boost::intrusive::constant_time_size<false>>;
+using FrameList =
+    boost::intrusive::slist<Frame, boost::intrusive::member_hook<Frame, FrameHook, &Frame::hook>,
+                            boost::intrusive::cache_last<true>,
+                            boost::intrusive::constant_time_size<false>>;
 
 }  // namespace amber::link

@@ -10,10 +10,16 @@ namespace amber::link {
 
 PipeConfig LinkEvent::applied_to(PipeConfig base) const {
   switch (kind) {
-    case LinkEventKind::kSet: return set.applied_to(std::move(base));
-    case LinkEventKind::kDown: base.down = true; break;
-    case LinkEventKind::kUp: base.down = false; break;
-    case LinkEventKind::kStart: break;  // the schedule's position, not the configuration
+    case LinkEventKind::kSet:
+      return set.applied_to(std::move(base));
+    case LinkEventKind::kDown:
+      base.down = true;
+      break;
+    case LinkEventKind::kUp:
+      base.down = false;
+      break;
+    case LinkEventKind::kStart:
+      break;  // the schedule's position, not the configuration
   }
   return base;
 }
@@ -51,17 +57,24 @@ Result<LinkEvent> parse_link_event(int64_t at_ns, std::string_view change) {
                                   "queue_bytes; or give down, up or start)"));
     }
     if ((key == "queue_frames" || key == "queue_bytes") && value == "none") {
-      return invalid_argument(cat("event: ", key, "=none: an event sets a limit, it cannot remove one"));
+      return invalid_argument(
+          cat("event: ", key, "=none: an event sets a limit, it cannot remove one"));
     }
     PipeConfig scratch;
     Status parsed = apply_setting(scratch, key, value);
     if (!parsed) return parsed.with_context("event: ");
-    if (key == "rate") s.rate_bps = scratch.rate_bps;
-    else if (key == "delay") s.delay_ns = scratch.delay_ns;
-    else if (key == "jitter") s.jitter_ns = scratch.jitter_ns;
-    else if (key == "loss") s.loss = scratch.loss;
-    else if (key == "queue_frames") s.queue_limit_frames = scratch.queue_limit_frames;
-    else s.queue_limit_bytes = scratch.queue_limit_bytes;
+    if (key == "rate")
+      s.rate_bps = scratch.rate_bps;
+    else if (key == "delay")
+      s.delay_ns = scratch.delay_ns;
+    else if (key == "jitter")
+      s.jitter_ns = scratch.jitter_ns;
+    else if (key == "loss")
+      s.loss = scratch.loss;
+    else if (key == "queue_frames")
+      s.queue_limit_frames = scratch.queue_limit_frames;
+    else
+      s.queue_limit_bytes = scratch.queue_limit_bytes;
     any = true;
   }
   if (!any) return invalid_argument("event: give down, up, start or settings (delay=200ms ...)");
@@ -100,13 +113,14 @@ std::string describe_change(const LinkEvent& e) {
 
 Status check_event(const LinkEvent& event, const PipeConfig& base) {
   if (event.kind == LinkEventKind::kStart && !base.schedule) {
-    return invalid_argument(cat("event at ", event.at_ns,
-                                " ns (start): the link direction has no schedule to start"));
+    return invalid_argument(
+        cat("event at ", event.at_ns, " ns (start): the link direction has no schedule to start"));
   }
   PipeConfig next = event.applied_to(base);
   next.schedule = ScheduleRef();
   Status s = next.validate();
-  if (!s) return s.with_context(cat("event at ", event.at_ns, " ns (", describe_change(event), "): "));
+  if (!s)
+    return s.with_context(cat("event at ", event.at_ns, " ns (", describe_change(event), "): "));
   return Status::ok();
 }
 

@@ -45,8 +45,10 @@ bool LossProcess::lose_markov(Rng& rng) {
   switch (state_) {
     case 1: {
       double u = rng.unit();
-      if (u < p13_) state_ = 3;
-      else if (u < p13_ + p14_) state_ = 4;
+      if (u < p13_)
+        state_ = 3;
+      else if (u < p13_ + p14_)
+        state_ = 4;
       break;
     }
     case 2:
@@ -54,8 +56,10 @@ bool LossProcess::lose_markov(Rng& rng) {
       break;
     case 3: {
       double u = rng.unit();
-      if (u < p31_) state_ = 1;
-      else if (u < p31_ + p32_) state_ = 2;
+      if (u < p31_)
+        state_ = 1;
+      else if (u < p31_ + p32_)
+        state_ = 2;
       break;
     }
     default:  // 4: an isolated loss is always followed by a reception

@@ -21,10 +21,14 @@ class LossProcess {
   // Draws the fate of the next frame and advances the model's state.
   bool lose(Rng& rng) {
     switch (kind_) {
-      case Kind::kNone: return false;
-      case Kind::kRandom: return a_.draw(rng);
-      case Kind::kGilbertElliott: return lose_gilbert_elliott(rng);
-      case Kind::kMarkov: return lose_markov(rng);
+      case Kind::kNone:
+        return false;
+      case Kind::kRandom:
+        return a_.draw(rng);
+      case Kind::kGilbertElliott:
+        return lose_gilbert_elliott(rng);
+      case Kind::kMarkov:
+        return lose_markov(rng);
     }
     return false;
   }

@@ -8,11 +8,16 @@ namespace amber::link {
 
 const char* drop_cause_name(DropCause cause) {
   switch (cause) {
-    case DropCause::kLoss: return "loss";
-    case DropCause::kQueueFrames: return "queue_frames";
-    case DropCause::kQueueBytes: return "queue_bytes";
-    case DropCause::kRemoved: return "removed";
-    case DropCause::kLinkDown: return "link_down";
+    case DropCause::kLoss:
+      return "loss";
+    case DropCause::kQueueFrames:
+      return "queue_frames";
+    case DropCause::kQueueBytes:
+      return "queue_bytes";
+    case DropCause::kRemoved:
+      return "removed";
+    case DropCause::kLinkDown:
+      return "link_down";
   }
   return "unknown";
 }
@@ -65,7 +70,9 @@ void Pipe::update_plain() {
            reorder_.never() && schedule_ == nullptr && events_.empty();
 }
 
-Verdict Pipe::enqueue(Frame& frame, int64_t now) { return offer<true>(frame, frame.length, now); }
+Verdict Pipe::enqueue(Frame& frame, int64_t now) {
+  return offer<true>(frame, frame.length, now);
+}
 
 Verdict Pipe::enqueue(Frame& frame, uint32_t length, int64_t now) {
   return offer<false>(frame, length, now);
@@ -74,14 +81,16 @@ Verdict Pipe::enqueue(Frame& frame, uint32_t length, int64_t now) {
 template <bool kWritten>
 Verdict Pipe::offer(Frame& frame, uint32_t length, int64_t now) {
   catch_up(now);
-  if (awaiting_frame_) [[unlikely]] start_schedule(now);
+  if (awaiting_frame_) [[unlikely]]
+    start_schedule(now);
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += length;
   Verdict verdict;
   // A link that is down draws nothing: the random stream after it comes
   // up is the one it would have been.
-  if (down_) [[unlikely]] return drop(length, DropCause::kLinkDown, verdict);
+  if (down_) [[unlikely]]
+    return drop(length, DropCause::kLinkDown, verdict);
   // Decisions are drawn in a fixed order (loss, corruption, duplication,
   // then in admit() reordering and jitter) so the stream is reproducible.
   if (loss_.lose(rng_)) return drop(length, DropCause::kLoss, verdict);
@@ -117,7 +126,8 @@ Verdict Pipe::enqueue_duplicate(Frame& frame, int64_t now) {
   advance(now);
   ++counters_.frames_in;
   counters_.bytes_in += frame.length;
-  if (down_) [[unlikely]] return drop(frame.length, DropCause::kLinkDown, Verdict{});
+  if (down_) [[unlikely]]
+    return drop(frame.length, DropCause::kLinkDown, Verdict{});
   return admit<true>(frame, frame.length, now, Verdict{});
 }
 
@@ -191,8 +201,8 @@ int64_t Pipe::serialization_ns(uint32_t length) {
   const uint64_t rate = config_.rate_bps;
   if (rate == 0) return 0;
   // bits * 1e9 fits in 64 bits for any frame up to 2 GB.
-  uint64_t scaled = (uint64_t{length} + config_.overhead_bytes) * 8 * 1'000'000'000ULL +
-                    serialization_carry_;
+  uint64_t scaled =
+      (uint64_t{length} + config_.overhead_bytes) * 8 * 1'000'000'000ULL + serialization_carry_;
   serialization_carry_ = scaled % rate;
   return static_cast<int64_t>(scaled / rate);
 }
@@ -254,8 +264,8 @@ int64_t Pipe::draw_jitter() {
 
 namespace {
 // Hands the head of a list on as the next frame out.
-Frame& take_head(FrameList& list, Frame** out, int64_t* departures, int64_t* arrivals,
-                 unsigned& n, uint64_t& bytes) {
+Frame& take_head(FrameList& list, Frame** out, int64_t* departures, int64_t* arrivals, unsigned& n,
+                 uint64_t& bytes) {
   Frame& f = list.front();
   list.pop_front();
   bytes += f.length;
@@ -266,8 +276,9 @@ Frame& take_head(FrameList& list, Frame** out, int64_t* departures, int64_t* arr
 }
 }  // namespace
 
-[[gnu::always_inline]] inline unsigned Pipe::hand_out(int64_t now, Frame** out, int64_t* departures, unsigned max,
-                        int64_t* arrivals, uint64_t& bytes) {
+[[gnu::always_inline]] inline unsigned Pipe::hand_out(int64_t now, Frame** out, int64_t* departures,
+                                                      unsigned max, int64_t* arrivals,
+                                                      uint64_t& bytes) {
   unsigned n = 0;
   if (express_.empty()) {
     // The common case: the delay line alone, in departure order; first its
@@ -318,9 +329,10 @@ unsigned Pipe::dequeue(int64_t now, Frame** out, int64_t* departures, unsigned m
     n = hand_out(bottleneck_.front().ready_ns, out, departures, max, arrivals, bytes);
     if (n < max) {
       advance_slow(now);
-      if (delay_line_head_ns() <= now || (!express_.empty() && express_.front().departure_ns <= now))
+      if (delay_line_head_ns() <= now ||
+          (!express_.empty() && express_.front().departure_ns <= now))
         n += hand_out(now, out + n, departures ? departures + n : nullptr, max - n,
-                    arrivals ? arrivals + n : nullptr, bytes);
+                      arrivals ? arrivals + n : nullptr, bytes);
     }
   }
   counters_.frames_out += n;
@@ -406,8 +418,9 @@ void Pipe::change_to(const PipeConfig& next, bool traced, int64_t now) {
     if (next.rate_bps == 0 && !traced) {
       head.ready_ns = now;  // unlimited: nothing waits
       serialization_carry_ = 0;
-    } else if (!traced && !traced_ && (next.rate_bps != config_.rate_bps ||
-                                       next.overhead_bytes != config_.overhead_bytes)) {
+    } else if (!traced && !traced_ &&
+               (next.rate_bps != config_.rate_bps ||
+                next.overhead_bytes != config_.overhead_bytes)) {
       // The head is part-way through serialization: its remaining bits go
       // out at the new rate.
       const unsigned __int128 remaining = static_cast<uint64_t>(head.ready_ns - now);
@@ -508,9 +521,12 @@ namespace {
 FrameList* list_of(FrameStage stage, FrameList& bottleneck, FrameList& delay_line,
                    FrameList& express) {
   switch (stage) {
-    case FrameStage::kBottleneck: return &bottleneck;
-    case FrameStage::kDelayLine: return &delay_line;
-    case FrameStage::kExpress: return &express;
+    case FrameStage::kBottleneck:
+      return &bottleneck;
+    case FrameStage::kDelayLine:
+      return &delay_line;
+    case FrameStage::kExpress:
+      return &express;
   }
   return nullptr;
 }
@@ -561,8 +577,8 @@ void Pipe::insert_sorted(FrameList& list, Frame& frame) {
 
 Status Pipe::inject_frame(Frame& frame, int64_t departure_ns, int64_t now) {
   if (departure_ns < now) {
-    return invalid_argument(cat("departure ", departure_ns, " ns is before the pipe's time ", now,
-                                " ns"));
+    return invalid_argument(
+        cat("departure ", departure_ns, " ns is before the pipe's time ", now, " ns"));
   }
   // Injected frames travel the express path: they depart at their time
   // without holding back the frames behind them on the delay line.

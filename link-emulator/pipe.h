@@ -74,11 +74,11 @@ static_assert(sizeof(Verdict) == 16);
 struct PipeState {
   Rng::State rng{};
   uint8_t loss_state = 0;
-  int64_t link_free_ns = 0;        // end of the last serialization
+  int64_t link_free_ns = 0;          // end of the last serialization
   uint64_t serialization_carry = 0;  // sub-ns remainder (units of 1/rate ns) for exact rates
   int64_t last_departure_ns = std::numeric_limits<int64_t>::min();
   PipeCounters counters;
-  ScheduleState schedule;  // position in the configuration's schedule, if any
+  ScheduleState schedule;         // position in the configuration's schedule, if any
   std::vector<LinkEvent> events;  // pending, in the order they fire
   bool operator==(const PipeState&) const = default;
 };
@@ -284,7 +284,8 @@ class Pipe {
   // at its own instant. Inline check: without either the next change is
   // never.
   void catch_up(int64_t now) {
-    if (now >= next_change_ns_) [[unlikely]] catch_up_slow(now);
+    if (now >= next_change_ns_) [[unlikely]]
+      catch_up_slow(now);
   }
   void catch_up_slow(int64_t now);
   void start_schedule(int64_t at);
@@ -292,14 +293,15 @@ class Pipe {
   // Not started yet: since `now`, as the schedule's start says.
   void await_schedule(int64_t now);
   void update_awaiting() {
-    awaiting_frame_ = schedule_ && !sched_.started && schedule_->start == ScheduleStart::kFirstFrame;
+    awaiting_frame_ =
+        schedule_ && !sched_.started && schedule_->start == ScheduleStart::kFirstFrame;
   }
   void fire_event();
   // next_change_ns_: the earlier of the schedule's next change and the
   // first pending event.
   void update_next_change() {
-    next_change_ns_ = events_.empty() ? next_segment_ns_
-                                      : std::min(next_segment_ns_, events_.front().at_ns);
+    next_change_ns_ =
+        events_.empty() ? next_segment_ns_ : std::min(next_segment_ns_, events_.front().at_ns);
   }
   bool skip_cycles(int64_t at, int64_t now);
   // Binds config()'s schedule: segments resolved against the static
@@ -335,8 +337,8 @@ class Pipe {
   void advance_lookahead(const Frame* popped);
   // dequeue()'s hand-out of frames due by now from the wire (delay line and
   // express path, merged in departure order), adding their bytes.
-  unsigned hand_out(int64_t now, Frame** out, int64_t* departures, unsigned max,
-                    int64_t* arrivals, uint64_t& bytes);
+  unsigned hand_out(int64_t now, Frame** out, int64_t* departures, unsigned max, int64_t* arrivals,
+                    uint64_t& bytes);
   static void insert_sorted(FrameList& list, Frame& frame);
   static constexpr unsigned kLookahead = 8;
   static constexpr unsigned kRefill = 64;
@@ -348,8 +350,8 @@ class Pipe {
   int64_t earliest_serialization_ns(uint32_t length) const {
     const uint64_t rate = traced_ ? 0 : config_.rate_bps;
     if (rate == 0) return 0;
-    return static_cast<int64_t>((uint64_t{length} + config_.overhead_bytes) * 8 *
-                                1'000'000'000ULL / rate);
+    return static_cast<int64_t>((uint64_t{length} + config_.overhead_bytes) * 8 * 1'000'000'000ULL /
+                                rate);
   }
   // A written frame leaves the bottleneck (or arrives at an unlimited-rate
   // pipe): express path or the delay line's list.
@@ -375,7 +377,8 @@ class Pipe {
   void count_removed(uint32_t length);
 
   PipeConfig config_;  // in force now, without the schedule
-  int64_t next_change_ns_ = kNever;  // of the schedule or an event (kNever: never; min: at the first event)
+  // Of the schedule or an event (kNever: never; min: at the first event).
+  int64_t next_change_ns_ = kNever;
   PipeCounters counters_;
   Rng rng_;
   LossProcess loss_;
@@ -387,8 +390,7 @@ class Pipe {
   bool plain_ = false;
   bool shaped_ = false;  // frames wait in the bottleneck: a rate or a trace
   bool traced_ = false;
-  bool down_ = false;    // every arrival is dropped
-
+  bool down_ = false;  // every arrival is dropped
 
   FrameList bottleneck_;  // arrival order; the head is in serialization
   // The delay line, in departure order: first dense_ (unwritten frames,
@@ -396,7 +398,7 @@ class Pipe {
   // frames, and unwritten ones when dense_ was full).
   DenseWire dense_;
   FrameList delay_line_;
-  FrameList express_;     // departure order, skipping the delay line
+  FrameList express_;  // departure order, skipping the delay line
   uint32_t queued_frames_ = 0;
   uint64_t queued_bytes_ = 0;
   uint64_t held_frames_ = 0;
@@ -414,7 +416,7 @@ class Pipe {
   int64_t trace_loop_base_ns_ = 0;  // start of the trace's current pass
   const Schedule* schedule_ = nullptr;
   std::vector<PipeConfig> segment_configs_;
-  bool cycle_changes_loss_ = false;  // a full loop of segments restarts the loss model
+  bool cycle_changes_loss_ = false;   // a full loop of segments restarts the loss model
   int64_t next_segment_ns_ = kNever;  // the schedule's next change (min: at the first event)
   bool awaiting_frame_ = false;       // awaits_first_frame()
   std::vector<LinkEvent> events_;     // pending, in the order they fire

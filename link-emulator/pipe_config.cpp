@@ -95,7 +95,8 @@ Status PipeConfig::validate_schedule() const {
   PipeConfig base = *this;
   base.schedule = ScheduleRef();
   if (schedule->trace && !queue_limit_frames && !queue_limit_bytes) {
-    return invalid_argument("schedule: a traced pipe needs a queue limit, or its queue grows without bound");
+    return invalid_argument(
+        "schedule: a traced pipe needs a queue limit, or its queue grows without bound");
   }
   for (size_t i = 0; i < schedule->segments.size(); ++i) {
     PipeConfig seg = schedule->segments[i].applied_to(base);

@@ -52,47 +52,67 @@ Status set_trace(PipeConfig& c, std::string_view value) {
 Status apply_setting(PipeConfig& c, std::string_view key, std::string_view value) {
   PipeConfig next = c;
   Status s;
-  if (key == "rate") s = assign(key, parse_rate_bps(value), next.rate_bps);
-  else if (key == "delay") s = assign(key, parse_duration_ns(value), next.delay_ns);
-  else if (key == "jitter") s = assign(key, parse_duration_ns(value), next.jitter_ns);
+  if (key == "rate")
+    s = assign(key, parse_rate_bps(value), next.rate_bps);
+  else if (key == "delay")
+    s = assign(key, parse_duration_ns(value), next.delay_ns);
+  else if (key == "jitter")
+    s = assign(key, parse_duration_ns(value), next.jitter_ns);
   else if (key == "jitter_distribution") {
-    if (value == "uniform") next.jitter_distribution = JitterDistribution::kUniform;
-    else if (value == "normal") next.jitter_distribution = JitterDistribution::kNormal;
-    else s = invalid_argument(cat(key, ": '", value, "' is not uniform or normal"));
+    if (value == "uniform")
+      next.jitter_distribution = JitterDistribution::kUniform;
+    else if (value == "normal")
+      next.jitter_distribution = JitterDistribution::kNormal;
+    else
+      s = invalid_argument(cat(key, ": '", value, "' is not uniform or normal"));
   } else if (key == "loss") {
     Result<double> p = parse_probability(value);
-    if (!p) s = invalid_argument(cat(key, ": ", p.status().message()));
-    else if (*p == 0) next.loss = NoLoss{};
-    else next.loss = RandomLoss{*p};
+    if (!p)
+      s = invalid_argument(cat(key, ": ", p.status().message()));
+    else if (*p == 0)
+      next.loss = NoLoss{};
+    else
+      next.loss = RandomLoss{*p};
   } else if (key == "queue_frames") {
-    if (value == "none") next.queue_limit_frames.reset();
+    if (value == "none")
+      next.queue_limit_frames.reset();
     else {
       uint32_t n = 0;
       s = parse_integer(key, value, n);
       next.queue_limit_frames = n;
     }
   } else if (key == "queue_bytes") {
-    if (value == "none") next.queue_limit_bytes.reset();
+    if (value == "none")
+      next.queue_limit_bytes.reset();
     else {
       uint64_t n = 0;
       s = assign(key, parse_bytes(value), n);
       next.queue_limit_bytes = n;
     }
-  } else if (key == "duplicate") s = assign(key, parse_probability(value), next.duplicate);
-  else if (key == "corrupt") s = assign(key, parse_probability(value), next.corrupt);
-  else if (key == "reorder") s = assign(key, parse_probability(value), next.reorder);
-  else if (key == "seed") s = parse_integer(key, value, next.seed);
-  else if (key == "overhead_bytes") s = parse_integer(key, value, next.overhead_bytes);
-  else if (key == "trace") s = set_trace(next, value);
+  } else if (key == "duplicate")
+    s = assign(key, parse_probability(value), next.duplicate);
+  else if (key == "corrupt")
+    s = assign(key, parse_probability(value), next.corrupt);
+  else if (key == "reorder")
+    s = assign(key, parse_probability(value), next.reorder);
+  else if (key == "seed")
+    s = parse_integer(key, value, next.seed);
+  else if (key == "overhead_bytes")
+    s = parse_integer(key, value, next.overhead_bytes);
+  else if (key == "trace")
+    s = set_trace(next, value);
   else if (key == "down") {
-    if (value == "yes" || value == "true" || value == "1") next.down = true;
-    else if (value == "no" || value == "false" || value == "0") next.down = false;
-    else s = invalid_argument(cat(key, ": '", value, "' is not yes or no"));
-  }
-  else {
-    s = invalid_argument(cat("unknown setting '", key,
-                             "' (rate, delay, jitter, jitter_distribution, loss, queue_frames, "
-                             "queue_bytes, duplicate, corrupt, reorder, seed, overhead_bytes, trace, down)"));
+    if (value == "yes" || value == "true" || value == "1")
+      next.down = true;
+    else if (value == "no" || value == "false" || value == "0")
+      next.down = false;
+    else
+      s = invalid_argument(cat(key, ": '", value, "' is not yes or no"));
+  } else {
+    s = invalid_argument(
+        cat("unknown setting '", key,
+            "' (rate, delay, jitter, jitter_distribution, loss, queue_frames, "
+            "queue_bytes, duplicate, corrupt, reorder, seed, overhead_bytes, trace, down)"));
   }
   if (s) c = next;
   return s;

@@ -50,7 +50,8 @@ int64_t Pipe::next_change_after_position() const {
   if (!schedule_ || sched_.ended) return kNever;
   if (!sched_.started) {
     // At once: at the first event. The others: a frame or an event starts it.
-    return schedule_->start == ScheduleStart::kAtOnce ? std::numeric_limits<int64_t>::min() : kNever;
+    return schedule_->start == ScheduleStart::kAtOnce ? std::numeric_limits<int64_t>::min()
+                                                      : kNever;
   }
   const auto& segments = schedule_->segments;
   if (segments.empty()) {
@@ -97,7 +98,7 @@ void Pipe::start_schedule(int64_t at) {
 void Pipe::start_schedule_at(int64_t at, int64_t now) {
   if (!awaiting_frame_ || at < sched_.start_ns) return;
   at = std::min(at, now);
-  catch_up(at);  // events due before the start fire first
+  catch_up(at);                             // events due before the start fire first
   if (awaiting_frame_) start_schedule(at);  // unless one of them was a start
   catch_up(now);
 }

@@ -77,19 +77,32 @@ Options parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) fail(std::string(a) + " needs a value (try --help)");
     const char* v = argv[++i];
-    if (a == "--rate") o.pipe.rate_bps = must(amber::parse_rate_bps(v), "--rate");
-    else if (a == "--delay") o.pipe.delay_ns = must(amber::parse_duration_ns(v), "--delay");
-    else if (a == "--jitter") o.pipe.jitter_ns = must(amber::parse_duration_ns(v), "--jitter");
-    else if (a == "--loss") o.pipe.loss = amber::link::RandomLoss{must(amber::parse_probability(v), "--loss")};
-    else if (a == "--queue") o.pipe.queue_limit_frames = static_cast<uint32_t>(std::stoul(v));
-    else if (a == "--trace") schedule.trace = must(amber::link::load_mahimahi_trace(v), "--trace");
-    else if (a == "--segments") schedule.segments = must(amber::link::load_segments_csv(v), "--segments");
-    else if (a == "--frames") o.frames = std::stoull(v);
-    else if (a == "--size") o.size = static_cast<uint32_t>(must(amber::parse_bytes(v), "--size"));
-    else if (a == "--load") o.load = std::stod(v);
-    else if (a == "--freeze-at") o.freeze_at = must(amber::parse_duration_ns(v), "--freeze-at");
-    else if (a == "--freeze-for") o.freeze_for = must(amber::parse_duration_ns(v), "--freeze-for");
-    else fail("unknown option " + std::string(a) + " (try --help)");
+    if (a == "--rate")
+      o.pipe.rate_bps = must(amber::parse_rate_bps(v), "--rate");
+    else if (a == "--delay")
+      o.pipe.delay_ns = must(amber::parse_duration_ns(v), "--delay");
+    else if (a == "--jitter")
+      o.pipe.jitter_ns = must(amber::parse_duration_ns(v), "--jitter");
+    else if (a == "--loss")
+      o.pipe.loss = amber::link::RandomLoss{must(amber::parse_probability(v), "--loss")};
+    else if (a == "--queue")
+      o.pipe.queue_limit_frames = static_cast<uint32_t>(std::stoul(v));
+    else if (a == "--trace")
+      schedule.trace = must(amber::link::load_mahimahi_trace(v), "--trace");
+    else if (a == "--segments")
+      schedule.segments = must(amber::link::load_segments_csv(v), "--segments");
+    else if (a == "--frames")
+      o.frames = std::stoull(v);
+    else if (a == "--size")
+      o.size = static_cast<uint32_t>(must(amber::parse_bytes(v), "--size"));
+    else if (a == "--load")
+      o.load = std::stod(v);
+    else if (a == "--freeze-at")
+      o.freeze_at = must(amber::parse_duration_ns(v), "--freeze-at");
+    else if (a == "--freeze-for")
+      o.freeze_for = must(amber::parse_duration_ns(v), "--freeze-for");
+    else
+      fail("unknown option " + std::string(a) + " (try --help)");
   }
   if (schedule.trace || !schedule.segments.empty()) {
     o.pipe.schedule = amber::link::ScheduleRef(std::move(schedule));
@@ -192,13 +205,16 @@ int main(int argc, char** argv) {
   };
   line("without checkpoint", plain);
   line("frozen and thawed", frozen);
-  std::printf("\n  mean one-way delay       %s\n",
-              amber::format_duration_ns(static_cast<int64_t>(delay_sum / std::max<size_t>(delivered, 1))).c_str());
+  std::printf(
+      "\n  mean one-way delay       %s\n",
+      amber::format_duration_ns(static_cast<int64_t>(delay_sum / std::max<size_t>(delivered, 1)))
+          .c_str());
   std::printf("  frames held at freeze    %zu\n", held_at_freeze);
   std::printf("  same virtual departure   %zu of %zu frames\n", identical, sent.size());
-  std::printf("  real departure shifted by exactly the freeze: %zu of %zu\n", shifted_ok, sent.size());
-  bool ok = identical == sent.size() && shifted_ok == sent.size() &&
-            plain.counters == frozen.counters;
+  std::printf("  real departure shifted by exactly the freeze: %zu of %zu\n", shifted_ok,
+              sent.size());
+  bool ok =
+      identical == sent.size() && shifted_ok == sent.size() && plain.counters == frozen.counters;
   std::printf("\n%s\n", ok ? "TRANSPARENT: the freeze is invisible in virtual time."
                            : "NOT TRANSPARENT: schedules differ.");
   return ok ? 0 : 1;

@@ -343,8 +343,8 @@ std::string describe(const Schedule& s) {
                format_rate_bps(t.mean_rate_bps()), ")");
   }
   const char* starts = s.start == ScheduleStart::kFirstFrame ? "starts on the link's first frame, "
-                       : s.start == ScheduleStart::kOnEvent ? "starts on a start event, "
-                                                            : "";
+                       : s.start == ScheduleStart::kOnEvent  ? "starts on a start event, "
+                                                             : "";
   return cat(out, ", ", starts, "then ", schedule_end_name(s.at_end));
 }
 

@@ -41,7 +41,7 @@ packages=(
   linuxptp
   qemu-system-x86 qemu-utils busybox-static cpio xz-utils zstd
   python3 python3-matplotlib sqlite3
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
 )
 
 missing=()

@@ -106,12 +106,14 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
     fs::permissions(cat(tmp, "/disk.qcow2"), fs::perms::owner_read, ec);
     report.disk_copy = Clock::now() - c0;
   }
-  Json meta = {{"name", vm.config().name},   {"memory_mib", vm.config().memory_mib},
-               {"vcpus", vm.config().vcpus}, {"accel", accel_name(vm.accel())},
-               {"disk", !disk.empty()},      {"state_bytes", report.save.file_bytes},
-               {"stop_lateness_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        vm.stop_lateness())
-                                        .count()}};
+  Json meta = {{"name", vm.config().name},
+               {"memory_mib", vm.config().memory_mib},
+               {"vcpus", vm.config().vcpus},
+               {"accel", accel_name(vm.accel())},
+               {"disk", !disk.empty()},
+               {"state_bytes", report.save.file_bytes},
+               {"stop_lateness_ns",
+                std::chrono::duration_cast<std::chrono::nanoseconds>(vm.stop_lateness()).count()}};
   {
     std::ofstream out(cat(tmp, "/meta.json"));
     out << meta.dump(2) << "\n";

@@ -263,15 +263,15 @@ Result<std::unique_ptr<Vm>> Vm::adopt(const VmConfig& config) {
     return not_found(cat("VM ", config.name, ": no QEMU PID file at ", config.pid_file()));
   }
   if (!process_alive(pid)) {
-    return not_found(cat("VM ", config.name, ": QEMU ", pid, " of ", config.pid_file(),
-                         " no longer runs"));
+    return not_found(
+        cat("VM ", config.name, ": QEMU ", pid, " of ", config.pid_file(), " no longer runs"));
   }
   // The PID could have been reused: it must be the QEMU of this run dir.
   std::ifstream cmdline(cat("/proc/", pid, "/cmdline"));
   std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
   if (args.find(config.qmp_socket()) == std::string::npos) {
-    return not_found(cat("VM ", config.name, ": process ", pid, " is not the QEMU of ",
-                         config.run_dir));
+    return not_found(
+        cat("VM ", config.name, ": process ", pid, " is not the QEMU of ", config.run_dir));
   }
   const Accel accel =
       args.find(std::string("-accel\0kvm", 10)) != std::string::npos ? Accel::kKvm : Accel::kTcg;
@@ -600,8 +600,8 @@ Result<std::vector<StepReport>> step_all_at(std::span<Vm* const> vms, WallTime i
       reports[i].taken = *taken;
     }
     // The lead aims at the guest clock (the command taken), else the event.
-    const WallTime acted = reports[i].taken.time_since_epoch().count() ? reports[i].taken
-                                                                       : reports[i].event;
+    const WallTime acted =
+        reports[i].taken.time_since_epoch().count() ? reports[i].taken : reports[i].event;
     vms[i]->step_lead(stop).record(acted - reports[i].issued);
     if (stop) vms[i]->set_stop_lateness(acted - reports[i].requested);
   }

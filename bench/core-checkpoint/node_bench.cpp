@@ -11,9 +11,9 @@
 //   rounds: saves then compete with the kernel's writeback.
 #include <rte_cycles.h>
 #include <rte_eal.h>
-#include <rte_launch.h>
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
+#include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
@@ -75,11 +75,11 @@ void machine_noise() {
     return;
   }
   rte_eal_wait_lcore(lcore);
-  std::printf("| the machine: TSC gaps on the worker lcore, 1 s spin | %llu gaps > 1 us, %llu > 10 us | "
-              "%.4f %% of the time more than 10 us from a gap's end | | max %.0f ns |\n",
-              static_cast<unsigned long long>(gaps.over_1us),
-              static_cast<unsigned long long>(gaps.over_10us), 100 * gaps.late_10us_share,
-              gaps.max_gap_ns);
+  std::printf(
+      "| the machine: TSC gaps on the worker lcore, 1 s spin | %llu gaps > 1 us, %llu > 10 us | "
+      "%.4f %% of the time more than 10 us from a gap's end | | max %.0f ns |\n",
+      static_cast<unsigned long long>(gaps.over_1us),
+      static_cast<unsigned long long>(gaps.over_10us), 100 * gaps.late_10us_share, gaps.max_gap_ns);
 }
 
 void freeze_latency(const char* idle, int freezes) {
@@ -100,14 +100,18 @@ void freeze_latency(const char* idle, int freezes) {
   node->wait();
   std::sort(lat.begin(), lat.end());
   if (lat.empty()) return;
-  auto q = [&](double f) { return lat[static_cast<size_t>(f * static_cast<double>(lat.size() - 1))]; };
-  std::printf("| freeze takes effect after T, idle_sleep %-4s | %zu freezes | p50 %lld ns | p99 %lld ns | max %lld ns |\n",
-              idle, lat.size(), static_cast<long long>(q(0.5)), static_cast<long long>(q(0.99)),
-              static_cast<long long>(lat.back()));
+  auto q = [&](double f) {
+    return lat[static_cast<size_t>(f * static_cast<double>(lat.size() - 1))];
+  };
+  std::printf(
+      "| freeze takes effect after T, idle_sleep %-4s | %zu freezes | p50 %lld ns | p99 %lld ns | "
+      "max %lld ns |\n",
+      idle, lat.size(), static_cast<long long>(q(0.5)), static_cast<long long>(q(0.99)),
+      static_cast<long long>(lat.back()));
 }
 
-void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::string& dir, int rounds,
-                  unsigned dirty_mb) {
+void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::string& dir,
+                  int rounds, unsigned dirty_mb) {
   // (not "s" + to_string(): GCC 12 sees a false -Wrestrict overlap in it)
   std::string tag = std::to_string(frame_bytes);
   tag.insert(tag.begin(), 's');
@@ -115,9 +119,9 @@ void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::str
   // The frames sit in the bottleneck queue: a save does not care where.
   auto node = start_node(p, "rate: \"1Gbit\" delay: \"500ms\" queue_frames: 200000", "10us");
   if (!node) return;
-  rte_mempool* src = rte_pktmbuf_pool_create("nb_src", 2 * frames_per_pipe + 1024, 256,
-                                             amber::dataplane::kMbufPrivSize,
-                                             RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+  rte_mempool* src =
+      rte_pktmbuf_pool_create("nb_src", 2 * frames_per_pipe + 1024, 256,
+                              amber::dataplane::kMbufPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
   if (!src) {
     std::fprintf(stderr, "node_bench: no memory for %u source mbufs\n", 2 * frames_per_pipe);
     return;
@@ -185,11 +189,13 @@ void save_restore(unsigned frames_per_pipe, uint16_t frame_bytes, const std::str
     std::sort(ns.begin(), ns.end());
     const double median = static_cast<double>(ns[ns.size() / 2]);
     auto mbs = [&](double t) { return static_cast<double>(bytes) / 1e6 / (t / 1e9); };
-    std::printf("| %u B: %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.0f-%.0f MB/s | %.2f Mframes/s |\n",
-                frame_bytes, what, static_cast<unsigned long long>(frames), static_cast<double>(bytes) / 1e6,
-                median / 1e6, mbs(median), mbs(static_cast<double>(ns.back())),
-                mbs(static_cast<double>(ns.front())),
-                static_cast<double>(frames) / 1e6 / (median / 1e9));
+    std::printf(
+        "| %u B: %-34s | %llu frames | %.1f MB | %.1f ms | %.0f MB/s | %.0f-%.0f MB/s | %.2f "
+        "Mframes/s |\n",
+        frame_bytes, what, static_cast<unsigned long long>(frames),
+        static_cast<double>(bytes) / 1e6, median / 1e6, mbs(median),
+        mbs(static_cast<double>(ns.back())), mbs(static_cast<double>(ns.front())),
+        static_cast<double>(frames) / 1e6 / (median / 1e9));
   };
   if (dirty_mb > 0) std::filesystem::remove(dirty);
   line("save from mbufs", save_ns);
@@ -208,16 +214,19 @@ int main(int argc, char** argv) {
   int freezes = 100;
   int rounds = 7;
   unsigned dirty_mb = 0;
-  unsigned frames = 41'667;  // 62.5 MB of 1500 B frames per pipe
+  unsigned frames = 41'667;         // 62.5 MB of 1500 B frames per pipe
   unsigned small_frames = 150'000;  // of 64 B: as many as the hugepages hold
   std::string dir = "/tmp";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--freezes")) freezes = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--frames-per-pipe")) frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
-    if (!std::strcmp(argv[i], "--small-frames-per-pipe")) small_frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--frames-per-pipe"))
+      frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--small-frames-per-pipe"))
+      small_frames = static_cast<unsigned>(std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
-    if (!std::strcmp(argv[i], "--dirty-mb")) dirty_mb = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--dirty-mb"))
+      dirty_mb = static_cast<unsigned>(std::atoi(argv[i + 1]));
   }
   amber::bench::BenchEal eal("node_bench", "1536");
   if (!eal.ok()) return 1;
@@ -227,7 +236,10 @@ int main(int argc, char** argv) {
     freeze_latency("10us", freezes);
     freeze_latency("off", freezes);
   }
-  std::printf("\n| operation (2 pipes), median of %d rounds | frames | frame bytes | time | MB/s | range over rounds | Mframes/s |\n|---|---|---|---|---|---|---|\n", rounds);
+  std::printf(
+      "\n| operation (2 pipes), median of %d rounds | frames | frame bytes | time | MB/s | range "
+      "over rounds | Mframes/s |\n|---|---|---|---|---|---|---|\n",
+      rounds);
   save_restore(frames, 1500, dir, rounds, dirty_mb);
   if (small_frames > 0) save_restore(small_frames, 64, dir, rounds, dirty_mb);
   return 0;

@@ -199,15 +199,15 @@ struct Options {
 
 struct Result {
   double mpps = 0;
-  double backlog_fill = 0;  // mean fill of port A's ring over the backlog: ~1 = the forwarder is the bottleneck
-  double cpu_share = 0;     // of the forwarder's lcore thread, over the counted interval
+  // Mean fill of port A's ring over the backlog: ~1 = the forwarder is the bottleneck.
+  double backlog_fill = 0;
+  double cpu_share = 0;         // of the forwarder's lcore thread, over the counted interval
   double source_cpu_share = 0;  // of the source and sink (this thread)
 };
 
 // The forwarding lcore's thread id (EAL lcore threads live as long as the
 // process), for its CPU time in /proc.
 std::atomic<long> g_forwarder_tid{0};
-
 
 // Closed loop: whatever comes out of B goes back into A, which is kept
 // filled to the backlog from a reservoir of the population.
@@ -244,7 +244,8 @@ Result circulate(Port& a, Port& b, rte_mempool* pool, const Options& o) {
       ++fill_samples;
     }
     if (queued >= o.backlog || held == 0) continue;
-    const unsigned give = std::min<unsigned>({64u, o.backlog - queued, static_cast<unsigned>(held)});
+    const unsigned give =
+        std::min<unsigned>({64u, o.backlog - queued, static_cast<unsigned>(held)});
     held -= rte_ring_enqueue_burst(a.in, reinterpret_cast<void**>(&reservoir[held - give]), give,
                                    nullptr);
   }
@@ -255,9 +256,9 @@ Result circulate(Port& a, Port& b, rte_mempool* pool, const Options& o) {
   r.cpu_share = cpu_s / o.seconds;
   r.source_cpu_share =
       static_cast<double>(thread_cpu_ns(rte_sys_gettid()) - source_cpu_at_warm) / 1e9 / o.seconds;
-  r.backlog_fill = fill_samples ? static_cast<double>(fill_sum) / static_cast<double>(fill_samples) /
-                                      o.backlog
-                                : 0;
+  r.backlog_fill =
+      fill_samples ? static_cast<double>(fill_sum) / static_cast<double>(fill_samples) / o.backlog
+                   : 0;
   return r;
 }
 
@@ -306,9 +307,10 @@ Result measure_amber(const std::string& pipe, rte_mempool* pool, const Options& 
     r = circulate(a, b, pool, o);
     if (auto stats = node->stats(); stats.is_ok() && !stats->empty()) {
       const auto& s = stats->front();
-      std::fprintf(stderr, "  amber a_to_b: %.1f frames per rx burst, %llu tx retries\n",
-                   s.node.rx_bursts ? static_cast<double>(s.pipe.frames_in) / s.node.rx_bursts : 0.0,
-                   static_cast<unsigned long long>(s.node.tx_retries));
+      std::fprintf(
+          stderr, "  amber a_to_b: %.1f frames per rx burst, %llu tx retries\n",
+          s.node.rx_bursts ? static_cast<double>(s.pipe.frames_in) / s.node.rx_bursts : 0.0,
+          static_cast<unsigned long long>(s.node.tx_retries));
     }
     node->stop();
     node->wait();
@@ -370,7 +372,8 @@ std::vector<int64_t> one_way_ns(Port& a, Port& b, rte_mempool* pool, double seco
       static_cast<double>(monotonic_ns() - ns0) / static_cast<double>(rte_rdtsc() - tsc0);
   std::vector<int64_t> times;
   times.reserve(ticks.size());
-  for (uint64_t t : ticks) times.push_back(static_cast<int64_t>(static_cast<double>(t) * ns_per_tick));
+  for (uint64_t t : ticks)
+    times.push_back(static_cast<int64_t>(static_cast<double>(t) * ns_per_tick));
   return times;
 }
 
@@ -387,9 +390,10 @@ void print_distribution(const char* what, std::vector<int64_t> v) {
   auto q = [&](double f) {
     return static_cast<long long>(v[static_cast<size_t>(f * static_cast<double>(v.size() - 1))]);
   };
-  const auto beyond = static_cast<size_t>(v.end() - std::upper_bound(v.begin(), v.end(), kTargetP99Ns));
-  std::printf("| %s | %zu | %lld ns | %lld ns | %lld ns | %lld ns | %.2f %% |\n", what, v.size(), q(0.5),
-              q(0.99), q(0.999), static_cast<long long>(v.back()),
+  const auto beyond =
+      static_cast<size_t>(v.end() - std::upper_bound(v.begin(), v.end(), kTargetP99Ns));
+  std::printf("| %s | %zu | %lld ns | %lld ns | %lld ns | %lld ns | %.2f %% |\n", what, v.size(),
+              q(0.5), q(0.99), q(0.999), static_cast<long long>(v.back()),
               100.0 * static_cast<double>(beyond) / static_cast<double>(v.size()));
 }
 
@@ -405,18 +409,23 @@ void machine_gaps(double seconds) {
   sink = amber::bench::spin_for_gaps(seconds);
   rte_eal_mp_wait_lcore();
   auto describe = [](const char* who, const amber::bench::MachineGaps& g) {
-    std::printf("  %s lcore: %.0f gaps > 10 us a second (max %.0f us); %.2f %% of instants lie more than 2 us "
-                "before a gap's end\n",
-                who, static_cast<double>(g.over_10us) / g.seconds, g.max_gap_ns / 1000, 100 * g.late_2us_share);
+    std::printf(
+        "  %s lcore: %.0f gaps > 10 us a second (max %.0f us); %.2f %% of instants lie more than 2 "
+        "us "
+        "before a gap's end\n",
+        who, static_cast<double>(g.over_10us) / g.seconds, g.max_gap_ns / 1000,
+        100 * g.late_2us_share);
   };
   std::printf("\nthe machine, both lcores spinning on the TSC for %.0f s:\n", seconds);
   describe("the forwarder's", forwarder);
   describe("the source and sink's", sink);
   const double f = 100 * forwarder.late_2us_share, k = 100 * sink.late_2us_share;
-  std::printf("  frames more than 2 us late by the machine alone, if its gaps are independent: through io forward "
-              "~%.2f %% (forwarder once, sink once), through amber ~%.2f %% (forwarder at arrival and at "
-              "departure, sink once); a p99 under 2 us needs under 1 %%\n",
-              f + k, 2 * f + k);
+  std::printf(
+      "  frames more than 2 us late by the machine alone, if its gaps are independent: through io "
+      "forward "
+      "~%.2f %% (forwarder once, sink once), through amber ~%.2f %% (forwarder at arrival and at "
+      "departure, sink once); a p99 under 2 us needs under 1 %%\n",
+      f + k, 2 * f + k);
 }
 
 // The delay error at a 10 Gbit/s-equivalent load, and beside it the same
@@ -424,8 +433,10 @@ void machine_gaps(double seconds) {
 // and sink. What the sink measures includes two ring hops between the
 // lcores and the sink's polling; the io-forward row shows how much.
 void accuracy(rte_mempool* pool, double seconds) {
-  std::printf("| 1518 B at 10 Gbit/s line rate (%.0f frames/s) | frames | p50 | p99 | p99.9 | max | > 2 us |\n",
-              kLinePps);
+  std::printf(
+      "| 1518 B at 10 Gbit/s line rate (%.0f frames/s) | frames | p50 | p99 | p99.9 | max | > 2 us "
+      "|\n",
+      kLinePps);
   std::printf("|---|---|---|---|---|---|---|\n");
   std::vector<int64_t> path;
   {
@@ -461,8 +472,10 @@ void accuracy(rte_mempool* pool, double seconds) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0 : v[v.size() / 2];
   };
-  std::printf("\namber's median beyond the path: %lld ns (median one-way time - 1 ms - median through io forward)\n",
-              static_cast<long long>(median_of(times) - kDelayNs - median_of(path)));
+  std::printf(
+      "\namber's median beyond the path: %lld ns (median one-way time - 1 ms - median through io "
+      "forward)\n",
+      static_cast<long long>(median_of(times) - kDelayNs - median_of(path)));
   // The node's own view of its departures: per tx burst, how long after
   // the virtual departure the pass that sent it read the clock.
   if (stats.is_ok() && !stats->empty()) {
@@ -485,9 +498,11 @@ void accuracy(rte_mempool* pool, double seconds) {
       }
       return std::string(text);
     };
-    std::printf("amber's departure lateness as the node sees it (%llu tx bursts): p50 %s, p99 %s, p99.9 %s\n",
-                static_cast<unsigned long long>(total), bound(0.5).c_str(), bound(0.99).c_str(),
-                bound(0.999).c_str());
+    std::printf(
+        "amber's departure lateness as the node sees it (%llu tx bursts): p50 %s, p99 %s, p99.9 "
+        "%s\n",
+        static_cast<unsigned long long>(total), bound(0.5).c_str(), bound(0.99).c_str(),
+        bound(0.999).c_str());
   }
   machine_gaps(seconds);
 }
@@ -510,15 +525,24 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const char* value = i + 1 < argc ? argv[i + 1] : "0";
-    if (std::strcmp(argv[i], "--seconds") == 0) o.seconds = std::atof(value), ++i;
-    else if (std::strcmp(argv[i], "--size") == 0) o.size = static_cast<uint16_t>(std::atoi(value)), ++i;
-    else if (std::strcmp(argv[i], "--runs") == 0) o.runs = static_cast<unsigned>(std::atoi(value)), ++i;
-    else if (std::strcmp(argv[i], "--population") == 0) o.population = static_cast<unsigned>(std::atoi(value)), ++i;
-    else if (std::strcmp(argv[i], "--backlog") == 0) o.backlog = static_cast<unsigned>(std::atoi(value)), ++i;
-    else if (std::strcmp(argv[i], "--bounds") == 0) o.bounds = true;
-    else if (std::strcmp(argv[i], "--no-accuracy") == 0) o.accuracy = false;
-    else if (std::strcmp(argv[i], "--accuracy-seconds") == 0) o.accuracy_seconds = std::atof(value), ++i;
-    else if (std::strcmp(argv[i], "--only") == 0) o.only = value, ++i;
+    if (std::strcmp(argv[i], "--seconds") == 0)
+      o.seconds = std::atof(value), ++i;
+    else if (std::strcmp(argv[i], "--size") == 0)
+      o.size = static_cast<uint16_t>(std::atoi(value)), ++i;
+    else if (std::strcmp(argv[i], "--runs") == 0)
+      o.runs = static_cast<unsigned>(std::atoi(value)), ++i;
+    else if (std::strcmp(argv[i], "--population") == 0)
+      o.population = static_cast<unsigned>(std::atoi(value)), ++i;
+    else if (std::strcmp(argv[i], "--backlog") == 0)
+      o.backlog = static_cast<unsigned>(std::atoi(value)), ++i;
+    else if (std::strcmp(argv[i], "--bounds") == 0)
+      o.bounds = true;
+    else if (std::strcmp(argv[i], "--no-accuracy") == 0)
+      o.accuracy = false;
+    else if (std::strcmp(argv[i], "--accuracy-seconds") == 0)
+      o.accuracy_seconds = std::atof(value), ++i;
+    else if (std::strcmp(argv[i], "--only") == 0)
+      o.only = value, ++i;
   }
   o.backlog = std::min(o.backlog, kRingSize - 1);
   return o;
@@ -543,7 +567,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "forward_bench: cannot create a pool of %u mbufs\n", o.population);
     return 1;
   }
-  rte_eal_remote_launch([](void*) { g_forwarder_tid = rte_sys_gettid(); return 0; }, nullptr, 1);
+  rte_eal_remote_launch(
+      [](void*) {
+        g_forwarder_tid = rte_sys_gettid();
+        return 0;
+      },
+      nullptr, 1);
   rte_eal_mp_wait_lcore();
   const char* env_pipe = std::getenv("AMBER_BENCH_PIPE");
   const std::string pipe = env_pipe ? env_pipe : "delay: \"1ms\"";
@@ -553,22 +582,24 @@ int main(int argc, char** argv) {
     std::function<Result(unsigned run)> measure;
   };
   std::vector<Forwarder> forwarders = {
-      {"io forward (testpmd's io mode)", [&](unsigned r) { return measure_loop(io_forward, pool, o, r); }},
+      {"io forward (testpmd's io mode)",
+       [&](unsigned r) { return measure_loop(io_forward, pool, o, r); }},
       {"amber delay node, " + pipe, [&](unsigned r) { return measure_amber(pipe, pool, o, r); }},
   };
   if (o.bounds) {
-    forwarders.push_back({"bound: io forward + read each frame's length",
-                          [&](unsigned r) { return measure_loop(io_reference<kReadLength>, pool, o, r); }});
-    forwarders.push_back({"bound: io forward + hold 1 ms in a pointer FIFO",
-                          [&](unsigned r) { return measure_loop(io_reference<kHold>, pool, o, r); }});
-    forwarders.push_back({"bound: io forward + read length + hold 1 ms",
-                          [&](unsigned r) {
+    forwarders.push_back({"bound: io forward + read each frame's length", [&](unsigned r) {
+                            return measure_loop(io_reference<kReadLength>, pool, o, r);
+                          }});
+    forwarders.push_back({"bound: io forward + hold 1 ms in a pointer FIFO", [&](unsigned r) {
+                            return measure_loop(io_reference<kHold>, pool, o, r);
+                          }});
+    forwarders.push_back({"bound: io forward + read length + hold 1 ms", [&](unsigned r) {
                             return measure_loop(io_reference<kReadLength | kHold>, pool, o, r);
                           }});
-    forwarders.push_back({"bound: the same, length read a pass later (prefetched)",
-                          [&](unsigned r) {
-                            return measure_loop(io_reference<kReadLength | kStaged | kHold>, pool, o, r);
-                          }});
+    forwarders.push_back(
+        {"bound: the same, length read a pass later (prefetched)", [&](unsigned r) {
+           return measure_loop(io_reference<kReadLength | kStaged | kHold>, pool, o, r);
+         }});
   }
   std::vector<std::vector<Result>> results(forwarders.size());
   unsigned port_run = 0;
@@ -593,8 +624,10 @@ int main(int argc, char** argv) {
   // machine other processes take it now and then. Ratios are taken within
   // a run, against its io forward, then the median over the runs that count.
   auto had_cpu = [](const Result& r) { return r.cpu_share >= 0.95 && r.source_cpu_share >= 0.95; };
-  std::printf("| forwarder (one lcore, net_ring ports, %u-byte frames, %u runs) | runs with the CPU | Mpps, median (min-max) | vs io-forward, median of runs (min-max) |\n",
-              o.size + 4, o.runs);
+  std::printf(
+      "| forwarder (one lcore, net_ring ports, %u-byte frames, %u runs) | runs with the CPU | "
+      "Mpps, median (min-max) | vs io-forward, median of runs (min-max) |\n",
+      o.size + 4, o.runs);
   std::printf("|---|---|---|---|\n");
   for (size_t f = 0; f < forwarders.size(); ++f) {
     if (forwarders[f].name.find(o.only) == std::string::npos) continue;
@@ -613,9 +646,8 @@ int main(int argc, char** argv) {
 
   if (o.accuracy) {
     // Delay accuracy under a 10 Gbit/s-equivalent load, full-size frames.
-    rte_mempool* large = rte_pktmbuf_pool_create("bench_large", 16383, 256,
-                                                 amber::dataplane::kMbufPrivSize,
-                                                 RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    rte_mempool* large = rte_pktmbuf_pool_create(
+        "bench_large", 16383, 256, amber::dataplane::kMbufPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     if (large) accuracy(large, o.accuracy_seconds);
   }
 

@@ -93,7 +93,6 @@ void drain(Port& p) {
 // process), for the CPU time it got.
 std::atomic<long> g_worker_tid{0};
 
-
 // CPU time of every other task on the machine (/proc/*/task/*/schedstat),
 // by task id, with its name: what took the two cores from the source, the
 // sink and the worker while they spun.

@@ -63,25 +63,34 @@ TEST(ConfigLoader, ErrorsNameFileLineAndField) {
                "links.conf:1:");
   expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\" a_to_b { delay: \"-3ms\" } }",
                "a_to_b");
-  expect_error("link {\n name: \"x\"\n port_a: \"a\"\n port_b: \"b\"\n a_to_b {\n  rate: \"fast\" } }",
-               "links.conf:6:3: link 'x' a_to_b.rate: 'fast' is not a valid rate");
-  expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\"\n both { random_loss { probability: \"150%\" } } }",
-               "links.conf:2:23: link 'x' both.random_loss.probability");
+  expect_error(
+      "link {\n name: \"x\"\n port_a: \"a\"\n port_b: \"b\"\n a_to_b {\n  rate: \"fast\" } }",
+      "links.conf:6:3: link 'x' a_to_b.rate: 'fast' is not a valid rate");
+  expect_error(
+      "link { name: \"x\" port_a: \"a\" port_b: \"b\"\n both { random_loss { probability: \"150%\" "
+      "} } }",
+      "links.conf:2:23: link 'x' both.random_loss.probability");
   expect_error("link { name: \"x\" port_a: \"a\" port_b: \"a\" }", "port_b: same port as port_a");
-  expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\" }\n"
-               "link { name: \"y\" port_a: \"c\" port_b: \"b\" }",
-               "links.conf:2:30: link 'y' port_b: port 'b' is already used by link 'x'");
-  expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\" }\n"
-               "link { name: \"x\" port_a: \"c\" port_b: \"d\" }", "the name is used twice");
+  expect_error(
+      "link { name: \"x\" port_a: \"a\" port_b: \"b\" }\n"
+      "link { name: \"y\" port_a: \"c\" port_b: \"b\" }",
+      "links.conf:2:30: link 'y' port_b: port 'b' is already used by link 'x'");
+  expect_error(
+      "link { name: \"x\" port_a: \"a\" port_b: \"b\" }\n"
+      "link { name: \"x\" port_a: \"c\" port_b: \"d\" }",
+      "the name is used twice");
   expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\" both { queue_frames: 0 } }",
                "queue_frames: must be at least 1");
-  expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\" both { rate: \"1Mbit\" queue_bytes: \"0\" } }",
-               "queue_bytes");
+  expect_error(
+      "link { name: \"x\" port_a: \"a\" port_b: \"b\" both { rate: \"1Mbit\" queue_bytes: \"0\" } "
+      "}",
+      "queue_bytes");
   expect_error("link { name: \"x\" port_a: \"a\" port_b: \"b\" both { delya: \"1ms\" } }",
                "links.conf:1:54: Message type \"amber.config.Pipe\" has no field named \"delya\"");
   expect_error("link { name: \"x\" port_a: \"a\" ", "links.conf:1:");
   expect_error("", "no link is configured");
-  expect_error("idle_sleep: \"soon\" link { name: \"x\" port_a: \"a\" port_b: \"b\" }", "idle_sleep");
+  expect_error("idle_sleep: \"soon\" link { name: \"x\" port_a: \"a\" port_b: \"b\" }",
+               "idle_sleep");
 }
 
 TEST(ConfigLoader, MissingFileIsAClearError) {
@@ -118,11 +127,12 @@ TEST(PoolSizing, ASchedulesLinkIsSizedByWhatItCanStandAt) {
   auto size = [](const std::string& end, const std::string& start) {
     auto r = parse_node_config(
         "link { name: \"cell\" port_a: \"p0\" port_b: \"p1\"\n"
-        "  a_to_b { delay: \"80ms\" schedule_end: \"" + end + "\" schedule_start: \"" + start +
+        "  a_to_b { delay: \"80ms\" schedule_end: \"" +
+            end + "\" schedule_start: \"" + start +
             "\"\n"
-        "           segment { duration: \"10s\" rate: \"10Mbit\" }\n"
-        "           segment { duration: \"10s\" rate: \"50Mbit\" } }\n"
-        "  b_to_a { delay: \"80ms\" rate: \"1Mbit\" } }\n",
+            "           segment { duration: \"10s\" rate: \"10Mbit\" }\n"
+            "           segment { duration: \"10s\" rate: \"50Mbit\" } }\n"
+            "  b_to_a { delay: \"80ms\" rate: \"1Mbit\" } }\n",
         "links.conf");
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return dataplane::size_pool(*r, dataplane::RingSizes{}, 2300).frames_on_wire;

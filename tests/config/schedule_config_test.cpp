@@ -131,7 +131,8 @@ TEST(ScheduleConfig, BadSegmentsAreNamed) {
   expect_error(link_with("    schedule_end: \"stop\""), "'stop' is not loop, hold or end");
   expect_error(link_with("    segment { duration: \"1s\" } schedule_start: \"later\""),
                "a_to_b.schedule_start: 'later' is not now, first_frame or event");
-  expect_error(link_with("    schedule_start: \"event\""), "schedule: neither segments nor a trace");
+  expect_error(link_with("    schedule_start: \"event\""),
+               "schedule: neither segments nor a trace");
   expect_error(
       link_with("    trace: \"" + real_trace() + "\" segment { duration: \"1s\" rate: \"1Mbit\" }"),
       "segment 1: sets a rate, but the trace gives the rate");

@@ -80,8 +80,8 @@ TEST(Access, OperatorsReadButNeitherControlNorChangeByDefault) {
   EXPECT_EQ(a.role_of("alice"), Role::kOperator);
   EXPECT_TRUE(a.check("alice", "GetStats").is_ok());
   EXPECT_TRUE(a.check("alice", "ListFrames").is_ok());
-  for (const char* m : {"Freeze", "Thaw", "Save", "Restore", "EditFrames", "WatchFrames",
-                        "Prepare", "Hold", "Shift"}) {
+  for (const char* m : {"Freeze", "Thaw", "Save", "Restore", "EditFrames", "WatchFrames", "Prepare",
+                        "Hold", "Shift"}) {
     Status s = a.check("alice", m);
     EXPECT_EQ(s.code(), ErrorCode::kPermissionDenied) << m;
     EXPECT_NE(s.message().find(m), std::string::npos) << s.message();

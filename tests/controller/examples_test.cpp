@@ -5,9 +5,9 @@
 #include <string>
 
 #include "config/loader.h"
-#include "link-emulator/schedule.h"
 #include "controller/topology.h"
 #include "controller/vmhost_config.h"
+#include "link-emulator/schedule.h"
 
 namespace amber {
 namespace {

@@ -192,7 +192,7 @@ class ExperimentTest : public ::testing::Test {
   std::mutex mutex_;
   std::vector<Progress> progress_;
   std::vector<std::string> log_;
-  std::vector<std::string> notes_;  // of the experiment's start
+  std::vector<std::string> notes_;         // of the experiment's start
   std::vector<config::Trigger> triggers_;  // of the topology start() makes
 
   // One delay node with a frame trigger, whose every watch ends after
@@ -506,7 +506,8 @@ TEST_F(ExperimentTest, AgentsThatStopAfterTheControllerStartedAreResumed) {
   // At one instant.
   ASSERT_EQ(nodes_[0]->calls_of(Op::kRollBack).size(), 1u);
   ASSERT_EQ(hosts_[0]->calls_of(Op::kRollBack).size(), 1u);
-  EXPECT_EQ(nodes_[0]->calls_of(Op::kRollBack)[0].at_ns, hosts_[0]->calls_of(Op::kRollBack)[0].at_ns);
+  EXPECT_EQ(nodes_[0]->calls_of(Op::kRollBack)[0].at_ns,
+            hosts_[0]->calls_of(Op::kRollBack)[0].at_ns);
   EXPECT_TRUE(log_says("stopped after this controller started"));
 }
 
@@ -899,8 +900,8 @@ TEST_F(ExperimentTest, TheNextControllerFinishesARestoreAnEarlierOneLeftHalfDone
     EXPECT_EQ(a->calls_of(Op::kResumeAt).size(), 1u) << a->what();
     EXPECT_FALSE(a->stopped()) << a->what();
   }
-  EXPECT_TRUE(hosts_[0]->calls_of(Op::kShutdown).empty());     // nothing ran there
-  EXPECT_EQ(hosts_[1]->calls_of(Op::kShutdown).size(), 1u);   // its half-loaded VMs
+  EXPECT_TRUE(hosts_[0]->calls_of(Op::kShutdown).empty());   // nothing ran there
+  EXPECT_EQ(hosts_[1]->calls_of(Op::kShutdown).size(), 1u);  // its half-loaded VMs
   EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [&](const std::string& n) {
     return n.find("a restore of " + m->id() + " was interrupted") != std::string::npos;
   }));
@@ -969,7 +970,8 @@ class ExperimentEventsTest : public ExperimentTest {
   static std::vector<std::string> sent(const fake::Agent& node) {
     std::vector<std::string> out;
     for (const auto& call : node.calls_of(Op::kScheduleEvents)) {
-      for (const auto& c : call.events.cancel()) out.push_back(cat("cancel ", c.link(), "/", c.direction()));
+      for (const auto& c : call.events.cancel())
+        out.push_back(cat("cancel ", c.link(), "/", c.direction()));
       for (const auto& e : call.events.events()) {
         out.push_back(cat(e.pipe().link(), "/", e.pipe().direction(), "@", e.at_virtual_ns(), " ",
                           e.change()));
@@ -997,10 +999,12 @@ TEST_F(ExperimentEventsTest, EventsGoToEachNodeOnItsOwnClockFromOneInstant) {
   EXPECT_EQ(sent(*nodes_[0]),
             (std::vector<std::string>{cat("lfn/a_to_b@", epoch0 + 30 * kS, " delay=200ms"),
                                       cat("lfn/@", epoch0 + 60 * kS, " down")}));
-  EXPECT_EQ(sent(*nodes_[1]), (std::vector<std::string>{cat("lan/b_to_a@", epoch1 + 62 * kS, " up")}));
+  EXPECT_EQ(sent(*nodes_[1]),
+            (std::vector<std::string>{cat("lan/b_to_a@", epoch1 + 62 * kS, " up")}));
   EXPECT_TRUE(hosts_[0]->calls().empty());
   ASSERT_TRUE(std::any_of(notes_.begin(), notes_.end(), [](const std::string& n) {
-    return n.starts_with("experiment time 0") && n.find("delay node dn1 (2 events)") != std::string::npos;
+    return n.starts_with("experiment time 0") &&
+           n.find("delay node dn1 (2 events)") != std::string::npos;
   })) << ::testing::PrintToString(notes_);
 
   // Kept in the store and in every manifest.
@@ -1073,8 +1077,9 @@ TEST_F(ExperimentEventsTest, ScheduleMapsExperimentTimeOntoTheNodeAndRefusesBadR
   req.set_change("rate=10Mbit delay=20ms");
   auto done = experiment_->schedule(req);
   ASSERT_TRUE(done.is_ok()) << done.status().to_string();
-  EXPECT_EQ(*done,
-            "lfn (both directions) on delay node dn1: rate=10Mbit delay=20ms at experiment time 90s");
+  EXPECT_EQ(
+      *done,
+      "lfn (both directions) on delay node dn1: rate=10Mbit delay=20ms at experiment time 90s");
   EXPECT_EQ(sent(*nodes_[0]),
             (std::vector<std::string>{cat("lfn/@", epoch + 90 * kS, " rate=10Mbit delay=20ms")}));
 
@@ -1113,7 +1118,8 @@ TEST_F(ExperimentEventsTest, ScheduleMapsExperimentTimeOntoTheNodeAndRefusesBadR
   req.set_clear(false);
   auto refused = experiment_->schedule(req);
   ASSERT_FALSE(refused.is_ok());
-  EXPECT_THAT(refused.status().message(), HasSubstr("schedule: delay node dn1: schedule_events refused"));
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("schedule: delay node dn1: schedule_events refused"));
 }
 
 }  // namespace

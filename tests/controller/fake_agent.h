@@ -99,11 +99,11 @@ enum class Outcome {
 
 struct Call {
   Op op = Op::kPrepare;
-  uint64_t seq = 0;      // order among the calls of every fake of the test
-  int64_t at_ns = 0;     // stop_at, resume_at, roll_back
-  int64_t lease_ns = 0;  // stop_at
-  std::string dir;       // prepare, save, load
-  bool late = false;     // resume_at: the instant had passed when it arrived
+  uint64_t seq = 0;                             // order among the calls of every fake of the test
+  int64_t at_ns = 0;                            // stop_at, resume_at, roll_back
+  int64_t lease_ns = 0;                         // stop_at
+  std::string dir;                              // prepare, save, load
+  bool late = false;                            // resume_at: the instant had passed when it arrived
   std::map<std::string, int64_t> pause_excess;  // align
   agent::ScheduleEventsRequest events;          // schedule_events
 
@@ -316,7 +316,8 @@ class Agent final : public controller::Agent {
     resumed.step.set_lateness_ns(event - at_ns);
     for (const auto& vm : vms_) (*resumed.step.mutable_vm_event_ns())[vm] = event;
     std::lock_guard lock(mutex_);
-    for (const auto& [vm, ns] : pause_excess_) (*resumed.step.mutable_vm_pause_excess_ns())[vm] = ns;
+    for (const auto& [vm, ns] : pause_excess_)
+      (*resumed.step.mutable_vm_pause_excess_ns())[vm] = ns;
     return resumed;
   }
 
@@ -397,7 +398,8 @@ class Agent final : public controller::Agent {
       return a;
     }
     a.set_frozen(stopped_);
-    if (kind_ == Kind::kDelayNode) a.set_virtual_now_ns(*clock_.now_ns() - virtual_offset_ns_.load());
+    if (kind_ == Kind::kDelayNode)
+      a.set_virtual_now_ns(*clock_.now_ns() - virtual_offset_ns_.load());
     for (const auto& vm : vms_) {
       a.add_vms(cat(vm, down_ ? " absent" : stopped_ ? " paused" : " running"));
     }
@@ -500,8 +502,8 @@ class Agent final : public controller::Agent {
   std::map<Op, Behaviour> behaviour_;
   std::map<Op, std::function<void()>> hooks_;
   std::vector<Call> calls_;
-  std::map<std::string, int64_t> pause_excess_;     // VM host
-  std::map<std::string, std::string> attached_;     // delay node: vm -> pipe
+  std::map<std::string, int64_t> pause_excess_;  // VM host
+  std::map<std::string, std::string> attached_;  // delay node: vm -> pipe
   bool stopped_ = false;
   bool down_ = false;
   int64_t lease_ns_ = 0;

@@ -30,7 +30,8 @@ int64_t in(std::chrono::milliseconds d) {
 TEST(LeaseTest, AFailedExpiryKeepsTheLeaseAndTriesAgainUntilItWorks) {
   OperationLock operations;
   std::atomic<int> calls{0};
-  Lease lease(operations, [&] { return ++calls >= 3; }, /*retry_ns=*/10'000'000);
+  Lease lease(
+      operations, [&] { return ++calls >= 3; }, /*retry_ns=*/10'000'000);
   lease.set(in(5ms));
   ASSERT_TRUE(wait_for([&] { return calls.load() >= 3; }, 5s)) << calls.load() << " tries";
   // The third try worked: the lease is over, nothing runs again.

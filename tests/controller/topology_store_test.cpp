@@ -11,8 +11,8 @@
 
 #include "controller/grpc_status.h"
 #include "controller/store.h"
-#include "proto/agent.grpc.pb.h"
 #include "controller/topology.h"
+#include "proto/agent.grpc.pb.h"
 
 namespace amber::controller {
 namespace {
@@ -70,8 +70,9 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
       {head, "no delay_node"},
       {head + node + node, "'dn1' used twice"},
       {head + node + "vm_host { id: \"h\" address: \"unix:/h\" }\n", "list its VMs"},
-      {head + node + "vm_host { id: \"h\" address: \"unix:/h\" vm: \"a\" }\n"
-                     "vm_host { id: \"g\" address: \"unix:/g\" vm: \"a\" }\n",
+      {head + node +
+           "vm_host { id: \"h\" address: \"unix:/h\" vm: \"a\" }\n"
+           "vm_host { id: \"g\" address: \"unix:/g\" vm: \"a\" }\n",
        "VM 'a' listed on two hosts"},
       {"experiment: \"x\"\nlisten: \"unix:/c\"\nstore: \"/s\"\n" + node, "no ptp_socket"},
       {head + node + "margin: \"soon\"\n", "t.conf:6: margin"},
@@ -82,9 +83,11 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
        "even number of hex digits"},
       {head + node + "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"zz\" } }\n",
        "'zz' is not a hex byte"},
-      {head + node + "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"aa\" text: \"b\" } }\n",
+      {head + node +
+           "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"aa\" text: \"b\" } }\n",
        "exactly one of hex and text"},
-      {head + node + "trigger { name: \"t\" console { vm_host: \"h\" vm: \"v\" contains: \"x\" } }\n",
+      {head + node +
+           "trigger { name: \"t\" console { vm_host: \"h\" vm: \"v\" contains: \"x\" } }\n",
        "is not in the topology"},
       {head + node + "trigger { frame { delay_node: \"dn1\" hex: \"aa\" } }\n", "unique name"},
       {head + node + "tls { ca: \"/ca.pem\" }\n", "all three of ca, cert and key"},
@@ -154,15 +157,15 @@ TEST(Topology, BadLinkEventsAreRefusedNamingTheLineAndProblem) {
        "direction 'up': a_to_b, b_to_a"},
       {head + "event { at: \"5s\" link: \"l\" down: true up: true }\n",
        "give exactly one of set { ... }, down: true, up: true, start: true"},
-      {head + "event { at: \"5s\" link: \"l\" up: true start: true }\n",
-       "give exactly one of set"},
+      {head + "event { at: \"5s\" link: \"l\" up: true start: true }\n", "give exactly one of set"},
       {head + "event { at: \"5s\" link: \"l\" }\n", "give exactly one of set"},
       {head + "event { at: \"5s\" link: \"l\" set { seed: 3 } }\n",
        "set { seed }: an event sets rate, delay, jitter, queue_frames, queue_bytes or random_loss"},
       {head + "event { at: \"5s\" link: \"l\" set { delay: \"long\" } }\n",
        "t.conf:7: event { at: \"5s\" link: \"l\" }: event: delay: "},
       {head + "event { at: \"5s\" link: \"l\" set { } }\n", "give what changes"},
-      {head + "event { at: \"5s\" link: \"l\" down: true }\nevent { at: \"1s\" link: \"x\" up: true }\n",
+      {head + "event { at: \"5s\" link: \"l\" down: true }\nevent { at: \"1s\" link: \"x\" up: "
+              "true }\n",
        "t.conf:8: "},
   };
   for (const Bad& b : cases) {
@@ -291,8 +294,7 @@ TEST_F(StoreTest, AStateFileOlderThanTheFoldersNeverReusesAFolder) {
   // The new checkpoint fails: only its own folder goes.
   store->discard(*id);
   ASSERT_TRUE(store->manifest(b.id()).is_ok());
-  EXPECT_EQ(*sha256_file(store->path_of(b.id()) + "/vms/state.bin"),
-            b.pieces(0).files(0).sha256());
+  EXPECT_EQ(*sha256_file(store->path_of(b.id()) + "/vms/state.bin"), b.pieces(0).files(0).sha256());
 }
 
 TEST_F(StoreTest, AFolderThatAppearedMeanwhileIsNeverTakenOver) {
@@ -344,8 +346,7 @@ TEST_F(StoreTest, RestoringAnEarlierCheckpointStartsABranch) {
   ASSERT_TRUE(again.is_ok());
   EXPECT_NE(*again, *branch);
   // b's file is untouched by everything after it.
-  EXPECT_EQ(*sha256_file(store->path_of(b.id()) + "/vms/state.bin"),
-            b.pieces(0).files(0).sha256());
+  EXPECT_EQ(*sha256_file(store->path_of(b.id()) + "/vms/state.bin"), b.pieces(0).files(0).sha256());
 }
 
 // A restore under way is kept in STATE until it ends; one of a checkpoint
@@ -374,8 +375,9 @@ TEST_F(StoreTest, ARestoreUnderWayOutlivesTheControllerUnlessItsCheckpointIsGone
   EXPECT_EQ((*again)->state().restoring(), "");
   EXPECT_TRUE((*again)->state().swapped_out());
   ASSERT_EQ(notes.size(), 1u);
-  EXPECT_NE(notes[0].find("a restore of " + b.id() + " was interrupted, but that checkpoint is gone"),
-            std::string::npos)
+  EXPECT_NE(
+      notes[0].find("a restore of " + b.id() + " was interrupted, but that checkpoint is gone"),
+      std::string::npos)
       << notes[0];
 }
 
@@ -428,9 +430,9 @@ TEST(Serving, PlainTextOnlyOnAUnixSocketOrARealLoopbackAddress) {
                          "localhost:7400"}) {
     EXPECT_TRUE(check_plaintext_address(ok).is_ok()) << ok;
   }
-  for (const char* bad : {"127.evil.example:7400", "127.0.0.1.nip.io:7400", "0.0.0.0:7400",
-                          "10.0.0.1:7400", "[::]:7400", "127.0.0.1", "[::1]", "localhost.example:1",
-                          "[::2]:7400", "128.0.0.1:7400"}) {
+  for (const char* bad :
+       {"127.evil.example:7400", "127.0.0.1.nip.io:7400", "0.0.0.0:7400", "10.0.0.1:7400",
+        "[::]:7400", "127.0.0.1", "[::1]", "localhost.example:1", "[::2]:7400", "128.0.0.1:7400"}) {
     EXPECT_FALSE(check_plaintext_address(bad).is_ok()) << bad;
   }
 }

@@ -263,8 +263,8 @@ TEST_F(TriggerStreamTest, AStreamWhoseAgentWentSilentEndsOnBothSidesWithinTheKee
 TEST_F(TriggerStreamTest, AQuietStreamToAnAgentThatIsThereStaysOpenThroughManyPings) {
   start(600'000'000'000);
   Outcome out = watch_until_it_ends(2s, std::nullopt);
-  EXPECT_FALSE(out.lasted) << "ended after " << out.lasted->count() << " ms: "
-                           << out.status.to_string();
+  EXPECT_FALSE(out.lasted) << "ended after " << out.lasted->count()
+                           << " ms: " << out.status.to_string();
   EXPECT_EQ(out.status.code(), ErrorCode::kCancelled) << out.status.to_string();
 }
 

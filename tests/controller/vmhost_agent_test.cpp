@@ -450,9 +450,8 @@ class VmHostAgentAccessTest : public ::testing::Test {
     const std::string config = dir_.sub("h1.conf");
     std::ofstream(config) << cat(
         "host_id: \"h1\"\nlisten: \"127.0.0.1:0\"\nrun_dir: \"", dir_.sub("run"), "\"\n",
-        "store: \"", store_, "\"\n",
-        "tls { ca: \"", certs_, "/ca.pem\" cert: \"", certs_, "/h1.pem\" key: \"", certs_,
-        "/h1.key\" }\n",
+        "store: \"", store_, "\"\n", "tls { ca: \"", certs_, "/ca.pem\" cert: \"", certs_,
+        "/h1.pem\" key: \"", certs_, "/h1.key\" }\n",
         "controller_identity: \"controller\"\noperator_identity: \"alice\"\n",
         "vms { name: \"a\" memory_mib: 64 kernel: \"/nonexistent/vmlinuz\" }\n");
     agent_ = std::make_unique<AgentProcess>(
@@ -498,7 +497,8 @@ TEST_F(VmHostAgentAccessTest, OperatorsReadOnlyAndOtherCertificatesNothing) {
   EXPECT_EQ(status.host_id(), "h1");
   const std::string ckpt = store_ + "/e2e/c0001/vms";
   vmhost::StopAtReply stop;
-  expect_denied(alice.stop_at(now_ns() + 1'000'000'000, &stop), "certificate 'alice' has the operator role");
+  expect_denied(alice.stop_at(now_ns() + 1'000'000'000, &stop),
+                "certificate 'alice' has the operator role");
   vmhost::SaveReply save;
   expect_denied(alice.save(ckpt, &save), "Save");
   vmhost::RestoreReply restore;
@@ -766,7 +766,8 @@ TEST_F(VmHostAgentTest, WithPtpLostWhileStoppedTheLeaseResumesOnTheLocalClock) {
         return client.status(&st).ok() && states(st) == std::vector<std::string>{"a=running"};
       },
       std::chrono::milliseconds((lease - now_ns()) / 1'000'000) + 10s))
-      << "the VM stayed paused after its lease: " << states(st)[0] << "\n" << agent.log();
+      << "the VM stayed paused after its lease: " << states(st)[0] << "\n"
+      << agent.log();
   EXPECT_GE(now_ns(), lease);
   EXPECT_FALSE(fs::exists(lease_file));
   EXPECT_NE(agent.log().find("resumed on the local clock"), std::string::npos) << agent.log();

@@ -158,7 +158,8 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP " +
            "endpoint: \"t,script=/x\" } }\n",
        "bad.conf:3: VM 'a': endpoint 't,script=/x': no commas"},
-      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { mac: \"52:54:00:00:00:01,x\" } }\n",
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { mac: \"52:54:00:00:00:01,x\" } "
+              "}\n",
        "bad.conf:3: VM 'a': mac '52:54:00:00:00:01,x': no commas"},
       {head + "sync_mode: \"sloppy\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "bad.conf:3: sync_mode 'sloppy'"},

@@ -71,14 +71,15 @@ TEST_F(Cli, InfoShowsEachPipesScheduleAndWhereItStood) {
   ASSERT_TRUE(testing::write_image(node, image).is_ok());
   CliRun r = run(cat("info ", image));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("schedule: 3 segments over 800us, trace synthetic.trace (8 opportunities of 1500 B "
-                          "over 5ms, mean 19.2Mbit/s), then loop"),
+  EXPECT_NE(r.output.find(
+                "schedule: 3 segments over 800us, trace synthetic.trace (8 opportunities of 1500 B "
+                "over 5ms, mean 19.2Mbit/s), then loop"),
             std::string::npos)
       << r.output;
   const auto& s = node.held[0].info.state.schedule;
   EXPECT_NE(r.output.find(cat("segment 2 of 3, ")), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find(cat("trace at opportunity ", s.trace_index + 1, " of 8, pass ", s.trace_loops, ", ",
-                              s.surplus_bytes, " bytes left")),
+  EXPECT_NE(r.output.find(cat("trace at opportunity ", s.trace_index + 1, " of 8, pass ",
+                              s.trace_loops, ", ", s.surplus_bytes, " bytes left")),
             std::string::npos)
       << r.output;
 }

@@ -1,7 +1,6 @@
 #include "image_fixture.h"
 
 #include <algorithm>
-
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -66,9 +65,10 @@ FrozenNode make_frozen_node(const NodeSpec& spec) {
       schedule.trace = trace;
       const int64_t third = std::max<int64_t>(freeze_at / 3, 1);
       // The freeze (at the last arrival) falls in the second segment.
-      schedule.segments = {link::Segment{.duration_ns = third},
-                           link::Segment{.duration_ns = 2 * third, .delay_ns = 7'000'000, .jitter_ns = 0},
-                           link::Segment{.duration_ns = third, .delay_ns = 1'000'000}};
+      schedule.segments = {
+          link::Segment{.duration_ns = third},
+          link::Segment{.duration_ns = 2 * third, .delay_ns = 7'000'000, .jitter_ns = 0},
+          link::Segment{.duration_ns = third, .delay_ns = 1'000'000}};
       c.schedule = link::ScheduleRef(std::move(schedule));
     }
     auto pipe = link::Pipe::create(c);

@@ -456,9 +456,11 @@ TEST(Convert, SchedulesRoundTripAndBadPositionsAreRefused) {
   trace.header_bytes = 0;
   trace.source = "x.trace";
   schedule.trace = trace;
-  schedule.segments = {link::Segment{.duration_ns = 5, .delay_ns = 1, .loss = link::MarkovLoss{0.1, 0.2, 0.3, 0.4, 0.5}},
-                       link::Segment{.duration_ns = 6, .loss = link::NoLoss{}, .queue_limit_bytes = 9000},
-                       link::Segment{.duration_ns = 7, .jitter_ns = 2, .queue_limit_frames = 3}};
+  schedule.segments = {
+      link::Segment{
+          .duration_ns = 5, .delay_ns = 1, .loss = link::MarkovLoss{0.1, 0.2, 0.3, 0.4, 0.5}},
+      link::Segment{.duration_ns = 6, .loss = link::NoLoss{}, .queue_limit_bytes = 9000},
+      link::Segment{.duration_ns = 7, .jitter_ns = 2, .queue_limit_frames = 3}};
   schedule.at_end = link::ScheduleEnd::kHoldLast;
   schedule.start = link::ScheduleStart::kFirstFrame;
   c.schedule = link::ScheduleRef(schedule);
@@ -486,7 +488,8 @@ TEST(Convert, SchedulesRoundTripAndBadPositionsAreRefused) {
   EXPECT_EQ(ok->state.schedule, info.state.schedule);
   info.state.schedule.segment = 3;
   to_proto(info, &pm);
-  EXPECT_NE(from_proto(pm).status().message().find("state.schedule.segment: 3 of 3 segments"), std::string::npos);
+  EXPECT_NE(from_proto(pm).status().message().find("state.schedule.segment: 3 of 3 segments"),
+            std::string::npos);
   info.state.schedule.segment = 0;
   info.state.schedule.trace_index = 6;
   to_proto(info, &pm);

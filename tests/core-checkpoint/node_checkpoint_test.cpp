@@ -1,6 +1,8 @@
 // Checkpointing a running delay node on ring ports: exact replay across
 // freeze -> save -> restore into a fresh node with other port names ->
 // thaw, refusal of bad images with the node untouched, and queue surgery.
+#include "core-checkpoint/node_checkpoint.h"
+
 #include <gtest/gtest.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -8,8 +10,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <deque>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -17,7 +19,6 @@
 
 #include "../dataplane/eal_fixture.h"
 #include "config/loader.h"
-#include "core-checkpoint/node_checkpoint.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
 
@@ -40,10 +41,11 @@ class NodeCheckpointTest : public ::testing::Test {
   void SetUp() override {
     static int serial = 0;
     id_ = std::to_string(++serial);
-    pool_ = rte_pktmbuf_pool_create(("amb_ck_src" + id_).c_str(), 8191, 0,
-                                    dataplane::kMbufPrivSize, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    pool_ = rte_pktmbuf_pool_create(("amb_ck_src" + id_).c_str(), 8191, 0, dataplane::kMbufPrivSize,
+                                    RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     ASSERT_NE(pool_, nullptr);
-    dir_ = std::filesystem::temp_directory_path() / ("amb-ck-" + std::to_string(getpid()) + "-" + id_);
+    dir_ =
+        std::filesystem::temp_directory_path() / ("amb-ck-" + std::to_string(getpid()) + "-" + id_);
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override {
@@ -131,7 +133,8 @@ class NodeCheckpointTest : public ::testing::Test {
       auto* m = static_cast<rte_mbuf*>(item);
       const link::Frame* f = dataplane::frame_of(m);
       const uint8_t* data = rte_pktmbuf_mtod(m, const uint8_t*);
-      out.push_back({std::vector<uint8_t>(data, data + m->pkt_len), f->departure_ns - f->arrival_ns});
+      out.push_back(
+          {std::vector<uint8_t>(data, data + m->pkt_len), f->departure_ns - f->arrival_ns});
       rte_pktmbuf_free(m);
     }
   }
@@ -202,7 +205,8 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     freeze_now(*node);
     auto refused = restore_node(*node, image);  // another node id
     EXPECT_EQ(refused.status().code(), ErrorCode::kFailedPrecondition);
-    EXPECT_NE(refused.status().message().find("n1"), std::string::npos) << refused.status().message();
+    EXPECT_NE(refused.status().message().find("n1"), std::string::npos)
+        << refused.status().message();
     RestoreOptions options;
     options.allow_other_node = true;
     auto restored = restore_node(*node, image, options);
@@ -526,8 +530,17 @@ int main(int argc, char** argv) {
     return 77;
   }
   std::string prefix = "amb-ck-test-" + std::to_string(getpid());
-  const char* eal[] = {"node_checkpoint_test", "-l", "0-1", "--no-pci", "--in-memory",
-                       "--file-prefix", prefix.c_str(), "--log-level", "lib.eal:error", "-m", "512"};
+  const char* eal[] = {"node_checkpoint_test",
+                       "-l",
+                       "0-1",
+                       "--no-pci",
+                       "--in-memory",
+                       "--file-prefix",
+                       prefix.c_str(),
+                       "--log-level",
+                       "lib.eal:error",
+                       "-m",
+                       "512"};
   if (rte_eal_init(static_cast<int>(sizeof eal / sizeof eal[0]), const_cast<char**>(eal)) < 0) {
     std::fprintf(stderr, "SKIPPED: EAL init failed (are hugepages reserved? scripts/setup.sh)\n");
     return 77;

@@ -1,9 +1,9 @@
 // The delay node on ring ports: frames the test injects leave the other
 // port after the configured delay, paced at the configured rate, in order;
 // runtime changes lose nothing; bad configurations are refused.
-#include <gtest/gtest.h>
+#include "dataplane/delay_node.h"
 
-#include <map>
+#include <gtest/gtest.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_lcore.h>
@@ -15,11 +15,11 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 #include <vector>
 
 #include "config/loader.h"
-#include "dataplane/delay_node.h"
 #include "dataplane/mbuf_frame.h"
 #include "dataplane/telemetry.h"
 #include "eal_fixture.h"
@@ -296,8 +296,7 @@ TEST_F(DelayNodeTest, AShiftMovesOneDirectionsTimelineAndNoOther) {
   EXPECT_EQ(shifts["a_to_b"], 80 * kMs);
   EXPECT_EQ(shifts["b_to_a"], -60 * kMs);
   EXPECT_EQ(node_->shift("l", "sideways", kMs).status().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(node_->shift("l", "a_to_b", 11'000 * kMs).status().code(),
-            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(node_->shift("l", "a_to_b", 11'000 * kMs).status().code(), ErrorCode::kInvalidArgument);
 }
 
 // Stats show where a direction's schedule stands and the parameters in
@@ -529,8 +528,8 @@ TEST_F(DelayNodeTest, ALinkDownEventDropsAndCountsUntilTheLinkIsUpAgain) {
               link_down * 200);
   }
   for (int64_t arrival : arrivals) {
-    EXPECT_TRUE(arrival < down || arrival >= up) << "a frame arriving while down left, at +"
-                                                 << arrival - down << " ns";
+    EXPECT_TRUE(arrival < down || arrival >= up)
+        << "a frame arriving while down left, at +" << arrival - down << " ns";
   }
 }
 
@@ -691,10 +690,10 @@ TEST_F(DelayNodeTest, UnknownPortIsRefusedNamingItAndTheKnownOnes) {
 }
 
 TEST_F(DelayNodeTest, APoolTooLargeForHugepagesIsRefusedWithTheNumbers) {
-  auto config = config::parse_node_config(
-      "link { name: \"l\" port_a: \"" + a_.name + "\" port_b: \"" + b_.name +
-          "\" both { rate: \"100Gbit\" delay: \"10s\" } }",
-      "x.conf");
+  auto config =
+      config::parse_node_config("link { name: \"l\" port_a: \"" + a_.name + "\" port_b: \"" +
+                                    b_.name + "\" both { rate: \"100Gbit\" delay: \"10s\" } }",
+                                "x.conf");
   ASSERT_TRUE(config.is_ok());
   auto node = DelayNode::create(*config);
   ASSERT_FALSE(node.is_ok());
@@ -713,11 +712,13 @@ int main(int argc, char** argv) {
     return 77;
   }
   std::string prefix = "amb-dp-test-" + std::to_string(getpid());
-  const char* eal[] = {"delay_node_test", "-l", "0-1", "--no-pci", "--in-memory",
-                       "--file-prefix", prefix.c_str(), "--log-level", "lib.eal:error", "-m", "512"};
+  const char* eal[] = {
+      "delay_node_test", "-l",          "0-1",           "--no-pci", "--in-memory", "--file-prefix",
+      prefix.c_str(),    "--log-level", "lib.eal:error", "-m",       "512"};
   int n = static_cast<int>(sizeof eal / sizeof eal[0]);
   if (rte_eal_init(n, const_cast<char**>(eal)) < 0) {
-    std::fprintf(stderr, "SKIPPED: EAL init failed (are hugepages reserved? scripts/setup.sh does it)\n");
+    std::fprintf(stderr,
+                 "SKIPPED: EAL init failed (are hugepages reserved? scripts/setup.sh does it)\n");
     return 77;
   }
   if (rte_lcore_count() < 2) {

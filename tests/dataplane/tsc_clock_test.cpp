@@ -17,7 +17,8 @@ constexpr double kRealHz = 1'996'249'000.0;     // what the TSC does: 1876 ppm s
 constexpr int64_t kStart = 1'800'000'000'000'000'000;
 
 uint64_t tsc_at(int64_t elapsed_ns) {
-  return 1'000'000 + static_cast<uint64_t>(std::llround(static_cast<double>(elapsed_ns) * kRealHz / 1e9));
+  return 1'000'000 +
+         static_cast<uint64_t>(std::llround(static_cast<double>(elapsed_ns) * kRealHz / 1e9));
 }
 
 TEST(ClockDiscipline, FollowsRealTimeDespiteAWrongNominalRate) {
@@ -35,7 +36,9 @@ TEST(ClockDiscipline, FollowsRealTimeDespiteAWrongNominalRate) {
     const int64_t reading = ClockDiscipline::to_ns(d.anchor(), tsc_at(mid));
     EXPECT_GE(reading, previous_reading);
     previous_reading = reading;
-    if (t > 10'000'000'000) worst_after_warmup = std::max<int64_t>(worst_after_warmup, std::llabs(reading - (kStart + mid)));
+    if (t > 10'000'000'000)
+      worst_after_warmup =
+          std::max<int64_t>(worst_after_warmup, std::llabs(reading - (kStart + mid)));
     const auto before = ClockDiscipline::to_ns(d.anchor(), tsc_at(t));
     const auto anchor = d.update(tsc_at(t), kStart + t);
     EXPECT_EQ(anchor.ns, before) << "an update must not jump the reading";
@@ -47,7 +50,8 @@ TEST(ClockDiscipline, FollowsRealTimeDespiteAWrongNominalRate) {
 
 TEST(ClockDiscipline, AStepOfTheSystemClockIsFollowed) {
   ClockDiscipline d(tsc_at(0), kStart, kNominalHz);
-  for (int64_t t = 100'000'000; t <= 5'000'000'000; t += 100'000'000) d.update(tsc_at(t), kStart + t);
+  for (int64_t t = 100'000'000; t <= 5'000'000'000; t += 100'000'000)
+    d.update(tsc_at(t), kStart + t);
   // CLOCK_REALTIME jumps 50 ms ahead (ptp4l's first step, an admin).
   const int64_t t = 5'100'000'000;
   d.update(tsc_at(t), kStart + t + 50'000'000);
@@ -58,13 +62,15 @@ TEST(ClockDiscipline, AStepOfTheSystemClockIsFollowed) {
 
 TEST(ClockDiscipline, ASmallOffsetIsSlewedAwayNotStepped) {
   ClockDiscipline d(tsc_at(0), kStart, kNominalHz);
-  for (int64_t t = 100'000'000; t <= 5'000'000'000; t += 100'000'000) d.update(tsc_at(t), kStart + t);
+  for (int64_t t = 100'000'000; t <= 5'000'000'000; t += 100'000'000)
+    d.update(tsc_at(t), kStart + t);
   // The system clock is slewed 2 ms ahead at once (within the step bound).
   int64_t t = 5'100'000'000;
   d.update(tsc_at(t), kStart + t + 2'000'000);
   EXPECT_EQ(d.steps(), 0u);
   EXPECT_GT(std::llabs(d.offset_ns()), 1'900'000);
-  for (t += 100'000'000; t <= 25'000'000'000; t += 100'000'000) d.update(tsc_at(t), kStart + t + 2'000'000);
+  for (t += 100'000'000; t <= 25'000'000'000; t += 100'000'000)
+    d.update(tsc_at(t), kStart + t + 2'000'000);
   EXPECT_LT(std::llabs(d.offset_ns()), 1'000);
 }
 

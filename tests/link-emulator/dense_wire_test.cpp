@@ -97,7 +97,8 @@ Pipe pairs_on_a_plain_pipe(FramePool& pool) {
 std::vector<Offer> bursts(size_t frames, size_t burst, int64_t gap_ns) {
   std::vector<Offer> offers;
   for (size_t i = 0; i < frames; ++i) {
-    offers.push_back({static_cast<int64_t>(i / burst) * gap_ns, static_cast<uint32_t>(60 + i % 1400)});
+    offers.push_back(
+        {static_cast<int64_t>(i / burst) * gap_ns, static_cast<uint32_t>(60 + i % 1400)});
   }
   return offers;
 }

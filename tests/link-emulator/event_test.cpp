@@ -1,14 +1,13 @@
 // Scheduled link events: changes at exact virtual instants (however the
 // pipe is polled), the link going down and up, refusals, and the pending
 // events carried exactly through a save and restore.
-#include "link-emulator/link_event.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <string>
 
 #include "harness.h"
+#include "link-emulator/link_event.h"
 #include "link-emulator/pipe.h"
 #include "link-emulator/pipe_edit.h"
 #include "link-emulator/rng.h"
@@ -75,7 +74,8 @@ TEST(LinkEventParse, RefusesWhatAnEventCannotSetNamingIt) {
        "queue_bytes; or give down, up or start)"},
       {"sideways", "event: 'sideways' is not key=value, down, up or start"},
       {"delay=fast", "event: delay: "},
-      {"queue_frames=none", "event: queue_frames=none: an event sets a limit, it cannot remove one"},
+      {"queue_frames=none",
+       "event: queue_frames=none: an event sets a limit, it cannot remove one"},
       {"", "event: give down, up, start or settings (delay=200ms ...)"},
   };
   for (const auto& c : cases) {
@@ -235,8 +235,8 @@ TEST(LinkEvents, RefusedWholeWhenOneIsPastOrWouldMakeTheConfigurationInvalid) {
 
   // With a limit it goes in; then a runtime change removing the limit is
   // refused while the event waits, any other change is not.
-  ASSERT_TRUE(pipe.schedule_events({event(200, "queue_frames=10"), event(300, "rate=1Mbit")}, 100)
-                  .is_ok());
+  ASSERT_TRUE(
+      pipe.schedule_events({event(200, "queue_frames=10"), event(300, "rate=1Mbit")}, 100).is_ok());
   PipeConfig changed = pipe.config();
   changed.delay_ns = 1 * kMs;
   ASSERT_TRUE(pipe.reconfigure(changed, 150).is_ok()) << "pending events still apply";
@@ -261,7 +261,8 @@ TEST(LinkEvents, ASetChangesTheStaticValuesASegmentThatSetsItsOwnOverrides) {
   PipeConfig c;
   c.delay_ns = 10 * kMs;
   Schedule s;
-  s.segments = {Segment{.duration_ns = 100 * kMs}, Segment{.duration_ns = 100 * kMs, .delay_ns = 70 * kMs}};
+  s.segments = {Segment{.duration_ns = 100 * kMs},
+                Segment{.duration_ns = 100 * kMs, .delay_ns = 70 * kMs}};
   c.schedule = ScheduleRef(s);
   Pipe pipe = make_pipe(c);
   Frame f[4];
@@ -307,9 +308,8 @@ TEST(LinkEvents, PendingEventsRestoreIntoAFreshPipeWithAnIdenticalFuture) {
   c.queue_limit_frames = 60;
   c.loss = RandomLoss{0.01};
   const std::vector<LinkEvent> events = {
-      event(300 * kMs, "delay=80ms rate=2Mbit"), event(900 * kMs, "down"),
-      event(1'100 * kMs, "up"), event(1'600 * kMs, "loss=5% jitter=3ms"),
-      event(2'200 * kMs, "rate=6Mbit queue_frames=20")};
+      event(300 * kMs, "delay=80ms rate=2Mbit"), event(900 * kMs, "down"), event(1'100 * kMs, "up"),
+      event(1'600 * kMs, "loss=5% jitter=3ms"), event(2'200 * kMs, "rate=6Mbit queue_frames=20")};
   Rng rng(31);
   std::vector<int64_t> arrivals;
   for (int64_t t = 0; t < 3'000 * kMs;) {

@@ -42,7 +42,8 @@ inline void drain(Pipe& pipe, FramePool& pool, int64_t now, std::vector<Departur
   Frame* burst[32];
   unsigned n;
   while ((n = pipe.dequeue(now, burst, 32)) > 0) {
-    for (unsigned i = 0; i < n; ++i) out.push_back({pool.index_of(burst[i]), burst[i]->departure_ns});
+    for (unsigned i = 0; i < n; ++i)
+      out.push_back({pool.index_of(burst[i]), burst[i]->departure_ns});
   }
 }
 

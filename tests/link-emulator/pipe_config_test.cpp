@@ -13,7 +13,9 @@ void expect_refused(const PipeConfig& c, const std::string& field) {
   EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
 }
 
-TEST(PipeConfig, DefaultsAreValid) { EXPECT_TRUE(PipeConfig{}.validate().is_ok()); }
+TEST(PipeConfig, DefaultsAreValid) {
+  EXPECT_TRUE(PipeConfig{}.validate().is_ok());
+}
 
 TEST(PipeConfig, InvalidParametersAreRefusedNamingTheField) {
   PipeConfig c;

@@ -110,7 +110,8 @@ TEST(VirtualClock, FreezeAndThawLeaveTheVirtualScheduleIdentical) {
       if (clock.frozen(real)) continue;  // nothing departs while frozen
       unsigned n;
       while ((n = pipe.dequeue(now, burst, 32)) > 0) {
-        for (unsigned i = 0; i < n; ++i) out.push_back({pool.index_of(burst[i]), burst[i]->departure_ns, real});
+        for (unsigned i = 0; i < n; ++i)
+          out.push_back({pool.index_of(burst[i]), burst[i]->departure_ns, real});
       }
     }
     return out;
@@ -141,7 +142,7 @@ TEST(VirtualClock, AtReadsAnInstantAheadWithoutApplyingTheThaw) {
   ASSERT_TRUE(clock.schedule_freeze(1'000, 500).is_ok());
   ASSERT_TRUE(clock.schedule_thaw(1'500, 600).is_ok());
   EXPECT_EQ(clock.at(700), 600);
-  EXPECT_EQ(clock.at(1'200), 900);   // frozen at 1000
+  EXPECT_EQ(clock.at(1'200), 900);    // frozen at 1000
   EXPECT_EQ(clock.at(2'000), 1'400);  // 500 of pause
   EXPECT_EQ(clock.thaw_at_ns(), 1'500) << "nothing applied";
   EXPECT_EQ(clock.now(700), 600);

@@ -194,8 +194,9 @@ TEST(QemuCommandLine, UserNetworkForwardsLoopbackPortsOnly) {
                    {PortForward::Protocol::kUdp, 17700, 7700}};
   c.nics = {{Nic::Kind::kVhostUser, "/tmp/amb-vm-x/vhost0.sock", "", {}}, mgmt};
   auto args = qemu_command_line(c, Accel::kTcg, false);
-  EXPECT_TRUE(has(args, "user,id=net1,hostfwd=tcp:127.0.0.1:17700-:7700,"
-                        "hostfwd=udp:127.0.0.1:17700-:7700"));
+  EXPECT_TRUE(has(args,
+                  "user,id=net1,hostfwd=tcp:127.0.0.1:17700-:7700,"
+                  "hostfwd=udp:127.0.0.1:17700-:7700"));
   EXPECT_TRUE(has(args, "vhost-user,id=net0"));
 }
 

@@ -59,7 +59,7 @@ TEST(StepLead, AutoWaitsForThreeLagsBeforeTakingTheirMedian) {
   lead.record(std::chrono::microseconds(700));
   EXPECT_EQ(lead.lead(), std::chrono::microseconds(700));  // three: their median
   StepLead usual = automatic(9);
-  usual.record(std::chrono::microseconds(1500));  // a VM that lags 1.5 ms
+  usual.record(std::chrono::microseconds(1500));             // a VM that lags 1.5 ms
   EXPECT_EQ(usual.lead(), std::chrono::microseconds(1500));  // followed from the first
 }
 

@@ -529,7 +529,8 @@ int64_t probe_clock(int port, std::chrono::milliseconds wait) {
   if (::sendto(fd, req, sizeof req, 0, reinterpret_cast<sockaddr*>(&a), sizeof a) == sizeof req) {
     pollfd p{fd, POLLIN, 0};
     unsigned char rep[64];
-    if (::poll(&p, 1, static_cast<int>(wait.count())) == 1 && ::recv(fd, rep, sizeof rep, 0) >= 32) {
+    if (::poll(&p, 1, static_cast<int>(wait.count())) == 1 &&
+        ::recv(fd, rep, sizeof rep, 0) >= 32) {
       std::memcpy(&mono, rep + 16, sizeof mono);
     }
   }
