@@ -373,7 +373,11 @@ class Evaluation:
                 for vm, x in self.anchors(40).items():
                     anchors[vm].append(x)
                 around = self.delta(counters, self.node_counters())
-                c["delaynode_dropped_around"] = sum(around["dropped"].values())
+                # The loss model's own drops are the link's, checkpoint or
+                # not (amber replays its state exactly): counted apart.
+                c["delaynode_dropped_around"] = sum(
+                    n for cause, n in around["dropped"].items() if cause not in LINK_IMPAIRMENTS)
+                c["delaynode_lost_around"] = around["dropped"].get("loss", 0)
                 c["delaynode_late_bursts_around"] = around["late_bursts_1ms"]
                 say(f"  {name}: checkpoint {k} ({m['id']}): paused "
                     f"{(c['resume_ns'] - c['freeze_ns']) / 1e6:.0f} ms, saved "
@@ -546,6 +550,9 @@ def lab_rate_bps(text):
 # 500 ns, 1 us, 2 us, 5 us, 10 us, 100 us, 1 ms, 10 ms and above: from this
 # index on, 1 ms late or more.
 LATE_1MS_BUCKET = 10
+# Drop causes that are the emulated link's own behaviour (the configured
+# loss model), not something a checkpoint did.
+LINK_IMPAIRMENTS = ("loss",)
 
 def machine(a=None):
     cpu = ""

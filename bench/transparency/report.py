@@ -221,9 +221,12 @@ def verdicts(ev, summary, tcp, runs):
         around = [c.get("delaynode_dropped_around") for c in r.checkpoints]
         if around and all(x is not None for x in around):
             d = sum(around)
+            lost = [c.get("delaynode_lost_around") for c in r.checkpoints]
+            model = (f"; the loss model's own drops, not counted: {sum(lost)}"
+                     if all(x is not None for x in lost) and sum(lost) else "")
             out.append((rid, "delay-node drops caused by checkpoints = 0",
                         f"{d} around checkpoints (run {by_id[rid]['drops']}, baseline max {base_drops})",
-                        d == 0, "counted from just before each freeze to a while after the resume"))
+                        d == 0, "counted from just before each freeze to a while after the resume" + model))
         else:
             d = by_id[rid]["drops"] - base_drops
             out.append((rid, "delay-node drops caused by checkpoints = 0",
