@@ -1,12 +1,15 @@
 #include "clock-sync/pmc_client.h"
 
+#include <dirent.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -34,9 +37,29 @@ Result<sockaddr_un> unix_address(const std::string& path, std::string_view role)
   return addr;
 }
 
+constexpr std::string_view kLocalPrefix = "amb-cs-pmc.";
+
+// Where a client binds unless told: a file, not an abstract address, so
+// that a ptp4l in another network namespace can answer it.
 std::string unique_local_path() {
   static std::atomic<unsigned> counter{0};
-  return cat("/tmp/amb-cs-pmc.", static_cast<long>(getpid()), '.', counter.fetch_add(1));
+  return cat("/tmp/", kLocalPrefix, static_cast<long>(getpid()), '.', counter.fetch_add(1));
+}
+
+// The sockets of processes that ended without their destructors (killed)
+// would pile up in /tmp: removed when the next client starts.
+void remove_sockets_of_dead_processes() {
+  DIR* dir = opendir("/tmp");
+  if (dir == nullptr) return;
+  while (const dirent* e = readdir(dir)) {
+    const std::string_view name = e->d_name;
+    if (!name.starts_with(kLocalPrefix)) continue;
+    const long pid = std::strtol(name.data() + kLocalPrefix.size(), nullptr, 10);
+    if (pid > 0 && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      unlinkat(dirfd(dir), e->d_name, 0);
+    }
+  }
+  closedir(dir);
 }
 
 }  // namespace
@@ -48,7 +71,10 @@ Result<std::unique_ptr<PmcClient>> PmcClient::create(PmcClientOptions options) {
   }
   auto server = unix_address(options.server_path, "ptp4l management");
   if (!server) return server.status();
-  if (options.local_path.empty()) options.local_path = unique_local_path();
+  if (options.local_path.empty()) {
+    remove_sockets_of_dead_processes();
+    options.local_path = unique_local_path();
+  }
   auto local = unix_address(options.local_path, "pmc client");
   if (!local) return local.status();
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -152,6 +153,34 @@ TEST_F(PmcClientTest, ReadsASnapshot) {
   EXPECT_TRUE(std::filesystem::exists(local));
   c.reset();
   EXPECT_FALSE(std::filesystem::exists(local));
+}
+
+// A process killed before its destructor ran leaves its socket behind:
+// the next client removes those of processes that no longer exist (and
+// not those of live ones).
+TEST_F(PmcClientTest, SocketsOfKilledProcessesAreRemoved) {
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto c = PmcClient::create({server_path(), "", 100'000'000, 0});
+    _exit(c.is_ok() ? 0 : 1);  // no destructor: the socket stays
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  std::string left;
+  for (const auto& e : std::filesystem::directory_iterator("/tmp")) {
+    if (e.path().filename().string().starts_with("amb-cs-pmc." + std::to_string(child) + ".")) {
+      left = e.path().string();
+    }
+  }
+  ASSERT_FALSE(left.empty()) << "the killed client's socket was not left in /tmp";
+  auto mine = client();
+  ASSERT_TRUE(mine);
+  EXPECT_FALSE(std::filesystem::exists(left));
+  auto second = client();
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(std::filesystem::exists(mine->local_path())) << "a live process keeps its socket";
 }
 
 TEST_F(PmcClientTest, MissingSocketIsAClearErrorNotAHang) {
