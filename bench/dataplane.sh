@@ -19,4 +19,5 @@ echo "== 1. forwarding rate and delay accuracy, ring ports, one forwarding lcore
   --runs "${AMBER_BENCH_RUNS:-9}"
 echo
 echo "== 2. amber vs Linux peers, two namespaces, iperf3 and ping =="
-python3 bench/dataplane_peers.py "$build_dir"
+# Its helpers are the amberlab package (python/README.md).
+PYTHONPATH="$here/python${PYTHONPATH:+:$PYTHONPATH}" python3 bench/dataplane_peers.py "$build_dir"

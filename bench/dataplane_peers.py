@@ -12,14 +12,13 @@ machine, with the same traffic, printed as one table.
 For each link: iperf3 TCP throughput (and retransmits), ping RTT (avg and
 mdev) and the RTT error against 2 x the configured delay.
 
-usage: bench/dataplane_peers.py [BUILD_DIR]   (root)"""
+usage: bench/dataplane.sh, or PYTHONPATH=python bench/dataplane_peers.py [BUILD_DIR]   (root)"""
 
 import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "scenario"))
-import amberlab as lab  # noqa: E402
+from amberlab import lab
 
 LINKS = [("100Mbit", 100e6, 20), ("1Gbit", 1e9, 50)]
 SECONDS = 8

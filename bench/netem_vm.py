@@ -24,8 +24,9 @@ For each link: iperf3 TCP throughput (8 s) and retransmits, idle ping RTT
 rx_no_mbuf, tx_errors) and, for the rows through the VM, the frames lost on
 the way (taps' and VM NICs' rx/tx_dropped).
 
-usage: bench/netem_vm.py BUILD_DIR [--no-endpoint-vms]
-       (root; builds the guest if needed)"""
+usage: bench/run.sh netem [--no-endpoint-vms]
+       (root; builds the guest if needed; by hand:
+       PYTHONPATH=python bench/netem_vm.py BUILD_DIR [--no-endpoint-vms])"""
 
 import json
 import os
@@ -37,9 +38,9 @@ import sys
 import tempfile
 import time
 
+from amberlab import lab
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "scenario"))
-import amberlab as lab  # noqa: E402
 
 PREFIX = "amb-nv"
 LINKS = [("100Mbit", "100mbit", 20), ("1Gbit", "1gbit", 50)]

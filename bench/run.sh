@@ -8,7 +8,9 @@
 #   bench/run.sh checkpoint the checkpoint image: save and restore throughput
 #   bench/run.sh clock      clock-sync: firing error, ptp4l offsets (root)
 #   bench/run.sh vm         vm-checkpoint: stop, save, restore, 4-VM skew (root)
-#   bench/run.sh netem      amber vs netem in a bridge VM (root, ~3 min; not in "all")
+#   bench/run.sh netem [--no-endpoint-vms]
+#                           amber vs netem in a bridge VM (root, ~3 min; not in "all");
+#                           --no-endpoint-vms: the namespace rows only (~1.5 min)
 #   bench/run.sh fidelity   issue #17's trace fidelity: a 1 Gbit/s trace per 10 ms and the
 #                           recorded LTE traces per second through the delay node (root,
 #                           ~2 min; not in "all"); AMBER_TRACES: the traces' folder
@@ -28,6 +30,8 @@ build_dir=${AMBER_BUILD_DIR:-build}
 what=${1:-all}
 cd "$here"
 [ -x "$build_dir/bench/pipe_bench" ] || scripts/setup.sh
+# The Python benchmarks import the amberlab package (python/README.md).
+export PYTHONPATH="$here/python${PYTHONPATH:+:$PYTHONPATH}"
 
 machine() {
   echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r)"
@@ -106,7 +110,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 fi
 
 if [ "$what" = netem ]; then
-  python3 bench/netem_vm.py "$build_dir"
+  python3 bench/netem_vm.py "$build_dir" "${@:2}"
 fi
 
 if [ "$what" = fidelity ]; then
@@ -122,7 +126,7 @@ if [ "$what" = transparency ]; then
   out=${2:-$build_dir/transparency-$(date +%Y%m%d-%H%M%S)}
   machine
   scripts/build-guest.sh "$build_dir"
-  /usr/bin/python3 bench/transparency/evaluate.py "$build_dir" "$out" --duration 60 --interval 5 \
+  scripts/amber-py transparency.evaluate "$build_dir" "$out" --duration 60 --interval 5 \
     --runs baseline,amber:lead,amber:shift,amber:shiftboost,naive,baseline --restore 3
 fi
 

@@ -1,5 +1,5 @@
 """Issue #16's fault-injection matrix on the real components: one experiment
-(experimentlab.Experiment: two QEMU VMs on vhost-user ports of one
+(amberlab.experiment.Experiment: two QEMU VMs on vhost-user ports of one
 amber-delaynode, amber-vmhost, amber-controller, a ptp4l pair) and, cell by
 cell, one fault at one step of the checkpoint or restore protocol:
 
@@ -52,8 +52,8 @@ import tempfile
 import threading
 import time
 
-import amberlab as lab
-from experimentlab import Experiment, Process
+from amberlab import lab
+from amberlab.experiment import Experiment, Process
 
 COMPONENTS = ["controller", "delay node", "VM-host agent", "QEMU"]
 STEPS = ["after prepare", "after freeze", "mid-save", "after save", "mid-restore"]

@@ -18,8 +18,8 @@ import threading
 import time
 import unittest
 
-import amberlab as lab
-from experimentlab import Experiment
+from amberlab import lab
+from amberlab.experiment import Experiment
 
 BUILD = None
 PING = "ping -q -c 40 -i 0.1 10.88.0.2"

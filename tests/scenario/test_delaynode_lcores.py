@@ -14,8 +14,7 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import amberlab as lab  # noqa: E402
+from amberlab import lab
 
 BUILD = None
 # net_null hands out 64-byte frames as fast as a loop can take them: the

@@ -9,12 +9,10 @@ usage: test_delaynode_netns.py BUILD/controller/amber-delaynode
 Needs root (namespaces, hugepages); exits 77 (skipped) with the reason
 otherwise."""
 
-import os
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import amberlab as lab  # noqa: E402
+from amberlab import lab
 
 BINARY = None
 RATE_AB, RATE_BA = 50e6, 20e6

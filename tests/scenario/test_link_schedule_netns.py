@@ -18,8 +18,7 @@ import tempfile
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import amberlab as lab  # noqa: E402
+from amberlab import lab
 
 BUILD = None
 SEGMENT_S = 4.0

@@ -1,4 +1,4 @@
-"""The testbed topology end to end (experimentlab.TestbedExperiment): the
+"""The testbed topology end to end (amberlab.experiment.TestbedExperiment): the
 delay node in the root namespace on af_packet ports bound to veths, each
 VM on a "host" of its own (a network namespace with the veth's peer, a
 bridge and the VM's tap) with its own VM-host agent, a 100 Mbit/s, 20 ms
@@ -14,11 +14,9 @@ import sys
 import time
 import unittest
 
-import amberlab as lab
-from experimentlab import TestbedExperiment
+from amberlab import lab
+from amberlab.experiment import TestbedExperiment
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "transparency"))
 
 BUILD = None
 PREFIX = "amb-tb"
@@ -66,7 +64,7 @@ class Testbed(unittest.TestCase):
         self.assertLess(rtt[1], 2 * DELAY_MS + 10, out)
 
     def test_2_probes_answer_through_their_namespaces(self):
-        import guest
+        from amberlab.transparency import guest
         e = self.exp
         for vm, port in e.mgmt_port.items():
             ns = e.probe_netns(vm)

@@ -16,8 +16,8 @@ import sys
 import tempfile
 import unittest
 
-import amberlab as lab
-from experimentlab import Process
+from amberlab import lab
+from amberlab.experiment import Process
 
 BUILD = None
 HERE = os.path.dirname(os.path.abspath(__file__))

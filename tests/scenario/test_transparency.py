@@ -9,7 +9,7 @@ delivers them early (one-way delay against the link's replay, per
 checkpoint: amber's below 2 ms and a fifth of naive's; on the testbed,
 where a VM's stop and resume land up to ±30 ms off the instant, amber
 10 ms or more later than naive and within the link's round trip); and that the
-restored experiment really carries on (bench/transparency/evaluate.py is
+restored experiment really carries on (amberlab.transparency.evaluate is
 the full evaluation).
 
 usage: test_transparency.py BUILD_DIR [--topology vhost|testbed]
@@ -24,10 +24,8 @@ import sys
 import tempfile
 import unittest
 
-import amberlab as lab
+from amberlab import lab
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "transparency"))
 
 BUILD = None
 TOPOLOGY = "vhost"
@@ -67,9 +65,7 @@ AGENT_REALTIME = {"vhost": False, "testbed": True}
 class ShortEvaluation(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        import analysis
-        import evaluate
-        import report
+        from amberlab.transparency import analysis, evaluate, report
         cls.dir = tempfile.mkdtemp(prefix="amb-ci-eval-")
         restore = 2 if TOPOLOGY == "vhost" else 0
         a = argparse.Namespace(build=BUILD, eval_dir=cls.dir, rate="100Mbit", delay="20ms",
@@ -101,7 +97,7 @@ class ShortEvaluation(unittest.TestCase):
     def test_amber_keeps_the_segments_in_flight_on_time_naive_does_not(self):
         # Per checkpoint, the median one-way-delay distortion of the data
         # segments in flight at the instant (against the link's replay).
-        import analysis
+        from amberlab.transparency import analysis
         amber = analysis.per_window(self.packets, "amber", "checkpoint", "owd")
         naive = analysis.per_window(self.packets, "naive", "checkpoint", "owd")
         print(f"OWD distortion per checkpoint: amber {[round(x / 1e6, 2) for x in amber]} ms, "

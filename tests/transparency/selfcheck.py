@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Quick checks of the transparency evaluation's pieces (a few seconds):
 the guest probe built from guest/probe.c and run on this host (its file
-format, its TCP control and UDP clock through bench/transparency/guest.py,
+format, its TCP control and UDP clock through amberlab.transparency.guest,
 and, as root, rx timestamps of a real iperf3 transfer in a namespace), the
 clock mapping and the window statistics.
 
@@ -277,13 +277,8 @@ if __name__ == "__main__":
     if shutil.which("gcc") is None:
         print("SKIPPED: gcc is missing")
         sys.exit(77)
-    sys.path.insert(0, os.path.join(SRC, "bench", "transparency"))
-    sys.path.insert(0, os.path.join(SRC, "tests", "transparency"))
-    import analysis as an  # noqa: E402
-    import guest  # noqa: E402
-    import packets  # noqa: E402
-    import synthetic  # noqa: E402
-    sys.path.insert(0, os.path.join(SRC, "tests", "scenario"))
-    from experimentlab import free_port  # noqa: E402
+    from amberlab.experiment import free_port
+    from amberlab.transparency import analysis as an
+    from amberlab.transparency import guest, packets, synthetic
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """The host's side of the guest probe (guest/probe.c, guest/README.md).
 
 A VM booted with a management NIC (QEMU user networking with
@@ -19,10 +18,10 @@ amber's controller schedules checkpoints in. ClockMap turns them into guest
 CLOCK_MONOTONIC nanoseconds, taking the VM's pauses out.
 
 Command line (for drivers in other languages and for people):
-    guest.py clock PORT [--samples N]
-    guest.py start PORT rx|timer|cpu... [key=value...]
-    guest.py stop PORT [--fetch DIR]
-    guest.py dump FILE...
+    scripts/amber-py transparency.guest clock PORT [--samples N]
+    scripts/amber-py transparency.guest start PORT rx|timer|cpu... [key=value...]
+    scripts/amber-py transparency.guest stop PORT [--fetch DIR]
+    scripts/amber-py transparency.guest dump FILE...
 """
 
 import contextlib

@@ -1,8 +1,7 @@
-#!/usr/bin/python3
 """The transparency report of one evaluation folder (layout in
 bench/transparency/README.md):
 
-    report.py EVAL_DIR [--window S] [--tcp-window S]
+    scripts/amber-py transparency.report EVAL_DIR [--window S] [--tcp-window S]
 
 writes EVAL_DIR/report.md (Markdown with tables), EVAL_DIR/plots/*.png and
 EVAL_DIR/eval.sqlite (runs x checkpoints x metrics, iperf3 intervals), and
@@ -18,10 +17,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import analysis as an  # noqa: E402
-import packets  # noqa: E402
-import plots  # noqa: E402
+from amberlab.transparency import analysis as an
+from amberlab.transparency import packets, plots
 
 US = 1e6
 
@@ -482,14 +479,15 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows=(
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="scripts/amber-py transparency.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("eval_dir")
     ap.add_argument("--window", type=float, default=1.0)
     ap.add_argument("--tcp-window", type=float, default=2.0)
     a = ap.parse_args(argv)
     ev = an.Evaluation(a.eval_dir, a.window, a.tcp_window)
     if not ev.runs:
-        print(f"report.py: no runs under {a.eval_dir}/runs", file=sys.stderr)
+        print(f"transparency.report: no runs under {a.eval_dir}/runs", file=sys.stderr)
         return 1
     runs = run_rows(ev)
     effects = [e for r in ev.checked for e in ev.effects(r)] + ev.null_effects()

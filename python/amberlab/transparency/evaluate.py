@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """amber's transparency evaluation (issue #8), through the real system: two
 QEMU VMs on vhost-user ports of one DPDK delay node emulating a long fat
 link, the VM-host agent, the controller, a ptp4l pair (free-running slave)
@@ -22,9 +21,9 @@ transfer continues from there to its end (run "restore").
 It writes an evaluation folder (bench/transparency/README.md) and the
 report (report.py): report.md, plots/*.png, eval.sqlite, the raw data.
 
-usage: evaluate.py BUILD_DIR EVAL_DIR [--rate 100Mbit] [--delay 20ms] [--loss 0]
-         [--duration 60] [--interval 5] [--runs baseline,amber,naive,baseline]
-         [--restore 3] [--quiet]
+usage: scripts/amber-py transparency.evaluate BUILD_DIR EVAL_DIR
+         [--rate 100Mbit] [--delay 20ms] [--loss 0] [--duration 60] [--interval 5]
+         [--runs baseline,amber,naive,baseline] [--restore 3] [--quiet]
 (root; about duration + 25 s per run, plus ~1 min to boot and restore)"""
 
 import argparse
@@ -36,14 +35,10 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "scenario"))
-sys.path.insert(0, HERE)
-import amberlab as lab  # noqa: E402
-import guest  # noqa: E402
-import threads  # noqa: E402
-import vm_rings  # noqa: E402
-from experimentlab import Experiment, TestbedExperiment  # noqa: E402
+import amberlab
+from amberlab import lab
+from amberlab.experiment import Experiment, TestbedExperiment
+from amberlab.transparency import guest, threads, vm_rings
 
 SENDER, RECEIVER = "vm1", "vm2"
 # Both guests record the iperf3 connection's segments both ways (rx, with
@@ -616,7 +611,7 @@ def evaluate(a, keep=None):
               "worker_nice": getattr(a, "worker_nice", 0),
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
-              "driver": "bench/transparency/evaluate.py (amber-controller, amberctl)",
+              "driver": "amberlab.transparency.evaluate (amber-controller, amberctl)",
               "started_host_ns": time.time_ns()}
     names = run_names(a.runs)
     runs = {}
@@ -688,7 +683,7 @@ def diagnostics(exp):
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(prog="scripts/amber-py transparency.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("build")
     p.add_argument("eval_dir")
@@ -729,8 +724,8 @@ def parser():
                    help="the delay node's --worker-nice (nice of the lcores that move frames)")
     p.add_argument("--sample-threads", action="store_true",
                    help="sample every thread's scheduler statistics (runs/*/threads.json, "
-                        "threads.py EVAL_DIR): who had the CPUs around each checkpoint; costs "
-                        "about a tenth of a core")
+                        "scripts/amber-py transparency.threads EVAL_DIR): who had the CPUs "
+                        "around each checkpoint; costs about a tenth of a core")
     p.add_argument("--step-lead",
                    help="the VM host's step_lead: auto, off or a duration (default: the agent's, "
                         "auto)")
@@ -751,11 +746,12 @@ def parser():
 def main():
     a = parser().parse_args()
     if os.geteuid() != 0:
-        print("evaluate.py: run as root (namespaces, hugepages, QEMU)", file=sys.stderr)
+        print("transparency.evaluate: run as root (namespaces, hugepages, QEMU)", file=sys.stderr)
         return 77
     a.build = os.path.abspath(a.build)
     evaluate(a)
-    return subprocess.call([sys.executable, os.path.join(HERE, "report.py"), a.eval_dir])
+    return subprocess.call(amberlab.module_command("transparency.report", a.eval_dir),
+                           env=amberlab.module_env())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """When each VM really stopped and came back, per checkpoint of an
 evaluation: QEMU's STOP and RESUME events (from the controller's manifest)
 against the instants the delay node saw the VM's vhost-user rings go down
@@ -8,7 +7,7 @@ The guest's clock stops just before its rings go down and starts again at
 RESUME, but the guest can receive nothing until its rings are up: the time
 from RESUME to "up" is guest time in which the network looks silent.
 
-usage: vm_rings.py EVAL_DIR [RUN]      (RUN: amber, the default, or naive...)
+usage: scripts/amber-py transparency.vm_rings EVAL_DIR [RUN]   (RUN: amber, the default, or naive...)
 """
 
 import json

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import analysis as an  # noqa: E402
+from amberlab.transparency import analysis as an  # noqa: E402
 
 COLORS = {"baseline": "tab:gray", "amber": "tab:blue", "naive": "tab:red", "sham": "tab:olive"}
 

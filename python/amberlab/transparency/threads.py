@@ -6,7 +6,7 @@ one), plus the machine's CPU states and dirty pages.
 
     sampler = ThreadSampler(lambda: {"node": pid, "vm1": qemu_pid, ...})
     sampler.start(); ... ; sampler.stop(); sampler.save(PATH)   # JSON
-    python3 threads.py EVAL_DIR        # per checkpoint: who ran, who waited
+    scripts/amber-py transparency.threads EVAL_DIR   # per checkpoint: who ran, who waited
 
 A thread that waits while the guests should run is the post-resume
 starvation issue #15 asks about."""

@@ -1,13 +1,12 @@
-#!/usr/bin/python3
 """Several transparency evaluations of one configuration, and the figures
 across them: one evaluation's per-checkpoint medians say little about the
 next (a VM's stop can land 1 ms or 30 ms late), so a figure worth quoting
 is the spread over evaluations.
 
-  repeat.py BUILD_DIR OUT_DIR -n 3 -- [evaluate.py options]
-      runs evaluate.py n times into OUT_DIR/e1 ... OUT_DIR/eN, then prints
-      the table below
-  repeat.py --summarize OUT_DIR/e1 OUT_DIR/e2 ...
+  scripts/amber-py transparency.repeat BUILD_DIR OUT_DIR -n 3 -- [evaluate options]
+      runs transparency.evaluate n times into OUT_DIR/e1 ... OUT_DIR/eN,
+      then prints the table below
+  scripts/amber-py transparency.repeat --summarize OUT_DIR/e1 OUT_DIR/e2 ...
       the table for evaluations already made
 
 Per evaluation and run (amber, naive, pause, sham; a baseline at the same
@@ -19,7 +18,7 @@ run; from the VM hosts' logs, the latest a QMP stop/cont left after its
 instant and the largest offset of a guest clock from its instant (every
 run of the evaluation); and in how many evaluations amber's worst
 checkpoint stayed below naive's best.
-(root; each evaluation as evaluate.py says: about duration + 25 s per run
+(root; each evaluation as transparency.evaluate says: about duration + 25 s per run
 plus ~1 min)"""
 
 import argparse
@@ -32,10 +31,8 @@ import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "scenario"))
-import analysis  # noqa: E402
+import amberlab
+from amberlab.transparency import analysis
 
 
 def figures(eval_dir):
@@ -139,7 +136,8 @@ def main(argv=None):
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="scripts/amber-py transparency.repeat", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("build", nargs="?")
     ap.add_argument("out", nargs="?")
     ap.add_argument("-n", type=int, default=3, help="evaluations (default 3)")
@@ -157,7 +155,8 @@ def main(argv=None):
     for i in range(1, a.n + 1):
         d = os.path.join(a.out, f"e{i}")
         print(f"== evaluation {i} of {a.n}: {d}", flush=True)
-        r = subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), a.build, d, "--quiet", *extra])
+        r = subprocess.run(amberlab.module_command("transparency.evaluate", a.build, d, "--quiet", *extra),
+                           env=amberlab.module_env())
         if r.returncode != 0:
             print(f"evaluation {i} failed (exit {r.returncode}); the table covers those that finished",
                   file=sys.stderr)

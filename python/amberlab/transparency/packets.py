@@ -73,7 +73,7 @@ class Flow:
     (rx). None of a stream when a probe file lacks it (version 1, tx=0)."""
 
     def __init__(self, sender_file, receiver_file):
-        from guest import FROM_PORT, OUTGOING
+        from amberlab.transparency.guest import FROM_PORT, OUTGOING
         rr = receiver_file.records
         rmono = receiver_file.mono_times()
         incoming_data = ((rr["dir"] & (FROM_PORT | OUTGOING)) == 0) & (rr["payload"] > 0)

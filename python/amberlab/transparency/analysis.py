@@ -11,8 +11,7 @@ import struct
 
 import numpy as np
 
-import guest
-import packets
+from amberlab.transparency import guest, packets
 
 NS = 1e9
 SETTLE_NS = 500_000_000  # after a checkpoint, before statistics may look back at it

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """amber's demo: a whole network experiment checkpointed transparently.
 
 Two QEMU VMs are joined through one DPDK delay node (vhost-user) that
@@ -21,12 +20,13 @@ folder: report.md, plots/*.png, eval.sqlite, the raw data (iperf3 JSON,
 the guests' packet captures, the checkpoint manifests, a pcap of the frames
 the delay node held at the restored checkpoint) and the timeline.
 
-usage: scripts/demo.py [--rate 100Mbit] [--delay 20ms] [--loss 0] [--duration 60]
+usage: scripts/demo.sh [--rate 100Mbit] [--delay 20ms] [--loss 0] [--duration 60]
                        [--interval 5] [--restore 3] [--topology vhost|testbed]
                        [--out DIR] [--quick]
-Run as root (scripts/demo.sh does the set-up first). Everything started is
-stopped and everything created outside the report folder removed, also on
-Ctrl-C or failure."""
+Run as root: scripts/demo.sh does the set-up first, then runs this module
+(amberlab.demo; once set up, also scripts/amber-py demo). Everything
+started is stopped and everything created outside the report folder
+removed, also on Ctrl-C or failure."""
 
 import argparse
 import datetime
@@ -37,14 +37,13 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..")
-sys.path.insert(0, os.path.join(ROOT, "bench", "transparency"))
-import evaluate  # noqa: E402
+import amberlab
+from amberlab.transparency import evaluate
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="scripts/demo.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", default="100Mbit", help="link bandwidth, both directions")
     p.add_argument("--delay", default="20ms", help="one-way propagation delay")
     p.add_argument("--loss", default="0", help='random loss per direction ("0.1%%")')
@@ -59,7 +58,7 @@ def main():
     p.add_argument("--out", help="report folder (default ./amber-report-DATE-TIME)")
     p.add_argument("--quick", action="store_true",
                    help="20 s runs, a checkpoint every 4 s (about 3 minutes in all)")
-    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--build", default=os.path.join(amberlab.SOURCE_DIR, "build"))
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("demo: run as root (namespaces, hugepages, QEMU): sudo scripts/demo.sh")
@@ -85,8 +84,8 @@ def main():
     except KeyboardInterrupt:
         print("\n[demo] interrupted: everything started was stopped and removed", file=sys.stderr)
         return 130
-    rc = subprocess.call([sys.executable, os.path.join(ROOT, "bench", "transparency", "report.py"),
-                          a.eval_dir])
+    rc = subprocess.call(amberlab.module_command("transparency.report", a.eval_dir),
+                         env=amberlab.module_env())
     print(f"[demo] done in {(time.monotonic() - t0) / 60:.1f} minutes: {a.eval_dir}/report.md")
     return rc
 

@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 import time
 
-import amberlab as lab
+import amberlab
+from amberlab import lab
 
 
 class Console:
@@ -287,7 +288,7 @@ class Experiment:
         # probes, idle while the experiment runs.
         self.mgmt_port = {vm: free_port() for vm in self.VMS} if mgmt else {}
         try:
-            lab.sh(os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "build-guest.sh"),
+            lab.sh(os.path.join(amberlab.SOURCE_DIR, "scripts", "build-guest.sh"),
                    self.build, timeout=900)
             if ptp:
                 self.ptp = PtpPair(prefix, self.dir)
@@ -540,7 +541,7 @@ class TestbedExperiment(Experiment):
     """The same experiment laid out as on a testbed, the delay node a machine
     with NICs: amber-delaynode in the root namespace on net_af_packet ports
     (pmd="af_xdp": net_af_xdp) bound to veths, and each VM on a host of its
-    own: a network namespace (<prefix>-h1, -h2, amberlab.TapHosts) where its
+    own: a network namespace (<prefix>-h1, -h2, lab.TapHosts) where its
     agent (h1, h2) and QEMU run, the VM's tap bridged with the veth's peer.
     QEMU's tap backend moves the frames itself; vhost_net asks for the
     kernel's vhost-net (vhost=on: needs /dev/vhost-net). Each tap holds
