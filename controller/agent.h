@@ -33,6 +33,14 @@ struct Saved {
   AgentStep step;             // bytes written
 };
 
+// A delay node's virtual clock at an instant, the timeline it follows
+// (agent::VirtualTimeReply.clock_id), and whether it stands frozen.
+struct NodeTime {
+  int64_t virtual_ns = 0;
+  uint64_t clock_id = 0;
+  bool frozen = false;
+};
+
 struct Resumed {
   AgentStep step;  // lateness, and each VM's RESUME event
   // The instant had passed when the request arrived: it resumed at once,
@@ -116,13 +124,13 @@ class Agent {
   // ---- Scheduled link events (a delay node; a VM host has no links) ----
   // The node's virtual time at master instant `at_ns`: experiment time
   // maps onto it.
-  virtual Result<int64_t> virtual_time_at(int64_t at_ns);
+  virtual Result<NodeTime> virtual_time_at(int64_t at_ns);
   // Link events at instants of the node's virtual time, after dropping the
   // pending events of `request.cancel()`; returns how many were scheduled.
   virtual Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request);
 };
 
-inline Result<int64_t> Agent::virtual_time_at(int64_t) {
+inline Result<NodeTime> Agent::virtual_time_at(int64_t) {
   return failed_precondition(cat(what(), " has no links"));
 }
 inline Result<uint32_t> Agent::schedule_events(const agent::ScheduleEventsRequest&) {

@@ -141,10 +141,12 @@ void print_status(const controller::StatusReply& r) {
     std::printf("  %-10s %-8s %-28s ", a.kind().c_str(), a.id().c_str(), a.address().c_str());
     if (!a.reachable()) {
       std::printf("UNREACHABLE: %s\n", a.error().c_str());
-      continue;
+    } else {
+      std::printf("rtt %s, clock %s%s\n", format_duration_ns(a.round_trip_ns()).c_str(),
+                  a.clock_trustworthy() ? "" : "NOT TRUSTWORTHY: ", a.clock().c_str());
     }
-    std::printf("rtt %s, clock %s%s\n", format_duration_ns(a.round_trip_ns()).c_str(),
-                a.clock_trustworthy() ? "" : "NOT TRUSTWORTHY: ", a.clock().c_str());
+    if (!a.timeline().empty()) std::printf("      %s\n", a.timeline().c_str());
+    if (!a.reachable()) continue;
     for (const auto& vm : a.vms()) std::printf("      vm %s\n", vm.c_str());
     if (a.frozen()) std::printf("      frozen\n");
     for (const auto& p : a.pipes()) {

@@ -492,6 +492,7 @@ class Service final : public agent::DelayNodeAgent::Service {
     auto v = node_.virtual_at(*at);
     if (!v) return to_grpc(v.status().with_context("GetVirtualTime: "));
     reply->set_virtual_ns(*v);
+    reply->set_clock_id(node_.clock_id());
     auto frozen = node_.frozen();
     reply->set_frozen(frozen.is_ok() && *frozen);
     return grpc::Status::OK;

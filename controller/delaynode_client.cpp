@@ -201,14 +201,14 @@ AgentStatus DelayNodeClient::status() {
   return a;
 }
 
-Result<int64_t> DelayNodeClient::virtual_time_at(int64_t at_ns) {
+Result<NodeTime> DelayNodeClient::virtual_time_at(int64_t at_ns) {
   agent::VirtualTimeRequest req;
   req.set_at_ns(at_ns);
   agent::VirtualTimeReply reply;
   if (auto s = unary(*stub_, &Stub::GetVirtualTime, req, &reply, step_deadline_ns_); !s.ok()) {
     return agent_error(what_, s);
   }
-  return reply.virtual_ns();
+  return NodeTime{reply.virtual_ns(), reply.clock_id(), reply.frozen()};
 }
 
 Result<uint32_t> DelayNodeClient::schedule_events(const agent::ScheduleEventsRequest& request) {

@@ -41,7 +41,7 @@ class DelayNodeClient final : public Agent {
   Result<std::unique_ptr<TriggerStream>> watch(const config::Trigger& trigger,
                                                const std::string& pattern) override;
 
-  Result<int64_t> virtual_time_at(int64_t at_ns) override;
+  Result<NodeTime> virtual_time_at(int64_t at_ns) override;
   Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request) override;
 
  private:

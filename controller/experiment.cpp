@@ -33,6 +33,7 @@ Manifest manifest_header(const std::string& experiment, const std::string& id,
   m.set_naive(request.naive());
   m.set_created_unix_ns(clock_sync::SystemClock::realtime_ns());
   *m.mutable_epoch_virtual_ns() = state.epoch_virtual_ns();
+  *m.mutable_clock_id() = state.clock_id();
   return m;
 }
 
@@ -74,7 +75,7 @@ Result<std::unique_ptr<Experiment>> Experiment::create(Topology topology,
       std::move(topology), std::move(clock), std::move(agents), std::move(store).value()));
   experiment->reconcile(notes);
   experiment->finish_interrupted_restore(notes);
-  experiment->experiment_started_ = experiment->start_experiment_time(notes);
+  experiment->tend_experiment_time(notes);
   return experiment;
 }
 
@@ -298,6 +299,7 @@ Status Experiment::stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_
                                  int64_t ahead_ns, const std::string& dir, uint64_t estimate,
                                  Manifest* m, const ProgressFn& progress) {
   // 3. Freeze every delay node and stop every VM at `at_ns`.
+  count_network_stops(crew);
   auto stopped = on_each("freeze", crew, [&](Member& a) {
     a.asked = true;
     return a.agent->stop_at(at_ns, lease_until_ns, ahead_ns);

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -66,6 +67,19 @@ class Experiment {
   Result<Manifest> get(const std::string& id) const { return store_->manifest(id); }
   Result<uint64_t> remove(const std::string& id);
 
+  // Keeps experiment time on every delay node (controller/README.md,
+  // "Scheduled link events"), once at the start and then every 2 s, not
+  // while swapped out: reads each node's clock at one master instant just
+  // ahead. The first time, those readings become experiment time 0 (the
+  // nodes' epochs, kept in the store) and the topology's events go out. A
+  // node with no epoch yet, or whose clock id changed (its process started
+  // afresh, not restored), gets an epoch from the experiment time of the
+  // nodes that kept theirs, or else from the last reading when no node
+  // froze since; its events still ahead go out, the past ones apply at
+  // once. What it did goes to `notes`, the log and `amberctl status`.
+  // (The background runs it; public for tests.)
+  void tend_experiment_time(std::vector<std::string>* notes);
+
   // Periodic checkpoints and trigger watches, on their own threads.
   void start_background();
 
@@ -84,13 +98,6 @@ class Experiment {
   // A restore that an earlier controller left half done (STATE's
   // restoring): done again, from the start.
   void finish_interrupted_restore(std::vector<std::string>* notes);
-  // Starts experiment time on the delay nodes that have none yet (the
-  // store keeps their epochs): their virtual clocks at one master instant
-  // just ahead become experiment time 0, and the topology's events go to
-  // them. True when every delay node has started; what it did goes to
-  // `notes` and the log. Not while swapped out.
-  bool start_experiment_time(std::vector<std::string>* notes);
-  // Tries again every 2 s until every delay node has started.
   void experiment_time_loop();
   // Experiment time now and each pending event's instant in it.
   void add_experiment_time(StatusReply& reply) const;
@@ -107,6 +114,9 @@ class Experiment {
   Status stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_ns, int64_t ahead_ns,
                        const std::string& dir, uint64_t estimate, Manifest* manifest,
                        const ProgressFn& progress);
+  // `crew` is about to freeze or load: if delay nodes are among it, the
+  // last reading of experiment time stops holding (reading_).
+  void count_network_stops(const Crew& crew);
   // Every agent of `crew` resumes at `at_ns`; the steps go to `manifest`.
   Status resume_all(int64_t at_ns, Crew& crew, Manifest* manifest, const ProgressFn& progress);
   // Then each delay node shifts the directions that deliver to a VM by how
@@ -165,7 +175,25 @@ class Experiment {
   // Agents a failed restore could not shut down: shut down when they
   // answer again, while the experiment is still swapped out.
   std::set<Agent*> to_shut_down_;
-  bool experiment_started_ = false;  // every delay node has its epoch
+  // Experiment time at a master instant, read from a node that kept its
+  // clock, and how many times the network had stopped then: valid while
+  // no node froze since (network_stops_ unchanged). Under operation_.
+  struct Reading {
+    int64_t master_ns = 0;
+    int64_t experiment_ns = 0;
+    uint64_t network_stops = 0;
+  };
+  std::optional<Reading> reading_;
+  uint64_t network_stops_ = 0;  // freezes and loads of delay nodes asked for
+  // What was done about a node that joined late or started afresh
+  // (AgentStatus.timeline); `mapped` false: its clock maps no experiment
+  // time yet.
+  struct Timeline {
+    std::string text;
+    bool mapped = false;
+  };
+  mutable std::mutex timeline_mutex_;
+  std::map<std::string, Timeline> timelines_;
 };
 
 }  // namespace amber::controller

@@ -1,6 +1,7 @@
 // The experiment's background work: periodic checkpoints (every N seconds,
 // keeping the last K) and triggered checkpoints (an agent reports a frame
 // pattern or a console line; the controller checkpoints at once).
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -26,7 +27,10 @@ Experiment::~Experiment() {
 
 void Experiment::start_background() {
   std::lock_guard lock(background_mutex_);
-  if (!experiment_started_) background_.emplace_back([this] { experiment_time_loop(); });
+  if (std::any_of(agents_.begin(), agents_.end(),
+                  [](const auto& a) { return a->moves_network(); })) {
+    background_.emplace_back([this] { experiment_time_loop(); });
+  }
   background_.emplace_back([this] { straggler_loop(); });
   if (topology_.durations.periodic_interval_ns > 0) {
     next_periodic_ns_ =

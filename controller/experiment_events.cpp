@@ -5,7 +5,11 @@
 // experiment time onto the node, where the events wait in the pipes.
 // Every node freezes and thaws at the same instants and a restore sets
 // its clock back to the image's, so the epochs hold for the whole
-// experiment and its branches.
+// experiment and its branches. A node that joins late, or whose process
+// started afresh (another clock id), is mapped from the experiment time
+// of the nodes that kept theirs, or from the controller's last reading of
+// it when nothing froze since.
+#include <algorithm>
 #include <map>
 
 #include "common/strings.h"
@@ -17,79 +21,187 @@
 namespace amber::controller {
 namespace {
 
-// The topology's events for one node, on its clock.
+// The topology's events for one node whose clock reads `virtual_ns` at
+// experiment time `experiment_ns`: those still ahead at their instants,
+// those already past (a node that joins late) at that instant, in their
+// order, so their changes apply at once. Counts the past ones.
 agent::ScheduleEventsRequest events_for(const std::vector<ScheduledEvent>& events,
-                                        const std::string& node, int64_t epoch_ns) {
-  agent::ScheduleEventsRequest req;
+                                        const std::string& node, int64_t virtual_ns,
+                                        int64_t experiment_ns, uint32_t* past) {
+  std::vector<const ScheduledEvent*> mine;
   for (const ScheduledEvent& e : events) {
-    if (e.delay_node != node) continue;
+    if (e.delay_node == node) mine.push_back(&e);
+  }
+  std::stable_sort(mine.begin(), mine.end(), [](const ScheduledEvent* a, const ScheduledEvent* b) {
+    return a->at_ns < b->at_ns;
+  });
+  agent::ScheduleEventsRequest req;
+  *past = 0;
+  for (const ScheduledEvent* e : mine) {
     agent::LinkEvent* out = req.add_events();
-    out->mutable_pipe()->set_link(e.link);
-    out->mutable_pipe()->set_direction(e.direction);
-    out->set_at_virtual_ns(epoch_ns + e.at_ns);
-    out->set_change(e.change);
+    out->mutable_pipe()->set_link(e->link);
+    out->mutable_pipe()->set_direction(e->direction);
+    if (e->at_ns < experiment_ns) ++*past;
+    out->set_at_virtual_ns(virtual_ns + std::max<int64_t>(e->at_ns - experiment_ns, 0));
+    out->set_change(e->change);
   }
   return req;
 }
 
 }  // namespace
 
-bool Experiment::start_experiment_time(std::vector<std::string>* notes) {
+void Experiment::tend_experiment_time(std::vector<std::string>* notes) {
   auto note = [&](std::string line) {
     log(line);
     if (notes) notes->push_back(std::move(line));
   };
   const ExperimentState state = store_->state();
   // A swapped-out experiment's nodes hold frozen until a restore.
-  if (state.swapped_out()) return false;
-  Crew missing = crew_of(agents_, [&](const Agent& a) {
-    return a.moves_network() && !state.epoch_virtual_ns().contains(a.id());
-  });
-  if (missing.empty()) return true;
+  if (state.swapped_out()) return;
+  Crew nodes = crew_of(agents_, [](const Agent& a) { return a.moves_network(); });
+  if (nodes.empty()) return;
   auto now = clock_->now_ns();
   if (!now) {
     note(cat("experiment time: master clock: ", now.status().message(), " (trying again)"));
-    return false;
+    return;
   }
-  // Ahead of now, so that an event at 0 reaches every node before its
-  // instant.
-  const int64_t zero = *now + lead_ns();
-  struct Started {
-    int64_t epoch_ns = 0;
-    uint32_t events = 0;
-  };
-  // Each node's clock at that instant, then its events on that clock.
-  auto sent = on_each("", missing, [&](Member& a) -> Result<Started> {
-    auto epoch = a.agent->virtual_time_at(zero);
-    if (!epoch) return epoch.status();
-    agent::ScheduleEventsRequest req = events_for(topology_.events, a.agent->id(), *epoch);
-    if (req.events().empty()) return Started{*epoch, 0};
-    auto scheduled = a.agent->schedule_events(req);
-    if (!scheduled) return scheduled.status();
-    return Started{*epoch, static_cast<uint32_t>(req.events_size())};
-  });
-  std::map<std::string, int64_t> epochs;
-  std::string started;
-  bool all = true;
-  for (size_t i = 0; i < missing.size(); ++i) {
-    if (!sent[i]) {
-      note(cat("experiment time: ", sent[i].status().message(), " (trying again)"));
-      all = false;
+  // Ahead of now, so that an event at that instant reaches every node
+  // before it.
+  const int64_t at = *now + lead_ns();
+  auto read = on_each("", nodes, [&](Member& a) { return a.agent->virtual_time_at(at); });
+
+  // Experiment time at `at`, from the nodes that kept their clocks.
+  std::optional<int64_t> experiment_ns;
+  std::string source;
+  bool standing = false;  // a node that kept its clock stands frozen
+  std::vector<size_t> joining;
+  std::map<std::string, uint64_t> learnt;  // clock ids a STATE from before them lacked
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Agent& a = *nodes[i].agent;
+    const auto epoch = state.epoch_virtual_ns().find(a.id());
+    const bool started = epoch != state.epoch_virtual_ns().end();
+    if (!read[i]) {
+      if (!started) note(cat("experiment time: ", read[i].status().message(), " (trying again)"));
       continue;
     }
-    epochs[missing[i].agent->id()] = sent[i]->epoch_ns;
-    started += cat(started.empty() ? "" : ", ", missing[i].agent->what(), " (", sent[i]->events,
-                   sent[i]->events == 1 ? " event)" : " events)");
+    const auto known = state.clock_id().find(a.id());
+    if (!started || (known != state.clock_id().end() && known->second != read[i]->clock_id)) {
+      joining.push_back(i);
+      continue;
+    }
+    if (known == state.clock_id().end()) learnt[a.id()] = read[i]->clock_id;
+    standing = standing || read[i]->frozen;
+    if (!experiment_ns) {
+      experiment_ns = read[i]->virtual_ns - epoch->second;
+      source = a.what();
+    }
   }
-  if (epochs.empty()) return false;
-  if (Status s = store_->set_epochs(epochs); !s) {
+  if (!learnt.empty()) (void)store_->set_epochs({}, learnt);
+  // Experiment time stands still while a node is frozen (an operator's
+  // freeze, a lease not yet run out): nothing is read or mapped from it.
+  if (standing) return;
+  if (experiment_ns) {
+    reading_ = Reading{at, *experiment_ns, network_stops_};
+  } else if (reading_ && reading_->network_stops == network_stops_) {
+    // No node kept its clock, but none froze since the last reading:
+    // experiment time ran on with master time.
+    experiment_ns = reading_->experiment_ns + (at - reading_->master_ns);
+    source = cat("the controller's reading of ", format_duration_ns(at - reading_->master_ns),
+                 " before");
+  } else if (state.epoch_virtual_ns().empty()) {
+    experiment_ns = 0;  // the experiment starts
+    source = "the start";
+    reading_ = Reading{at, 0, network_stops_};
+  }
+  if (joining.empty()) return;
+  if (!experiment_ns) {
+    for (size_t i : joining) {
+      const Agent& a = *nodes[i].agent;
+      std::string line =
+          state.epoch_virtual_ns().contains(a.id())
+              ? cat(a.what(),
+                    " started afresh (its clock is not the one experiment time was mapped onto), "
+                    "and no delay node kept its clock and the network froze since the controller "
+                    "last read experiment time: its events wait; restore a checkpoint to bring "
+                    "its timeline back")
+              : cat(a.what(), " waits for experiment time: no delay node that has it answers");
+      std::lock_guard lock(timeline_mutex_);
+      if (timelines_[a.id()].text != line) note(line);
+      timelines_[a.id()] = Timeline{line, false};
+    }
+    return;
+  }
+
+  // Each joining node's epoch: its clock at `at` less experiment time
+  // there; then the topology's events on that clock.
+  struct Joined {
+    int64_t epoch_ns = 0;
+    uint32_t events = 0;
+    uint32_t past = 0;
+  };
+  Crew crew;
+  std::map<const Agent*, NodeTime> clocks;
+  for (size_t i : joining) {
+    crew.push_back(nodes[i]);
+    clocks[nodes[i].agent] = *read[i];
+  }
+  auto sent = on_each("", crew, [&](Member& m) -> Result<Joined> {
+    const NodeTime& clock = clocks.at(m.agent);
+    Joined j;
+    j.epoch_ns = clock.virtual_ns - *experiment_ns;
+    agent::ScheduleEventsRequest req =
+        events_for(topology_.events, m.agent->id(), clock.virtual_ns, *experiment_ns, &j.past);
+    if (req.events().empty()) return j;
+    auto scheduled = m.agent->schedule_events(req);
+    if (!scheduled) return scheduled.status();
+    j.events = static_cast<uint32_t>(req.events_size());
+    return j;
+  });
+  std::map<std::string, int64_t> epochs;
+  std::map<std::string, uint64_t> clock_ids;
+  std::string started;
+  for (size_t i = 0; i < crew.size(); ++i) {
+    const Agent& a = *crew[i].agent;
+    if (!sent[i]) {
+      note(cat("experiment time: ", sent[i].status().message(), " (trying again)"));
+      continue;
+    }
+    epochs[a.id()] = sent[i]->epoch_ns;
+    clock_ids[a.id()] = clocks.at(&a).clock_id;
+    const Joined& j = *sent[i];
+    const std::string events = cat(j.events - j.past, j.events - j.past == 1 ? " event" : " events",
+                                   j.past ? cat(", ", j.past, " past ones applied at once") : "");
+    if (state.epoch_virtual_ns().empty()) {
+      started += cat(started.empty() ? "" : ", ", a.what(), " (", events, ")");
+      continue;
+    }
+    const std::string line =
+        state.epoch_virtual_ns().contains(a.id())
+            ? cat(a.what(), " started afresh: experiment time ", format_duration_ns(*experiment_ns),
+                  " mapped onto its new clock from ", source, "; ", events,
+                  " from the topology; the frames it held, where its links' schedules stood and "
+                  "events given by amberctl schedule were lost (a restore brings them back)")
+            : cat(a.what(), " joined at experiment time ", format_duration_ns(*experiment_ns),
+                  " (from ", source, "): ", events);
+    note(line);
+    std::lock_guard lock(timeline_mutex_);
+    timelines_[a.id()] = Timeline{line, true};
+  }
+  if (epochs.empty()) return;
+  if (Status s = store_->set_epochs(epochs, clock_ids); !s) {
     // Its events are on the node: trying again would repeat them.
     note(cat("experiment time: store: ", s.message(),
              ": the events are scheduled, but a controller started again would send them twice"));
-    return all;
+    return;
   }
-  note(cat("experiment time 0 at master ", zero, " ns: ", started));
-  return all;
+  if (!started.empty()) note(cat("experiment time 0 at master ", at, " ns: ", started));
+}
+
+void Experiment::count_network_stops(const Crew& crew) {
+  if (std::any_of(crew.begin(), crew.end(),
+                  [](const Member& m) { return m.agent->moves_network(); })) {
+    ++network_stops_;
+  }
 }
 
 void Experiment::experiment_time_loop() {
@@ -98,13 +210,11 @@ void Experiment::experiment_time_loop() {
     background_wake_.wait_for(lock, std::chrono::seconds(2), [&] { return stopping_; });
     if (stopping_) return;
     lock.unlock();
-    bool done = false;
     {
       std::unique_lock op(operation_, std::try_to_lock);
-      if (op.owns_lock()) done = start_experiment_time(nullptr);
+      if (op.owns_lock()) tend_experiment_time(nullptr);
     }
     lock.lock();
-    if (done) return;
   }
 }
 
@@ -181,9 +291,20 @@ Result<std::string> Experiment::schedule(const ScheduleRequest& request) {
 
 void Experiment::add_experiment_time(StatusReply& reply) const {
   const ExperimentState state = store_->state();
+  std::map<std::string, Timeline> timelines;
+  {
+    std::lock_guard lock(timeline_mutex_);
+    timelines = timelines_;
+  }
   for (AgentStatus& a : *reply.mutable_agents()) {
     auto epoch = state.epoch_virtual_ns().find(a.id());
     if (a.kind() != "delay node" || epoch == state.epoch_virtual_ns().end()) continue;
+    const auto timeline = timelines.find(a.id());
+    if (timeline != timelines.end()) {
+      a.set_timeline(timeline->second.text);
+      // Its clock maps no experiment time until a restore.
+      if (!timeline->second.mapped) continue;
+    }
     if (!a.reachable()) continue;
     if (!reply.has_experiment_ns()) reply.set_experiment_ns(a.virtual_now_ns() - epoch->second);
     for (agent::PipeStats& p : *a.mutable_pipes()) {

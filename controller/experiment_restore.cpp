@@ -2,6 +2,7 @@
 // resume all at one instant (controller/README.md).
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include "common/strings.h"
@@ -99,6 +100,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     if (!now) return now.status().with_context("master clock: ");
     const int64_t at = *now + lead_ns();
     say("stop", cat("the running delay nodes freeze at +", format_duration_ns(at - *now)));
+    count_network_stops(nodes);
     auto frozen = on_each("restore (freezing the running node)", nodes,
                           [&](Member& a) { return a.agent->stop_at(at, lease, at - *now); });
     if (Status s = first_error(frozen); !s) {
@@ -121,6 +123,7 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     return Status(s.code(), cat(s.message(), ": the delay nodes are frozen, nothing was loaded"));
   }
   say("load", "loading states and images");
+  count_network_stops(crew);
   auto loaded = on_each("restore", crew, [&](Member& a) { return a.agent->load(dir, lease); });
   if (Status s = first_error(loaded); !s) {
     // Down for good, not until the leases end: the VMs that loaded quit,
@@ -140,6 +143,28 @@ Result<Manifest> Experiment::restore_locked(const RestoreRequest& request,
     return Status(s.code(), cat(s.message(),
                                 ": the experiment is down; fix the cause and "
                                 "restore again"));
+  }
+
+  // The nodes' clocks follow their images now: experiment time maps onto
+  // them as it did when the checkpoint was taken (a node that started
+  // afresh since had another epoch). A checkpoint from before experiment
+  // time started keeps the epochs there are.
+  if (!m.epoch_virtual_ns().empty()) {
+    std::map<std::string, uint64_t> clock_ids;
+    for (const auto& [node, epoch] : m.epoch_virtual_ns()) {
+      const auto id = m.clock_id().find(node);
+      clock_ids[node] = id != m.clock_id().end() ? id->second : 0;  // 0: learnt at the next look
+    }
+    if (Status s = store_->set_epochs({m.epoch_virtual_ns().begin(), m.epoch_virtual_ns().end()},
+                                      clock_ids);
+        !s) {
+      say("load", cat("store: ", s.message(),
+                      ": experiment time may be mapped wrong until the next restore"));
+    }
+  }
+  {
+    std::lock_guard lock(timeline_mutex_);
+    timelines_.clear();
   }
 
   auto now = clock_->now_ns();

@@ -119,6 +119,7 @@ std::vector<std::string> reconcile_with_disk(const std::string& dir, bool had_st
       state->set_branch(m->branch());
       state->set_swapped_out(m->swapped_out());
       *state->mutable_epoch_virtual_ns() = m->epoch_virtual_ns();
+      *state->mutable_clock_id() = m->clock_id();
       notes.push_back(cat("store ", dir, ": no STATE: head ", m->id(), " on branch ", m->branch(),
                           m->swapped_out() ? " (swapped out)" : "", ", from its manifest"));
       break;
@@ -318,10 +319,18 @@ Result<std::string> CheckpointStore::restored(const std::string& id) {
   return next.branch();
 }
 
-Status CheckpointStore::set_epochs(const std::map<std::string, int64_t>& epochs) {
+Status CheckpointStore::set_epochs(const std::map<std::string, int64_t>& epochs,
+                                   const std::map<std::string, uint64_t>& clock_ids) {
   std::lock_guard lock(mutex_);
   ExperimentState next = state_;
   for (const auto& [node, ns] : epochs) (*next.mutable_epoch_virtual_ns())[node] = ns;
+  for (const auto& [node, id] : clock_ids) {
+    if (id != 0) {
+      (*next.mutable_clock_id())[node] = id;
+    } else {
+      next.mutable_clock_id()->erase(node);
+    }
+  }
   AMBER_RETURN_IF_ERROR(write_state(next));
   state_ = next;
   return Status::ok();

@@ -65,8 +65,10 @@ class CheckpointStore {
   // after all): STATE says so until restored() or set_swapped_out().
   Status set_restoring(const std::string& id);
   // Records when experiment time 0 was on these delay nodes' virtual
-  // clocks (node id -> virtual ns), beside those recorded before.
-  Status set_epochs(const std::map<std::string, int64_t>& epochs);
+  // clocks (node id -> virtual ns) and which timeline each clock follows
+  // (node id -> clock id; 0: not known), beside those recorded before.
+  Status set_epochs(const std::map<std::string, int64_t>& epochs,
+                    const std::map<std::string, uint64_t>& clock_ids);
 
  private:
   CheckpointStore(std::string dir, int lock_fd) : dir_(std::move(dir)), lock_fd_(lock_fd) {}

@@ -99,8 +99,9 @@ int info(const std::string& path) {
   std::printf("image     %s (format version %u)\n", path.c_str(),
               amber::checkpoint::kFormatVersion);
   std::printf("node      %s  amber %s\n", n.node_id.c_str(), n.amber_version.c_str());
-  std::printf("frozen at real %lld ns, virtual %lld ns; written at unix %lld ns\n",
+  std::printf("frozen at real %lld ns, virtual %lld ns (clock %016llx); written at unix %lld ns\n",
               static_cast<long long>(n.freeze_real_ns), static_cast<long long>(n.virtual_now_ns),
+              static_cast<unsigned long long>(n.clock_id),
               static_cast<long long>(n.created_unix_ns));
   std::printf("held      %llu frames, %llu bytes (largest frame allowed %u bytes)\n",
               static_cast<unsigned long long>(reader->total_frames()),

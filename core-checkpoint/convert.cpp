@@ -332,11 +332,12 @@ void to_proto(const NodeInfo& n, image::Node* out) {
   out->set_virtual_now_ns(n.virtual_now_ns);
   out->set_created_unix_ns(n.created_unix_ns);
   out->set_amber_version(n.amber_version);
+  out->set_clock_id(n.clock_id);
 }
 
 NodeInfo from_proto(const image::Node& m) {
-  return NodeInfo{m.node_id(), m.freeze_real_ns(), m.virtual_now_ns(), m.created_unix_ns(),
-                  m.amber_version()};
+  return NodeInfo{m.node_id(),         m.freeze_real_ns(), m.virtual_now_ns(),
+                  m.created_unix_ns(), m.amber_version(),  m.clock_id()};
 }
 
 void to_proto(const PipeInfo& p, image::Pipe* out) {

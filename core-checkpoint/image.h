@@ -48,6 +48,7 @@ struct NodeInfo {
   int64_t virtual_now_ns = 0;   // the node's virtual clock at the freeze
   int64_t created_unix_ns = 0;  // when the image was written
   std::string amber_version;
+  uint64_t clock_id = 0;  // the virtual timeline (DelayNode::clock_id); 0: unknown
   bool operator==(const NodeInfo&) const = default;
 };
 

@@ -121,6 +121,7 @@ std::pair<NodeInfo, std::vector<PipeInfo>> describe_node(DelayNode& node,
   info.virtual_now_ns = view.virtual_now_ns;
   info.created_unix_ns = realtime_ns();
   info.amber_version = "0.1.0";
+  info.clock_id = node.clock_id();
   std::map<std::string, std::pair<std::string, std::string>> ports;
   for (const auto& l : node.config().links) {
     ports[key(l.name, "a_to_b")] = {l.port_a, l.port_b};
@@ -300,7 +301,7 @@ Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,
       result.bytes += f->length;
     }
     result.virtual_now_ns = reader->node().virtual_now_ns;
-    node.restore_clocks(result.virtual_now_ns);
+    node.restore_clocks(result.virtual_now_ns, reader->node().clock_id);
     return Status::ok();
   });
   if (!s) return s;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "common/strings.h"
@@ -65,10 +66,17 @@ uint64_t hugepages_free_bytes() {
   return free_pages * page_kb * 1024;
 }
 
+// Never 0 (what an image from before clock ids carries).
+uint64_t new_clock_id() {
+  std::random_device random;
+  const uint64_t id = (uint64_t{random()} << 32) | random();
+  return id != 0 ? id : 1;
+}
+
 }  // namespace
 
 DelayNode::DelayNode(const config::NodeConfig& config, const NodeOptions& options)
-    : config_(config), options_(options) {
+    : config_(config), options_(options), clock_id_(new_clock_id()) {
   // The TSC clock follows CLOCK_REALTIME for the node's whole life.
   clock_thread_ = std::thread([this] {
     std::unique_lock lock(clock_mutex_);
@@ -556,9 +564,10 @@ Result<int64_t> DelayNode::frozen_virtual_ns() {
   return out;
 }
 
-void DelayNode::restore_clocks(int64_t virtual_ns) {
+void DelayNode::restore_clocks(int64_t virtual_ns, uint64_t clock_id) {
   const int64_t real = now_ns();
   for (auto& w : workers_) w->virtual_clock().restore_frozen(virtual_ns, real);
+  clock_id_.store(clock_id != 0 ? clock_id : new_clock_id(), std::memory_order_release);
 }
 
 uint64_t DelayNode::idle_sleeps() const {

@@ -119,8 +119,15 @@ class DelayNode {
   Result<int64_t> frozen_virtual_ns();
   // After a restore: every worker stands frozen at virtual_ns; thaw_at()
   // continues the virtual timeline from there (each direction keeps the
-  // shift the restore gave it). Only inside with_frozen_pipes.
-  void restore_clocks(int64_t virtual_ns);
+  // shift the restore gave it), and the virtual clock carries on the
+  // image's `clock_id` (0, an image from before ids: a fresh one). Only
+  // inside with_frozen_pipes.
+  void restore_clocks(int64_t virtual_ns, uint64_t clock_id);
+  // Which virtual timeline the node's clock follows: a random id drawn
+  // when the process starts and carried through save and restore. A
+  // controller that finds it changed knows the node started afresh (its
+  // virtual clock no longer maps experiment time) rather than restored.
+  uint64_t clock_id() const { return clock_id_.load(std::memory_order_acquire); }
 
   // One state-changing operation at a time, whoever asks: the agent's
   // calls and a /amber/set on the telemetry socket take this, so a link
@@ -167,6 +174,7 @@ class DelayNode {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> running_{false};
+  std::atomic<uint64_t> clock_id_;
   OperationLock operations_;
 };
 

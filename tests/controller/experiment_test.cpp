@@ -1022,7 +1022,8 @@ TEST_F(ExperimentEventsTest, EventsGoToEachNodeOnItsOwnClockFromOneInstant) {
 
 // Started once: a controller started again (or with its STATE rebuilt
 // from the manifests) sends no event twice; the nodes and their images
-// hold them.
+// hold them. It reads their clocks (a node that started afresh meanwhile
+// would be mapped again), nothing more.
 TEST_F(ExperimentEventsTest, AControllerStartedAgainSendsNoEventTwice) {
   start(2, 0);
   ASSERT_EQ(sent(*nodes_[0]).size(), 2u);
@@ -1030,9 +1031,10 @@ TEST_F(ExperimentEventsTest, AControllerStartedAgainSendsNoEventTwice) {
   ASSERT_TRUE(m.is_ok()) << m.status().to_string();
   start(2, 0);
   for (auto* n : nodes_) {
-    EXPECT_TRUE(n->calls_of(Op::kVirtualTime).empty()) << n->what();
+    EXPECT_EQ(n->calls_of(Op::kVirtualTime).size(), 1u) << n->what();
     EXPECT_TRUE(n->calls_of(Op::kScheduleEvents).empty()) << n->what();
   }
+  EXPECT_TRUE(notes_.empty()) << ::testing::PrintToString(notes_);
   experiment_.reset();
   fs::remove(root_ + "/unit/STATE");
   start(2, 0);
@@ -1040,18 +1042,165 @@ TEST_F(ExperimentEventsTest, AControllerStartedAgainSendsNoEventTwice) {
 }
 
 // A node that does not answer at the start gets no epoch: the others
-// start, and it gets its events (on an epoch of its own) once it answers.
-TEST_F(ExperimentEventsTest, ANodeThatDidNotAnswerStartsWhenItDoes) {
-  start(2, 0, [&] { nodes_[1]->set(Op::kVirtualTime, Outcome::kFail); });
+// start, and once it answers it joins at the experiment time the others
+// stand at (their clocks say), its events on that mapping.
+TEST_F(ExperimentEventsTest, ANodeThatDidNotAnswerJoinsAtTheExperimentTimeOfTheOthers) {
+  start(2, 0, [&] {
+    nodes_[0]->set_virtual_offset(5 * kS);
+    nodes_[1]->set(Op::kVirtualTime, Outcome::kFail);
+  });
+  const int64_t zero = nodes_[0]->calls_of(Op::kVirtualTime).at(0).at_ns;
   EXPECT_EQ(sent(*nodes_[0]).size(), 2u);
   EXPECT_TRUE(sent(*nodes_[1]).empty());
   EXPECT_TRUE(std::any_of(notes_.begin(), notes_.end(), [](const std::string& n) {
     return n.find("delay node dn2: virtual_time refused") != std::string::npos &&
            n.find("trying again") != std::string::npos;
   })) << ::testing::PrintToString(notes_);
-  start(2, 0);  // dn2 answers now
+  clock_->advance(12 * kS);
+  for (auto* n : nodes_) n->forget_calls();
+  nodes_[1]->set(Op::kVirtualTime, Outcome::kSucceed);
+  nodes_[1]->set_virtual_offset(-3 * kS);
+  std::vector<std::string> notes;
+  experiment_->tend_experiment_time(&notes);
+  const int64_t at = nodes_[1]->calls_of(Op::kVirtualTime).at(0).at_ns;
+  const int64_t experiment_ns = at - zero;  // dn1's clock less its epoch
+  EXPECT_EQ(experiment_ns, 12 * kS);        // the lead is the same at both instants
   EXPECT_TRUE(sent(*nodes_[0]).empty());
-  EXPECT_EQ(sent(*nodes_[1]).size(), 1u);
+  EXPECT_EQ(
+      sent(*nodes_[1]),
+      (std::vector<std::string>{cat("lan/b_to_a@", at + 3 * kS + 62 * kS - experiment_ns, " up")}));
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_THAT(notes[0], HasSubstr("delay node dn2 joined at experiment time"));
+  EXPECT_THAT(notes[0], HasSubstr("from delay node dn1"));
+  StatusReply status = experiment_->status();
+  EXPECT_THAT(status.agents(1).timeline(), HasSubstr("joined at experiment time"));
+}
+
+// A delay node whose process started afresh (its clock id changed; not
+// restored) reads real time again: experiment time is mapped onto its new
+// clock from a node that kept its own. The topology's events still ahead
+// go out at their instants, the past ones apply at once, in order; the
+// store keeps the new epoch and clock, so the next look sends nothing.
+TEST_F(ExperimentEventsTest, ANodeStartedAfreshIsMappedFromANodeThatKeptItsClock) {
+  events_.push_back(scheduled("dn1", "lfn", "a_to_b", 10 * kS, "delay=100ms"));
+  start(2, 0, [&] {
+    nodes_[0]->set_virtual_offset(5 * kS);
+    nodes_[1]->set_virtual_offset(7 * kS);
+  });
+  const int64_t zero = nodes_[0]->calls_of(Op::kVirtualTime).at(0).at_ns;
+  clock_->advance(40 * kS);
+  nodes_[0]->set_clock_id(77);
+  nodes_[0]->set_virtual_offset(0);
+  // While the node that kept its clock stands frozen (an operator's
+  // freeze), experiment time stands still: nothing is mapped from it.
+  nodes_[1]->leave(/*stopped=*/true, false, 0);
+  for (auto* n : nodes_) n->forget_calls();
+  std::vector<std::string> notes;
+  experiment_->tend_experiment_time(&notes);
+  EXPECT_TRUE(sent(*nodes_[0]).empty());
+  nodes_[1]->leave(false, false, 0);
+  for (auto* n : nodes_) n->forget_calls();
+  experiment_->tend_experiment_time(&notes);
+  const int64_t at = nodes_[0]->calls_of(Op::kVirtualTime).at(0).at_ns;
+  const int64_t experiment_ns = at - zero;  // from dn2: (at - 7 s) - (zero - 7 s)
+  // 10 s and 30 s are past: at once, in time order; 60 s still ahead.
+  EXPECT_EQ(sent(*nodes_[0]),
+            (std::vector<std::string>{cat("lfn/a_to_b@", at, " delay=100ms"),
+                                      cat("lfn/a_to_b@", at, " delay=200ms"),
+                                      cat("lfn/@", at + 60 * kS - experiment_ns, " down")}));
+  EXPECT_TRUE(sent(*nodes_[1]).empty());
+  ASSERT_EQ(notes.size(), 1u) << ::testing::PrintToString(notes);
+  EXPECT_THAT(notes[0], HasSubstr("delay node dn1 started afresh: experiment time"));
+  EXPECT_THAT(notes[0], HasSubstr("from delay node dn2; 1 event, 2 past ones applied at once"));
+  EXPECT_EQ(experiment_->status().experiment_ns(), kStart + 40 * kS - zero);
+
+  nodes_[0]->forget_calls();
+  notes.clear();
+  experiment_->tend_experiment_time(&notes);
+  EXPECT_TRUE(sent(*nodes_[0]).empty());
+  EXPECT_TRUE(notes.empty()) << ::testing::PrintToString(notes);
+  // Kept across a controller started again.
+  start(2, 0, [&] {
+    nodes_[0]->set_clock_id(77);
+    nodes_[1]->set_virtual_offset(7 * kS);
+  });
+  EXPECT_TRUE(sent(*nodes_[0]).empty());
+  EXPECT_TRUE(notes_.empty()) << ::testing::PrintToString(notes_);
+}
+
+// With one delay node there is no other clock to ask: the controller's
+// last reading of experiment time maps the new clock, as long as the
+// network has not frozen since (a checkpoint's pause would make it wrong).
+// Then the node waits, its status says why, and no experiment time is
+// read from it; a restore brings its timeline back with the image's clock.
+TEST_F(ExperimentEventsTest,
+       AloneANodeStartedAfreshIsMappedFromTheLastReadingUnlessTheNetworkFroze) {
+  start(1, 1);
+  const int64_t zero = nodes_[0]->calls_of(Op::kVirtualTime).at(0).at_ns;
+  clock_->advance(45 * kS);
+  nodes_[0]->set_clock_id(2);
+  nodes_[0]->set_virtual_offset(-9 * kS);
+  nodes_[0]->forget_calls();
+  std::vector<std::string> notes;
+  experiment_->tend_experiment_time(&notes);
+  int64_t at = nodes_[0]->calls_of(Op::kVirtualTime).at(0).at_ns;
+  EXPECT_EQ(sent(*nodes_[0]),
+            (std::vector<std::string>{cat("lfn/a_to_b@", at + 9 * kS, " delay=200ms"),
+                                      cat("lfn/@", at + 9 * kS + 60 * kS - (at - zero), " down")}));
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_THAT(notes[0], HasSubstr("from the controller's reading of"));
+
+  auto m = checkpoint();  // the network freezes: the reading no longer holds
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ(m->clock_id().at("dn1"), 2u);
+  nodes_[0]->set_clock_id(3);
+  nodes_[0]->forget_calls();
+  notes.clear();
+  experiment_->tend_experiment_time(&notes);
+  EXPECT_TRUE(sent(*nodes_[0]).empty());
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_THAT(notes[0], HasSubstr("no delay node kept its clock and the network froze since"));
+  experiment_->tend_experiment_time(&notes);
+  EXPECT_EQ(notes.size(), 1u) << "said once";
+  StatusReply status = experiment_->status();
+  EXPECT_FALSE(status.has_experiment_ns());
+  EXPECT_THAT(status.agents(0).timeline(), HasSubstr("restore a checkpoint"));
+
+  // Restored: the node's clock is the image's again (clock 2), and the
+  // manifest's epoch maps it.
+  nodes_[0]->set_clock_id(2);
+  ASSERT_TRUE(restore(m->id()).is_ok());
+  nodes_[0]->forget_calls();
+  notes.clear();
+  experiment_->tend_experiment_time(&notes);
+  EXPECT_TRUE(sent(*nodes_[0]).empty());
+  EXPECT_TRUE(notes.empty()) << ::testing::PrintToString(notes);
+  status = experiment_->status();
+  EXPECT_TRUE(status.has_experiment_ns());
+  EXPECT_EQ(status.agents(0).timeline(), "");
+}
+
+// A restore maps experiment time as the checkpoint did: a checkpoint taken
+// before a node started afresh brings back the epoch it had then.
+TEST_F(ExperimentEventsTest, ARestoreTakesTheEpochsOfItsCheckpoint) {
+  start(2, 0);
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  const int64_t epoch = m->epoch_virtual_ns().at("dn1");
+  clock_->advance(20 * kS);
+  nodes_[0]->set_clock_id(9);
+  nodes_[0]->set_virtual_offset(-4 * kS);
+  experiment_->tend_experiment_time(nullptr);
+  auto c2 = checkpoint();
+  ASSERT_TRUE(c2.is_ok()) << c2.status().to_string();
+  EXPECT_NE(c2->epoch_virtual_ns().at("dn1"), epoch);
+  EXPECT_EQ(c2->clock_id().at("dn1"), 9u);
+  nodes_[0]->set_clock_id(1);  // the image of the first checkpoint
+  ASSERT_TRUE(restore(m->id()).is_ok());
+  auto c3 = checkpoint();
+  ASSERT_TRUE(c3.is_ok()) << c3.status().to_string();
+  EXPECT_EQ(c3->epoch_virtual_ns().at("dn1"), epoch);
+  EXPECT_EQ(c3->clock_id().at("dn1"), 1u);
 }
 
 // A swapped-out experiment's nodes stand frozen for a restore: experiment

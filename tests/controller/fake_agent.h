@@ -182,6 +182,9 @@ class Agent final : public controller::Agent {
   }
   // Delay node: its virtual clock reads master time less this.
   void set_virtual_offset(int64_t ns) { virtual_offset_ns_ = ns; }
+  // Delay node: the timeline its clock follows (NodeTime::clock_id); a
+  // process started afresh has another.
+  void set_clock_id(uint64_t id) { clock_id_ = id; }
   // How long a hanging call takes to give up (its deadline).
   static constexpr std::chrono::milliseconds kHang{60};
   // watch() opens a QuietStream (without this: it has no triggers).
@@ -415,10 +418,10 @@ class Agent final : public controller::Agent {
         std::make_unique<QuietStream>(watch_->first, watch_->second));
   }
 
-  Result<int64_t> virtual_time_at(int64_t at_ns) override {
+  Result<NodeTime> virtual_time_at(int64_t at_ns) override {
     if (kind_ != Kind::kDelayNode) return controller::Agent::virtual_time_at(at_ns);
     AMBER_RETURN_IF_ERROR(act(Call::of(Op::kVirtualTime, at_ns)));
-    return at_ns - virtual_offset_ns_.load();
+    return NodeTime{at_ns - virtual_offset_ns_.load(), clock_id_.load(), stopped()};
   }
 
   Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request) override {
@@ -497,6 +500,7 @@ class Agent final : public controller::Agent {
   std::atomic<uint64_t>& sequence_;
   std::atomic<int64_t> resume_transit_ns_{0};
   std::atomic<int64_t> virtual_offset_ns_{0};
+  std::atomic<uint64_t> clock_id_{1};
 
   mutable std::mutex mutex_;
   std::map<Op, Behaviour> behaviour_;

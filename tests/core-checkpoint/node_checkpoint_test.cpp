@@ -174,6 +174,7 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
   std::vector<Departed> replay;
   const std::string image = (dir_ / "node.img").string();
   uint64_t held_at_save = 0;
+  uint64_t saved_clock = 0;
   {
     RingPort& a = port("ca");
     RingPort& b = port("cb");
@@ -194,6 +195,7 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     auto saved = save_node(*node, image);
     ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
     held_at_save = saved->frames;
+    saved_clock = node->clock_id();
     node->stop();
     node->wait();
   }
@@ -202,6 +204,9 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     RingPort& c = port("xa");
     RingPort& d = port("xb");
     auto node = make_node(c, d, "n2");
+    // A process started afresh follows a timeline of its own; restored, the
+    // image's (what tells a controller a restart from a restore).
+    EXPECT_NE(node->clock_id(), saved_clock);
     freeze_now(*node);
     auto refused = restore_node(*node, image);  // another node id
     EXPECT_EQ(refused.status().code(), ErrorCode::kFailedPrecondition);
@@ -212,6 +217,7 @@ TEST_F(NodeCheckpointTest, RestoredNodeReplaysEveryFrameAtTheSameVirtualTime) {
     auto restored = restore_node(*node, image, options);
     ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
     EXPECT_EQ(restored->frames, held_at_save);
+    EXPECT_EQ(node->clock_id(), saved_clock);
     thaw_now(*node);
     collect(d, replay, reference.size(), std::chrono::milliseconds(1500));
     node->stop();
