@@ -12,6 +12,7 @@
 
 #include "common/strings.h"
 #include "common/units.h"
+#include "config/text_format.h"
 #include "link-emulator/schedule.h"
 #include "proto/config.pb.h"
 
@@ -19,48 +20,6 @@ namespace amber::config {
 namespace {
 
 namespace pb = google::protobuf;
-
-class CollectFirstError : public pb::io::ErrorCollector {
- public:
-  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    if (!has_error) {
-      has_error = true;
-      this->line = line + 1;
-      this->column = column + 1;
-      this->message = message;
-    }
-  }
-  void AddWarning(int, pb::io::ColumnNumber, const std::string&) override {}
-
-  bool has_error = false;
-  int line = 0;
-  int column = 0;
-  std::string message;
-};
-
-// Where a field was written, for error messages: "file:line:col: ".
-class Locator {
- public:
-  Locator(const std::string& file, const pb::TextFormat::ParseInfoTree* tree)
-      : file_(file), tree_(tree) {}
-
-  std::string at(const pb::Message& msg, const char* field, int index = -1) const {
-    const pb::FieldDescriptor* fd = msg.GetDescriptor()->FindFieldByName(field);
-    if (tree_ && fd) {
-      pb::TextFormat::ParseLocation loc = tree_->GetLocation(fd, index);
-      if (loc.line >= 0) return cat(file_, ":", loc.line + 1, ":", loc.column + 1, ": ");
-    }
-    return cat(file_, ": ");
-  }
-  Locator nested(const pb::Message& msg, const char* field, int index = -1) const {
-    const pb::FieldDescriptor* fd = msg.GetDescriptor()->FindFieldByName(field);
-    return Locator(file_, tree_ && fd ? tree_->GetTreeForNested(fd, index) : nullptr);
-  }
-
- private:
-  std::string file_;
-  const pb::TextFormat::ParseInfoTree* tree_;
-};
 
 // Converts one Pipe message over defaults (the link's "both" block), field
 // by field, naming `prefix` in errors.
@@ -306,15 +265,8 @@ uint64_t default_seed(const std::string& link, int direction) {
 
 Result<NodeConfig> parse_node_config(std::string_view text, const std::string& name) {
   DelayNode msg;
-  pb::TextFormat::Parser parser;
-  CollectFirstError errors;
   pb::TextFormat::ParseInfoTree tree;
-  parser.RecordErrorsTo(&errors);
-  parser.WriteLocationsTo(&tree);
-  if (!parser.ParseFromString(std::string(text), &msg)) {
-    return invalid_argument(cat(name, ":", errors.line, ":", errors.column, ": ",
-                                errors.has_error ? errors.message : "syntax error"));
-  }
+  AMBER_RETURN_IF_ERROR(parse_text_message(std::string(text), name, &msg, &tree));
   Locator root(name, &tree);
   const size_t slash = name.rfind('/');
   const std::string folder = slash == std::string::npos ? "." : name.substr(0, slash);

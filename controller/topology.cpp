@@ -10,8 +10,8 @@
 
 #include "common/strings.h"
 #include "common/units.h"
+#include "config/text_format.h"
 #include "controller/grpc_status.h"
-#include "controller/text_config.h"
 #include "link-emulator/link_event.h"
 
 namespace amber::controller {
@@ -21,16 +21,14 @@ using google::protobuf::TextFormat;
 
 class Where {
  public:
-  Where(const std::string& origin, const TextFormat::ParseInfoTree& tree)
-      : origin_(origin), tree_(tree) {}
-  // "file:line: " of a field (index -1: not repeated), or "file: ".
+  Where(const std::string& origin, const TextFormat::ParseInfoTree& tree) : at_(origin, &tree) {}
+  // "file:line:column: " of a field (index -1: not repeated), or "file: ".
   std::string operator()(const char* field_name, int index = -1) const {
-    return field_location(origin_, tree_, config::Topology::descriptor(), field_name, index);
+    return at_.at(config::Topology::descriptor(), field_name, index);
   }
 
  private:
-  const std::string& origin_;
-  const TextFormat::ParseInfoTree& tree_;
+  config::Locator at_;
 };
 
 Result<int64_t> duration_or(const std::string& text, int64_t fallback, const std::string& at,
@@ -196,7 +194,7 @@ Result<Topology> parse_topology(const std::string& text, const std::string& orig
   Topology topo;
   config::Topology& t = topo.proto;
   TextFormat::ParseInfoTree tree;
-  AMBER_RETURN_IF_ERROR(parse_text_message(text, origin, &t, &tree));
+  AMBER_RETURN_IF_ERROR(config::parse_text_message(text, origin, &t, &tree));
   const Where where(origin, tree);
   if (!is_plain_name(t.experiment())) {
     return invalid_argument(cat(where("experiment"), "experiment '", t.experiment(),
@@ -361,7 +359,7 @@ Result<Topology> parse_topology(const std::string& text, const std::string& orig
 }
 
 Result<Topology> load_topology(const std::string& path) {
-  auto text = read_text_file(path, "topology file");
+  auto text = config::read_text_file(path, "topology file");
   if (!text) return text.status();
   return parse_topology(*text, path);
 }

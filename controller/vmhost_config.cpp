@@ -8,7 +8,7 @@
 
 #include "common/strings.h"
 #include "common/units.h"
-#include "controller/text_config.h"
+#include "config/text_format.h"
 #include "proto/vmhost.grpc.pb.h"
 
 namespace amber::controller {
@@ -16,10 +16,11 @@ namespace {
 
 using google::protobuf::TextFormat;
 
-// "file:line: " of a repeated field's entry, or "file: " when unknown.
+// "file:line:column: " of a repeated field's entry, or "file: " when
+// unknown.
 std::string where(const std::string& origin, const TextFormat::ParseInfoTree& tree,
                   const char* field_name, int index) {
-  return field_location(origin, tree, vmhost::VmHost::descriptor(), field_name, index);
+  return config::Locator(origin, &tree).at(vmhost::VmHost::descriptor(), field_name, index);
 }
 
 std::string where_top(const std::string& origin, const TextFormat::ParseInfoTree& tree,
@@ -32,7 +33,7 @@ std::string where_top(const std::string& origin, const TextFormat::ParseInfoTree
 Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::string& origin) {
   vmhost::VmHost host;
   TextFormat::ParseInfoTree tree;
-  AMBER_RETURN_IF_ERROR(parse_text_message(text, origin, &host, &tree));
+  AMBER_RETURN_IF_ERROR(config::parse_text_message(text, origin, &host, &tree));
   if (host.listen().empty()) {
     return invalid_argument(cat(origin, ": listen: give unix:/PATH or 127.0.0.1:PORT"));
   }
@@ -135,7 +136,7 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
 }
 
 Result<vmhost::VmHost> load_vmhost_config(const std::string& path) {
-  auto text = read_text_file(path, "VM host configuration");
+  auto text = config::read_text_file(path, "VM host configuration");
   if (!text) return text.status();
   return parse_vmhost_config(*text, path);
 }

@@ -62,7 +62,7 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
       {"experiment: \"x\"\nbogus: 1\n", "t.conf:2:"},
       {"experiment: \"a/b\"\n", "experiment 'a/b'"},
       {"experiment: \"x\"\nstore: \"/s\"\nallow_unsynchronized: true\n" + node, "listen"},
-      {head + "delay_node { id: \"dn1\" address: \"10.0.0.5:7400\" }\n", "t.conf:5: "},
+      {head + "delay_node { id: \"dn1\" address: \"10.0.0.5:7400\" }\n", "t.conf:5:1: "},
       {head + "delay_node { id: \"dn1\" address: \"10.0.0.5:7400\" }\n", "loopback"},
       {"experiment: \"x\"\nlisten: \"unix:/c\"\nstore: \"relative\"\nallow_unsynchronized: true\n" +
            node,
@@ -75,7 +75,7 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
            "vm_host { id: \"g\" address: \"unix:/g\" vm: \"a\" }\n",
        "VM 'a' listed on two hosts"},
       {"experiment: \"x\"\nlisten: \"unix:/c\"\nstore: \"/s\"\n" + node, "no ptp_socket"},
-      {head + node + "margin: \"soon\"\n", "t.conf:6: margin"},
+      {head + node + "margin: \"soon\"\n", "t.conf:6:1: margin"},
       {head + node + "periodic { interval: \"100ms\" }\n", "at least 1s"},
       {head + node + "trigger { name: \"t\" frame { delay_node: \"dn9\" hex: \"aa\" } }\n",
        "delay_node 'dn9' is not in the topology"},
@@ -144,9 +144,9 @@ TEST(Topology, BadLinkEventsAreRefusedNamingTheLineAndProblem) {
       "delay_node { id: \"dn2\" address: \"unix:/tmp/d2.sock\" link: \"w\" }\n";
   const Bad cases[] = {
       {head + "event { at: \"5s\" link: \"nope\" down: true }\n",
-       "t.conf:7: event { at: \"5s\" link: \"nope\" }: link 'nope' is listed for no delay node"},
+       "t.conf:7:1: event { at: \"5s\" link: \"nope\" }: link 'nope' is listed for no delay node"},
       {head + "event { at: \"-5s\" link: \"l\" down: true }\n",
-       "t.conf:7: event { at: \"-5s\" link: \"l\" }: at: experiment time starts at 0"},
+       "t.conf:7:1: event { at: \"-5s\" link: \"l\" }: at: experiment time starts at 0"},
       {head + "event { link: \"l\" down: true }\n", "give at: the experiment time"},
       {head + "event { at: \"soon\" link: \"l\" down: true }\n", "at: 'soon'"},
       {head + "event { at: \"5s\" link: \"w\" down: true }\n",
@@ -162,11 +162,11 @@ TEST(Topology, BadLinkEventsAreRefusedNamingTheLineAndProblem) {
       {head + "event { at: \"5s\" link: \"l\" set { seed: 3 } }\n",
        "set { seed }: an event sets rate, delay, jitter, queue_frames, queue_bytes or random_loss"},
       {head + "event { at: \"5s\" link: \"l\" set { delay: \"long\" } }\n",
-       "t.conf:7: event { at: \"5s\" link: \"l\" }: event: delay: "},
+       "t.conf:7:1: event { at: \"5s\" link: \"l\" }: event: delay: "},
       {head + "event { at: \"5s\" link: \"l\" set { } }\n", "give what changes"},
       {head + "event { at: \"5s\" link: \"l\" down: true }\nevent { at: \"1s\" link: \"x\" up: "
               "true }\n",
-       "t.conf:8: "},
+       "t.conf:8:1: "},
   };
   for (const Bad& b : cases) {
     auto t = parse_topology(b.text, "t.conf");

@@ -129,52 +129,52 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
       {head + "vms {\n  name: \"a\"\n  memroy_mib: 1\n}\n", "bad.conf:5:"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n" +
            "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:4: VM 'a': name used twice"},
-      {head + "vms { name: \"a\" memory_mib: 1 }\n", "bad.conf:3: VM 'a': kernel is missing"},
-      {head + "\nvms { name: \"a\" kernel: \"k\" }\n", "bad.conf:4: VM 'a': memory_mib"},
+       "bad.conf:4:1: VM 'a': name used twice"},
+      {head + "vms { name: \"a\" memory_mib: 1 }\n", "bad.conf:3:1: VM 'a': kernel is missing"},
+      {head + "\nvms { name: \"a\" kernel: \"k\" }\n", "bad.conf:4:1: VM 'a': memory_mib"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" accel: \"xen\" }\n",
-       "bad.conf:3: VM 'a': accel 'xen'"},
+       "bad.conf:3:1: VM 'a': accel 'xen'"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP } }\n",
-       "bad.conf:3: VM 'a': a tap or vhost-user NIC needs its endpoint"},
+       "bad.conf:3:1: VM 'a': a tap or vhost-user NIC needs its endpoint"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: VHOST_USER " +
            "endpoint: \"s\" vhost_net: true } }\n",
-       "bad.conf:3: VM 'a': vhost_net needs a TAP NIC"},
-      {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3: vms: name is missing"},
+       "bad.conf:3:1: VM 'a': vhost_net needs a TAP NIC"},
+      {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3:1: vms: name is missing"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP endpoint: \"t\" " +
            "forwards { host_port: 1 guest_port: 2 } } }\n",
-       "bad.conf:3: VM 'a': forwards need a USER NIC"},
+       "bad.conf:3:1: VM 'a': forwards need a USER NIC"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { " +
            "forwards { host_port: 70000 guest_port: 2 } } }\n",
-       "bad.conf:3: VM 'a': forward 70000 -> 2: ports are 1..65535"},
+       "bad.conf:3:1: VM 'a': forward 70000 -> 2: ports are 1..65535"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { " +
            "forwards { host_port: 5 guest_port: 2 } } }\n" +
            "vms { name: \"b\" memory_mib: 1 kernel: \"k\" nics { " +
            "forwards { host_port: 5 guest_port: 2 } } }\n",
-       "bad.conf:4: VM 'b': host port 5 is forwarded twice"},
+       "bad.conf:4:1: VM 'b': host port 5 is forwarded twice"},
       {head + "vms { name: \"../x\" memory_mib: 1 kernel: \"k\" }\n", "plain file name"},
       // #16 defect 9: a comma would reach QEMU's option parser.
       {head + "vms { name: \"a,b\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:3: VM 'a,b': name: no commas"},
+       "bad.conf:3:1: VM 'a,b': name: no commas"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP " +
            "endpoint: \"t,script=/x\" } }\n",
-       "bad.conf:3: VM 'a': endpoint 't,script=/x': no commas"},
+       "bad.conf:3:1: VM 'a': endpoint 't,script=/x': no commas"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { mac: \"52:54:00:00:00:01,x\" } "
               "}\n",
-       "bad.conf:3: VM 'a': mac '52:54:00:00:00:01,x': no commas"},
+       "bad.conf:3:1: VM 'a': mac '52:54:00:00:00:01,x': no commas"},
       {head + "sync_mode: \"sloppy\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:3: sync_mode 'sloppy'"},
+       "bad.conf:3:1: sync_mode 'sloppy'"},
       {"run_dir: \"/tmp/r\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "bad.conf: listen"},
       {head, "bad.conf: no vms"},
       {head + "vms { name: \"a\" memory_mib: \"lots\" }\n", "bad.conf:3:"},
       {head + "step_lead: \"soon\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:3: step_lead 'soon': expected auto, off or a duration"},
+       "bad.conf:3:1: step_lead 'soon': expected auto, off or a duration"},
       {head + "step_lead: \"1s\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:3: step_lead '1s'"},
+       "bad.conf:3:1: step_lead '1s'"},
       {head + "pause_alignment: \"sometimes\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:3: pause_alignment 'sometimes': expected on or off"},
+       "bad.conf:3:1: pause_alignment 'sometimes': expected on or off"},
       {head + "store: \"store\"\nvms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
-       "bad.conf:3: store 'store': give an absolute path"},
+       "bad.conf:3:1: store 'store': give an absolute path"},
       {head + "controller_identity: \"ctl\"\noperator_identity: \"ctl\"\n" +
            "vms { name: \"a\" memory_mib: 1 kernel: \"k\" }\n",
        "'ctl' is given both controller_identity and operator_identity"},
@@ -202,7 +202,7 @@ TEST(VmHostConfig, LoadsFileAndNamesMissingOne) {
   auto c = load_vmhost_config(path);
   std::remove(path);
   ASSERT_FALSE(c.is_ok());
-  EXPECT_NE(c.status().message().find(std::string(path) + ":3: VM 'a': memory_mib"),
+  EXPECT_NE(c.status().message().find(std::string(path) + ":3:1: VM 'a': memory_mib"),
             std::string::npos)
       << c.status().message();
 

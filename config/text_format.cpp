@@ -1,4 +1,4 @@
-#include "controller/text_config.h"
+#include "config/text_format.h"
 
 #include <google/protobuf/io/tokenizer.h>
 
@@ -7,7 +7,7 @@
 
 #include "common/strings.h"
 
-namespace amber::controller {
+namespace amber::config {
 namespace {
 
 class Collector final : public google::protobuf::io::ErrorCollector {
@@ -38,12 +38,20 @@ Status parse_text_message(const std::string& text, const std::string& origin,
                               : errors.first());
 }
 
-std::string field_location(const std::string& origin,
-                           const google::protobuf::TextFormat::ParseInfoTree& tree,
-                           const google::protobuf::Descriptor* type, const char* name, int index) {
-  auto loc = tree.GetLocation(type->FindFieldByName(name), index);
-  if (loc.line < 0) return cat(origin, ": ");
-  return cat(origin, ":", loc.line + 1, ": ");
+std::string Locator::at(const google::protobuf::Descriptor* type, const char* field,
+                        int index) const {
+  const google::protobuf::FieldDescriptor* fd = type->FindFieldByName(field);
+  if (tree_ != nullptr && fd != nullptr) {
+    const auto loc = tree_->GetLocation(fd, index);
+    if (loc.line >= 0) return cat(origin_, ":", loc.line + 1, ":", loc.column + 1, ": ");
+  }
+  return cat(origin_, ": ");
+}
+
+Locator Locator::nested(const google::protobuf::Message& msg, const char* field, int index) const {
+  const google::protobuf::FieldDescriptor* fd = msg.GetDescriptor()->FindFieldByName(field);
+  return Locator(origin_,
+                 tree_ != nullptr && fd != nullptr ? tree_->GetTreeForNested(fd, index) : nullptr);
 }
 
 Result<std::string> read_text_file(const std::string& path, const char* what) {
@@ -54,4 +62,4 @@ Result<std::string> read_text_file(const std::string& path, const char* what) {
   return ss.str();
 }
 
-}  // namespace amber::controller
+}  // namespace amber::config
