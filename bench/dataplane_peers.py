@@ -89,7 +89,7 @@ def main():
         print("needs root")
         return 1
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
-    binary = os.path.join(build, "controller", "amber-delaynode")
+    binary = os.path.join(build, "delaynode", "amber-delaynode")
     rows = []
     for rate, bps, delay in LINKS:
         a = amber_run(binary, rate, delay)

@@ -408,9 +408,9 @@ def main():
     if os.geteuid() != 0:
         print("needs root (namespaces, taps, hugepages)")
         return 1
-    binary = os.path.join(build, "controller", "amber-delaynode")
+    binary = os.path.join(build, "delaynode", "amber-delaynode")
     if not os.access(binary, os.X_OK):
-        print(f"{binary} is missing: ninja -C {build} controller/amber-delaynode")
+        print(f"{binary} is missing: ninja -C {build} delaynode/amber-delaynode")
         return 1
     lab.sh(os.path.join(HERE, "..", "scripts", "build-guest.sh"), build, timeout=600)
     # SIGTERM unwinds like Ctrl-C, through every close().

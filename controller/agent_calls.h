@@ -10,8 +10,8 @@
 
 #include "common/strings.h"
 #include "controller/agent.h"
-#include "controller/grpc_status.h"
 #include "proto/agent.pb.h"
+#include "rpc/grpc_status.h"
 
 namespace amber::controller {
 

@@ -2,8 +2,8 @@
 
 #include "common/strings.h"
 #include "controller/delaynode_client.h"
-#include "controller/grpc_status.h"
 #include "controller/vmhost_client.h"
+#include "rpc/grpc_status.h"
 
 namespace amber::controller {
 

@@ -12,9 +12,9 @@
 #include "common/strings.h"
 #include "common/units.h"
 #include "controller/experiment.h"
-#include "controller/grpc_status.h"
 #include "controller/topology.h"
 #include "proto/controller.grpc.pb.h"
+#include "rpc/grpc_status.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include "common/units.h"
 #include "controller/agents.h"
 #include "controller/experiment_steps.h"
-#include "controller/files.h"
+#include "rpc/files.h"
 
 namespace amber::controller {
 namespace fs = std::filesystem;

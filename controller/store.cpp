@@ -16,8 +16,8 @@
 #include <sstream>
 
 #include "common/strings.h"
-#include "controller/files.h"
 #include "controller/topology.h"
+#include "rpc/files.h"
 
 namespace amber::controller {
 namespace fs = std::filesystem;

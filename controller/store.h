@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "controller/files.h"
 #include "proto/controller.pb.h"
+#include "rpc/files.h"
 
 namespace amber::controller {
 

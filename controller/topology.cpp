@@ -11,8 +11,8 @@
 #include "common/strings.h"
 #include "common/units.h"
 #include "config/text_format.h"
-#include "controller/grpc_status.h"
 #include "link-emulator/link_event.h"
+#include "rpc/grpc_status.h"
 
 namespace amber::controller {
 namespace {

@@ -7,7 +7,7 @@
 #include "common/units.h"
 #include "controller/agent_calls.h"
 #include "controller/experiment_steps.h"
-#include "controller/files.h"
+#include "rpc/files.h"
 
 namespace amber::controller {
 namespace fs = std::filesystem;

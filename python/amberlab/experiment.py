@@ -208,7 +208,7 @@ class PtpPair:
 def amberctl(build, controller, *args, json_out=True, check=True, timeout=300, extra=()):
     """Runs amberctl against the controller; returns the parsed JSON reply
     (json_out) or the CompletedProcess."""
-    cmd = [os.path.join(build, "controller", "amberctl"), "--controller", controller, *extra]
+    cmd = [os.path.join(build, "amberctl", "amberctl"), "--controller", controller, *extra]
     if json_out:
         cmd.append("--json")
     r = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout)
@@ -238,7 +238,7 @@ class VmHost:
         return os.path.join(self.run_dir, vm)
 
     def start(self, build, boot=True):
-        argv = [os.path.join(build, "controller", "amber-vmhost"), "--config", self.config]
+        argv = [os.path.join(build, "vmhost", "amber-vmhost"), "--config", self.config]
         if not boot:
             argv.append("--no-boot")
         self.proc = Process(argv, self.log_path, "listening on", f"amber-vmhost {self.id}",
@@ -341,7 +341,7 @@ class Experiment:
                "--log-level", "lib.eal:error", "--log-level", "pmd.net.vhost:error"]
         for _, vdev in ports:
             eal += ["--vdev", vdev]
-        argv = [os.path.join(self.build, "controller", "amber-delaynode"), *eal, "--",
+        argv = [os.path.join(self.build, "delaynode", "amber-delaynode"), *eal, "--",
                 "--config", config, "--agent", self.node_address, "--store", self.store]
         if self.ptp:
             argv += ["--ptp-socket", self.ptp.socket, "--ptp-mode", "free-running"]

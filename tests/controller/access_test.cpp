@@ -1,6 +1,6 @@
 // Authorization on the agents (#16 defect 5): the rule of every RPC, the
 // roles, and paths confined to a folder on real files and symlinks.
-#include "controller/access.h"
+#include "rpc/access.h"
 
 #include <google/protobuf/descriptor.h>
 #include <gtest/gtest.h>

@@ -6,8 +6,8 @@
 
 #include "config/loader.h"
 #include "controller/topology.h"
-#include "controller/vmhost_config.h"
 #include "link-emulator/schedule.h"
+#include "vmhost/vmhost_config.h"
 
 namespace amber {
 namespace {

@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "common/strings.h"
-#include "controller/files.h"
 #include "controller/store.h"
+#include "rpc/files.h"
 #include "tests/controller/fake_agent.h"
 
 namespace amber::controller {

@@ -26,8 +26,8 @@
 
 #include "common/strings.h"
 #include "controller/agent.h"
-#include "controller/files.h"
 #include "controller/master_clock.h"
+#include "rpc/files.h"
 
 namespace amber::controller::fake {
 

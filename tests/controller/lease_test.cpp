@@ -1,6 +1,6 @@
-// An agent's lease (controller/lease.h): it ends only when its expiry
+// An agent's lease (rpc/lease.h): it ends only when its expiry
 // action worked; a failed one runs again (#16 defect 2).
-#include "controller/lease.h"
+#include "rpc/lease.h"
 
 #include <gtest/gtest.h>
 

@@ -9,10 +9,10 @@
 #include <fstream>
 #include <string>
 
-#include "controller/grpc_status.h"
 #include "controller/store.h"
 #include "controller/topology.h"
 #include "proto/agent.grpc.pb.h"
+#include "rpc/grpc_status.h"
 
 namespace amber::controller {
 namespace {

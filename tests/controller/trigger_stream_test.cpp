@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "controller/delaynode_client.h"
-#include "controller/grpc_status.h"
 #include "proto/agent.grpc.pb.h"
+#include "rpc/grpc_status.h"
 #include "tests/controller/fake_agent.h"
 
 namespace amber::controller {

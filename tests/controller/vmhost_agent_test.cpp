@@ -22,8 +22,8 @@
 
 #include "clock-sync/ptp_supervisor.h"
 #include "common/strings.h"
-#include "controller/grpc_status.h"
 #include "proto/vmhost.grpc.pb.h"
+#include "rpc/grpc_status.h"
 #include "tests/vm-checkpoint/guest_fixture.h"
 
 namespace amber::controller {

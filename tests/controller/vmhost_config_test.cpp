@@ -1,6 +1,6 @@
 // amber-vmhost's configuration loader: what it accepts, and errors that
 // name the file and line.
-#include "controller/vmhost_config.h"
+#include "vmhost/vmhost_config.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

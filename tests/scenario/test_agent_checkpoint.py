@@ -35,7 +35,7 @@ link {
 
 
 def amberctl(sock, *args, check=True):
-    r = subprocess.run([os.path.join(BUILD, "controller", "amberctl"), "--agent", f"unix:{sock}",
+    r = subprocess.run([os.path.join(BUILD, "amberctl", "amberctl"), "--agent", f"unix:{sock}",
                         *args], capture_output=True, text=True, timeout=60)
     if check and r.returncode != 0:
         raise AssertionError(f"amberctl {' '.join(args)} failed ({r.returncode}): {r.stderr}")
@@ -64,7 +64,7 @@ class AgentCheckpoint(unittest.TestCase):
         self.hosts = lab.TwoHosts("amb-ag", subnet=82)
         self.addCleanup(self.hosts.close)
         self.addCleanup(shutil.rmtree, self.dir, True)
-        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        binary = os.path.join(BUILD, "delaynode", "amber-delaynode")
         self.node = lab.DelayNode(binary, CONFIG, self.hosts.host_if, "amb-ag-node",
                                   agent=f"unix:{self.sock}", app=["--store", self.dir])
         self.addCleanup(self.node.close)
@@ -123,7 +123,7 @@ class AgentCheckpoint(unittest.TestCase):
 
         # A fresh process loads the image and sends what it held.
         self.node.close()
-        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        binary = os.path.join(BUILD, "delaynode", "amber-delaynode")
         fresh_sock = os.path.join(self.dir, "fresh.sock")
         fresh = lab.DelayNode(binary, CONFIG, self.hosts.host_if, "amb-ag-fresh",
                               agent=f"unix:{fresh_sock}", app=["--store", self.dir])
@@ -195,7 +195,7 @@ class AgentCheckpoint(unittest.TestCase):
         its caller's deadline went on and wrote the image; /amber/set went
         around the lock, even while frozen."""
         # A Freeze whose instant is 1.5 s away holds the agent's lock until then.
-        freeze = subprocess.Popen([os.path.join(BUILD, "controller", "amberctl"), "--agent",
+        freeze = subprocess.Popen([os.path.join(BUILD, "amberctl", "amberctl"), "--agent",
                                    f"unix:{self.sock}", "freeze", "--in", "1500ms"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: (freeze.poll() is None and freeze.kill(), freeze.wait()))
@@ -236,7 +236,7 @@ class AgentClockHealth(unittest.TestCase):
         self.addCleanup(lambda: (ptp.poll() is None and ptp.kill(), ptp.wait()))
         lab.wait_for(lambda: os.path.exists(ptp_sock), 10, "ptp4l's management socket")
         sock = os.path.join(work, "agent.sock")
-        node = lab.DelayNode(os.path.join(BUILD, "controller", "amber-delaynode"), CONFIG,
+        node = lab.DelayNode(os.path.join(BUILD, "delaynode", "amber-delaynode"), CONFIG,
                              hosts.host_if, "amb-agp-node", agent=f"unix:{sock}",
                              app=["--ptp-socket", ptp_sock, "--ptp-mode", "free-running"])
         self.addCleanup(node.close)

@@ -63,7 +63,7 @@ class Background:
 
     def __init__(self, exp, *args):
         self.proc = subprocess.Popen(
-            [os.path.join(exp.build, "controller", "amberctl"), "--controller",
+            [os.path.join(exp.build, "amberctl", "amberctl"), "--controller",
              exp.controller_address, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
         self.err = ""

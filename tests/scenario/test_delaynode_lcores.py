@@ -33,7 +33,7 @@ class SpreadOverLcores(unittest.TestCase):
         vdevs = []
         for i in range(4):
             vdevs += ["--vdev", f"net_null{i},size=64"]
-        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        binary = os.path.join(BUILD, "delaynode", "amber-delaynode")
         with lab.DelayNode(binary, CONFIG, [], "amb-lc-node", lcores="0@0,1@1,2@1",
                            extra_eal=vdevs) as node:
             self.assertIn("2 link(s) on 2 worker(s)", node.output())
@@ -84,7 +84,7 @@ class WorkerScheduling(unittest.TestCase):
             vdevs += ["--vdev", f"net_null{i},size=64"]
         config = CONFIG.split("link {")[0] + \
             'link { name: "one" port_a: "net_null0" port_b: "net_null1" both { delay: "1ms" rate: "100Mbit" } }\n'
-        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        binary = os.path.join(BUILD, "delaynode", "amber-delaynode")
         return lab.DelayNode(binary, config, [], prefix, lcores=lcores, extra_eal=vdevs, app=option)
 
     def test_worker_nice_lowers_the_workers_nice_only(self):
@@ -103,7 +103,7 @@ class WorkerScheduling(unittest.TestCase):
 
 class BadOptions(unittest.TestCase):
     def test_bad_options_stop_start_up_naming_the_option(self):
-        binary = os.path.join(BUILD, "controller", "amber-delaynode")
+        binary = os.path.join(BUILD, "delaynode", "amber-delaynode")
         config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "config",
                               "examples", "links.textproto")
         prefix = "amb-lc-badopt"

@@ -5,7 +5,7 @@ configured rate in each direction (asymmetric), configured loss shows up in
 ping, runtime changes through the telemetry socket take effect, and SIGTERM
 stops the node cleanly with final counters.
 
-usage: test_delaynode_netns.py BUILD/controller/amber-delaynode
+usage: test_delaynode_netns.py BUILD/delaynode/amber-delaynode
 Needs root (namespaces, hugepages); exits 77 (skipped) with the reason
 otherwise."""
 

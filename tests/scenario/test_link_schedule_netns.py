@@ -53,7 +53,7 @@ class ScheduledLinkBetweenNamespaces(unittest.TestCase):
         cls.sock = os.path.join(cls.dir, "agent.sock")
         cls.hosts = lab.TwoHosts("amb-sch", subnet=79)
         try:
-            cls.node = lab.DelayNode(os.path.join(BUILD, "controller", "amber-delaynode"), CONFIG,
+            cls.node = lab.DelayNode(os.path.join(BUILD, "delaynode", "amber-delaynode"), CONFIG,
                                      cls.hosts.host_if, "amb-sch-node", agent=f"unix:{cls.sock}")
         except Exception:
             cls.hosts.close()
@@ -66,7 +66,7 @@ class ScheduledLinkBetweenNamespaces(unittest.TestCase):
         cls.hosts.close()
 
     def amberctl(self, *args):
-        r = subprocess.run([os.path.join(BUILD, "controller", "amberctl"), "--agent",
+        r = subprocess.run([os.path.join(BUILD, "amberctl", "amberctl"), "--agent",
                             f"unix:{self.sock}", *args], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout

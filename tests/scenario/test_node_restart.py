@@ -33,7 +33,7 @@ class NodeRestart(unittest.TestCase):
             f.write('node_id: "dn1"\nlink { name: "l" port_a: "net_null0" port_b: "net_null1" '
                     'both { delay: "1ms" } }\n')
         cls.node_argv = [
-            os.path.join(BUILD, "controller", "amber-delaynode"), "-l", "0", "--no-pci",
+            os.path.join(BUILD, "delaynode", "amber-delaynode"), "-l", "0", "--no-pci",
             "--in-memory", "--file-prefix", "amb-rst", "-m", "256", "--log-level", "lib.eal:error",
             "--vdev", "net_null0", "--vdev", "net_null1", "--", "--config", config,
             "--agent", f"unix:{cls.dir}/dn.sock", "--store", f"{cls.dir}/store"]

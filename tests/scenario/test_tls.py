@@ -37,7 +37,7 @@ class MutualTls(unittest.TestCase):
             f.write('node_id: "dn1"\nlink { name: "l" port_a: "net_null0" port_b: "net_null1" '
                     'both { delay: "1ms" } }\n')
         cls.config = config
-        argv = [os.path.join(BUILD, "controller", "amber-delaynode"), "-l", "0", "--no-pci",
+        argv = [os.path.join(BUILD, "delaynode", "amber-delaynode"), "-l", "0", "--no-pci",
                 "--in-memory", "--file-prefix", "amb-tls", "-m", "256",
                 "--log-level", "lib.eal:error",
                 "--vdev", "net_null0", "--vdev", "net_null1", "--", "--config", config,
@@ -73,7 +73,7 @@ class MutualTls(unittest.TestCase):
                 "--tls-key", f"{folder}/{name}.key"]
 
     def amberctl(self, *args):
-        return subprocess.run([os.path.join(BUILD, "controller", "amberctl"), *args],
+        return subprocess.run([os.path.join(BUILD, "amberctl", "amberctl"), *args],
                               capture_output=True, text=True, timeout=30)
 
     def test_agent_with_the_right_certificate_answers(self):
@@ -206,7 +206,7 @@ class MutualTls(unittest.TestCase):
             self.assertIn("unavailable", r.stderr)
 
     def test_plain_text_beyond_loopback_is_refused_at_start(self):
-        r = subprocess.run([os.path.join(BUILD, "controller", "amber-delaynode"), "-l", "0",
+        r = subprocess.run([os.path.join(BUILD, "delaynode", "amber-delaynode"), "-l", "0",
                             "--no-pci", "--in-memory", "--file-prefix", "amb-tls2", "-m", "256",
                             "--log-level", "lib.eal:error", "--vdev", "net_null0",
                             "--vdev", "net_null1", "--", "--config", self.config,

@@ -60,7 +60,7 @@ def tap_drops(eval_dir, run):
     return sum(dropped.values()) if dropped else None
 
 
-# The VM host's line per VM and step (controller/vmhost_agent.cpp).
+# The VM host's line per VM and step (vmhost/vmhost_agent.cpp).
 STEP_LINE = re.compile(r"sent (-?[0-9.]+) ms before it; clock ([+-]?[0-9.]+) ms")
 
 

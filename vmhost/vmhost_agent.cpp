@@ -1,4 +1,4 @@
-#include "controller/vmhost_agent.h"
+#include "vmhost/vmhost_agent.h"
 
 #include <grpcpp/grpcpp.h>
 #include <sys/statvfs.h>
@@ -24,15 +24,15 @@
 #include "clock-sync/sync_monitor.h"
 #include "common/operation_lock.h"
 #include "common/strings.h"
-#include "controller/access.h"
-#include "controller/files.h"
-#include "controller/grpc_status.h"
-#include "controller/lease.h"
-#include "controller/vmhost_config.h"
 #include "proto/vmhost.grpc.pb.h"
+#include "rpc/access.h"
+#include "rpc/files.h"
+#include "rpc/grpc_status.h"
+#include "rpc/lease.h"
 #include "vm-checkpoint/checkpoint.h"
 #include "vm-checkpoint/sched_boost.h"
 #include "vm-checkpoint/vm.h"
+#include "vmhost/vmhost_config.h"
 
 namespace amber::controller {
 namespace {

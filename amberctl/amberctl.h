@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "controller/grpc_status.h"
+#include "rpc/grpc_status.h"
 
 namespace amber::ctl {
 

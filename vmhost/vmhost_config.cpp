@@ -1,4 +1,4 @@
-#include "controller/vmhost_config.h"
+#include "vmhost/vmhost_config.h"
 
 #include <google/protobuf/text_format.h>
 

@@ -1,4 +1,4 @@
-#include "controller/files.h"
+#include "rpc/files.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>

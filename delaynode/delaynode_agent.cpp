@@ -1,4 +1,4 @@
-#include "controller/delaynode_agent.h"
+#include "delaynode/delaynode_agent.h"
 
 #include <grpcpp/grpcpp.h>
 #include <rte_ethdev.h>
@@ -16,13 +16,13 @@
 #include "clock-sync/sync_monitor.h"
 #include "common/strings.h"
 #include "common/units.h"
-#include "controller/files.h"
-#include "controller/grpc_status.h"
-#include "controller/lease.h"
 #include "core-checkpoint/frame_summary.h"
 #include "core-checkpoint/node_checkpoint.h"
 #include "link-emulator/pipe_edit.h"
 #include "proto/agent.grpc.pb.h"
+#include "rpc/files.h"
+#include "rpc/grpc_status.h"
+#include "rpc/lease.h"
 
 namespace amber::controller {
 namespace {

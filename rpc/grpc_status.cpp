@@ -1,4 +1,4 @@
-#include "controller/grpc_status.h"
+#include "rpc/grpc_status.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "controller/access.h"
 #include "proto/vmhost.pb.h"
+#include "rpc/access.h"
 #include "vm-checkpoint/vm.h"
 
 namespace amber::controller {

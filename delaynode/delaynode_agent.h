@@ -7,9 +7,9 @@
 #include <string>
 
 #include "common/status.h"
-#include "controller/access.h"
-#include "controller/grpc_status.h"
 #include "dataplane/delay_node.h"
+#include "rpc/access.h"
+#include "rpc/grpc_status.h"
 
 namespace amber::controller {
 

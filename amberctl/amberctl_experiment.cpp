@@ -9,9 +9,9 @@
 #include <map>
 #include <set>
 
+#include "amberctl/amberctl.h"
 #include "common/strings.h"
 #include "common/units.h"
-#include "controller/amberctl.h"
 #include "proto/controller.grpc.pb.h"
 
 namespace amber::ctl {

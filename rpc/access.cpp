@@ -1,4 +1,4 @@
-#include "controller/access.h"
+#include "rpc/access.h"
 
 #include <grpc/grpc_security_constants.h>
 #include <grpcpp/security/auth_context.h>

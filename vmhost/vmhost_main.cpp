@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include "controller/vmhost_agent.h"
-#include "controller/vmhost_config.h"
+#include "vmhost/vmhost_agent.h"
+#include "vmhost/vmhost_config.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // amberctl: the command line of amber. Experiment commands talk to
 // amber-controller; delay-node commands talk to one delay-node agent.
-#include "controller/amberctl.h"
+#include "amberctl/amberctl.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <time.h>

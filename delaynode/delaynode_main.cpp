@@ -19,9 +19,9 @@
 
 #include "common/units.h"
 #include "config/loader.h"
-#include "controller/delaynode_agent.h"
 #include "dataplane/delay_node.h"
 #include "dataplane/telemetry.h"
+#include "delaynode/delaynode_agent.h"
 
 namespace {
 
