@@ -570,6 +570,19 @@ void DelayNode::restore_clocks(int64_t virtual_ns, uint64_t clock_id) {
   clock_id_.store(clock_id != 0 ? clock_id : new_clock_id(), std::memory_order_release);
 }
 
+std::vector<PortStats> DelayNode::port_stats() const {
+  std::vector<PortStats> out;
+  for (uint16_t port : ports_) {
+    rte_eth_stats st{};
+    if (rte_eth_stats_get(port, &st) != 0) continue;
+    char name[RTE_ETH_NAME_MAX_LEN] = {};
+    rte_eth_dev_get_name_by_port(port, name);
+    out.push_back(PortStats{name, st.ipackets, st.opackets, st.imissed, st.ierrors, st.rx_nombuf,
+                            st.oerrors});
+  }
+  return out;
+}
+
 uint64_t DelayNode::idle_sleeps() const {
   uint64_t n = 0;
   for (const auto& w : workers_) n += w->sleeps();

@@ -27,6 +27,14 @@
 
 namespace amber::dataplane {
 
+// One port's counters (rte_eth_stats): drops before a frame reaches a pipe
+// (the NIC or socket ring overflowed, no mbuf) or after it left.
+struct PortStats {
+  std::string name;
+  uint64_t rx_frames = 0, tx_frames = 0;
+  uint64_t rx_missed = 0, rx_errors = 0, rx_no_mbuf = 0, tx_errors = 0;
+};
+
 struct NodeOptions {
   RingSizes rings;
   // How long a control call waits for a worker to take its command; then
@@ -55,6 +63,9 @@ class DelayNode {
 
   // Counters of every direction, copied by the workers.
   Result<std::vector<DirectionStats>> stats();
+  // Counters of every started port (a port that does not answer is left
+  // out). From any thread.
+  std::vector<PortStats> port_stats() const;
   // Changes one direction's parameters at the current instant; held frames
   // are neither lost nor reordered (see link::Pipe::reconfigure).
   Status set_pipe(const std::string& link, const std::string& direction,

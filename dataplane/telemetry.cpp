@@ -105,20 +105,16 @@ int handle_stats(const char*, const char*, rte_tel_data* out) {
 // socket ring overflowed, no mbuf) or after it left (tx errors).
 int handle_ports(const char*, const char*, rte_tel_data* out) {
   rte_tel_data_start_dict(out);
-  for (uint16_t port : g_node.load()->ports()) {
-    rte_eth_stats st{};
-    if (rte_eth_stats_get(port, &st) != 0) continue;
-    char name[RTE_ETH_NAME_MAX_LEN] = {};
-    rte_eth_dev_get_name_by_port(port, name);
+  for (const PortStats& st : g_node.load()->port_stats()) {
     rte_tel_data* d = rte_tel_data_alloc();
     rte_tel_data_start_dict(d);
-    add_u64(d, "rx_frames", st.ipackets);
-    add_u64(d, "tx_frames", st.opackets);
-    add_u64(d, "rx_missed", st.imissed);
-    add_u64(d, "rx_errors", st.ierrors);
-    add_u64(d, "rx_no_mbuf", st.rx_nombuf);
-    add_u64(d, "tx_errors", st.oerrors);
-    rte_tel_data_add_dict_container(out, name, d, 0);
+    add_u64(d, "rx_frames", st.rx_frames);
+    add_u64(d, "tx_frames", st.tx_frames);
+    add_u64(d, "rx_missed", st.rx_missed);
+    add_u64(d, "rx_errors", st.rx_errors);
+    add_u64(d, "rx_no_mbuf", st.rx_no_mbuf);
+    add_u64(d, "tx_errors", st.tx_errors);
+    rte_tel_data_add_dict_container(out, st.name.c_str(), d, 0);
   }
   return 0;
 }

@@ -1,7 +1,6 @@
 #include "delaynode/delaynode_agent.h"
 
 #include <grpcpp/grpcpp.h>
-#include <rte_ethdev.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,17 +101,18 @@ Status need_pipe(const agent::PipeRef& p) {
   return Status::ok();
 }
 
-class Service final : public agent::DelayNodeAgent::Service {
+// The agent's logic over one node: each call as the protocol describes it
+// (controller/README.md), with the Protobuf request and reply; Service
+// below is the gRPC face that checks who may call.
+class Node {
  public:
-  // Every handler first asks `access` (access.h) whether its caller may
-  // call it; the paths it names must lie in `store` or, ExportPcap's, in
+  // The paths a call names must lie in `store` or, ExportPcap's, in
   // `exports`.
-  Service(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode,
-          Authorizer access, PathRoot store, PathRoot exports)
+  Node(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode,
+       PathRoot store, PathRoot exports)
       : node_(node),
         monitor_(monitor),
         mode_(std::move(mode)),
-        access_(std::move(access)),
         store_(std::move(store)),
         exports_(std::move(exports)),
         lease_(node.operations(), [this] {
@@ -142,23 +142,21 @@ class Service final : public agent::DelayNodeAgent::Service {
     return node_.operations().acquire(what);
   }
 
-  grpc::Status Prepare(grpc::ServerContext* context, const agent::PrepareRequest* req,
-                       agent::PrepareReply* reply) override {
-    if (Status s = access_.check(*context, "Prepare"); !s) return to_grpc(s);
+  grpc::Status prepare(const agent::PrepareRequest& req, agent::PrepareReply* reply) {
     std::vector<std::string> reasons;
     if (monitor_ != nullptr) {
       clock_sync::SyncVerdict v = monitor_->verdict();
       if (!v.trustworthy) {
         reasons.push_back(cat("clock: master time not trustworthy: ", v.to_string()));
       }
-    } else if (!req->allow_unsynchronized()) {
+    } else if (!req.allow_unsynchronized()) {
       reasons.push_back(
           "clock: no PTP configured (--ptp-socket); instants would be read on the local "
           "clock (the controller must allow unsynchronized agents)");
     }
     std::set<std::string> links;
     for (const auto& l : node_.config().links) links.insert(l.name);
-    for (const auto& l : req->links()) {
+    for (const auto& l : req.links()) {
       if (!links.count(l)) reasons.push_back(cat("link '", l, "' is not on this node"));
     }
     auto frozen = node_.frozen();
@@ -186,8 +184,8 @@ class Service final : public agent::DelayNodeAgent::Service {
     }
     reply->set_estimated_image_bytes(estimate);
     std::string dir;
-    if (!req->checkpoint_dir().empty()) {
-      auto confined = store_.confine(req->checkpoint_dir());
+    if (!req.checkpoint_dir().empty()) {
+      auto confined = store_.confine(req.checkpoint_dir());
       if (!confined) return to_grpc(confined.status().with_context("Prepare: checkpoint_dir "));
       dir = *confined;
     }
@@ -210,16 +208,14 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Freeze(grpc::ServerContext* context, const agent::FreezeRequest* req,
-                      agent::FreezeReply* reply) override {
-    if (Status s = access_.check(*context, "Freeze"); !s) return to_grpc(s);
+  grpc::Status freeze(const agent::FreezeRequest& req, agent::FreezeReply* reply) {
     auto guard = lock("Freeze");
     if (!guard) return to_grpc(guard.status());
-    auto at = local_instant(req->at_ns());
+    auto at = local_instant(req.at_ns());
     if (!at) return to_grpc(at.status());
     int64_t lease = 0;
-    if (req->lease_until_ns() != 0) {
-      auto l = local_instant(req->lease_until_ns());
+    if (req.lease_until_ns() != 0) {
+      auto l = local_instant(req.lease_until_ns());
       if (!l) return to_grpc(l.status());
       if (*l <= *at) {
         return to_grpc(invalid_argument("Freeze: the lease must end after the freeze instant"));
@@ -242,34 +238,30 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Thaw(grpc::ServerContext* context, const agent::ThawRequest* req,
-                    agent::ThawReply*) override {
-    if (Status s = access_.check(*context, "Thaw"); !s) return to_grpc(s);
+  grpc::Status thaw(const agent::ThawRequest& req, agent::ThawReply*) {
     auto guard = lock("Thaw");
     if (!guard) return to_grpc(guard.status());
-    auto at = local_instant(req->at_ns());
+    auto at = local_instant(req.at_ns());
     if (!at) return to_grpc(at.status());
-    if (req->rollback()) return to_grpc(roll_back(*at));
+    if (req.rollback()) return to_grpc(roll_back(*at));
     Status s = node_.thaw_at(*at);
     if (s) set_lease(0);
     return to_grpc(s);
   }
 
-  grpc::Status Shift(grpc::ServerContext* context, const agent::ShiftRequest* req,
-                     agent::ShiftReply* reply) override {
-    if (Status s = access_.check(*context, "Shift"); !s) return to_grpc(s);
-    for (const auto& shift : req->shifts()) {
+  grpc::Status shift(const agent::ShiftRequest& req, agent::ShiftReply* reply) {
+    for (const auto& shift : req.shifts()) {
       if (Status s = need_pipe(shift.pipe()); !s) return to_grpc(s.with_context("Shift: "));
     }
     auto guard = lock("Shift");
     if (!guard) return to_grpc(guard.status());
-    for (const auto& shift : req->shifts()) {  // all or none
+    for (const auto& shift : req.shifts()) {  // all or none
       const auto& p = shift.pipe();
       if (auto c = node_.pipe_config(p.link(), p.direction()); !c) {
         return to_grpc(c.status().with_context("Shift: "));
       }
     }
-    for (const auto& shift : req->shifts()) {
+    for (const auto& shift : req.shifts()) {
       const auto& p = shift.pipe();
       auto total = node_.shift(p.link(), p.direction(), shift.shift_ns());
       if (!total) return to_grpc(total.status().with_context("Shift: "));
@@ -280,9 +272,7 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Hold(grpc::ServerContext* context, const agent::HoldRequest*,
-                    agent::HoldReply*) override {
-    if (Status s = access_.check(*context, "Hold"); !s) return to_grpc(s);
+  grpc::Status hold(const agent::HoldRequest&, agent::HoldReply*) {
     auto guard = lock("Hold");
     if (!guard) return to_grpc(guard.status());
     auto frozen = node_.frozen();
@@ -292,11 +282,10 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Save(grpc::ServerContext* context, const agent::SaveRequest* req,
-                    agent::SaveReply* reply) override {
-    if (Status s = access_.check(*context, "Save"); !s) return to_grpc(s);
-    if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));
-    auto path = store_.confine(req->path());
+  grpc::Status save(grpc::ServerContext* context, const agent::SaveRequest& req,
+                    agent::SaveReply* reply) {
+    if (req.path().empty()) return to_grpc(invalid_argument("path: give the image file to write"));
+    auto path = store_.confine(req.path());
     if (!path) return to_grpc(path.status().with_context("Save: "));
     auto guard = lock("Save");
     if (!guard) return to_grpc(guard.status());
@@ -322,22 +311,20 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Restore(grpc::ServerContext* context, const agent::RestoreRequest* req,
-                       agent::RestoreReply* reply) override {
-    if (Status s = access_.check(*context, "Restore"); !s) return to_grpc(s);
-    if (req->path().empty()) return to_grpc(invalid_argument("path: give the image file to read"));
-    auto path = store_.confine(req->path());
+  grpc::Status restore(const agent::RestoreRequest& req, agent::RestoreReply* reply) {
+    if (req.path().empty()) return to_grpc(invalid_argument("path: give the image file to read"));
+    auto path = store_.confine(req.path());
     if (!path) return to_grpc(path.status().with_context("Restore: "));
     auto guard = lock("Restore");
     if (!guard) return to_grpc(guard.status());
     int64_t lease = 0;
-    if (req->lease_until_ns() != 0) {
-      auto l = local_instant(req->lease_until_ns());
+    if (req.lease_until_ns() != 0) {
+      auto l = local_instant(req.lease_until_ns());
       if (!l) return to_grpc(l.status().with_context("Restore: lease: "));
       lease = *l;
     }
     checkpoint::RestoreOptions options;
-    options.allow_other_node = req->allow_other_node();
+    options.allow_other_node = req.allow_other_node();
     auto r = checkpoint::restore_node(node_, *path, options);
     // Frozen with the image or as before: either way until the lease ends
     // at the latest (#16 defect 3: a restore once cleared the freeze's
@@ -352,14 +339,12 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListFrames(grpc::ServerContext* context, const agent::ListFramesRequest* req,
-                          agent::ListFramesReply* reply) override {
-    if (Status s = access_.check(*context, "ListFrames"); !s) return to_grpc(s);
-    if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
+  grpc::Status list_frames(const agent::ListFramesRequest& req, agent::ListFramesReply* reply) {
+    if (Status s = need_pipe(req.pipe()); !s) return to_grpc(s);
     auto guard = lock("ListFrames");
     if (!guard) return to_grpc(guard.status());
-    auto r = checkpoint::list_frames(node_, req->pipe().link(), req->pipe().direction(),
-                                     req->offset(), req->limit(), req->with_bytes());
+    auto r = checkpoint::list_frames(node_, req.pipe().link(), req.pipe().direction(), req.offset(),
+                                     req.limit(), req.with_bytes());
     if (!r) return to_grpc(r.status());
     reply->set_total(r->total);
     reply->set_virtual_now_ns(r->virtual_now_ns);
@@ -371,21 +356,19 @@ class Service final : public agent::DelayNodeAgent::Service {
       h->set_arrival_ns(f.arrival_ns);
       h->set_departure_ns(f.departure_ns);
       h->set_summary(f.summary);
-      if (req->with_bytes()) h->set_data(f.bytes.data(), f.bytes.size());
+      if (req.with_bytes()) h->set_data(f.bytes.data(), f.bytes.size());
     }
     return grpc::Status::OK;
   }
 
-  grpc::Status EditFrames(grpc::ServerContext* context, const agent::EditFramesRequest* req,
-                          agent::EditFramesReply* reply) override {
-    if (Status s = access_.check(*context, "EditFrames"); !s) return to_grpc(s);
-    if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
+  grpc::Status edit_frames(const agent::EditFramesRequest& req, agent::EditFramesReply* reply) {
+    if (Status s = need_pipe(req.pipe()); !s) return to_grpc(s);
     auto guard = lock("EditFrames");
     if (!guard) return to_grpc(guard.status());
-    const std::string& link = req->pipe().link();
-    const std::string& dir = req->pipe().direction();
+    const std::string& link = req.pipe().link();
+    const std::string& dir = req.pipe().direction();
     uint32_t applied = 0;
-    for (const agent::FrameEdit& e : req->edits()) {
+    for (const agent::FrameEdit& e : req.edits()) {
       Status s;
       auto bytes_of = [](const std::string& data) {
         return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size());
@@ -418,9 +401,7 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetStats(grpc::ServerContext* context, const agent::GetStatsRequest*,
-                        agent::GetStatsReply* reply) override {
-    if (Status s = access_.check(*context, "GetStats"); !s) return to_grpc(s);
+  grpc::Status get_stats(const agent::GetStatsRequest&, agent::GetStatsReply* reply) {
     auto stats = node_.stats();
     if (!stats) return to_grpc(stats.status());
     reply->set_node_id(node_.config().node_id);
@@ -439,19 +420,15 @@ class Service final : public agent::DelayNodeAgent::Service {
     } else {
       clock->set_mode("local clock");
     }
-    for (uint16_t port : node_.ports()) {
-      rte_eth_stats st{};
-      if (rte_eth_stats_get(port, &st) != 0) continue;
-      char name[RTE_ETH_NAME_MAX_LEN] = {};
-      rte_eth_dev_get_name_by_port(port, name);
+    for (const dataplane::PortStats& st : node_.port_stats()) {
       agent::PortStats* ps = reply->add_ports();
-      ps->set_name(name);
-      ps->set_rx_frames(st.ipackets);
-      ps->set_tx_frames(st.opackets);
-      ps->set_rx_missed(st.imissed);
-      ps->set_rx_errors(st.ierrors);
-      ps->set_rx_no_mbuf(st.rx_nombuf);
-      ps->set_tx_errors(st.oerrors);
+      ps->set_name(st.name);
+      ps->set_rx_frames(st.rx_frames);
+      ps->set_tx_frames(st.tx_frames);
+      ps->set_rx_missed(st.rx_missed);
+      ps->set_rx_errors(st.rx_errors);
+      ps->set_rx_no_mbuf(st.rx_no_mbuf);
+      ps->set_tx_errors(st.tx_errors);
     }
     for (const auto& s : *stats) {
       agent::PipeStats* p = reply->add_pipes();
@@ -483,11 +460,10 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetVirtualTime(grpc::ServerContext* context, const agent::VirtualTimeRequest* req,
-                              agent::VirtualTimeReply* reply) override {
-    if (Status s = access_.check(*context, "GetVirtualTime"); !s) return to_grpc(s);
+  grpc::Status get_virtual_time(const agent::VirtualTimeRequest& req,
+                                agent::VirtualTimeReply* reply) {
     Result<int64_t> at = node_.now_ns();
-    if (req->at_ns() != 0) at = local_instant(req->at_ns());
+    if (req.at_ns() != 0) at = local_instant(req.at_ns());
     if (!at) return to_grpc(at.status().with_context("GetVirtualTime: "));
     auto v = node_.virtual_at(*at);
     if (!v) return to_grpc(v.status().with_context("GetVirtualTime: "));
@@ -498,17 +474,16 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ScheduleEvents(grpc::ServerContext* context, const agent::ScheduleEventsRequest* req,
-                              agent::ScheduleEventsReply* reply) override {
-    if (Status s = access_.check(*context, "ScheduleEvents"); !s) return to_grpc(s);
+  grpc::Status schedule_events(const agent::ScheduleEventsRequest& req,
+                               agent::ScheduleEventsReply* reply) {
     auto guard = lock("ScheduleEvents");
     if (!guard) return to_grpc(guard.status());
     auto now = node_.virtual_at(node_.now_ns());
     if (!now) return to_grpc(now.status().with_context("ScheduleEvents: "));
-    auto by_pipe = events_by_pipe(*req, *now);
+    auto by_pipe = events_by_pipe(req, *now);
     if (!by_pipe) return to_grpc(by_pipe.status().with_context("ScheduleEvents: "));
     std::vector<std::pair<std::string, std::string>> cancel;
-    for (const auto& p : req->cancel()) {
+    for (const auto& p : req.cancel()) {
       for (const char* dir : {"a_to_b", "b_to_a"}) {
         if (p.direction().empty() || p.direction() == dir) cancel.emplace_back(p.link(), dir);
       }
@@ -543,11 +518,9 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ExportPcap(grpc::ServerContext* context, const agent::ExportPcapRequest* req,
-                          agent::ExportPcapReply* reply) override {
-    if (Status s = access_.check(*context, "ExportPcap"); !s) return to_grpc(s);
-    if (req->dir().empty()) return to_grpc(invalid_argument("dir: give the folder to write into"));
-    auto dir = exports_.confine(req->dir());
+  grpc::Status export_pcap(const agent::ExportPcapRequest& req, agent::ExportPcapReply* reply) {
+    if (req.dir().empty()) return to_grpc(invalid_argument("dir: give the folder to write into"));
+    auto dir = exports_.confine(req.dir());
     if (!dir) return to_grpc(dir.status().with_context("ExportPcap: "));
     auto guard = lock("ExportPcap");
     if (!guard) return to_grpc(guard.status());
@@ -557,28 +530,26 @@ class Service final : public agent::DelayNodeAgent::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status SetLinkParams(grpc::ServerContext* context, const agent::SetLinkParamsRequest* req,
-                             agent::SetLinkParamsReply* reply) override {
-    if (Status s = access_.check(*context, "SetLinkParams"); !s) return to_grpc(s);
-    if (Status s = need_pipe(req->pipe()); !s) return to_grpc(s);
+  grpc::Status set_link_params(const agent::SetLinkParamsRequest& req,
+                               agent::SetLinkParamsReply* reply) {
+    if (Status s = need_pipe(req.pipe()); !s) return to_grpc(s);
     auto guard = lock("SetLinkParams");
     if (!guard) return to_grpc(guard.status());
-    auto current = node_.pipe_config(req->pipe().link(), req->pipe().direction());
+    auto current = node_.pipe_config(req.pipe().link(), req.pipe().direction());
     if (!current) return to_grpc(current.status());
     link::PipeConfig next = *current;
-    Status s = link::apply_settings(next, req->settings());
-    if (s) s = node_.set_pipe(req->pipe().link(), req->pipe().direction(), next);
+    Status s = link::apply_settings(next, req.settings());
+    if (s) s = node_.set_pipe(req.pipe().link(), req.pipe().direction(), next);
     if (!s) return to_grpc(s);
     reply->set_config(link::describe(next));
     return grpc::Status::OK;
   }
 
-  grpc::Status WatchFrames(grpc::ServerContext* context, const agent::WatchFramesRequest* req,
-                           grpc::ServerWriter<agent::TriggerEvent>* writer) override {
-    if (Status s = access_.check(*context, "WatchFrames"); !s) return to_grpc(s);
-    auto watch = dataplane::FrameWatch::create(req->pattern());
+  grpc::Status watch_frames(grpc::ServerContext* context, const agent::WatchFramesRequest& req,
+                            grpc::ServerWriter<agent::TriggerEvent>* writer) {
+    auto watch = dataplane::FrameWatch::create(req.pattern());
     if (!watch) return to_grpc(watch.status().with_context("WatchFrames: "));
-    if (Status s = node_.watch(req->link(), watch->get()); !s) {
+    if (Status s = node_.watch(req.link(), watch->get()); !s) {
       return to_grpc(s.with_context("WatchFrames: "));
     }
     dataplane::FrameMatch matches[32];
@@ -631,11 +602,97 @@ class Service final : public agent::DelayNodeAgent::Service {
   dataplane::DelayNode& node_;
   clock_sync::SyncMonitor* monitor_;  // null: no PTP
   std::string mode_;
-  const Authorizer access_;
   const PathRoot store_;
   const PathRoot exports_;
   std::atomic<bool> shutting_down_{false};
   Lease lease_;  // last: it uses everything above
+};
+
+// Every call first asks `access` (rpc/access.h) whether its caller may
+// make it, then goes to the node.
+class Service final : public agent::DelayNodeAgent::Service {
+ public:
+  Service(Node& node, Authorizer access) : node_(node), access_(std::move(access)) {}
+
+  grpc::Status Prepare(grpc::ServerContext* context, const agent::PrepareRequest* req,
+                       agent::PrepareReply* out) override {
+    if (Status s = access_.check(*context, "Prepare"); !s) return to_grpc(s);
+    return node_.prepare(*req, out);
+  }
+  grpc::Status Freeze(grpc::ServerContext* context, const agent::FreezeRequest* req,
+                      agent::FreezeReply* out) override {
+    if (Status s = access_.check(*context, "Freeze"); !s) return to_grpc(s);
+    return node_.freeze(*req, out);
+  }
+  grpc::Status Thaw(grpc::ServerContext* context, const agent::ThawRequest* req,
+                    agent::ThawReply* out) override {
+    if (Status s = access_.check(*context, "Thaw"); !s) return to_grpc(s);
+    return node_.thaw(*req, out);
+  }
+  grpc::Status Shift(grpc::ServerContext* context, const agent::ShiftRequest* req,
+                     agent::ShiftReply* out) override {
+    if (Status s = access_.check(*context, "Shift"); !s) return to_grpc(s);
+    return node_.shift(*req, out);
+  }
+  grpc::Status Hold(grpc::ServerContext* context, const agent::HoldRequest* req,
+                    agent::HoldReply* out) override {
+    if (Status s = access_.check(*context, "Hold"); !s) return to_grpc(s);
+    return node_.hold(*req, out);
+  }
+  grpc::Status Save(grpc::ServerContext* context, const agent::SaveRequest* req,
+                    agent::SaveReply* out) override {
+    if (Status s = access_.check(*context, "Save"); !s) return to_grpc(s);
+    return node_.save(context, *req, out);
+  }
+  grpc::Status Restore(grpc::ServerContext* context, const agent::RestoreRequest* req,
+                       agent::RestoreReply* out) override {
+    if (Status s = access_.check(*context, "Restore"); !s) return to_grpc(s);
+    return node_.restore(*req, out);
+  }
+  grpc::Status ListFrames(grpc::ServerContext* context, const agent::ListFramesRequest* req,
+                          agent::ListFramesReply* out) override {
+    if (Status s = access_.check(*context, "ListFrames"); !s) return to_grpc(s);
+    return node_.list_frames(*req, out);
+  }
+  grpc::Status EditFrames(grpc::ServerContext* context, const agent::EditFramesRequest* req,
+                          agent::EditFramesReply* out) override {
+    if (Status s = access_.check(*context, "EditFrames"); !s) return to_grpc(s);
+    return node_.edit_frames(*req, out);
+  }
+  grpc::Status GetStats(grpc::ServerContext* context, const agent::GetStatsRequest* req,
+                        agent::GetStatsReply* out) override {
+    if (Status s = access_.check(*context, "GetStats"); !s) return to_grpc(s);
+    return node_.get_stats(*req, out);
+  }
+  grpc::Status GetVirtualTime(grpc::ServerContext* context, const agent::VirtualTimeRequest* req,
+                              agent::VirtualTimeReply* out) override {
+    if (Status s = access_.check(*context, "GetVirtualTime"); !s) return to_grpc(s);
+    return node_.get_virtual_time(*req, out);
+  }
+  grpc::Status ScheduleEvents(grpc::ServerContext* context, const agent::ScheduleEventsRequest* req,
+                              agent::ScheduleEventsReply* out) override {
+    if (Status s = access_.check(*context, "ScheduleEvents"); !s) return to_grpc(s);
+    return node_.schedule_events(*req, out);
+  }
+  grpc::Status ExportPcap(grpc::ServerContext* context, const agent::ExportPcapRequest* req,
+                          agent::ExportPcapReply* out) override {
+    if (Status s = access_.check(*context, "ExportPcap"); !s) return to_grpc(s);
+    return node_.export_pcap(*req, out);
+  }
+  grpc::Status SetLinkParams(grpc::ServerContext* context, const agent::SetLinkParamsRequest* req,
+                             agent::SetLinkParamsReply* out) override {
+    if (Status s = access_.check(*context, "SetLinkParams"); !s) return to_grpc(s);
+    return node_.set_link_params(*req, out);
+  }
+  grpc::Status WatchFrames(grpc::ServerContext* context, const agent::WatchFramesRequest* req,
+                           grpc::ServerWriter<agent::TriggerEvent>* out) override {
+    if (Status s = access_.check(*context, "WatchFrames"); !s) return to_grpc(s);
+    return node_.watch_frames(context, *req, out);
+  }
+
+ private:
+  Node& node_;
+  const Authorizer access_;
 };
 
 }  // namespace
@@ -643,6 +700,7 @@ class Service final : public agent::DelayNodeAgent::Service {
 struct DelayNodeAgent::Impl {
   clock_sync::SystemClock clock;
   std::unique_ptr<clock_sync::SyncMonitor> monitor;
+  std::unique_ptr<Node> node;  // after the monitor: it uses it
   std::unique_ptr<Service> service;
   std::unique_ptr<grpc::Server> server;
   std::string address;
@@ -652,7 +710,7 @@ DelayNodeAgent::DelayNodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(imp
 
 DelayNodeAgent::~DelayNodeAgent() {
   if (!impl_) return;
-  impl_->service->shut_down();
+  impl_->node->shut_down();
   stop_serving(impl_->server.get());
 }
 
@@ -694,9 +752,9 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
                options.store.empty() ? "none (--store): Prepare, Save and Restore are refused"
                                      : options.store.c_str(),
                options.export_dir.empty() ? "into the store" : options.export_dir.c_str());
-  impl->service =
-      std::make_unique<Service>(node, impl->monitor.get(), options.ptp_mode, *std::move(access),
-                                std::move(store), std::move(exports));
+  impl->node = std::make_unique<Node>(node, impl->monitor.get(), options.ptp_mode, std::move(store),
+                                      std::move(exports));
+  impl->service = std::make_unique<Service>(*impl->node, *std::move(access));
   auto serving = serve(options.listen, options.tls, impl->service.get());
   if (!serving) return serving.status();
   impl->server = std::move(serving->server);

@@ -1,6 +1,8 @@
 // The delay-node agent: serves proto/agent.proto's DelayNodeAgent for one
 // DelayNode (freeze/thaw at an instant, save/restore images, queue surgery,
-// stats, link parameters). gRPC stays behind this header.
+// stats, link parameters). Inside, as in the VM host: the logic over the
+// node, and a thin gRPC service that checks each caller's role. gRPC and
+// DPDK's own API stay behind this header and the dataplane's.
 #pragma once
 
 #include <memory>
