@@ -71,10 +71,15 @@ class Console:
     def wait_for(self, needle, timeout, start=0):
         """Waits until `needle` is printed after offset `start`; returns the
         text before it."""
-        found = lab.wait_for(lambda: needle in self.text(start), timeout,
-                             f"{needle!r} on the console {self.log}")
+        try:
+            lab.wait_for(lambda: needle in self.text(start), timeout,
+                         f"{needle!r} on the console {self.log}")
+        except TimeoutError as e:
+            # The console log goes with the test's folder: say what it showed.
+            tail = self.text(start)[-800:].replace("\r", "")
+            raise TimeoutError(f"{e}; the console printed since:\n{tail}") from None
         text = self.text(start)
-        return text[:text.find(needle)] if found else text
+        return text[:text.find(needle)]
 
     def run(self, command, timeout=30):
         """Runs a shell command; returns its output. The end marker is
