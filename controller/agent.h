@@ -97,6 +97,12 @@ class Agent {
   // instant that passed while the agent was busy means now, an agent that
   // never stopped has nothing to undo.
   virtual Status roll_back(int64_t at_ns, int64_t ahead_ns) = 0;
+  // Run-on (Topology.run_on): after stop_at, VMs stopped at these instants
+  // (master time, by VM name, as a VM host's freeze step reports them). A
+  // delay node ends the run-on of each direction that delivers to one of
+  // them; the step says how far each ran (ran_on_ns) and how late the
+  // node froze. A VM host, or a node without run-on, has nothing to do.
+  virtual Result<AgentStep> vm_stopped(const std::map<std::string, int64_t>& stopped_ns);
   // Swap-out: the VMs quit; a delay node stays frozen, holding its frames,
   // and its lease ends: it never thaws by itself, only a restore (or an
   // explicit thaw) ends the freeze.
@@ -130,6 +136,9 @@ class Agent {
   virtual Result<uint32_t> schedule_events(const agent::ScheduleEventsRequest& request);
 };
 
+inline Result<AgentStep> Agent::vm_stopped(const std::map<std::string, int64_t>&) {
+  return AgentStep();
+}
 inline Result<NodeTime> Agent::virtual_time_at(int64_t) {
   return failed_precondition(cat(what(), " has no links"));
 }

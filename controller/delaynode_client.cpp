@@ -17,6 +17,7 @@ DelayNodeClient::DelayNodeClient(config::DelayNodeRef ref, std::unique_ptr<Stub>
       step_deadline_ns_(durations.step_deadline_ns),
       save_deadline_ns_(durations.save_deadline_ns),
       watch_deadline_ns_(durations.watch_deadline_ns),
+      run_on_ns_(durations.run_on_ns),
       clock_(clock),
       what_(cat("delay node ", ref_.id())) {}
 
@@ -44,11 +45,26 @@ Result<Prepared> DelayNodeClient::prepare(const std::string& dir, bool allow_uns
   return prepared;
 }
 
+namespace {
+// The direction that leaves by the VM's end delivers to it.
+const char* delivering_to(const config::Attachment& a) {
+  return a.end() == "a" ? "b_to_a" : "a_to_b";
+}
+}  // namespace
+
 Result<AgentStep> DelayNodeClient::stop_at(int64_t at_ns, int64_t lease_until_ns,
                                            int64_t ahead_ns) {
   agent::FreezeRequest req;
   req.set_at_ns(at_ns);
   req.set_lease_until_ns(lease_until_ns);
+  if (run_on_ns_ > 0) {
+    for (const auto& a : ref_.attach()) {
+      agent::PipeRef* p = req.add_run_on();
+      p->set_link(a.link());
+      p->set_direction(delivering_to(a));
+    }
+    if (!req.run_on().empty()) req.set_run_on_until_ns(at_ns + run_on_ns_);
+  }
   agent::FreezeReply reply;
   if (auto s = unary(*stub_, &Stub::Freeze, req, &reply, ahead_ns + step_deadline_ns_); !s.ok()) {
     return agent_error(what_, s);
@@ -105,24 +121,58 @@ Result<Resumed> DelayNodeClient::resume_at(int64_t at_ns, int64_t ahead_ns) {
   return resumed;
 }
 
+Result<AgentStep> DelayNodeClient::vm_stopped(const std::map<std::string, int64_t>& stopped_ns) {
+  AgentStep step;
+  if (run_on_ns_ == 0) return step;
+  agent::VmStoppedRequest req;
+  for (const auto& a : ref_.attach()) {
+    auto stopped = stopped_ns.find(a.vm());
+    if (stopped == stopped_ns.end()) continue;
+    agent::DirectionStop* stop = req.add_stops();
+    stop->mutable_pipe()->set_link(a.link());
+    stop->mutable_pipe()->set_direction(delivering_to(a));
+    stop->set_at_ns(stopped->second);
+  }
+  if (req.stops().empty()) return step;
+  agent::VmStoppedReply reply;
+  if (auto s = unary(*stub_, &Stub::VmStopped, req, &reply, step_deadline_ns_); !s.ok()) {
+    return agent_error(what_, s);
+  }
+  for (int i = 0; i < req.stops_size() && i < reply.ran_ns_size(); ++i) {
+    const auto& p = req.stops(i).pipe();
+    (*step.mutable_ran_on_ns())[cat(p.link(), "/", p.direction())] = reply.ran_ns(i);
+  }
+  int64_t late = 0;
+  for (int64_t l : reply.latency_ns()) late = std::max(late, l);
+  step.set_lateness_ns(late);
+  return step;
+}
+
 Result<AgentStep> DelayNodeClient::align(const std::map<std::string, int64_t>& pause_excess_ns) {
   agent::ShiftRequest req;
   AgentStep step;
   for (const auto& a : ref_.attach()) {
     auto excess = pause_excess_ns.find(a.vm());
-    if (excess == pause_excess_ns.end() || excess->second == 0) continue;
-    // The direction that leaves by the VM's end delivers to it.
-    const std::string direction = a.end() == "a" ? "b_to_a" : "a_to_b";
+    const int64_t by = excess == pause_excess_ns.end() ? 0 : excess->second;
+    // With run-on, a direction shifts back what it ran on even when its
+    // VM's pause had no excess (the node adds it).
+    if (by == 0 && run_on_ns_ == 0) continue;
+    const std::string direction = delivering_to(a);
     agent::DirectionShift* shift = req.add_shifts();
     shift->mutable_pipe()->set_link(a.link());
     shift->mutable_pipe()->set_direction(direction);
-    shift->set_shift_ns(excess->second);
-    (*step.mutable_shift_ns())[cat(a.link(), "/", direction)] = excess->second;
+    shift->set_shift_ns(by);
   }
   if (req.shifts().empty()) return step;
   agent::ShiftReply reply;
   auto s = unary(*stub_, &Stub::Shift, req, &reply, step_deadline_ns_);
   if (!s.ok()) return agent_error(what_, s);
+  // What each direction moved by, what it ran on included.
+  for (int i = 0; i < req.shifts_size(); ++i) {
+    const auto& p = req.shifts(i).pipe();
+    (*step.mutable_shift_ns())[cat(p.link(), "/", p.direction())] =
+        i < reply.moved_ns_size() ? reply.moved_ns(i) : req.shifts(i).shift_ns();
+  }
   return step;
 }
 

@@ -30,6 +30,7 @@ class DelayNodeClient final : public Agent {
   Result<Resumed> resume_at(int64_t at_ns, int64_t ahead_ns) override;
   Result<AgentStep> align(const std::map<std::string, int64_t>& pause_excess_ns) override;
   Status roll_back(int64_t at_ns, int64_t ahead_ns) override;
+  Result<AgentStep> vm_stopped(const std::map<std::string, int64_t>& stopped_ns) override;
   // Stays frozen, holding its frames, and never thaws by itself (Hold).
   Status shutdown() override;
 
@@ -50,6 +51,7 @@ class DelayNodeClient final : public Agent {
   const int64_t step_deadline_ns_;
   const int64_t save_deadline_ns_;
   const int64_t watch_deadline_ns_;
+  const int64_t run_on_ns_;
   const MasterClock& clock_;
   const std::string what_;
 };

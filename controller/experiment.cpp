@@ -298,12 +298,9 @@ Result<Manifest> Experiment::checkpoint_locked(const CheckpointRequest& request,
 Status Experiment::stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_ns,
                                  int64_t ahead_ns, const std::string& dir, uint64_t estimate,
                                  Manifest* m, const ProgressFn& progress) {
-  // 3. Freeze every delay node and stop every VM at `at_ns`.
-  count_network_stops(crew);
-  auto stopped = on_each("freeze", crew, [&](Member& a) {
-    a.asked = true;
-    return a.agent->stop_at(at_ns, lease_until_ns, ahead_ns);
-  });
+  // 3. Freeze every delay node and stop every VM at `at_ns`. With run-on
+  // each VM host's report of its VMs' stops goes to the nodes at once.
+  auto stopped = stop_crew(crew, at_ns, lease_until_ns, ahead_ns);
   if (Status s = first_error(stopped); !s) return s;
   for (size_t i = 0; i < crew.size(); ++i) {
     *m->add_steps() = named(*stopped[i], *crew[i].agent, "freeze");
@@ -358,6 +355,22 @@ Status Experiment::stop_and_save(Crew& crew, int64_t at_ns, int64_t lease_until_
   return Status::ok();
 }
 
+std::vector<Result<AgentStep>> Experiment::stop_crew(Crew& crew, int64_t at_ns,
+                                                     int64_t lease_until_ns, int64_t ahead_ns) {
+  count_network_stops(crew);
+  RunOnReports run_on(crew, topology_.durations.run_on_ns > 0);
+  auto stopped = on_each("freeze", crew, [&](Member& a) {
+    a.asked = true;
+    auto r = a.agent->stop_at(at_ns, lease_until_ns, ahead_ns);
+    run_on.stopped(a, r, [this](const std::string& line) { log(line); });
+    return r;
+  });
+  for (size_t i = 0; i < crew.size(); ++i) {
+    if (stopped[i]) run_on.add_to(*crew[i].agent, *stopped[i]);
+  }
+  return stopped;
+}
+
 Status Experiment::resume_all(int64_t at_ns, Crew& crew, Manifest* manifest,
                               const ProgressFn& progress) {
   auto now = clock_->now_ns();
@@ -400,7 +413,7 @@ Status Experiment::resume_all(int64_t at_ns, Crew& crew, Manifest* manifest,
 
 void Experiment::align_network(const std::map<std::string, int64_t>& pause_excess_ns, Crew& crew,
                                Manifest* manifest, const ProgressFn& progress) {
-  if (pause_excess_ns.empty()) return;
+  if (pause_excess_ns.empty() && topology_.durations.run_on_ns == 0) return;
   Crew nodes;
   for (const Member& m : crew) {
     if (m.agent->moves_network()) nodes.push_back(m);

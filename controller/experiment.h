@@ -117,6 +117,10 @@ class Experiment {
   // `crew` is about to freeze or load: if delay nodes are among it, the
   // last reading of experiment time stops holding (reading_).
   void count_network_stops(const Crew& crew);
+  // Step 3 of a checkpoint or pause: every member of `crew` stops at
+  // `at_ns` (asked), with run-on's reports passed on (RunOnReports).
+  std::vector<Result<AgentStep>> stop_crew(Crew& crew, int64_t at_ns, int64_t lease_until_ns,
+                                           int64_t ahead_ns);
   // Every agent of `crew` resumes at `at_ns`; the steps go to `manifest`.
   Status resume_all(int64_t at_ns, Crew& crew, Manifest* manifest, const ProgressFn& progress);
   // Then each delay node shifts the directions that deliver to a VM by how

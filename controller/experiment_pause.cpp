@@ -50,11 +50,7 @@ Result<Manifest> Experiment::pause_locked(const PauseRequest& request, const Pro
   report(progress, "freeze",
          cat("at +", format_duration_ns(at - *now), " for ",
              format_duration_ns(request.duration_ns())));
-  count_network_stops(crew);
-  auto stopped = on_each("freeze", crew, [&](Member& a) {
-    a.asked = true;
-    return a.agent->stop_at(at, resume_at + 2 * d.step_deadline_ns, at - *now);
-  });
+  auto stopped = stop_crew(crew, at, resume_at + 2 * d.step_deadline_ns, at - *now);
   if (Status s = first_error(stopped); !s) {
     return rollback(crew, at, s, progress, /*partial_checkpoint=*/false);
   }

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -116,6 +117,29 @@ auto on_each(std::string_view step, Crew& crew, Call call) {
   for (auto& r : done) results.push_back(in_step(step, std::move(*r)));
   return results;
 }
+
+// Run-on (Topology.run_on) during a freeze phase: each VM host's report
+// of its VMs' stops (guest clock, else QEMU's STOP event) goes to every
+// delay node as soon as it comes, once every node has taken its freeze (a
+// freeze with run-on replies at once). Every member's thread calls
+// stopped() with its stop_at result; afterwards add_to() gives each node's
+// freeze step what the nodes answered (ran_on_ns, how late it froze).
+class RunOnReports {
+ public:
+  using Log = std::function<void(const std::string&)>;
+  RunOnReports(const Crew& crew, bool enabled);
+  void stopped(const Member& member, const Result<AgentStep>& result, const Log& log);
+  void add_to(const Agent& agent, AgentStep& step) const;
+
+ private:
+  const Crew& crew_;
+  const bool enabled_;
+  mutable std::mutex mutex_;
+  std::condition_variable nodes_done_;
+  size_t nodes_left_ = 0;
+  bool node_failed_ = false;
+  std::map<const Agent*, AgentStep> answers_;
+};
 
 // Runs every task on its own thread and waits for all of them.
 void run_parallel(const std::vector<std::function<void()>>& tasks);

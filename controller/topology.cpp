@@ -292,6 +292,15 @@ Result<Topology> parse_topology(const std::string& text, const std::string& orig
       duration_or(t.save_deadline(), d.save_deadline_ns, where("save_deadline"), "save_deadline");
   if (!save) return save.status();
   d.save_deadline_ns = *save;
+  if (!t.run_on().empty() && t.run_on() != "off") {
+    auto run_on = duration_or(t.run_on(), 0, where("run_on"), "run_on");
+    if (!run_on) return run_on.status();
+    if (*run_on > 1'000'000'000) {
+      return invalid_argument(
+          cat(where("run_on"), "run_on '", t.run_on(), "': at most 1s (or \"off\")"));
+    }
+    d.run_on_ns = *run_on;
+  }
   if (t.has_periodic()) {
     const std::string at = where("periodic");
     auto interval = duration_or(t.periodic().interval(), 0, at, "periodic.interval");

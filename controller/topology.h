@@ -19,7 +19,10 @@ struct Durations {
   // A trigger stream's deadline, so no stream outlives a peer that
   // vanished unnoticed; the controller opens it again at once.
   int64_t watch_deadline_ns = 600'000'000'000;
-  int64_t periodic_interval_ns = 0;          // 0: no periodic checkpoints
+  int64_t periodic_interval_ns = 0;  // 0: no periodic checkpoints
+  // Topology.run_on: how long past a freeze an attached direction may run
+  // on waiting for its VM's stop; 0: off.
+  int64_t run_on_ns = 0;
   std::vector<int64_t> trigger_cooldown_ns;  // per Topology.trigger
   std::vector<std::string> trigger_pattern;  // per trigger: the bytes (frame) or text (console)
 

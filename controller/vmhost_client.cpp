@@ -38,6 +38,7 @@ AgentStep vm_events(const google::protobuf::RepeatedPtrField<vmhost::VmStep>& vm
   for (const auto& vm : vms) {
     late = std::max(late, vm.lateness_ns());
     (*step.mutable_vm_event_ns())[vm.vm()] = vm.event_ns();
+    if (vm.clock_ns() != 0) (*step.mutable_vm_clock_ns())[vm.vm()] = vm.clock_ns();
     if (vm.pause_excess_ns() != 0) {
       (*step.mutable_vm_pause_excess_ns())[vm.vm()] = vm.pause_excess_ns();
     }

@@ -350,6 +350,7 @@ void to_proto(const PipeInfo& p, image::Pipe* out) {
   out->set_frames(p.frames);
   out->set_bytes(p.bytes);
   out->set_virtual_now_ns(p.virtual_now_ns);
+  out->set_ran_on_ns(p.ran_on_ns);
 }
 
 Result<PipeInfo> from_proto(const image::Pipe& m) {
@@ -372,6 +373,10 @@ Result<PipeInfo> from_proto(const image::Pipe& m) {
   p.frames = m.frames();
   p.bytes = m.bytes();
   p.virtual_now_ns = m.virtual_now_ns();
+  p.ran_on_ns = m.ran_on_ns();
+  if (p.ran_on_ns < 0 || p.ran_on_ns > 10'000'000'000) {
+    return invalid_argument(cat("ran_on_ns: ", p.ran_on_ns, " is not within 0..10 s"));
+  }
   return p;
 }
 

@@ -59,6 +59,7 @@ struct PipeInfo {
   link::PipeConfig config;
   link::PipeState state;       // rng, loss state, shaper state, counters
   int64_t virtual_now_ns = 0;  // the pipe's virtual clock at the freeze
+  int64_t ran_on_ns = 0;       // run past the freeze, not yet shifted back
   uint64_t frames = 0;         // frames held; the writer checks what it is given
   uint64_t bytes = 0;          // sum of their lengths
   bool operator==(const PipeInfo&) const = default;

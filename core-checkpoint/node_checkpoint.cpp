@@ -138,6 +138,7 @@ std::pair<NodeInfo, std::vector<PipeInfo>> describe_node(DelayNode& node,
     // A direction aligned to its VM (DelayNode::shift) has a timeline of
     // its own: the image records where it stands.
     p.virtual_now_ns = d->virtual_time(view.virtual_now_ns);
+    p.ran_on_ns = d->ran_on_ns;
     p.frames = d->pipe.held_frames();
     p.bytes = d->pipe.held_bytes();
     // Frames the pipe let go whose port has not taken them yet (a stopped
@@ -278,6 +279,7 @@ Result<RestoreResult> restore_node(DelayNode& node, const std::string& path,
       // Its timeline stands where the image's did against the node's.
       d->shift_ns = reader->node().virtual_now_ns - reader->pipes()[i].virtual_now_ns;
       d->shift_floor_ns = INT64_MIN;
+      d->ran_on_ns = reader->pipes()[i].ran_on_ns;
     }
     dataplane::reset_link_starts(view.directions);
     size_t index;

@@ -26,10 +26,18 @@ enum class CommandType : uint8_t {
   kPark,          // stop polling until `unpark` is set: the sender owns the pipes meanwhile
   kAddWatch,      // arm `watch` on `target`
   kRemoveWatch,   // disarm `watch` on every direction of the worker
-  kShift,  // move `target`'s timeline by `at_ns` (signed) from now; `result_ns` = its total shift
+  // move `target`'s timeline by `at_ns` (signed) plus what it ran on from
+  // now; `at_ns` = the move, `result_ns` = its total shift afterwards
+  kShift,
   kScheduleEvents,  // `events` (node virtual time) onto `target`'s pipe
   kCancelEvents,    // drop `target`'s pending events; `result_ns` = how many
   kVirtualAt,       // `result_ns` = the virtual time at real instant `at_ns`
+  // `target` runs on past the freeze set (not reached yet) until real
+  // instant `at_ns` at the latest (Direction::run_on_from_ns)
+  kRunOn,
+  // `target`'s VM stopped at real instant `at_ns`: its run-on ends;
+  // `result_ns` = how far it ran, -1 if it was not running on
+  kEndRunOn,
 };
 
 // A command's sender and its worker race for it once the sender's timeout

@@ -424,7 +424,7 @@ Status DelayNode::set_pipe(const std::string& link, const std::string& direction
 }
 
 Result<int64_t> DelayNode::shift(const std::string& link, const std::string& direction,
-                                 int64_t by_ns) {
+                                 int64_t by_ns, int64_t* moved_ns) {
   constexpr int64_t kMaxShiftNs = 10'000'000'000;
   if (by_ns > kMaxShiftNs || by_ns < -kMaxShiftNs) {
     return invalid_argument(
@@ -437,6 +437,7 @@ Result<int64_t> DelayNode::shift(const std::string& link, const std::string& dir
   c->target = target->second;
   c->at_ns = by_ns;
   AMBER_RETURN_IF_ERROR(send(*target->first, c));
+  if (moved_ns != nullptr) *moved_ns = c->at_ns;
   return c->result_ns;
 }
 
@@ -482,6 +483,33 @@ Status DelayNode::thaw_at(int64_t at_ns) {
 
 Status DelayNode::cancel_freeze() {
   return send_all(CommandType::kCancelFreeze, 0);
+}
+
+Status DelayNode::run_on(const std::string& link, const std::string& direction, int64_t until_ns) {
+  auto target = find(link, direction);
+  if (!target) return target.status();
+  auto c = std::make_shared<Command>();
+  c->type = CommandType::kRunOn;
+  c->target = target->second;
+  c->at_ns = until_ns;
+  return send(*target->first, c).with_context(cat("run-on of ", link, "/", direction, ": "));
+}
+
+Result<int64_t> DelayNode::end_run_on(const std::string& link, const std::string& direction,
+                                      int64_t stopped_ns) {
+  auto target = find(link, direction);
+  if (!target) return target.status();
+  auto c = std::make_shared<Command>();
+  c->type = CommandType::kEndRunOn;
+  c->target = target->second;
+  c->at_ns = stopped_ns;
+  AMBER_RETURN_IF_ERROR(send(*target->first, c));
+  if (c->result_ns < 0) {
+    return failed_precondition(cat(link, "/", direction,
+                                   " is not running on (not asked by the freeze, or ended by "
+                                   "the thaw or a save)"));
+  }
+  return c->result_ns;
 }
 
 Result<std::vector<int64_t>> DelayNode::freeze_latencies() {

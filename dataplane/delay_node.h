@@ -77,7 +77,10 @@ class DelayNode {
   // at once). Held frames keep their order. Returns the direction's total
   // shift against the node's clock, which its images record (a pipe's
   // virtual time). For aligning a direction to the VM it delivers to.
-  Result<int64_t> shift(const std::string& link, const std::string& direction, int64_t by_ns);
+  // A direction that ran on past the last freeze (run_on) moves by as
+  // much more; `moved_ns` (if given) says by how much it moved in all.
+  Result<int64_t> shift(const std::string& link, const std::string& direction, int64_t by_ns,
+                        int64_t* moved_ns = nullptr);
 
   // Scheduled link events (link::Pipe::schedule_events) for one direction,
   // their instants on the node's virtual clock (virtual_at). The pipe keeps
@@ -105,6 +108,18 @@ class DelayNode {
   Status freeze_at(int64_t at_ns);
   Status thaw_at(int64_t at_ns);
   Status cancel_freeze();
+  // Run-on (controller/README.md): after freeze_at, before its instant,
+  // one direction keeps running past it until real instant until_ns at the
+  // latest, so frames due before the VM it delivers to actually stops
+  // still reach it. end_run_on: that VM stopped at stopped_ns; the
+  // direction's timeline stands where it was then (never going back past
+  // what it sent), and returns how far past the freeze it ran, which its
+  // next shift adds back; kFailedPrecondition if it was not running on
+  // (never asked, or ended by the thaw or a save). A save or the thaw
+  // ends a run-on still going at that instant.
+  Status run_on(const std::string& link, const std::string& direction, int64_t until_ns);
+  Result<int64_t> end_run_on(const std::string& link, const std::string& direction,
+                             int64_t stopped_ns);
   // How far after the freeze instant each worker's loop first ran frozen
   // (ns); kUnavailable before every worker has seen it.
   Result<std::vector<int64_t>> freeze_latencies();

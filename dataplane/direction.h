@@ -80,6 +80,42 @@ struct Direction {
     shift_floor_ns = virtual_time(worker_virtual_now_ns);
     shift_ns += by_ns;
   }
+  // Run-on: while the worker stands frozen from real instant
+  // `run_on_from_ns` (INT64_MAX: no run-on), this direction keeps its own
+  // time, `run_on_base_ns` there, running with real time up to
+  // `run_on_until_ns`; it departs and stamps arrivals on it. It ends when
+  // its VM is reported stopped (end_run_on), or at the thaw or a park,
+  // and what it ran is kept in `ran_on_ns` for the next shift to add back.
+  int64_t run_on_from_ns = INT64_MAX;
+  int64_t run_on_until_ns = INT64_MAX;
+  int64_t run_on_base_ns = 0;
+  int64_t ran_on_ns = 0;
+
+  bool runs_on(int64_t real_ns) const { return real_ns >= run_on_from_ns; }
+  // Its own time at real_ns while it runs on.
+  int64_t run_on_time(int64_t real_ns) const {
+    return run_on_base_ns + (real_ns < run_on_until_ns ? real_ns : run_on_until_ns) -
+           run_on_from_ns;
+  }
+  // Ends the run-on: its timeline stands where it was at `stopped_ns` (real;
+  // clamped to the run-on's span and to now), never going back from where it reached
+  // by `real_now` (the frames sent meanwhile have left). Returns how far it
+  // ran (0 for a run-on not reached yet, which is simply dropped).
+  int64_t end_run_on(int64_t stopped_ns, int64_t real_now) {
+    if (run_on_from_ns == INT64_MAX) return 0;
+    int64_t ran = 0;
+    if (real_now >= run_on_from_ns) {
+      const int64_t reached = run_on_time(real_now);
+      const int64_t stopped = stopped_ns < real_now ? stopped_ns : real_now;
+      ran = run_on_time(stopped > run_on_from_ns ? stopped : run_on_from_ns) - run_on_base_ns;
+      shift_ns -= ran;
+      ran_on_ns += ran;
+      if (reached > shift_floor_ns) shift_floor_ns = reached;
+    }
+    run_on_from_ns = INT64_MAX;
+    run_on_until_ns = INT64_MAX;
+    return ran;
+  }
   // Shared by the link's two directions, which may run on two workers:
   // the worker virtual instant at which a schedule that starts on the
   // link's first frame last started (INT64_MIN: never). The other

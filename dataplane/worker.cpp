@@ -97,8 +97,20 @@ int Worker::run(const std::atomic<bool>& stop) {
       prefetch(d, burst, n);
       if (unlikely(d.pipe.awaits_first_frame())) follow_link_start(d, virtual_now);
       busy |= take_staged(d);
-      const int64_t own_now = d.virtual_time(virtual_now);
-      busy |= transmit(d, frozen ? INT64_MIN : own_now) || n > 0;
+      int64_t own_now = d.virtual_time(virtual_now);
+      bool departs = !frozen;
+      if (unlikely(d.runs_on(real_now))) {
+        if (frozen) {
+          own_now = d.run_on_time(real_now);  // its VM has not stopped yet
+          departs = true;
+        } else {
+          // Thawed before its VM was reported stopped: it ran to the end.
+          d.end_run_on(d.run_on_until_ns, real_now);
+          count_run_ons();
+          own_now = d.virtual_time(virtual_now);
+        }
+      }
+      busy |= transmit(d, departs ? own_now : INT64_MIN) || n > 0;
       if (n > 0) {
         ++d.counters.rx_bursts;
         std::copy(burst, burst + n, d.staged);
@@ -254,7 +266,22 @@ void Worker::scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n
   }
 }
 
+void Worker::end_run_ons(int64_t stopped_ns, int64_t real_now) {
+  for (Direction* d : directions_) {
+    if (d->runs_on(real_now)) d->end_run_on(stopped_ns, real_now);
+  }
+  count_run_ons();
+}
+
+void Worker::count_run_ons() {
+  run_ons_ = 0;
+  for (const Direction* d : directions_) run_ons_ += d->run_on_from_ns != INT64_MAX;
+}
+
 void Worker::idle_sleep(int64_t real_now) {
+  // A direction running on departs while the clock stands: spin (at most
+  // the run-on's limit).
+  if (run_ons_ != 0) return;
   const int64_t bound = options_.idle_sleep_ns;
   int64_t sleep_ns = bound;
   // Spin through the last stretch before a freeze or thaw instant: a sleep
@@ -329,8 +356,33 @@ bool Worker::handle_commands() {
         c.result_ns = virtual_clock_.at(c.at_ns);
         break;
       case CommandType::kShift:
+        // What it ran on past the last freeze comes back with the shift.
+        c.at_ns += c.target->ran_on_ns;  // tells the sender
         c.target->shift(c.at_ns, virtual_clock_.now(real_now));
+        c.target->ran_on_ns = 0;
         c.result_ns = c.target->shift_ns;
+        break;
+      case CommandType::kRunOn: {
+        const int64_t freeze = virtual_clock_.freeze_at_ns();
+        if (freeze == link::VirtualClock::kNone || real_now >= freeze) {
+          c.status = failed_precondition("run-on needs a freeze instant not reached yet");
+          break;
+        }
+        if (c.at_ns <= freeze) {
+          c.status = invalid_argument("run-on must end after the freeze instant");
+          break;
+        }
+        Direction& d = *c.target;
+        d.run_on_from_ns = freeze;
+        d.run_on_until_ns = c.at_ns;
+        d.run_on_base_ns = d.virtual_time(virtual_clock_.at(freeze));
+        count_run_ons();
+        break;
+      }
+      case CommandType::kEndRunOn:
+        c.result_ns =
+            c.target->run_on_from_ns == INT64_MAX ? -1 : c.target->end_run_on(c.at_ns, real_now);
+        count_run_ons();
         break;
       case CommandType::kStop:
         stop = true;
@@ -341,9 +393,20 @@ bool Worker::handle_commands() {
         break;
       case CommandType::kThaw:
         c.status = virtual_clock_.schedule_thaw(c.at_ns, real_now);
+        if (c.status) {
+          for (Direction* d : directions_) {
+            if (d->run_on_from_ns != INT64_MAX) {
+              d->run_on_until_ns = std::min(d->run_on_until_ns, c.at_ns);
+            }
+          }
+        }
         break;
       case CommandType::kCancelFreeze:
         c.status = virtual_clock_.cancel_freeze(real_now);
+        if (c.status) {  // none had begun
+          for (Direction* d : directions_) d->end_run_on(INT64_MIN, real_now);
+          count_run_ons();
+        }
         break;
       case CommandType::kFreezeReport:
         c.at_ns = virtual_clock_.freeze_at_ns();
@@ -361,6 +424,8 @@ bool Worker::handle_commands() {
         }
         break;
       case CommandType::kPark: {
+        // The sender may save the pipes: whatever still runs on stops now.
+        end_run_ons(real_now, real_now);
         std::shared_ptr<std::atomic<bool>> unpark = c.unpark;
         c.state.store(CommandState::kDone, std::memory_order_release);
         delete holder;

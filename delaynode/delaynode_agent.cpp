@@ -94,6 +94,9 @@ Result<std::map<std::pair<std::string, std::string>, std::vector<link::LinkEvent
   return by_pipe;
 }
 
+// The longest a direction may run on past a freeze (FreezeRequest.run_on).
+constexpr int64_t kMaxRunOnNs = 1'000'000'000;
+
 Status need_pipe(const agent::PipeRef& p) {
   if (p.link().empty() || p.direction().empty()) {
     return invalid_argument("pipe: give a link name and a direction (a_to_b or b_to_a)");
@@ -209,6 +212,9 @@ class Node {
   }
 
   grpc::Status freeze(const agent::FreezeRequest& req, agent::FreezeReply* reply) {
+    for (const auto& p : req.run_on()) {
+      if (Status s = need_pipe(p); !s) return to_grpc(s.with_context("Freeze: run_on: "));
+    }
     auto guard = lock("Freeze");
     if (!guard) return to_grpc(guard.status());
     auto at = local_instant(req.at_ns());
@@ -222,9 +228,30 @@ class Node {
       }
       lease = *l;
     }
+    int64_t run_on_until = 0;
+    if (!req.run_on().empty()) {
+      auto u = local_instant(req.run_on_until_ns());
+      if (!u) return to_grpc(u.status());
+      if (*u <= *at || *u - *at > kMaxRunOnNs) {
+        return to_grpc(invalid_argument(
+            cat("Freeze: run_on_until_ns must be within ", kMaxRunOnNs / 1'000'000,
+                " ms after the freeze instant (", (*u - *at) / 1'000'000, " ms)")));
+      }
+      run_on_until = *u;
+    }
     Status s = node_.freeze_at(*at);
     if (!s) return to_grpc(s);
+    for (const auto& p : req.run_on()) {
+      if (s = node_.run_on(p.link(), p.direction(), run_on_until); !s) {
+        (void)node_.cancel_freeze();  // all or none
+        return to_grpc(s.with_context("Freeze: "));
+      }
+    }
     set_lease(lease);
+    // A run-on's VmStopped comes soon after the instant: the controller
+    // waits for this reply before it sends one, so no wait for the
+    // latencies here (VmStopped reports them).
+    if (!req.run_on().empty()) return grpc::Status::OK;
     // Report how late each worker froze if the instant is near.
     const int64_t wait = *at - node_.now_ns();
     if (wait < 2'000'000'000) {
@@ -234,6 +261,33 @@ class Node {
       if (latencies) {
         for (int64_t l : *latencies) reply->add_latency_ns(l);
       }
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status vm_stopped(const agent::VmStoppedRequest& req, agent::VmStoppedReply* reply) {
+    for (const auto& stop : req.stops()) {
+      if (Status s = need_pipe(stop.pipe()); !s) return to_grpc(s.with_context("VmStopped: "));
+    }
+    auto guard = lock("VmStopped");
+    if (!guard) return to_grpc(guard.status());
+    for (const auto& stop : req.stops()) {
+      const auto& p = stop.pipe();
+      auto at = local_instant(stop.at_ns());
+      if (!at) return to_grpc(at.status().with_context("VmStopped: "));
+      auto ran = node_.end_run_on(p.link(), p.direction(), *at);
+      if (!ran) return to_grpc(ran.status().with_context("VmStopped: "));
+      reply->add_ran_ns(*ran);
+      if (reply->latency_ns().empty()) {
+        if (auto latencies = node_.freeze_latencies()) {
+          for (int64_t l : *latencies) reply->add_latency_ns(l);
+        }
+      }
+      std::fprintf(stderr,
+                   "agent: %s/%s ran on %.3f ms past the freeze (its VM stopped %+.3f ms "
+                   "from now)\n",
+                   p.link().c_str(), p.direction().c_str(), *ran / 1e6,
+                   (*at - node_.now_ns()) / 1e6);
     }
     return grpc::Status::OK;
   }
@@ -263,11 +317,13 @@ class Node {
     }
     for (const auto& shift : req.shifts()) {
       const auto& p = shift.pipe();
-      auto total = node_.shift(p.link(), p.direction(), shift.shift_ns());
+      int64_t moved = 0;
+      auto total = node_.shift(p.link(), p.direction(), shift.shift_ns(), &moved);
       if (!total) return to_grpc(total.status().with_context("Shift: "));
       reply->add_total_ns(*total);
+      reply->add_moved_ns(moved);
       std::fprintf(stderr, "agent: %s/%s shifted %+.3f ms (%+.3f ms against the node's clock)\n",
-                   p.link().c_str(), p.direction().c_str(), shift.shift_ns() / 1e6, *total / 1e6);
+                   p.link().c_str(), p.direction().c_str(), moved / 1e6, *total / 1e6);
     }
     return grpc::Status::OK;
   }
@@ -628,6 +684,11 @@ class Service final : public agent::DelayNodeAgent::Service {
                     agent::ThawReply* out) override {
     if (Status s = access_.check(*context, "Thaw"); !s) return to_grpc(s);
     return node_.thaw(*req, out);
+  }
+  grpc::Status VmStopped(grpc::ServerContext* context, const agent::VmStoppedRequest* req,
+                         agent::VmStoppedReply* out) override {
+    if (Status s = access_.check(*context, "VmStopped"); !s) return to_grpc(s);
+    return node_.vm_stopped(*req, out);
   }
   grpc::Status Shift(grpc::ServerContext* context, const agent::ShiftRequest* req,
                      agent::ShiftReply* out) override {

@@ -29,6 +29,7 @@ constexpr Rule kRules[] = {
     {kDelayNode, "Prepare", Access::kControl},
     {kDelayNode, "Freeze", Access::kControl},
     {kDelayNode, "Thaw", Access::kControl},
+    {kDelayNode, "VmStopped", Access::kControl},
     {kDelayNode, "Shift", Access::kControl},
     {kDelayNode, "Hold", Access::kControl},
     {kDelayNode, "Save", Access::kControl},

@@ -65,6 +65,7 @@ class ExperimentTest : public ::testing::Test {
     t.durations.margin_ns = 2'000'000;
     t.durations.step_deadline_ns = 1'000'000'000;
     t.durations.save_deadline_ns = 2'000'000'000;
+    t.durations.run_on_ns = run_on_ns_;
     for (const auto& trigger : triggers_) {
       *t.proto.add_trigger() = trigger;
       t.durations.trigger_cooldown_ns.push_back(1'000'000'000);
@@ -214,6 +215,7 @@ class ExperimentTest : public ::testing::Test {
   }
   std::vector<ScheduledEvent> events_;  // the topology's link events
   bool keep_start_calls_ = false;       // start(): keep the calls that start experiment time
+  int64_t run_on_ns_ = 0;               // Topology.run_on
 };
 
 // Waits up to 5 s for `done` (the controller's background thread acts on
@@ -358,6 +360,48 @@ TEST_F(ExperimentTest, WithoutPauseExcessNoNodeIsAskedToAlign) {
   auto m = checkpoint();
   ASSERT_TRUE(m.is_ok()) << m.status().to_string();
   EXPECT_TRUE(nodes_[0]->calls_of(Op::kAlign).empty());
+}
+
+// Run-on: each VM host's report of its VMs' stops reaches the nodes as
+// soon as that host answers, not when the slowest one does; the instant is
+// the guest clock's stop where the host knows it. What the node ran on is
+// in its freeze step, and the align takes it back even without excess.
+TEST_F(ExperimentTest, RunOnPassesEachHostsStopsToTheNodesAsSoonAsItAnswers) {
+  run_on_ns_ = 100'000'000;
+  start(1, 2);
+  nodes_[0]->attach("vm1", "l0/b_to_a");
+  nodes_[0]->attach("vm3", "l1/a_to_b");
+  hosts_[0]->set_stop_lag("vm1", 7'000'000);
+  hosts_[0]->set(Op::kStopAt, Outcome::kSucceed, std::chrono::milliseconds(300));
+  std::vector<bool> h1_done_when_told;
+  nodes_[0]->on(Op::kVmStopped, [&] { h1_done_when_told.push_back(hosts_[0]->stopped()); });
+  auto m = checkpoint();
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto told = nodes_[0]->calls_of(Op::kVmStopped);
+  ASSERT_EQ(told.size(), 2u);
+  ASSERT_EQ(h1_done_when_told.size(), 2u);
+  EXPECT_FALSE(h1_done_when_told[0]) << "h2's stops waited for h1's answer";
+  const int64_t at = nodes_[0]->last(Op::kStopAt)->at_ns;
+  EXPECT_GT(told[0].seq, nodes_[0]->last(Op::kStopAt)->seq);
+  EXPECT_EQ(told[0].stopped.at("vm3"), at + 1000);  // no clock known: QEMU's STOP event
+  EXPECT_EQ(told[0].stopped.count("vm1"), 0u);
+  EXPECT_EQ(told[1].stopped.at("vm1"), at + 7'000'000);  // the guest clock's stop
+  const AgentStep* node_freeze = nullptr;
+  for (const auto& step : m->steps()) {
+    if (step.step() == "freeze" && step.agent() == "delay node dn1") node_freeze = &step;
+  }
+  ASSERT_NE(node_freeze, nullptr);
+  EXPECT_EQ(node_freeze->ran_on_ns().at("l0/b_to_a"), 7'000'000);
+  EXPECT_EQ(node_freeze->ran_on_ns().at("l1/a_to_b"), 1000);
+  EXPECT_TRUE(nodes_[0]->last(Op::kAlign).has_value()) << "no align took the run-on back";
+}
+
+TEST_F(ExperimentTest, WithoutRunOnNoNodeIsToldOfStops) {
+  start(1, 1);
+  nodes_[0]->attach("vm1", "l0/a_to_b");
+  hosts_[0]->set_stop_lag("vm1", 7'000'000);
+  ASSERT_TRUE(checkpoint().is_ok());
+  EXPECT_TRUE(nodes_[0]->calls_of(Op::kVmStopped).empty());
 }
 
 TEST_F(ExperimentTest, ANodeThatCannotAlignLeavesTheExperimentRunningWithAWarning) {

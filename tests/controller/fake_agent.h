@@ -55,7 +55,8 @@ enum class Op {
   kLoad,
   kAlign,
   kVirtualTime,
-  kScheduleEvents
+  kScheduleEvents,
+  kVmStopped
 };
 
 inline const char* name(Op op) {
@@ -82,6 +83,8 @@ inline const char* name(Op op) {
       return "virtual_time";
     case Op::kScheduleEvents:
       return "schedule_events";
+    case Op::kVmStopped:
+      return "vm_stopped";
   }
   return "?";
 }
@@ -105,6 +108,7 @@ struct Call {
   std::string dir;                              // prepare, save, load
   bool late = false;                            // resume_at: the instant had passed when it arrived
   std::map<std::string, int64_t> pause_excess;  // align
+  std::map<std::string, int64_t> stopped;       // vm_stopped: each VM's stop
   agent::ScheduleEventsRequest events;          // schedule_events
 
   static Call of(Op op, int64_t at_ns = 0, int64_t lease_ns = 0, std::string dir = "") {
@@ -174,6 +178,12 @@ class Agent final : public controller::Agent {
   void set_pause_excess(const std::string& vm, int64_t ns) {
     std::lock_guard lock(mutex_);
     pause_excess_[vm] = ns;
+  }
+  // VM host: `vm`'s guest clock stops this long after a stop's instant
+  // (its step's vm_clock_ns; without: QEMU's log said nothing).
+  void set_stop_lag(const std::string& vm, int64_t ns) {
+    std::lock_guard lock(mutex_);
+    stop_lag_[vm] = ns;
   }
   // Delay node: the direction `pipe` ("link/b_to_a") delivers to `vm`.
   void attach(const std::string& vm, const std::string& pipe) {
@@ -278,6 +288,26 @@ class Agent final : public controller::Agent {
     AgentStep step;
     step.set_lateness_ns(1000);
     for (const auto& vm : vms_) (*step.mutable_vm_event_ns())[vm] = at_ns + 1000;
+    std::lock_guard lock(mutex_);
+    last_stop_ns_ = at_ns;
+    for (const auto& [vm, lag] : stop_lag_) (*step.mutable_vm_clock_ns())[vm] = at_ns + lag;
+    return step;
+  }
+
+  // Delay node: each attached direction ran on from the last stop's
+  // instant to its VM's stop.
+  Result<AgentStep> vm_stopped(const std::map<std::string, int64_t>& stopped_ns) override {
+    Call call = Call::of(Op::kVmStopped);
+    call.stopped = stopped_ns;
+    AMBER_RETURN_IF_ERROR(act(call));
+    AgentStep step;
+    std::lock_guard lock(mutex_);
+    for (const auto& [vm, pipe] : attached_) {
+      auto s = stopped_ns.find(vm);
+      if (s != stopped_ns.end()) {
+        (*step.mutable_ran_on_ns())[pipe] = std::max<int64_t>(s->second - last_stop_ns_, 0);
+      }
+    }
     return step;
   }
 
@@ -508,6 +538,8 @@ class Agent final : public controller::Agent {
   std::vector<Call> calls_;
   std::map<std::string, int64_t> pause_excess_;  // VM host
   std::map<std::string, std::string> attached_;  // delay node: vm -> pipe
+  std::map<std::string, int64_t> stop_lag_;      // VM host
+  int64_t last_stop_ns_ = 0;
   bool stopped_ = false;
   bool down_ = false;
   int64_t lease_ns_ = 0;

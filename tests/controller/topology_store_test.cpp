@@ -37,6 +37,7 @@ TEST(Topology, GoodFileParses) {
   ASSERT_TRUE(t.is_ok()) << t.status().to_string();
   EXPECT_EQ(t->proto.experiment(), "lfn-1");
   EXPECT_EQ(t->durations.margin_ns, 30'000'000);
+  EXPECT_EQ(t->durations.run_on_ns, 0);  // off unless asked
   EXPECT_EQ(t->durations.step_deadline_ns, 10'000'000'000);
   EXPECT_EQ(t->durations.periodic_interval_ns, 10'000'000'000);
   ASSERT_EQ(t->durations.trigger_pattern.size(), 2u);
@@ -46,6 +47,12 @@ TEST(Topology, GoodFileParses) {
   EXPECT_EQ(t->durations.trigger_cooldown_ns[1], 30'000'000'000);
   ASSERT_EQ(t->proto.delay_node(0).attach_size(), 2);
   EXPECT_EQ(t->proto.delay_node(0).attach(1).vm(), "vm2");
+  auto on = parse_topology(std::string(kGood) + "run_on: \"100ms\"\n", "topo.conf");
+  ASSERT_TRUE(on.is_ok()) << on.status().to_string();
+  EXPECT_EQ(on->durations.run_on_ns, 100'000'000);
+  auto off = parse_topology(std::string(kGood) + "run_on: \"off\"\n", "topo.conf");
+  ASSERT_TRUE(off.is_ok()) << off.status().to_string();
+  EXPECT_EQ(off->durations.run_on_ns, 0);
 }
 
 struct Bad {
@@ -77,6 +84,8 @@ TEST(Topology, ErrorsNameTheFileLineAndProblem) {
       {"experiment: \"x\"\nlisten: \"unix:/c\"\nstore: \"/s\"\n" + node, "no ptp_socket"},
       {head + node + "margin: \"soon\"\n", "t.conf:6:1: margin"},
       {head + node + "periodic { interval: \"100ms\" }\n", "at least 1s"},
+      {head + node + "run_on: \"2s\"\n", "run_on '2s': at most 1s"},
+      {head + node + "run_on: \"later\"\n", "run_on"},
       {head + node + "trigger { name: \"t\" frame { delay_node: \"dn9\" hex: \"aa\" } }\n",
        "delay_node 'dn9' is not in the topology"},
       {head + node + "trigger { name: \"t\" frame { delay_node: \"dn1\" hex: \"abc\" } }\n",

@@ -105,6 +105,7 @@ FrozenNode make_frozen_node(const NodeSpec& spec) {
     h.info = pipe_info_of(live, cat("link", p / 2), p % 2 == 0 ? "a_to_b" : "b_to_a",
                           cat("port", p), cat("port", p + 1));
     h.info.virtual_now_ns = freeze_at;
+    h.info.ran_on_ns = static_cast<int64_t>(p) * 1'000'000;  // run-on, kept for the next shift
   }
   return node;
 }

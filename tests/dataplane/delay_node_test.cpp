@@ -260,6 +260,74 @@ TEST_F(DelayNodeTest, FreezeHoldsEveryFrameUntilTheThawAndShiftsDeparturesByTheP
   EXPECT_EQ((*after)[0].pipe.total_dropped(), 0u);
 }
 
+// Issue #15, run-on: a direction whose VM has not stopped yet keeps
+// delivering past the freeze instant; the VM's stop ends it, its timeline
+// stands where the VM's clock stopped, and the next shift adds back how
+// far it ran. The other direction stays frozen.
+TEST_F(DelayNodeTest, RunOnKeepsDeliveringUntilTheVmStoppedAndTheShiftTakesItBack) {
+  start("both { delay: \"100ms\" }");
+  const int64_t freeze = node_->now_ns() + 50 * kMs;
+  EXPECT_EQ(node_->run_on("l", "a_to_b", freeze + 200 * kMs).code(),
+            ErrorCode::kFailedPrecondition);  // no freeze set
+  ASSERT_TRUE(node_->freeze_at(freeze).is_ok());
+  EXPECT_EQ(node_->run_on("l", "a_to_b", freeze).code(), ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(node_->run_on("l", "a_to_b", freeze + 200 * kMs).is_ok());
+  for (uint32_t i = 0; i < 20; ++i) inject(a_, i, 200);
+  for (uint32_t i = 0; i < 20; ++i) inject(b_, 1000 + i, 200);
+  // Due 50 ms after the freeze: a_to_b delivers them on time.
+  auto to_b = collect(b_, 20, std::chrono::seconds(1));
+  ASSERT_EQ(to_b.size(), 20u);
+  for (uint32_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(to_b[i].seq, i);
+    EXPECT_GE(to_b[i].delay_ns, 100 * kMs - kMs) << i;
+  }
+  EXPECT_LT(to_b[0].delay_ns, 140 * kMs) << "the run-on did not deliver before the thaw";
+  EXPECT_TRUE(collect(a_, 1, std::chrono::milliseconds(100)).empty());
+  // Its VM stopped 30 ms after the freeze.
+  auto ran = node_->end_run_on("l", "a_to_b", freeze + 30 * kMs);
+  ASSERT_TRUE(ran.is_ok()) << ran.status().to_string();
+  EXPECT_EQ(*ran, 30 * kMs);
+  EXPECT_EQ(node_->end_run_on("l", "a_to_b", freeze + 30 * kMs).status().code(),
+            ErrorCode::kFailedPrecondition);  // ended already
+  const int64_t pause = 300 * kMs;
+  ASSERT_TRUE(node_->thaw_at(freeze + pause).is_ok());
+  auto to_a = collect(a_, 20, std::chrono::seconds(2));
+  ASSERT_EQ(to_a.size(), 20u);
+  for (uint32_t i = 0; i < 20; ++i) EXPECT_GE(to_a[i].delay_ns, 100 * kMs + pause - kMs) << i;
+  int64_t moved = 0;
+  auto total = node_->shift("l", "a_to_b", 5 * kMs, &moved);
+  ASSERT_TRUE(total.is_ok()) << total.status().to_string();
+  EXPECT_EQ(moved, 35 * kMs);
+  EXPECT_EQ(*total, 5 * kMs);  // -30 ms when the run-on ended, +35 ms now
+  ASSERT_TRUE(node_->shift("l", "a_to_b", 0, &moved).is_ok());
+  EXPECT_EQ(moved, 0) << "the run-on was added back twice";
+}
+
+// A run-on that no VM report ends stops at its limit, and the thaw ends
+// it: the direction stood still for the pause less what it ran.
+TEST_F(DelayNodeTest, RunOnStandsAtItsLimitAndTheThawEndsIt) {
+  start("both { delay: \"100ms\" }");
+  const int64_t freeze = node_->now_ns() + 50 * kMs;
+  ASSERT_TRUE(node_->freeze_at(freeze).is_ok());
+  ASSERT_TRUE(node_->run_on("l", "a_to_b", freeze + 20 * kMs).is_ok());
+  for (uint32_t i = 0; i < 10; ++i) inject(a_, i, 200);
+  // Due 50 ms after the freeze, past the run-on's 20 ms: held.
+  EXPECT_TRUE(collect(b_, 1, std::chrono::milliseconds(200)).empty());
+  const int64_t pause = 300 * kMs;
+  ASSERT_TRUE(node_->thaw_at(freeze + pause).is_ok());
+  auto to_b = collect(b_, 10, std::chrono::seconds(2));
+  ASSERT_EQ(to_b.size(), 10u);
+  for (uint32_t i = 0; i < 10; ++i) {
+    EXPECT_GE(to_b[i].delay_ns, 100 * kMs + pause - 20 * kMs - kMs) << i;
+    EXPECT_LT(to_b[i].delay_ns, 100 * kMs + pause - 10 * kMs) << i << ": it did not run on";
+  }
+  EXPECT_EQ(node_->end_run_on("l", "a_to_b", freeze).status().code(),
+            ErrorCode::kFailedPrecondition);
+  int64_t moved = 0;
+  ASSERT_TRUE(node_->shift("l", "a_to_b", 0, &moved).is_ok());
+  EXPECT_EQ(moved, 20 * kMs);
+}
+
 // Issue #15: the controller aligns the direction that delivers to a VM to
 // that VM's own pause. A shift moves one direction's timeline only: later
 // (it stands still: nothing leaves early, nothing is reordered, arrivals

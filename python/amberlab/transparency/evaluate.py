@@ -82,7 +82,7 @@ class Evaluation:
             "VM-host agent(s), controller", a.quiet)
         common = dict(link=link, mgmt=True, vm_mib=a.vm_mib,
                       append=("", "amber.workload=iperf3-server"),
-                      topology_extra=TOPOLOGY_EXTRA, align_network=align_network(a),
+                      topology_extra=topology_extra(a), align_network=align_network(a),
                       delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10)),
                                      "--worker-priority", str(getattr(a, "worker_priority", 0)),
                                      "--worker-nice", str(getattr(a, "worker_nice", 0))),
@@ -496,22 +496,35 @@ def qemu_clock_steps(log):
 
 
 # Run variants (--runs amber:lead,...): the VM-host agents' settings for
-# that run (step_lead, realtime_boost, pause_alignment) and whether the
-# delay node aligns each direction to the VM it delivers to (the
-# topology's attach), to compare the mechanisms side by side in one
-# evaluation. "shift" is amber's default.
-VARIANTS = {"plain": ("off", False, "off", False), "align": ("off", False, "on", False),
-            "lead": ("auto", False, "on", False), "leadboost": ("auto", True, "on", False),
-            "boost": ("off", True, "on", False), "shift": ("auto", False, "on", True),
-            "shiftboost": ("auto", True, "on", True)}
+# that run (step_lead, realtime_boost, pause_alignment), whether the delay
+# node aligns each direction to the VM it delivers to (the topology's
+# attach) and whether those directions run on past the freeze until their
+# VM stopped (Topology.run_on), to compare the mechanisms side by side in
+# one evaluation. "shift" is amber's default.
+VARIANTS = {"plain": ("off", False, "off", False, False),
+            "align": ("off", False, "on", False, False),
+            "lead": ("auto", False, "on", False, False),
+            "leadboost": ("auto", True, "on", False, False),
+            "boost": ("off", True, "on", False, False),
+            "shift": ("auto", False, "on", True, False),
+            "shiftboost": ("auto", True, "on", True, False),
+            "runon": ("auto", False, "on", True, True)}
 TOPOLOGY_EXTRA = 'margin: "100ms"\n'
+RUN_ON = "100ms"
+
+
+def topology_extra(a, variant=None):
+    """The topology's extra lines for the run: the margin, and run_on
+    when the run (or the evaluation's --run-on) asks for it."""
+    on = VARIANTS[variant][4] if variant else getattr(a, "run_on", "off") != "off"
+    return TOPOLOGY_EXTRA + (f'run_on: "{RUN_ON}"\n' if on else "")
 
 
 def vmhost_lines(a, variant=None):
     """The VM host's configuration lines the evaluation's options (or a run
     variant) ask for."""
     if variant:
-        lead, boost, align, _ = VARIANTS[variant]
+        lead, boost, align = VARIANTS[variant][:3]
     else:
         lead, boost, align = (getattr(a, "step_lead", None), getattr(a, "realtime_boost", False),
                               getattr(a, "pause_alignment", None))
@@ -607,6 +620,7 @@ def evaluate(a, keep=None):
               "agent_realtime": getattr(a, "agent_realtime", False),
               "pause_alignment": getattr(a, "pause_alignment", None) or "on",
               "align_network": "on" if align_network(a) else "off",
+              "run_on": RUN_ON if getattr(a, "run_on", "off") != "off" else "off",
               "worker_priority": getattr(a, "worker_priority", 0),
               "worker_nice": getattr(a, "worker_nice", 0),
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
@@ -621,6 +635,7 @@ def evaluate(a, keep=None):
         ev.start()
         say(f"ready in {time.monotonic() - t0:.0f} s", a.quiet)
         current = vmhost_lines(a)
+        current_topology = topology_extra(a)
         for n in names:
             # A run without a variant runs with the evaluation's options.
             variant = run_variant(n)
@@ -631,12 +646,15 @@ def evaluate(a, keep=None):
                     a.quiet)
                 current = vmhost_lines(a, variant)
                 ev.exp.reconfigure_vmhosts(current)
-            if align_network(a, variant) != ev.exp.align_network:
+            if (align_network(a, variant) != ev.exp.align_network
+                    or topology_extra(a, variant) != current_topology):
+                current_topology = topology_extra(a, variant)
                 say(f"run {n}: restarting the controller with the network "
-                    f"{'aligned' if align_network(a, variant) else 'not aligned'} to each VM",
-                    a.quiet)
+                    f"{'aligned' if align_network(a, variant) else 'not aligned'} to each VM"
+                    + (", directions running on until their VM stopped"
+                       if "run_on" in current_topology else ""), a.quiet)
                 ev.exp.align_network = align_network(a, variant)
-                ev.exp.restart_controller(TOPOLOGY_EXTRA)
+                ev.exp.restart_controller(current_topology)
                 lab.wait_for(ev.exp.clocks_trustworthy, 60, "every agent's clock to be trustworthy")
             t1 = time.monotonic()
             say(f"run {n}: iperf3 for {a.duration} s"
@@ -697,7 +715,8 @@ def parser():
                         "stop and resume without the save), each optionally "
                         "KIND:VARIANT to restart the VM-host agents with a mechanism first: "
                         + ", ".join(f"{k} (step_lead {v[0]}, realtime_boost {v[1]}, "
-                                    f"pause_alignment {v[2]}, network aligned {v[3]})"
+                                    f"pause_alignment {v[2]}, network aligned {v[3]}, "
+                                    f"run-on {v[4]})"
                                     for k, v in VARIANTS.items()))
     p.add_argument("--restore", type=int, default=3,
                    help="restore the amber run's checkpoint K at the end (0: none)")
@@ -739,6 +758,10 @@ def parser():
     p.add_argument("--align-network", choices=("on", "off"), default="on",
                    help="the delay node shifts the direction to each VM by how much longer "
                         "that VM's clock stood still than the network (topology attach)")
+    p.add_argument("--run-on", choices=("on", "off"), default="off",
+                   help="directions delivering to a VM run on past the freeze until the VM "
+                        f"host reports that VM stopped (Topology.run_on: {RUN_ON}); the "
+                        "runon variant turns it on for one run")
     p.add_argument("--quiet", action="store_true")
     return p
 
