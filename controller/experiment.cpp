@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "clock-sync/clock.h"
+#include "common/realtime_thread.h"
 #include "common/strings.h"
 #include "common/units.h"
 #include "controller/agents.h"
@@ -361,8 +362,13 @@ std::vector<Result<AgentStep>> Experiment::stop_crew(Crew& crew, int64_t at_ns,
   RunOnReports run_on(crew, topology_.durations.run_on_ns > 0);
   auto stopped = on_each("freeze", crew, [&](Member& a) {
     a.asked = true;
+    // A VM host's reply is passed on at once: its thread must not wait
+    // for a CPU the guests hold (FIFO 2, as the VM host's stepping thread).
+    std::optional<RealtimeThread> prompt;
+    if (topology_.durations.run_on_ns > 0) prompt.emplace(2);
     auto r = a.agent->stop_at(at_ns, lease_until_ns, ahead_ns);
-    run_on.stopped(a, r, [this](const std::string& line) { log(line); });
+    run_on.stopped(
+        a, r, [this](const std::string& line) { log(line); }, *clock_);
     return r;
   });
   for (size_t i = 0; i < crew.size(); ++i) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "common/units.h"
+
 namespace amber::controller {
 
 int64_t steady_ns() {
@@ -21,7 +23,8 @@ RunOnReports::RunOnReports(const Crew& crew, bool enabled) : crew_(crew), enable
   for (const Member& m : crew) nodes_left_ += m.agent->moves_network();
 }
 
-void RunOnReports::stopped(const Member& member, const Result<AgentStep>& result, const Log& log) {
+void RunOnReports::stopped(const Member& member, const Result<AgentStep>& result, const Log& log,
+                           const MasterClock& clock) {
   if (!enabled_) return;
   if (member.agent->moves_network()) {
     std::lock_guard lock(mutex_);
@@ -41,6 +44,13 @@ void RunOnReports::stopped(const Member& member, const Result<AgentStep>& result
   for (const auto& [vm, event] : result->vm_event_ns()) {
     auto clock = result->vm_clock_ns().find(vm);
     stops[vm] = clock != result->vm_clock_ns().end() ? clock->second : event;
+  }
+  if (auto now = clock.now_ns()) {
+    std::string late;
+    for (const auto& [vm, at] : stops) {
+      late += cat(late.empty() ? "" : ", ", vm, " +", format_duration_ns(*now - at));
+    }
+    log(cat("run-on: ", member.agent->what(), "'s stops passed on after the VMs stopped: ", late));
   }
   for (const Member& node : crew_) {
     if (!node.agent->moves_network()) continue;

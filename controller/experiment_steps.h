@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "controller/agent.h"
+#include "controller/master_clock.h"
 #include "proto/controller.pb.h"
 
 namespace amber::controller {
@@ -128,7 +129,9 @@ class RunOnReports {
  public:
   using Log = std::function<void(const std::string&)>;
   RunOnReports(const Crew& crew, bool enabled);
-  void stopped(const Member& member, const Result<AgentStep>& result, const Log& log);
+  // `clock` times how long after each VM's stop its report is passed on.
+  void stopped(const Member& member, const Result<AgentStep>& result, const Log& log,
+               const MasterClock& clock);
   void add_to(const Agent& agent, AgentStep& step) const;
 
  private:

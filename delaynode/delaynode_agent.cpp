@@ -112,12 +112,13 @@ class Node {
   // The paths a call names must lie in `store` or, ExportPcap's, in
   // `exports`.
   Node(dataplane::DelayNode& node, clock_sync::SyncMonitor* monitor, std::string mode,
-       PathRoot store, PathRoot exports)
+       PathRoot store, PathRoot exports, int realtime_priority)
       : node_(node),
         monitor_(monitor),
         mode_(std::move(mode)),
         store_(std::move(store)),
         exports_(std::move(exports)),
+        realtime_priority_(realtime_priority),
         lease_(node.operations(), [this] {
           // On the node's own clock: the lease needs no master time.
           Status s = roll_back(0);
@@ -142,6 +143,16 @@ class Node {
   // waits for it (parked workers cannot take commands). The node's lock:
   // a /amber/set on the telemetry socket takes it too.
   Result<std::unique_lock<std::timed_mutex>> lock(const char* what) {
+    if (realtime_priority_ > 0) {
+      // Once a thread of the server's pool has served an operation, it
+      // waits for the next request at SCHED_FIFO (AgentOptions).
+      thread_local bool raised = false;
+      if (!raised) {
+        sched_param p{};
+        p.sched_priority = realtime_priority_;
+        raised = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
+      }
+    }
     return node_.operations().acquire(what);
   }
 
@@ -660,6 +671,7 @@ class Node {
   std::string mode_;
   const PathRoot store_;
   const PathRoot exports_;
+  const int realtime_priority_;
   std::atomic<bool> shutting_down_{false};
   Lease lease_;  // last: it uses everything above
 };
@@ -814,7 +826,7 @@ Result<std::unique_ptr<DelayNodeAgent>> DelayNodeAgent::start(dataplane::DelayNo
                                      : options.store.c_str(),
                options.export_dir.empty() ? "into the store" : options.export_dir.c_str());
   impl->node = std::make_unique<Node>(node, impl->monitor.get(), options.ptp_mode, std::move(store),
-                                      std::move(exports));
+                                      std::move(exports), options.realtime_priority);
   impl->service = std::make_unique<Service>(*impl->node, *std::move(access));
   auto serving = serve(options.listen, options.tls, impl->service.get());
   if (!serving) return serving.status();

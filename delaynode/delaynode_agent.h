@@ -36,6 +36,10 @@ struct AgentOptions {
   std::string export_dir;
   // Who may call what over TLS (its `tls` is set from `tls` above).
   AccessPolicy access;
+  // SCHED_FIFO priority for the gRPC threads that serve operations (0:
+  // leave them): a run-on's VmStopped must not wait for a CPU the guests
+  // hold (--agent-priority).
+  int realtime_priority = 0;
 };
 
 class DelayNodeAgent {

@@ -88,6 +88,11 @@ Options after --:
                          stops and restarts a VM's rings on every stop and
                          resume; a prompt answer keeps the restart, during
                          which the guest's clock already runs, short
+  --agent-priority N      serve the agent's operations at SCHED_FIFO priority N
+                         (default 0: as started). A run-on (topology run_on)
+                         ends when the controller passes on a VM's stop: on
+                         a host whose guests keep the CPUs busy, an agent
+                         thread at SCHED_OTHER can wait milliseconds for one
   --check                load and validate the configuration, size the
                          mempool, then exit
   -h, --help             this text
@@ -224,6 +229,10 @@ int main(int argc, char** argv) {
     } else if (a == "--worker-nice" && i + 1 < argc) {
       if (!int_in(argv[++i], -20, 19, &worker_nice)) {
         return fail("--worker-nice: give a nice value -20..19 (0 leaves them)");
+      }
+    } else if (a == "--agent-priority" && i + 1 < argc) {
+      if (!int_in(argv[++i], 0, 99, &agent_options.realtime_priority)) {
+        return fail("--agent-priority: give 0 (leave them) or a SCHED_FIFO priority 1..99");
       }
     } else if (a == "--vhost-priority" && i + 1 < argc) {
       if (!int_in(argv[++i], 0, 99, &vhost_priority)) {

@@ -644,13 +644,17 @@ class Host {
       }
       // One line per VM and step: how early the command left, and how far
       // from the instant the guest clock and QEMU's event came.
+      // And how long after the guest clock the reply is ready (what a
+      // run-on waits for, besides the controller's round trip).
+      const int64_t ready = SystemClock::realtime_ns() - c;
       std::fprintf(stderr,
                    "amber-vmhost: %s %s: instant %+.3f ms (aligned), sent %.3f ms before it; "
-                   "clock %s%.3f ms, event %+.3f ms\n",
+                   "clock %s%.3f ms, event %+.3f ms; reply ready %+.3f ms after the clock\n",
                    what, configs_[index[i]].name.c_str(), (target - at_ns) / 1e6,
                    step->lead_ns() / 1e6, taken ? (step->clock_ns() >= target ? "+" : "") : "? ",
                    taken ? (step->clock_ns() - target) / 1e6 : 0.0,
-                   (to_ns(s.event) - c - target) / 1e6);
+                   (to_ns(s.event) - c - target) / 1e6,
+                   (ready - (taken ? step->clock_ns() : to_ns(s.event) - c)) / 1e6);
     }
     return grpc::Status::OK;
   }

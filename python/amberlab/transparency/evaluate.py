@@ -85,7 +85,9 @@ class Evaluation:
                       topology_extra=topology_extra(a), align_network=align_network(a),
                       delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10)),
                                      "--worker-priority", str(getattr(a, "worker_priority", 0)),
-                                     "--worker-nice", str(getattr(a, "worker_nice", 0))),
+                                     "--worker-nice", str(getattr(a, "worker_nice", 0)),
+                                     "--agent-priority",
+                                     str(getattr(a, "node_agent_priority", 0))),
                       vmhost_extra=vmhost_lines(a))
         if topology == "testbed":
             self.exp = TestbedExperiment(a.build, prefix="amb-evt", pmd=a.pmd,
@@ -508,7 +510,10 @@ VARIANTS = {"plain": ("off", False, "off", False, False),
             "boost": ("off", True, "on", False, False),
             "shift": ("auto", False, "on", True, False),
             "shiftboost": ("auto", True, "on", True, False),
-            "runon": ("auto", False, "on", True, True)}
+            # A VM resumed later by its stop's lateness (pause_alignment)
+            # would miss the frames its run-on direction sends from the
+            # thaw: run-on takes the place of that alignment.
+            "runon": ("auto", False, "off", True, True)}
 TOPOLOGY_EXTRA = 'margin: "100ms"\n'
 RUN_ON = "100ms"
 
@@ -623,6 +628,7 @@ def evaluate(a, keep=None):
               "run_on": RUN_ON if getattr(a, "run_on", "off") != "off" else "off",
               "worker_priority": getattr(a, "worker_priority", 0),
               "worker_nice": getattr(a, "worker_nice", 0),
+              "node_agent_priority": getattr(a, "node_agent_priority", 0),
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "driver": "amberlab.transparency.evaluate (amber-controller, amberctl)",
@@ -758,6 +764,9 @@ def parser():
     p.add_argument("--align-network", choices=("on", "off"), default="on",
                    help="the delay node shifts the direction to each VM by how much longer "
                         "that VM's clock stood still than the network (topology attach)")
+    p.add_argument("--node-agent-priority", type=int, default=0,
+                   help="the delay node's agent serves operations at this SCHED_FIFO priority "
+                        "(amber-delaynode --agent-priority; 0: as started)")
     p.add_argument("--run-on", choices=("on", "off"), default="off",
                    help="directions delivering to a VM run on past the freeze until the VM "
                         f"host reports that VM stopped (Topology.run_on: {RUN_ON}); the "
