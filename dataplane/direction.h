@@ -34,6 +34,7 @@ struct DirectionCounters {
   uint64_t oversize = 0;         // multi-segment frames refused (the pipe holds linear frames)
   uint64_t late_departures = 0;  // frames sent more than 10 us after their virtual departure
   uint64_t no_priv_area = 0;     // mbufs from a pool without room for the Frame: dropped
+  uint64_t run_on_port_down = 0;  // run-ons stopped by their port going down (its VM stopped)
   std::array<uint64_t, kLatenessBoundsNs.size()> burst_lateness{};
 };
 

@@ -111,6 +111,9 @@ int Worker::run(const std::atomic<bool>& stop) {
         }
       }
       busy |= transmit(d, departs ? own_now : INT64_MIN) || n > 0;
+      if (unlikely(d.pending_count != 0) && frozen && d.runs_on(real_now)) {
+        follow_port_down(d, real_now);
+      }
       if (n > 0) {
         ++d.counters.rx_bursts;
         std::copy(burst, burst + n, d.staged);
@@ -263,6 +266,20 @@ bool Worker::transmit(Direction& d, int64_t virtual_now) {
 void Worker::scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n, int64_t real_ns) {
   for (uint16_t i = 0; i < n; ++i) {
     for (uint8_t w = 0; w < d.watch_count; ++w) d.watches[w]->scan(d, burst[i], real_ns);
+  }
+}
+
+void Worker::follow_port_down(Direction& d, int64_t real_now) {
+  // A VM's vhost-user back end goes down as QEMU stops it (after its
+  // vCPUs): the port refuses frames and reports its link down. The
+  // direction stops there; the VM host's report still says where its
+  // timeline stands (end_run_on). A port that only has a full ring keeps
+  // its link up and the run-on goes on.
+  if (real_now >= d.run_on_until_ns) return;
+  rte_eth_link link{};
+  if (rte_eth_link_get_nowait(d.tx_port, &link) == 0 && link.link_status == RTE_ETH_LINK_DOWN) {
+    d.run_on_until_ns = real_now;
+    ++d.counters.run_on_port_down;
   }
 }
 

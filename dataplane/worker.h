@@ -63,6 +63,9 @@ class Worker {
   [[gnu::noinline]] void scan_watches(const Direction& d, rte_mbuf* const* burst, uint16_t n,
                                       int64_t real_ns);
   void idle_sleep(int64_t real_now);
+  // A running-on direction whose port went down (its VM stopped) stops
+  // departing now.
+  [[gnu::cold]] void follow_port_down(Direction& d, int64_t real_now);
   // Ends every run-on that has begun (a park, a thaw) at `stopped_ns`.
   void end_run_ons(int64_t stopped_ns, int64_t real_now);
   void count_run_ons();

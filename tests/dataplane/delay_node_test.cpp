@@ -328,6 +328,40 @@ TEST_F(DelayNodeTest, RunOnStandsAtItsLimitAndTheThawEndsIt) {
   EXPECT_EQ(moved, 20 * kMs);
 }
 
+// A VM's vhost-user port goes down as QEMU stops the VM: a direction
+// running on to it stops departing there, not when the report comes.
+TEST_F(DelayNodeTest, ARunOnStopsWhereItsPortWentDown) {
+  start("both { delay: \"100ms\" }");
+  // The VM's ring full and its link down, as a stopped VM's would be.
+  void* const filler = reinterpret_cast<void*>(uintptr_t{0x40});
+  size_t fillers = 0;
+  while (rte_ring_enqueue(b_.out, filler) == 0) ++fillers;
+  ASSERT_EQ(rte_eth_dev_set_link_down(b_.port), 0);
+  const int64_t freeze = node_->now_ns() + 50 * kMs;
+  ASSERT_TRUE(node_->freeze_at(freeze).is_ok());
+  ASSERT_TRUE(node_->run_on("l", "a_to_b", freeze + 300 * kMs).is_ok());
+  for (uint32_t i = 0; i < 10; ++i) inject(a_, i, 200);  // due 50 ms after the freeze
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (node_->now_ns() < freeze + 200 * kMs && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // The VM host says its clock stopped at +200 ms; the port said +50 ms.
+  auto ran = node_->end_run_on("l", "a_to_b", freeze + 200 * kMs);
+  ASSERT_TRUE(ran.is_ok()) << ran.status().to_string();
+  EXPECT_GE(*ran, 45 * kMs);
+  EXPECT_LT(*ran, 80 * kMs) << "the run-on went on past its port going down";
+  auto s = node_->stats();
+  ASSERT_TRUE(s.is_ok());
+  for (const auto& d : *s) {
+    EXPECT_EQ(d.node.run_on_port_down, d.direction == "a_to_b" ? 1u : 0u) << d.direction;
+  }
+  void* item;  // the fillers first: the frames the port takes now come after them
+  for (size_t i = 0; i < fillers; ++i) ASSERT_EQ(rte_ring_dequeue(b_.out, &item), 0);
+  ASSERT_EQ(rte_eth_dev_set_link_up(b_.port), 0);
+  ASSERT_TRUE(node_->thaw_at(node_->now_ns() + 10 * kMs).is_ok());
+  EXPECT_EQ(collect(b_, 10, std::chrono::seconds(2)).size(), 10u);  // none lost
+}
+
 // Issue #15: the controller aligns the direction that delivers to a VM to
 // that VM's own pause. A shift moves one direction's timeline only: later
 // (it stands still: nothing leaves early, nothing is reordered, arrivals
