@@ -29,11 +29,11 @@ inline constexpr std::array<int64_t, 12> kLatenessBoundsNs = {
 // Node-level counters beyond the pipe's own.
 struct DirectionCounters {
   uint64_t rx_bursts = 0;
-  uint64_t tx_retries = 0;       // tx bursts the port did not take whole
-  uint64_t dup_no_mbuf = 0;      // duplicates not made: the mempool was empty
-  uint64_t oversize = 0;         // multi-segment frames refused (the pipe holds linear frames)
-  uint64_t late_departures = 0;  // frames sent more than 10 us after their virtual departure
-  uint64_t no_priv_area = 0;     // mbufs from a pool without room for the Frame: dropped
+  uint64_t tx_retries = 0;        // tx bursts the port did not take whole
+  uint64_t dup_no_mbuf = 0;       // duplicates not made: the mempool was empty
+  uint64_t oversize = 0;          // multi-segment frames refused (the pipe holds linear frames)
+  uint64_t late_departures = 0;   // frames sent more than 10 us after their virtual departure
+  uint64_t no_priv_area = 0;      // mbufs from a pool without room for the Frame: dropped
   uint64_t run_on_port_down = 0;  // run-ons stopped by their port going down (its VM stopped)
   std::array<uint64_t, kLatenessBoundsNs.size()> burst_lateness{};
 };
