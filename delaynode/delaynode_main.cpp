@@ -88,11 +88,12 @@ Options after --:
                          stops and restarts a VM's rings on every stop and
                          resume; a prompt answer keeps the restart, during
                          which the guest's clock already runs, short
-  --agent-priority N      serve the agent's operations at SCHED_FIFO priority N
-                         (default 0: as started). A run-on (topology run_on)
-                         ends when the controller passes on a VM's stop: on
-                         a host whose guests keep the CPUs busy, an agent
-                         thread at SCHED_OTHER can wait milliseconds for one
+  --agent-priority N     serve the agent's operations at SCHED_FIFO
+                         priority N (default 0: as started). A run-on
+                         (topology run_on) ends when the controller passes
+                         on a VM's stop: on a host whose guests keep the
+                         CPUs busy, an agent thread at SCHED_OTHER can wait
+                         milliseconds for one
   --check                load and validate the configuration, size the
                          mempool, then exit
   -h, --help             this text
