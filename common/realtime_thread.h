@@ -10,13 +10,18 @@
 
 namespace amber {
 
+// The calling thread at SCHED_FIFO `priority` from now on; false if refused.
+inline bool make_thread_realtime(int priority) {
+  sched_param p{};
+  p.sched_priority = priority;
+  return pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
+}
+
 class RealtimeThread {
  public:
   explicit RealtimeThread(int priority) {
     if (pthread_getschedparam(pthread_self(), &policy_, &saved_) != 0) return;
-    sched_param p{};
-    p.sched_priority = priority;
-    applied_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
+    applied_ = make_thread_realtime(priority);
   }
   ~RealtimeThread() {
     if (applied_) pthread_setschedparam(pthread_self(), policy_, &saved_);

@@ -430,15 +430,10 @@ Result<int64_t> DelayNode::shift(const std::string& link, const std::string& dir
     return invalid_argument(
         cat("shift of ", link, "/", direction, " by ", by_ns, " ns: at most 10 s either way"));
   }
-  auto target = find(link, direction);
-  if (!target) return target.status();
-  auto c = std::make_shared<Command>();
-  c->type = CommandType::kShift;
-  c->target = target->second;
-  c->at_ns = by_ns;
-  AMBER_RETURN_IF_ERROR(send(*target->first, c));
-  if (moved_ns != nullptr) *moved_ns = c->at_ns;
-  return c->result_ns;
+  auto c = send_to(link, direction, CommandType::kShift, by_ns);
+  if (!c) return c.status();
+  if (moved_ns != nullptr) *moved_ns = (*c)->at_ns;
+  return (*c)->result_ns;
 }
 
 Result<link::PipeConfig> DelayNode::pipe_config(const std::string& link,
@@ -486,30 +481,34 @@ Status DelayNode::cancel_freeze() {
 }
 
 Status DelayNode::run_on(const std::string& link, const std::string& direction, int64_t until_ns) {
-  auto target = find(link, direction);
-  if (!target) return target.status();
-  auto c = std::make_shared<Command>();
-  c->type = CommandType::kRunOn;
-  c->target = target->second;
-  c->at_ns = until_ns;
-  return send(*target->first, c).with_context(cat("run-on of ", link, "/", direction, ": "));
+  return send_to(link, direction, CommandType::kRunOn, until_ns)
+      .status()
+      .with_context(cat("run-on of ", link, "/", direction, ": "));
 }
 
 Result<int64_t> DelayNode::end_run_on(const std::string& link, const std::string& direction,
                                       int64_t stopped_ns) {
-  auto target = find(link, direction);
-  if (!target) return target.status();
-  auto c = std::make_shared<Command>();
-  c->type = CommandType::kEndRunOn;
-  c->target = target->second;
-  c->at_ns = stopped_ns;
-  AMBER_RETURN_IF_ERROR(send(*target->first, c));
-  if (c->result_ns < 0) {
+  auto c = send_to(link, direction, CommandType::kEndRunOn, stopped_ns);
+  if (!c) return c.status();
+  if ((*c)->result_ns < 0) {
     return failed_precondition(cat(link, "/", direction,
                                    " is not running on (not asked by the freeze, or ended by "
                                    "the thaw or a save)"));
   }
-  return c->result_ns;
+  return (*c)->result_ns;
+}
+
+Result<std::shared_ptr<Command>> DelayNode::send_to(const std::string& link,
+                                                    const std::string& direction, CommandType type,
+                                                    int64_t at_ns) {
+  auto target = find(link, direction);
+  if (!target) return target.status();
+  auto c = std::make_shared<Command>();
+  c->type = type;
+  c->target = target->second;
+  c->at_ns = at_ns;
+  AMBER_RETURN_IF_ERROR(send(*target->first, c));
+  return c;
 }
 
 Result<std::vector<int64_t>> DelayNode::freeze_latencies() {

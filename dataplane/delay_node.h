@@ -177,6 +177,9 @@ class DelayNode {
   Status create_workers();
   Status send(Worker& worker, const std::shared_ptr<Command>& command);
   Status send_all(CommandType type, int64_t at_ns);
+  // A command of `type` with `at_ns` to the direction's worker, applied.
+  Result<std::shared_ptr<Command>> send_to(const std::string& link, const std::string& direction,
+                                           CommandType type, int64_t at_ns);
   Result<std::pair<Worker*, Direction*>> find(const std::string& link,
                                               const std::string& direction);
   void release_frames();

@@ -92,6 +92,7 @@ struct Direction {
   int64_t run_on_base_ns = 0;
   int64_t ran_on_ns = 0;
 
+  bool has_run_on() const { return run_on_from_ns != INT64_MAX; }
   bool runs_on(int64_t real_ns) const { return real_ns >= run_on_from_ns; }
   // Its own time at real_ns while it runs on.
   int64_t run_on_time(int64_t real_ns) const {
@@ -103,7 +104,7 @@ struct Direction {
   // by `real_now` (the frames sent meanwhile have left). Returns how far it
   // ran (0 for a run-on not reached yet, which is simply dropped).
   int64_t end_run_on(int64_t stopped_ns, int64_t real_now) {
-    if (run_on_from_ns == INT64_MAX) return 0;
+    if (!has_run_on()) return 0;
     int64_t ran = 0;
     if (real_now >= run_on_from_ns) {
       const int64_t reached = run_on_time(real_now);

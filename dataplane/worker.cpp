@@ -97,23 +97,13 @@ int Worker::run(const std::atomic<bool>& stop) {
       prefetch(d, burst, n);
       if (unlikely(d.pipe.awaits_first_frame())) follow_link_start(d, virtual_now);
       busy |= take_staged(d);
-      int64_t own_now = d.virtual_time(virtual_now);
-      bool departs = !frozen;
-      if (unlikely(d.runs_on(real_now))) {
-        if (frozen) {
-          own_now = d.run_on_time(real_now);  // its VM has not stopped yet
-          departs = true;
-        } else {
-          // Thawed before its VM was reported stopped: it ran to the end.
-          d.end_run_on(d.run_on_until_ns, real_now);
-          count_run_ons();
-          own_now = d.virtual_time(virtual_now);
-        }
-      }
-      busy |= transmit(d, departs ? own_now : INT64_MIN) || n > 0;
-      if (unlikely(d.pending_count != 0) && frozen && d.runs_on(real_now)) {
-        follow_port_down(d, real_now);
-      }
+      // Thawed before its VM was reported stopped: it ran to the end.
+      if (unlikely(d.runs_on(real_now)) && !frozen) d.end_run_on(d.run_on_until_ns, real_now);
+      // Running on: its VM has not stopped yet, so it departs while frozen.
+      const bool runs_on = frozen && unlikely(d.runs_on(real_now));
+      const int64_t own_now = runs_on ? d.run_on_time(real_now) : d.virtual_time(virtual_now);
+      busy |= transmit(d, frozen && !runs_on ? INT64_MIN : own_now) || n > 0;
+      if (unlikely(runs_on && d.pending_count != 0)) follow_port_down(d, real_now);
       if (n > 0) {
         ++d.counters.rx_bursts;
         std::copy(burst, burst + n, d.staged);
@@ -284,21 +274,15 @@ void Worker::follow_port_down(Direction& d, int64_t real_now) {
 }
 
 void Worker::end_run_ons(int64_t stopped_ns, int64_t real_now) {
-  for (Direction* d : directions_) {
-    if (d->runs_on(real_now)) d->end_run_on(stopped_ns, real_now);
-  }
-  count_run_ons();
-}
-
-void Worker::count_run_ons() {
-  run_ons_ = 0;
-  for (const Direction* d : directions_) run_ons_ += d->run_on_from_ns != INT64_MAX;
+  for (Direction* d : directions_) d->end_run_on(stopped_ns, real_now);
 }
 
 void Worker::idle_sleep(int64_t real_now) {
   // A direction running on departs while the clock stands: spin (at most
   // the run-on's limit).
-  if (run_ons_ != 0) return;
+  for (const Direction* d : directions_) {
+    if (d->has_run_on()) return;
+  }
   const int64_t bound = options_.idle_sleep_ns;
   int64_t sleep_ns = bound;
   // Spin through the last stretch before a freeze or thaw instant: a sleep
@@ -393,13 +377,10 @@ bool Worker::handle_commands() {
         d.run_on_from_ns = freeze;
         d.run_on_until_ns = c.at_ns;
         d.run_on_base_ns = d.virtual_time(virtual_clock_.at(freeze));
-        count_run_ons();
         break;
       }
       case CommandType::kEndRunOn:
-        c.result_ns =
-            c.target->run_on_from_ns == INT64_MAX ? -1 : c.target->end_run_on(c.at_ns, real_now);
-        count_run_ons();
+        c.result_ns = c.target->has_run_on() ? c.target->end_run_on(c.at_ns, real_now) : -1;
         break;
       case CommandType::kStop:
         stop = true;
@@ -412,18 +393,13 @@ bool Worker::handle_commands() {
         c.status = virtual_clock_.schedule_thaw(c.at_ns, real_now);
         if (c.status) {
           for (Direction* d : directions_) {
-            if (d->run_on_from_ns != INT64_MAX) {
-              d->run_on_until_ns = std::min(d->run_on_until_ns, c.at_ns);
-            }
+            if (d->has_run_on()) d->run_on_until_ns = std::min(d->run_on_until_ns, c.at_ns);
           }
         }
         break;
       case CommandType::kCancelFreeze:
         c.status = virtual_clock_.cancel_freeze(real_now);
-        if (c.status) {  // none had begun
-          for (Direction* d : directions_) d->end_run_on(INT64_MIN, real_now);
-          count_run_ons();
-        }
+        if (c.status) end_run_ons(INT64_MIN, real_now);  // none had begun: dropped
         break;
       case CommandType::kFreezeReport:
         c.at_ns = virtual_clock_.freeze_at_ns();
@@ -441,7 +417,8 @@ bool Worker::handle_commands() {
         }
         break;
       case CommandType::kPark: {
-        // The sender may save the pipes: whatever still runs on stops now.
+        // The sender may save the pipes: whatever still runs on stops now
+        // (the node is frozen: every run-on has begun).
         end_run_ons(real_now, real_now);
         std::shared_ptr<std::atomic<bool>> unpark = c.unpark;
         c.state.store(CommandState::kDone, std::memory_order_release);

@@ -66,9 +66,8 @@ class Worker {
   // A running-on direction whose port went down (its VM stopped) stops
   // departing now.
   [[gnu::cold]] void follow_port_down(Direction& d, int64_t real_now);
-  // Ends every run-on that has begun (a park, a thaw) at `stopped_ns`.
+  // Ends every run-on (Direction::end_run_on): a park, a cancelled freeze.
   void end_run_ons(int64_t stopped_ns, int64_t real_now);
-  void count_run_ons();
 
   unsigned lcore_;
   std::vector<Direction*> directions_;
@@ -79,7 +78,6 @@ class Worker {
   WorkerOptions options_;
   link::VirtualClock virtual_clock_;
   uint32_t idle_polls_ = 0;
-  uint32_t run_ons_ = 0;  // directions with a run-on set: the loop does not sleep
   uint64_t sleeps_ = 0;
   // How much longer than asked a sleep has recently taken (a decaying
   // maximum): a sleep is only taken if even this overshoot keeps the next

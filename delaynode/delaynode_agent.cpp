@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "clock-sync/sync_monitor.h"
+#include "common/realtime_thread.h"
 #include "common/strings.h"
 #include "common/units.h"
 #include "core-checkpoint/frame_summary.h"
@@ -147,11 +148,7 @@ class Node {
       // Once a thread of the server's pool has served an operation, it
       // waits for the next request at SCHED_FIFO (AgentOptions).
       thread_local bool raised = false;
-      if (!raised) {
-        sched_param p{};
-        p.sched_priority = realtime_priority_;
-        raised = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
-      }
+      if (!raised) raised = make_thread_realtime(realtime_priority_);
     }
     return node_.operations().acquire(what);
   }

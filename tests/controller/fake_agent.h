@@ -302,12 +302,9 @@ class Agent final : public controller::Agent {
     AMBER_RETURN_IF_ERROR(act(call));
     AgentStep step;
     std::lock_guard lock(mutex_);
-    for (const auto& [vm, pipe] : attached_) {
-      auto s = stopped_ns.find(vm);
-      if (s != stopped_ns.end()) {
-        (*step.mutable_ran_on_ns())[pipe] = std::max<int64_t>(s->second - last_stop_ns_, 0);
-      }
-    }
+    for_attached(stopped_ns, [&](const std::string& pipe, int64_t stopped) {
+      (*step.mutable_ran_on_ns())[pipe] = std::max<int64_t>(stopped - last_stop_ns_, 0);
+    });
     return step;
   }
 
@@ -360,10 +357,9 @@ class Agent final : public controller::Agent {
     AMBER_RETURN_IF_ERROR(act(call));
     AgentStep step;
     std::lock_guard lock(mutex_);
-    for (const auto& [vm, pipe] : attached_) {
-      auto e = pause_excess_ns.find(vm);
-      if (e != pause_excess_ns.end()) (*step.mutable_shift_ns())[pipe] = e->second;
-    }
+    for_attached(pause_excess_ns, [&](const std::string& pipe, int64_t excess) {
+      (*step.mutable_shift_ns())[pipe] = excess;
+    });
     return step;
   }
 
@@ -493,6 +489,15 @@ class Agent final : public controller::Agent {
         return deadline_exceeded(cat(what(), " did not answer in time"));
     }
     return Status::ok();
+  }
+
+  // Delay node, mutex_ held: `f(pipe, value)` for each attached VM that
+  // `by_vm` names.
+  template <typename F>
+  void for_attached(const std::map<std::string, int64_t>& by_vm, F f) const {
+    for (const auto& [vm, pipe] : attached_) {
+      if (auto v = by_vm.find(vm); v != by_vm.end()) f(pipe, v->second);
+    }
   }
 
   template <typename Change>

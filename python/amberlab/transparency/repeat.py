@@ -78,6 +78,35 @@ def step_timing(eval_dir):
     return late, off
 
 
+# The VM host's StopAt line: where the guest clock stopped against the
+# instant; the delay node's line when a run-on ends (delaynode_agent.cpp):
+# how long after the VM stopped the node was told.
+STOP_LINE = re.compile(r"StopAt \S+: instant .*? clock ([+-]?[0-9.]+) ms")
+REPLY_LINE = re.compile(r"StopAt \S+: .*; reply ready ([+-]?[0-9.]+) ms after the clock")
+RUN_ON_LINE = re.compile(r"ran on [0-9.]+ ms past the freeze \(its VM stopped -([0-9.]+) ms from now\)")
+
+
+def stop_lags_and_reports(eval_dir):
+    """Every StopAt's guest-clock lag after its instant, when the VM host's
+    reply was ready after the clock stopped, and every run-on's report
+    latency (the node told after the VM stopped), in ms."""
+    lags, replies, reports = [], [], []
+    for path in glob.glob(os.path.join(eval_dir, "logs", "*.log")):
+        with open(path, errors="replace") as f:
+            text = f.read()
+        lags += [float(m.group(1)) for m in STOP_LINE.finditer(text)]
+        replies += [float(m.group(1)) for m in REPLY_LINE.finditer(text)]
+        reports += [float(m.group(1)) for m in RUN_ON_LINE.finditer(text)]
+    return lags, replies, reports
+
+
+def spread(values):
+    """'median [min, max] (n)', or '–'."""
+    if not values:
+        return "–"
+    return f"{np.median(values):.2f} [{min(values):.2f}, {max(values):.2f}] ({len(values)})"
+
+
 def kind(run):
     return run.rstrip("0123456789-_")
 
@@ -111,10 +140,22 @@ def table(eval_dirs):
     print()
     print("| evaluation | latest QMP command after its instant, ms | largest guest-clock offset from its instant, ms |")
     print("|---|---:|---:|")
+    all_lags, all_replies, all_reports = [], [], []
     for d, _ in per_eval:
         late, off = step_timing(d)
         cells = ["–" if v is None else f"{v:.2f}" for v in (late, off)]
         print(f"| {os.path.basename(d.rstrip('/'))} | {cells[0]} | {cells[1]} |")
+        lags, replies, reports = stop_lags_and_reports(d)
+        all_lags += lags
+        all_replies += replies
+        all_reports += reports
+    print()
+    print("Every StopAt: the guest clock's stop after the instant, the VM host's reply ready after "
+          "it; every run-on: the node told after its VM stopped. ms: median [range] (n)")
+    print()
+    print(f"| stop lag | {spread(all_lags)} |")
+    print(f"| VM host's reply ready | {spread(all_replies)} |")
+    print(f"| run-on report at the node | {spread(all_reports)} |")
     wins = 0
     counted = 0
     for _, f in per_eval:
