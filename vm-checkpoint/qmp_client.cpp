@@ -258,8 +258,14 @@ Result<PendingReply> QmpClient::send(const std::string& command, const Json& arg
     w = write_all(fd_, text, fd, socket_path_);
   }
   if (!w) {
+    // A stream socket that refuses a write has lost its peer: the monitor
+    // is gone for every caller, so say so at once rather than when the
+    // reader sees the end of the stream (a caller asks connected() to
+    // decide whether to describe how QEMU ended).
     std::lock_guard lock(mu_);
     pending_.erase(id);
+    if (closed_.is_ok()) closed_ = w;
+    cv_.notify_all();
     return w;
   }
   return PendingReply(this, id, command);

@@ -52,6 +52,9 @@ class FakeQmp {
     ::close(peer_);
     peer_ = -1;
   }
+  // Stops reading but keeps its end open: the client's next write fails
+  // while its reader has not seen the end of the stream.
+  void stop_reading() { ASSERT_EQ(::shutdown(peer_, SHUT_RD), 0); }
   // Greeting and capability negotiation as QEMU does them.
   void handshake() {
     accept_peer();
@@ -149,6 +152,31 @@ TEST(QmpClient, RepliesMatchIdsEventsQueueAndHangUpIsReported) {
   EXPECT_FALSE(qmp.connected());
   EXPECT_EQ(qmp.send("stop").status().code(), ErrorCode::kUnavailable);
   EXPECT_EQ(qmp.wait_event("RESUME", 0, 1s).status().code(), ErrorCode::kUnavailable);
+}
+
+// A write the monitor refuses (QEMU killed while a command goes out) ends
+// the connection for every caller at once, before the reader sees the end
+// of the stream: a save that fails there then says how QEMU ended.
+TEST(QmpClient, RefusedWriteClosesTheConnection) {
+  TempDir dir;
+  FakeQmp peer(dir.sub("qmp.sock"));
+  std::thread server([&] { peer.handshake(); });
+  auto client = QmpClient::connect(dir.sub("qmp.sock"), 2s);
+  server.join();
+  ASSERT_TRUE(client.is_ok()) << client.status().to_string();
+  QmpClient& qmp = **client;
+  auto waiting = qmp.send("query-migrate");
+  ASSERT_TRUE(waiting.is_ok());
+  peer.stop_reading();
+  auto refused = qmp.send("query-status");
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().code(), ErrorCode::kUnavailable) << refused.status().to_string();
+  EXPECT_NE(refused.status().message().find("write failed"), std::string::npos);
+  EXPECT_FALSE(qmp.connected());
+  // The command already waiting learns it at once, not at its timeout.
+  const auto t0 = Clock::now();
+  EXPECT_EQ(waiting->wait(5s).status().code(), ErrorCode::kUnavailable);
+  EXPECT_LT(Clock::now() - t0, 1s);
 }
 
 // The command line the library builds for each network attachment.
