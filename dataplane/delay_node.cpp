@@ -32,6 +32,29 @@ std::string port_names() {
   return names.empty() ? "none (give --vdev or a PCI device to the EAL)" : names;
 }
 
+// The MTU to ask of a port for frames of up to max_frame bytes. net_af_packet
+// reports a fixed 1518-byte maximum yet carries whatever its ring slots
+// (the framesz devarg) and the kernel interface's MTU allow, so it is left
+// at its default; any other port that reports less than max_frame is
+// refused here, by name, rather than by a bare EINVAL from configure.
+Status jumbo_mtu(uint16_t port, const rte_eth_dev_info* info, uint32_t max_frame,
+                 rte_eth_conf& conf) {
+  if (info != nullptr && info->driver_name != nullptr &&
+      std::string_view(info->driver_name) == "net_af_packet") {
+    return Status::ok();
+  }
+  if (info != nullptr && info->max_rx_pktlen < max_frame) {
+    char name[RTE_ETH_NAME_MAX_LEN] = "?";
+    rte_eth_dev_get_name_by_port(port, name);
+    return invalid_argument(cat("port ", name, ": max_frame_bytes ", max_frame,
+                                " is more than the port carries (", info->max_rx_pktlen,
+                                " bytes); lower max_frame_bytes or use a port that takes jumbo "
+                                "frames"));
+  }
+  conf.rxmode.mtu = max_frame - 18;
+  return Status::ok();
+}
+
 // A port's link went up or down (for net_vhost: a VM attached its rings or
 // stopped them, as QEMU does on every stop and resume). Logged with the
 // CLOCK_REALTIME instant, so a checkpoint's timeline shows when each VM's
@@ -177,9 +200,15 @@ Status DelayNode::open_ports() {
       if (seen[port]) continue;
       seen[port] = true;
       rte_eth_conf conf{};
-      if (config_.max_frame_bytes > 1518) conf.rxmode.mtu = config_.max_frame_bytes - 18;
       rte_eth_dev_info info{};
-      if (rte_eth_dev_info_get(port, &info) == 0 && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC)) {
+      const bool have_info = rte_eth_dev_info_get(port, &info) == 0;
+      if (config_.max_frame_bytes > 1518) {
+        if (auto s = jumbo_mtu(port, have_info ? &info : nullptr, config_.max_frame_bytes, conf);
+            !s) {
+          return s;
+        }
+      }
+      if (have_info && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC)) {
         conf.intr_conf.lsc = 1;
         rte_eth_dev_callback_register(port, RTE_ETH_EVENT_INTR_LSC, log_link_change, nullptr);
       }

@@ -274,8 +274,12 @@ class Experiment:
 
     def __init__(self, build, prefix="amb-e2e", link='rate: "100Mbit" delay: "20ms"',
                  topology_extra="", store=None, vm_mib=256, append=("", ""), lcores="0",
-                 ptp=True, delaynode_app=(), mgmt=False, vmhost_extra="", align_network=True):
+                 ptp=True, delaynode_app=(), mgmt=False, vmhost_extra="", align_network=True,
+                 mtu=1500):
         self.build = os.path.abspath(build)
+        if not 576 <= mtu <= 9710:
+            raise ValueError(f"MTU {mtu}: the delay node carries frames of 594 to 9728 bytes")
+        self.mtu = mtu
         self.align_network = align_network
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
@@ -339,10 +343,16 @@ class Experiment:
     def _start_node(self, link, lcores, app):
         ports = self._node_ports()
         config = os.path.join(self.dir, "links.textproto")
+        # Jumbo frames: the ports carry them, and the frame pool counts the
+        # link's bytes in frames of that size.
+        most = self._node_max_frame()
+        frames = (f"max_frame_bytes: {most}\nsizing_frame_bytes: {self.mtu + 18}\n"
+                  if most > 1518 else "")
         with open(config, "w") as f:
-            f.write(f'node_id: "dn1"\nlink {{\n  name: "lfn"\n  port_a: "{ports[0][0]}"\n'
+            f.write(f'node_id: "dn1"\n{frames}link {{\n  name: "lfn"\n  port_a: "{ports[0][0]}"\n'
                     f'  port_b: "{ports[1][0]}"\n  both {{ {link} }}\n}}\n')
-        eal = ["-l", lcores, "--no-pci", "--file-prefix", self.prefix, "-m", "512",
+        memory = "512" if self.mtu <= 1500 else "1024"
+        eal = ["-l", lcores, "--no-pci", "--file-prefix", self.prefix, "-m", memory,
                "--log-level", "lib.eal:error", "--log-level", "pmd.net.vhost:error"]
         for _, vdev in ports:
             eal += ["--vdev", vdev]
@@ -354,12 +364,17 @@ class Experiment:
                             "amber-delaynode")
         lab.wait_for(lambda: all(os.path.exists(s) for s in self.vhost), 10, "vhost-user sockets")
 
+    def _node_max_frame(self):
+        """The delay node's max_frame_bytes for the experiment's MTU."""
+        return self.mtu + 18 if self.mtu > 1500 else 1518
+
     def _vmhost_text(self, host, vm_mib, append):
         guest = os.path.join(self.build, "guest")
         ptp = f'ptp_socket: "{self.ptp.socket}"\nsync_mode: "free_running"\n' if self.ptp else ""
         text = (f'host_id: "{host.id}"\nlisten: "{host.address}"\n'
                 f'run_dir: "{host.run_dir}"\nstore: "{self.store}"\n{ptp}'
                 f"max_offset_step_ns: 300000\n{self.vmhost_extra}")
+        mtu = f" amber.mtu={self.mtu}" if self.mtu != 1500 else ""
         for vm in host.vms:
             i = self.VMS.index(vm)
             mgmt = ""
@@ -371,7 +386,7 @@ class Experiment:
                 extra += " amber.mgmt=10.0.2.15/24"
             text += (f'vms {{\n  name: "{vm}" memory_mib: {vm_mib}\n'
                      f'  kernel: "{guest}/vmlinuz" initrd: "{guest}/initramfs.cpio.gz"\n'
-                     f'  append: "console=ttyS0 quiet amber.ip={self.ADDR[i]}/24 {extra}"\n'
+                     f'  append: "console=ttyS0 quiet amber.ip={self.ADDR[i]}/24{mtu} {extra}"\n'
                      f'  {self._nic_text(i, f"52:54:00:88:00:0{i + 1}")}\n{mgmt}}}\n')
         return text
 
@@ -568,7 +583,7 @@ class TestbedExperiment(Experiment):
         super().__init__(build, prefix=prefix, **kw)
 
     def _start_network(self):
-        self.net = lab.TapHosts(self.prefix, len(self.VMS), self.tap_txqueuelen)
+        self.net = lab.TapHosts(self.prefix, len(self.VMS), self.tap_txqueuelen, self.mtu)
 
     def _make_hosts(self):
         hosts = []
@@ -585,8 +600,14 @@ class TestbedExperiment(Experiment):
         return hosts
 
     def _node_ports(self):
-        return [(f"net_{self.pmd}{i}", lab.kernel_port_vdev(i, iface, self.pmd))
+        return [(f"net_{self.pmd}{i}", lab.kernel_port_vdev(i, iface, self.pmd, self.mtu))
                 for i, iface in enumerate(self.net.node_if)]
+
+    def _node_max_frame(self):
+        # af_packet: the mbufs hold a whole ring slot but its header.
+        if self.pmd == "af_packet" and self.mtu > 1500:
+            return lab.af_packet_slot(self.mtu) - 32
+        return super()._node_max_frame()
 
     def _nic_text(self, i, mac):
         vhost = " vhost_net: true" if self.vhost_net else ""

@@ -125,9 +125,10 @@ class TapHosts:
 
     (names carry the prefix). Every end has its offloads off: the node's
     PMD does not do them and TCP hangs otherwise. The taps keep
-    `txqueuelen` frames for a VM that is not reading (stopped)."""
+    `txqueuelen` frames for a VM that is not reading (stopped). `mtu` is
+    every end's (veths, bridge, tap): 9000 for jumbo frames."""
 
-    def __init__(self, prefix, count=2, txqueuelen=1000):
+    def __init__(self, prefix, count=2, txqueuelen=1000, mtu=1500):
         if len(prefix) > 12:
             raise ValueError(f"prefix {prefix!r}: interface names would exceed 15 characters")
         self.ns = [f"{prefix}-h{i + 1}" for i in range(count)]
@@ -143,7 +144,7 @@ class TapHosts:
                 sh("ip", "link", "add", self.node_if[i], "type", "veth", "peer", "name",
                    self.ns_if[i], "netns", ns)
                 sh("sysctl", "-qw", f"net.ipv6.conf.{self.node_if[i]}.disable_ipv6=1", check=False)
-                sh("ip", "link", "set", self.node_if[i], "up")
+                sh("ip", "link", "set", self.node_if[i], "mtu", str(mtu), "up")
                 offloads_off(self.node_if[i])
                 # No IPv6 chatter of the host's own through the node.
                 for conf in ("all", "default"):
@@ -156,7 +157,7 @@ class TapHosts:
                 for dev in (self.ns_if[i], self.tap[i]):
                     sh(*ip, "link", "set", dev, "master", self.bridge[i])
                 for dev in (self.ns_if[i], self.tap[i], self.bridge[i]):
-                    sh(*ip, "link", "set", dev, "up")
+                    sh(*ip, "link", "set", dev, "mtu", str(mtu), "up")
                     offloads_off(dev, ns)
         except Exception:
             self.close()
@@ -192,16 +193,33 @@ def remove_netns_processes(ns, timeout=10):
         time.sleep(0.05)
 
 
-def kernel_port_vdev(i, iface, pmd="af_packet"):
+def kernel_port_vdev(i, iface, pmd="af_packet", mtu=1500):
     """The --vdev of delay-node port i on a kernel interface: net_af_packet<i>
-    or net_af_xdp<i> (its port name is the part before the comma)."""
+    or net_af_xdp<i> (its port name is the part before the comma), for
+    frames of up to `mtu` + 18 bytes."""
     if pmd == "af_xdp":
+        if mtu > 3000:
+            raise ValueError(f"MTU {mtu}: af_xdp's frames are one 4 KiB page; use af_packet")
         return f"net_af_xdp{i},iface={iface},start_queue=0,queue_count=1"
     if pmd != "af_packet":
         raise ValueError(f"kernel port PMD {pmd!r}: expected af_packet or af_xdp")
     # A deeper socket ring than the PMD's default 512 frames rides out the
     # moments the loop is descheduled.
-    return f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"
+    if mtu <= 1500:
+        return f"net_af_packet{i},iface={iface},qpairs=1,framecnt=8192"
+    # Jumbo frames: a ring slot holds a whole frame (the PMD's default slot
+    # is 2 KiB), four slots to a block of whole pages.
+    slot = af_packet_slot(mtu)
+    return (f"net_af_packet{i},iface={iface},qpairs=1,blocksz={4 * slot},framesz={slot},"
+            f"framecnt=2048")
+
+
+def af_packet_slot(mtu):
+    """net_af_packet's ring slot (framesz) for frames of an MTU: the frame,
+    its 32 bytes of slot header and padding, in whole KiB. The PMD wants the
+    delay node's mbufs to hold all of it but the header
+    (max_frame_bytes >= slot - 32)."""
+    return -(-(mtu + 18 + 32) // 1024) * 1024
 
 
 def telemetry(prefix, command):
