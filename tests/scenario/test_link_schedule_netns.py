@@ -12,6 +12,7 @@ otherwise."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,7 @@ class ScheduledLinkBetweenNamespaces(unittest.TestCase):
                                      cls.hosts.host_if, "amb-sch-node", agent=f"unix:{cls.sock}")
         except Exception:
             cls.hosts.close()
+            shutil.rmtree(cls.dir, ignore_errors=True)
             raise
         lab.ping(cls.hosts, 0, cls.hosts.addr[1], 2, interval=0.2)
 
@@ -64,6 +66,7 @@ class ScheduledLinkBetweenNamespaces(unittest.TestCase):
     def tearDownClass(cls):
         cls.node.close()
         cls.hosts.close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
 
     def amberctl(self, *args):
         r = subprocess.run([os.path.join(BUILD, "amberctl", "amberctl"), "--agent",

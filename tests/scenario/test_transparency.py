@@ -4,11 +4,12 @@ synchronized checkpoints through the controller and a naive run (VMs
 paused at the same instants, the network running), then a restore of one
 of amber's checkpoints with the transfer continuing. Asserts what a
 checkpoint must never do: drop a frame at the delay node or make TCP
-retransmit; that amber keeps the segments in flight on time where naive
+retransmit (within 1.5 s of guest time after it); that amber keeps the segments in flight on time where naive
 delivers them early (one-way delay against the link's replay, per
 checkpoint: amber's below 2 ms and a fifth of naive's; on the testbed,
-where a VM's stop and resume land up to ±30 ms off the instant, amber
-10 ms or more later than naive and within the link's round trip); and that the
+where a VM's stop and resume land up to ±30 ms off the instant, naive's
+earliest in-flight segments a link delay early, amber's within 5 ms of on
+time, and amber within the link's round trip); and that the
 restored experiment really carries on (amberlab.transparency.evaluate is
 the full evaluation).
 
@@ -44,11 +45,16 @@ BEATS_NAIVE_BY = {"vhost": 5, "testbed": None}
 # checkpoints (QEMU run-state markers; the `pause` control, which saves
 # nothing, shows the same): one checkpoint's median then reads −20 or +20
 # ms, and a five-checkpoint median has read −0.5 to +20 ms (README,
-# Performance). What stays is the direction: naive delivers the segments
-# in flight early, by about the link's delay at every checkpoint; amber
-# does not. So there amber's median must lie 10 ms or more above naive's
-# (the same behaviour would fail it) and within the link's round trip.
-ABOVE_NAIVE_MS = 10.0
+# Performance), naive's −8.5 to −31 ms: medians a mere 10 ms apart failed
+# one run in five. What stays is the direction: naive delivers the
+# earliest of the segments in flight a link delay or more early at every
+# checkpoint; amber does not. So there the test compares each run's
+# earliest in-flight segments (5th percentile per checkpoint, median over
+# checkpoints; four evaluations of 2026-12-05: naive 42-70 ms early,
+# amber at most 1.2 ms) and bounds amber's median within the link's round
+# trip.
+EARLIEST_NAIVE_MS = 20.0
+EARLIEST_AMBER_MS = 5.0
 # The VM host's realtime_boost stays off here too: on the testbed it put
 # every stop within 1.3 ms of T in one evaluation (README, Performance),
 # but its one CI run had a retransmit in the amber run, which no run
@@ -114,8 +120,16 @@ class ShortEvaluation(unittest.TestCase):
         if BEATS_NAIVE_BY[TOPOLOGY]:
             self.assertLess(amber_ms, naive_ms / BEATS_NAIVE_BY[TOPOLOGY])
         else:
-            self.assertGreater(float(np.median(amber)) - float(np.median(naive)),
-                               ABOVE_NAIVE_MS * 1e6, (amber, naive))
+            # The earliest in-flight segments of each checkpoint (its 5th
+            # percentile), median over checkpoints: naive's come a link
+            # delay or more early, amber's on time within the noise.
+            early = {run: -float(np.median(analysis.per_window(
+                self.packets, run, "checkpoint", "owd", percentile=5))) / 1e6
+                for run in ("amber", "naive")}
+            print(f"earliest in-flight segments (5th percentile, median over checkpoints): "
+                  f"early by {early} ms", file=sys.stderr)
+            self.assertGreater(early["naive"], EARLIEST_NAIVE_MS, early)
+            self.assertLess(early["amber"], EARLIEST_AMBER_MS, early)
 
     def test_each_vm_stops_and_resumes_its_rings_around_each_checkpoint(self):
         if TOPOLOGY != "vhost":
@@ -137,9 +151,25 @@ class ShortEvaluation(unittest.TestCase):
                 self.assertLess(v["rings_up_ns"] - v["resume_ns"], 10**9, (vm, c))
 
     def test_amber_checkpoints_cause_no_retransmit(self):
+        from amberlab.transparency import analysis
         j = self.iperf("amber")
         self.assertNotIn("error", j, j.get("error"))
-        self.assertEqual(j["end"]["sum_sent"]["retransmits"], 0)
+        # No retransmit the sender sent within a checkpoint's reach (0.1 s
+        # before its instant to 1.5 s after, guest time), none iperf3
+        # counted that the probe did not locate. naive has hundreds there.
+        # One elsewhere (a TCG guest starved past its loss-probe timeout on
+        # these two shared cores) is the machine's, and printed. On failure
+        # the message says what kind, when, and how each VM stopped and
+        # resumed around each checkpoint.
+        run = analysis.Run(self.dir, "amber")
+        why = run.retransmit_diagnosis() + "; " + json.dumps(
+            [c.get("vms") for c in self.runs["amber"]["checkpoints"]])
+        if run.retransmits():
+            print(why, file=sys.stderr)
+        self.assertEqual(run.retransmits_near_checkpoints(), 0, why)
+        naive = analysis.Run(self.dir, "naive")
+        if naive.retransmits():
+            self.assertGreater(naive.retransmits_near_checkpoints(), 0, naive.retransmit_diagnosis())
         self.assertGreater(j["end"]["sum_received"]["bytes"], 10_000_000)
 
     def test_restore_continues_the_transfer(self):

@@ -240,6 +240,27 @@ class SyntheticEvaluation(unittest.TestCase):
         self.assertLess(c["ci_hi"], 0)
 
 
+class Retransmits(unittest.TestCase):
+    def test_segments_that_resend_bytes_are_found(self):
+        # 0..4 sent in order, then 1448 resent whole, 2896 resent in part
+        # (a smaller segment inside it), then new data again.
+        f = packets.Flow.__new__(packets.Flow)
+        num = np.array([0, 1448, 2896, 4344, 5792, 1448, 3000, 7240])
+        t = np.arange(len(num)) * 1000
+        f.tx = packets.Stream(t, num, np.full(len(num), 1448), np.zeros(len(num)))
+        self.assertEqual(list(f.retransmissions()), [5000, 6000])
+        f.tx = None
+        self.assertEqual(len(f.retransmissions()), 0)
+
+    def test_proc_counters_parse_by_header(self):
+        text = ("Tcp: RtoMin RetransSegs\nTcp: 200 3\n"
+                "TcpExt: TCPLossProbes TCPTimeouts\nTcpExt: 2 1\n"
+                "IpExt: A B\nIpExt: 1\n")  # a garbled pair is left out
+        c = an.parse_proc_counters(text)
+        self.assertEqual(c, {"Tcp.RtoMin": 200, "Tcp.RetransSegs": 3,
+                             "TcpExt.TCPLossProbes": 2, "TcpExt.TCPTimeouts": 1})
+
+
 class Windows(unittest.TestCase):
     def test_largest_gap_overlapping_a_window(self):
         t = np.array([0.0, 0.1, 0.2, 0.9, 1.0, 1.05])

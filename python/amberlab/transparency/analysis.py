@@ -215,6 +215,71 @@ class Run:
     def drops(self):
         return self.meta.get("delaynode", {}).get("dropped", {})
 
+    def tcp_counters(self, vm):
+        """What the guest's /proc/net/snmp and netstat counters counted
+        during the run ("Tcp.RetransSegs", "TcpExt.TCPLossProbes", ...):
+        the end's minus those from before it (since boot when the folder
+        has no "before"); {} if missing."""
+        def read(name):
+            try:
+                with open(os.path.join(self.dir, f"{vm}-{name}.txt")) as f:
+                    return parse_proc_counters(f.read())
+            except OSError:
+                return {}
+        after, before = read("tcp-counters"), read("tcp-counters-before")
+        return {k: v - before.get(k, 0) for k, v in after.items()}
+
+    def retransmit_kinds(self, vm=None):
+        """What made the sender retransmit, from its kernel's counters:
+        {"loss probe": n, "timeout": n, "fast": n, ...}, the kinds seen only."""
+        c = self.tcp_counters(vm or self.sender)
+        kinds = {"loss probe": "TcpExt.TCPLossProbes", "timeout": "TcpExt.TCPTimeouts",
+                 "fast": "TcpExt.TCPFastRetrans", "slow start": "TcpExt.TCPSlowStartRetrans",
+                 "spurious timeout": "TcpExt.TCPSpuriousRTOs",
+                 "lost retransmit": "TcpExt.TCPLostRetransmit"}
+        return {k: c[key] for k, key in kinds.items() if c.get(key)}
+
+    def retransmit_times(self):
+        """Elapsed guest seconds (the sender's) of each segment it resent."""
+        flow = self.flow()
+        if flow is None or self.sender not in self.clocks:
+            return []
+        return [float(x) for x in self.elapsed(self.sender, flow.retransmissions())]
+
+    def retransmits_near_checkpoints(self, before_s=0.1, after_s=1.5):
+        """How many of the sender's retransmits a checkpoint can have caused:
+        those it sent from before_s ahead of a checkpoint's instant to after_s
+        past it (guest time, which the pause does not advance: a loss probe,
+        a timeout or a fast retransmit a checkpoint sets off goes within a few
+        round trips of the resume), plus every retransmit iperf3 counted that
+        the probe did not see (a SYN's, or a record the probe lost)."""
+        times = self.retransmit_times()
+        marks = self.checkpoint_elapsed(self.sender) if self.sender in self.clocks else []
+        near = sum(1 for t in times if any(-before_s <= t - m <= after_s for m in marks))
+        return near + max(0, (self.retransmits() or 0) - len(times))
+
+    def retransmit_diagnosis(self):
+        """One line on the sender's retransmits: how many, of which kind,
+        when, and how far each lay from the nearest checkpoint."""
+        times = self.retransmit_times()
+        marks = self.checkpoint_elapsed(self.sender) if self.sender in self.clocks else []
+        near = [min((t - m for m in marks), key=abs) for t in times] if marks else []
+        more = f" (the first 12 of {len(times)})" if len(times) > 12 else ""
+        return (f"{self.id}: {self.retransmits()} retransmits, kinds "
+                f"{self.retransmit_kinds()}, iperf3 intervals {self.retransmit_intervals()}, "
+                f"resent at {[round(t, 3) for t in times[:12]]} s{more}, "
+                f"from the nearest checkpoint {[round(x * 1e3, 1) for x in near[:12]]} ms, "
+                f"checkpoints at {[round(m, 3) for m in marks]} s")
+
+    def retransmit_intervals(self):
+        """[(iperf3 interval start s, retransmits)] for the intervals with any."""
+        out = []
+        for i in (self.iperf or {}).get("intervals", []):
+            n = i.get("sum", {}).get("retransmits", 0)
+            if n:
+                out.append((round(i["sum"]["start"], 1), n))
+        return out
+
     def probe_losses(self):
         """Records the probes could not keep (buffer full, kernel ring full)."""
         out = {}
@@ -222,6 +287,29 @@ class Run:
             for kind, f in files.items():
                 out[f"{vm}/{kind}"] = f.header["lost_full"] + f.header["lost_kernel"]
         return out
+
+
+def parse_proc_counters(text):
+    """/proc/net/snmp and /proc/net/netstat text -> {"Group.Name": int}: each
+    group is a header line and a value line with the same prefix."""
+    out, header = {}, {}
+    for line in text.splitlines():
+        group, _, rest = line.partition(":")
+        fields = rest.split()
+        if not group or not fields:
+            continue
+        if group not in header:
+            header[group] = fields
+            continue
+        names = header.pop(group)
+        if len(names) != len(fields):
+            continue
+        for name, value in zip(names, fields):
+            try:
+                out[f"{group}.{name}"] = int(value)
+            except ValueError:
+                pass
+    return out
 
 
 def tcp_data_seqs(path, src=None, dst=None):
@@ -457,6 +545,11 @@ class Evaluation:
 
     # ---- packet-level statistics (packets.py) ----
 
+    def tcp_max_mbps(self):
+        """The most goodput TCP can get through the link at the run's MTU."""
+        return packets.tcp_max_mbps(self.link_rate_bps(),
+                                    packets.tcp_mss(self.params.get("mtu", 1500)))
+
     def link_rate_bps(self):
         from_params = self.params.get("rate_bps")
         if from_params:
@@ -570,8 +663,9 @@ def pooled(rows, run, window, metric):
     return np.concatenate(arrays) if arrays else np.array([], dtype=np.int64)
 
 
-def per_window(rows, run, window, metric):
-    """The median distortion (ns) of each window, or the burst index."""
+def per_window(rows, run, window, metric, percentile=50):
+    """The median distortion (ns) of each window (or another percentile:
+    5 is its earliest segments'), or the burst index."""
     out = []
     for r in rows:
         if r["run"] != run or r["window"] != window:
@@ -580,7 +674,7 @@ def per_window(rows, run, window, metric):
         if metric == "burst":
             out.append(v)
         elif v is not None and len(v):
-            out.append(float(np.median(v)))
+            out.append(float(np.percentile(v, percentile)))
     return out
 
 

@@ -59,6 +59,10 @@ def say(text, quiet=False):
         print(f"[eval] {text}", file=sys.stderr, flush=True)
 
 
+# The guest kernel's counters each run keeps from before and after it.
+TCP_COUNTERS = "/proc/net/snmp /proc/net/netstat"
+
+
 class Evaluation:
     def __init__(self, args):
         self.a = args
@@ -77,7 +81,8 @@ class Evaluation:
         loss = "" if a.loss in ("0", "0%") else f' random_loss {{ probability: "{a.loss}" }}'
         link = f'rate: "{a.rate}" delay: "{a.delay}" queue_frames: {a.queue_frames}{loss}'
         topology = getattr(a, "topology", "vhost")
-        say(f"starting: delay node ({a.rate}, {a.delay} one way), ptp4l pair, two VMs "
+        jumbo = f", MTU {a.mtu}" if a.mtu != 1500 else ""
+        say(f"starting: delay node ({a.rate}, {a.delay} one way{jumbo}), ptp4l pair, two VMs "
             f"({'each on a tap in a host namespace of its own, the node on ' + a.pmd if topology == 'testbed' else 'on the node’s vhost-user ports'}), "
             "VM-host agent(s), controller", a.quiet)
         common = dict(link=link, mgmt=True, vm_mib=a.vm_mib,
@@ -88,7 +93,7 @@ class Evaluation:
                                      "--worker-nice", str(getattr(a, "worker_nice", 0)),
                                      "--agent-priority",
                                      str(getattr(a, "node_agent_priority", 0))),
-                      vmhost_extra=vmhost_lines(a))
+                      vmhost_extra=vmhost_lines(a), mtu=a.mtu)
         if topology == "testbed":
             self.exp = TestbedExperiment(a.build, prefix="amb-evt", pmd=a.pmd,
                                          tap_txqueuelen=a.tap_txqueuelen, **common)
@@ -327,6 +332,8 @@ class Evaluation:
         # costs about a tenth of a core, which the guests then miss.
         self.sampler = (threads.ThreadSampler(self.pids).start()
                         if getattr(a, "sample_threads", False) else None)
+        for vm in self.probes:  # the TCP counters before: finish() keeps both
+            self.exp.console(vm).run(f"cat {TCP_COUNTERS} > /tmp/tcp-counters-before.txt")
         time.sleep(1)
         anchors = {vm: [x] for vm, x in self.anchors().items()}
         before = self.node_counters()
@@ -400,10 +407,22 @@ class Evaluation:
         self.probes[SENDER].fetch_file("/tmp/iperf3.json", os.path.join(run_dir, "iperf3.json"))
         self.probes[RECEIVER].fetch_file("/tmp/iperf3-server.log",
                                          os.path.join(run_dir, "iperf3-server.log"))
-        for vm in self.probes:  # the guests' TCP counters (resets, retransmits, ...)
-            snmp = self.exp.console(vm).run("cat /proc/net/snmp /proc/net/netstat; dmesg | tail -20; ps")
-            with open(os.path.join(run_dir, f"{vm}-tcp-counters.txt"), "w") as f:
-                f.write(snmp)
+        for vm in self.probes:
+            # The guests' TCP counters (retransmits by kind: loss probe,
+            # timeout, fast retransmit), copied in the guest and fetched
+            # over the probe's TCP (the serial console garbles long lines),
+            # and the kernel's last words and processes from the console.
+            console = self.exp.console(vm)
+            console.run(f"cat {TCP_COUNTERS} > /tmp/tcp-counters.txt")
+            self.probes[vm].fetch_file("/tmp/tcp-counters.txt",
+                                       os.path.join(run_dir, f"{vm}-tcp-counters.txt"))
+            try:  # a run that did not start its guests here may lack it
+                self.probes[vm].fetch_file("/tmp/tcp-counters-before.txt",
+                                           os.path.join(run_dir, f"{vm}-tcp-counters-before.txt"))
+            except guest.ProbeError:
+                pass
+            with open(os.path.join(run_dir, f"{vm}-console.txt"), "w") as f:
+                f.write(console.run("dmesg | tail -20; ps"))
         if kind in ("amber", "restore"):
             self.export_held(run_dir, checkpoints)
         self.add_clock_steps(checkpoints)
@@ -629,7 +648,7 @@ def evaluate(a, keep=None):
               "worker_priority": getattr(a, "worker_priority", 0),
               "worker_nice": getattr(a, "worker_nice", 0),
               "node_agent_priority": getattr(a, "node_agent_priority", 0),
-              "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window,
+              "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window, "mtu": a.mtu,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "driver": "amberlab.transparency.evaluate (amber-controller, amberctl)",
               "started_host_ns": time.time_ns()}
@@ -733,6 +752,10 @@ def parser():
                    help="the node's ports in the testbed topology")
     p.add_argument("--tap-txqueuelen", type=int, default=1000,
                    help="frames each VM's tap holds while the VM is stopped (testbed)")
+    p.add_argument("--mtu", type=int, default=1500,
+                   help="the experiment network's MTU: the guests' eth0, the taps, bridges and "
+                        "veths, the node's ports and frame pool (9000: jumbo frames, which "
+                        "the TCG guests push at a higher rate)")
     p.add_argument("--tcp-window", type=float, default=4.0,
                    help="the guests' largest TCP buffer (MiB): tcp_rmem/tcp_wmem maximum")
     p.add_argument("--queue-frames", type=int, default=10000,

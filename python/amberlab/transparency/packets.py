@@ -34,6 +34,11 @@ WIRE_HEADER = 66   # Ethernet 14 + IPv4 20 + TCP 32 (with timestamps)
 TCP_MSS = 1448
 
 
+def tcp_mss(mtu=1500):
+    """TCP's payload per segment at an MTU (IPv4 20 + TCP 32 with timestamps)."""
+    return mtu - 52
+
+
 def tcp_max_mbps(rate_bps, mss=TCP_MSS, header=WIRE_HEADER):
     """The most goodput TCP can get through a link that counts Ethernet
     frames without preamble and CRC (the delay node's default)."""
@@ -121,6 +126,15 @@ class Flow:
         seqs, first, counts = np.unique(num, return_index=True, return_counts=True)
         once = counts == 1
         return seqs[once], t[first][once], payload[first][once]
+
+    def retransmissions(self):
+        """The sender's data segments that resend bytes it had sent before
+        (a retransmit, whole or part): their transmit instants, guest ns."""
+        if self.tx is None or not len(self.tx):
+            return np.array([], dtype=np.int64)
+        end = self.tx.num + self.tx.payload
+        sent_before = np.maximum.accumulate(np.concatenate(([self.tx.num[0]], end[:-1])))
+        return self.tx.t[self.tx.num < sent_before]
 
     def segments(self):
         """Data segments sent once and received: (seq, tx_t, rx_t, payload),

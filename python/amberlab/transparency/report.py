@@ -38,6 +38,7 @@ def run_rows(ev):
         excess = [x for v in r.pause_excess_us.values() for x in v]
         rows.append({"run": r.id, "kind": r.kind, "throughput_mbps": r.throughput_mbps(),
                      "retransmits": r.retransmits(),
+                     "retransmit_kinds": r.retransmit_kinds(),
                      "cwnd_median_kb": float(np.median(cwnd)) / 1e3 if cwnd else None,
                      "cwnd_min_kb": float(np.min(cwnd)) / 1e3 if cwnd else None,
                      "drops": sum(drops.values()) if drops else 0,
@@ -148,7 +149,7 @@ def side_by_side(ev, rows, runs):
     goodput["baseline"] = ", ".join(fmt(r["throughput_mbps"], ".1f") for r in runs
                                     if r["kind"] == "baseline") or "–"
     out.append(("goodput (Mbit/s)", goodput,
-                f"TCP's maximum on this link: {fmt(packets.tcp_max_mbps(ev.link_rate_bps()), '.1f')}"))
+                f"TCP's maximum on this link: {fmt(ev.tcp_max_mbps(), '.1f')}"))
     return out
 
 
@@ -157,7 +158,7 @@ def packet_verdicts(ev, rows, runs):
     out = []
     null = [r["burst"] for r in rows if r["window"] == "null" and np.isfinite(r["burst"])]
     burst_limit = float(np.percentile(null, 99)) if null else float("nan")
-    tcp_max = packets.tcp_max_mbps(ev.link_rate_bps())
+    tcp_max = ev.tcp_max_mbps()
     # The measurement's own floor: the baselines' segments at the amber
     # run's instants, where nothing was stopped. A target below it cannot
     # be told from noise here, and the note says so.
@@ -389,7 +390,9 @@ def markdown(ev, runs, effects, summary, tcp, targets, plot_files, packet_rows=(
         causes = ", ".join(f"{k} {v}" for k, v in r["drop_causes"].items())
         tap = f"; taps dropped {r['tap_drops']}" if r["tap_drops"] else ""
         ppm = ", ".join(f"{vm} {v:+.1f}" for vm, v in r["rate_ppm"].items())
-        L.append(f"| {r['run']} | {r['kind']} | {fmt(r['throughput_mbps'], '.1f')} | {fmt(r['retransmits'])} "
+        kinds = ", ".join(f"{k} {v}" for k, v in r["retransmit_kinds"].items())
+        kinds = f" ({kinds})" if kinds and r["retransmits"] else ""
+        L.append(f"| {r['run']} | {r['kind']} | {fmt(r['throughput_mbps'], '.1f')} | {fmt(r['retransmits'])}{kinds} "
                  f"| {fmt(r['cwnd_median_kb'])} / {fmt(r['cwnd_min_kb'])} | {r['drops']}"
                  f"{' (' + causes + ')' if causes else ''}"
                  f"{tap} | {r['checkpoints']} | {r['pause_s']:.2f} "
