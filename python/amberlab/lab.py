@@ -67,9 +67,11 @@ class TwoHosts:
     namespace for the delay node to attach to:
 
         [ns1: v1 10.77.X.1] === h1 ~ delay node ~ h2 === [ns2: v2 10.77.X.2]
+
+    `mtu` is every veth end's (9000: jumbo frames).
     """
 
-    def __init__(self, prefix, subnet=77):
+    def __init__(self, prefix, subnet=77, mtu=1500):
         self.prefix = prefix
         self.ns = [f"{prefix}-ns1", f"{prefix}-ns2"]
         self.host_if = [f"{prefix}-h1", f"{prefix}-h2"]
@@ -81,12 +83,12 @@ class TwoHosts:
                 add_netns(self.ns[i])
                 sh("ip", "link", "add", self.host_if[i], "type", "veth", "peer", "name", self.ns_if[i])
                 sh("ip", "link", "set", self.ns_if[i], "netns", self.ns[i])
-                sh("ip", "link", "set", self.host_if[i], "up")
+                sh("ip", "link", "set", self.host_if[i], "mtu", str(mtu), "up")
                 sh("sysctl", "-qw", f"net.ipv6.conf.{self.host_if[i]}.disable_ipv6=1", check=False)
                 offloads_off(self.host_if[i])
                 ex = ["ip", "netns", "exec", self.ns[i]]
                 sh(*ex, "ip", "addr", "add", f"{self.addr[i]}/24", "dev", self.ns_if[i])
-                sh(*ex, "ip", "link", "set", self.ns_if[i], "up")
+                sh(*ex, "ip", "link", "set", self.ns_if[i], "mtu", str(mtu), "up")
                 sh(*ex, "ip", "link", "set", "lo", "up")
                 offloads_off(self.ns_if[i], self.ns[i])
                 # Long fat links need windows beyond Linux's 6 MB default
@@ -237,10 +239,12 @@ def telemetry(prefix, command):
 
 
 class DelayNode:
-    """amber-delaynode on af_packet ports bound to the given interfaces."""
+    """amber-delaynode on af_packet ports bound to the given interfaces
+    (ring slots for frames of `mtu`: the config's max_frame_bytes must be
+    af_packet_slot(mtu) - 32 for more than 1500)."""
 
     def __init__(self, binary, config_text, interfaces, prefix, lcores="0", extra_eal=(),
-                 agent=None, app=()):
+                 agent=None, app=(), mtu=1500):
         self.prefix = prefix
         self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.config = os.path.join(self.dir, "links.textproto")
@@ -251,7 +255,7 @@ class DelayNode:
         eal = [*cores, "--no-pci", "--file-prefix", prefix, "-m", "512",
                "--log-level", "lib.eal:error"]
         for i, iface in enumerate(interfaces):
-            eal += ["--vdev", kernel_port_vdev(i, iface)]
+            eal += ["--vdev", kernel_port_vdev(i, iface, mtu=mtu)]
         eal += list(extra_eal)
         self.log = open(self.log_path, "w")
         extra_app = app

@@ -2,8 +2,9 @@
 """amber-delaynode between two network namespaces (veth + net_af_packet):
 ping RTT is twice the one-way delay, iperf3 TCP throughput follows the
 configured rate in each direction (asymmetric), configured loss shows up in
-ping, runtime changes through the telemetry socket take effect, and SIGTERM
-stops the node cleanly with final counters.
+ping, runtime changes through the telemetry socket take effect, SIGTERM
+stops the node cleanly with final counters; and with a 9000-byte MTU on
+every veth, jumbo frames cross whole with the delay and at the rate.
 
 usage: test_delaynode_netns.py BUILD/delaynode/amber-delaynode
 Needs root (namespaces, hugepages); exits 77 (skipped) with the reason
@@ -96,6 +97,48 @@ class DelayNodeBetweenNamespaces(unittest.TestCase):
         self.assertEqual(self.node.proc.returncode, 0, out)
         self.assertIn("[final] lan/a_to_b", out)
         self.assertIn("stopped", out)
+
+
+class JumboFramesBetweenNamespaces(unittest.TestCase):
+    """9000-byte MTU on every veth, the node's af_packet ring slots and
+    mbufs sized for it: a 9000-byte packet crosses unfragmented with the
+    link's delay, and TCP's segments are that large."""
+
+    @classmethod
+    def setUpClass(cls):
+        slot = lab.af_packet_slot(9000)
+        config = (f'node_id: "jumbo-test"\nmax_frame_bytes: {slot - 32}\n'
+                  f'sizing_frame_bytes: 9018\n' + CONFIG.split("\n", 1)[1])
+        cls.hosts = lab.TwoHosts("amb-dpj", subnet=76, mtu=9000)
+        try:
+            cls.node = lab.DelayNode(BINARY, config, cls.hosts.host_if, "amb-dpj-node", mtu=9000)
+        except Exception:
+            cls.hosts.close()
+            raise
+        lab.ping(cls.hosts, 0, cls.hosts.addr[1], 2, interval=0.2)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.close()
+        cls.hosts.close()
+
+    def test_a_full_size_jumbo_packet_crosses_with_the_delay(self):
+        # 8972 bytes of ICMP payload + 28 of headers = a 9000-byte IP
+        # packet, don't-fragment set.
+        r = self.hosts.run(0, "ping", "-q", "-c", "10", "-i", "0.05", "-W", "2", "-M", "do",
+                           "-s", "8972", self.hosts.addr[1], check=False, timeout=30)
+        self.assertIn(" 0% packet loss", r.stdout, r.stdout + r.stderr)
+        rtt = lab.ping(self.hosts, 0, self.hosts.addr[1], 5, interval=0.05)
+        self.assertGreaterEqual(rtt["min_ms"], 2 * DELAY_MS, rtt["output"])
+
+    def test_tcp_carries_jumbo_segments_at_the_rate(self):
+        j = lab.iperf3(self.hosts, server=1, client=0, seconds=3)
+        got = j["end"]["sum_received"]["bits_per_second"]
+        self.assertGreater(got, 0.8 * RATE_AB, j["end"])
+        self.assertLess(got, 1.02 * RATE_AB, j["end"])
+        frames = self.node.telemetry("/amber/stats")["lan/a_to_b"]
+        mean = frames["bytes_out"] / frames["frames_out"]
+        self.assertGreater(mean, 5000, frames)  # mostly 9014-byte frames
 
 
 def main():
