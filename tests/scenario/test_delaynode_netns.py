@@ -30,12 +30,21 @@ link {{
 '''
 
 
-class DelayNodeBetweenNamespaces(unittest.TestCase):
+class NodeBetweenHosts(unittest.TestCase):
+    """Two namespaces (PREFIX, SUBNET, MTU) and a node with config() between
+    them, shared by a class's tests."""
+    PREFIX, SUBNET, MTU = None, None, 1500
+
+    @classmethod
+    def config(cls):
+        return CONFIG
+
     @classmethod
     def setUpClass(cls):
-        cls.hosts = lab.TwoHosts("amb-dpt", subnet=78)
+        cls.hosts = lab.TwoHosts(cls.PREFIX, subnet=cls.SUBNET, mtu=cls.MTU)
         try:
-            cls.node = lab.DelayNode(BINARY, CONFIG, cls.hosts.host_if, "amb-dpt-node")
+            cls.node = lab.DelayNode(BINARY, cls.config(), cls.hosts.host_if,
+                                     f"{cls.PREFIX}-node", mtu=cls.MTU)
         except Exception:
             cls.hosts.close()
             raise
@@ -46,6 +55,10 @@ class DelayNodeBetweenNamespaces(unittest.TestCase):
     def tearDownClass(cls):
         cls.node.close()
         cls.hosts.close()
+
+
+class DelayNodeBetweenNamespaces(NodeBetweenHosts):
+    PREFIX, SUBNET = "amb-dpt", 78
 
     def test_1_ping_rtt_is_twice_the_one_way_delay(self):
         p = lab.ping(self.hosts, 0, self.hosts.addr[1], 30, interval=0.05)
@@ -99,28 +112,16 @@ class DelayNodeBetweenNamespaces(unittest.TestCase):
         self.assertIn("stopped", out)
 
 
-class JumboFramesBetweenNamespaces(unittest.TestCase):
+class JumboFramesBetweenNamespaces(NodeBetweenHosts):
     """9000-byte MTU on every veth, the node's af_packet ring slots and
     mbufs sized for it: a 9000-byte packet crosses unfragmented with the
     link's delay, and TCP's segments are that large."""
+    PREFIX, SUBNET, MTU = "amb-dpj", 76, 9000
 
     @classmethod
-    def setUpClass(cls):
-        slot = lab.af_packet_slot(9000)
-        config = (f'node_id: "jumbo-test"\nmax_frame_bytes: {slot - 32}\n'
-                  f'sizing_frame_bytes: 9018\n' + CONFIG.split("\n", 1)[1])
-        cls.hosts = lab.TwoHosts("amb-dpj", subnet=76, mtu=9000)
-        try:
-            cls.node = lab.DelayNode(BINARY, config, cls.hosts.host_if, "amb-dpj-node", mtu=9000)
-        except Exception:
-            cls.hosts.close()
-            raise
-        lab.ping(cls.hosts, 0, cls.hosts.addr[1], 2, interval=0.2)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.node.close()
-        cls.hosts.close()
+    def config(cls):
+        return (f'node_id: "jumbo-test"\nmax_frame_bytes: {lab.af_packet_slot(9000) - 32}\n'
+                f'sizing_frame_bytes: 9018\n' + CONFIG.split("\n", 1)[1])
 
     def test_a_full_size_jumbo_packet_crosses_with_the_delay(self):
         # 8972 bytes of ICMP payload + 28 of headers = a 9000-byte IP

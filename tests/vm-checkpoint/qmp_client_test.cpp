@@ -70,6 +70,14 @@ class FakeQmp {
   int peer_ = -1;
 };
 
+// A client connected to `peer`, which greets and negotiates as QEMU does.
+Result<std::unique_ptr<QmpClient>> connect_after_handshake(FakeQmp& peer, const std::string& path) {
+  std::thread server([&] { peer.handshake(); });
+  auto client = QmpClient::connect(path, 2s);
+  server.join();
+  return client;
+}
+
 TEST(QmpClient, SocketThatNeverAnswersTimesOut) {
   TempDir dir;
   FakeQmp peer(dir.sub("qmp.sock"));  // Accepts (backlog) but never greets.
@@ -92,9 +100,7 @@ TEST(QmpClient, MissingSocketTimesOutNamingThePath) {
 TEST(QmpClient, RepliesMatchIdsEventsQueueAndHangUpIsReported) {
   TempDir dir;
   FakeQmp peer(dir.sub("qmp.sock"));
-  std::thread server([&] { peer.handshake(); });
-  auto client = QmpClient::connect(dir.sub("qmp.sock"), 2s);
-  server.join();
+  auto client = connect_after_handshake(peer, dir.sub("qmp.sock"));
   ASSERT_TRUE(client.is_ok()) << client.status().to_string();
   QmpClient& qmp = **client;
   EXPECT_EQ(qmp.greeting()["QMP"]["version"]["qemu"]["major"], 7);
@@ -160,9 +166,7 @@ TEST(QmpClient, RepliesMatchIdsEventsQueueAndHangUpIsReported) {
 TEST(QmpClient, RefusedWriteClosesTheConnection) {
   TempDir dir;
   FakeQmp peer(dir.sub("qmp.sock"));
-  std::thread server([&] { peer.handshake(); });
-  auto client = QmpClient::connect(dir.sub("qmp.sock"), 2s);
-  server.join();
+  auto client = connect_after_handshake(peer, dir.sub("qmp.sock"));
   ASSERT_TRUE(client.is_ok()) << client.status().to_string();
   QmpClient& qmp = **client;
   auto waiting = qmp.send("query-migrate");

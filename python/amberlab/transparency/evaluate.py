@@ -107,8 +107,12 @@ class Evaluation:
             self.probes[vm] = guest.GuestProbe(port, run_dir=os.path.join(e.run_dir, vm),
                                                netns=e.probe_netns(vm))
             self.probes[vm].wait_ready(60)
+            # No TCP metrics kept per destination: each run's connection
+            # starts as the first did, not with the ssthresh and RTT the
+            # previous run's connection left in the guest's cache.
             e.console(vm).run(f'echo "{buffers}" > /proc/sys/net/ipv4/tcp_rmem; '
-                              f'echo "{buffers}" > /proc/sys/net/ipv4/tcp_wmem')
+                              f'echo "{buffers}" > /proc/sys/net/ipv4/tcp_wmem; '
+                              f'echo 1 > /proc/sys/net/ipv4/tcp_no_metrics_save')
         # The server logs to a file the report folder keeps.
         e.console(RECEIVER).run("killall iperf3; iperf3 -s -D --logfile /tmp/iperf3-server.log")
         peer = e.ADDR[1]
