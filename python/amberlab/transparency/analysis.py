@@ -265,11 +265,23 @@ class Run:
         marks = self.checkpoint_elapsed(self.sender) if self.sender in self.clocks else []
         near = [min((t - m for m in marks), key=abs) for t in times] if marks else []
         more = f" (the first 12 of {len(times)})" if len(times) > 12 else ""
+        # Where a segment can have been lost or held back: the receiver's
+        # kernel, the sender's view of it, the taps, the delay node.
+        watch = ("TcpExt.TCPRcvQDrop", "TcpExt.TCPOFODrop", "TcpExt.TCPBacklogDrop",
+                 "TcpExt.PruneCalled", "TcpExt.OfoPruned", "TcpExt.TCPZeroWindowDrop",
+                 "Ip.InDiscards", "TcpExt.TCPOFOQueue", "TcpExt.TCPDSACKOldSent")
+        rx = {k.split(".")[1]: v for k, v in self.tcp_counters(self.receiver).items()
+              if k in watch and v} if self.receiver else {}
+        tx = {k.split(".")[1]: v for k, v in self.tcp_counters(self.sender).items()
+              if k in ("TcpExt.TCPDSACKRecv", "TcpExt.TCPSACKReorder", "TcpExt.TCPTSReorder",
+                       "TcpExt.TCPSpuriousRtxHostQueues", "TcpExt.TCPLossUndo") and v}
         return (f"{self.id}: {self.retransmits()} retransmits, kinds "
                 f"{self.retransmit_kinds()}, iperf3 intervals {self.retransmit_intervals()}, "
                 f"resent at {[round(t, 3) for t in times[:12]]} s{more}, "
                 f"from the nearest checkpoint {[round(x * 1e3, 1) for x in near[:12]]} ms, "
-                f"checkpoints at {[round(m, 3) for m in marks]} s")
+                f"checkpoints at {[round(m, 3) for m in marks]} s; receiver's counters {rx}, "
+                f"sender's {tx}, taps dropped {self.meta.get('tap_dropped')}, "
+                f"node dropped {({k: v for k, v in self.drops().items() if v})}")
 
     def retransmit_intervals(self):
         """[(iperf3 interval start s, retransmits)] for the intervals with any."""
