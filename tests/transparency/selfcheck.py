@@ -25,8 +25,12 @@ def setUpModule():
     global TMP, PROBE
     TMP = tempfile.mkdtemp(prefix="amb-tr-check-")
     PROBE = os.path.join(TMP, "probe")
-    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", PROBE,
-                    os.path.join(SRC, "guest", "probe.c"), "-lpthread"], check=True)
+    try:  # tearDownModule does not run when this fails
+        subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", PROBE,
+                        os.path.join(SRC, "guest", "probe.c"), "-lpthread"], check=True)
+    except BaseException:
+        shutil.rmtree(TMP, ignore_errors=True)
+        raise
 
 
 def tearDownModule():
