@@ -231,7 +231,7 @@ void QmpClient::handle_message(Json message) {
 
 void QmpClient::close_with(Status status) {
   std::lock_guard lock(mu_);
-  closed_ = std::move(status);
+  if (closed_.is_ok()) closed_ = std::move(status);  // the first reason stays
   cv_.notify_all();
 }
 
@@ -262,10 +262,11 @@ Result<PendingReply> QmpClient::send(const std::string& command, const Json& arg
     // is gone for every caller, so say so at once rather than when the
     // reader sees the end of the stream (a caller asks connected() to
     // decide whether to describe how QEMU ended).
-    std::lock_guard lock(mu_);
-    pending_.erase(id);
-    if (closed_.is_ok()) closed_ = w;
-    cv_.notify_all();
+    {
+      std::lock_guard lock(mu_);
+      pending_.erase(id);
+    }
+    close_with(w);
     return w;
   }
   return PendingReply(this, id, command);

@@ -31,12 +31,14 @@ import numpy as np
 REF_S = 0.3        # the reference stretch before the first in-flight segment
 BURST_S = 0.005    # the burst index's window
 WIRE_HEADER = 66   # Ethernet 14 + IPv4 20 + TCP 32 (with timestamps)
-TCP_MSS = 1448
 
 
 def tcp_mss(mtu=1500):
     """TCP's payload per segment at an MTU (IPv4 20 + TCP 32 with timestamps)."""
     return mtu - 52
+
+
+TCP_MSS = tcp_mss()
 
 
 def tcp_max_mbps(rate_bps, mss=TCP_MSS, header=WIRE_HEADER):
