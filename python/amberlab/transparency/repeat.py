@@ -11,8 +11,11 @@ is the spread over evaluations.
 
 Per evaluation and run (amber, naive, pause, sham; a baseline at the same
 instants without a checkpoint): the median over checkpoints of each checkpoint's median one-way-delay distortion of
-the segments in flight (ms) with its range, and the pooled |distortion|
-median and p99 over every such segment; then, per run, the median and range
+the segments in flight (ms) with its range; the earliest of them (each
+checkpoint's 5th percentile, median over checkpoints: naive delivers these
+a link delay early); the pooled |distortion| median and p99 over every such
+segment; the sender's retransmits near a checkpoint (0.1 s before its
+instant to 1.5 s after) and in all; then, per run, the median and range
 of those figures over the evaluations; frames the VMs' taps dropped per
 run; from the VM hosts' logs, the latest a QMP stop/cont left after its
 instant and the largest offset of a guest clock from its instant (every
@@ -45,9 +48,23 @@ def figures(eval_dir):
         per = [v / 1e6 for v in analysis.per_window(rows, run, window, "owd")]
         if not per:
             continue
-        out[run] = {"ckpt": per,
-                    "pooled": analysis.distortion_summary(analysis.pooled(rows, run, window, "owd"))}
+        earliest = [v / 1e6 for v in analysis.per_window(rows, run, window, "owd", percentile=5)]
+        out[run] = {"ckpt": per, "earliest": float(np.median(earliest)),
+                    "pooled": analysis.distortion_summary(analysis.pooled(rows, run, window, "owd")),
+                    "retransmits": retransmits(eval_dir, run)}
     return out
+
+
+def retransmits(eval_dir, run):
+    """(near a checkpoint, all) of the sender's retransmits in a run, or
+    (None, None) if its iperf3 result is missing. A baseline's "near" counts
+    those near the instants of the checkpointed runs' first checkpoints:
+    none, as it has no checkpoint."""
+    r = analysis.Run(eval_dir, run)
+    total = r.retransmits()
+    if total is None:
+        return None, None
+    return r.retransmits_near_checkpoints(), total
 
 
 def tap_drops(eval_dir, run):
@@ -113,29 +130,45 @@ def kind(run):
 
 def table(eval_dirs):
     per_eval = [(d, figures(d)) for d in eval_dirs]
-    print("| evaluation | run | per-checkpoint median, ms: median [range] | pooled abs, ms: median / p99 | n | frames the taps dropped |")
-    print("|---|---|---|---|---:|---:|")
+    print("| evaluation | run | per-checkpoint median, ms: median [range] | earliest in-flight, ms "
+          "| pooled abs, ms: median / p99 | n | retransmits: near a checkpoint / all "
+          "| frames the taps dropped |")
+    print("|---|---|---|---:|---|---:|---:|---:|")
     across = {}
     for d, f in per_eval:
         for run, v in f.items():
             c = v["ckpt"]
             p = v["pooled"]
             taps = tap_drops(d, run)
+            near, total = v["retransmits"]
+            retx = "–" if total is None else f"{near} / {total}"
             print(f"| {os.path.basename(d.rstrip('/'))} | {run} | {np.median(c):.2f} "
-                  f"[{min(c):.2f}, {max(c):.2f}] | {p['median_abs']:.2f} / {p['p99_abs']:.2f} | {p['n']} "
-                  f"| {'–' if taps is None else taps} |")
-            a = across.setdefault(kind(run), {"median": [], "median_abs": [], "p99_abs": []})
+                  f"[{min(c):.2f}, {max(c):.2f}] | {v['earliest']:.2f} "
+                  f"| {p['median_abs']:.2f} / {p['p99_abs']:.2f} | {p['n']} "
+                  f"| {retx} | {'–' if taps is None else taps} |")
+            a = across.setdefault(kind(run), {"median": [], "earliest": [], "median_abs": [],
+                                              "p99_abs": [], "near": [], "runs": 0})
             a["median"].append(float(np.median(c)))
+            a["earliest"].append(v["earliest"])
             a["median_abs"].append(p["median_abs"])
             a["p99_abs"].append(p["p99_abs"])
+            a["runs"] += 1
+            if near is not None:
+                a["near"].append(near)
     print()
-    print(f"Across {len(per_eval)} evaluations (median [range] of the per-evaluation figures):")
+    print(f"Across {len(per_eval)} evaluations (median [range] of the per-evaluation figures; "
+          f"earliest in-flight: each checkpoint's 5th percentile of the distortion, median over "
+          f"the checkpoints, negative = early; retransmits near a checkpoint: 0.1 s before its "
+          f"instant to 1.5 s after, in the sender's guest time, summed over the runs):")
     print()
-    print("| run | per-checkpoint median, ms | pooled abs median, ms | pooled abs p99, ms |")
-    print("|---|---|---|---|")
+    print("| run | per-checkpoint median, ms | earliest in-flight, ms | pooled abs median, ms "
+          "| pooled abs p99, ms | runs with a retransmit near a checkpoint | those retransmits |")
+    print("|---|---|---|---|---|---:|---:|")
     for k, a in across.items():
         cells = [f"{np.median(a[m]):.2f} [{min(a[m]):.2f}, {max(a[m]):.2f}]"
-                 for m in ("median", "median_abs", "p99_abs")]
+                 for m in ("median", "earliest", "median_abs", "p99_abs")]
+        cells.append(f"{sum(1 for n in a['near'] if n)} of {len(a['near'])}")
+        cells.append(str(sum(a["near"])))
         print(f"| {k} | " + " | ".join(cells) + " |")
     print()
     print("| evaluation | latest QMP command after its instant, ms | largest guest-clock offset from its instant, ms |")
