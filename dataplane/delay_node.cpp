@@ -230,6 +230,7 @@ Status DelayNode::open_ports() {
       rte_eth_promiscuous_enable(port);  // not every PMD supports it; harmless
     }
   }
+  ring_drops_.attach(ports_);
   return Status::ok();
 }
 
@@ -633,8 +634,8 @@ std::vector<PortStats> DelayNode::port_stats() const {
     if (rte_eth_stats_get(port, &st) != 0) continue;
     char name[RTE_ETH_NAME_MAX_LEN] = {};
     rte_eth_dev_get_name_by_port(port, name);
-    out.push_back(PortStats{name, st.ipackets, st.opackets, st.imissed, st.ierrors, st.rx_nombuf,
-                            st.oerrors});
+    out.push_back(PortStats{name, st.ipackets, st.opackets, st.imissed + ring_drops_.dropped(port),
+                            st.ierrors, st.rx_nombuf, st.oerrors});
   }
   return out;
 }
@@ -680,6 +681,7 @@ DelayNode::~DelayNode() {
   clock_thread_.join();
   stop();
   if (running()) rte_eal_mp_wait_lcore();
+  ring_drops_.detach();  // stopping closes the sockets
   for (uint16_t port : ports_) {
     rte_eth_dev_callback_unregister(port, RTE_ETH_EVENT_INTR_LSC, log_link_change, nullptr);
     rte_eth_dev_stop(port);

@@ -22,6 +22,7 @@
 #include "config/node_config.h"
 #include "dataplane/direction.h"
 #include "dataplane/sizing.h"
+#include "dataplane/socket_ring_drops.h"
 #include "dataplane/tsc_clock.h"
 #include "dataplane/worker.h"
 
@@ -198,6 +199,9 @@ class DelayNode {
   PoolSizing sizing_;
   rte_mempool* pool_ = nullptr;
   std::vector<uint16_t> ports_;  // started ports, to stop at the end
+  // What the kernel dropped at net_af_packet ports' socket rings (the PMD
+  // does not report it): added to their rx_missed.
+  mutable SocketRingDrops ring_drops_;
   std::vector<std::unique_ptr<Direction>> directions_;
   std::vector<std::unique_ptr<std::atomic<int64_t>>> link_starts_;  // Direction::link_start
   std::vector<std::unique_ptr<Worker>> workers_;
