@@ -270,17 +270,19 @@ class Run:
         watch = ("TcpExt.TCPRcvQDrop", "TcpExt.TCPOFODrop", "TcpExt.TCPBacklogDrop",
                  "TcpExt.PruneCalled", "TcpExt.OfoPruned", "TcpExt.TCPZeroWindowDrop",
                  "Ip.InDiscards", "TcpExt.TCPOFOQueue", "TcpExt.TCPDSACKOldSent")
-        rx = {k.split(".")[1]: v for k, v in self.tcp_counters(self.receiver).items()
-              if k in watch and v} if self.receiver else {}
-        tx = {k.split(".")[1]: v for k, v in self.tcp_counters(self.sender).items()
-              if k in ("TcpExt.TCPDSACKRecv", "TcpExt.TCPSACKReorder", "TcpExt.TCPTSReorder",
-                       "TcpExt.TCPSpuriousRtxHostQueues", "TcpExt.TCPLossUndo") and v}
+        rx = {k.split(".", 1)[1]: v for k, v in self.tcp_counters(self.receiver).items()
+              if (k in watch or k.endswith(("_drop", "_fifo"))) and v} if self.receiver else {}
+        tx = {k.split(".", 1)[1]: v for k, v in self.tcp_counters(self.sender).items()
+              if (k in ("TcpExt.TCPDSACKRecv", "TcpExt.TCPSACKReorder", "TcpExt.TCPTSReorder",
+                        "TcpExt.TCPSpuriousRtxHostQueues", "TcpExt.TCPLossUndo")
+                  or k.endswith(("_drop", "_fifo"))) and v}
         return (f"{self.id}: {self.retransmits()} retransmits, kinds "
                 f"{self.retransmit_kinds()}, iperf3 intervals {self.retransmit_intervals()}, "
                 f"resent at {[round(t, 3) for t in times[:12]]} s{more}, "
                 f"from the nearest checkpoint {[round(x * 1e3, 1) for x in near[:12]]} ms, "
                 f"checkpoints at {[round(m, 3) for m in marks]} s; receiver's counters {rx}, "
                 f"sender's {tx}, taps dropped {self.meta.get('tap_dropped')}, "
+                f"the kernel's interfaces dropped {self.meta.get('path_dropped')}, "
                 f"node dropped {({k: v for k, v in self.drops().items() if v})}")
 
     def retransmit_intervals(self):
@@ -303,12 +305,21 @@ class Run:
 
 def parse_proc_counters(text):
     """/proc/net/snmp and /proc/net/netstat text -> {"Group.Name": int}: each
-    group is a header line and a value line with the same prefix."""
+    group is a header line and a value line with the same prefix; and
+    /proc/net/dev's interface lines -> {"Dev.eth0.rx_drop": int, ...}."""
     out, header = {}, {}
     for line in text.splitlines():
         group, _, rest = line.partition(":")
         fields = rest.split()
         if not group or not fields:
+            continue
+        if group not in header and len(fields) == 16 and all(f.isdigit() for f in fields):
+            # A /proc/net/dev line: "  eth0: rx bytes packets errs drop fifo
+            # frame compressed multicast, tx bytes packets errs drop ...".
+            dev = group.strip()
+            for name, k in (("rx_packets", 1), ("rx_drop", 3), ("rx_fifo", 4),
+                            ("tx_packets", 9), ("tx_drop", 11), ("tx_fifo", 12)):
+                out[f"Dev.{dev}.{name}"] = int(fields[k])
             continue
         if group not in header:
             header[group] = fields
@@ -327,17 +338,25 @@ def parse_proc_counters(text):
 def tcp_data_seqs(path, src=None, dst=None):
     """TCP sequence numbers of the frames with payload in a pcap (Ethernet,
     IPv4), optionally only from `src` to `dst` (dotted addresses)."""
+    return [seq for _, seq in pcap_tcp_data(path, src, dst)]
+
+
+def pcap_tcp_data(path, src=None, dst=None):
+    """(capture instant ns, TCP sequence number) of each frame with payload
+    in a pcap (Ethernet, IPv4; micro- or nanosecond stamps), optionally only
+    from `src` to `dst` (dotted addresses)."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 24:
         return []
     magic = struct.unpack_from("<I", data)[0]
     endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    nano = struct.unpack_from(endian + "I", data)[0] == 0xA1B23C4D
     out, off = [], 24
     want = (bytes(int(x) for x in src.split(".")) if src else None,
             bytes(int(x) for x in dst.split(".")) if dst else None)
     while off + 16 <= len(data):
-        incl = struct.unpack_from(endian + "IIII", data, off)[2]
+        sec, frac, incl, _ = struct.unpack_from(endian + "IIII", data, off)
         frame = data[off + 16:off + 16 + incl]
         off += 16 + incl
         if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
@@ -351,7 +370,8 @@ def tcp_data_seqs(path, src=None, dst=None):
             continue
         doff = (frame[tcp + 12] >> 4) * 4
         if tot - ihl - doff > 0:
-            out.append(struct.unpack_from(">I", frame, tcp + 4)[0])
+            t = sec * 1_000_000_000 + (frac if nano else frac * 1000)
+            out.append((t, struct.unpack_from(">I", frame, tcp + 4)[0]))
     return out
 
 

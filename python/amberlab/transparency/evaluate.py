@@ -31,6 +31,9 @@ import hashlib
 import json
 import os
 import platform
+import re
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -60,7 +63,33 @@ def say(text, quiet=False):
 
 
 # The guest kernel's counters each run keeps from before and after it.
-TCP_COUNTERS = "/proc/net/snmp /proc/net/netstat"
+TCP_COUNTERS = "/proc/net/snmp /proc/net/netstat /proc/net/dev"
+
+
+def wait_line(stream, text, timeout):
+    """Reads `stream` (a pipe) line by line until one holds `text`; that
+    line, or None at its end or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return None
+        line = stream.readline()
+        if not line:
+            return None
+        if text in line:
+            return line
+    return None
+
+
+def link_stats(ns, dev):
+    """The kernel's counters of interface `dev` (in namespace `ns`, or the
+    root one for None): `ip -s -j`'s stats64, or None if it is gone."""
+    cmd = ["ip"] + (["-n", ns] if ns else []) + ["-s", "-j", "link", "show", dev]
+    try:
+        return json.loads(lab.sh(*cmd, check=False).stdout)[0]["stats64"]
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
 class Evaluation:
@@ -123,6 +152,7 @@ class Evaluation:
         e.console(SENDER).run(f"iperf3 -c {peer} -t 3 > /dev/null 2>&1", timeout=90)
 
     def close(self):
+        self.stop_captures()
         if self.exp:
             self.exp.close()
 
@@ -139,11 +169,65 @@ class Evaluation:
             return {}
         out = {}
         for i, vm in enumerate(self.exp.VMS):
-            r = lab.sh("ip", "-n", net.ns[i], "-s", "-j", "link", "show", net.tap[i], check=False)
+            stats = link_stats(net.ns[i], net.tap[i])
+            if stats:
+                out[vm] = int(stats["tx"]["dropped"])
+        return out
+
+    def start_captures(self, run_dir):
+        """--capture-taps (testbed topology): tcpdump on each VM's tap in
+        its host namespace, the iperf3 connection's headers with nanosecond
+        stamps (runs/<run>/taps/<vm>.pcap): when each segment passed the
+        tap, for transparency.paths to split a segment's one-way delay into
+        sender, network and receiver legs. Returns once each listens."""
+        self.captures = {}
+        net = getattr(self.exp, "net", None)
+        if not getattr(self.a, "capture_taps", False) or net is None:
+            return
+        os.makedirs(os.path.join(run_dir, "taps"), exist_ok=True)
+        for i, vm in enumerate(self.exp.VMS):
+            path = os.path.join(run_dir, "taps", f"{vm}.pcap")
+            self.captures[vm] = subprocess.Popen(
+                ["ip", "netns", "exec", net.ns[i], "tcpdump", "-i", net.tap[i], "-n", "-s", "96",
+                 "-B", "16384", "--time-stamp-precision=nano", "-w", path, "tcp port 5201"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for vm, p in self.captures.items():
+            line = wait_line(p.stderr, "listening on", 10)
+            if line is None:
+                raise RuntimeError(f"tcpdump on {vm}'s tap did not start")
+
+    def stop_captures(self):
+        """Stops the tap captures; {vm: frames tcpdump says the kernel
+        dropped} (a capture that fell behind misses segments, nothing more)."""
+        out = {}
+        for vm, p in getattr(self, "captures", {}).items():
+            p.send_signal(signal.SIGINT)
             try:
-                out[vm] = int(json.loads(r.stdout)[0]["stats64"]["tx"]["dropped"])
-            except (ValueError, KeyError, IndexError):
-                pass
+                _, err = p.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            m = re.search(r"(\d+) packets dropped by kernel", err or "")
+            out[vm] = int(m.group(1)) if m else None
+        self.captures = {}
+        return out
+
+    def path_drops(self):
+        """Every drop the kernel counted on the testbed's interfaces (rx and
+        tx of the node's veth ends, the hosts' veth ends, bridges and taps):
+        {"iface rx|tx": n}; {} elsewhere. A frame lost between the node and
+        a guest shows here even where the tap's tx is not the place."""
+        net = getattr(self.exp, "net", None)
+        if net is None:
+            return {}
+        out = {}
+        places = [(None, dev) for dev in net.node_if]
+        for i, ns in enumerate(net.ns):
+            places += [(ns, net.ns_if[i]), (ns, net.bridge[i]), (ns, net.tap[i])]
+        for ns, dev in places:
+            stats = link_stats(ns, dev)
+            for way in ("rx", "tx") if stats else ():
+                out[f"{dev} {way}"] = int(stats[way].get("dropped", 0))
         return out
 
     def node_counters(self):
@@ -332,6 +416,7 @@ class Evaluation:
         os.makedirs(run_dir, exist_ok=True)
         for vm, probes in self.probe_kinds().items():
             self.probes[vm].start(probes, port=5201, rx_max=self.rx_records())
+        self.start_captures(run_dir)
         # Off unless asked: reading every thread's schedstat each 20 ms
         # costs about a tenth of a core, which the guests then miss.
         self.sampler = (threads.ThreadSampler(self.pids).start()
@@ -342,6 +427,7 @@ class Evaluation:
         anchors = {vm: [x] for vm, x in self.anchors().items()}
         before = self.node_counters()
         self.taps_before = self.tap_drops()
+        self.path_before = self.path_drops()
         console = self.exp.console(SENDER)
         start = console.size()
         iperf_start = time.time_ns()
@@ -403,6 +489,7 @@ class Evaluation:
             self.sampler.save(os.path.join(run_dir, "threads.json"))
             self.sampler = None
         after = self.node_counters()
+        capture_drops = self.stop_captures()
         for vm, x in self.anchors().items():
             anchors[vm].append(x)
         for vm in self.probes:
@@ -434,6 +521,10 @@ class Evaluation:
         run = {"name": kind, "iperf_start_host_ns": iperf_start, "iperf_end_host_ns": iperf_end,
                "tap_dropped": {vm: n - getattr(self, "taps_before", {}).get(vm, 0)
                                for vm, n in taps.items()},
+               "path_dropped": {k: n - getattr(self, "path_before", {}).get(k, 0)
+                                for k, n in self.path_drops().items()
+                                if n != getattr(self, "path_before", {}).get(k, 0)},
+               "tap_capture_dropped": capture_drops,
                "sender": SENDER, "receiver": RECEIVER, "probes": self.probe_kinds(),
                "sender_addr": self.exp.ADDR[0], "receiver_addr": self.exp.ADDR[1],
                "checkpoints": checkpoints, "delaynode": self.delta(before, after),
@@ -798,6 +889,11 @@ def parser():
                    help="directions delivering to a VM run on past the freeze until the VM "
                         f"host reports that VM stopped (Topology.run_on: {RUN_ON}); the "
                         "runon variant turns it on for one run")
+    p.add_argument("--capture-taps", action="store_true",
+                   help="testbed: tcpdump each VM's tap (runs/*/taps/*.pcap) so "
+                        "`scripts/amber-py transparency.paths EVAL_DIR` can split the in-flight "
+                        "segments' one-way delay into sender, network and receiver legs; "
+                        "costs some CPU")
     p.add_argument("--quiet", action="store_true")
     return p
 
