@@ -243,6 +243,31 @@ class SyntheticEvaluation(unittest.TestCase):
         self.assertEqual(c["p_a_smaller"], 1.0)
         self.assertLess(c["ci_hi"], 0)
 
+    def test_the_taps_put_the_stall_in_the_network_leg(self):
+        # amber's receiver stopped `stall` after the network froze, so in
+        # its guest time the network held the in-flight segments `stall`
+        # too long; neither guest's own leg changed. The legs sum to the
+        # segment's one-way delay; a baseline shows none.
+        stall = self.known["stall_ns"] / 1e6
+        got = {}
+        for x in paths.rows(self.dir):
+            got.setdefault(x["run"], []).append(x)
+        self.assertEqual(len(got.get("amber", [])), 3, got)
+        for x in got["amber"]:
+            self.assertGreater(x["n"], 300)
+            self.assertLess(abs(x["network"] - stall), 0.05, x)
+            self.assertLess(abs(x["sender"]), 0.01, x)
+            self.assertLess(abs(x["receiver"]), 0.01, x)
+            # (medians of each leg: their sum is the total's within a hair)
+            self.assertLess(abs(x["total"] - x["sender"] - x["network"] - x["receiver"]), 0.01, x)
+        for x in got["baseline"]:
+            for leg in ("total", "sender", "network", "receiver"):
+                self.assertLess(abs(x[leg]), 0.01, x)
+        # naive: the network ran while the receiver stood still, so its
+        # in-flight segments come early by the network leg.
+        for x in got["naive"]:
+            self.assertLess(x["network"], -0.2 * self.known["owd_ns"] / 1e6, x)
+
 
 class Retransmits(unittest.TestCase):
     def test_segments_that_resend_bytes_are_found(self):
@@ -304,6 +329,6 @@ if __name__ == "__main__":
         sys.exit(77)
     from amberlab.experiment import free_port
     from amberlab.transparency import analysis as an
-    from amberlab.transparency import guest, packets, synthetic
+    from amberlab.transparency import guest, packets, paths, synthetic
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)

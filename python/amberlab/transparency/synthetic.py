@@ -2,7 +2,8 @@
 self-check: an iperf3-like transfer through a link simulated event by event
 in host time, with the guests' clocks stopping while their VM is paused,
 written as the evaluation driver writes a real one (run.json, the probes'
-files, iperf3.json, the node's held frames as a pcap).
+files, iperf3.json, the node's held frames as a pcap, captures at the
+VMs' taps).
 
 Runs:
   baseline  nothing happens
@@ -34,6 +35,7 @@ FROM_PORT, OUTGOING = 1, 2
 MSS = 1448
 PORT, PEER = 5201, 40000
 ADDR = ("10.88.0.1", "10.88.0.2")
+TAP_LAG = 50_000  # a segment at the sender's tap after its guest sent it
 
 
 class Guest:
@@ -88,16 +90,18 @@ def write_probe(path, kind, records, start_mono, start_real, stop_mono, stop_rea
         f.write(head + records.tobytes())
 
 
-def write_pcap(path, seqs, src, dst):
+def write_pcap(path, seqs, src, dst, times=None):
+    """Data segments src -> dst, stamped `times` (host ns; 0 without)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    times = np.zeros(len(seqs), dtype=np.int64) if times is None else np.asarray(times)
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1))
-        for seq in seqs:
+        for seq, t in zip(seqs, times):
             ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + 32 + 100, 1, 0x4000, 64, 6, 0,
                              bytes(int(x) for x in src.split(".")), bytes(int(x) for x in dst.split(".")))
             tcp = struct.pack(">HHIIBBHHH", PEER, PORT, int(seq) % (1 << 32), 0, 8 << 4, 0x10, 512, 0, 0)
             frame = b"\x52\x54\x00\x88\x00\x02\x52\x54\x00\x88\x00\x01\x08\x00" + ip + tcp + bytes(12 + 100)
-            f.write(struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame)
+            f.write(struct.pack("<IIII", int(t) // SEC, int(t) % SEC, len(frame), len(frame)) + frame)
 
 
 def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.456, pause_s=1.0,
@@ -192,6 +196,11 @@ def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.45
             hs = [start - SEC] + [c["resume_ns"] + int(1.2 * SEC) for c in checkpoints] + [end + SEC]
             anchors[vm] = [{"host_ns": int(h), "guest_ns": int(g.mono(h)), "rtt_ns": 100_000}
                            for h in hs]
+        # Captures at the VMs' taps (evaluate --capture-taps): a segment
+        # leaves the sender's QEMU TAP_LAG after its guest sent it and
+        # reaches the receiver's tap when the network delivers it.
+        write_pcap(os.path.join(run_dir, "taps", "vm1.pcap"), seq, *ADDR, h_tx + TAP_LAG)
+        write_pcap(os.path.join(run_dir, "taps", "vm2.pcap"), seq, *ADDR, h_arrive)
         if name == "amber":
             # The node holds, at each freeze, what was on the link.
             for c in checkpoints:
