@@ -11,17 +11,31 @@ tap.
 Everything lives in one folder and is named with a prefix; close() removes
 it, also when a test fails. Only processes started here are ended, by PID."""
 
+import fcntl
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import termios
 import time
 
 import amberlab
 from amberlab import lab
+
+
+# How long typing waits for QEMU to take a line (a VM stopped for a
+# checkpoint or a restore takes nothing meanwhile).
+UNREAD_TIMEOUT_S = 120
+
+
+def unread_bytes(sock):
+    """Bytes written to a Unix stream socket that its peer has not read yet
+    (SIOCOUTQ: the kernel charges them to the writer until then)."""
+    return struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 class Console:
@@ -60,12 +74,18 @@ class Console:
             for i in range(0, len(data), 8):
                 s.sendall(data[i:i + 8])
                 time.sleep(0.005)
-            # Stay a moment, reading what the guest prints meanwhile: QEMU
-            # takes typed bytes only as fast as the UART does, and a client
-            # that leaves at once may leave them unread.
-            end = time.monotonic() + 0.3
-            while time.monotonic() < end:
-                if select.select([s], [], [], 0.05)[0] and not s.recv(65536):
+            # Stay until QEMU has read every typed byte, reading what the
+            # guest prints meanwhile. QEMU takes them only as fast as the
+            # guest's UART does, and not at all while the VM is stopped (a
+            # checkpoint, a restore); a client that leaves before makes it
+            # drop the rest with the connection (the guest then got half a
+            # command line).
+            deadline = time.monotonic() + UNREAD_TIMEOUT_S
+            while unread_bytes(s):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"console {self.socket}: QEMU did not read the typed "
+                                       f"line within {UNREAD_TIMEOUT_S} s: {line!r}")
+                if select.select([s], [], [], 0.02)[0] and not s.recv(65536):
                     break
 
     def wait_for(self, needle, timeout, start=0):
@@ -89,7 +109,7 @@ class Console:
         self.send(f"{command}; echo @@end$(({self.seq}*1))@@")
         out = self.wait_for(f"@@end{self.seq}@@", timeout, start)
         # Drop the echoed command line (the console wraps it at 80 columns).
-        echo_end = out.find(f"*1))@@")
+        echo_end = out.find("*1))@@")
         if echo_end >= 0:
             out = out[out.find("\n", echo_end) + 1:]
         return out.replace("\r", "")

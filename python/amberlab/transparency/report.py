@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from amberlab.transparency import analysis as an
-from amberlab.transparency import packets, plots
+from amberlab.transparency import plots
 
 US = 1e6
 
