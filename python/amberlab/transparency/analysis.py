@@ -283,7 +283,19 @@ class Run:
                 f"checkpoints at {[round(m, 3) for m in marks]} s; receiver's counters {rx}, "
                 f"sender's {tx}, taps dropped {self.meta.get('tap_dropped')}, "
                 f"the kernel's interfaces dropped {self.meta.get('path_dropped')}, "
+                f"passed the receiver's tap and never reached its guest "
+                f"{self._lost_after_tap()}, "
                 f"node dropped {({k: v for k, v in self.drops().items() if v})}")
+
+    def _lost_after_tap(self):
+        """transparency.paths.lost_after_tap, shortened: '-' without tap
+        captures."""
+        from amberlab.transparency import paths
+        lost = paths.lost_after_tap(self)
+        if lost is None:
+            return "- (no tap capture)"
+        return f"{len(lost)} at {[round(x[2], 1) for x in lost if x[2] is not None][:8]} ms " \
+               f"from a freeze"
 
     def retransmit_intervals(self):
         """[(iperf3 interval start s, retransmits)] for the intervals with any."""
@@ -341,10 +353,10 @@ def tcp_data_seqs(path, src=None, dst=None):
     return [seq for _, seq in pcap_tcp_data(path, src, dst)]
 
 
-def pcap_tcp_data(path, src=None, dst=None):
+def pcap_tcp_data(path, src=None, dst=None, sport=None):
     """(capture instant ns, TCP sequence number) of each frame with payload
     in a pcap (Ethernet, IPv4; micro- or nanosecond stamps), optionally only
-    from `src` to `dst` (dotted addresses)."""
+    from `src` to `dst` (dotted addresses) and from TCP port `sport`."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 24:
@@ -369,6 +381,8 @@ def pcap_tcp_data(path, src=None, dst=None):
         if len(frame) < tcp + 20:
             continue
         doff = (frame[tcp + 12] >> 4) * 4
+        if sport is not None and struct.unpack_from(">H", frame, tcp)[0] != sport:
+            continue
         if tot - ihl - doff > 0:
             t = sec * 1_000_000_000 + (frac if nano else frac * 1000)
             out.append((t, struct.unpack_from(">I", frame, tcp + 4)[0]))

@@ -13,12 +13,20 @@ each in guest time: a tap's host instant is mapped into the VM's guest
 clock (transparency.guest.ClockMap, which stands still while the VM is
 stopped), so a frame that waits at a stopped VM's tap costs that VM
 nothing, as it should, and the three legs sum to the segment's one-way
-delay. Per checkpoint, each leg's distortion is its median over the
-segments in flight (the same ones analysis.Evaluation's OWD statistic
-takes) less its median over the segments sent in the REF_S before them.
-A transparent checkpoint leaves all three at 0; where amber's in-flight
-segments come late, this says which leg made them late. A baseline's rows
-(at the same instants, nothing stopped) are each leg's noise.
+delay. Per in-flight segment (the same ones analysis.Evaluation's OWD
+statistic takes), each guest's leg less that leg's median over the
+segments sent in the REF_S before them is its distortion; the network
+leg's is what they leave of the segment's OWD distortion against the
+link's replay (the headline statistic, which follows the node's queue as
+it builds and drains). Per checkpoint: the medians. A transparent
+checkpoint leaves all three at 0; where amber's in-flight segments come
+late, this says which leg made them late. A baseline's rows (at the same
+instants, nothing stopped) are each leg's noise.
+
+It also lists, per run, the data segments that passed the receiver's tap
+and never reached its guest (lost_after_tap): QEMU's tap back end drops
+the frame it holds for a full guest receive ring at every VM stop, which
+no counter of the node, the kernel or the taps sees.
 
   scripts/amber-py transparency.paths EVAL_DIR [EVAL_DIR ...]"""
 
@@ -36,12 +44,15 @@ MARGIN_NS = 2_000_000
 
 def tap_times(run, vm, isn):
     """(unwrapped seq, host ns) of the first pass of each data segment of
-    the connection's data direction through `vm`'s tap, sorted by seq; None
-    without the capture."""
+    the data connection (its client port: iperf3's control connection
+    shares the server's) through `vm`'s tap, sorted by seq; None without
+    the capture."""
     path = os.path.join(run.dir, "taps", f"{vm}.pcap")
     if not os.path.exists(path):
         return None
-    rows = analysis.pcap_tcp_data(path, run.meta.get("sender_addr"), run.meta.get("receiver_addr"))
+    flow = run.flow()
+    rows = analysis.pcap_tcp_data(path, run.meta.get("sender_addr"), run.meta.get("receiver_addr"),
+                                  flow.port if flow is not None else None)
     if not rows:
         return None
     t = np.array([r[0] for r in rows], dtype=np.int64)
@@ -50,6 +61,43 @@ def tap_times(run, vm, isn):
     seq, t = seq[order], t[order]
     first = np.concatenate(([True], seq[1:] != seq[:-1]))
     return seq[first], t[first]
+
+
+def lost_after_tap(run):
+    """Data segments whose first copy passed the receiver's tap but never
+    reached the receiver's guest (its probe saw fewer copies than the tap
+    passed): lost in QEMU or the guest, where no counter of the node, the
+    kernel or the taps sees it. QEMU's tap back end drops the frame it holds
+    for a full guest receive ring when the VM stops. [(seq, host ns at the
+    tap of the first copy, ms from the nearest checkpoint's freeze)], or
+    None without the capture."""
+    flow = run.flow()
+    if flow is None:
+        return None
+    path = os.path.join(run.dir, "taps", f"{run.receiver}.pcap")
+    if not os.path.exists(path):
+        return None
+    rows = analysis.pcap_tcp_data(path, run.meta.get("sender_addr"), run.meta.get("receiver_addr"),
+                                  flow.port)
+    if not rows:
+        return None
+    t = np.array([r[0] for r in rows], dtype=np.int64)
+    seq = packets._unwrap(np.array([r[1] for r in rows], dtype=np.int64), flow.isn)
+    tap_seq, tap_first, tap_n = np.unique(seq, return_index=True, return_counts=True)
+    got_seq, got_n = np.unique(flow.rx.num, return_counts=True)
+    pos = np.clip(np.searchsorted(got_seq, tap_seq), 0, max(len(got_seq) - 1, 0))
+    got = np.where(len(got_seq) and (got_seq[pos] == tap_seq), got_n[pos], 0)
+    # The probe's records start a little after the transfer and end with
+    # it: only segments inside what it saw count.
+    inside = (tap_seq >= flow.rx.num.min()) & (tap_seq <= flow.rx.num.max())
+    lost = np.nonzero((got < tap_n) & inside)[0]
+    freezes = [c["freeze_ns"] for c in run.checkpoints]
+    out = []
+    for i in lost:
+        at = int(t[tap_first[i]])
+        near = min(((at - f) / 1e6 for f in freezes), key=abs) if freezes else None
+        out.append((int(tap_seq[i]), at, near))
+    return out
 
 
 def _lookup(table, seqs):
@@ -64,11 +112,17 @@ def _to_guest(clock, host_ns):
     return np.array([clock.to_guest(int(h)) if np.isfinite(h) else np.nan for h in host_ns])
 
 
-def legs(run, inflight_tx):
-    """The three legs' distortions (ns, medians over the in-flight segments
-    whose transmit instants are `inflight_tx`, sender's guest ns) and how
-    many of them both taps saw: {"sender", "network", "receiver", "total",
-    "n"}; None without captures or references."""
+def legs(run, inflight_tx, owd=None):
+    """The legs' distortions (ns, medians over the in-flight segments whose
+    transmit instants are `inflight_tx`, sender's guest ns) and how many of
+    them both taps saw: {"sender", "network", "receiver", "total", "n"}.
+    Each guest's leg is against its median over the REF_S of segments
+    sent before them. With `owd` (their distortions against the link's
+    replay, aligned with inflight_tx: the headline statistic) the total is
+    that and the network leg what the guests' legs leave of it, so the
+    node's queue building and draining, which the replay follows, does not
+    show as distortion; without, the network leg is against its own
+    reference too. None without captures or references."""
     flow = run.flow()
     seg = flow.segments() if flow is not None else None
     if seg is None or inflight_tx is None or not len(inflight_tx):
@@ -77,23 +131,25 @@ def legs(run, inflight_tx):
     if st is None or rt is None:
         return None
     seqs, tx_t, rx_t, _ = seg
-    first = int(np.min(inflight_tx))
+    inflight_tx = np.asarray(inflight_tx, dtype=np.int64)
+    first = int(inflight_tx.min())
     flying = np.isin(tx_t, inflight_tx)
     ref = (tx_t >= first - int(REF_S * 1e9)) & (tx_t < first - MARGIN_NS)
-    out = {}
     pick = flying | ref
-    s_h = _lookup(st, seqs[pick])
-    r_h = _lookup(rt, seqs[pick])
-    s_g = _to_guest(run.clocks[run.sender], s_h)
-    r_g = _to_guest(run.clocks[run.receiver], r_h)
+    s_g = _to_guest(run.clocks[run.sender], _lookup(st, seqs[pick]))
+    r_g = _to_guest(run.clocks[run.receiver], _lookup(rt, seqs[pick]))
     tx, rx = tx_t[pick].astype(np.float64), rx_t[pick].astype(np.float64)
     leg = {"sender": s_g - tx, "network": r_g - s_g, "receiver": rx - r_g, "total": rx - tx}
     fl, rf = flying[pick], ref[pick]
     seen = np.isfinite(s_g) & np.isfinite(r_g)
     if (seen & rf).sum() < 5 or not (seen & fl).any():
         return None
-    for name, v in leg.items():
-        out[name] = float(np.median(v[seen & fl]) - np.median(v[seen & rf]))
+    d = {name: v[seen & fl] - np.median(v[seen & rf]) for name, v in leg.items()}
+    if owd is not None:
+        by_tx = dict(zip(inflight_tx.tolist(), np.asarray(owd, dtype=np.float64).tolist()))
+        d["total"] = np.array([by_tx[t] for t in tx[seen & fl].astype(np.int64).tolist()])
+        d["network"] = d["total"] - d["sender"] - d["receiver"]
+    out = {name: float(np.median(v)) for name, v in d.items()}
     out["n"] = int((seen & fl).sum())
     return out
 
@@ -108,12 +164,11 @@ def rows(eval_dir):
             continue
         run = next(x for x in ev.checked + ev.baselines if x.id == r["run"])
         instant = _sender_instant(run, r)
-        got = legs(run, np.asarray(r["owd_tx"], dtype=np.int64) + instant)
+        got = legs(run, np.asarray(r["owd_tx"], dtype=np.int64) + instant, r["owd"])
         if got is None:
             continue
         out.append(dict({k: (v / 1e6 if k != "n" else v) for k, v in got.items()},
-                        run=r["run"], checkpoint=r["checkpoint"],
-                        owd_ms=float(np.median(r["owd"])) / 1e6))
+                        run=r["run"], checkpoint=r["checkpoint"]))
     return out
 
 
@@ -125,14 +180,14 @@ def _sender_instant(run, row):
 
 
 def table(eval_dirs):
-    print("| evaluation | run | checkpoint | in flight, both taps saw | OWD distortion (link "
-          "replay), ms | total, ms | sender leg, ms | network leg, ms | receiver leg, ms |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| evaluation | run | checkpoint | in flight, both taps saw | OWD distortion, ms "
+          "| sender leg, ms | network leg, ms | receiver leg, ms |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     per_run = {}
     for d in eval_dirs:
         for x in rows(d):
             print(f"| {os.path.basename(d.rstrip('/'))} | {x['run']} | {x['checkpoint']} | "
-                  f"{x['n']} | {x['owd_ms']:.2f} | {x['total']:.2f} | {x['sender']:.2f} | "
+                  f"{x['n']} | {x['total']:.2f} | {x['sender']:.2f} | "
                   f"{x['network']:.2f} | {x['receiver']:.2f} |")
             per_run.setdefault(x["run"].rstrip("0123456789-_"), []).append(x)
     if not per_run:
@@ -141,12 +196,26 @@ def table(eval_dirs):
     print()
     print("Median over the checkpoints, ms:")
     print()
-    print("| run | checkpoints | total | sender leg | network leg | receiver leg |")
+    print("| run | checkpoints | OWD distortion | sender leg | network leg | receiver leg |")
     print("|---|---:|---:|---:|---:|---:|")
     for run, xs in per_run.items():
         cells = [f"{np.median([x[k] for x in xs]):.2f}"
                  for k in ("total", "sender", "network", "receiver")]
         print(f"| {run} | {len(xs)} | " + " | ".join(cells) + " |")
+    print()
+    print("Data segments that passed the receiver's tap and never reached its guest "
+          "(ms from the nearest checkpoint's freeze):")
+    print()
+    print("| evaluation | run | VM stops | lost after the tap | at, ms |")
+    print("|---|---|---:|---:|---|")
+    for d in eval_dirs:
+        ev = analysis.Evaluation(d)
+        for run in ev.checked + ev.baselines:
+            lost = lost_after_tap(run)
+            if lost is None:
+                continue
+            print(f"| {os.path.basename(d.rstrip('/'))} | {run.id} | {len(run.checkpoints)} | "
+                  f"{len(lost)} | {[round(x[2], 1) for x in lost if x[2] is not None][:10]} |")
 
 
 def main(argv=None):
