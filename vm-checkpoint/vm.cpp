@@ -100,6 +100,7 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
     std::string net = cat("net", i);
     std::string device = cat("virtio-net-pci,netdev=", net, ",romfile=");
     if (!nic.mac.empty()) device += cat(",mac=", nic.mac);
+    if (nic.rx_queue_size > 0) device += cat(",rx_queue_size=", nic.rx_queue_size);
     switch (nic.kind) {
       case Nic::Kind::kUser: {
         std::string user = cat("user,id=", net);

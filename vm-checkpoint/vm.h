@@ -40,6 +40,7 @@ struct Nic {
   std::string mac;       // Optional, "52:54:00:..".
   std::vector<PortForward> forwards;  // kUser only.
   bool vhost_net = false;             // kTap only: QEMU's vhost=on (needs /dev/vhost-net).
+  int rx_queue_size = 0;              // virtio-net's rx_queue_size; 0: QEMU's default.
 };
 
 struct VmConfig {

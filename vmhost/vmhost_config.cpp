@@ -16,6 +16,10 @@ namespace {
 
 using google::protobuf::TextFormat;
 
+// The guest's receive ring on a TAP NIC unless the config says otherwise:
+// QEMU's largest (its default is 256).
+constexpr int kTapRxQueueSize = 1024;
+
 // "file:line:column: " of a repeated field's entry, or "file: " when
 // unknown.
 std::string where(const std::string& origin, const TextFormat::ParseInfoTree& tree,
@@ -115,6 +119,11 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
       if (nic.vhost_net() && nic.kind() != vmhost::NicSpec::TAP) {
         return invalid_argument(cat(at, "VM '", vm.name(), "': vhost_net needs a TAP NIC"));
       }
+      if (const int n = nic.rx_queue_size();
+          n != 0 && (n < 256 || n > 1024 || (n & (n - 1)) != 0)) {
+        return invalid_argument(cat(at, "VM '", vm.name(), "': rx_queue_size ", n,
+                                    ": a power of two from 256 to 1024 (0: the default)"));
+      }
       if (nic.forwards_size() > 0 && nic.kind() != vmhost::NicSpec::USER) {
         return invalid_argument(
             cat(at, "VM '", vm.name(), "': forwards need a USER NIC (QEMU user networking)"));
@@ -190,6 +199,11 @@ vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec
     nic.endpoint = n.endpoint();
     nic.mac = n.mac();
     nic.vhost_net = n.vhost_net();
+    // QEMU's tap back end drops the frame it holds for a full guest ring
+    // when the VM stops: a deeper ring by default (NicSpec.rx_queue_size).
+    nic.rx_queue_size = n.rx_queue_size() != 0             ? n.rx_queue_size()
+                        : n.kind() == vmhost::NicSpec::TAP ? kTapRxQueueSize
+                                                           : 0;
     for (const auto& f : n.forwards()) {
       nic.forwards.push_back({f.protocol() == vmhost::NicSpec::PortForward::UDP
                                   ? vm::PortForward::Protocol::kUdp

@@ -584,7 +584,8 @@ class TestbedExperiment(Experiment):
     own: a network namespace (<prefix>-h1, -h2, lab.TapHosts) where its
     agent (h1, h2) and QEMU run, the VM's tap bridged with the veth's peer.
     QEMU's tap backend moves the frames itself; vhost_net asks for the
-    kernel's vhost-net (vhost=on: needs /dev/vhost-net). Each tap holds
+    kernel's vhost-net (vhost=on: needs /dev/vhost-net); rx_queue_size
+    sets the guests' receive rings (None: the VM host's default, 1024). Each tap holds
     tap_txqueuelen frames for a VM that is stopped: at high bandwidth-delay
     products a naive checkpoint overflows it.
 
@@ -595,10 +596,11 @@ class TestbedExperiment(Experiment):
     namespaces."""
 
     def __init__(self, build, prefix="amb-tb", pmd="af_packet", tap_txqueuelen=1000,
-                 vhost_net=False, **kw):
+                 vhost_net=False, rx_queue_size=None, **kw):
         self.pmd = pmd
         self.tap_txqueuelen = tap_txqueuelen
         self.vhost_net = vhost_net
+        self.rx_queue_size = rx_queue_size
         self.net = None
         super().__init__(build, prefix=prefix, **kw)
 
@@ -631,6 +633,8 @@ class TestbedExperiment(Experiment):
 
     def _nic_text(self, i, mac):
         vhost = " vhost_net: true" if self.vhost_net else ""
+        if self.rx_queue_size:
+            vhost += f" rx_queue_size: {self.rx_queue_size}"
         return f'nics {{ kind: TAP endpoint: "{self.net.tap[i]}" mac: "{mac}"{vhost} }}'
 
     def _close_network(self):

@@ -100,6 +100,21 @@ TEST(VmHostConfig, TapNicMayUseVhostNet) {
   EXPECT_EQ(a.nics[0].kind, vm::Nic::Kind::kTap);
   EXPECT_TRUE(a.nics[0].vhost_net);
   EXPECT_FALSE(a.nics[1].vhost_net);
+  // A deeper receive ring by default on a tap (NicSpec.rx_queue_size).
+  EXPECT_EQ(a.nics[0].rx_queue_size, 1024);
+}
+
+TEST(VmHostConfig, RxQueueSizeIsKeptOrDefaulted) {
+  auto c = parse_vmhost_config(
+      "listen: \"unix:/tmp/x.sock\"\nrun_dir: \"/tmp/r\"\n"
+      "vms { name: \"a\" memory_mib: 1 kernel: \"k\"\n"
+      "  nics { kind: TAP endpoint: \"tb-t1\" rx_queue_size: 256 }\n"
+      "  nics { kind: VHOST_USER endpoint: \"/s\" } }\n",
+      "rxq.conf");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  vm::VmConfig a = to_vm_config(*c, c->vms(0));
+  EXPECT_EQ(a.nics[0].rx_queue_size, 256);
+  EXPECT_EQ(a.nics[1].rx_queue_size, 0);  // QEMU's own default
 }
 
 TEST(VmHostConfig, RolesAndStore) {
@@ -139,6 +154,9 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: VHOST_USER " +
            "endpoint: \"s\" vhost_net: true } }\n",
        "bad.conf:3:1: VM 'a': vhost_net needs a TAP NIC"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP " +
+           "endpoint: \"t\" rx_queue_size: 300 } }\n",
+       "bad.conf:3:1: VM 'a': rx_queue_size 300: a power of two from 256 to 1024"},
       {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3:1: vms: name is missing"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP endpoint: \"t\" " +
            "forwards { host_port: 1 guest_port: 2 } } }\n",

@@ -216,6 +216,10 @@ TEST(QemuCommandLine, VhostUserTapAndIncoming) {
   c.nics[1].vhost_net = true;
   EXPECT_TRUE(has(qemu_command_line(c, Accel::kKvm, false),
                   "tap,id=net1,ifname=amb-vm-tap0,script=no,downscript=no,vhost=on"));
+  EXPECT_FALSE(has(tcg, "rx_queue_size"));
+  c.nics[1].rx_queue_size = 1024;
+  EXPECT_TRUE(
+      has(qemu_command_line(c, Accel::kTcg, false), "netdev=net1,romfile=,rx_queue_size=1024"));
 }
 
 TEST(QemuCommandLine, UserNetworkForwardsLoopbackPortsOnly) {

@@ -125,7 +125,9 @@ class Evaluation:
                       vmhost_extra=vmhost_lines(a), mtu=a.mtu)
         if topology == "testbed":
             self.exp = TestbedExperiment(a.build, prefix="amb-evt", pmd=a.pmd,
-                                         tap_txqueuelen=a.tap_txqueuelen, **common)
+                                         tap_txqueuelen=a.tap_txqueuelen,
+                                         rx_queue_size=getattr(a, "rx_queue_size", None),
+                                         **common)
         else:
             self.exp = Experiment(a.build, prefix="amb-eval", **common)
         e = self.exp
@@ -889,6 +891,10 @@ def parser():
                    help="directions delivering to a VM run on past the freeze until the VM "
                         f"host reports that VM stopped (Topology.run_on: {RUN_ON}); the "
                         "runon variant turns it on for one run")
+    p.add_argument("--rx-queue-size", type=int,
+                   help="testbed: the guests' virtio-net receive ring (256..1024; default: the "
+                        "VM host's, 1024). QEMU's tap back end drops the frame it holds for a "
+                        "full ring at every VM stop")
     p.add_argument("--capture-taps", action="store_true",
                    help="testbed: tcpdump each VM's tap (runs/*/taps/*.pcap) so "
                         "`scripts/amber-py transparency.paths EVAL_DIR` can split the in-flight "
