@@ -267,6 +267,24 @@ class SyntheticEvaluation(unittest.TestCase):
         # in-flight segments come early by the network leg.
         for x in got["naive"]:
             self.assertLess(x["network"], -0.2 * self.known["owd_ns"] / 1e6, x)
+        # Every segment that passed the receiver's tap reached its guest.
+        for run in self.ev.runs:
+            self.assertEqual(paths.lost_after_tap(run), [], run.id)
+
+    def test_a_frame_dropped_after_the_tap_at_a_stop_is_found(self):
+        # The receiver never gets the last segment that reached its tap
+        # before its first stop (QEMU's tap back end drops the frame it
+        # holds for a full guest ring when the VM stops).
+        d = os.path.join(TMP, "synthetic-purge")
+        known = synthetic.make(d, purge_at_stop=True)
+        ev = an.Evaluation(d)
+        amber = next(r for r in ev.runs if r.id == "amber")
+        lost = paths.lost_after_tap(amber)
+        self.assertEqual([(s, t) for s, t, _ in lost], [known["purged"]])
+        # It reached the tap just before the network froze (nothing came
+        # in the `stall` the receiver ran on after it).
+        self.assertTrue(-1.0 < lost[0][2] <= 0, lost)
+        self.assertEqual(paths.lost_after_tap(next(r for r in ev.runs if r.id == "naive")), [])
 
 
 class Retransmits(unittest.TestCase):

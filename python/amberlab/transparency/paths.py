@@ -100,6 +100,36 @@ def lost_after_tap(run):
     return out
 
 
+def backlog_at_stops(run):
+    """Per checkpoint: how many data segments had passed the receiver's tap
+    before its VM's clock stopped but reached its guest only after (in the
+    tap's queue, QEMU's or the guest's receive ring): the receiver's backlog
+    at the stop. When it fills the guest's ring, QEMU holds one frame and
+    drops it at the stop (lost_after_tap). None without the capture."""
+    flow = run.flow()
+    if flow is None or run.receiver not in run.clocks:
+        return None
+    rt = tap_times(run, run.receiver, flow.isn)
+    if rt is None:
+        return None
+    seqs, host = rt
+    clock = run.clocks[run.receiver]
+    gseq, first = np.unique(flow.rx.num, return_index=True)
+    gt = flow.rx.t[first]
+    never = np.iinfo(np.int64).max
+    out = []
+    for stop_h, _ in run.pauses(run.receiver):
+        stop_g = clock.to_guest(stop_h)
+        passed = seqs[host < stop_h]
+        if not len(passed) or not len(gseq):
+            out.append(0)
+            continue
+        pos = np.clip(np.searchsorted(gseq, passed), 0, len(gseq) - 1)
+        got_t = np.where(gseq[pos] == passed, gt[pos], never)
+        out.append(int((got_t >= stop_g).sum()))
+    return out
+
+
 def _lookup(table, seqs):
     """Host ns for each of seqs in a tap_times table (NaN where missing)."""
     keys, t = table
@@ -206,16 +236,19 @@ def table(eval_dirs):
     print("Data segments that passed the receiver's tap and never reached its guest "
           "(ms from the nearest checkpoint's freeze):")
     print()
-    print("| evaluation | run | VM stops | lost after the tap | at, ms |")
-    print("|---|---|---:|---:|---|")
+    print("| evaluation | run | VM stops | receiver's backlog at each stop, frames | "
+          "lost after the tap | at, ms |")
+    print("|---|---|---:|---|---:|---|")
     for d in eval_dirs:
         ev = analysis.Evaluation(d)
         for run in ev.checked + ev.baselines:
             lost = lost_after_tap(run)
             if lost is None:
                 continue
+            backlog = backlog_at_stops(run) if run.checkpoints else []
             print(f"| {os.path.basename(d.rstrip('/'))} | {run.id} | {len(run.checkpoints)} | "
-                  f"{len(lost)} | {[round(x[2], 1) for x in lost if x[2] is not None][:10]} |")
+                  f"{backlog} | {len(lost)} | "
+                  f"{[round(x[2], 1) for x in lost if x[2] is not None][:10]} |")
 
 
 def main(argv=None):
