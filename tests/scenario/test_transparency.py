@@ -5,7 +5,8 @@ paused at the same instants, the network running), then a restore of one
 of amber's checkpoints with the transfer continuing. Asserts what a
 checkpoint must never do: drop a frame at the delay node or make TCP
 retransmit (within 1.5 s of guest time after it; on the testbed one is
-tolerated and printed: see AMBER_RETRANSMITS_NEAR_CHECKPOINTS); that amber keeps the segments in flight on time where naive
+tolerated if a frame QEMU dropped after the receiver's tap explains it:
+see AMBER_RETRANSMITS_NEAR_CHECKPOINTS); that amber keeps the segments in flight on time where naive
 delivers them early (one-way delay against the link's replay, per
 checkpoint: amber's below 2 ms and a fifth of naive's; on the testbed,
 where a VM's stop and resume land up to ±30 ms off the instant, naive's
@@ -67,14 +68,16 @@ REALTIME_BOOST = {"vhost": False, "testbed": False}
 # 0.11 ms late, and amber's pooled |OWD distortion| median was 0.36-0.87 ms
 # against 0.44-6.43 ms without (README, Performance; repeat.py).
 AGENT_REALTIME = {"vhost": False, "testbed": True}
-# Retransmits within a checkpoint's reach that amber's run may have. On
-# the testbed, 17 amber runs outside CI had none, but the last two CI runs
-# of this test each had one fast retransmit 78 ms after a checkpoint
-# (2026-12-06: 1 of 5 checkpoints, no drop at the node or the taps, both
-# VMs stopped within 0.3 ms of each other and resumed 1.8 ms apart); its
-# cause is open (README, Performance: issue #15). One is tolerated there
-# and printed with its diagnosis; naive has hundreds, vhost-user none.
-AMBER_RETRANSMITS_NEAR_CHECKPOINTS = {"vhost": 0, "testbed": 1}
+# Retransmits within a checkpoint's reach that amber's run may have: none.
+# On the testbed, QEMU's own tap back end drops the one frame it holds
+# when the guest's receive ring is full as the VM stops (QEMU purges its
+# queue on every stop; no counter anywhere sees it): the taps are captured
+# there (evaluate --capture-taps), and a retransmit near a checkpoint is
+# tolerated only if such a frame, which passed the receiver's tap and never
+# reached its guest, explains it, one at most (two CI runs had one each
+# before the guest's ring was made 1024 deep; README, Performance: #15).
+AMBER_RETRANSMITS_NEAR_CHECKPOINTS = {"vhost": 0, "testbed": 0}
+QEMU_DROPS_TOLERATED = {"vhost": 0, "testbed": 1}
 
 
 class ShortEvaluation(unittest.TestCase):
@@ -88,7 +91,8 @@ class ShortEvaluation(unittest.TestCase):
                                runs="baseline,amber,naive",
                                restore=restore, quiet=True, topology=TOPOLOGY,
                                realtime_boost=REALTIME_BOOST[TOPOLOGY],
-                               agent_realtime=AGENT_REALTIME[TOPOLOGY])
+                               agent_realtime=AGENT_REALTIME[TOPOLOGY],
+                               capture_taps=TOPOLOGY == "testbed")
         cls.params, cls.runs = evaluate.evaluate(a)
         cls.report_rc = report.main([cls.dir]) if hasattr(report, "main") else None
         cls.packets = analysis.Evaluation(cls.dir).all_packet_effects()
@@ -121,17 +125,23 @@ class ShortEvaluation(unittest.TestCase):
         self.assertEqual(len(naive), CHECKPOINTS[TOPOLOGY])
         amber_ms = abs(float(np.median(amber))) / 1e6
         naive_ms = abs(float(np.median(naive))) / 1e6
-        # naive delivers them early: well below zero at most checkpoints (a
-        # checkpoint whose resume finds the receiver's rings slow to come
-        # back can show a late one).
-        self.assertLess(float(np.median(naive)), -5e6, naive)
         self.assertLess(amber_ms, BOUND_MS[TOPOLOGY])
         if BEATS_NAIVE_BY[TOPOLOGY]:
+            # naive delivers them early: well below zero at most
+            # checkpoints (a checkpoint whose resume finds the receiver's
+            # rings slow to come back can show a late one).
+            self.assertLess(float(np.median(naive)), -5e6, naive)
             self.assertLess(amber_ms, naive_ms / BEATS_NAIVE_BY[TOPOLOGY])
         else:
-            # The earliest in-flight segments of each checkpoint (its 5th
-            # percentile), median over checkpoints: naive's come a link
-            # delay or more early, amber's on time within the noise.
+            # On the testbed naive's network delivers the in-flight
+            # segments a link delay early, but its receiver, taking them
+            # all from its tap at the resume, makes most of them late again
+            # (transparency.paths: network leg -24.8 ms, receiver leg +21.4
+            # at 300 Mbit/s), so naive's per-checkpoint medians swing from
+            # -38 to +31 ms. Its earliest in-flight segments of each
+            # checkpoint (the 5th percentile), median over checkpoints,
+            # come a link delay or more early; amber's on time within the
+            # noise.
             early = {run: -float(np.median(analysis.per_window(
                 self.packets, run, "checkpoint", "owd", percentile=5))) / 1e6
                 for run in ("amber", "naive")}
@@ -165,7 +175,8 @@ class ShortEvaluation(unittest.TestCase):
         self.assertNotIn("error", j, j.get("error"))
         # No retransmit the sender sent within a checkpoint's reach (0.1 s
         # before its instant to 1.5 s after, guest time), none iperf3
-        # counted that the probe did not locate. naive has hundreds there.
+        # counted that the probe did not locate, but one for a frame QEMU
+        # dropped on the testbed (above). naive has hundreds there.
         # One elsewhere (a TCG guest starved past its loss-probe timeout on
         # these two shared cores) is the machine's, and printed. On failure
         # the message says what kind, when, and how each VM stopped and
@@ -175,8 +186,13 @@ class ShortEvaluation(unittest.TestCase):
             [c.get("vms") for c in self.runs["amber"]["checkpoints"]])
         if run.retransmits():
             print(why, file=sys.stderr)
+        qemu = 0
+        if TOPOLOGY == "testbed":
+            from amberlab.transparency import paths
+            qemu = len(paths.lost_after_tap(run) or [])
+            self.assertLessEqual(qemu, QEMU_DROPS_TOLERATED[TOPOLOGY], why)
         self.assertLessEqual(run.retransmits_near_checkpoints(),
-                             AMBER_RETRANSMITS_NEAR_CHECKPOINTS[TOPOLOGY], why)
+                             AMBER_RETRANSMITS_NEAR_CHECKPOINTS[TOPOLOGY] + qemu, why)
         naive = analysis.Run(self.dir, "naive")
         if naive.retransmits():
             self.assertGreater(naive.retransmits_near_checkpoints(),
