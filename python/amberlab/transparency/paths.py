@@ -42,21 +42,30 @@ REF_S = 0.3
 MARGIN_NS = 2_000_000
 
 
-def tap_times(run, vm, isn):
-    """(unwrapped seq, host ns) of the first pass of each data segment of
-    the data connection (its client port: iperf3's control connection
-    shares the server's) through `vm`'s tap, sorted by seq; None without
-    the capture."""
+def tap_passes(run, vm):
+    """(unwrapped seq, host ns) of every pass of a data segment of the data
+    connection (its client port: iperf3's control connection shares the
+    server's) through `vm`'s tap, in capture order; None without the
+    capture."""
     path = os.path.join(run.dir, "taps", f"{vm}.pcap")
-    if not os.path.exists(path):
-        return None
     flow = run.flow()
+    if flow is None or not os.path.exists(path):
+        return None
     rows = analysis.pcap_tcp_data(path, run.meta.get("sender_addr"), run.meta.get("receiver_addr"),
-                                  flow.port if flow is not None else None)
+                                  flow.port)
     if not rows:
         return None
     t = np.array([r[0] for r in rows], dtype=np.int64)
-    seq = packets._unwrap(np.array([r[1] for r in rows], dtype=np.int64), isn)
+    return packets._unwrap(np.array([r[1] for r in rows], dtype=np.int64), flow.isn), t
+
+
+def tap_times(run, vm):
+    """(unwrapped seq, host ns) of the first pass of each data segment
+    through `vm`'s tap, sorted by seq; None without the capture."""
+    passes = tap_passes(run, vm)
+    if passes is None:
+        return None
+    seq, t = passes
     order = np.lexsort((t, seq))
     seq, t = seq[order], t[order]
     first = np.concatenate(([True], seq[1:] != seq[:-1]))
@@ -71,18 +80,11 @@ def lost_after_tap(run):
     for a full guest receive ring when the VM stops. [(seq, host ns at the
     tap of the first copy, ms from the nearest checkpoint's freeze)], or
     None without the capture."""
+    passes = tap_passes(run, run.receiver)
+    if passes is None:
+        return None
+    seq, t = passes
     flow = run.flow()
-    if flow is None:
-        return None
-    path = os.path.join(run.dir, "taps", f"{run.receiver}.pcap")
-    if not os.path.exists(path):
-        return None
-    rows = analysis.pcap_tcp_data(path, run.meta.get("sender_addr"), run.meta.get("receiver_addr"),
-                                  flow.port)
-    if not rows:
-        return None
-    t = np.array([r[0] for r in rows], dtype=np.int64)
-    seq = packets._unwrap(np.array([r[1] for r in rows], dtype=np.int64), flow.isn)
     tap_seq, tap_first, tap_n = np.unique(seq, return_index=True, return_counts=True)
     got_seq, got_n = np.unique(flow.rx.num, return_counts=True)
     pos = np.clip(np.searchsorted(got_seq, tap_seq), 0, max(len(got_seq) - 1, 0))
@@ -109,7 +111,7 @@ def backlog_at_stops(run):
     flow = run.flow()
     if flow is None or run.receiver not in run.clocks:
         return None
-    rt = tap_times(run, run.receiver, flow.isn)
+    rt = tap_times(run, run.receiver)
     if rt is None:
         return None
     seqs, host = rt
@@ -157,7 +159,7 @@ def legs(run, inflight_tx, owd=None):
     seg = flow.segments() if flow is not None else None
     if seg is None or inflight_tx is None or not len(inflight_tx):
         return None
-    st, rt = tap_times(run, run.sender, flow.isn), tap_times(run, run.receiver, flow.isn)
+    st, rt = tap_times(run, run.sender), tap_times(run, run.receiver)
     if st is None or rt is None:
         return None
     seqs, tx_t, rx_t, _ = seg
