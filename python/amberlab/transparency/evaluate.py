@@ -905,7 +905,14 @@ def parser():
 
 
 def main():
-    a = parser().parse_args()
+    p = parser()
+    a = p.parse_args()
+    if a.topology != "testbed":
+        for flag, value in (("--capture-taps", a.capture_taps), ("--rx-queue-size", a.rx_queue_size)):
+            if value:
+                p.error(f"{flag} is for --topology testbed (VMs on taps)")
+    if a.rx_queue_size is not None and (a.rx_queue_size not in (256, 512, 1024)):
+        p.error(f"--rx-queue-size {a.rx_queue_size}: 256, 512 or 1024")
     if os.geteuid() != 0:
         print("transparency.evaluate: run as root (namespaces, hugepages, QEMU)", file=sys.stderr)
         return 77
