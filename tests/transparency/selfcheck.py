@@ -270,6 +270,12 @@ class SyntheticEvaluation(unittest.TestCase):
         # Every segment that passed the receiver's tap reached its guest.
         for run in self.ev.runs:
             self.assertEqual(paths.lost_after_tap(run), [], run.id)
+        # The synthetic guests take a frame in the moment it reaches them.
+        amber = next(r for r in self.ev.runs if r.id == "amber")
+        first = paths.first_frame_after_resume(amber)
+        self.assertEqual(len(first), 3)
+        for x in first:
+            self.assertLess(abs(x), 0.01, first)
 
     def test_a_frame_dropped_after_the_tap_at_a_stop_is_found(self):
         # The receiver never gets the last segment that reached its tap

@@ -23,6 +23,10 @@ checkpoint leaves all three at 0; where amber's in-flight segments come
 late, this says which leg made them late. A baseline's rows (at the same
 instants, nothing stopped) are each leg's noise.
 
+And, per checkpoint, the receiver leg of the first segment to reach the
+receiver's tap after its VM resumed: guest time that passed before the
+resumed guest took anything in.
+
 It also lists, per run, the data segments that passed the receiver's tap
 and never reached its guest (lost_after_tap): QEMU's tap back end drops
 the frame it holds for a full guest receive ring at every VM stop, which
@@ -129,6 +133,34 @@ def backlog_at_stops(run):
         pos = np.clip(np.searchsorted(gseq, passed), 0, len(gseq) - 1)
         got_t = np.where(gseq[pos] == passed, gt[pos], never)
         out.append(int((got_t >= stop_g).sum()))
+    return out
+
+
+def first_frame_after_resume(run, ref_ns=(1_000_000_000, 700_000_000)):
+    """Per checkpoint: the receiver leg (ms, against its median over the
+    frames that reached the tap from ref_ns[0] to ref_ns[1] before the
+    receiver stopped) of the first data segment to reach the receiver's
+    tap after its VM resumed: guest time that passed before the resumed
+    guest took in anything. None without the capture."""
+    flow = run.flow()
+    seg = flow.segments() if flow is not None else None
+    rt = tap_times(run, run.receiver)
+    if seg is None or rt is None or run.receiver not in run.clocks:
+        return None
+    seqs, _, rx_t, _ = seg
+    clock = run.clocks[run.receiver]
+
+    def legs(sel):
+        pos = np.clip(np.searchsorted(seqs, rt[0][sel]), 0, len(seqs) - 1)
+        ok = seqs[pos] == rt[0][sel]
+        return rx_t[pos[ok]] - _to_guest(clock, rt[1][sel][ok])
+
+    out = []
+    for stop_h, resume_h in run.pauses(run.receiver):
+        ref = legs((rt[1] >= stop_h - ref_ns[0]) & (rt[1] < stop_h - ref_ns[1]))
+        after = legs((rt[1] >= resume_h) & (rt[1] < resume_h + 100_000_000))
+        out.append(float(after[0] - np.median(ref)) / 1e6 if len(ref) >= 5 and len(after)
+                   else None)
     return out
 
 
@@ -251,6 +283,21 @@ def table(eval_dirs):
             print(f"| {os.path.basename(d.rstrip('/'))} | {run.id} | {len(run.checkpoints)} | "
                   f"{backlog} | {len(lost)} | "
                   f"{[round(x[2], 1) for x in lost if x[2] is not None][:10]} |")
+    print()
+    print("The first segment to reach the receiver's tap after its VM resumed: its receiver "
+          "leg, ms (guest time that passed before the resumed guest took anything in):")
+    print()
+    print("| run | checkpoints | median | range |")
+    print("|---|---:|---:|---|")
+    firsts = {}
+    for d in eval_dirs:
+        ev = analysis.Evaluation(d)
+        for run in ev.checked:
+            got = [x for x in (first_frame_after_resume(run) or []) if x is not None]
+            firsts.setdefault(run.id.rstrip("0123456789-_"), []).extend(got)
+    for run, xs in firsts.items():
+        if xs:
+            print(f"| {run} | {len(xs)} | {np.median(xs):.2f} | [{min(xs):.2f}, {max(xs):.2f}] |")
 
 
 def main(argv=None):
