@@ -629,12 +629,14 @@ void DelayNode::restore_clocks(int64_t virtual_ns, uint64_t clock_id) {
 
 std::vector<PortStats> DelayNode::port_stats() const {
   std::vector<PortStats> out;
+  const std::map<uint16_t, uint64_t> ring_drops = ring_drops_.dropped();
   for (uint16_t port : ports_) {
     rte_eth_stats st{};
     if (rte_eth_stats_get(port, &st) != 0) continue;
     char name[RTE_ETH_NAME_MAX_LEN] = {};
     rte_eth_dev_get_name_by_port(port, name);
-    out.push_back(PortStats{name, st.ipackets, st.opackets, st.imissed + ring_drops_.dropped(port),
+    out.push_back(PortStats{name, st.ipackets, st.opackets,
+                            st.imissed + (ring_drops.contains(port) ? ring_drops.at(port) : 0),
                             st.ierrors, st.rx_nombuf, st.oerrors});
   }
   return out;

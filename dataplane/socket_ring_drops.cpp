@@ -60,7 +60,7 @@ void SocketRingDrops::attach(const std::vector<uint16_t>& ports) {
   closedir(dir);
 }
 
-uint64_t SocketRingDrops::dropped(uint16_t port) {
+std::map<uint16_t, uint64_t> SocketRingDrops::dropped() {
   std::lock_guard lock(mutex_);
   for (const Socket& s : sockets_) {
     tpacket_stats stats{};
@@ -69,8 +69,7 @@ uint64_t SocketRingDrops::dropped(uint16_t port) {
       dropped_[s.port] += stats.tp_drops;
     }
   }
-  auto it = dropped_.find(port);
-  return it == dropped_.end() ? 0 : it->second;
+  return dropped_;
 }
 
 void SocketRingDrops::detach() {

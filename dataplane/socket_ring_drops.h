@@ -20,9 +20,9 @@ class SocketRingDrops {
   // to the kernel interface of each net_af_packet port among `ports`.
   // Ports of other drivers are left out. Call once the ports are started.
   void attach(const std::vector<uint16_t>& ports);
-  // Frames the kernel dropped at `port`'s socket rings so far (0 for a
-  // port that has none).
-  uint64_t dropped(uint16_t port);
+  // Frames the kernel dropped at each port's socket rings so far, read
+  // from every socket once (ports without one are absent).
+  std::map<uint16_t, uint64_t> dropped();
   // How many sockets attach() found, for the log and tests.
   size_t sockets() const;
   // Forgets the sockets: call before the ports stop, which closes them

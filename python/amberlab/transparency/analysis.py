@@ -315,6 +315,12 @@ class Run:
         return out
 
 
+def run_kind(run_id):
+    """A run folder's name without its number: "amber-shift-2" -> "amber-shift"
+    (variants stay apart; Run.kind is the bare kind)."""
+    return run_id.rstrip("0123456789-_")
+
+
 def parse_proc_counters(text):
     """/proc/net/snmp and /proc/net/netstat text -> {"Group.Name": int}: each
     group is a header line and a value line with the same prefix; and

@@ -163,18 +163,15 @@ class Evaluation:
     def event(self, run, kind, host_ns, **detail):
         self.timeline.append(dict(run=run, kind=kind, host_ns=host_ns, **detail))
 
-    def tap_drops(self):
+    def tap_drops(self, path):
         """Frames each VM's tap dropped (testbed topology: a stopped VM does
-        not read its tap, which holds txqueuelen frames); {} elsewhere."""
+        not read its tap, which holds txqueuelen frames), from path_drops()'s
+        `path`; {} elsewhere."""
         net = getattr(self.exp, "net", None)
         if net is None:
             return {}
-        out = {}
-        for i, vm in enumerate(self.exp.VMS):
-            stats = link_stats(net.ns[i], net.tap[i])
-            if stats:
-                out[vm] = int(stats["tx"]["dropped"])
-        return out
+        return {vm: path[f"{net.tap[i]} tx"] for i, vm in enumerate(self.exp.VMS)
+                if f"{net.tap[i]} tx" in path}
 
     def start_captures(self, run_dir):
         """--capture-taps (testbed topology): tcpdump on each VM's tap in
@@ -428,7 +425,6 @@ class Evaluation:
         time.sleep(1)
         anchors = {vm: [x] for vm, x in self.anchors().items()}
         before = self.node_counters()
-        self.taps_before = self.tap_drops()
         self.path_before = self.path_drops()
         console = self.exp.console(SENDER)
         start = console.size()
@@ -519,13 +515,11 @@ class Evaluation:
         if kind in ("amber", "restore"):
             self.export_held(run_dir, checkpoints)
         self.add_clock_steps(checkpoints)
-        taps = self.tap_drops()
+        path_before = getattr(self, "path_before", {})
+        path = {k: n - path_before.get(k, 0) for k, n in self.path_drops().items()}
         run = {"name": kind, "iperf_start_host_ns": iperf_start, "iperf_end_host_ns": iperf_end,
-               "tap_dropped": {vm: n - getattr(self, "taps_before", {}).get(vm, 0)
-                               for vm, n in taps.items()},
-               "path_dropped": {k: n - getattr(self, "path_before", {}).get(k, 0)
-                                for k, n in self.path_drops().items()
-                                if n != getattr(self, "path_before", {}).get(k, 0)},
+               "tap_dropped": self.tap_drops(path),
+               "path_dropped": {k: n for k, n in path.items() if n},
                "tap_capture_dropped": capture_drops,
                "sender": SENDER, "receiver": RECEIVER, "probes": self.probe_kinds(),
                "sender_addr": self.exp.ADDR[0], "receiver_addr": self.exp.ADDR[1],
@@ -747,6 +741,7 @@ def evaluate(a, keep=None):
               "node_agent_priority": getattr(a, "node_agent_priority", 0),
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window, "mtu": a.mtu,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
+              "rx_queue_size": getattr(a, "rx_queue_size", None) or "the VM host's default",
               "driver": "amberlab.transparency.evaluate (amber-controller, amberctl)",
               "started_host_ns": time.time_ns()}
     names = run_names(a.runs)
@@ -891,8 +886,8 @@ def parser():
                    help="directions delivering to a VM run on past the freeze until the VM "
                         f"host reports that VM stopped (Topology.run_on: {RUN_ON}); the "
                         "runon variant turns it on for one run")
-    p.add_argument("--rx-queue-size", type=int,
-                   help="testbed: the guests' virtio-net receive ring (256..1024; default: the "
+    p.add_argument("--rx-queue-size", type=int, choices=(256, 512, 1024),
+                   help="testbed: the guests' virtio-net receive ring (default: the "
                         "VM host's, 1024). QEMU's tap back end drops the frame it holds for a "
                         "full ring at every VM stop")
     p.add_argument("--capture-taps", action="store_true",
@@ -911,8 +906,6 @@ def main():
         for flag, value in (("--capture-taps", a.capture_taps), ("--rx-queue-size", a.rx_queue_size)):
             if value:
                 p.error(f"{flag} is for --topology testbed (VMs on taps)")
-    if a.rx_queue_size is not None and (a.rx_queue_size not in (256, 512, 1024)):
-        p.error(f"--rx-queue-size {a.rx_queue_size}: 256, 512 or 1024")
     if os.geteuid() != 0:
         print("transparency.evaluate: run as root (namespaces, hugepages, QEMU)", file=sys.stderr)
         return 77

@@ -110,8 +110,10 @@ def backlog_at_stops(run):
     """Per checkpoint: how many data segments had passed the receiver's tap
     before its VM's clock stopped but reached its guest only after (in the
     tap's queue, QEMU's or the guest's receive ring): the receiver's backlog
-    at the stop. When it fills the guest's ring, QEMU holds one frame and
-    drops it at the stop (lost_after_tap). None without the capture."""
+    at the stop; None for a stop outside the transfer (before its guest
+    received the first segment or after the last). When the backlog fills
+    the guest's ring, QEMU holds one frame and drops it at the stop
+    (lost_after_tap). None without the capture."""
     flow = run.flow()
     if flow is None or run.receiver not in run.clocks:
         return None
@@ -127,8 +129,8 @@ def backlog_at_stops(run):
     for stop_h, _ in run.pauses(run.receiver):
         stop_g = clock.to_guest(stop_h)
         passed = seqs[host < stop_h]
-        if not len(passed) or not len(gseq):
-            out.append(0)
+        if not len(gseq) or not flow.rx.t.min() < stop_g < flow.rx.t.max():
+            out.append(None)
             continue
         pos = np.clip(np.searchsorted(gseq, passed), 0, len(gseq) - 1)
         got_t = np.where(gseq[pos] == passed, gt[pos], never)
@@ -253,7 +255,7 @@ def table(eval_dirs):
             print(f"| {os.path.basename(d.rstrip('/'))} | {x['run']} | {x['checkpoint']} | "
                   f"{x['n']} | {x['total']:.2f} | {x['sender']:.2f} | "
                   f"{x['network']:.2f} | {x['receiver']:.2f} |")
-            per_run.setdefault(x["run"].rstrip("0123456789-_"), []).append(x)
+            per_run.setdefault(analysis.run_kind(x["run"]), []).append(x)
     if not per_run:
         print("(no run with tap captures: evaluate with --topology testbed --capture-taps)")
         return
@@ -273,8 +275,10 @@ def table(eval_dirs):
     print("| evaluation | run | VM stops | receiver's backlog at each stop, frames | "
           "lost after the tap | at, ms |")
     print("|---|---|---:|---|---:|---|")
+    by_ring = {}
     for d in eval_dirs:
         ev = analysis.Evaluation(d)
+        ring = ev.params.get("rx_queue_size", "–")
         for run in ev.checked + ev.baselines:
             lost = lost_after_tap(run)
             if lost is None:
@@ -283,6 +287,20 @@ def table(eval_dirs):
             print(f"| {os.path.basename(d.rstrip('/'))} | {run.id} | {len(run.checkpoints)} | "
                   f"{backlog} | {len(lost)} | "
                   f"{[round(x[2], 1) for x in lost if x[2] is not None][:10]} |")
+            g = by_ring.setdefault(ring, {"backlog": [], "lost": 0})
+            g["backlog"] += [x for x in backlog if x is not None]
+            g["lost"] += len(lost)
+    print()
+    print("By the guests' receive ring (params.json rx_queue_size), over the VM stops during "
+          "the transfer:")
+    print()
+    print("| guest receive ring | VM stops during the transfer | receiver's backlog at the "
+          "stop, frames: median / p90 / max | frames lost after the tap |")
+    print("|---|---:|---|---:|")
+    for ring, g in by_ring.items():
+        b = sorted(g["backlog"])
+        cells = f"{b[len(b) // 2]} / {b[int(0.9 * len(b))]} / {b[-1]}" if b else "–"
+        print(f"| {ring} | {len(b)} | {cells} | {g['lost']} |")
     print()
     print("The first segment to reach the receiver's tap after its VM resumed: its receiver "
           "leg, ms (guest time that passed before the resumed guest took anything in):")
@@ -294,7 +312,7 @@ def table(eval_dirs):
         ev = analysis.Evaluation(d)
         for run in ev.checked:
             got = [x for x in (first_frame_after_resume(run) or []) if x is not None]
-            firsts.setdefault(run.id.rstrip("0123456789-_"), []).extend(got)
+            firsts.setdefault(analysis.run_kind(run.id), []).extend(got)
     for run, xs in firsts.items():
         if xs:
             print(f"| {run} | {len(xs)} | {np.median(xs):.2f} | [{min(xs):.2f}, {max(xs):.2f}] |")

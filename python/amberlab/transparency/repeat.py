@@ -40,7 +40,9 @@ from amberlab.transparency import analysis
 
 def figures(eval_dir):
     """run -> {ckpt: [per-checkpoint medians, ms], pooled: summary}."""
-    rows = analysis.Evaluation(eval_dir).all_packet_effects()
+    ev = analysis.Evaluation(eval_dir)
+    rows = ev.all_packet_effects()
+    loaded = {r.id: r for r in ev.runs}
     out = {}
     for run in sorted({r["run"] for r in rows}):
         # A baseline has no checkpoint: its windows at the same instants.
@@ -51,16 +53,15 @@ def figures(eval_dir):
         earliest = [v / 1e6 for v in analysis.per_window(rows, run, window, "owd", percentile=5)]
         out[run] = {"ckpt": per, "earliest": float(np.median(earliest)),
                     "pooled": analysis.distortion_summary(analysis.pooled(rows, run, window, "owd")),
-                    "retransmits": retransmits(eval_dir, run)}
+                    "retransmits": retransmits(loaded[run])}
     return out
 
 
-def retransmits(eval_dir, run):
-    """(near a checkpoint, all) of the sender's retransmits in a run, or
-    (None, None) if its iperf3 result is missing. A baseline's "near" counts
-    those near the instants of the checkpointed runs' first checkpoints:
-    none, as it has no checkpoint."""
-    r = analysis.Run(eval_dir, run)
+def retransmits(r):
+    """(near a checkpoint, all) of the sender's retransmits in run `r`, or
+    (None, None) if its iperf3 result is missing. A baseline has no
+    checkpoint: its "near" are only those iperf3 counted and the probe did
+    not locate."""
     total = r.retransmits()
     if total is None:
         return None, None
@@ -124,8 +125,7 @@ def spread(values):
     return f"{np.median(values):.2f} [{min(values):.2f}, {max(values):.2f}] ({len(values)})"
 
 
-def kind(run):
-    return run.rstrip("0123456789-_")
+kind = analysis.run_kind
 
 
 def table(eval_dirs):
@@ -147,12 +147,11 @@ def table(eval_dirs):
                   f"| {p['median_abs']:.2f} / {p['p99_abs']:.2f} | {p['n']} "
                   f"| {retx} | {'–' if taps is None else taps} |")
             a = across.setdefault(kind(run), {"median": [], "earliest": [], "median_abs": [],
-                                              "p99_abs": [], "near": [], "runs": 0})
+                                              "p99_abs": [], "near": []})
             a["median"].append(float(np.median(c)))
             a["earliest"].append(v["earliest"])
             a["median_abs"].append(p["median_abs"])
             a["p99_abs"].append(p["p99_abs"])
-            a["runs"] += 1
             if near is not None:
                 a["near"].append(near)
     print()
