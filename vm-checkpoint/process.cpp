@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "common/strings.h"
@@ -97,12 +96,20 @@ void kill_and_reap(pid_t pid) {
 }
 
 std::string file_tail(const std::string& path, std::size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
+  // Only the tail is read: a VM's qemu.log grows with every QMP command
+  // for as long as the VM lives, and the VM host reads it right after each
+  // stop and resume, at real-time priority with agent_realtime.
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return {};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
-  if (s.size() > max_bytes) s = s.substr(s.size() - max_bytes);
+  const std::streamoff size = in.tellg();
+  if (size <= 0) return {};
+  const std::streamoff from = size > static_cast<std::streamoff>(max_bytes)
+                                  ? size - static_cast<std::streamoff>(max_bytes)
+                                  : 0;
+  std::string s(static_cast<std::size_t>(size - from), '\0');
+  in.seekg(from);
+  in.read(s.data(), static_cast<std::streamsize>(s.size()));
+  s.resize(static_cast<std::size_t>(in.gcount()));
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
   return s;
 }
