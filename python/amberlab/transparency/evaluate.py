@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -316,6 +317,17 @@ class Evaluation:
                 if stop and start:
                     v["clock_stop_ns"], v["clock_start_ns"] = stop, start
 
+    def keep_qemu_logs(self, run_dir):
+        """Each VM's qemu.log as runs/<run>/<vm>-qemu.log: when QEMU's main
+        loop took each command and the run state changed (and any trace
+        events a diagnosis turned on), to the microsecond in host time."""
+        for vm in self.exp.VMS:
+            log = os.path.join(os.path.dirname(self.exp.console(vm).log), "qemu.log")
+            try:
+                shutil.copyfile(log, os.path.join(run_dir, f"{vm}-qemu.log"))
+            except OSError:
+                pass
+
     def export_held(self, run_dir, checkpoints):
         """The frames each checkpoint's node image held, as pcaps (held/<id>/):
         the report finds each instant by packet identity from them."""
@@ -515,6 +527,7 @@ class Evaluation:
         if kind in ("amber", "restore"):
             self.export_held(run_dir, checkpoints)
         self.add_clock_steps(checkpoints)
+        self.keep_qemu_logs(run_dir)
         path_before = getattr(self, "path_before", {})
         path = {k: n - path_before.get(k, 0) for k, n in self.path_drops().items()}
         run = {"name": kind, "iperf_start_host_ns": iperf_start, "iperf_end_host_ns": iperf_end,
