@@ -141,6 +141,8 @@ std::vector<std::string> qemu_command_line(const VmConfig& c, Accel accel, bool 
   // first re-activates the disks, for milliseconds on a busy host.
   a.insert(a.end(), {"-msg", "timestamp=on", "-trace", "enable=monitor_qmp_cmd_in_band", "-trace",
                      "enable=runstate_set", "-trace", "enable=vm_state_notify"});
+  for (const std::string& event : c.qemu_trace)
+    a.insert(a.end(), {"-trace", cat("enable=", event)});
   if (incoming) a.insert(a.end(), {"-S", "-incoming", "defer"});
   return a;
 }

@@ -57,6 +57,9 @@ struct VmConfig {
   std::string disk;  // qcow2 image the VM writes (an overlay); empty: no disk.
   std::vector<Nic> nics;
   Accel accel = Accel::kAuto;
+  // QEMU trace events to turn on besides amber's own (-trace enable=NAME):
+  // a diagnosis's, written to qemu.log.
+  std::vector<std::string> qemu_trace;
   std::chrono::milliseconds start_timeout{10000};
   std::chrono::milliseconds kvm_probe_timeout{3000};
   std::chrono::milliseconds command_timeout{5000};

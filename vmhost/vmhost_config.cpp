@@ -2,6 +2,7 @@
 
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -110,6 +111,18 @@ Result<vmhost::VmHost> parse_vmhost_config(const std::string& text, const std::s
       return invalid_argument(
           cat(at, "VM '", vm.name(), "': accel '", vm.accel(), "': expected auto, kvm or tcg"));
     }
+    for (const std::string& event : vm.qemu_trace()) {
+      // A name or pattern, never another option: QEMU reads "-trace VALUE"
+      // as a list of key=value pairs.
+      const bool ok = !event.empty() && std::all_of(event.begin(), event.end(), [](char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '*';
+      });
+      if (!ok) {
+        return invalid_argument(cat(at, "VM '", vm.name(), "': qemu_trace '", event,
+                                    "': a trace event name or pattern (a-z, 0-9, _ and *; "
+                                    "see qemu-system-x86_64 -trace help)"));
+      }
+    }
     for (const auto& nic : vm.nics()) {
       if (nic.kind() != vmhost::NicSpec::USER && nic.endpoint().empty()) {
         return invalid_argument(cat(at, "VM '", vm.name(),
@@ -212,6 +225,7 @@ vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec
     }
     c.nics.push_back(nic);
   }
+  c.qemu_trace.assign(spec.qemu_trace().begin(), spec.qemu_trace().end());
   c.accel = spec.accel() == "kvm"   ? vm::Accel::kKvm
             : spec.accel() == "tcg" ? vm::Accel::kTcg
                                     : vm::Accel::kAuto;

@@ -295,8 +295,9 @@ class Experiment:
     def __init__(self, build, prefix="amb-e2e", link='rate: "100Mbit" delay: "20ms"',
                  topology_extra="", store=None, vm_mib=256, append=("", ""), lcores="0",
                  ptp=True, delaynode_app=(), mgmt=False, vmhost_extra="", align_network=True,
-                 mtu=1500):
+                 mtu=1500, qemu_trace=()):
         self.build = os.path.abspath(build)
+        self.qemu_trace = tuple(qemu_trace)
         if not 576 <= mtu <= 9710:
             raise ValueError(f"MTU {mtu}: the delay node carries frames of 594 to 9728 bytes")
         self.mtu = mtu
@@ -407,7 +408,8 @@ class Experiment:
             text += (f'vms {{\n  name: "{vm}" memory_mib: {vm_mib}\n'
                      f'  kernel: "{guest}/vmlinuz" initrd: "{guest}/initramfs.cpio.gz"\n'
                      f'  append: "console=ttyS0 quiet amber.ip={self.ADDR[i]}/24{mtu} {extra}"\n'
-                     f'  {self._nic_text(i, f"52:54:00:88:00:0{i + 1}")}\n{mgmt}}}\n')
+                     f'  {self._nic_text(i, f"52:54:00:88:00:0{i + 1}")}\n{mgmt}'
+                     + "".join(f'  qemu_trace: "{t}"\n' for t in self.qemu_trace) + "}\n")
         return text
 
     def start_vmhost(self, boot=True):

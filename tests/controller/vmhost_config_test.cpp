@@ -117,6 +117,17 @@ TEST(VmHostConfig, RxQueueSizeIsKeptOrDefaulted) {
   EXPECT_EQ(a.nics[1].rx_queue_size, 0);  // QEMU's own default
 }
 
+TEST(VmHostConfig, QemuTraceEventsReachTheVm) {
+  auto c = parse_vmhost_config(
+      "listen: \"unix:/tmp/x.sock\"\nrun_dir: \"/tmp/r\"\n"
+      "vms { name: \"a\" memory_mib: 1 kernel: \"k\" qemu_trace: \"virtqueue_flush\" "
+      "qemu_trace: \"virtio_*\" }\n",
+      "trace.conf");
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EXPECT_EQ(to_vm_config(*c, c->vms(0)).qemu_trace,
+            (std::vector<std::string>{"virtqueue_flush", "virtio_*"}));
+}
+
 TEST(VmHostConfig, RolesAndStore) {
   auto c = parse_vmhost_config(
       "listen: \"h1.testbed:7401\"\nrun_dir: \"/tmp/r\"\nstore: \"/srv/amber/store\"\n"
@@ -157,6 +168,8 @@ TEST(VmHostConfig, ErrorsNameFileAndLine) {
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP " +
            "endpoint: \"t\" rx_queue_size: 300 } }\n",
        "bad.conf:3:1: VM 'a': rx_queue_size 300: a power of two from 256 to 1024"},
+      {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" qemu_trace: \"x,file=/etc/y\" }\n",
+       "bad.conf:3:1: VM 'a': qemu_trace 'x,file=/etc/y': a trace event name or pattern"},
       {head + "vms { memory_mib: 1 kernel: \"k\" }\n", "bad.conf:3:1: vms: name is missing"},
       {head + "vms { name: \"a\" memory_mib: 1 kernel: \"k\" nics { kind: TAP endpoint: \"t\" " +
            "forwards { host_port: 1 guest_port: 2 } } }\n",

@@ -220,6 +220,12 @@ TEST(QemuCommandLine, VhostUserTapAndIncoming) {
   c.nics[1].rx_queue_size = 1024;
   EXPECT_TRUE(
       has(qemu_command_line(c, Accel::kTcg, false), "netdev=net1,romfile=,rx_queue_size=1024"));
+  EXPECT_FALSE(has(tcg, "enable=virtio_*"));
+  c.qemu_trace = {"virtqueue_flush", "virtio_*"};
+  auto traced = qemu_command_line(c, Accel::kTcg, false);
+  EXPECT_TRUE(has(traced, "enable=virtqueue_flush"));
+  EXPECT_TRUE(has(traced, "enable=virtio_*"));
+  EXPECT_TRUE(has(traced, "enable=runstate_set"));  // amber's own stay
 }
 
 TEST(QemuCommandLine, UserNetworkForwardsLoopbackPortsOnly) {

@@ -123,7 +123,8 @@ class Evaluation:
                                      "--worker-nice", str(getattr(a, "worker_nice", 0)),
                                      "--agent-priority",
                                      str(getattr(a, "node_agent_priority", 0))),
-                      vmhost_extra=vmhost_lines(a), mtu=a.mtu)
+                      vmhost_extra=vmhost_lines(a), mtu=a.mtu,
+                      qemu_trace=[t for t in (getattr(a, "qemu_trace", None) or "").split(",") if t])
         if topology == "testbed":
             self.exp = TestbedExperiment(a.build, prefix="amb-evt", pmd=a.pmd,
                                          tap_txqueuelen=a.tap_txqueuelen,
@@ -908,6 +909,12 @@ def parser():
                         "`scripts/amber-py transparency.paths EVAL_DIR` can split the in-flight "
                         "segments' one-way delay into sender, network and receiver legs; "
                         "costs some CPU")
+    p.add_argument("--qemu-trace", metavar="EVENTS",
+                   help="comma-separated QEMU trace events to turn on in both VMs (VmSpec."
+                        "qemu_trace; their lines land in runs/*/<vm>-qemu.log). With "
+                        "virtqueue_flush,virtio_notify,virtio_queue_notify and --capture-taps, "
+                        "transparency.paths splits the first segment's receiver leg after each "
+                        "resume at QEMU's receive ring. Costs the VMs' main loops a little")
     p.add_argument("--quiet", action="store_true")
     return p
 

@@ -25,7 +25,11 @@ instants, nothing stopped) are each leg's noise.
 
 And, per checkpoint, the receiver leg of the first segment to reach the
 receiver's tap after its VM resumed: guest time that passed before the
-resumed guest took anything in.
+resumed guest took anything in. With QEMU's virtqueue_flush and
+virtio_queue_notify trace lines in the receiver's qemu.log (evaluate
+--qemu-trace), that leg splits at the guest's receive ring: tap -> ring
+(QEMU's main loop reads the tap and fills the ring) and ring -> guest (the
+guest's vCPU takes the frame in).
 
 It also lists, per run, the data segments that passed the receiver's tap
 and never reached its guest (lost_after_tap): QEMU's tap back end drops
@@ -36,6 +40,7 @@ no counter of the node, the kernel or the taps sees.
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
@@ -163,6 +168,75 @@ def first_frame_after_resume(run, ref_ns=(1_000_000_000, 700_000_000)):
         after = legs((rt[1] >= resume_h) & (rt[1] < resume_h + 100_000_000))
         out.append(float(after[0] - np.median(ref)) / 1e6 if len(ref) >= 5 and len(after)
                    else None)
+    return out
+
+
+_TRACE = re.compile(r"^\d+@(\d+)\.(\d+):(virtqueue_flush|virtio_queue_notify) (.*)$")
+
+
+def ring_fills(log):
+    """Host ns of every fill of the busiest virtio receive queue (queue 0 of
+    a device, known from a virtio_queue_notify line) in a qemu.log with
+    QEMU's virtqueue_flush and virtio_queue_notify trace lines, sorted;
+    None without them."""
+    fills, rx = {}, set()
+    try:
+        with open(log, errors="replace") as f:
+            for line in f:
+                m = _TRACE.match(line)
+                if not m:
+                    continue
+                vq = re.search(r"vq (0x[0-9a-f]+)", m.group(4))
+                if vq is None:
+                    continue
+                if m.group(3) == "virtio_queue_notify":
+                    if re.search(r" n 0 ", m.group(4)):
+                        rx.add(vq.group(1))
+                    continue
+                fills.setdefault(vq.group(1), []).append(int(m.group(1)) * 10**9
+                                                         + int(m.group(2)) * 1000)
+    except OSError:
+        return None
+    queues = [q for q in fills if q in rx]
+    if not queues:
+        return None
+    return np.array(sorted(max((fills[q] for q in queues), key=len)), dtype=np.int64)
+
+
+def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
+    """Per checkpoint, for the first data segment to reach the receiver's
+    tap after its VM resumed: (tap -> ring, ring -> guest), ms of the
+    receiver's guest time, and the same legs' medians over the frames of
+    ref_ns before the stop; None without the capture or the trace lines
+    (ring_fills)."""
+    flow = run.flow()
+    seg = flow.segments() if flow is not None else None
+    rt = tap_times(run, run.receiver)
+    fills = ring_fills(os.path.join(run.dir, f"{run.receiver}-qemu.log"))
+    if seg is None or rt is None or fills is None or run.receiver not in run.clocks:
+        return None
+    seqs, _, rx_t, _ = seg
+    clock = run.clocks[run.receiver]
+
+    def split(sel):
+        pos = np.clip(np.searchsorted(seqs, rt[0][sel]), 0, len(seqs) - 1)
+        ok = seqs[pos] == rt[0][sel]
+        tap = rt[1][sel][ok]
+        at = np.searchsorted(fills, tap)
+        ok2 = at < len(fills)
+        tap, ring, rx = tap[ok2], fills[at[ok2]], rx_t[pos[ok][ok2]]
+        return (_to_guest(clock, ring) - _to_guest(clock, tap)) / 1e6, (rx - _to_guest(clock, ring)) / 1e6
+
+    out = []
+    for stop_h, resume_h in run.pauses(run.receiver):
+        ref = split((rt[1] >= stop_h - ref_ns[0]) & (rt[1] < stop_h - ref_ns[1]))
+        after = split((rt[1] >= resume_h) & (rt[1] < resume_h + 100_000_000))
+        if not len(after[0]) or len(ref[0]) < 5:
+            out.append(None)
+            continue
+        out.append({"tap_ring": float(after[0][0]), "ring_guest": float(after[1][0]),
+                    "ref_tap_ring": float(np.median(ref[0])),
+                    "ref_ring_guest": float(np.median(ref[1]))})
     return out
 
 
@@ -316,6 +390,30 @@ def table(eval_dirs):
     for run, xs in firsts.items():
         if xs:
             print(f"| {run} | {len(xs)} | {np.median(xs):.2f} | [{min(xs):.2f}, {max(xs):.2f}] |")
+    splits = {}
+    for d in eval_dirs:
+        for run in analysis.Evaluation(d).checked:
+            got = [x for x in (first_frame_split(run) or []) if x is not None]
+            splits.setdefault(analysis.run_kind(run.id), []).extend(got)
+    if not any(splits.values()):
+        return
+    print()
+    print("That segment's receiver leg split at the guest's receive ring (QEMU's trace lines, "
+          "evaluate --qemu-trace), ms of guest time: median [range]; before the stop, the "
+          "medians of the same legs:")
+    print()
+    print("| run | checkpoints | tap -> ring (QEMU) | ring -> guest (the guest's vCPU) "
+          "| before the stop: tap -> ring, ring -> guest |")
+    print("|---|---:|---|---|---|")
+
+    def cell(xs):
+        return f"{np.median(xs):.2f} [{min(xs):.2f}, {max(xs):.2f}]"
+    for run, xs in splits.items():
+        if xs:
+            print(f"| {run} | {len(xs)} | {cell([x['tap_ring'] for x in xs])} | "
+                  f"{cell([x['ring_guest'] for x in xs])} | "
+                  f"{np.median([x['ref_tap_ring'] for x in xs]):.2f}, "
+                  f"{np.median([x['ref_ring_guest'] for x in xs]):.2f} |")
 
 
 def main(argv=None):
