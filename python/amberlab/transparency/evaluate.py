@@ -318,6 +318,23 @@ class Evaluation:
                 if stop and start:
                     v["clock_stop_ns"], v["clock_start_ns"] = stop, start
 
+    def qemu_threads(self):
+        """{vm: {"pid": QEMU's pid (its main loop's thread), "threads":
+        {tid: name}}}: for a scheduler trace (transparency.schedtrace)."""
+        out = {}
+        for vm in self.exp.VMS:
+            try:
+                with open(os.path.join(self.exp.vm_dir(vm), "qemu.pid")) as f:
+                    pid = int(f.read().strip())
+                threads = {}
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                        threads[tid] = f.read().strip()
+                out[vm] = {"pid": pid, "threads": threads}
+            except (OSError, ValueError):
+                pass
+        return out
+
     def keep_qemu_logs(self, run_dir):
         """Each VM's qemu.log as runs/<run>/<vm>-qemu.log: when QEMU's main
         loop took each command and the run state changed (and any trace
@@ -535,6 +552,7 @@ class Evaluation:
                "tap_dropped": self.tap_drops(path),
                "path_dropped": {k: n for k, n in path.items() if n},
                "tap_capture_dropped": capture_drops,
+               "qemu_threads": self.qemu_threads(),
                "sender": SENDER, "receiver": RECEIVER, "probes": self.probe_kinds(),
                "sender_addr": self.exp.ADDR[0], "receiver_addr": self.exp.ADDR[1],
                "checkpoints": checkpoints, "delaynode": self.delta(before, after),

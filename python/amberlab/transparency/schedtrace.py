@@ -1,0 +1,256 @@
+"""Who had the CPUs while a resumed receiver was late: the kernel's
+scheduler trace (ftrace sched_switch and sched_wakeup) around each resume.
+
+transparency.paths says how long, in the receiver's guest time, the first
+segment to reach its tap after a resume took to reach the guest. This says
+why, from the host's scheduler: from the receiver's resume to that
+segment's receive in the guest, how long the receiver's vCPU thread ran,
+waited for a CPU (runnable, not running) and slept (halted: the guest had
+nothing to do, or was not told of a frame), how long its QEMU main loop
+waited for a CPU, and which threads held the CPUs while the vCPU waited.
+
+    scripts/amber-py transparency.schedtrace record OUT -- COMMAND...
+        runs COMMAND (e.g. transparency.evaluate ... --topology testbed
+        --capture-taps) with the two events on (root; tracefs), then writes
+        the trace to OUT and CLOCK_REALTIME - CLOCK_MONOTONIC to OUT.offset
+    scripts/amber-py transparency.schedtrace show OUT EVAL_DIR
+        the table, for each run of the evaluation with tap captures and
+        QEMU's thread ids (run.json qemu_threads)
+
+The trace holds every context switch of the machine: about 3 MB a second
+on the 2-core test machine, kept in a ring of --buffer-mib per CPU (the
+oldest events go first)."""
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from amberlab.transparency import analysis, paths
+
+TRACEFS = "/sys/kernel/tracing"
+EVENTS = ("sched/sched_switch", "sched/sched_wakeup")
+_SWITCH = re.compile(r"\[(\d+)\].*? (\d+)\.(\d+): sched_switch: prev_comm=(.*?) prev_pid=(\d+) "
+                     r"prev_prio=\d+ prev_state=(\S+) ==> next_comm=(.*?) next_pid=(\d+)")
+_WAKEUP = re.compile(r" (\d+)\.(\d+): sched_wakeup: comm=(.*?) pid=(\d+) ")
+
+
+def _write(name, value):
+    with open(os.path.join(TRACEFS, name), "w") as f:
+        f.write(str(value))
+
+
+def record(out, command, buffer_mib=256):
+    """Runs command with the scheduler events traced; its exit code."""
+    if not os.path.exists(os.path.join(TRACEFS, "trace")):
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
+    with open(os.path.join(TRACEFS, "buffer_size_kb")) as f:
+        old_kb = f.read().split()[0]
+    _write("tracing_on", 0)
+    _write("trace_clock", "mono")
+    _write("buffer_size_kb", buffer_mib * 1024)
+    _write("trace", "")
+    try:
+        for e in EVENTS:
+            _write(f"events/{e}/enable", 1)
+        offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
+            time.CLOCK_MONOTONIC)
+        with open(out + ".offset", "w") as f:
+            f.write(f"{offset}\n")
+        _write("tracing_on", 1)
+        rc = subprocess.call(command)
+        _write("tracing_on", 0)
+        with open(os.path.join(TRACEFS, "trace")) as src, open(out, "w") as dst:
+            for line in src:
+                dst.write(line)
+        return rc
+    finally:
+        _write("tracing_on", 0)
+        for e in EVENTS:
+            _write(f"events/{e}/enable", 0)
+        _write("trace", "")
+        _write("buffer_size_kb", old_kb)
+
+
+class Trace:
+    """The context switches and wake-ups of a recorded trace within
+    [lo, hi] (host CLOCK_REALTIME ns)."""
+
+    def __init__(self, path, lo, hi):
+        with open(path + ".offset") as f:
+            offset = int(f.read())
+        self.switches, self.wakeups, self.names = [], [], {}
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = _SWITCH.search(line)
+                if m:
+                    self.names[int(m.group(5))] = m.group(4)
+                    self.names[int(m.group(8))] = m.group(7)
+                    t = int(m.group(2)) * 10**9 + int(m.group(3)) * 1000 + offset
+                    if lo <= t <= hi:
+                        self.switches.append((t, int(m.group(1)), int(m.group(5)),
+                                              m.group(6), int(m.group(8))))
+                    continue
+                m = _WAKEUP.search(line)
+                if m:
+                    t = int(m.group(1)) * 10**9 + int(m.group(2)) * 1000 + offset
+                    if lo <= t <= hi:
+                        self.wakeups.append((t, int(m.group(4))))
+
+    def states(self, tid, a, b):
+        """({"run", "wait", "sleep"}: ns of tid in [a, b]), [(from, to) it waited]."""
+        events = sorted([(t, "run") for t, _, _, _, nxt in self.switches if nxt == tid]
+                        + [(t, "wait" if st.startswith("R") else "sleep")
+                           for t, _, prev, st, _ in self.switches if prev == tid]
+                        + [(t, "woken") for t, p in self.wakeups if p == tid])
+
+        def step(state, event):
+            if event == "woken":
+                return state if state == "run" else "wait"
+            return event
+        state = "sleep"
+        for t, e in events:
+            if t > a:
+                break
+            state = step(state, e)
+        spent, waits, t0 = collections.Counter(), [], a
+        for t, e in events:
+            if t <= a:
+                continue
+            if t >= b:
+                break
+            spent[state] += t - t0
+            if state == "wait":
+                waits.append((t0, t))
+            state, t0 = step(state, e), t
+        spent[state] += b - t0
+        if state == "wait":
+            waits.append((t0, b))
+        return spent, waits
+
+    def holders(self, a, b):
+        """{tid: ns on a CPU within [a, b]}, over every CPU."""
+        held = collections.Counter()
+        for cpu in sorted({c for _, c, _, _, _ in self.switches}):
+            on = [s for s in self.switches if s[1] == cpu]
+            before = [s for s in on if s[0] <= a]
+            cur, t0 = (before[-1][4] if before else None), a
+            for t, _, _, _, nxt in on:
+                if t <= a:
+                    continue
+                if t > b:
+                    break
+                held[cur] += t - t0
+                cur, t0 = nxt, t
+            held[cur] += b - t0
+        return held
+
+
+def resumes(run):
+    """[(resume host ns, first segment at the receiver's tap after it, its
+    receive in the guest, as host ns)] per receiver resume."""
+    flow = run.flow()
+    seg = flow.segments() if flow is not None else None
+    rt = paths.tap_times(run, run.receiver)
+    if seg is None or rt is None or run.receiver not in run.clocks:
+        return []
+    seqs, _, rx_t, _ = seg
+    clock = run.clocks[run.receiver]
+    out = []
+    for _, resume in run.pauses(run.receiver):
+        after = np.nonzero(rt[1] >= resume)[0]
+        if not len(after):
+            continue
+        p = int(np.searchsorted(seqs, rt[0][after[0]]))
+        if p >= len(seqs) or seqs[p] != rt[0][after[0]]:
+            continue
+        # After the resume the guest clock runs with the host's.
+        rx_host = resume + int(rx_t[p] - clock.to_guest(resume))
+        out.append((resume, int(rt[1][after[0]]), rx_host))
+    return out
+
+
+def show(trace_path, eval_dir):
+    runs = []
+    for name in sorted(os.listdir(os.path.join(eval_dir, "runs"))):
+        run = analysis.Run(eval_dir, name)
+        threads = run.meta.get("qemu_threads", {}).get(run.receiver)
+        windows = resumes(run)
+        if threads and windows:
+            runs.append((run, threads, windows))
+    if not runs:
+        print("(no run with tap captures and QEMU's thread ids: evaluate --topology testbed "
+              "--capture-taps)")
+        return
+    lo = min(w[0] for _, _, ws in runs for w in ws) - 10**8
+    hi = max(w[2] for _, _, ws in runs for w in ws) + 10**8
+    trace = Trace(trace_path, lo, hi)
+    print("From the receiver's resume to its guest's receive of the first segment after it, "
+          "ms: the receiver's vCPU thread running, waiting for a CPU and sleeping, its QEMU "
+          "main loop waiting; who held the CPUs while the vCPU waited")
+    print()
+    print("| run | checkpoint | segment at the tap | in the guest | vCPU runs | vCPU waits "
+          "| vCPU sleeps | main loop waits | CPUs while the vCPU waited |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    totals = collections.defaultdict(lambda: collections.defaultdict(list))
+    for run, threads, windows in runs:
+        vcpu = next((int(t) for t, n in threads["threads"].items() if n.startswith("CPU 0/")),
+                    None)
+        main = int(threads["pid"])
+        label = {int(t): f"{vm} {n}" for vm, q in run.meta.get("qemu_threads", {}).items()
+                 for t, n in q["threads"].items()}
+        for k, (resume, tap, rx) in enumerate(windows):
+            spent, waits = trace.states(vcpu, resume, rx)
+            main_spent, _ = trace.states(main, resume, rx)
+            held = collections.Counter()
+            for a, b in waits:
+                held.update(trace.holders(a, b))
+            top = ", ".join(f"{label.get(t) or trace.names.get(t, t)} {ns / 1e6:.1f}"
+                            for t, ns in held.most_common(3) if t is not None)
+            cells = [(tap - resume) / 1e6, (rx - resume) / 1e6, spent["run"] / 1e6,
+                     spent["wait"] / 1e6, spent["sleep"] / 1e6, main_spent["wait"] / 1e6]
+            print(f"| {run.id} | {k + 1} | " + " | ".join(f"{x:.2f}" for x in cells)
+                  + f" | {top} |")
+            for key, x in zip(("in the guest", "vCPU runs", "vCPU waits", "vCPU sleeps",
+                               "main loop waits"), cells[1:]):
+                totals[analysis.run_kind(run.id)][key].append(x)
+    print()
+    print("Medians over the checkpoints, ms:")
+    print()
+    keys = ("in the guest", "vCPU runs", "vCPU waits", "vCPU sleeps", "main loop waits")
+    print("| run | checkpoints | " + " | ".join(keys) + " |")
+    print("|---|---:|" + "---:|" * len(keys))
+    for kind, cols in totals.items():
+        print(f"| {kind} | {len(cols['vCPU runs'])} | "
+              + " | ".join(f"{np.median(cols[k]):.2f}" for k in keys) + " |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="scripts/amber-py transparency.schedtrace",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("record", help="run a command with the scheduler traced")
+    r.add_argument("out")
+    r.add_argument("--buffer-mib", type=int, default=256, help="ring per CPU (default 256)")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+    s = sub.add_parser("show", help="the receiver's vCPU after each resume")
+    s.add_argument("trace")
+    s.add_argument("eval_dir")
+    a = ap.parse_args(argv)
+    if a.what == "record":
+        command = a.command[1:] if a.command[:1] == ["--"] else a.command
+        if not command:
+            ap.error("record: give the command after --")
+        return record(a.out, command, a.buffer_mib)
+    show(a.trace, a.eval_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
