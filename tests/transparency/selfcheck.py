@@ -277,6 +277,26 @@ class SyntheticEvaluation(unittest.TestCase):
         for x in first:
             self.assertLess(abs(x), 0.01, first)
 
+    def test_the_receive_ring_splits_the_receiver_leg(self):
+        # The receiver's qemu.log says when QEMU filled the guest's ring:
+        # the first segment after each resume spent RX_TAP_LEAD from the tap
+        # to the guest, RING_TO_GUEST of it in the ring, with an interrupt.
+        amber = next(r for r in self.ev.runs if r.id == "amber")
+        split = paths.first_frame_split(amber)
+        self.assertEqual(len(split), 3, split)
+        ring = synthetic.RING_TO_GUEST / 1e6
+        for x in split:
+            self.assertAlmostEqual(x["tap_ring"], synthetic.RX_TAP_LEAD / 1e6 - ring, delta=0.002)
+            self.assertAlmostEqual(x["ring_guest"], ring, delta=0.002)
+            self.assertAlmostEqual(x["ring_irq"], 0, delta=0.002)
+            self.assertAlmostEqual(x["ref_ring_guest"], ring, delta=0.002)
+        # Without QEMU's trace lines there is no split.
+        os.rename(os.path.join(amber.dir, "vm2-qemu.log"), os.path.join(amber.dir, "moved.log"))
+        try:
+            self.assertIsNone(paths.first_frame_split(amber))
+        finally:
+            os.rename(os.path.join(amber.dir, "moved.log"), os.path.join(amber.dir, "vm2-qemu.log"))
+
     def test_a_frame_dropped_after_the_tap_at_a_stop_is_found(self):
         # The receiver never gets the last segment that reached its tap
         # before its first stop (QEMU's tap back end drops the frame it

@@ -774,6 +774,7 @@ def evaluate(a, keep=None):
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window, "mtu": a.mtu,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
               "rx_queue_size": getattr(a, "rx_queue_size", None) or "the VM host's default",
+              "qemu_trace": getattr(a, "qemu_trace", None) or "",
               "driver": "amberlab.transparency.evaluate (amber-controller, amberctl)",
               "started_host_ns": time.time_ns()}
     names = run_names(a.runs)

@@ -171,15 +171,16 @@ def first_frame_after_resume(run, ref_ns=(1_000_000_000, 700_000_000)):
     return out
 
 
-_TRACE = re.compile(r"^\d+@(\d+)\.(\d+):(virtqueue_flush|virtio_queue_notify) (.*)$")
+_TRACE = re.compile(r"^\d+@(\d+)\.(\d+):(virtqueue_flush|virtio_queue_notify|virtio_notify) (.*)$")
 
 
 def ring_fills(log):
-    """Host ns of every fill of the busiest virtio receive queue (queue 0 of
-    a device, known from a virtio_queue_notify line) in a qemu.log with
-    QEMU's virtqueue_flush and virtio_queue_notify trace lines, sorted;
-    None without them."""
-    fills, rx = {}, set()
+    """(fills, interrupts): host ns of every fill of the busiest virtio
+    receive queue (queue 0 of a device, known from a virtio_queue_notify
+    line) and of every interrupt QEMU raised for it (virtio_notify: with the
+    guest's notifications suppressed a fill raises none), sorted, in a
+    qemu.log with those trace lines; None without them."""
+    fills, irqs, rx = {}, {}, set()
     try:
         with open(log, errors="replace") as f:
             for line in f:
@@ -193,14 +194,17 @@ def ring_fills(log):
                     if re.search(r" n 0 ", m.group(4)):
                         rx.add(vq.group(1))
                     continue
-                fills.setdefault(vq.group(1), []).append(int(m.group(1)) * 10**9
-                                                         + int(m.group(2)) * 1000)
+                t = int(m.group(1)) * 10**9 + int(m.group(2)) * 1000
+                into = fills if m.group(3) == "virtqueue_flush" else irqs
+                into.setdefault(vq.group(1), []).append(t)
     except OSError:
         return None
     queues = [q for q in fills if q in rx]
     if not queues:
         return None
-    return np.array(sorted(max((fills[q] for q in queues), key=len)), dtype=np.int64)
+    q = max(queues, key=lambda q: len(fills[q]))
+    return (np.array(sorted(fills[q]), dtype=np.int64),
+            np.array(sorted(irqs.get(q, [])), dtype=np.int64))
 
 
 def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
@@ -208,13 +212,16 @@ def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
     tap after its VM resumed: (tap -> ring, ring -> guest), ms of the
     receiver's guest time, and the same legs' medians over the frames of
     ref_ns before the stop; None without the capture or the trace lines
-    (ring_fills)."""
+    (ring_fills). Also "ring_irq": ms from that fill to QEMU's next
+    interrupt for the queue (0: raised with the fill; more: the guest had
+    its notifications off and took the frame in only when it polled)."""
     flow = run.flow()
     seg = flow.segments() if flow is not None else None
     rt = tap_times(run, run.receiver)
-    fills = ring_fills(os.path.join(run.dir, f"{run.receiver}-qemu.log"))
-    if seg is None or rt is None or fills is None or run.receiver not in run.clocks:
+    traced = ring_fills(os.path.join(run.dir, f"{run.receiver}-qemu.log"))
+    if seg is None or rt is None or traced is None or run.receiver not in run.clocks:
         return None
+    fills, irqs = traced
     seqs, _, rx_t, _ = seg
     clock = run.clocks[run.receiver]
 
@@ -225,7 +232,8 @@ def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
         at = np.searchsorted(fills, tap)
         ok2 = at < len(fills)
         tap, ring, rx = tap[ok2], fills[at[ok2]], rx_t[pos[ok][ok2]]
-        return (_to_guest(clock, ring) - _to_guest(clock, tap)) / 1e6, (rx - _to_guest(clock, ring)) / 1e6
+        return ((_to_guest(clock, ring) - _to_guest(clock, tap)) / 1e6,
+                (rx - _to_guest(clock, ring)) / 1e6, ring)
 
     out = []
     for stop_h, resume_h in run.pauses(run.receiver):
@@ -234,7 +242,11 @@ def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
         if not len(after[0]) or len(ref[0]) < 5:
             out.append(None)
             continue
+        at = np.searchsorted(irqs, after[2][0])
+        irq = (float(clock.to_guest(int(irqs[at])) - clock.to_guest(int(after[2][0]))) / 1e6
+               if at < len(irqs) else None)
         out.append({"tap_ring": float(after[0][0]), "ring_guest": float(after[1][0]),
+                    "ring_irq": irq,
                     "ref_tap_ring": float(np.median(ref[0])),
                     "ref_ring_guest": float(np.median(ref[1]))})
     return out
@@ -403,15 +415,16 @@ def table(eval_dirs):
           "medians of the same legs:")
     print()
     print("| run | checkpoints | tap -> ring (QEMU) | ring -> guest (the guest's vCPU) "
-          "| before the stop: tap -> ring, ring -> guest |")
-    print("|---|---:|---|---|---|")
+          "| fill -> QEMU's next interrupt | before the stop: tap -> ring, ring -> guest |")
+    print("|---|---:|---|---|---|---|")
 
     def cell(xs):
-        return f"{np.median(xs):.2f} [{min(xs):.2f}, {max(xs):.2f}]"
+        return f"{np.median(xs):.2f} [{min(xs):.2f}, {max(xs):.2f}]" if xs else "–"
     for run, xs in splits.items():
         if xs:
             print(f"| {run} | {len(xs)} | {cell([x['tap_ring'] for x in xs])} | "
                   f"{cell([x['ring_guest'] for x in xs])} | "
+                  f"{cell([x['ring_irq'] for x in xs if x['ring_irq'] is not None])} | "
                   f"{np.median([x['ref_tap_ring'] for x in xs]):.2f}, "
                   f"{np.median([x['ref_ring_guest'] for x in xs]):.2f} |")
 

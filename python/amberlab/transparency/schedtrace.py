@@ -65,6 +65,14 @@ def record(out, command, buffer_mib=256):
         _write("tracing_on", 1)
         rc = subprocess.call(command)
         _write("tracing_on", 0)
+        lost = 0
+        for cpu in os.listdir(os.path.join(TRACEFS, "per_cpu")):
+            with open(os.path.join(TRACEFS, "per_cpu", cpu, "stats")) as f:
+                lost += sum(int(line.split()[1]) for line in f if line.startswith("overrun:"))
+        if lost:
+            print(f"schedtrace: the ring overflowed, {lost} of the earliest events are lost "
+                  "(show leaves out the resumes before the first one kept; raise --buffer-mib)",
+                  file=sys.stderr)
         with open(os.path.join(TRACEFS, "trace")) as src, open(out, "w") as dst:
             for line in src:
                 dst.write(line)
@@ -85,6 +93,7 @@ class Trace:
         with open(path + ".offset") as f:
             offset = int(f.read())
         self.switches, self.wakeups, self.names = [], [], {}
+        self.first = None  # the first event kept (a ring that overflowed lost the ones before)
         with open(path, errors="replace") as f:
             for line in f:
                 m = _SWITCH.search(line)
@@ -92,6 +101,7 @@ class Trace:
                     self.names[int(m.group(5))] = m.group(4)
                     self.names[int(m.group(8))] = m.group(7)
                     t = int(m.group(2)) * 10**9 + int(m.group(3)) * 1000 + offset
+                    self.first = t if self.first is None else self.first
                     if lo <= t <= hi:
                         self.switches.append((t, int(m.group(1)), int(m.group(5)),
                                               m.group(6), int(m.group(8))))
@@ -205,6 +215,9 @@ def show(trace_path, eval_dir):
         label = {int(t): f"{vm} {n}" for vm, q in run.meta.get("qemu_threads", {}).items()
                  for t, n in q["threads"].items()}
         for k, (resume, tap, rx) in enumerate(windows):
+            if trace.first is None or resume < trace.first + 10**8:
+                print(f"| {run.id} | {k + 1} | (before the trace's first event) |")
+                continue
             spent, waits = trace.states(vcpu, resume, rx)
             main_spent, _ = trace.states(main, resume, rx)
             held = collections.Counter()

@@ -36,6 +36,8 @@ MSS = 1448
 PORT, PEER = 5201, 40000
 ADDR = ("10.88.0.1", "10.88.0.2")
 TAP_LAG = 50_000  # a segment at the sender's tap after its guest sent it
+RX_TAP_LEAD = 30_000  # at the receiver's tap before its guest takes it in,
+RING_TO_GUEST = 20_000  # of which in the guest's receive ring (qemu.log)
 
 
 class Guest:
@@ -185,7 +187,7 @@ def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.45
             stop = vm2.pauses[0][0]
             last = int(np.nonzero(h_arrive < stop)[0][-1])
             got[last] = False
-            known["purged"] = (int(seq[last] - isn), int(h_arrive[last]))
+            known["purged"] = (int(seq[last] - isn), int(h_arrive[last]) - RX_TAP_LEAD)
         receiver = np.concatenate([
             recs(rx_mono[got], vm2.rmm, seq[got], np.zeros(int(got.sum()), dtype=np.int64), MSS, 0),
             recs(vm2.mono(h_ack_tx), vm2.rmm, np.zeros_like(acked), ack_num, 0, FROM_PORT | OUTGOING)])
@@ -209,7 +211,17 @@ def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.45
         # leaves the sender's QEMU TAP_LAG after its guest sent it and
         # reaches the receiver's tap when the network delivers it.
         write_pcap(os.path.join(run_dir, "taps", "vm1.pcap"), seq, *ADDR, h_tx + TAP_LAG)
-        write_pcap(os.path.join(run_dir, "taps", "vm2.pcap"), seq, *ADDR, h_arrive)
+        write_pcap(os.path.join(run_dir, "taps", "vm2.pcap"), seq, *ADDR, h_arrive - RX_TAP_LEAD)
+        # The receiver's qemu.log with evaluate --qemu-trace's lines: QEMU
+        # fills the receive ring RING_TO_GUEST before the guest takes each
+        # segment in, and raises an interrupt with every fill.
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "vm2-qemu.log"), "w") as f:
+            f.write(f"1@{start // SEC}.000000:virtio_queue_notify vdev 0x1 n 0 vq 0xa0\n")
+            for t in np.sort(h_rx) - RING_TO_GUEST:
+                stamp = f"1@{int(t) // SEC}.{int(t) % SEC // 1000:06d}"
+                f.write(f"{stamp}:virtqueue_flush vq 0xa0 count 1\n"
+                        f"{stamp}:virtio_notify vdev 0x1 vq 0xa0\n")
         if name == "amber":
             # The node holds, at each freeze, what was on the link.
             for c in checkpoints:
