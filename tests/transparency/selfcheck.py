@@ -313,6 +313,46 @@ class SyntheticEvaluation(unittest.TestCase):
         self.assertEqual(paths.lost_after_tap(next(r for r in ev.runs if r.id == "naive")), [])
 
 
+class SchedTrace(unittest.TestCase):
+    """schedtrace.Trace on a hand-written ftrace dump with known states."""
+
+    def test_run_wait_and_sleep_and_who_held_the_cpus(self):
+        def switch(cpu, t, prev, prev_pid, state, nxt, nxt_pid):
+            return (f"  x-1 [{cpu:03d}] d..2. {t}: sched_switch: prev_comm={prev} "
+                    f"prev_pid={prev_pid} prev_prio=120 prev_state={state} ==> "
+                    f"next_comm={nxt} next_pid={nxt_pid} next_prio=120\n")
+        lines = [
+            # Before the window: the node on CPU 0, the vCPU on CPU 1.
+            switch(0, "99.900000", "swapper/0", 0, "R", "amber-delaynode", 5),
+            switch(1, "99.900000", "swapper/1", 0, "R", "CPU 0/TCG", 11),
+            # Preempted by the other VM's vCPU at 1 ms, back at 4 ms.
+            switch(1, "100.001000", "CPU 0/TCG", 11, "R", "CPU 0/TCG", 21),
+            switch(1, "100.004000", "CPU 0/TCG", 21, "S", "CPU 0/TCG", 11),
+            # Halts at 6 ms, woken at 8 ms, on a CPU at 9 ms.
+            switch(1, "100.006000", "CPU 0/TCG", 11, "S", "swapper/1", 0),
+            "  x-1 [000] d..3. 100.008000: sched_wakeup: comm=CPU 0/TCG pid=11 prio=120 "
+            "target_cpu=001\n",
+            switch(1, "100.009000", "swapper/1", 0, "R", "CPU 0/TCG", 11),
+        ]
+        path = os.path.join(TMP, "sched.trace")
+        with open(path, "w") as f:
+            f.writelines(lines)
+        with open(path + ".offset", "w") as f:
+            f.write("0\n")
+        s = 10**9
+        trace = schedtrace.Trace(path, 100 * s, 100 * s + 20_000_000)
+        spent, waits = trace.states(11, 100 * s, 100 * s + 10_000_000)
+        self.assertEqual({k: v / 1e6 for k, v in spent.items()}, {"run": 4.0, "wait": 4.0,
+                                                                 "sleep": 2.0})
+        self.assertEqual([((a - 100 * s) / 1e6, (b - 100 * s) / 1e6) for a, b in waits],
+                         [(1.0, 4.0), (8.0, 9.0)])
+        # While it waited first: the node (on CPU 0 since before the
+        # window) and the other vCPU.
+        held = trace.holders(*waits[0])
+        self.assertEqual({t: ns / 1e6 for t, ns in held.items()}, {5: 3.0, 21: 3.0})
+        self.assertEqual(trace.first, 99_900_000_000)
+
+
 class Retransmits(unittest.TestCase):
     def test_segments_that_resend_bytes_are_found(self):
         # 0..4 sent in order, then 1448 resent whole, 2896 resent in part
@@ -373,6 +413,6 @@ if __name__ == "__main__":
         sys.exit(77)
     from amberlab.experiment import free_port
     from amberlab.transparency import analysis as an
-    from amberlab.transparency import guest, packets, paths, synthetic
+    from amberlab.transparency import guest, packets, paths, schedtrace, synthetic
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)

@@ -93,7 +93,11 @@ class Trace:
         with open(path + ".offset") as f:
             offset = int(f.read())
         self.switches, self.wakeups, self.names = [], [], {}
-        self.first = None  # the first event kept (a ring that overflowed lost the ones before)
+        # From when every CPU's events are there: each CPU has its own ring,
+        # and one that overflowed lost its earliest events.
+        self.first = None
+        first_on = {}
+        before = {}  # per CPU, the last switch before lo: who was on it at lo
         with open(path, errors="replace") as f:
             for line in f:
                 m = _SWITCH.search(line)
@@ -101,16 +105,20 @@ class Trace:
                     self.names[int(m.group(5))] = m.group(4)
                     self.names[int(m.group(8))] = m.group(7)
                     t = int(m.group(2)) * 10**9 + int(m.group(3)) * 1000 + offset
-                    self.first = t if self.first is None else self.first
-                    if lo <= t <= hi:
-                        self.switches.append((t, int(m.group(1)), int(m.group(5)),
-                                              m.group(6), int(m.group(8))))
+                    first_on.setdefault(int(m.group(1)), t)
+                    switch = (t, int(m.group(1)), int(m.group(5)), m.group(6), int(m.group(8)))
+                    if t < lo:
+                        before[switch[1]] = switch
+                    elif t <= hi:
+                        self.switches.append(switch)
                     continue
                 m = _WAKEUP.search(line)
                 if m:
                     t = int(m.group(1)) * 10**9 + int(m.group(2)) * 1000 + offset
                     if lo <= t <= hi:
                         self.wakeups.append((t, int(m.group(4))))
+        self.switches[:0] = sorted(before.values())
+        self.first = max(first_on.values()) if first_on else None
 
     def states(self, tid, a, b):
         """({"run", "wait", "sleep"}: ns of tid in [a, b]), [(from, to) it waited]."""
@@ -158,7 +166,7 @@ class Trace:
                 held[cur] += t - t0
                 cur, t0 = nxt, t
             held[cur] += b - t0
-        return held
+        return +held  # without the threads that held none of it
 
 
 def resumes(run):
@@ -251,15 +259,18 @@ def main(argv=None):
     r = sub.add_parser("record", help="run a command with the scheduler traced")
     r.add_argument("out")
     r.add_argument("--buffer-mib", type=int, default=256, help="ring per CPU (default 256)")
-    r.add_argument("command", nargs=argparse.REMAINDER)
     s = sub.add_parser("show", help="the receiver's vCPU after each resume")
     s.add_argument("trace")
     s.add_argument("eval_dir")
-    a = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command after "--" is not ours to parse (it has options of its own).
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if a.what == "record":
-        command = a.command[1:] if a.command[:1] == ["--"] else a.command
         if not command:
             ap.error("record: give the command after --")
+        if a.buffer_mib < 1:
+            ap.error(f"--buffer-mib {a.buffer_mib}: at least 1")
         return record(a.out, command, a.buffer_mib)
     show(a.trace, a.eval_dir)
     return 0
