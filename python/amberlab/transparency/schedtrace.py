@@ -45,12 +45,21 @@ def _write(name, value):
         f.write(str(value))
 
 
+def _read(name):
+    with open(os.path.join(TRACEFS, name)) as f:
+        return f.read()
+
+
 def record(out, command, buffer_mib=256):
-    """Runs command with the scheduler events traced; its exit code."""
-    if not os.path.exists(os.path.join(TRACEFS, "trace")):
+    """Runs command with the scheduler events traced; its exit code. The
+    tracing state is left as it was found (tracefs unmounted again if it
+    was not mounted)."""
+    mounted = not os.path.exists(os.path.join(TRACEFS, "trace"))
+    if mounted:
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
-    with open(os.path.join(TRACEFS, "buffer_size_kb")) as f:
-        old_kb = f.read().split()[0]
+    old_kb = _read("buffer_size_kb").split()[0]
+    old_on = _read("tracing_on").strip()
+    old_clock = _read("trace_clock").split("[")[1].split("]")[0]
     _write("tracing_on", 0)
     _write("trace_clock", "mono")
     _write("buffer_size_kb", buffer_mib * 1024)
@@ -83,6 +92,10 @@ def record(out, command, buffer_mib=256):
             _write(f"events/{e}/enable", 0)
         _write("trace", "")
         _write("buffer_size_kb", old_kb)
+        _write("trace_clock", old_clock)
+        _write("tracing_on", old_on)
+        if mounted:
+            subprocess.run(["umount", TRACEFS], check=False)
 
 
 class Trace:
