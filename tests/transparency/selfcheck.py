@@ -290,6 +290,13 @@ class SyntheticEvaluation(unittest.TestCase):
             self.assertAlmostEqual(x["ring_guest"], ring, delta=0.002)
             self.assertAlmostEqual(x["ring_irq"], 0, delta=0.002)
             self.assertAlmostEqual(x["ref_ring_guest"], ring, delta=0.002)
+        # The scheduler table's windows: each resume to the first segment
+        # after it, which reaches the guest RX_TAP_LEAD after its tap.
+        windows = schedtrace.resumes(amber)
+        self.assertEqual(len(windows), 3, windows)
+        for resume, tap, rx in windows:
+            self.assertLessEqual(resume, tap)
+            self.assertAlmostEqual((rx - tap) / 1e6, synthetic.RX_TAP_LEAD / 1e6, delta=0.002)
         # Without QEMU's trace lines there is no split.
         os.rename(os.path.join(amber.dir, "vm2-qemu.log"), os.path.join(amber.dir, "moved.log"))
         try:

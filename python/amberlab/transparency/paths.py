@@ -143,29 +143,55 @@ def backlog_at_stops(run):
     return out
 
 
-def first_frame_after_resume(run, ref_ns=(1_000_000_000, 700_000_000)):
-    """Per checkpoint: the receiver leg (ms, against its median over the
-    frames that reached the tap from ref_ns[0] to ref_ns[1] before the
-    receiver stopped) of the first data segment to reach the receiver's
-    tap after its VM resumed: guest time that passed before the resumed
-    guest took in anything. None without the capture."""
+def receiver_frames(run):
+    """(seqs, rx_t, tap table, clock) for the receiver: its guest's data
+    segments (sorted seqs, guest receive ns), its tap's first passes
+    (tap_times) and its ClockMap; None without the capture."""
     flow = run.flow()
     seg = flow.segments() if flow is not None else None
     rt = tap_times(run, run.receiver)
     if seg is None or rt is None or run.receiver not in run.clocks:
         return None
     seqs, _, rx_t, _ = seg
-    clock = run.clocks[run.receiver]
+    return seqs, rx_t, rt, run.clocks[run.receiver]
+
+
+def resume_windows(run, rt, ref_ns=(1_000_000_000, 700_000_000), after_ns=100_000_000):
+    """Per receiver pause: (resume host ns, the tap passes from ref_ns[0] to
+    ref_ns[1] before the stop, those from the resume to after_ns after it
+    (None: no end)), as masks over the tap table rt."""
+    for stop_h, resume_h in run.pauses(run.receiver):
+        ref = (rt[1] >= stop_h - ref_ns[0]) & (rt[1] < stop_h - ref_ns[1])
+        after = rt[1] >= resume_h
+        if after_ns is not None:
+            after &= rt[1] < resume_h + after_ns
+        yield resume_h, ref, after
+
+
+def _in_guest(seqs, keys):
+    """(positions in seqs, which of keys the guest received)."""
+    pos = np.clip(np.searchsorted(seqs, keys), 0, len(seqs) - 1)
+    return pos, seqs[pos] == keys
+
+
+def first_frame_after_resume(run):
+    """Per checkpoint: the receiver leg (ms, against its median over the
+    frames of resume_windows' reference before the receiver stopped) of
+    the first data segment to reach the receiver's tap after its VM
+    resumed: guest time that passed before the resumed guest took in
+    anything. None without the capture."""
+    got = receiver_frames(run)
+    if got is None:
+        return None
+    seqs, rx_t, rt, clock = got
 
     def legs(sel):
-        pos = np.clip(np.searchsorted(seqs, rt[0][sel]), 0, len(seqs) - 1)
-        ok = seqs[pos] == rt[0][sel]
+        pos, ok = _in_guest(seqs, rt[0][sel])
         return rx_t[pos[ok]] - _to_guest(clock, rt[1][sel][ok])
 
     out = []
-    for stop_h, resume_h in run.pauses(run.receiver):
-        ref = legs((rt[1] >= stop_h - ref_ns[0]) & (rt[1] < stop_h - ref_ns[1]))
-        after = legs((rt[1] >= resume_h) & (rt[1] < resume_h + 100_000_000))
+    for _, ref_sel, after_sel in resume_windows(run, rt):
+        ref, after = legs(ref_sel), legs(after_sel)
         out.append(float(after[0] - np.median(ref)) / 1e6 if len(ref) >= 5 and len(after)
                    else None)
     return out
@@ -207,27 +233,23 @@ def ring_fills(log):
             np.array(sorted(irqs.get(q, [])), dtype=np.int64))
 
 
-def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
+def first_frame_split(run):
     """Per checkpoint, for the first data segment to reach the receiver's
     tap after its VM resumed: (tap -> ring, ring -> guest), ms of the
     receiver's guest time, and the same legs' medians over the frames of
-    ref_ns before the stop; None without the capture or the trace lines
+    resume_windows' reference; None without the capture or the trace lines
     (ring_fills). Also "ring_irq": ms from that fill to QEMU's next
     interrupt for the queue (0: raised with the fill; more: the guest had
     its notifications off and took the frame in only when it polled)."""
-    flow = run.flow()
-    seg = flow.segments() if flow is not None else None
-    rt = tap_times(run, run.receiver)
+    got = receiver_frames(run)
     traced = ring_fills(os.path.join(run.dir, f"{run.receiver}-qemu.log"))
-    if seg is None or rt is None or traced is None or run.receiver not in run.clocks:
+    if got is None or traced is None:
         return None
+    seqs, rx_t, rt, clock = got
     fills, irqs = traced
-    seqs, _, rx_t, _ = seg
-    clock = run.clocks[run.receiver]
 
     def split(sel):
-        pos = np.clip(np.searchsorted(seqs, rt[0][sel]), 0, len(seqs) - 1)
-        ok = seqs[pos] == rt[0][sel]
+        pos, ok = _in_guest(seqs, rt[0][sel])
         tap = rt[1][sel][ok]
         at = np.searchsorted(fills, tap)
         ok2 = at < len(fills)
@@ -236,9 +258,8 @@ def first_frame_split(run, ref_ns=(1_000_000_000, 700_000_000)):
                 (rx - _to_guest(clock, ring)) / 1e6, ring)
 
     out = []
-    for stop_h, resume_h in run.pauses(run.receiver):
-        ref = split((rt[1] >= stop_h - ref_ns[0]) & (rt[1] < stop_h - ref_ns[1]))
-        after = split((rt[1] >= resume_h) & (rt[1] < resume_h + 100_000_000))
+    for _, ref_sel, after_sel in resume_windows(run, rt):
+        ref, after = split(ref_sel), split(after_sel)
         if not len(after[0]) or len(ref[0]) < 5:
             out.append(None)
             continue
@@ -306,10 +327,11 @@ def legs(run, inflight_tx, owd=None):
     return out
 
 
-def rows(eval_dir):
+def rows(eval_dir, ev=None):
     """Per run and checkpoint window ("checkpoint", or "null" for a
-    baseline at the checkpointed run's instants): the legs, ms."""
-    ev = analysis.Evaluation(eval_dir)
+    baseline at the checkpointed run's instants): the legs, ms. ev: the
+    folder's analysis.Evaluation if already loaded."""
+    ev = ev or analysis.Evaluation(eval_dir)
     out = []
     for r in ev.all_packet_effects():
         if r["window"] not in ("checkpoint", "null") or r.get("owd_tx") is None:
@@ -335,9 +357,10 @@ def table(eval_dirs):
     print("| evaluation | run | checkpoint | in flight, both taps saw | OWD distortion, ms "
           "| sender leg, ms | network leg, ms | receiver leg, ms |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
+    evals = [(d, analysis.Evaluation(d)) for d in eval_dirs]
     per_run = {}
-    for d in eval_dirs:
-        for x in rows(d):
+    for d, ev in evals:
+        for x in rows(d, ev):
             print(f"| {os.path.basename(d.rstrip('/'))} | {x['run']} | {x['checkpoint']} | "
                   f"{x['n']} | {x['total']:.2f} | {x['sender']:.2f} | "
                   f"{x['network']:.2f} | {x['receiver']:.2f} |")
@@ -362,8 +385,7 @@ def table(eval_dirs):
           "lost after the tap | at, ms |")
     print("|---|---|---:|---|---:|---|")
     by_ring = {}
-    for d in eval_dirs:
-        ev = analysis.Evaluation(d)
+    for d, ev in evals:
         ring = ev.params.get("rx_queue_size", "–")
         for run in ev.checked + ev.baselines:
             lost = lost_after_tap(run)
@@ -394,8 +416,7 @@ def table(eval_dirs):
     print("| run | checkpoints | median | range |")
     print("|---|---:|---:|---|")
     firsts = {}
-    for d in eval_dirs:
-        ev = analysis.Evaluation(d)
+    for _, ev in evals:
         for run in ev.checked:
             got = [x for x in (first_frame_after_resume(run) or []) if x is not None]
             firsts.setdefault(analysis.run_kind(run.id), []).extend(got)
@@ -403,8 +424,8 @@ def table(eval_dirs):
         if xs:
             print(f"| {run} | {len(xs)} | {np.median(xs):.2f} | [{min(xs):.2f}, {max(xs):.2f}] |")
     splits = {}
-    for d in eval_dirs:
-        for run in analysis.Evaluation(d).checked:
+    for _, ev in evals:
+        for run in ev.checked:
             got = [x for x in (first_frame_split(run) or []) if x is not None]
             splits.setdefault(analysis.run_kind(run.id), []).extend(got)
     if not any(splits.values()):

@@ -106,9 +106,6 @@ class Trace:
         with open(path + ".offset") as f:
             offset = int(f.read())
         self.switches, self.wakeups, self.names = [], [], {}
-        # From when every CPU's events are there: each CPU has its own ring,
-        # and one that overflowed lost its earliest events.
-        self.first = None
         first_on = {}
         before = {}  # per CPU, the last switch before lo: who was on it at lo
         with open(path, errors="replace") as f:
@@ -131,7 +128,12 @@ class Trace:
                     if lo <= t <= hi:
                         self.wakeups.append((t, int(m.group(4))))
         self.switches[:0] = sorted(before.values())
+        # From when every CPU's events are there: each CPU has its own ring,
+        # and one that overflowed lost its earliest events.
         self.first = max(first_on.values()) if first_on else None
+        self.by_cpu = collections.defaultdict(list)
+        for s in self.switches:
+            self.by_cpu[s[1]].append(s)
 
     def states(self, tid, a, b):
         """({"run", "wait", "sleep"}: ns of tid in [a, b]), [(from, to) it waited]."""
@@ -167,8 +169,7 @@ class Trace:
     def holders(self, a, b):
         """{tid: ns on a CPU within [a, b]}, over every CPU."""
         held = collections.Counter()
-        for cpu in sorted({c for _, c, _, _, _ in self.switches}):
-            on = [s for s in self.switches if s[1] == cpu]
+        for on in self.by_cpu.values():
             before = [s for s in on if s[0] <= a]
             cur, t0 = (before[-1][4] if before else None), a
             for t, _, _, _, nxt in on:
@@ -185,16 +186,13 @@ class Trace:
 def resumes(run):
     """[(resume host ns, first segment at the receiver's tap after it, its
     receive in the guest, as host ns)] per receiver resume."""
-    flow = run.flow()
-    seg = flow.segments() if flow is not None else None
-    rt = paths.tap_times(run, run.receiver)
-    if seg is None or rt is None or run.receiver not in run.clocks:
+    got = paths.receiver_frames(run)
+    if got is None:
         return []
-    seqs, _, rx_t, _ = seg
-    clock = run.clocks[run.receiver]
+    seqs, rx_t, rt, clock = got
     out = []
-    for _, resume in run.pauses(run.receiver):
-        after = np.nonzero(rt[1] >= resume)[0]
+    for resume, _, after_sel in paths.resume_windows(run, rt, after_ns=None):
+        after = np.nonzero(after_sel)[0]
         if not len(after):
             continue
         p = int(np.searchsorted(seqs, rt[0][after[0]]))
