@@ -4,6 +4,8 @@
 #     alternating runs, with the reference bounds), and the delay error at a
 #     10 Gbit/s-equivalent load (bench/dataplane/forward_bench)
 #  2. amber vs the Linux peers on the same links (bench/dataplane_peers.py)
+#  3. how an idle worker waits: on its sockets or by polling, CPU and
+#     lateness side by side (bench/dataplane_idle.py)
 # Run as root on an otherwise idle machine: runs in which a forwarder or its
 # source lost the CPU to another process do not count (the table says how
 # many did).
@@ -21,3 +23,6 @@ echo
 echo "== 2. amber vs Linux peers, two namespaces, iperf3 and ping =="
 # Its helpers are the amberlab package (python/README.md).
 PYTHONPATH="$here/python${PYTHONPATH:+:$PYTHONPATH}" python3 bench/dataplane_peers.py "$build_dir"
+echo
+echo "== 3. the idle worker: waiting on its af_packet sockets vs looking every idle_sleep =="
+PYTHONPATH="$here/python${PYTHONPATH:+:$PYTHONPATH}" python3 bench/dataplane_idle.py "$build_dir"

@@ -26,6 +26,7 @@ struct NodeConfig {
   int64_t idle_sleep_ns = 10'000;  // 0: never sleep
   int worker_priority = 0;         // SCHED_FIFO of the workers; 0: as the EAL made them
   int worker_nice = 0;             // else their nice value; 0: as the EAL made them
+  bool wait_on_ports = false;      // idle workers wait on af_packet sockets (--idle-wait ports)
   uint32_t sizing_frame_bytes = 1500;
   uint64_t sizing_unlimited_rate_bps = 10'000'000'000ULL;
   uint32_t max_frame_bytes = 1518;

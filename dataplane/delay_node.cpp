@@ -248,6 +248,7 @@ Status DelayNode::create_workers() {
   options.idle_sleep_ns = config_.idle_sleep_ns;
   options.realtime_priority = config_.worker_priority;
   options.nice = config_.worker_nice;
+  options.wait_on_ports = config_.wait_on_ports;
   for (size_t i = 0; i < lcores.size(); ++i) {
     if (assigned[i].empty()) continue;
     std::string name = cat("amber_cmd_", lcores[i]);
@@ -256,10 +257,32 @@ Status DelayNode::create_workers() {
       ring = rte_ring_create(name.c_str(), 64, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
     }
     if (ring == nullptr) return internal_error(cat("command ring: ", rte_strerror(rte_errno)));
-    workers_.push_back(
-        std::make_unique<Worker>(lcores[i], std::move(assigned[i]), pool_, ring, clock_, options));
+    auto worker =
+        std::make_unique<Worker>(lcores[i], std::move(assigned[i]), pool_, ring, clock_, options);
+    // It waits on its receive ports only if every one of them has sockets:
+    // a port it could not wait on would be looked at only after a wait.
+    std::vector<int> fds;
+    bool every_port = true;
+    for (const Direction* d : worker->directions()) {
+      std::vector<int> port_fds = ring_drops_.fds(d->rx_port);
+      every_port &= !port_fds.empty();
+      fds.insert(fds.end(), port_fds.begin(), port_fds.end());
+    }
+    if (every_port) worker->wait_on(fds);
+    workers_.push_back(std::move(worker));
   }
   return Status::ok();
+}
+
+void DelayNode::stop() {
+  stop_.store(true, std::memory_order_relaxed);
+  for (const auto& w : workers_) w->wake();
+}
+
+size_t DelayNode::workers_waiting_on_ports() const {
+  size_t n = 0;
+  for (const auto& w : workers_) n += w->waits_on_ports();
+  return n;
 }
 
 void DelayNode::start() {
@@ -310,6 +333,7 @@ Status DelayNode::send(Worker& worker, const std::shared_ptr<Command>& command) 
     delete holder;
     return unavailable(cat("worker on lcore ", worker.lcore(), " has a full command queue"));
   }
+  worker.wake();
   const auto deadline = std::chrono::steady_clock::now() + options_.command_timeout;
   for (;;) {
     const CommandState state = command->state.load(std::memory_order_acquire);

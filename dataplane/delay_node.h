@@ -59,7 +59,7 @@ class DelayNode {
   void start();
   void wait();
   // Safe from any thread and from a signal handler.
-  void stop() { stop_.store(true, std::memory_order_relaxed); }
+  void stop();
   bool running() const { return running_.load(std::memory_order_acquire); }
 
   // Counters of every direction, copied by the workers.
@@ -169,6 +169,8 @@ class DelayNode {
   const std::vector<uint16_t>& ports() const { return ports_; }
   size_t worker_count() const { return workers_.size(); }
   uint64_t idle_sleeps() const;
+  // Workers that wait on their ports' sockets when idle (the others sleep).
+  size_t workers_waiting_on_ports() const;
 
  private:
   DelayNode(const config::NodeConfig& config, const NodeOptions& options);

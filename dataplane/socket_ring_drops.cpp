@@ -77,6 +77,15 @@ void SocketRingDrops::detach() {
   sockets_.clear();
 }
 
+std::vector<int> SocketRingDrops::fds(uint16_t port) const {
+  std::lock_guard lock(mutex_);
+  std::vector<int> out;
+  for (const Socket& s : sockets_) {
+    if (s.port == port) out.push_back(s.fd);
+  }
+  return out;
+}
+
 size_t SocketRingDrops::sockets() const {
   std::lock_guard lock(mutex_);
   return sockets_.size();

@@ -25,6 +25,8 @@ class SocketRingDrops {
   std::map<uint16_t, uint64_t> dropped();
   // How many sockets attach() found, for the log and tests.
   size_t sockets() const;
+  // The descriptors of `port`'s sockets (none for other drivers).
+  std::vector<int> fds(uint16_t port) const;
   // Forgets the sockets: call before the ports stop, which closes them
   // (their descriptors may then be reused). The totals stay.
   void detach();

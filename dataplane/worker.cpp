@@ -4,6 +4,7 @@
 #include <rte_ethdev.h>
 #include <rte_prefetch.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -23,6 +24,8 @@ namespace amber::dataplane {
 namespace {
 constexpr int64_t kLateNs = 10'000;
 constexpr int64_t kSpinBeforeInstantNs = 1'000'000;
+// The longest wait on the ports: the stop flag is looked at after it.
+constexpr int64_t kLongestWaitNs = 10'000'000;
 }  // namespace
 
 Worker::Worker(unsigned lcore, std::vector<Direction*> directions, rte_mempool* pool,
@@ -34,6 +37,25 @@ Worker::Worker(unsigned lcore, std::vector<Direction*> directions, rte_mempool* 
       clock_(clock),
       options_(options),
       virtual_clock_(0) {}
+
+Worker::~Worker() {
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Worker::wait_on(const std::vector<int>& port_fds) {
+  if (!options_.wait_on_ports || options_.idle_sleep_ns == 0 || port_fds.empty()) return;
+  if (wake_fd_ < 0) wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) return;  // it sleeps, as before
+  wait_fds_.clear();
+  for (int fd : port_fds) wait_fds_.push_back(pollfd{fd, POLLIN, 0});
+  wait_fds_.push_back(pollfd{wake_fd_, POLLIN, 0});
+}
+
+void Worker::wake() const {
+  if (wake_fd_ < 0) return;
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+}
 
 int Worker::run(const std::atomic<bool>& stop) {
   // Short sleeps must be short: the default 50 us timer slack would make
@@ -284,14 +306,17 @@ void Worker::idle_sleep(int64_t real_now) {
     if (d->has_run_on()) return;
   }
   const int64_t bound = options_.idle_sleep_ns;
-  int64_t sleep_ns = bound;
+  // Waiting on the ports, an arrival or a command ends the wait: only the
+  // next departure, freeze or thaw bounds it.
+  const bool on_ports = !wait_fds_.empty();
+  int64_t sleep_ns = on_ports ? kLongestWaitNs : bound;
   // Spin through the last stretch before a freeze or thaw instant: a sleep
   // that overshoots would make the loop see the instant late (the virtual
   // clock is exact anyway, but the freeze latency reported would not be).
   for (int64_t instant : {virtual_clock_.freeze_at_ns(), virtual_clock_.thaw_at_ns()}) {
     if (instant != link::VirtualClock::kNone && instant > real_now) {
-      if (instant - real_now < kSpinBeforeInstantNs + oversleep_ns_) return;
-      sleep_ns = std::min(sleep_ns, instant - real_now - kSpinBeforeInstantNs - oversleep_ns_);
+      if (instant - real_now < kSpinBeforeInstantNs + oversleep_.ns()) return;
+      sleep_ns = std::min(sleep_ns, instant - real_now - kSpinBeforeInstantNs - oversleep_.ns());
     }
   }
   if (!virtual_clock_.frozen(real_now)) {
@@ -305,15 +330,27 @@ void Worker::idle_sleep(int64_t real_now) {
       const int64_t next = d->pipe.next_event_ns();
       if (next == link::kNever) continue;
       const int64_t until = next - d->virtual_time(virtual_now);
-      sleep_ns = std::min(sleep_ns, until + bound - oversleep_ns_);
+      sleep_ns = std::min(sleep_ns, until + bound - oversleep_.ns());
     }
   }
   if (sleep_ns < 1'000) return;
-  timespec ts{0, static_cast<long>(sleep_ns)};
-  nanosleep(&ts, nullptr);
+  timespec ts{static_cast<time_t>(sleep_ns / 1'000'000'000),
+              static_cast<long>(sleep_ns % 1'000'000'000)};
   ++sleeps_;
-  const int64_t over = clock_.now_ns() - real_now - sleep_ns;
-  oversleep_ns_ = std::max(over, oversleep_ns_ - oversleep_ns_ / 64);
+  if (on_ports) {
+    const int ready = ppoll(wait_fds_.data(), wait_fds_.size(), &ts, nullptr);
+    if (ready != 0) {
+      // Woken early: no overshoot to learn from.
+      if (ready > 0 && (wait_fds_.back().revents & POLLIN)) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t n = read(wake_fd_, &count, sizeof count);
+      }
+      return;
+    }
+  } else {
+    nanosleep(&ts, nullptr);
+  }
+  oversleep_.add(clock_.now_ns() - real_now - sleep_ns);
 }
 
 bool Worker::handle_commands() {

@@ -2,6 +2,7 @@
 // the virtual clock -> pipe -> tx burst of the frames that are due.
 #pragma once
 
+#include <poll.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
 
@@ -12,6 +13,7 @@
 
 #include "dataplane/command.h"
 #include "dataplane/direction.h"
+#include "dataplane/oversleep.h"
 #include "dataplane/tsc_clock.h"
 #include "link-emulator/virtual_clock.h"
 
@@ -22,6 +24,13 @@ struct WorkerOptions {
   // longest sleep asked for; 0 spins.
   int64_t idle_sleep_ns = 10'000;
   uint32_t idle_polls_before_sleep = 64;
+  // An idle worker given its ports' descriptors (Worker::wait_on) waits on
+  // them instead of looking every idle_sleep_ns: a frame's arrival or a
+  // command wakes it, and otherwise it sleeps to the next departure, freeze
+  // or thaw (at most 10 ms). On a host shared with guests that leaves them
+  // the core a polling worker would take; a frame that finds it asleep is
+  // stamped when the kernel has woken it (tens of microseconds in a VM).
+  bool wait_on_ports = false;
   // SCHED_FIFO priority of the worker's thread (1..99); 0 leaves it as the
   // EAL made it. On a host that also runs the guests, the scheduler's
   // fairness otherwise hands the node's core to vCPUs that catch up after a
@@ -39,6 +48,20 @@ class Worker {
 
   // The loop; returns when a kStop command arrives or `stop` is set.
   int run(const std::atomic<bool>& stop);
+
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  ~Worker();
+
+  // Descriptors that turn readable when a frame waits on each of the
+  // worker's receive ports (a net_af_packet port's sockets): with one for
+  // every receive port, an idle worker waits on them rather than looking
+  // every idle_sleep_ns (WorkerOptions::wait_on_ports). Call before run().
+  void wait_on(const std::vector<int>& port_fds);
+  bool waits_on_ports() const { return !wait_fds_.empty(); }
+  // Wakes the worker from a wait on its ports: after a command is queued,
+  // or to stop. Async-signal-safe.
+  void wake() const;
 
   unsigned lcore() const { return lcore_; }
   rte_ring* commands() const { return commands_; }
@@ -79,10 +102,11 @@ class Worker {
   link::VirtualClock virtual_clock_;
   uint32_t idle_polls_ = 0;
   uint64_t sleeps_ = 0;
-  // How much longer than asked a sleep has recently taken (a decaying
-  // maximum): a sleep is only taken if even this overshoot keeps the next
-  // departure within the bound.
-  int64_t oversleep_ns_ = 0;
+  // The ports' descriptors and, last, wake_fd_ (empty: sleeps instead).
+  std::vector<pollfd> wait_fds_;
+  int wake_fd_ = -1;  // an eventfd
+  // How much longer than asked a sleep takes (its 90th percentile).
+  OversleepEstimate oversleep_;
   // The freeze as this loop saw it: the first pass at or after the instant.
   bool was_frozen_ = false;
   int64_t freeze_seen_ns_ = -1;

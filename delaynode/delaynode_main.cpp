@@ -83,6 +83,16 @@ Options after --:
   --worker-nice N        or keep them at SCHED_OTHER with nice N (-20..19;
                          default 0): a larger share of a core shared with
                          the guests, never all of it
+  --idle-wait MODE       how an idle worker waits for frames: "timer"
+                         (default) looks at its ports every idle_sleep
+                         (10us); "ports" waits on its af_packet sockets,
+                         woken by a frame or a command and otherwise
+                         sleeping to the next departure: next to no CPU
+                         when idle, so on a host shared with guests they
+                         keep the core; a frame that finds it asleep is
+                         stamped once the kernel has woken it (tens of
+                         microseconds in a VM). Workers with a port of
+                         another driver (vhost, ring, tap) always use timer
   --vhost-priority N     run DPDK's vhost-user message thread at SCHED_FIFO
                          priority N (default 10; 0 leaves it as it is). QEMU
                          stops and restarts a VM's rings on every stop and
@@ -192,6 +202,7 @@ int main(int argc, char** argv) {
   int vhost_priority = 10;
   int worker_priority = 0;
   int worker_nice = 0;
+  bool wait_on_ports = false;
   amber::controller::AgentOptions agent_options;
   std::string agent_address;
   for (int i = 1; i < argc; ++i) {
@@ -231,6 +242,14 @@ int main(int argc, char** argv) {
       if (!int_in(argv[++i], -20, 19, &worker_nice)) {
         return fail("--worker-nice: give a nice value -20..19 (0 leaves them)");
       }
+    } else if (a == "--idle-wait" && i + 1 < argc) {
+      const std::string_view mode = argv[++i];
+      if (mode != "ports" && mode != "timer") {
+        return fail(
+            "--idle-wait: give \"ports\" (wait on af_packet sockets) or \"timer\" "
+            "(look every idle_sleep)");
+      }
+      wait_on_ports = mode == "ports";
     } else if (a == "--agent-priority" && i + 1 < argc) {
       if (!int_in(argv[++i], 0, 99, &agent_options.realtime_priority)) {
         return fail("--agent-priority: give 0 (leave them) or a SCHED_FIFO priority 1..99");
@@ -252,6 +271,7 @@ int main(int argc, char** argv) {
   if (!config) return fail(config.status().message());
   config->worker_priority = worker_priority;
   config->worker_nice = worker_nice;
+  config->wait_on_ports = wait_on_ports;
   auto created = amber::dataplane::DelayNode::create(*config);
   if (!created) return fail(created.status().message());
   auto& node = *created;
@@ -267,6 +287,14 @@ int main(int argc, char** argv) {
                 amber::link::describe(link.b_to_a).c_str());
   }
   std::printf("  frame pool: %s\n", node->sizing().describe().c_str());
+  if (wait_on_ports) {
+    const size_t waiting = node->workers_waiting_on_ports();
+    std::printf("  idle: %zu of %zu worker(s) wait on their af_packet sockets%s\n", waiting,
+                node->worker_count(),
+                waiting < node->worker_count()
+                    ? "; the others have a port without one and look every idle_sleep"
+                    : "");
+  }
   if (vhost_priority > 0) {
     // DPDK names it so; it exists once a net_vhost port was probed.
     const int raised = raise_threads("vhost-events", vhost_priority);

@@ -4,7 +4,9 @@ ping RTT is twice the one-way delay, iperf3 TCP throughput follows the
 configured rate in each direction (asymmetric), configured loss shows up in
 ping, runtime changes through the telemetry socket take effect, frames
 the kernel drops at a full af_packet socket ring show in the port's
-rx_missed, SIGTERM stops the node cleanly with final counters; and with a 9000-byte MTU on
+rx_missed, SIGTERM stops the node cleanly with final counters; an idle
+worker told --idle-wait ports waits on its af_packet sockets (next to no
+CPU), by default it polls; and with a 9000-byte MTU on
 every veth, jumbo frames cross whole with the delay and at the rate.
 
 usage: test_delaynode_netns.py BUILD/delaynode/amber-delaynode
@@ -13,7 +15,9 @@ otherwise."""
 
 import os
 import signal
+import subprocess
 import sys
+import time
 import unittest
 
 from amberlab import lab
@@ -37,6 +41,7 @@ class NodeBetweenHosts(unittest.TestCase):
     """Two namespaces (PREFIX, SUBNET, MTU) and a node with config() between
     them, shared by a class's tests."""
     PREFIX, SUBNET, MTU = None, None, 1500
+    APP = ()
 
     @classmethod
     def config(cls):
@@ -47,7 +52,7 @@ class NodeBetweenHosts(unittest.TestCase):
         cls.hosts = lab.TwoHosts(cls.PREFIX, subnet=cls.SUBNET, mtu=cls.MTU)
         try:
             cls.node = lab.DelayNode(BINARY, cls.config(), cls.hosts.host_if,
-                                     f"{cls.PREFIX}-node", mtu=cls.MTU)
+                                     f"{cls.PREFIX}-node", mtu=cls.MTU, app=cls.APP)
         except Exception:
             cls.hosts.close()
             raise
@@ -59,9 +64,31 @@ class NodeBetweenHosts(unittest.TestCase):
         cls.node.close()
         cls.hosts.close()
 
+    def worker_cpu_share(self, seconds=2.0):
+        """The share of a core the worker (the main lcore's loop: the
+        process's main thread) used over the next `seconds`."""
+        pid = self.node.proc.pid
+
+        def used():
+            with open(f"/proc/{pid}/task/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        t0, c0 = time.monotonic(), used()
+        time.sleep(seconds)  # a measuring window, not a wait for something
+        return (used() - c0) / (time.monotonic() - t0)
+
 
 class DelayNodeBetweenNamespaces(NodeBetweenHosts):
     PREFIX, SUBNET = "amb-dpt", 78
+    APP = ("--idle-wait", "ports")
+
+    def test_0_an_idle_worker_waits_on_its_sockets(self):
+        # Both ports are af_packet: the idle worker waits on their sockets
+        # instead of looking every idle_sleep (10 us), so an idle node costs
+        # next to no CPU; a frame wakes it (test_1: the RTT is still exact).
+        self.assertIn("1 of 1 worker(s) wait on their af_packet sockets", self.node.output())
+        share = self.worker_cpu_share()
+        self.assertLess(share, 0.05, f"the idle worker used {share:.0%} of a core")
 
     def test_1_ping_rtt_is_twice_the_one_way_delay(self):
         p = lab.ping(self.hosts, 0, self.hosts.addr[1], 30, interval=0.05)
@@ -152,6 +179,31 @@ class DelayNodeBetweenNamespaces(NodeBetweenHosts):
         self.assertEqual(self.node.proc.returncode, 0, out)
         self.assertIn("[final] lan/a_to_b", out)
         self.assertIn("stopped", out)
+
+
+class TimerIdleWait(NodeBetweenHosts):
+    """By default (--idle-wait timer) the worker looks at its ports every
+    idle_sleep instead of waiting on their sockets, and forwards with the
+    delay; a bad mode is refused before anything starts."""
+    PREFIX, SUBNET = "amb-dpw", 74
+
+    def test_timer_mode_polls_and_forwards(self):
+        self.assertNotIn("wait on their af_packet sockets", self.node.output())
+        p = lab.ping(self.hosts, 0, self.hosts.addr[1], 20, interval=0.05)
+        self.assertEqual(p["loss"], 0.0, p["output"])
+        self.assertGreaterEqual(p["min_ms"], 2 * DELAY_MS, p["output"])
+        self.assertLess(p["avg_ms"], 2 * DELAY_MS + 3, p["output"])
+        # It looks every 10 us: far more CPU than the waiting worker's.
+        share = self.worker_cpu_share()
+        self.assertGreater(share, 0.05, f"the polling worker used {share:.0%} of a core")
+
+    def test_a_bad_mode_is_refused(self):
+        # No hugepages taken, no files left: the EAL runs on plain memory.
+        r = subprocess.run([BINARY, "--no-pci", "--no-huge", "-m", "64", "--file-prefix",
+                            f"{self.PREFIX}-bad", "--", "--config", "/nonexistent",
+                            "--idle-wait", "spin"], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--idle-wait: give", r.stderr + r.stdout)
 
 
 class JumboFramesBetweenNamespaces(NodeBetweenHosts):
