@@ -119,9 +119,9 @@ class Evaluation:
                       append=("", "amber.workload=iperf3-server"),
                       topology_extra=topology_extra(a), align_network=align_network(a),
                       delaynode_app=("--vhost-priority", str(getattr(a, "vhost_priority", 10)),
-                                     "--worker-priority", str(node_worker_priority(a)),
+                                     "--worker-priority", str(getattr(a, "worker_priority", 0)),
                                      "--worker-nice", str(getattr(a, "worker_nice", 0)),
-                                     "--idle-wait", getattr(a, "node_idle_wait", "ports"),
+                                     "--idle-wait", getattr(a, "node_idle_wait", "timer"),
                                      "--agent-priority",
                                      str(getattr(a, "node_agent_priority", 0))),
                       vmhost_extra=vmhost_lines(a), mtu=a.mtu,
@@ -769,9 +769,9 @@ def evaluate(a, keep=None):
               "pause_alignment": getattr(a, "pause_alignment", None) or "on",
               "align_network": "on" if align_network(a) else "off",
               "run_on": RUN_ON if getattr(a, "run_on", "off") != "off" else "off",
-              "worker_priority": node_worker_priority(a),
+              "worker_priority": getattr(a, "worker_priority", 0),
               "worker_nice": getattr(a, "worker_nice", 0),
-              "node_idle_wait": getattr(a, "node_idle_wait", "ports"),
+              "node_idle_wait": getattr(a, "node_idle_wait", "timer"),
               "node_agent_priority": getattr(a, "node_agent_priority", 0),
               "queue_frames": a.queue_frames, "tcp_window_mib": a.tcp_window, "mtu": a.mtu,
               "topology": getattr(a, "topology", "vhost"), "machine": machine(a),
@@ -892,18 +892,17 @@ def parser():
                    help="the sender also runs the CPU work unit (cpu_at/cpu_max; busies its vCPU)")
     p.add_argument("--vhost-priority", type=int, default=10,
                    help="the delay node's --vhost-priority (0: DPDK's vhost thread as it is)")
-    p.add_argument("--worker-priority", type=int, default=None,
+    p.add_argument("--worker-priority", type=int, default=0,
                    help="the delay node's --worker-priority (SCHED_FIFO of the lcores that move "
-                        f"frames; 0: as the EAL made them). Default: {TESTBED_WORKER_PRIORITY} on "
-                        "the testbed with --node-idle-wait ports (the worker then holds a CPU "
-                        "only while it has frames to move), else 0")
+                        "frames; 0: as the EAL made them)")
     p.add_argument("--worker-nice", type=int, default=0,
                    help="the delay node's --worker-nice (nice of the lcores that move frames)")
-    p.add_argument("--node-idle-wait", choices=("ports", "timer"), default="ports",
-                   help="the delay node's --idle-wait: an idle worker waits on its af_packet "
-                        "sockets (ports, the default here: the node shares this host's CPUs "
-                        "with the guests) or looks every idle_sleep (timer); the vhost "
-                        "topology's ports have no sockets and always use timer")
+    p.add_argument("--node-idle-wait", choices=("ports", "timer"), default="timer",
+                   help="the delay node's --idle-wait: an idle worker looks at its ports every "
+                        "idle_sleep (timer, the default, as a node with cores of its own would) "
+                        "or waits on its af_packet sockets (ports: about half the node's CPU on "
+                        "this host, but see README, Performance: \"The delay node's own CPU\"); the "
+                        "vhost topology's ports have no sockets and always use timer")
     p.add_argument("--sample-threads", action="store_true",
                    help="sample every thread's scheduler statistics (runs/*/threads.json, "
                         "scripts/amber-py transparency.threads EVAL_DIR): who had the CPUs "
@@ -945,24 +944,6 @@ def parser():
                         "resume at QEMU's receive ring. Costs the VMs' main loops a little")
     p.add_argument("--quiet", action="store_true")
     return p
-
-
-# The delay node's worker on the testbed topology: waiting on its af_packet
-# sockets at SCHED_FIFO it wakes at once for a frame and holds a CPU only
-# while it moves frames. Three evaluations each at 300 Mbit/s x 50 ms
-# (README, Performance: "The delay node's own CPU"): against the polling
-# worker at SCHED_OTHER, 26 % of a core instead of 45 % and a seventeenth
-# of the bursts sent 1 ms or more late.
-TESTBED_WORKER_PRIORITY = 50
-
-
-def node_worker_priority(a):
-    """The delay node's --worker-priority for evaluation options `a`."""
-    given = getattr(a, "worker_priority", None)
-    if given is not None:
-        return given
-    ports = getattr(a, "node_idle_wait", "ports") == "ports"
-    return TESTBED_WORKER_PRIORITY if getattr(a, "topology", "vhost") == "testbed" and ports else 0
 
 
 def main():
