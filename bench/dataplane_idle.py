@@ -74,11 +74,9 @@ def run(binary, mode, priority):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("needs root")
+    binary = lab.bench_delaynode(sys.argv)
+    if binary is None:
         return 1
-    build = sys.argv[1] if len(sys.argv) > 1 else "build"
-    binary = os.path.join(build, "delaynode", "amber-delaynode")
     print(f"link {RATE}, {DELAY_MS} ms each way, 1500-byte frames; 100 pings 20 ms apart on "
           f"the idle link, then iperf3 TCP {SECONDS} s; {os.cpu_count()} CPUs")
     print()

@@ -14,8 +14,6 @@ mdev) and the RTT error against 2 x the configured delay.
 
 usage: bench/dataplane.sh, or PYTHONPATH=python bench/dataplane_peers.py [BUILD_DIR]   (root)"""
 
-import os
-import statistics
 import sys
 
 from amberlab import lab
@@ -85,11 +83,9 @@ def tbf_run(rate):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("needs root")
+    binary = lab.bench_delaynode(sys.argv)
+    if binary is None:
         return 1
-    build = sys.argv[1] if len(sys.argv) > 1 else "build"
-    binary = os.path.join(build, "delaynode", "amber-delaynode")
     rows = []
     for rate, bps, delay in LINKS:
         a = amber_run(binary, rate, delay)

@@ -49,6 +49,7 @@ void Worker::wait_on(const std::vector<int>& port_fds) {
   wait_fds_.clear();
   for (int fd : port_fds) wait_fds_.push_back(pollfd{fd, POLLIN, 0});
   wait_fds_.push_back(pollfd{wake_fd_, POLLIN, 0});
+  oversleep_.set_rule(OversleepEstimate::Rule::kPercentile90);
 }
 
 void Worker::wake() const {

@@ -105,8 +105,9 @@ class Worker {
   // The ports' descriptors and, last, wake_fd_ (empty: sleeps instead).
   std::vector<pollfd> wait_fds_;
   int wake_fd_ = -1;  // an eventfd
-  // How much longer than asked a sleep takes (its 90th percentile).
-  OversleepEstimate oversleep_;
+  // How much longer than asked a sleep takes: a decaying maximum while
+  // polling, the 90th percentile while waiting on the ports (oversleep.h).
+  OversleepEstimate oversleep_{OversleepEstimate::Rule::kDecayingMaximum};
   // The freeze as this loop saw it: the first pass at or after the instant.
   bool was_frozen_ = false;
   int64_t freeze_seen_ns_ = -1;

@@ -357,6 +357,17 @@ def iperf3(hosts, server, client, seconds=5, reverse=False, udp_rate=None, port=
         srv.wait()
 
 
+def bench_delaynode(argv):
+    """The amber-delaynode binary for a benchmark's command line (its one
+    optional argument: the build directory, default "build"), or None,
+    said why, when not run as root."""
+    if os.geteuid() != 0:
+        print("needs root")
+        return None
+    build = argv[1] if len(argv) > 1 else "build"
+    return os.path.join(build, "delaynode", "amber-delaynode")
+
+
 def test_main(doc, tools=("ip", "ethtool", "iperf3", "ping", "ss")):
     """The command line of a scenario test: takes its one argument (a build
     directory or binary) off sys.argv and returns (argument, None), or

@@ -1,6 +1,6 @@
-// The worker's estimate of how late its idle sleeps come back: it must
-// follow the usual overshoot, not the rare preemption, or the worker stops
-// sleeping while frames flow and polls a core's worth on a shared host.
+// The worker's estimate of how late its idle sleeps come back. Waiting on
+// its ports it must follow the usual overshoot, not the rare preemption;
+// polling it keeps the decaying maximum it always had (oversleep.h).
 #include "dataplane/oversleep.h"
 
 #include <gtest/gtest.h>
@@ -49,6 +49,18 @@ TEST(OversleepEstimate, OneLongOvershootFadesWithinAFewSleeps) {
   EXPECT_LE(e.ns(), settled + 9 * OversleepEstimate::kStepNs);
   for (int i = 0; i < 20; ++i) e.add(10'000);
   EXPECT_LE(e.ns(), settled);
+}
+
+TEST(OversleepEstimate, ThePollingRuleIsADecayingMaximum) {
+  // What a polling worker keeps: one preempted sleep holds it up (so it
+  // spins, keeping its core) and it decays by 1/64 a sleep.
+  OversleepEstimate e(OversleepEstimate::Rule::kDecayingMaximum);
+  for (int i = 0; i < 100; ++i) e.add(20'000);
+  EXPECT_EQ(e.ns(), 20'000);
+  e.add(2'000'000);
+  EXPECT_EQ(e.ns(), 2'000'000);
+  e.add(20'000);
+  EXPECT_EQ(e.ns(), 2'000'000 - 2'000'000 / 64);
 }
 
 TEST(OversleepEstimate, NeverNegative) {
