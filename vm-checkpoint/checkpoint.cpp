@@ -93,6 +93,13 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
   auto saved = vm.save_state(cat(tmp, "/state.bin"), progress);
   if (!saved) return fail(saved.status());
   report.save = *saved;
+  const bool ram_file = vm.config().save_ram_file;
+  if (ram_file) {
+    auto ram = vm.save_ram(cat(tmp, "/ram.bin"));
+    if (!ram) return fail(ram.status());
+    report.save.ram_file_bytes = *ram;
+    fs::permissions(cat(tmp, "/ram.bin"), fs::perms::owner_read, ec);
+  }
   // After the migration completed QEMU has flushed and released the image,
   // so the overlay file is exactly the disk at the stop.
   const std::string& disk = vm.config().disk;
@@ -112,6 +119,9 @@ Result<CheckpointReport> save_checkpoint(Vm& vm, const std::string& dir,
                {"accel", accel_name(vm.accel())},
                {"disk", !disk.empty()},
                {"state_bytes", report.save.file_bytes},
+               // The RAM beside the stream (VmConfig::save_ram_file).
+               {"ram_file", ram_file},
+               {"ram_file_bytes", report.save.ram_file_bytes},
                {"stop_lateness_ns",
                 std::chrono::duration_cast<std::chrono::nanoseconds>(vm.stop_lateness()).count()}};
   {
@@ -154,7 +164,9 @@ Result<std::unique_ptr<Vm>> restore_checkpoint(const std::string& dir, const VmC
     fs::remove(config.disk, ec);
     AMBER_RETURN_IF_ERROR(create_overlay(cat(dir, "/disk.qcow2"), config.disk));
   }
-  auto vm = Vm::restore(config, cat(dir, "/state.bin"), report);
+  const bool ram_file = meta.value("ram_file", false);
+  auto vm = Vm::restore(config, cat(dir, "/state.bin"), report,
+                        ram_file ? cat(dir, "/ram.bin") : std::string());
   if (!vm && has_disk) fs::remove(config.disk, ec);
   // The restored guest clock reads what it read at the stop: resume it with
   // the same offset to the network as the original would have.

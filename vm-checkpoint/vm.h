@@ -78,6 +78,12 @@ struct VmConfig {
   // at the same guest time as without the pause. Off: at the instant.
   bool align_pause = true;
   std::uint64_t max_bandwidth = std::uint64_t{100} << 30;  // Bytes/s: lifts the 128 MiB/s default.
+  // Save the guest's RAM (its shared memfd) as a file of its own beside a
+  // state stream without it (QEMU's x-ignore-shared), copied while the VM
+  // is stopped. QEMU's migration of the RAM clears every page's dirty bit,
+  // so after such a save each page the guest writes costs TCG's slow path
+  // once; a RAM file leaves the pages as they were (README.md, #15).
+  bool save_ram_file = false;
   // QEMU keeps running when the process that started it dies (a VM-host
   // agent's crash must not kill the experiment); Vm::adopt() takes it over
   // again. Off: QEMU dies with its starting thread (tests, tools).
@@ -125,8 +131,9 @@ struct SaveReport {
   std::string path;
   std::uint64_t file_bytes = 0;
   std::uint64_t ram_transferred = 0;
-  Clock::duration duration{};  // From migrate to the file durable under its name.
-  double mb_per_s() const;     // file_bytes / duration, 10^6 bytes per second.
+  std::uint64_t ram_file_bytes = 0;  // save_ram_file: the RAM file's data (its holes aside).
+  Clock::duration duration{};        // From migrate to the file durable under its name.
+  double mb_per_s() const;           // file_bytes / duration, 10^6 bytes per second.
 };
 
 struct RestoreReport {
@@ -145,9 +152,12 @@ class Vm {
   // file in run_dir, its QMP socket): kNotFound when none runs.
   static Result<std::unique_ptr<Vm>> adopt(const VmConfig& config);
   // Starts QEMU with -incoming defer and loads `state_file`; the VM is left
-  // paused (resume_at()). On failure nothing is left running.
+  // paused (resume_at()). With `ram_file` (a state saved with
+  // save_ram_file) the guest's RAM is loaded from it first. On failure
+  // nothing is left running.
   static Result<std::unique_ptr<Vm>> restore(const VmConfig& config, const std::string& state_file,
-                                             RestoreReport* report = nullptr);
+                                             RestoreReport* report = nullptr,
+                                             const std::string& ram_file = "");
   ~Vm();  // Kills QEMU by its PID if it still runs.
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
@@ -160,6 +170,9 @@ class Vm {
   // `path`.part, fsynced, renamed); if QEMU dies meanwhile no file exists
   // under `path`. The VM can be resumed afterwards.
   Result<SaveReport> save_state(const std::string& path, const ProgressFn& progress = {});
+  // With save_ram_file: the stopped VM's RAM to `path` (sparse: pages the
+  // guest never touched stay holes), fsynced; the bytes of data copied.
+  Result<std::uint64_t> save_ram(const std::string& path);
 
   // Asks QEMU to quit, kills it after `timeout`.
   Status quit(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));

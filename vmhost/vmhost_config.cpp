@@ -196,6 +196,7 @@ vm::VmConfig to_vm_config(const vmhost::VmHost& host, const vmhost::VmSpec& spec
   if (auto lead = step_lead_policy(host)) c.step_lead = *lead;
   c.realtime_boost = host.realtime_boost();
   c.align_pause = host.pause_alignment() != "off";
+  c.save_ram_file = host.save_ram_file();
   c.name = spec.name();
   c.run_dir = cat(host.run_dir(), "/", spec.name());
   c.memory_mib = spec.memory_mib();

@@ -71,6 +71,20 @@ class VmTest : public ::testing::Test {
 
   static WallTime soon(std::chrono::milliseconds d) { return std::chrono::system_clock::now() + d; }
 
+  // Resumes a restored VM and checks that its guest's counter carries on
+  // where `before` (the original's console before the stop) ended.
+  void resume_and_expect_counter_carries_on(Vm& vm, const VmConfig& r,
+                                            const std::vector<testing::CounterLine>& before) {
+    ASSERT_TRUE(vm.resume_at(soon(50ms), waiter_).is_ok());
+    Console console(r.serial_log());
+    ASSERT_TRUE(console.wait_counter_beyond(before.back().n + 30, 30s)) << console.text();
+    const auto after = console.counter();
+    ASSERT_FALSE(after.empty());
+    EXPECT_GT(after.front().n, before.back().n);
+    EXPECT_LE(after.front().n, before.back().n + 2) << "counter did not continue where it stopped";
+    EXPECT_LT(after.front().uptime - before.back().uptime, 1.0);
+  }
+
   TempDir dir_;
   testing::GuestImage image_;
   SleepUntilWaiter waiter_;
@@ -175,14 +189,9 @@ TEST_F(VmTest, SaveKillRestoreResumeGuestCarriesOn) {
   EXPECT_EQ(state_of(**restored), "paused");
   EXPECT_GT(report.state_bytes, 0u);
   EXPECT_EQ((*restored)->stop_lateness(), 7ms);
-  ASSERT_TRUE((*restored)->resume_at(soon(50ms), waiter_).is_ok());
+  resume_and_expect_counter_carries_on(**restored, r, before);
+  if (HasFatalFailure()) return;
   Console console(r.serial_log());
-  ASSERT_TRUE(console.wait_counter_beyond(before.back().n + 30, 30s)) << console.text();
-  const auto after = console.counter();
-  ASSERT_FALSE(after.empty());
-  EXPECT_GT(after.front().n, before.back().n);
-  EXPECT_LE(after.front().n, before.back().n + 2) << "counter did not continue where it stopped";
-  EXPECT_LT(after.front().uptime - before.back().uptime, 1.0);
   EXPECT_TRUE(
       testing::run_in_guest(r, "cat /mnt/kept.txt /mnt/base.txt; echo R-$((40+3))", "R-43", 30s));
   const std::string text = console.text();
@@ -200,6 +209,59 @@ TEST_F(VmTest, SaveKillRestoreResumeGuestCarriesOn) {
   EXPECT_NE(refused.status().message().find(cut), std::string::npos)
       << refused.status().to_string();
   EXPECT_FALSE(testing::process_mentioning(bad.run_dir));
+}
+
+// save_ram_file: the RAM leaves QEMU's stream for a sparse file of its own,
+// and the restored guest carries on from it.
+TEST_F(VmTest, RamFileBesideTheStateRestoresTheGuest) {
+  VmConfig c = config("ramfile");
+  c.save_ram_file = true;
+  auto vm = boot_counter(c);
+  ASSERT_TRUE(vm);
+  ASSERT_TRUE(
+      testing::run_in_guest(c, "echo kept > /mnt/kept.txt; sync; echo W-$((40+2))", "W-42", 30s));
+  ASSERT_TRUE(vm->stop_at(soon(100ms), waiter_).is_ok());
+  const auto before = Console(c.serial_log()).counter();
+  const std::string ckpt = dir_.sub("ramfile-ckpt");
+  auto saved = save_checkpoint(*vm, ckpt);
+  ASSERT_TRUE(saved.is_ok()) << saved.status().to_string();
+  // The stream holds devices and firmware, not the 128 MiB of RAM.
+  EXPECT_LT(saved->save.file_bytes, 16u << 20);
+  EXPECT_EQ(std::filesystem::file_size(ckpt + "/ram.bin"), 128u << 20);
+  EXPECT_GT(saved->save.ram_file_bytes, 1u << 20);
+  EXPECT_LE(saved->save.ram_file_bytes, 128u << 20);
+  vm.reset();
+
+  // A RAM file of another size is refused, naming it; nothing runs on.
+  const std::string other = dir_.sub("other-ckpt");
+  std::filesystem::copy(ckpt, other, std::filesystem::copy_options::recursive);
+  std::filesystem::permissions(other + "/ram.bin", std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::add);
+  std::filesystem::resize_file(other + "/ram.bin", 64u << 20);
+  VmConfig bad = config("ramfile-bad");
+  auto refused = restore_checkpoint(other, bad);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("ram.bin holds 64 MiB, the VM has 128 MiB"),
+            std::string::npos)
+      << refused.status().to_string();
+  EXPECT_FALSE(testing::process_mentioning(bad.run_dir));
+
+  VmConfig r = config("ramfile-restored");
+  auto restored = restore_checkpoint(ckpt, r);
+  ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();
+  resume_and_expect_counter_carries_on(**restored, r, before);
+  if (HasFatalFailure()) return;
+  Console console(r.serial_log());
+  EXPECT_TRUE(testing::run_in_guest(r, "cat /mnt/kept.txt; echo R-$((40+3))", "R-43", 30s));
+  EXPECT_NE(console.text().find("\nkept"), std::string::npos) << console.text();
+
+  // QEMU keeps a migration capability: the restored VM, configured to save
+  // its RAM in the stream, must not leave it out.
+  ASSERT_TRUE((*restored)->stop_at(soon(50ms), waiter_).is_ok());
+  auto again = save_checkpoint(**restored, dir_.sub("ramfile-again"));
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_GT(again->save.file_bytes, 32u << 20);
+  EXPECT_FALSE(std::filesystem::exists(dir_.sub("ramfile-again") + "/ram.bin"));
 }
 
 TEST_F(VmTest, TwoBranchesOfOneCheckpointHaveIndependentDisks) {

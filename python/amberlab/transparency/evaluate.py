@@ -656,7 +656,11 @@ VARIANTS = {"plain": ("off", False, "off", False, False),
             # A VM resumed later by its stop's lateness (pause_alignment)
             # would miss the frames its run-on direction sends from the
             # thaw: run-on takes the place of that alignment.
-            "runon": ("auto", False, "off", True, True)}
+            "runon": ("auto", False, "off", True, True),
+            # amber (shift) with each VM's RAM saved beside QEMU's stream
+            # (the VM host's save_ram_file), not in it.
+            "ramfile": ("auto", False, "on", True, False)}
+RAM_FILE_VARIANTS = ("ramfile",)
 TOPOLOGY_EXTRA = 'margin: "100ms"\n'
 RUN_ON = "100ms"
 
@@ -685,6 +689,8 @@ def vmhost_lines(a, variant=None):
         lines += f'pause_alignment: "{align}"\n'
     if getattr(a, "agent_realtime", False):
         lines += "agent_realtime: true\n"
+    if variant in RAM_FILE_VARIANTS or (not variant and getattr(a, "save_ram_file", False)):
+        lines += "save_ram_file: true\n"
     return lines
 
 
@@ -766,6 +772,7 @@ def evaluate(a, keep=None):
               "step_lead": getattr(a, "step_lead", None) or "auto",
               "realtime_boost": getattr(a, "realtime_boost", False),
               "agent_realtime": getattr(a, "agent_realtime", False),
+              "save_ram_file": getattr(a, "save_ram_file", False),
               "pause_alignment": getattr(a, "pause_alignment", None) or "on",
               "align_network": "on" if align_network(a) else "off",
               "run_on": RUN_ON if getattr(a, "run_on", "off") != "off" else "off",
@@ -915,6 +922,10 @@ def parser():
     p.add_argument("--agent-realtime", action="store_true",
                    help="the VM host's agent_realtime: its scheduler and stepping threads at "
                         "SCHED_FIFO (QEMU untouched)")
+    p.add_argument("--save-ram-file", action="store_true",
+                   help="the VM host's save_ram_file: each VM's RAM saved as a file beside "
+                        "QEMU's state stream instead of in it (run variant amber:ramfile "
+                        "does it for one run)")
     p.add_argument("--pause-alignment", choices=("on", "off"),
                    help="the VM host's pause_alignment (default: the agent's, on)")
     p.add_argument("--align-network", choices=("on", "off"), default="on",
