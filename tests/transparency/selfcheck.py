@@ -7,8 +7,11 @@ clock mapping and the window statistics.
 
 usage: selfcheck.py SOURCE_DIR     (exit 77: gcc or numpy missing)"""
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -320,6 +323,56 @@ class SyntheticEvaluation(unittest.TestCase):
         self.assertEqual(paths.lost_after_tap(next(r for r in ev.runs if r.id == "naive")), [])
 
 
+class MachineFloor(unittest.TestCase):
+    """A pause run (the VMs stopped and resumed as amber does, no save) is
+    the machine's floor: where it misses a target too, the report says the
+    target lies below it; without one it says nothing of a floor."""
+
+    def verdicts(self, runs):
+        d = os.path.join(TMP, "floor-" + "-".join(runs))
+        synthetic.make(d, kinds=runs, duration_s=12.0, interval_s=4.0)
+        ev = an.Evaluation(d)
+        return {target: (met, note) for run, target, _, met, note in
+                report.packet_verdicts(ev, ev.all_packet_effects(), report.run_rows(ev))
+                if run == "amber"}
+
+    def test_pause_sets_the_floor_of_the_targets(self):
+        got = self.verdicts(("baseline", "amber", "pause", "naive"))
+        # The injected 3 ms stall: amber and pause alike miss the p99.
+        met, note = got["OWD distortion of in-flight segments: p99 |·| < 2 ms"]
+        self.assertFalse(met)
+        self.assertIn("pause (the VMs' stop and resume without the save): ", note)
+        self.assertIn("below this machine's floor", note)
+        met, note = got["receive stall at the instant, added over control: median < 0.5 ms"]
+        self.assertFalse(met)
+        self.assertIn("below this machine's floor", note)
+        without = self.verdicts(("baseline", "amber", "naive"))
+        _, note = without["OWD distortion of in-flight segments: p99 |·| < 2 ms"]
+        self.assertNotIn("pause", note)
+
+    def test_repeat_sets_amber_against_pause(self):
+        # The synthetic pause stops and resumes exactly as amber: no
+        # difference, and the interval holds 0.
+        d = os.path.join(TMP, "floor-baseline-amber-pause-naive")
+        if not os.path.isdir(d):
+            synthetic.make(d, kinds=("baseline", "amber", "pause", "naive"), duration_s=12.0,
+                           interval_s=4.0)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            repeat.floor_table([(d, repeat.figures(d))])
+        line = next(x for x in out.getvalue().splitlines() if x.startswith("amber - pause, pooled"))
+        diff, lo, hi = (float(v) for v in re.findall(r"[-+][0-9.]+", line)[:3])
+        self.assertEqual((diff, lo, hi), (0.0, 0.0, 0.0))
+        # Whole checkpoints resampled: one checkpoint with a 10 ms tail
+        # among nine quiet ones moves the p99, and the interval says how
+        # unsure that is.
+        quiet = [np.full(100, 1.0) for _ in range(9)]
+        p, lo, hi = repeat.p99_difference(quiet + [np.full(100, 10.0)], quiet + [np.full(100, 1.0)])
+        self.assertAlmostEqual(p, 9.0)
+        self.assertEqual(lo, 0.0)
+        self.assertAlmostEqual(hi, 9.0)
+
+
 class SchedTrace(unittest.TestCase):
     """schedtrace.Trace on a hand-written ftrace dump with known states."""
 
@@ -358,6 +411,16 @@ class SchedTrace(unittest.TestCase):
         held = trace.holders(*waits[0])
         self.assertEqual({t: ns / 1e6 for t, ns in held.items()}, {5: 3.0, 21: 3.0})
         self.assertEqual(trace.first, 99_900_000_000)
+        # A window that starts and ends between switches.
+        held = trace.holders(100 * s + 500_000, 100 * s + 2_000_000)
+        self.assertEqual({t: ns / 1e6 for t, ns in held.items()}, {5: 1.5, 11: 0.5, 21: 1.0})
+        # Threads by process, where record noted them.
+        with open(path + ".threads", "w") as f:
+            f.write('{"5": "amber-delaynode", "21": "qemu-system-x86"}')
+        trace = schedtrace.Trace(path, 100 * s, 100 * s + 20_000_000)
+        self.assertEqual(trace.owned_name(21), "qemu-system-x86: CPU 0/TCG")
+        self.assertEqual(trace.owned_name(5), "amber-delaynode")
+        self.assertEqual(trace.owned_name(11), "CPU 0/TCG")
 
 
 class Retransmits(unittest.TestCase):
@@ -420,6 +483,6 @@ if __name__ == "__main__":
         sys.exit(77)
     from amberlab.experiment import free_port
     from amberlab.transparency import analysis as an
-    from amberlab.transparency import guest, packets, paths, schedtrace, synthetic
+    from amberlab.transparency import guest, packets, paths, repeat, report, schedtrace, synthetic
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)

@@ -51,7 +51,9 @@ def figures(eval_dir):
         if not per:
             continue
         earliest = [v / 1e6 for v in analysis.per_window(rows, run, window, "owd", percentile=5)]
-        out[run] = {"ckpt": per, "earliest": float(np.median(earliest)),
+        windows = [r["owd"] / 1e6 for r in rows if r["run"] == run and r["window"] == window
+                   and r["owd"] is not None and len(r["owd"])]
+        out[run] = {"ckpt": per, "earliest": float(np.median(earliest)), "windows": windows,
                     "pooled": analysis.distortion_summary(analysis.pooled(rows, run, window, "owd")),
                     "retransmits": retransmits(loaded[run])}
     return out
@@ -201,6 +203,62 @@ def table(eval_dirs):
     if counted:
         print()
         print(f"amber's worst checkpoint below naive's best: {wins} of {counted} evaluations")
+    floor_table(per_eval)
+
+
+def p99_difference(a, b, n=2000, seed=3):
+    """p99 |.| of a's segments pooled minus b's, with a 95 % bootstrap
+    interval that resamples whole checkpoints (a checkpoint's segments
+    share its stop and resume, so they are not independent)."""
+    rng = np.random.default_rng(seed)
+
+    def p99(windows, pick):
+        return float(np.percentile(np.abs(np.concatenate([windows[i] for i in pick])), 99))
+    diffs = [p99(a, rng.integers(len(a), size=len(a))) - p99(b, rng.integers(len(b), size=len(b)))
+             for _ in range(n)]
+    return (p99(a, range(len(a))) - p99(b, range(len(b))), float(np.percentile(diffs, 2.5)),
+            float(np.percentile(diffs, 97.5)))
+
+
+def floor_table(per_eval):
+    """amber against the machine's floor: every checkpoint of every
+    evaluation pooled by run kind, and amber minus pause (the VMs' stop and
+    resume as amber's, without the save) with 95 % bootstrap intervals. An
+    interval that holds 0 says the save added nothing this many
+    checkpoints can resolve; one above 0, by how much amber is worse."""
+    kinds = {}
+    for _, f in per_eval:
+        for run, v in f.items():
+            d = kinds.setdefault(kind(run), {"ckpt": [], "windows": []})
+            d["ckpt"] += [abs(x) for x in v["ckpt"]]
+            d["windows"] += v["windows"]
+    if "pause" not in kinds or not any(k.startswith("amber") for k in kinds):
+        return
+    print()
+    print(f"Every checkpoint of the {len(per_eval)} evaluations pooled by run (per-checkpoint: "
+          "the median |distortion| of its in-flight segments; pooled: all their segments), ms:")
+    print()
+    print("| run | checkpoints | per-checkpoint \|median\|: median | pooled \|·\| median "
+          "| pooled \|·\| p99 |")
+    print("|---|---:|---:|---:|---:|")
+    order = ["baseline"] + sorted(k for k in kinds if k.startswith("amber")) + ["pause", "naive",
+                                                                               "sham"]
+    for k in order:
+        if k not in kinds or not kinds[k]["windows"]:
+            continue
+        seg = np.abs(np.concatenate(kinds[k]["windows"]))
+        print(f"| {k} | {len(kinds[k]['ckpt'])} | {np.median(kinds[k]['ckpt']):.2f} "
+              f"| {np.median(seg):.2f} | {np.percentile(seg, 99):.2f} |")
+    print()
+    for k in order:
+        if not k.startswith("amber") or not kinds[k]["windows"]:
+            continue
+        d = analysis.median_difference(kinds[k]["ckpt"], kinds["pause"]["ckpt"])
+        p, lo, hi = p99_difference(kinds[k]["windows"], kinds["pause"]["windows"])
+        if d:
+            print(f"{k} - pause, per-checkpoint |median|: {d['diff']:+.2f} ms "
+                  f"[{d['ci_lo']:+.2f}, {d['ci_hi']:+.2f}], P({k}'s larger) {d['p_greater']:.2f}")
+        print(f"{k} - pause, pooled p99: {p:+.2f} ms [{lo:+.2f}, {hi:+.2f}]")
 
 
 def main(argv=None):

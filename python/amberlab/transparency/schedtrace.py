@@ -16,13 +16,19 @@ waited for a CPU, and which threads held the CPUs while the vCPU waited.
     scripts/amber-py transparency.schedtrace show OUT EVAL_DIR
         the table, for each run of the evaluation with tap captures and
         QEMU's thread ids (run.json qemu_threads)
+    scripts/amber-py transparency.schedtrace cpu OUT EVAL_DIR
+        each thread's CPU in steady state and in the 100 ms after each
+        receiver resume, per run kind (amber against pause: what the host
+        runs after a save that it does not after a pause)
 
 The trace holds every context switch of the machine: about 3 MB a second
 on the 2-core test machine, kept in a ring of --buffer-mib per CPU (the
 oldest events go first)."""
 
 import argparse
+import bisect
 import collections
+import json
 import os
 import re
 import subprocess
@@ -50,6 +56,23 @@ def _read(name):
         return f.read()
 
 
+def thread_owners():
+    """{tid: its process's name} of every thread on the machine now (the
+    trace names threads, not the processes they belong to)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                out[tid] = name
+        except OSError:
+            pass  # it ended meanwhile
+    return out
+
+
 def record(out, command, buffer_mib=256):
     """Runs command with the scheduler events traced; its exit code. The
     tracing state is left as it was found (tracefs unmounted again if it
@@ -72,8 +95,18 @@ def record(out, command, buffer_mib=256):
         with open(out + ".offset", "w") as f:
             f.write(f"{offset}\n")
         _write("tracing_on", 1)
-        rc = subprocess.call(command)
+        proc = subprocess.Popen(command)
+        owners = {}
+        while proc.poll() is None:
+            owners.update(thread_owners())
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        rc = proc.returncode
         _write("tracing_on", 0)
+        with open(out + ".threads", "w") as f:
+            json.dump(owners, f)
         lost = 0
         for cpu in os.listdir(os.path.join(TRACEFS, "per_cpu")):
             with open(os.path.join(TRACEFS, "per_cpu", cpu, "stats")) as f:
@@ -105,6 +138,11 @@ class Trace:
     def __init__(self, path, lo, hi):
         with open(path + ".offset") as f:
             offset = int(f.read())
+        try:
+            with open(path + ".threads") as f:
+                self.owners = json.load(f)
+        except OSError:
+            self.owners = {}  # recorded before record noted them
         self.switches, self.wakeups, self.names = [], [], {}
         first_on = {}
         before = {}  # per CPU, the last switch before lo: who was on it at lo
@@ -134,6 +172,14 @@ class Trace:
         self.by_cpu = collections.defaultdict(list)
         for s in self.switches:
             self.by_cpu[s[1]].append(s)
+        self.times = {cpu: [s[0] for s in on] for cpu, on in self.by_cpu.items()}
+
+    def owned_name(self, tid):
+        """A thread's name, after its process's where record noted it and
+        they differ ("amber-controller: grpcpp_sync_ser")."""
+        name = self.names.get(tid, str(tid))
+        owner = self.owners.get(str(tid))
+        return f"{owner}: {name}" if owner and owner != name else name
 
     def states(self, tid, a, b):
         """({"run", "wait", "sleep"}: ns of tid in [a, b]), [(from, to) it waited]."""
@@ -169,14 +215,10 @@ class Trace:
     def holders(self, a, b):
         """{tid: ns on a CPU within [a, b]}, over every CPU."""
         held = collections.Counter()
-        for on in self.by_cpu.values():
-            before = [s for s in on if s[0] <= a]
-            cur, t0 = (before[-1][4] if before else None), a
-            for t, _, _, _, nxt in on:
-                if t <= a:
-                    continue
-                if t > b:
-                    break
+        for cpu, on in self.by_cpu.items():
+            i = bisect.bisect_right(self.times[cpu], a)
+            cur, t0 = (on[i - 1][4] if i else None), a
+            for t, _, _, _, nxt in on[i:bisect.bisect_right(self.times[cpu], b)]:
                 held[cur] += t - t0
                 cur, t0 = nxt, t
             held[cur] += b - t0
@@ -262,6 +304,89 @@ def show(trace_path, eval_dir):
               + " | ".join(f"{np.median(cols[k]):.2f}" for k in keys) + " |")
 
 
+def thread_labels(run, trace):
+    """{tid: role}: QEMU's threads by VM ("vm2 vCPU", "vm2 main loop",
+    "vm2 other"), idle, and every other thread by its command name."""
+    labels = {0: "idle"}
+    for vm, q in run.meta.get("qemu_threads", {}).items():
+        for t, n in q["threads"].items():
+            labels[int(t)] = f"{vm} vCPU" if n.startswith("CPU ") else f"{vm} QEMU other"
+        labels[int(q["pid"])] = f"{vm} main loop"
+    return lambda tid: labels.get(tid) or trace.owned_name(tid)
+
+
+def cpu_windows(run):
+    """[(freeze ns, the receiver's resume ns)] per checkpoint of a run: the
+    resume is its guest clock's start where the run has it."""
+    out = []
+    for c in run.meta.get("checkpoints", []):
+        v = c.get("vms", {}).get(run.receiver, {})
+        out.append((c["freeze_ns"], v.get("clock_start_ns") or c["resume_ns"]))
+    return out
+
+
+# Windows of cpu(), ns relative to the checkpoint: steady state well before
+# the freeze, and two stretches after the receiver's resume.
+CPU_WINDOWS = (("steady", "freeze", -2000 * 10**6, -1600 * 10**6),
+               ("resume +0-20 ms", "resume", 0, 20 * 10**6),
+               ("+20-100 ms", "resume", 20 * 10**6, 100 * 10**6))
+
+
+def cpu(trace_path, eval_dir, top=8):
+    """Who held the host's CPUs around each checkpoint, per run kind: each
+    thread's CPU per 20 ms, in steady state and after the receiver's
+    resume (the mean over the checkpoints). Tells what runs after an amber
+    resume that does not after a pause, and what the guests wait behind."""
+    runs = [analysis.Run(eval_dir, n) for n in sorted(os.listdir(os.path.join(eval_dir, "runs")))]
+    runs = [r for r in runs if cpu_windows(r)]
+    if not runs:
+        print("(no run with checkpoints)")
+        return
+    edges = [w for r in runs for w in cpu_windows(r)]
+    trace = Trace(trace_path, min(f for f, _ in edges) - 2 * 10**9,
+                  max(r for _, r in edges) + 2 * 10**8)
+    per_kind = collections.defaultdict(lambda: collections.defaultdict(collections.Counter))
+    counts = collections.Counter()
+    for run in runs:
+        label = thread_labels(run, trace)
+        kind = analysis.run_kind(run.id)
+        for freeze, resume in cpu_windows(run):
+            if trace.first is None or freeze + CPU_WINDOWS[0][2] < trace.first:
+                continue
+            counts[kind] += 1
+            for name, base, a, b in CPU_WINDOWS:
+                at = (freeze if base == "freeze" else resume)
+                scale = 20e6 / (b - a) / 1e6  # ms per 20 ms
+                for tid, ns in trace.holders(at + a, at + b).items():
+                    per_kind[kind][name][label(tid)] += ns * scale
+    if not counts:
+        print("(every checkpoint lies before the trace's first event: a larger --buffer-mib)")
+        return
+    print("CPU held per 20 ms of the host's 2 x 20 CPU-ms, ms, mean over the checkpoints: "
+          "steady (2 to 1.6 s before the freeze, before the driver's amberctl starts) and "
+          "after the receiver's guest clock started")
+    print()
+    kinds = sorted(per_kind)
+    total = collections.Counter()
+    for kind in kinds:
+        for name, _, _, _ in CPU_WINDOWS:
+            for who, ms in per_kind[kind][name].items():
+                total[who] += ms / counts[kind]
+    whos = [w for w, _ in total.most_common(top)]
+    head = [f"{k} ({counts[k]}): {n}" for k in kinds for n, _, _, _ in CPU_WINDOWS]
+    print("| thread | " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * len(head))
+    for who in whos + ["(others)"]:
+        cells = []
+        for kind in kinds:
+            for name, _, _, _ in CPU_WINDOWS:
+                got = per_kind[kind][name]
+                ms = (got[who] if who != "(others)"
+                      else sum(v for w, v in got.items() if w not in whos))
+                cells.append(f"{ms / counts[kind]:.1f}")
+        print(f"| {who} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="scripts/amber-py transparency.schedtrace",
                                  description=__doc__,
@@ -273,6 +398,10 @@ def main(argv=None):
     s = sub.add_parser("show", help="the receiver's vCPU after each resume")
     s.add_argument("trace")
     s.add_argument("eval_dir")
+    c = sub.add_parser("cpu", help="each thread's CPU in steady state and after each resume")
+    c.add_argument("trace")
+    c.add_argument("eval_dir")
+    c.add_argument("--top", type=int, default=8, help="threads shown (default 8)")
     argv = sys.argv[1:] if argv is None else list(argv)
     # The command after "--" is not ours to parse (it has options of its own).
     command = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -283,6 +412,9 @@ def main(argv=None):
         if a.buffer_mib < 1:
             ap.error(f"--buffer-mib {a.buffer_mib}: at least 1")
         return record(a.out, command, a.buffer_mib)
+    if a.what == "cpu":
+        cpu(a.trace, a.eval_dir, a.top)
+        return 0
     show(a.trace, a.eval_dir)
     return 0
 

@@ -107,8 +107,10 @@ def write_pcap(path, seqs, src, dst, times=None):
 
 
 def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.456, pause_s=1.0,
-         duration_s=20.0, interval_s=5.0, isn=4_200_000_000, purge_at_stop=False):
-    """Writes the evaluation folder; returns the known values. purge_at_stop:
+         duration_s=20.0, interval_s=5.0, isn=4_200_000_000, purge_at_stop=False,
+         kinds=("baseline", "amber", "naive")):
+    """Writes the evaluation folder; returns the known values. kinds: which runs
+    to write ("pause" stops and resumes as amber does). purge_at_stop:
     in the amber run the receiver never gets the last segment that reached
     its tap before its first stop (as QEMU's tap back end drops the frame it
     holds for a full guest ring); known["purged"] is its (seq, tap ns)."""
@@ -119,7 +121,7 @@ def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.45
     runs = {}
     known = {"ser_ns": ser, "owd_ns": owd, "stall_ns": stall, "offset_ns": int(offset_s * SEC),
              "rate_bps": rate_bps}
-    for name in ("baseline", "amber", "naive"):
+    for name in kinds:
         vm1 = Guest(h0 - 30 * SEC - int(offset_s * SEC), 1_700_000_000 * SEC)
         vm2 = Guest(h0 - 30 * SEC, 1_700_000_000 * SEC + 7 * SEC)
         start = h0 + SEC
@@ -131,7 +133,7 @@ def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.45
             p = int(pause_s * SEC)
             c = {"id": k, "checkpoint": f"c{k:04d}", "freeze_ns": t, "resume_ns": t + p,
                  "restore": False}
-            if name == "amber":
+            if name in ("amber", "pause"):
                 frozen.append((t, t + p))
                 vm1.pauses.append((t, t + p))
                 vm2.pauses.append((t + stall, t + p))
@@ -244,5 +246,5 @@ def make(eval_dir, *, rate_bps=100e6, owd_ms=50.0, stall_ms=3.0, offset_s=123.45
     with open(os.path.join(eval_dir, "params.json"), "w") as f:
         json.dump({"rate": f"{rate_bps / 1e6:g}Mbit", "rate_bps": rate_bps, "delay": f"{owd_ms}ms",
                    "duration_s": duration_s, "interval_s": interval_s,
-                   "runs": ["baseline", "amber", "naive"], "started_host_ns": h0}, f)
+                   "runs": list(kinds), "started_host_ns": h0}, f)
     return known
