@@ -436,8 +436,8 @@ Result<std::unique_ptr<Vm>> Vm::restore(const VmConfig& config, const std::strin
       return fail(not_found(cat("RAM file ", ram_file, ": ", std::strerror(errno))));
     }
     auto out = open_guest_ram((*vm)->pid(), O_WRONLY);
-    struct stat rs {
-    }, ms{};
+    struct stat rs {};
+    struct stat ms {};
     Status s = out ? Status::ok() : out.status();
     if (s && (::fstat(in, &rs) != 0 || ::fstat(*out, &ms) != 0)) {
       s = internal_error(cat("stat ", ram_file, ": ", std::strerror(errno)));
