@@ -373,6 +373,26 @@ class MachineFloor(unittest.TestCase):
         self.assertAlmostEqual(hi, 9.0)
 
 
+class QemuResume(unittest.TestCase):
+    def test_rings_up_and_slow_writes_after_each_resume(self):
+        run = os.path.join(TMP, "qemu-resume", "runs", "amber")
+        os.makedirs(run)
+        s = 1_800_000_000 * 10**9
+        with open(os.path.join(run, "run.json"), "w") as f:
+            json.dump({"checkpoints": [{"vms": {"vm1": {"clock_start_ns": s,
+                                                        "rings_up_ns": s + 3_500_000}}}]}, f)
+        with open(os.path.join(run, "vm1-qemu.log"), "w") as f:
+            # One write before the resume, 3 within 20 ms, 1 more by 100 ms.
+            for us in (-5, 1_000, 2_000, 19_000, 50_000, 2_000_000):
+                t = s + us * 1000
+                f.write(f"7@{t // 10**9}.{t % 10**9 // 1000:06d}:memory_notdirty_set_dirty 0x1\n")
+            # Two vhost-user messages after the clock started, the last 3 ms in.
+            for us in (-10, 500, 3_000):
+                t = s + us * 1000
+                f.write(f"7@{t // 10**9}.{t % 10**9 // 1000:06d}:vhost_user_write req:39\n")
+        self.assertEqual(qemu_resume.resumes(run), [(3.5, [3, 4, 4], 2, 0.5)])
+
+
 class SchedTrace(unittest.TestCase):
     """schedtrace.Trace on a hand-written ftrace dump with known states."""
 
@@ -483,6 +503,7 @@ if __name__ == "__main__":
         sys.exit(77)
     from amberlab.experiment import free_port
     from amberlab.transparency import analysis as an
-    from amberlab.transparency import guest, packets, paths, repeat, report, schedtrace, synthetic
+    from amberlab.transparency import (guest, packets, paths, qemu_resume, repeat, report,
+                                       schedtrace, synthetic)
     result = unittest.main(exit=False, verbosity=2).result
     sys.exit(0 if result.wasSuccessful() else 1)
